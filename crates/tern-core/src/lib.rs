@@ -1,0 +1,18 @@
+//! tern's domain model and the pure rules the scheduler applies to it.
+//!
+//! Nothing here performs I/O: no files, no clock reads (callers pass `now`), no database, no
+//! async runtime. Every other crate depends on this one, so it stays small and stable.
+
+pub mod duration;
+pub mod params;
+pub mod retry;
+pub mod schedule;
+pub mod spec;
+pub mod state;
+pub mod trigger;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use schedule::{DataInterval, Schedule, ScheduleError};
+pub use spec::{DagSpec, ParamSpec, TaskKind, TaskSpec};
+pub use state::{RunState, RunType, TaskState};
+pub use trigger::{TriggerRule, UpstreamSummary};

@@ -1,0 +1,275 @@
+//! The validated, serialisable description of a DAG and its tasks.
+//!
+//! A [`DagSpec`] is what a DAG file evaluates to after validation. It is stored as JSON in the
+//! metadata store (one row per DAG version), shipped to agents inside task assignments, and is
+//! the only thing the scheduler reads about a DAG. Its JSON form is stable: add fields with
+//! `#[serde(default)]` so older versions still load.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::Schedule;
+use crate::trigger::TriggerRule;
+
+/// Queue a task runs on when it names none: served by the control plane's local agent.
+pub const DEFAULT_QUEUE: &str = "default";
+/// Pool a task takes a slot of when it names none.
+pub const DEFAULT_POOL: &str = "default_pool";
+
+/// One DAG as declared by `dag(...)` in a DAG file, with its tasks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagSpec {
+    pub dag_id: String,
+    /// Path of the DAG file, relative to the DAG folder.
+    pub file: String,
+    /// Line of the `dag(...)` call.
+    pub line: u32,
+    pub schedule: Schedule,
+    /// IANA time zone name the schedule and dates are read in (e.g. `Europe/Madrid`).
+    pub timezone: String,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub catchup: bool,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamSpec>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub max_active_runs: u32,
+    pub max_active_tasks: u32,
+    /// Tasks in a topological order: every task comes after all of its upstream tasks.
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// A declared DAG parameter: its default and, optionally, the type a value must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamSpec {
+    pub default: serde_json::Value,
+    /// One of `string`, `integer`, `number`, `boolean`, `array`, `object`; `None` accepts anything.
+    #[serde(default)]
+    pub r#type: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One task of a DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub task_id: String,
+    /// Line of the call that declared the task.
+    pub line: u32,
+    #[serde(flatten)]
+    pub kind: TaskKind,
+    #[serde(default)]
+    pub upstream: Vec<String>,
+    pub trigger_rule: TriggerRule,
+    pub retries: u32,
+    pub retry_delay_ms: u64,
+    pub retry_exponential_backoff: bool,
+    pub max_retry_delay_ms: Option<u64>,
+    pub execution_timeout_ms: Option<u64>,
+    pub queue: String,
+    pub pool: String,
+    /// The declared weight. The scheduler orders by [`DagSpec::effective_priorities`].
+    pub priority_weight: i64,
+}
+
+/// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Runs `cmd` (templated) with `sh -c`.
+    Shell {
+        cmd: String,
+        /// Extra environment variables; values are templated.
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        cwd: Option<String>,
+    },
+    /// Runs Python source with the configured interpreter. `code` holds the inline code, or the
+    /// content of the `script` file read by the DAG loader (not by DAG code) at load time.
+    Python {
+        code: String,
+        /// The script file the code came from, relative to the DAG folder, if any.
+        #[serde(default)]
+        script: Option<String>,
+        /// Arguments (templated).
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: BTreeMap<String, String>,
+        #[serde(default)]
+        cwd: Option<String>,
+    },
+    /// Does nothing and succeeds: a join or a placeholder.
+    Empty,
+}
+
+impl TaskKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Shell { .. } => "shell",
+            TaskKind::Python { .. } => "python",
+            TaskKind::Empty => "empty",
+        }
+    }
+}
+
+impl DagSpec {
+    pub fn task(&self, task_id: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|t| t.task_id == task_id)
+    }
+
+    /// Direct downstream task ids of every task.
+    pub fn downstream_map(&self) -> HashMap<&str, Vec<&str>> {
+        let mut map: HashMap<&str, Vec<&str>> = HashMap::new();
+        for t in &self.tasks {
+            map.entry(t.task_id.as_str()).or_default();
+            for up in &t.upstream {
+                map.entry(up.as_str()).or_default().push(t.task_id.as_str());
+            }
+        }
+        map
+    }
+
+    /// Priority of each task as Airflow's default `downstream` weight rule computes it: the
+    /// task's own weight plus the weights of every task downstream of it, so long chains start
+    /// first.
+    pub fn effective_priorities(&self) -> HashMap<String, i64> {
+        let down = self.downstream_map();
+        let mut out: HashMap<String, i64> = HashMap::new();
+        // Tasks are topologically ordered, so walking backwards sees downstream tasks first;
+        // the set of descendants is collected per task to count shared descendants once.
+        let mut descendants: HashMap<&str, std::collections::BTreeSet<&str>> = HashMap::new();
+        for t in self.tasks.iter().rev() {
+            let mut set = std::collections::BTreeSet::new();
+            for d in down.get(t.task_id.as_str()).into_iter().flatten() {
+                set.insert(*d);
+                if let Some(ds) = descendants.get(d) {
+                    set.extend(ds.iter().copied());
+                }
+            }
+            let weight = t.priority_weight
+                + set
+                    .iter()
+                    .filter_map(|d| self.task(d))
+                    .map(|d| d.priority_weight)
+                    .sum::<i64>();
+            out.insert(t.task_id.clone(), weight);
+            descendants.insert(t.task_id.as_str(), set);
+        }
+        out
+    }
+
+    /// A stable content hash of the spec: a new DAG version is stored when it changes.
+    pub fn content_hash(&self) -> String {
+        let json = serde_json::to_string(self).expect("a DagSpec always serialises");
+        // FNV-1a 64 twice with different seeds: stable across builds, no extra dependency.
+        let h1 = fnv1a(json.as_bytes(), 0xcbf2_9ce4_8422_2325);
+        let h2 = fnv1a(json.as_bytes(), 0x8422_2325_cbf2_9ce4);
+        format!("{h1:016x}{h2:016x}")
+    }
+}
+
+fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
+    let mut h = seed;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl TaskSpec {
+    /// A task with the defaults Airflow users expect: no retries, `all_success`, the default
+    /// queue and pool, weight 1.
+    pub fn new(task_id: impl Into<String>, kind: TaskKind) -> Self {
+        TaskSpec {
+            task_id: task_id.into(),
+            line: 0,
+            kind,
+            upstream: Vec::new(),
+            trigger_rule: TriggerRule::AllSuccess,
+            retries: 0,
+            retry_delay_ms: 300_000,
+            retry_exponential_backoff: false,
+            max_retry_delay_ms: None,
+            execution_timeout_ms: None,
+            queue: DEFAULT_QUEUE.to_string(),
+            pool: DEFAULT_POOL.to_string(),
+            priority_weight: 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dag(tasks: Vec<TaskSpec>) -> DagSpec {
+        DagSpec {
+            dag_id: "d".into(),
+            file: "d.star".into(),
+            line: 1,
+            schedule: Schedule::None,
+            timezone: "UTC".into(),
+            start_date: None,
+            end_date: None,
+            catchup: false,
+            params: BTreeMap::new(),
+            tags: vec![],
+            description: None,
+            max_active_runs: 16,
+            max_active_tasks: 16,
+            tasks,
+        }
+    }
+
+    fn task(id: &str, up: &[&str]) -> TaskSpec {
+        let mut t = TaskSpec::new(id, TaskKind::Empty);
+        t.upstream = up.iter().map(|s| s.to_string()).collect();
+        t
+    }
+
+    #[test]
+    fn downstream_weight_rule_counts_shared_descendants_once() {
+        // a -> b -> d, a -> c -> d
+        let d = dag(vec![
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["a"]),
+            task("d", &["b", "c"]),
+        ]);
+        let p = d.effective_priorities();
+        assert_eq!(p["d"], 1);
+        assert_eq!(p["b"], 2);
+        assert_eq!(p["c"], 2);
+        assert_eq!(p["a"], 4);
+    }
+
+    #[test]
+    fn spec_json_round_trips_and_hash_tracks_content() {
+        let mut d = dag(vec![
+            task("a", &[]),
+            TaskSpec::new(
+                "s",
+                TaskKind::Shell {
+                    cmd: "echo hi".into(),
+                    env: BTreeMap::new(),
+                    cwd: None,
+                },
+            ),
+        ]);
+        let json = serde_json::to_string(&d).unwrap();
+        let back: DagSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, d);
+        let h = d.content_hash();
+        assert_eq!(h, back.content_hash());
+        d.tasks[1].retries = 3;
+        assert_ne!(h, d.content_hash());
+    }
+}

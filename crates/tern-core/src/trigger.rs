@@ -1,0 +1,284 @@
+//! Trigger rules: whether a task may run given the states of its upstream tasks.
+//!
+//! The rules and their outcomes follow Apache Airflow's, including its eager evaluation: a task
+//! whose rule can no longer be met is settled (skipped or upstream_failed) as soon as that is
+//! known, without waiting for the remaining upstream tasks.
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::TaskState;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerRule {
+    AllSuccess,
+    AllFailed,
+    AllDone,
+    AllSkipped,
+    OneSuccess,
+    OneFailed,
+    OneDone,
+    NoneFailed,
+    NoneFailedMinOneSuccess,
+    NoneSkipped,
+    Always,
+}
+
+impl TriggerRule {
+    pub const NAMES: &'static [&'static str] = &[
+        "all_success",
+        "all_failed",
+        "all_done",
+        "all_skipped",
+        "one_success",
+        "one_failed",
+        "one_done",
+        "none_failed",
+        "none_failed_min_one_success",
+        "none_skipped",
+        "always",
+    ];
+
+    pub fn parse(name: &str) -> Option<TriggerRule> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
+    }
+}
+
+/// Counts of a task's direct upstream instances by outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamSummary {
+    pub total: usize,
+    pub success: usize,
+    pub failed: usize,
+    pub upstream_failed: usize,
+    pub skipped: usize,
+    /// Removed upstream tasks count as done and are otherwise ignored.
+    pub removed: usize,
+}
+
+impl UpstreamSummary {
+    pub fn from_states(states: impl IntoIterator<Item = TaskState>) -> Self {
+        let mut s = UpstreamSummary::default();
+        for st in states {
+            s.total += 1;
+            match st {
+                TaskState::Success => s.success += 1,
+                TaskState::Failed => s.failed += 1,
+                TaskState::UpstreamFailed => s.upstream_failed += 1,
+                TaskState::Skipped => s.skipped += 1,
+                TaskState::Removed => s.removed += 1,
+                _ => {}
+            }
+        }
+        s
+    }
+
+    fn done(&self) -> usize {
+        self.success + self.failed + self.upstream_failed + self.skipped + self.removed
+    }
+
+    fn all_done(&self) -> bool {
+        self.done() == self.total
+    }
+
+    fn any_failed(&self) -> bool {
+        self.failed + self.upstream_failed > 0
+    }
+}
+
+/// What a trigger rule says about a task right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// Not decided yet: some upstream tasks are still to finish.
+    Wait,
+    /// The task may run.
+    Run,
+    /// The task will not run; it is skipped.
+    Skip,
+    /// The task will not run because upstream tasks failed.
+    UpstreamFailed,
+}
+
+impl Readiness {
+    /// The state a settled task is put into, if the decision settles it without running.
+    pub fn settled_state(self) -> Option<TaskState> {
+        match self {
+            Readiness::Skip => Some(TaskState::Skipped),
+            Readiness::UpstreamFailed => Some(TaskState::UpstreamFailed),
+            _ => None,
+        }
+    }
+}
+
+/// Decides a task's readiness from its rule and its upstream outcomes.
+pub fn evaluate(rule: TriggerRule, up: UpstreamSummary) -> Readiness {
+    use Readiness::*;
+    if up.total == 0 || rule == TriggerRule::Always {
+        return Run;
+    }
+    let done = up.all_done();
+    match rule {
+        TriggerRule::AllSuccess => {
+            if up.any_failed() {
+                UpstreamFailed
+            } else if up.skipped > 0 {
+                Skip
+            } else if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::AllFailed => {
+            if up.success + up.skipped > 0 {
+                Skip
+            } else if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::AllDone => {
+            if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::AllSkipped => {
+            if up.success + up.failed + up.upstream_failed > 0 {
+                Skip
+            } else if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::OneSuccess => {
+            if up.success > 0 {
+                Run
+            } else if !done {
+                Wait
+            } else if up.any_failed() {
+                UpstreamFailed
+            } else {
+                Skip
+            }
+        }
+        TriggerRule::OneFailed => {
+            if up.any_failed() {
+                Run
+            } else if done {
+                Skip
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::OneDone => {
+            if up.success + up.failed > 0 {
+                Run
+            } else if done {
+                Skip
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::NoneFailed => {
+            if up.any_failed() {
+                UpstreamFailed
+            } else if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::NoneFailedMinOneSuccess => {
+            if up.any_failed() {
+                UpstreamFailed
+            } else if !done {
+                Wait
+            } else if up.success > 0 {
+                Run
+            } else {
+                Skip
+            }
+        }
+        TriggerRule::NoneSkipped => {
+            if up.skipped > 0 {
+                Skip
+            } else if done {
+                Run
+            } else {
+                Wait
+            }
+        }
+        TriggerRule::Always => Run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TaskState::*;
+
+    /// One row per (rule, upstream states) with the expected decision, Airflow's table.
+    #[test]
+    fn rule_table() {
+        let r = Readiness::Run;
+        let w = Readiness::Wait;
+        let s = Readiness::Skip;
+        let u = Readiness::UpstreamFailed;
+        let rows: &[(&str, &[TaskState], Readiness)] = &[
+            ("all_success", &[Success, Success], r),
+            ("all_success", &[Success, Running], w),
+            ("all_success", &[Failed, Running], u),
+            ("all_success", &[UpstreamFailed, Success], u),
+            ("all_success", &[Skipped, Success], s),
+            ("all_failed", &[Failed, UpstreamFailed], r),
+            ("all_failed", &[Failed, Running], w),
+            ("all_failed", &[Failed, Success], s),
+            ("all_done", &[Failed, Success, Skipped], r),
+            ("all_done", &[Failed, Queued], w),
+            ("all_skipped", &[Skipped, Skipped], r),
+            ("all_skipped", &[Skipped, Success], s),
+            ("all_skipped", &[Skipped, Running], w),
+            ("one_success", &[Success, Running], r),
+            ("one_success", &[Failed, Running], w),
+            ("one_success", &[Failed, Skipped], u),
+            ("one_success", &[Skipped, Skipped], s),
+            ("one_failed", &[Failed, Running], r),
+            ("one_failed", &[Success, Running], w),
+            ("one_failed", &[Success, Skipped], s),
+            ("one_done", &[Failed, Running], r),
+            ("one_done", &[Success, Running], r),
+            ("one_done", &[Skipped, Running], w),
+            ("one_done", &[Skipped, Skipped], s),
+            ("none_failed", &[Success, Skipped], r),
+            ("none_failed", &[Success, Running], w),
+            ("none_failed", &[UpstreamFailed, Running], u),
+            ("none_failed_min_one_success", &[Success, Skipped], r),
+            ("none_failed_min_one_success", &[Skipped, Skipped], s),
+            ("none_failed_min_one_success", &[Failed, Success], u),
+            ("none_failed_min_one_success", &[Success, Running], w),
+            ("none_skipped", &[Success, Failed], r),
+            ("none_skipped", &[Skipped, Running], s),
+            ("none_skipped", &[Success, Running], w),
+            ("always", &[Running, Queued], r),
+            ("all_success", &[], r),
+            ("all_success", &[Removed, Success], r),
+        ];
+        for (rule, states, expect) in rows {
+            let rule = TriggerRule::parse(rule).unwrap();
+            let got = evaluate(rule, UpstreamSummary::from_states(states.iter().copied()));
+            assert_eq!(got, *expect, "{rule:?} with {states:?}");
+        }
+    }
+
+    #[test]
+    fn every_documented_name_parses() {
+        for name in TriggerRule::NAMES {
+            assert!(TriggerRule::parse(name).is_some(), "{name}");
+        }
+        assert!(TriggerRule::parse("all_sucess").is_none());
+    }
+}
