@@ -1,1 +1,26 @@
-//! placeholder
+//! tern's metadata store: the only code that speaks SQL to the metadata database.
+//!
+//! One [`Store`] serves SQLite (one file, WAL, the default) and PostgreSQL (several servers and
+//! schedulers) with the same behaviour: the same queries run on both through sqlx's `Any` driver,
+//! with the few dialect differences kept in [`Backend`]. Times are stored as UTC epoch
+//! milliseconds and flags as 0/1 integers so every column decodes identically on both.
+//!
+//! Architecture invariant: state changes of task instances happen in transactions that also
+//! apply their consequences (downstream readiness, admission to queues, run completion), so an
+//! event never waits for a polling tick and a crash never leaves half an event applied.
+
+mod connect;
+pub mod dags;
+mod error;
+pub mod model;
+pub mod pools;
+pub mod runs;
+pub mod tasks;
+mod time;
+
+pub use connect::{Backend, Store};
+pub use error::StoreError;
+pub use model::*;
+pub use time::{from_ms, to_ms};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,111 @@
+-- tern metadata schema (PostgreSQL). Times are UTC epoch milliseconds; flags are 0/1 integers.
+CREATE TABLE dags (
+    dag_id TEXT PRIMARY KEY,
+    file TEXT NOT NULL,
+    is_paused BIGINT NOT NULL DEFAULT 0,
+    is_active BIGINT NOT NULL DEFAULT 1,
+    latest_version_id BIGINT NOT NULL,
+    schedule TEXT NOT NULL,
+    timezone TEXT NOT NULL,
+    last_parsed_at BIGINT NOT NULL
+);
+
+CREATE TABLE dag_versions (
+    id BIGSERIAL PRIMARY KEY,
+    dag_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    hash TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    UNIQUE (dag_id, version)
+);
+
+CREATE TABLE import_errors (
+    id BIGSERIAL PRIMARY KEY,
+    file TEXT NOT NULL,
+    line BIGINT NOT NULL,
+    message TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX import_errors_file ON import_errors (file);
+
+CREATE TABLE dag_runs (
+    id BIGSERIAL PRIMARY KEY,
+    dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    version_id BIGINT NOT NULL REFERENCES dag_versions (id),
+    run_type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    logical_date BIGINT NOT NULL,
+    interval_start BIGINT NOT NULL,
+    interval_end BIGINT NOT NULL,
+    conf TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    ended_at BIGINT,
+    UNIQUE (dag_id, run_id)
+);
+CREATE UNIQUE INDEX dag_runs_one_per_interval ON dag_runs (dag_id, logical_date) WHERE run_type <> 'manual';
+CREATE INDEX dag_runs_active ON dag_runs (state, dag_id) WHERE state IN ('queued', 'running');
+CREATE INDEX dag_runs_by_dag ON dag_runs (dag_id, logical_date);
+
+CREATE TABLE task_instances (
+    id BIGSERIAL PRIMARY KEY,
+    run_pk BIGINT NOT NULL REFERENCES dag_runs (id) ON DELETE CASCADE,
+    dag_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    try_number BIGINT NOT NULL DEFAULT 0,
+    max_tries BIGINT NOT NULL,
+    queue TEXT NOT NULL,
+    pool TEXT NOT NULL,
+    priority BIGINT NOT NULL,
+    ready_at BIGINT,
+    queued_at BIGINT,
+    started_at BIGINT,
+    ended_at BIGINT,
+    attempt TEXT,
+    lease_until BIGINT,
+    worker TEXT,
+    note TEXT,
+    UNIQUE (run_pk, task_id)
+);
+CREATE INDEX ti_queued ON task_instances (queue, priority DESC, queued_at, id) WHERE state = 'queued';
+CREATE INDEX ti_active ON task_instances (state, dag_id, pool) WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry');
+
+CREATE TABLE task_tries (
+    ti_id BIGINT NOT NULL REFERENCES task_instances (id) ON DELETE CASCADE,
+    try_number BIGINT NOT NULL,
+    attempt TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker TEXT,
+    started_at BIGINT NOT NULL,
+    ended_at BIGINT,
+    exit_code BIGINT,
+    note TEXT,
+    log_path TEXT NOT NULL,
+    PRIMARY KEY (ti_id, try_number)
+);
+
+CREATE TABLE task_outputs (
+    ti_id BIGINT NOT NULL REFERENCES task_instances (id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (ti_id, key)
+);
+
+CREATE TABLE pools (
+    name TEXT PRIMARY KEY,
+    slots BIGINT NOT NULL,
+    description TEXT NOT NULL DEFAULT ''
+);
+INSERT INTO pools (name, slots, description) VALUES ('default_pool', 128, 'Tasks that name no pool');
+
+CREATE TABLE backfills (
+    id BIGSERIAL PRIMARY KEY,
+    dag_id TEXT NOT NULL,
+    from_date BIGINT NOT NULL,
+    to_date BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);

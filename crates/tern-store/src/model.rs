@@ -1,0 +1,132 @@
+//! Rows of the metadata store as typed values.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tern_core::{DataInterval, RunState, RunType, TaskState};
+
+/// A DAG as the store knows it: identity, latest version and switches.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagRow {
+    pub dag_id: String,
+    pub file: String,
+    pub is_paused: bool,
+    pub is_active: bool,
+    pub latest_version_id: i64,
+    pub version: i64,
+    pub schedule: String,
+    pub timezone: String,
+    pub last_parsed_at: DateTime<Utc>,
+}
+
+/// A file that failed to load, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImportErrorRow {
+    pub file: String,
+    pub line: u32,
+    pub message: String,
+}
+
+/// One execution of a DAG.
+#[derive(Debug, Clone, Serialize)]
+pub struct DagRun {
+    #[serde(skip)]
+    pub pk: i64,
+    pub dag_id: String,
+    pub run_id: String,
+    pub version_id: i64,
+    pub run_type: RunType,
+    pub state: RunState,
+    pub logical_date: DateTime<Utc>,
+    pub data_interval: DataInterval,
+    pub conf: serde_json::Value,
+    pub params: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One task of one DAG run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskInstance {
+    pub id: i64,
+    #[serde(skip)]
+    pub run_pk: i64,
+    pub dag_id: String,
+    pub task_id: String,
+    pub state: TaskState,
+    pub try_number: u32,
+    pub max_tries: u32,
+    pub queue: String,
+    pub pool: String,
+    pub priority: i64,
+    pub ready_at: Option<DateTime<Utc>>,
+    pub queued_at: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub attempt: Option<String>,
+    pub worker: Option<String>,
+    /// Why the instance is in its state (a failure reason, what it waits for).
+    pub note: Option<String>,
+}
+
+/// One try of a task instance.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskTry {
+    pub try_number: u32,
+    pub state: TaskState,
+    pub worker: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i32>,
+    pub note: Option<String>,
+    pub log_path: String,
+}
+
+/// A task instance an agent has just claimed, with its attempt token and lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub ti: TaskInstance,
+    pub attempt: String,
+    pub log_path: String,
+}
+
+/// What an agent reports when a try ends.
+#[derive(Debug, Clone, Default)]
+pub struct TryResult {
+    pub success: bool,
+    /// Whether a failure may succeed on another try; permanent failures skip retries.
+    pub retryable: bool,
+    pub exit_code: Option<i32>,
+    pub note: Option<String>,
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What recording a result changed.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    /// False when the attempt was no longer current (fenced): the result changed nothing.
+    pub accepted: bool,
+    /// Whether any task instance became queued, so agents should be woken.
+    pub queued_any: bool,
+    /// Whether the run finished.
+    pub run_finished: bool,
+}
+
+/// Input for a new DAG run.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub dag_id: String,
+    pub run_id: String,
+    pub run_type: RunType,
+    pub logical_date: DateTime<Utc>,
+    pub data_interval: DataInterval,
+    pub conf: serde_json::Value,
+    pub params: serde_json::Value,
+}
+
+pub(crate) fn parse_state<T: std::str::FromStr<Err = String>>(
+    s: &str,
+) -> Result<T, crate::StoreError> {
+    s.parse().map_err(crate::StoreError::Corrupt)
+}

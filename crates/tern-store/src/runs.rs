@@ -1,0 +1,304 @@
+//! DAG runs: creation with their task instances, start under `max_active_runs`, completion,
+//! and the read side (listings, details, tries, outputs).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tern_core::{DataInterval, RunState, TaskState};
+
+use crate::model::parse_state;
+use crate::time::{from_ms, now_ms, to_ms};
+use crate::{DagRun, NewRun, Result, Store, StoreError, TaskInstance, TaskTry};
+
+pub(crate) const RUN_COLUMNS: &str =
+    "id, dag_id, run_id, version_id, run_type, state, logical_date, \
+     interval_start, interval_end, conf, params, created_at, started_at, ended_at";
+
+pub(crate) fn run_row(r: &AnyRow) -> Result<DagRun> {
+    Ok(DagRun {
+        pk: r.try_get("id")?,
+        dag_id: r.try_get("dag_id")?,
+        run_id: r.try_get("run_id")?,
+        version_id: r.try_get("version_id")?,
+        run_type: parse_state(&r.try_get::<String, _>("run_type")?)?,
+        state: parse_state(&r.try_get::<String, _>("state")?)?,
+        logical_date: from_ms(r.try_get("logical_date")?),
+        data_interval: DataInterval {
+            start: from_ms(r.try_get("interval_start")?),
+            end: from_ms(r.try_get("interval_end")?),
+        },
+        conf: serde_json::from_str(&r.try_get::<String, _>("conf")?)?,
+        params: serde_json::from_str(&r.try_get::<String, _>("params")?)?,
+        created_at: from_ms(r.try_get("created_at")?),
+        started_at: r.try_get::<Option<i64>, _>("started_at")?.map(from_ms),
+        ended_at: r.try_get::<Option<i64>, _>("ended_at")?.map(from_ms),
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Creates a run and its task instances from DAG version `version_id`. The run starts at
+    /// once if `max_active_runs` allows, its root tasks are queued in the same transaction.
+    /// Returns the run and whether any task became queued.
+    pub async fn create_run(&self, new: &NewRun, version_id: i64) -> Result<(DagRun, bool)> {
+        let spec = self.spec(version_id).await?;
+        let priorities = spec.effective_priorities();
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let pk: i64 = sqlx::query_scalar(
+            "INSERT INTO dag_runs (dag_id, run_id, version_id, run_type, state, logical_date, \
+             interval_start, interval_end, conf, params, created_at) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10) RETURNING id",
+        )
+        .bind(&new.dag_id)
+        .bind(&new.run_id)
+        .bind(version_id)
+        .bind(new.run_type.as_str())
+        .bind(to_ms(new.logical_date))
+        .bind(to_ms(new.data_interval.start))
+        .bind(to_ms(new.data_interval.end))
+        .bind(new.conf.to_string())
+        .bind(new.params.to_string())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "DAG {:?} already has a run {:?} or a run for logical date {}",
+                    new.dag_id, new.run_id, new.logical_date
+                ))
+            } else {
+                e.into()
+            }
+        })?;
+        for chunk in spec.tasks.chunks(400) {
+            let mut sql = String::from(
+                "INSERT INTO task_instances (run_pk, dag_id, task_id, state, max_tries, queue, pool, priority) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                let b = i * 5;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!(
+                    "($1, $2, ${}, 'none', ${}, ${}, ${}, ${})",
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7
+                ));
+            }
+            let mut q = sqlx::query(&sql).bind(pk).bind(&new.dag_id);
+            for t in chunk {
+                q = q
+                    .bind(&t.task_id)
+                    .bind(i64::from(t.retries) + 1)
+                    .bind(&t.queue)
+                    .bind(&t.pool)
+                    .bind(
+                        priorities
+                            .get(&t.task_id)
+                            .copied()
+                            .unwrap_or(t.priority_weight),
+                    );
+            }
+            q.execute(&mut *tx).await?;
+        }
+        self.start_queued_runs(&mut tx, Some(&new.dag_id), now)
+            .await?;
+        let queued_any = self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        let run = self.get_run_by_pk(pk).await?;
+        Ok((run, queued_any))
+    }
+
+    /// Moves queued runs to running while their DAG is under `max_active_runs` and not paused,
+    /// oldest logical date first, and settles or schedules their root tasks.
+    pub(crate) async fn start_queued_runs(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        dag_id: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.dag_id, r.version_id FROM dag_runs r JOIN dags d ON d.dag_id = r.dag_id \
+             WHERE r.state = 'queued' AND d.is_paused = 0 AND ($1 = '' OR r.dag_id = $1) \
+             ORDER BY r.logical_date, r.id",
+        )
+        .bind(dag_id.unwrap_or(""))
+        .fetch_all(&mut **tx)
+        .await?;
+        let mut running: BTreeMap<String, i64> = BTreeMap::new();
+        for r in rows {
+            let pk: i64 = r.try_get(0)?;
+            let dag: String = r.try_get(1)?;
+            let version_id: i64 = r.try_get(2)?;
+            let spec = self.spec(version_id).await?;
+            let count = match running.get(&dag) {
+                Some(c) => *c,
+                None => {
+                    sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM dag_runs WHERE dag_id = $1 AND state = 'running'",
+                    )
+                    .bind(&dag)
+                    .fetch_one(&mut **tx)
+                    .await?
+                }
+            };
+            if count >= i64::from(spec.max_active_runs) {
+                running.insert(dag, count);
+                continue;
+            }
+            sqlx::query("UPDATE dag_runs SET state = 'running', started_at = $2 WHERE id = $1")
+                .bind(pk)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+            running.insert(dag, count + 1);
+            let states = self.evaluate(tx, pk, &spec, None, now).await?;
+            self.finish_run_if_done(tx, pk, &spec, &states, now).await?;
+        }
+        Ok(())
+    }
+
+    /// The end of the newest scheduled interval of a DAG: where the next scheduled run starts.
+    pub async fn last_scheduled_interval_end(&self, dag_id: &str) -> Result<Option<DateTime<Utc>>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(interval_end) FROM dag_runs WHERE dag_id = $1 AND run_type = 'scheduled'",
+        )
+        .bind(dag_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(from_ms))
+    }
+
+    /// Runs, newest first, optionally of one DAG and in one state.
+    pub async fn list_runs(
+        &self,
+        dag_id: Option<&str>,
+        state: Option<RunState>,
+        limit: i64,
+    ) -> Result<Vec<DagRun>> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE ($1 = '' OR dag_id = $1) AND ($2 = '' OR state = $2) \
+             ORDER BY logical_date DESC, id DESC LIMIT $3"
+        );
+        sqlx::query(&sql)
+            .bind(dag_id.unwrap_or(""))
+            .bind(state.map(|s| s.as_str()).unwrap_or(""))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(run_row)
+            .collect()
+    }
+
+    pub async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<DagRun> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = $1 AND run_id = $2");
+        let row = sqlx::query(&sql)
+            .bind(dag_id)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!(
+                    "DAG {dag_id:?} has no run {run_id:?}; `tern runs list --dag {dag_id}` shows its runs"
+                ))
+            })?;
+        run_row(&row)
+    }
+
+    pub async fn get_run_by_pk(&self, pk: i64) -> Result<DagRun> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(pk)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {pk}")))?;
+        run_row(&row)
+    }
+
+    /// Task instances of a run, in the order their tasks were declared.
+    pub async fn task_instances(&self, run_pk: i64) -> Result<Vec<TaskInstance>> {
+        let sql = format!(
+            "SELECT {} FROM task_instances WHERE run_pk = $1 ORDER BY id",
+            crate::tasks::TI_COLUMNS
+        );
+        sqlx::query(&sql)
+            .bind(run_pk)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(crate::tasks::ti_row)
+            .collect()
+    }
+
+    pub async fn task_instance(&self, run_pk: i64, task_id: &str) -> Result<TaskInstance> {
+        let sql = format!(
+            "SELECT {} FROM task_instances WHERE run_pk = $1 AND task_id = $2",
+            crate::tasks::TI_COLUMNS
+        );
+        let row = sqlx::query(&sql)
+            .bind(run_pk)
+            .bind(task_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("the run has no task {task_id:?}")))?;
+        crate::tasks::ti_row(&row)
+    }
+
+    /// Every try of a task instance, first try first.
+    pub async fn task_tries(&self, ti_id: i64) -> Result<Vec<TaskTry>> {
+        sqlx::query(
+            "SELECT try_number, state, worker, started_at, ended_at, exit_code, note, log_path \
+             FROM task_tries WHERE ti_id = $1 ORDER BY try_number",
+        )
+        .bind(ti_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(TaskTry {
+                try_number: r.try_get::<i64, _>(0)? as u32,
+                state: parse_state::<TaskState>(&r.try_get::<String, _>(1)?)?,
+                worker: r.try_get(2)?,
+                started_at: from_ms(r.try_get(3)?),
+                ended_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
+                exit_code: r.try_get::<Option<i64>, _>(5)?.map(|c| c as i32),
+                note: r.try_get(6)?,
+                log_path: r.try_get(7)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Outputs published by the tasks of a run: task id → key → value.
+    pub async fn run_outputs(
+        &self,
+        run_pk: i64,
+    ) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>> {
+        let rows = sqlx::query(
+            "SELECT ti.task_id, o.key, o.value FROM task_outputs o JOIN task_instances ti ON ti.id = o.ti_id \
+             WHERE ti.run_pk = $1",
+        )
+        .bind(run_pk)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
+        for r in rows {
+            let value: String = r.try_get(2)?;
+            out.entry(r.try_get(0)?)
+                .or_default()
+                .insert(r.try_get(1)?, serde_json::from_str(&value)?);
+        }
+        Ok(out)
+    }
+}

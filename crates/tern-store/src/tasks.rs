@@ -1,0 +1,585 @@
+//! The task-instance state machine: readiness by trigger rule, admission to queues under pools
+//! and concurrency limits, atomic claims with leases and attempt tokens, heartbeats, results,
+//! retries, lost attempts, and run completion.
+//!
+//! Architecture invariant: only the holder of the current attempt token can change a running
+//! instance; a result quoting an old token is recorded on its try and changes nothing else.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use rand::RngCore;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use tern_core::trigger::{evaluate, Readiness};
+use tern_core::{DagSpec, TaskState, UpstreamSummary};
+
+use crate::model::parse_state;
+use crate::time::{from_ms, now_ms};
+use crate::{Applied, Claimed, Result, Store, TaskInstance, TryResult};
+
+pub(crate) const TI_COLUMNS: &str =
+    "id, run_pk, dag_id, task_id, state, try_number, max_tries, queue, pool, \
+     priority, ready_at, queued_at, started_at, ended_at, attempt, worker, note";
+
+const ACTIVE_STATES: &str = "('queued', 'running')";
+
+pub(crate) fn ti_row(r: &AnyRow) -> Result<TaskInstance> {
+    let opt_time =
+        |name: &str| -> Result<_> { Ok(r.try_get::<Option<i64>, _>(name)?.map(from_ms)) };
+    Ok(TaskInstance {
+        id: r.try_get("id")?,
+        run_pk: r.try_get("run_pk")?,
+        dag_id: r.try_get("dag_id")?,
+        task_id: r.try_get("task_id")?,
+        state: parse_state(&r.try_get::<String, _>("state")?)?,
+        try_number: r.try_get::<i64, _>("try_number")? as u32,
+        max_tries: r.try_get::<i64, _>("max_tries")? as u32,
+        queue: r.try_get("queue")?,
+        pool: r.try_get("pool")?,
+        priority: r.try_get("priority")?,
+        ready_at: opt_time("ready_at")?,
+        queued_at: opt_time("queued_at")?,
+        started_at: opt_time("started_at")?,
+        ended_at: opt_time("ended_at")?,
+        attempt: r.try_get("attempt")?,
+        worker: r.try_get("worker")?,
+        note: r.try_get("note")?,
+    })
+}
+
+fn new_attempt_token() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// `$first, $first+1, …` placeholders for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn sanitize(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Store {
+    /// Applies trigger rules to the not-yet-started tasks of a run: tasks that may run become
+    /// `scheduled`, tasks that never will are settled (`skipped` / `upstream_failed`) and their
+    /// own downstream tasks are looked at in the same pass. With `seeds`, only tasks downstream of
+    /// those are considered (the event path); without, every task is (run start, clear).
+    /// Returns the states of all task instances of the run after the pass.
+    pub(crate) async fn evaluate(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        seeds: Option<&[&str]>,
+        now: i64,
+    ) -> Result<HashMap<String, TaskState>> {
+        let rows = sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
+            .bind(run_pk)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut states: HashMap<String, TaskState> = HashMap::with_capacity(rows.len());
+        for r in rows {
+            states.insert(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
+        }
+        let down = spec.downstream_map();
+        let mut candidates: HashSet<&str> = match seeds {
+            None => spec.tasks.iter().map(|t| t.task_id.as_str()).collect(),
+            Some(seeds) => seeds
+                .iter()
+                .flat_map(|s| down.get(s).into_iter().flatten().copied())
+                .collect(),
+        };
+        let mut to_schedule: Vec<&str> = Vec::new();
+        let mut settled: Vec<(&str, TaskState)> = Vec::new();
+        // Tasks are in topological order, so one pass sees a task after everything upstream.
+        for task in &spec.tasks {
+            let id = task.task_id.as_str();
+            if !candidates.contains(id) || states.get(id) != Some(&TaskState::None) {
+                continue;
+            }
+            let summary = UpstreamSummary::from_states(
+                task.upstream
+                    .iter()
+                    .map(|u| states.get(u).copied().unwrap_or(TaskState::Removed)),
+            );
+            match evaluate(task.trigger_rule, summary) {
+                Readiness::Wait => {}
+                Readiness::Run => {
+                    to_schedule.push(id);
+                    states.insert(id.to_string(), TaskState::Scheduled);
+                }
+                r @ (Readiness::Skip | Readiness::UpstreamFailed) => {
+                    let st = r.settled_state().expect("skip and upstream_failed settle");
+                    settled.push((id, st));
+                    states.insert(id.to_string(), st);
+                    candidates.extend(down.get(id).into_iter().flatten().copied());
+                }
+            }
+        }
+        for chunk in to_schedule.chunks(500) {
+            let sql = format!(
+                "UPDATE task_instances SET state = 'scheduled', note = NULL WHERE run_pk = $1 AND task_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run_pk);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for (id, st) in settled {
+            let note = match st {
+                TaskState::UpstreamFailed => "an upstream task failed",
+                _ => "skipped by its trigger rule",
+            };
+            sqlx::query("UPDATE task_instances SET state = $3, ended_at = $4, note = $5 WHERE run_pk = $1 AND task_id = $2")
+                .bind(run_pk)
+                .bind(id)
+                .bind(st.as_str())
+                .bind(now)
+                .bind(note)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(states)
+    }
+
+    /// Ends a run whose task instances are all final: failed if any leaf task failed or had an
+    /// upstream failure, success otherwise. Starts the DAG's next queued run. Returns whether
+    /// the run ended.
+    pub(crate) async fn finish_run_if_done(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        states: &HashMap<String, TaskState>,
+        now: i64,
+    ) -> Result<bool> {
+        if states.values().any(|s| !s.is_finished()) {
+            return Ok(false);
+        }
+        let down = spec.downstream_map();
+        let failed = spec
+            .tasks
+            .iter()
+            .filter(|t| down.get(t.task_id.as_str()).is_none_or(|d| d.is_empty()))
+            .any(|t| {
+                matches!(
+                    states.get(&t.task_id),
+                    Some(TaskState::Failed | TaskState::UpstreamFailed)
+                )
+            });
+        let state = if failed { "failed" } else { "success" };
+        let done = sqlx::query(
+            "UPDATE dag_runs SET state = $2, ended_at = $3 WHERE id = $1 AND state = 'running'",
+        )
+        .bind(run_pk)
+        .bind(state)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            Box::pin(self.start_queued_runs(tx, Some(&spec.dag_id), now)).await?;
+        }
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Moves `scheduled` instances to `queued`, highest priority first, while their pool has
+    /// free slots and their DAG is under `max_active_tasks`. Returns whether any was queued.
+    pub(crate) async fn admit(&self, tx: &mut Transaction<'static, Any>, now: i64) -> Result<bool> {
+        self.lock_admission(tx).await?;
+        let candidates = sqlx::query(
+            "SELECT ti.id, ti.dag_id, ti.pool, r.version_id FROM task_instances ti \
+             JOIN dag_runs r ON r.id = ti.run_pk \
+             WHERE ti.state = 'scheduled' ORDER BY ti.priority DESC, ti.id LIMIT 4096",
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let mut pool_free: HashMap<String, i64> = HashMap::new();
+        for r in sqlx::query("SELECT name, slots FROM pools")
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            pool_free.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        let mut dag_used: HashMap<String, i64> = HashMap::new();
+        let usage = format!(
+            "SELECT pool, dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY pool, dag_id"
+        );
+        for r in sqlx::query(&usage).fetch_all(&mut **tx).await? {
+            let n: i64 = r.try_get(2)?;
+            if let Some(free) = pool_free.get_mut(&r.try_get::<String, _>(0)?) {
+                *free -= n;
+            }
+            *dag_used.entry(r.try_get(1)?).or_default() += n;
+        }
+        let mut admitted: Vec<i64> = Vec::new();
+        let mut missing_pool: Vec<(i64, String)> = Vec::new();
+        for r in candidates {
+            let id: i64 = r.try_get(0)?;
+            let dag: String = r.try_get(1)?;
+            let pool: String = r.try_get(2)?;
+            let spec = self.spec(r.try_get(3)?).await?;
+            let Some(free) = pool_free.get_mut(&pool) else {
+                missing_pool.push((id, pool));
+                continue;
+            };
+            let used = dag_used.entry(dag).or_default();
+            if *free <= 0 || *used >= i64::from(spec.max_active_tasks) {
+                continue;
+            }
+            *free -= 1;
+            *used += 1;
+            admitted.push(id);
+        }
+        for (id, pool) in missing_pool {
+            sqlx::query("UPDATE task_instances SET note = $2 WHERE id = $1")
+                .bind(id)
+                .bind(format!(
+                    "pool {pool:?} does not exist; create it with `tern pools set {pool} SLOTS`"
+                ))
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in admitted.chunks(500) {
+            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN ({})",
+                ids.join(",")
+            );
+            sqlx::query(&sql).bind(now).execute(&mut **tx).await?;
+        }
+        Ok(!admitted.is_empty())
+    }
+
+    /// Claims the most urgent queued task instance of `queues` for `worker`: it becomes
+    /// `running` with a fresh attempt token and a lease of `lease`. At most one claimer gets
+    /// each instance.
+    pub async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<Claimed>> {
+        if queues.is_empty() {
+            return Ok(None);
+        }
+        let now = now_ms();
+        let attempt = new_attempt_token();
+        let sql = format!(
+            "UPDATE task_instances SET state = 'running', try_number = try_number + 1, attempt = $1, \
+             lease_until = $2, worker = $3, started_at = $4, ended_at = NULL, note = NULL \
+             WHERE id = (SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) \
+             ORDER BY priority DESC, queued_at, id LIMIT 1 {}) AND state = 'queued' RETURNING {TI_COLUMNS}",
+            placeholders(5, queues.len()),
+            self.skip_locked()
+        );
+        let mut tx = self.write_tx().await?;
+        let mut q = sqlx::query(&sql)
+            .bind(&attempt)
+            .bind(now + lease.as_millis() as i64)
+            .bind(worker)
+            .bind(now);
+        for queue in queues {
+            q = q.bind(queue);
+        }
+        let Some(row) = q.fetch_optional(&mut *tx).await? else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let ti = ti_row(&row)?;
+        let run_id: String = sqlx::query_scalar("SELECT run_id FROM dag_runs WHERE id = $1")
+            .bind(ti.run_pk)
+            .fetch_one(&mut *tx)
+            .await?;
+        let log_path = format!(
+            "{}/{}/{}/{}.log",
+            sanitize(&ti.dag_id),
+            sanitize(&run_id),
+            sanitize(&ti.task_id),
+            ti.try_number
+        );
+        sqlx::query(
+            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) \
+             VALUES ($1, $2, $3, 'running', $4, $5, $6)",
+        )
+        .bind(ti.id)
+        .bind(i64::from(ti.try_number))
+        .bind(&attempt)
+        .bind(worker)
+        .bind(now)
+        .bind(&log_path)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            ti,
+            attempt,
+            log_path,
+        }))
+    }
+
+    /// Extends the lease of a running attempt. False when the attempt is no longer current:
+    /// the agent must stop the task.
+    pub async fn heartbeat(&self, ti_id: i64, attempt: &str, lease: Duration) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE task_instances SET lease_until = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        )
+        .bind(ti_id)
+        .bind(attempt)
+        .bind(now_ms() + lease.as_millis() as i64)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Whether `attempt` is the current, running attempt of task instance `ti_id`.
+    pub async fn attempt_is_current(&self, ti_id: i64, attempt: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task_instances WHERE id = $1 AND attempt = $2 AND state = 'running'",
+        )
+        .bind(ti_id)
+        .bind(attempt)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n == 1)
+    }
+
+    /// Records the result of an attempt and, in the same transaction, its consequences:
+    /// retry or final state, downstream readiness, admission, run completion. A result for an
+    /// attempt that is no longer current is noted on its try and changes nothing else.
+    pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        let run_pk: Option<i64> =
+            sqlx::query_scalar("SELECT run_pk FROM task_instances WHERE id = $1")
+                .bind(ti_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(run_pk) = run_pk else {
+            return Ok(Applied::default());
+        };
+        self.lock_run(&mut tx, run_pk).await?;
+        let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
+        let ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
+        if ti.state != TaskState::Running || ti.attempt.as_deref() != Some(attempt) {
+            let verdict = if result.success { "success" } else { "failure" };
+            sqlx::query(
+                "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
+            )
+            .bind(ti_id)
+            .bind(attempt)
+            .bind(format!(" (late result ignored: {verdict})"))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(Applied::default());
+        }
+        for (key, value) in &result.outputs {
+            sqlx::query(
+                "INSERT INTO task_outputs (ti_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(ti_id)
+            .bind(key)
+            .bind(value.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let applied = self.end_attempt(&mut tx, &ti, result, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Ends the current attempt of a running instance and applies the consequences.
+    async fn end_attempt(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        result: &TryResult,
+        now: i64,
+    ) -> Result<Applied> {
+        let version_id: i64 = sqlx::query_scalar("SELECT version_id FROM dag_runs WHERE id = $1")
+            .bind(ti.run_pk)
+            .fetch_one(&mut **tx)
+            .await?;
+        let spec = self.spec(version_id).await?;
+        let task = spec.task(&ti.task_id);
+        let (state, ready_at) = if result.success {
+            (TaskState::Success, None)
+        } else if result.retryable && ti.try_number < ti.max_tries {
+            let delay = task
+                .map(|t| tern_core::retry::retry_delay(t, ti.try_number))
+                .unwrap_or_default();
+            (TaskState::UpForRetry, Some(now + delay.as_millis() as i64))
+        } else {
+            (TaskState::Failed, None)
+        };
+        let note = match (state, &result.note) {
+            (TaskState::UpForRetry, Some(n)) => Some(format!(
+                "{n}; retry {} of {} after {}",
+                ti.try_number,
+                ti.max_tries - 1,
+                tern_core::format_duration(Duration::from_millis(
+                    (ready_at.unwrap_or(now) - now) as u64
+                ))
+            )),
+            (_, n) => n.clone(),
+        };
+        sqlx::query(
+            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL \
+             WHERE id = $1",
+        )
+        .bind(ti.id)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(&note)
+        .bind(ready_at)
+        .execute(&mut **tx)
+        .await?;
+        let try_state = if state == TaskState::UpForRetry {
+            TaskState::Failed
+        } else {
+            state
+        };
+        sqlx::query(
+            "UPDATE task_tries SET state = $3, ended_at = $4, exit_code = $5, note = $6 WHERE ti_id = $1 AND try_number = $2",
+        )
+        .bind(ti.id)
+        .bind(i64::from(ti.try_number))
+        .bind(try_state.as_str())
+        .bind(now)
+        .bind(result.exit_code.map(i64::from))
+        .bind(&result.note)
+        .execute(&mut **tx)
+        .await?;
+        let mut applied = Applied {
+            accepted: true,
+            ..Applied::default()
+        };
+        if state.is_finished() {
+            let states = self
+                .evaluate(tx, ti.run_pk, &spec, Some(&[ti.task_id.as_str()]), now)
+                .await?;
+            applied.run_finished = self
+                .finish_run_if_done(tx, ti.run_pk, &spec, &states, now)
+                .await?;
+        }
+        applied.queued_any = self.admit(tx, now).await?;
+        Ok(applied)
+    }
+
+    /// Fails, or schedules for retry, every running attempt whose lease has expired: its agent
+    /// stopped heartbeating. Returns how many attempts were marked lost.
+    pub async fn expire_leases(&self) -> Result<usize> {
+        let now = now_ms();
+        let sql = format!(
+            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND lease_until < $1 {}",
+            self.skip_locked()
+        );
+        let mut tx = self.write_tx().await?;
+        let lost: Vec<TaskInstance> = sqlx::query(&sql)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(ti_row)
+            .collect::<Result<_>>()?;
+        for ti in &lost {
+            let result = TryResult {
+                success: false,
+                retryable: true,
+                note: Some(format!(
+                    "attempt lost: agent {} stopped reporting and its lease expired",
+                    ti.worker.as_deref().unwrap_or("?")
+                )),
+                ..TryResult::default()
+            };
+            self.end_attempt(&mut tx, ti, &result, now).await?;
+        }
+        tx.commit().await?;
+        Ok(lost.len())
+    }
+
+    /// Ends every running attempt held by `worker` (an agent known to be gone, such as the
+    /// local agent of a control plane that restarted) as a retryable failure with `note`.
+    pub async fn fail_attempts_of_worker(&self, worker: &str, note: &str) -> Result<usize> {
+        let now = now_ms();
+        let sql = format!(
+            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND worker = $1"
+        );
+        let mut tx = self.write_tx().await?;
+        let held: Vec<TaskInstance> = sqlx::query(&sql)
+            .bind(worker)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(ti_row)
+            .collect::<Result<_>>()?;
+        for ti in &held {
+            let result = TryResult {
+                success: false,
+                retryable: true,
+                note: Some(note.to_string()),
+                ..TryResult::default()
+            };
+            self.end_attempt(&mut tx, ti, &result, now).await?;
+        }
+        tx.commit().await?;
+        Ok(held.len())
+    }
+
+    /// Periodic housekeeping: retries whose delay has passed become `scheduled`, queued runs
+    /// start where `max_active_runs` allows, and `scheduled` instances are admitted. Returns
+    /// whether any task instance became queued.
+    pub async fn promote_and_admit(&self) -> Result<bool> {
+        let now = now_ms();
+        let mut tx = self.write_tx().await?;
+        sqlx::query("UPDATE task_instances SET state = 'scheduled', ready_at = NULL WHERE state = 'up_for_retry' AND ready_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        self.start_queued_runs(&mut tx, None, now).await?;
+        let queued = self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// The earliest time a waiting retry becomes due, if any: the scheduler sleeps until then.
+    pub async fn next_retry_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let v: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(ready_at) FROM task_instances WHERE state = 'up_for_retry'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(v.map(from_ms))
+    }
+
+    /// Counts of task instances by state across all runs.
+    pub async fn task_state_counts(&self) -> Result<Vec<(TaskState, i64)>> {
+        sqlx::query("SELECT state, COUNT(*) FROM task_instances GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| Ok((parse_state(&r.try_get::<String, _>(0)?)?, r.try_get(1)?)))
+            .collect()
+    }
+}

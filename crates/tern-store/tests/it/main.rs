@@ -1,0 +1,47 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
+
+mod suite;
+
+macro_rules! store_suite {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = tern_testkit::TestDb::sqlite();
+                    let store = tern_store::Store::open(&db.url).await.expect("open sqlite store");
+                    crate::suite::$name(store).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = tern_testkit::TestDb::postgres().await;
+                    let store = tern_store::Store::open(&db.url).await.expect("open postgres store");
+                    crate::suite::$name(store.clone()).await;
+                    store.close().await;
+                }
+            )+
+        }
+    };
+}
+
+store_suite!(
+    migrations_are_idempotent,
+    sync_creates_versions_only_when_specs_change,
+    import_errors_are_replaced_and_keep_last_good_version,
+    chain_advances_on_completion_without_a_tick,
+    failure_propagates_by_trigger_rules,
+    retries_wait_for_their_delay_then_run_again,
+    permanent_failure_skips_retries,
+    stale_attempt_cannot_change_state,
+    expired_lease_marks_attempt_lost,
+    concurrent_claimers_never_share_a_task,
+    pools_cap_running_tasks,
+    max_active_runs_queues_later_runs,
+    duplicate_run_is_a_conflict,
+    outputs_are_stored_per_task,
+    pause_is_recorded_and_unknown_dag_is_named,
+);

@@ -1,0 +1,431 @@
+//! Store behaviours, written once and run on each backend by `store_suite!`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use tern_core::{RunState, RunType, TaskState, TriggerRule};
+use tern_store::{ImportErrorRow, NewRun, Store, StoreError, TryResult};
+use tern_testkit::{dag, task};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn queues() -> Vec<String> {
+    vec!["default".to_string()]
+}
+
+fn new_run(dag_id: &str, run_id: &str) -> NewRun {
+    let now = Utc::now();
+    NewRun {
+        dag_id: dag_id.into(),
+        run_id: run_id.into(),
+        run_type: RunType::Manual,
+        logical_date: now,
+        data_interval: tern_core::DataInterval {
+            start: now,
+            end: now,
+        },
+        conf: json!({}),
+        params: json!({}),
+    }
+}
+
+async fn setup(store: &Store, spec: tern_core::DagSpec) -> i64 {
+    store.sync_dags(&[spec.clone()], &[]).await.unwrap();
+    store.latest_spec(&spec.dag_id).await.unwrap().0
+}
+
+fn ok() -> TryResult {
+    TryResult {
+        success: true,
+        ..TryResult::default()
+    }
+}
+
+fn fail(retryable: bool) -> TryResult {
+    TryResult {
+        success: false,
+        retryable,
+        exit_code: Some(1),
+        note: Some("exit code 1".into()),
+        ..TryResult::default()
+    }
+}
+
+async fn states(store: &Store, run_pk: i64) -> Vec<(String, TaskState)> {
+    store
+        .task_instances(run_pk)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.task_id, t.state))
+        .collect()
+}
+
+async fn state_of(store: &Store, run_pk: i64, task: &str) -> TaskState {
+    store.task_instance(run_pk, task).await.unwrap().state
+}
+
+pub async fn migrations_are_idempotent(store: Store) {
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert!(store.list_dags().await.unwrap().is_empty());
+    let pools = store.list_pools().await.unwrap();
+    assert_eq!(pools[0].name, "default_pool");
+}
+
+pub async fn sync_creates_versions_only_when_specs_change(store: Store) {
+    let mut spec = dag("d", vec![task("a", &[])]);
+    let r = store.sync_dags(&[spec.clone()], &[]).await.unwrap();
+    assert_eq!(r.new_versions, vec!["d"]);
+    let r = store.sync_dags(&[spec.clone()], &[]).await.unwrap();
+    assert!(
+        r.new_versions.is_empty(),
+        "unchanged spec must not make a version"
+    );
+    spec.tasks[0].retries = 2;
+    store.sync_dags(&[spec.clone()], &[]).await.unwrap();
+    let dag_row = store.get_dag("d").await.unwrap();
+    assert_eq!(dag_row.version, 2);
+    assert_eq!(store.dag_versions("d").await.unwrap().len(), 2);
+    let (_, latest) = store.latest_spec("d").await.unwrap();
+    assert_eq!(latest.tasks[0].retries, 2);
+    // The DAG disappears from a file that loads fine: deactivated.
+    let r = store.sync_dags(&[], &[]).await.unwrap();
+    assert_eq!(r.deactivated, vec!["d"]);
+    assert!(!store.get_dag("d").await.unwrap().is_active);
+}
+
+pub async fn import_errors_are_replaced_and_keep_last_good_version(store: Store) {
+    let spec = dag("d", vec![task("a", &[])]);
+    store.sync_dags(&[spec.clone()], &[]).await.unwrap();
+    let err = ImportErrorRow {
+        file: "d.star".into(),
+        line: 3,
+        message: "cycle: a -> b -> a".into(),
+    };
+    let r = store.sync_dags(&[], &[err.clone()]).await.unwrap();
+    assert!(r.errors_changed);
+    assert!(
+        r.deactivated.is_empty(),
+        "a DAG whose file is broken keeps its last good version"
+    );
+    assert!(store.get_dag("d").await.unwrap().is_active);
+    assert_eq!(store.import_errors().await.unwrap(), vec![err]);
+    store.sync_dags(&[spec], &[]).await.unwrap();
+    assert!(
+        store.import_errors().await.unwrap().is_empty(),
+        "fixing the file clears the error"
+    );
+}
+
+pub async fn chain_advances_on_completion_without_a_tick(store: Store) {
+    let v = setup(
+        &store,
+        dag(
+            "chain",
+            vec![task("a", &[]), task("b", &["a"]), task("c", &["b"])],
+        ),
+    )
+    .await;
+    let (run, queued) = store.create_run(&new_run("chain", "r1"), v).await.unwrap();
+    assert!(queued);
+    assert_eq!(run.state, RunState::Running);
+    for expected in ["a", "b", "c"] {
+        let c = store
+            .claim(&queues(), "w1", LEASE)
+            .await
+            .unwrap()
+            .expect("a queued task");
+        assert_eq!(c.ti.task_id, expected);
+        assert_eq!(c.ti.try_number, 1);
+        assert!(
+            store.claim(&queues(), "w1", LEASE).await.unwrap().is_none(),
+            "only one task is ready at a time"
+        );
+        let applied = store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+        assert!(applied.accepted);
+        assert_eq!(applied.run_finished, expected == "c");
+    }
+    let run = store.get_run("chain", "r1").await.unwrap();
+    assert_eq!(run.state, RunState::Success);
+    assert!(run.ended_at.is_some());
+}
+
+pub async fn failure_propagates_by_trigger_rules(store: Store) {
+    let mut cleanup = task("cleanup", &["b"]);
+    cleanup.trigger_rule = TriggerRule::AllDone;
+    let mut on_fail = task("alert", &["a"]);
+    on_fail.trigger_rule = TriggerRule::OneFailed;
+    let v = setup(
+        &store,
+        dag(
+            "tr",
+            vec![task("a", &[]), task("b", &["a"]), cleanup, on_fail],
+        ),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("tr", "r1"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store
+        .complete(c.ti.id, &c.attempt, &fail(true))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Failed);
+    assert_eq!(
+        state_of(&store, run.pk, "b").await,
+        TaskState::UpstreamFailed
+    );
+    // cleanup (all_done after an upstream_failed task) and alert (one_failed) are ready.
+    let mut ready = HashSet::new();
+    while let Some(c) = store.claim(&queues(), "w", LEASE).await.unwrap() {
+        ready.insert(c.ti.task_id.clone());
+        store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    }
+    assert_eq!(
+        ready,
+        HashSet::from(["cleanup".to_string(), "alert".to_string()])
+    );
+    // Leaves are cleanup and alert (both success): the run succeeds, as in Airflow.
+    assert_eq!(
+        store.get_run("tr", "r1").await.unwrap().state,
+        RunState::Success
+    );
+}
+
+pub async fn retries_wait_for_their_delay_then_run_again(store: Store) {
+    let mut a = task("a", &[]);
+    a.retries = 2;
+    a.retry_delay_ms = 0;
+    let v = setup(&store, dag("rt", vec![a])).await;
+    let (run, _) = store.create_run(&new_run("rt", "r1"), v).await.unwrap();
+    for try_number in 1..=3u32 {
+        let c = store.claim(&queues(), "w", LEASE).await.unwrap();
+        let c = match c {
+            Some(c) => c,
+            None => {
+                assert_eq!(state_of(&store, run.pk, "a").await, TaskState::UpForRetry);
+                assert!(store.promote_and_admit().await.unwrap());
+                store
+                    .claim(&queues(), "w", LEASE)
+                    .await
+                    .unwrap()
+                    .expect("retry queued")
+            }
+        };
+        assert_eq!(c.ti.try_number, try_number);
+        store
+            .complete(c.ti.id, &c.attempt, &fail(true))
+            .await
+            .unwrap();
+    }
+    let ti = store.task_instance(run.pk, "a").await.unwrap();
+    assert_eq!(ti.state, TaskState::Failed);
+    let tries = store.task_tries(ti.id).await.unwrap();
+    assert_eq!(tries.len(), 3);
+    assert!(tries
+        .iter()
+        .all(|t| t.state == TaskState::Failed && t.exit_code == Some(1)));
+    assert_eq!(
+        store.get_run("rt", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+}
+
+pub async fn permanent_failure_skips_retries(store: Store) {
+    let mut a = task("a", &[]);
+    a.retries = 5;
+    let v = setup(&store, dag("pf", vec![a])).await;
+    let (run, _) = store.create_run(&new_run("pf", "r1"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store
+        .complete(c.ti.id, &c.attempt, &fail(false))
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Failed);
+}
+
+pub async fn stale_attempt_cannot_change_state(store: Store) {
+    let mut a = task("a", &[]);
+    a.retries = 1;
+    a.retry_delay_ms = 0;
+    let v = setup(&store, dag("st", vec![a])).await;
+    let (run, _) = store.create_run(&new_run("st", "r1"), v).await.unwrap();
+    let first = store
+        .claim(&queues(), "w", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    store.promote_and_admit().await.unwrap();
+    let second = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_ne!(first.attempt, second.attempt);
+    let late = store
+        .complete(first.ti.id, &first.attempt, &ok())
+        .await
+        .unwrap();
+    assert!(!late.accepted, "the lost attempt's result is fenced");
+    assert!(!store
+        .heartbeat(first.ti.id, &first.attempt, LEASE)
+        .await
+        .unwrap());
+    assert!(store
+        .heartbeat(second.ti.id, &second.attempt, LEASE)
+        .await
+        .unwrap());
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Running);
+    let tries = store.task_tries(first.ti.id).await.unwrap();
+    assert!(
+        tries[0]
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("late result ignored"),
+        "{:?}",
+        tries[0].note
+    );
+    store
+        .complete(second.ti.id, &second.attempt, &ok())
+        .await
+        .unwrap();
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Success);
+}
+
+pub async fn expired_lease_marks_attempt_lost(store: Store) {
+    let v = setup(&store, dag("lost", vec![task("a", &[])])).await;
+    let (run, _) = store.create_run(&new_run("lost", "r1"), v).await.unwrap();
+    let c = store
+        .claim(&queues(), "agent-7", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let ti = store.task_instance(run.pk, "a").await.unwrap();
+    assert_eq!(ti.state, TaskState::Failed);
+    assert!(ti.note.unwrap().contains("agent agent-7 stopped reporting"));
+    assert!(
+        !store
+            .complete(c.ti.id, &c.attempt, &ok())
+            .await
+            .unwrap()
+            .accepted
+    );
+}
+
+pub async fn concurrent_claimers_never_share_a_task(store: Store) {
+    let mut tasks = vec![task("start", &[])];
+    for i in 0..120 {
+        tasks.push(task(&format!("t{i}"), &["start"]));
+    }
+    let mut spec = dag("fan", tasks);
+    spec.max_active_tasks = 1000;
+    let v = setup(&store, spec).await;
+    store.create_run(&new_run("fan", "r1"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(c) = store
+                .claim(&queues(), &format!("w{w}"), LEASE)
+                .await
+                .unwrap()
+            {
+                got.push(c.ti.id);
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 120, "every task claimed");
+    assert_eq!(unique.len(), 120, "no task claimed twice");
+}
+
+pub async fn pools_cap_running_tasks(store: Store) {
+    store.set_pool("db", 2, "two connections").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let mut t = task(&format!("t{i}"), &[]);
+        t.pool = "db".into();
+        tasks.push(t);
+    }
+    let v = setup(&store, dag("pooled", tasks)).await;
+    let (run, _) = store.create_run(&new_run("pooled", "r1"), v).await.unwrap();
+    let count =
+        |s: Vec<(String, TaskState)>, st: TaskState| s.iter().filter(|(_, x)| *x == st).count();
+    assert_eq!(count(states(&store, run.pk).await, TaskState::Queued), 2);
+    assert_eq!(count(states(&store, run.pk).await, TaskState::Scheduled), 3);
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    assert_eq!(
+        count(states(&store, run.pk).await, TaskState::Queued),
+        2,
+        "a freed slot admits the next task at once"
+    );
+    let pools = store.list_pools().await.unwrap();
+    let db = pools.iter().find(|p| p.name == "db").unwrap();
+    assert_eq!((db.slots, db.used), (2, 2));
+}
+
+pub async fn max_active_runs_queues_later_runs(store: Store) {
+    let mut spec = dag("mar", vec![task("a", &[])]);
+    spec.max_active_runs = 1;
+    let v = setup(&store, spec).await;
+    let (r1, _) = store.create_run(&new_run("mar", "r1"), v).await.unwrap();
+    let (r2, _) = store.create_run(&new_run("mar", "r2"), v).await.unwrap();
+    assert_eq!(r1.state, RunState::Running);
+    assert_eq!(r2.state, RunState::Queued);
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.run_pk, r1.pk);
+    store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    assert_eq!(
+        store.get_run("mar", "r2").await.unwrap().state,
+        RunState::Running
+    );
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.run_pk, r2.pk);
+}
+
+pub async fn duplicate_run_is_a_conflict(store: Store) {
+    let v = setup(&store, dag("dup", vec![task("a", &[])])).await;
+    store.create_run(&new_run("dup", "r1"), v).await.unwrap();
+    let e = store
+        .create_run(&new_run("dup", "r1"), v)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+    assert_eq!(
+        store.list_runs(Some("dup"), None, 10).await.unwrap().len(),
+        1
+    );
+}
+
+pub async fn outputs_are_stored_per_task(store: Store) {
+    let v = setup(&store, dag("out", vec![task("a", &[]), task("b", &["a"])])).await;
+    let (run, _) = store.create_run(&new_run("out", "r1"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    let mut result = ok();
+    result.outputs.insert("rows".into(), json!(42));
+    result.outputs.insert("path".into(), json!("s3://x/y.csv"));
+    store.complete(c.ti.id, &c.attempt, &result).await.unwrap();
+    let outputs = store.run_outputs(run.pk).await.unwrap();
+    assert_eq!(outputs["a"]["rows"], json!(42));
+    assert_eq!(outputs["a"]["path"], json!("s3://x/y.csv"));
+}
+
+pub async fn pause_is_recorded_and_unknown_dag_is_named(store: Store) {
+    setup(&store, dag("p", vec![task("a", &[])])).await;
+    store.set_paused("p", true).await.unwrap();
+    assert!(store.get_dag("p").await.unwrap().is_paused);
+    let e = store.set_paused("nope", true).await.unwrap_err();
+    assert!(e.to_string().contains("\"nope\""), "{e}");
+}

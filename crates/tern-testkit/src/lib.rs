@@ -1,0 +1,145 @@
+//! Test-only helpers shared by the crates' integration tests: a fresh database per test (a
+//! SQLite file or a PostgreSQL database on the local server), DAG spec builders, and polling
+//! with a deadline instead of fixed sleeps.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use sqlx::{Connection, Executor};
+use tern_core::{DagSpec, Schedule, TaskKind, TaskSpec};
+
+/// Where the PostgreSQL server for tests lives (`TERN_TEST_PG_URL`), as an admin URL.
+pub fn pg_admin_url() -> String {
+    std::env::var("TERN_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that lives as long as the value: a SQLite file in a temporary folder, or a
+/// PostgreSQL database created for the test and dropped afterwards.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub fn sqlite() -> TestDb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("tern.db").display());
+        TestDb {
+            url,
+            pg_name: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// Creates a fresh database on the test PostgreSQL server. Panics with a clear message if the
+    /// server is unreachable: the suite runs against the real server, never a substitute.
+    pub async fn postgres() -> TestDb {
+        let admin = pg_admin_url();
+        let name = format!(
+            "tern_t_{}_{:08x}",
+            std::process::id(),
+            rand::rng().random::<u32>()
+        );
+        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL for tests is not reachable at {admin} ({e}); start it (see README) or set TERN_TEST_PG_URL")
+        });
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin);
+        TestDb {
+            url: format!("{base}/{name}"),
+            pg_name: Some(name),
+            _dir: None,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let admin = pg_admin_url();
+            // Drop on a separate thread with its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(rt) = rt {
+                    rt.block_on(async {
+                        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
+                            let _ = c
+                                .execute(
+                                    format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                                )
+                                .await;
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` naming `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A DAG spec with no schedule and the given tasks (built with [`task`]).
+pub fn dag(dag_id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
+    DagSpec {
+        dag_id: dag_id.into(),
+        file: format!("{dag_id}.star"),
+        line: 1,
+        schedule: Schedule::None,
+        timezone: "UTC".into(),
+        start_date: None,
+        end_date: None,
+        catchup: false,
+        params: BTreeMap::new(),
+        tags: vec![],
+        description: None,
+        max_active_runs: 16,
+        max_active_tasks: 64,
+        tasks,
+    }
+}
+
+/// An `empty` task with the given upstream task ids.
+pub fn task(task_id: &str, upstream: &[&str]) -> TaskSpec {
+    let mut t = TaskSpec::new(task_id, TaskKind::Empty);
+    t.upstream = upstream.iter().map(|s| s.to_string()).collect();
+    t
+}
+
+/// A `shell` task running `cmd` with the given upstream task ids.
+pub fn shell(task_id: &str, cmd: &str, upstream: &[&str]) -> TaskSpec {
+    let mut t = task(task_id, upstream);
+    t.kind = TaskKind::Shell {
+        cmd: cmd.into(),
+        env: BTreeMap::new(),
+        cwd: None,
+    };
+    t
+}
