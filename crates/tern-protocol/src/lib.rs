@@ -1,1 +1,88 @@
-//! placeholder
+//! The messages between an agent and the control plane, in the agent's words: claim work, send
+//! log chunks, heartbeat, report the result. The same types travel in-process (the local agent
+//! of `standalone`) and as JSON over HTTPS (remote agents), so the two cannot drift apart.
+//!
+//! Compatibility rule: fields are only ever added, with `#[serde(default)]`; an agent and a
+//! control plane one minor version apart understand each other.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tern_core::TaskSpec;
+
+/// `major.minor` of this protocol.
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// A task instance handed to an agent: everything needed to run it with no other lookup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Assignment {
+    pub ti_id: i64,
+    /// Token of this attempt; every later call about it quotes it (fencing).
+    pub attempt: String,
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    pub try_number: u32,
+    pub max_tries: u32,
+    pub task: TaskSpec,
+    pub context: RunContext,
+    /// How long the lease lasts without a heartbeat.
+    pub lease_ms: u64,
+}
+
+/// Facts about the run that templates and the task environment expose.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunContext {
+    pub logical_date: DateTime<Utc>,
+    pub data_interval_start: DateTime<Utc>,
+    pub data_interval_end: DateTime<Utc>,
+    pub run_type: String,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    #[serde(default)]
+    pub conf: Value,
+    /// Outputs published so far by tasks of the run: task id → key → value.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, Map<String, Value>>,
+}
+
+/// A piece of a task's log. `seq` counts chunks of one attempt from 0, so the receiver can
+/// drop duplicates and see gaps.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub ti_id: i64,
+    pub attempt: String,
+    pub seq: u64,
+    pub text: String,
+}
+
+/// What the control plane answers to a heartbeat.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    /// False when the attempt is no longer current: the agent must stop the task.
+    pub keep_running: bool,
+}
+
+/// The end of an attempt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Completion {
+    pub ti_id: i64,
+    pub attempt: String,
+    pub success: bool,
+    /// Whether another try could succeed; false for errors such as a template error.
+    pub retryable: bool,
+    pub exit_code: Option<i32>,
+    /// Why the attempt failed, in a sentence for the task's note.
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub outputs: Map<String, Value>,
+}
+
+/// What the control plane answers to a completion.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompletionReply {
+    /// False when the attempt was no longer current and the result changed nothing.
+    pub accepted: bool,
+}

@@ -1,1 +1,19 @@
-//! placeholder
+//! Runs tasks. The same code serves the in-process agent of `standalone` and a remote
+//! `tern agent`; only the [`ControlPlane`] transport differs.
+//!
+//! Architecture invariant: this crate never touches the metadata store. Everything it knows
+//! about a task arrives in an [`Assignment`](tern_protocol::Assignment), and everything it
+//! reports leaves through [`ControlPlane`].
+
+pub mod agent;
+pub mod executor;
+pub mod logsink;
+pub mod outputs;
+pub mod process;
+pub mod template;
+pub mod transport;
+
+pub use agent::{Agent, AgentConfig};
+pub use executor::{execute, ExecOptions};
+pub use logsink::LogSink;
+pub use transport::{ControlPlane, TransportError};

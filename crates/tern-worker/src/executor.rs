@@ -1,0 +1,252 @@
+//! Running one attempt of one task: render its templates, run its kind, collect its outputs,
+//! and describe the end as a [`Completion`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tern_core::TaskKind;
+use tern_protocol::{Assignment, Completion};
+use tokio_util::sync::CancellationToken;
+
+use crate::logsink::LogSink;
+use crate::outputs::parse_outputs;
+use crate::process::{self, ProcessEnd, ProcessSpec};
+use crate::template::{Renderer, TemplateError};
+
+/// Settings of the agent that shape how tasks run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Python interpreter for `python` tasks.
+    pub python: String,
+    pub kill_grace: Duration,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            python: "python3".into(),
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs one attempt to its end. Never panics on task failure: every failure becomes a
+/// `Completion` with a reason, also written to the task log.
+pub async fn execute(
+    a: &Assignment,
+    opts: &ExecOptions,
+    sink: &dyn LogSink,
+    cancel: &CancellationToken,
+) -> Completion {
+    let mut c = Completion {
+        ti_id: a.ti_id,
+        attempt: a.attempt.clone(),
+        success: false,
+        retryable: true,
+        exit_code: None,
+        reason: None,
+        outputs: Default::default(),
+    };
+    sink.line(&format!(
+        "tern: {}.{} run {} try {} of {} ({})",
+        a.dag_id,
+        a.task_id,
+        a.run_id,
+        a.try_number,
+        a.max_tries,
+        a.task.kind.name()
+    ));
+    let result = match &a.task.kind {
+        TaskKind::Empty => Ok(Ran::Done),
+        TaskKind::Shell { cmd, env, cwd } => {
+            run_process(
+                a,
+                opts,
+                sink,
+                cancel,
+                ProcessKind::Shell { cmd },
+                env,
+                cwd.as_deref(),
+            )
+            .await
+        }
+        TaskKind::Python {
+            code,
+            args,
+            env,
+            cwd,
+            ..
+        } => {
+            run_process(
+                a,
+                opts,
+                sink,
+                cancel,
+                ProcessKind::Python { code, args },
+                env,
+                cwd.as_deref(),
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(Ran::Done) => c.success = true,
+        Ok(Ran::Process { end, outputs }) => match end {
+            ProcessEnd::Exited(status) if status.success() => match outputs {
+                Ok(o) => {
+                    c.success = true;
+                    c.exit_code = Some(0);
+                    c.outputs = o;
+                }
+                Err(e) => {
+                    c.exit_code = Some(0);
+                    c.retryable = false;
+                    c.reason = Some(e);
+                }
+            },
+            ProcessEnd::Exited(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                c.exit_code = status.code();
+                c.reason = Some(match (status.code(), status.signal()) {
+                    (Some(127), _) => "exit code 127: command not found".to_string(),
+                    (Some(code), _) => format!("exit code {code}"),
+                    (None, Some(sig)) => format!("killed by signal {sig}"),
+                    _ => "ended abnormally".to_string(),
+                });
+            }
+            ProcessEnd::TimedOut(t) => {
+                c.reason = Some(format!(
+                    "timed out after {} (execution_timeout); the process group was killed",
+                    tern_core::format_duration(t)
+                ));
+            }
+            ProcessEnd::Cancelled => {
+                c.reason = Some("stopped: the attempt was cancelled".to_string());
+            }
+            ProcessEnd::SpawnFailed(msg) => {
+                c.reason = Some(msg);
+            }
+        },
+        Err(e) => {
+            c.retryable = false;
+            c.reason = Some(e.to_string());
+        }
+    }
+    if c.success {
+        sink.line("tern: task succeeded");
+    } else {
+        sink.line(&format!(
+            "tern: task failed: {}",
+            c.reason.as_deref().unwrap_or("unknown reason")
+        ));
+    }
+    c
+}
+
+enum Ran {
+    Done,
+    Process {
+        end: ProcessEnd,
+        outputs: Result<serde_json::Map<String, serde_json::Value>, String>,
+    },
+}
+
+enum ProcessKind<'a> {
+    Shell { cmd: &'a str },
+    Python { code: &'a str, args: &'a [String] },
+}
+
+async fn run_process(
+    a: &Assignment,
+    opts: &ExecOptions,
+    sink: &dyn LogSink,
+    cancel: &CancellationToken,
+    kind: ProcessKind<'_>,
+    env: &BTreeMap<String, String>,
+    cwd: Option<&str>,
+) -> Result<Ran, TemplateError> {
+    let r = Renderer::new(a);
+    let workdir = tempfile::Builder::new()
+        .prefix("tern-task-")
+        .tempdir()
+        .map_err(|e| TemplateError {
+            field: "(working directory)".into(),
+            message: format!("could not create a temporary directory: {e}"),
+        })?;
+    let output_file = workdir.path().join("tern-output");
+    let mut full_env = process::base_env();
+    full_env.extend(task_env(a, &output_file));
+    for (k, v) in env {
+        full_env.insert(k.clone(), r.render(&format!("env.{k}"), v)?);
+    }
+    let cwd = match cwd {
+        Some(c) => std::path::PathBuf::from(r.render("cwd", c)?),
+        None => workdir.path().to_path_buf(),
+    };
+    let timeout = a.task.execution_timeout_ms.map(Duration::from_millis);
+    let spec = match kind {
+        ProcessKind::Shell { cmd } => {
+            let cmd = r.render("cmd", cmd)?;
+            sink.line(&format!("tern: running: {cmd}"));
+            ProcessSpec {
+                program: "sh",
+                args: vec!["-c".into(), cmd],
+                env: full_env,
+                cwd,
+                stdin: None,
+                timeout,
+                kill_grace: opts.kill_grace,
+            }
+        }
+        ProcessKind::Python { code, args } => {
+            let mut argv = vec!["-".to_string()];
+            for (i, arg) in args.iter().enumerate() {
+                argv.push(r.render(&format!("args[{i}]"), arg)?);
+            }
+            sink.line(&format!(
+                "tern: running {} with {} argument(s)",
+                opts.python,
+                argv.len() - 1
+            ));
+            ProcessSpec {
+                program: &opts.python,
+                args: argv,
+                env: full_env,
+                cwd,
+                stdin: Some(code.to_string()),
+                timeout,
+                kill_grace: opts.kill_grace,
+            }
+        }
+    };
+    let end = process::run(spec, sink, cancel).await;
+    let outputs = match std::fs::read_to_string(&output_file) {
+        Ok(text) => parse_outputs(&text).map_err(|e| e.to_string()),
+        Err(_) => Ok(Default::default()),
+    };
+    Ok(Ran::Process { end, outputs })
+}
+
+/// The documented `TERN_*` variables of a task process.
+fn task_env(a: &Assignment, output_file: &std::path::Path) -> BTreeMap<String, String> {
+    let c = &a.context;
+    let iso =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    BTreeMap::from([
+        ("TERN_DAG_ID".into(), a.dag_id.clone()),
+        ("TERN_TASK_ID".into(), a.task_id.clone()),
+        ("TERN_RUN_ID".into(), a.run_id.clone()),
+        ("TERN_TRY_NUMBER".into(), a.try_number.to_string()),
+        ("TERN_LOGICAL_DATE".into(), iso(c.logical_date)),
+        (
+            "TERN_DS".into(),
+            c.logical_date.format("%Y-%m-%d").to_string(),
+        ),
+        (
+            "TERN_DATA_INTERVAL_START".into(),
+            iso(c.data_interval_start),
+        ),
+        ("TERN_DATA_INTERVAL_END".into(), iso(c.data_interval_end)),
+        ("TERN_OUTPUT".into(), output_file.display().to_string()),
+    ])
+}

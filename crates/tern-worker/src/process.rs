@@ -1,0 +1,164 @@
+//! Running a task's child process: a clean environment, its own process group (so a timeout
+//! or cancellation kills everything it started), output captured line by line, and death with
+//! the agent (a killed agent leaves no task running behind it).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::logsink::LogSink;
+
+/// A command to run for a task.
+pub struct ProcessSpec<'a> {
+    pub program: &'a str,
+    pub args: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub cwd: PathBuf,
+    /// Written to the child's standard input, then closed.
+    pub stdin: Option<String>,
+    pub timeout: Option<Duration>,
+    /// Time between SIGTERM and SIGKILL when the process must stop.
+    pub kill_grace: Duration,
+}
+
+/// How a process ended.
+#[derive(Debug)]
+pub enum ProcessEnd {
+    Exited(ExitStatus),
+    TimedOut(Duration),
+    Cancelled,
+    /// It could not be started at all.
+    SpawnFailed(String),
+}
+
+/// The variables every task process gets from the agent's own environment; nothing else
+/// leaks in. Task-specific variables are added by the caller.
+pub fn base_env() -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    for key in [
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "SHELL",
+    ] {
+        if let Ok(v) = std::env::var(key) {
+            env.insert(key.to_string(), v);
+        }
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+    env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
+    env
+}
+
+async fn pump(reader: impl AsyncRead + Unpin, sink: &dyn LogSink) {
+    let mut reader = BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf);
+                sink.line(line.trim_end_matches(['\n', '\r']));
+            }
+        }
+    }
+}
+
+fn signal_group(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
+
+/// Runs the process to its end, sending every output line to `sink`.
+pub async fn run(
+    spec: ProcessSpec<'_>,
+    sink: &dyn LogSink,
+    cancel: &CancellationToken,
+) -> ProcessEnd {
+    let mut cmd = Command::new(spec.program);
+    cmd.args(&spec.args)
+        .env_clear()
+        .envs(&spec.env)
+        .current_dir(&spec.cwd)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return ProcessEnd::SpawnFailed(describe_spawn_error(spec.program, &spec.cwd, &e))
+        }
+    };
+    let pid = child.id().unwrap_or(0);
+    if let (Some(input), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        tokio::spawn(async move {
+            let _ = stdin.write_all(input.as_bytes()).await;
+        });
+    }
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let output = async {
+        tokio::join!(pump(stdout, sink), pump(stderr, sink));
+    };
+    let deadline = async {
+        match spec.timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let waited = async {
+        let (status, ()) = tokio::join!(child.wait(), output);
+        status
+    };
+    tokio::pin!(waited);
+    let end = tokio::select! {
+        status = &mut waited => {
+            return match status {
+                Ok(s) => ProcessEnd::Exited(s),
+                Err(e) => ProcessEnd::SpawnFailed(format!("waiting for the process failed: {e}")),
+            };
+        }
+        _ = deadline => ProcessEnd::TimedOut(spec.timeout.unwrap_or_default()),
+        _ = cancel.cancelled() => ProcessEnd::Cancelled,
+    };
+    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+    if tokio::time::timeout(spec.kill_grace, &mut waited)
+        .await
+        .is_err()
+    {
+        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        // Output pipes may be held open by grandchildren that ignored SIGTERM; they are in the
+        // group too and die with SIGKILL, so this wait ends.
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut waited).await;
+    }
+    end
+}
+
+fn describe_spawn_error(program: &str, cwd: &Path, e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        if !cwd.exists() {
+            return format!("working directory {} does not exist", cwd.display());
+        }
+        return format!("{program} was not found on PATH; install it or set the interpreter in the agent's configuration");
+    }
+    format!("could not start {program}: {e}")
+}

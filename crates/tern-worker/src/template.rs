@@ -1,0 +1,154 @@
+//! Rendering templated task fields with Jinja (minijinja): the variables a run exposes and
+//! the filters users expect. Undefined variables are errors, so a typo fails the task with a
+//! message instead of rendering an empty string into a command.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use minijinja::{Environment, UndefinedBehavior, Value};
+use tern_protocol::Assignment;
+
+/// A template that could not be rendered, naming the field.
+#[derive(Debug, thiserror::Error)]
+#[error("template error in field {field}: {message}")]
+pub struct TemplateError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Renders the templated fields of one task attempt.
+pub struct Renderer {
+    env: Environment<'static>,
+    ctx: Value,
+}
+
+fn iso(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+impl Renderer {
+    pub fn new(a: &Assignment) -> Renderer {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let c = &a.context;
+        let ld = c.logical_date;
+        let ctx = minijinja::context! {
+            ds => ld.format("%Y-%m-%d").to_string(),
+            ds_nodash => ld.format("%Y%m%d").to_string(),
+            ts => iso(ld),
+            ts_nodash => ld.format("%Y%m%dT%H%M%S").to_string(),
+            logical_date => iso(ld),
+            data_interval_start => iso(c.data_interval_start),
+            data_interval_end => iso(c.data_interval_end),
+            run_id => a.run_id.clone(),
+            run_type => c.run_type.clone(),
+            dag_id => a.dag_id.clone(),
+            task_id => a.task_id.clone(),
+            try_number => a.try_number,
+            params => Value::from(minijinja::value::Serde(&c.params)),
+            conf => Value::from(minijinja::value::Serde(&c.conf)),
+            outputs => Value::from(minijinja::value::Serde(&c.outputs)),
+        };
+        Renderer { env, ctx }
+    }
+
+    /// Renders `source`; a plain string without `{{`/`{%` is returned as is.
+    pub fn render(&self, field: &str, source: &str) -> Result<String, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(source.to_string());
+        }
+        self.env
+            .render_str(source, &self.ctx)
+            .map_err(|e| TemplateError {
+                field: field.to_string(),
+                message: describe(&e),
+            })
+    }
+}
+
+fn describe(e: &minijinja::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use tern_core::{TaskKind, TaskSpec};
+    use tern_protocol::RunContext;
+
+    fn assignment() -> Assignment {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut outputs = std::collections::BTreeMap::new();
+        outputs.insert(
+            "extract".to_string(),
+            json!({"rows": 42}).as_object().unwrap().clone(),
+        );
+        Assignment {
+            ti_id: 1,
+            attempt: "a".into(),
+            dag_id: "etl".into(),
+            run_id: "scheduled__2026-01-02".into(),
+            task_id: "load".into(),
+            try_number: 2,
+            max_tries: 3,
+            task: TaskSpec::new("load", TaskKind::Empty),
+            context: RunContext {
+                logical_date: t("2026-01-02T00:00:00Z"),
+                data_interval_start: t("2026-01-02T00:00:00Z"),
+                data_interval_end: t("2026-01-03T00:00:00Z"),
+                run_type: "scheduled".into(),
+                params: json!({"country": "Spain", "limit": 5})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                conf: json!({"note": "x"}),
+                outputs,
+            },
+            lease_ms: 30_000,
+        }
+    }
+
+    #[test]
+    fn renders_the_documented_variables() {
+        let r = Renderer::new(&assignment());
+        let cases = [
+            ("{{ ds }}", "2026-01-02"),
+            ("{{ ds_nodash }}", "20260102"),
+            ("{{ ts }}", "2026-01-02T00:00:00+00:00"),
+            ("{{ data_interval_end }}", "2026-01-03T00:00:00+00:00"),
+            (
+                "{{ dag_id }}.{{ task_id }} try {{ try_number }}",
+                "etl.load try 2",
+            ),
+            ("{{ params.country | upper }}", "SPAIN"),
+            ("{{ params.limit * 2 }}", "10"),
+            ("{{ outputs.extract.rows }}", "42"),
+            ("{{ conf.note }}", "x"),
+            ("{{ params.country.replace('S', 'Z') }}", "Zpain"),
+            (
+                "{{ params | tojson }}",
+                "{\"country\": \"Spain\", \"limit\": 5}",
+            ),
+            ("no template", "no template"),
+        ];
+        for (src, want) in cases {
+            assert_eq!(r.render("cmd", src).unwrap(), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn undefined_names_are_errors_naming_the_field() {
+        let r = Renderer::new(&assignment());
+        let e = r.render("cmd", "echo {{ outputs.nope.rows }}").unwrap_err();
+        assert_eq!(e.field, "cmd");
+        assert!(e.to_string().contains("template error in field cmd"), "{e}");
+        assert!(r.render("cmd", "{{ ds ").is_err());
+    }
+}

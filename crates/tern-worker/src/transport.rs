@@ -1,0 +1,26 @@
+//! The agent's view of the control plane: the calls of the agent protocol.
+
+use std::time::Duration;
+
+use tern_protocol::{Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk};
+
+/// A failed call to the control plane. `Unavailable` means the link is down and the call may
+/// be retried; anything else is final for that call.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("control plane unavailable: {0}")]
+    Unavailable(String),
+    #[error("control plane refused the call: {0}")]
+    Refused(String),
+}
+
+/// The calls an agent makes. Implemented in-process by the control plane itself and over
+/// HTTPS for remote agents.
+#[async_trait::async_trait]
+pub trait ControlPlane: Send + Sync + 'static {
+    /// Waits up to `wait` for a task of the agent's queues; `None` when there was none.
+    async fn claim(&self, wait: Duration) -> Result<Option<Assignment>, TransportError>;
+    async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError>;
+    async fn log(&self, chunk: LogChunk) -> Result<(), TransportError>;
+    async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError>;
+}
