@@ -1,1 +1,21 @@
-//! placeholder
+//! tern's control plane: everything that holds the metadata database.
+//!
+//! - [`dagsync`] loads the DAG folder and records versions and import errors;
+//! - [`scheduler`] creates scheduled runs and does housekeeping (retries, leases);
+//! - [`gateway`] is the agent side of the control plane, here in-process for the local agent;
+//! - [`trigger`] creates manual runs with validated conf and params;
+//! - [`http`] serves the HTTP endpoints;
+//! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`).
+
+pub mod config;
+pub mod dagsync;
+pub mod events;
+pub mod gateway;
+pub mod http;
+pub mod logs;
+pub mod node;
+pub mod scheduler;
+pub mod trigger;
+
+pub use config::Config;
+pub use node::{Node, Roles};

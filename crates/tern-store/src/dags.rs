@@ -101,8 +101,18 @@ impl Store {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         for (spec, hash) in changed {
-            let prev = existing.get(&spec.dag_id);
-            let same_hash = prev.map(|p| &p.0 == &hash).unwrap_or(false);
+            // Re-read inside the write transaction: another process may have synced meanwhile.
+            let prev: Option<(String, i64)> = sqlx::query(
+                "SELECT v.hash, v.version FROM dags d JOIN dag_versions v ON v.id = d.latest_version_id \
+                 WHERE d.dag_id = $1",
+            )
+            .bind(&spec.dag_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| Ok::<_, StoreError>((r.try_get(0)?, r.try_get(1)?)))
+            .transpose()?;
+            let prev = prev.as_ref();
+            let same_hash = prev.map(|p| p.0 == hash).unwrap_or(false);
             if same_hash {
                 // Reactivation of an unchanged DAG: no new version.
                 sqlx::query("UPDATE dags SET is_active = 1, file = $2, last_parsed_at = $3 WHERE dag_id = $1")

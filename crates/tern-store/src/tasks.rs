@@ -583,3 +583,39 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Where the log of an attempt lives, relative to the log folder.
+    pub async fn log_path_of_attempt(&self, ti_id: i64, attempt: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT log_path FROM task_tries WHERE ti_id = $1 AND attempt = $2")
+                .bind(ti_id)
+                .bind(attempt)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// DAGs the scheduler creates runs for: active, not paused, with a schedule.
+    pub async fn schedulable_dags(&self) -> Result<Vec<(String, i64)>> {
+        sqlx::query(
+            "SELECT dag_id, latest_version_id FROM dags WHERE is_active = 1 AND is_paused = 0 AND schedule <> 'none'",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+    }
+}
+
+impl Store {
+    /// Agents that hold running attempts now.
+    pub async fn running_workers(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT worker FROM task_instances WHERE state = 'running' AND worker IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+}

@@ -2,6 +2,8 @@
 //! the filters users expect. Undefined variables are errors, so a typo fails the task with a
 //! message instead of rendering an empty string into a command.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use minijinja::{Environment, UndefinedBehavior, Value};
 use tern_protocol::Assignment;
@@ -45,9 +47,14 @@ impl Renderer {
             dag_id => a.dag_id.clone(),
             task_id => a.task_id.clone(),
             try_number => a.try_number,
-            params => Value::from(minijinja::value::Serde(&c.params)),
-            conf => Value::from(minijinja::value::Serde(&c.conf)),
-            outputs => Value::from(minijinja::value::Serde(&c.outputs)),
+            params => json_map(&c.params),
+            conf => json(&c.conf),
+            outputs => Value::from(
+                c.outputs
+                    .iter()
+                    .map(|(task, m)| (task.clone(), json_map(m)))
+                    .collect::<BTreeMap<String, Value>>(),
+            ),
         };
         Renderer { env, ctx }
     }
@@ -64,6 +71,36 @@ impl Renderer {
                 message: describe(&e),
             })
     }
+}
+
+/// Converts JSON to a template value explicitly: going through serde would expose
+/// serde_json's internal number representation when `arbitrary_precision` is enabled anywhere in
+/// the build.
+fn json(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::from(()),
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::from(s.clone()),
+        serde_json::Value::Array(a) => Value::from(a.iter().map(json).collect::<Vec<_>>()),
+        serde_json::Value::Object(m) => json_map(m),
+    }
+}
+
+fn json_map(m: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from(
+        m.iter()
+            .map(|(k, v)| (k.clone(), json(v)))
+            .collect::<BTreeMap<String, Value>>(),
+    )
 }
 
 fn describe(e: &minijinja::Error) -> String {

@@ -1,0 +1,179 @@
+//! The settings of a tern process, with their defaults. Loading them (file, environment,
+//! flags) is the binary's job; this module owns their shape and validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// All settings. Unknown keys in `tern.toml` are errors, so typos are caught.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Data folder: the SQLite database, logs, keys.
+    pub home: PathBuf,
+    /// Folder of `.star` DAG files; default: `dags` in `home`.
+    pub dags_folder: Option<PathBuf>,
+    /// `sqlite:///path/tern.db` or `postgres://…`; default: `tern.db` in `home`.
+    pub database_url: Option<String>,
+    pub server: ServerConfig,
+    pub scheduler: SchedulerConfig,
+    pub agent: LocalAgentConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub bind: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    /// How often the DAG folder is read again.
+    pub dag_scan_interval: String,
+    /// How often retries, leases and queued runs are looked at when nothing else happens.
+    pub housekeeping_interval: String,
+    /// How long an attempt's lease lasts without a heartbeat.
+    pub lease: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalAgentConfig {
+    /// Whether this process runs tasks itself (the in-process agent).
+    pub enabled: bool,
+    /// Queues the local agent serves.
+    pub queues: Vec<String>,
+    /// Task attempts run at once.
+    pub concurrency: usize,
+    /// Python interpreter for `python` tasks.
+    pub python: String,
+    /// Time between SIGTERM and SIGKILL when a task must stop.
+    pub kill_grace: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            home: PathBuf::from("tern-home"),
+            dags_folder: None,
+            database_url: None,
+            server: ServerConfig::default(),
+            scheduler: SchedulerConfig::default(),
+            agent: LocalAgentConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            dag_scan_interval: "5s".into(),
+            housekeeping_interval: "1s".into(),
+            lease: "30s".into(),
+        }
+    }
+}
+
+impl Default for LocalAgentConfig {
+    fn default() -> Self {
+        LocalAgentConfig {
+            enabled: true,
+            queues: vec![tern_core::spec::DEFAULT_QUEUE.to_string()],
+            concurrency: 32,
+            python: "python3".into(),
+            kill_grace: "5s".into(),
+        }
+    }
+}
+
+/// A setting that does not hold a valid value, named by its key.
+#[derive(Debug, thiserror::Error)]
+#[error("setting {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    tern_core::parse_duration(value).map_err(|e| ConfigError {
+        key: key.into(),
+        message: e.to_string(),
+    })
+}
+
+impl Config {
+    /// The database URL in force.
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.home.join("tern.db").display()))
+    }
+
+    pub fn dags_folder(&self) -> PathBuf {
+        self.dags_folder
+            .clone()
+            .unwrap_or_else(|| self.home.join("dags"))
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.home.join("logs")
+    }
+
+    pub fn dag_scan_interval(&self) -> Result<Duration, ConfigError> {
+        duration(
+            "scheduler.dag_scan_interval",
+            &self.scheduler.dag_scan_interval,
+        )
+    }
+
+    pub fn housekeeping_interval(&self) -> Result<Duration, ConfigError> {
+        duration(
+            "scheduler.housekeeping_interval",
+            &self.scheduler.housekeeping_interval,
+        )
+    }
+
+    pub fn lease(&self) -> Result<Duration, ConfigError> {
+        duration("scheduler.lease", &self.scheduler.lease)
+    }
+
+    pub fn kill_grace(&self) -> Result<Duration, ConfigError> {
+        duration("agent.kill_grace", &self.agent.kill_grace)
+    }
+
+    /// Checks every setting once, so a bad value fails at start-up with its key named.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.dag_scan_interval()?;
+        self.housekeeping_interval()?;
+        self.lease()?;
+        self.kill_grace()?;
+        if self.agent.concurrency == 0 {
+            return Err(ConfigError {
+                key: "agent.concurrency".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err(ConfigError {
+                key: "database_url".into(),
+                message: format!("{url:?} is not a sqlite:// or postgres:// URL"),
+            });
+        }
+        Ok(())
+    }
+}

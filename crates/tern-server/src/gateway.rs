@@ -1,0 +1,198 @@
+//! The control plane's side of the agent protocol, for agents running in this process: claims
+//! become store claims (long-polled on the `work` signal), results are recorded with their
+//! consequences in one transaction, log chunks land in the log store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tern_protocol::{
+    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, RunContext,
+};
+use tern_store::{Claimed, Store, TryResult};
+use tern_worker::{ControlPlane, TransportError};
+
+use crate::events::Events;
+use crate::logs::LogStore;
+
+/// How often a waiting claim looks at the database even without a signal, to see work queued
+/// by another process (a CLI trigger, another scheduler).
+const CROSS_PROCESS_POLL: Duration = Duration::from_millis(250);
+
+/// Shared services of the gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    pub store: Store,
+    pub events: Arc<Events>,
+    pub logs: LogStore,
+    pub lease: Duration,
+    log_paths: Arc<Mutex<HashMap<(i64, String), String>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Unavailable(e.to_string())
+}
+
+impl Gateway {
+    pub fn new(store: Store, events: Arc<Events>, logs: LogStore, lease: Duration) -> Gateway {
+        Gateway {
+            store,
+            events,
+            logs,
+            lease,
+            log_paths: Arc::default(),
+        }
+    }
+
+    /// A control plane for one agent serving `queues`, known as `worker`.
+    pub fn for_agent(&self, worker: &str, queues: Vec<String>) -> LocalControlPlane {
+        LocalControlPlane {
+            gw: self.clone(),
+            worker: worker.to_string(),
+            queues,
+        }
+    }
+
+    /// Turns a claimed instance into everything an agent needs to run it.
+    pub async fn assignment(&self, c: &Claimed) -> tern_store::Result<Assignment> {
+        let run = self.store.get_run_by_pk(c.ti.run_pk).await?;
+        let spec = self.store.spec(run.version_id).await?;
+        let task = spec.task(&c.ti.task_id).cloned().ok_or_else(|| {
+            tern_store::StoreError::Corrupt(format!(
+                "task {} missing from its DAG version",
+                c.ti.task_id
+            ))
+        })?;
+        let outputs = self.store.run_outputs(run.pk).await?;
+        Ok(Assignment {
+            ti_id: c.ti.id,
+            attempt: c.attempt.clone(),
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            task_id: c.ti.task_id.clone(),
+            try_number: c.ti.try_number,
+            max_tries: c.ti.max_tries,
+            task,
+            context: RunContext {
+                logical_date: run.logical_date,
+                data_interval_start: run.data_interval.start,
+                data_interval_end: run.data_interval.end,
+                run_type: run.run_type.as_str().to_string(),
+                params: match run.params {
+                    serde_json::Value::Object(m) => m,
+                    _ => Default::default(),
+                },
+                conf: run.conf,
+                outputs,
+            },
+            lease_ms: self.lease.as_millis() as u64,
+        })
+    }
+
+    async fn log_path(&self, ti_id: i64, attempt: &str) -> Result<Option<String>, TransportError> {
+        let key = (ti_id, attempt.to_string());
+        if let Some(p) = self.log_paths.lock().expect("log path cache").get(&key) {
+            return Ok(Some(p.clone()));
+        }
+        let p = self
+            .store
+            .log_path_of_attempt(ti_id, attempt)
+            .await
+            .map_err(unavailable)?;
+        if let Some(p) = &p {
+            self.log_paths
+                .lock()
+                .expect("log path cache")
+                .insert(key, p.clone());
+        }
+        Ok(p)
+    }
+}
+
+/// The [`ControlPlane`] of an agent that runs inside the control-plane process.
+pub struct LocalControlPlane {
+    gw: Gateway,
+    worker: String,
+    queues: Vec<String>,
+}
+
+#[async_trait::async_trait]
+impl ControlPlane for LocalControlPlane {
+    async fn claim(&self, wait: Duration) -> Result<Option<Assignment>, TransportError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.gw.events.work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let claimed = self
+                .gw
+                .store
+                .claim(&self.queues, &self.worker, self.gw.lease)
+                .await
+                .map_err(unavailable)?;
+            if let Some(c) = claimed {
+                self.gw
+                    .log_paths
+                    .lock()
+                    .expect("log path cache")
+                    .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
+                let a = self.gw.assignment(&c).await.map_err(unavailable)?;
+                return Ok(Some(a));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let nap = (deadline - now).min(CROSS_PROCESS_POLL);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError> {
+        let keep_running = self
+            .gw
+            .store
+            .heartbeat(ti_id, attempt, self.gw.lease)
+            .await
+            .map_err(unavailable)?;
+        Ok(HeartbeatReply { keep_running })
+    }
+
+    async fn log(&self, chunk: LogChunk) -> Result<(), TransportError> {
+        let Some(path) = self.gw.log_path(chunk.ti_id, &chunk.attempt).await? else {
+            return Err(TransportError::Refused(format!(
+                "no attempt {} of task instance {}",
+                chunk.attempt, chunk.ti_id
+            )));
+        };
+        self.gw.logs.append(&path, &chunk.text).map_err(unavailable)
+    }
+
+    async fn complete(&self, c: Completion) -> Result<CompletionReply, TransportError> {
+        let result = TryResult {
+            success: c.success,
+            retryable: c.retryable,
+            exit_code: c.exit_code,
+            note: c.reason,
+            outputs: c.outputs,
+        };
+        let applied = self
+            .gw
+            .store
+            .complete(c.ti_id, &c.attempt, &result)
+            .await
+            .map_err(unavailable)?;
+        self.gw.events.applied(&applied);
+        self.gw
+            .log_paths
+            .lock()
+            .expect("log path cache")
+            .remove(&(c.ti_id, c.attempt.clone()));
+        Ok(CompletionReply {
+            accepted: applied.accepted,
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! One tern process's control-plane roles, started together and stopped together: DAG loading
+//! and scheduling, the in-process agent, the HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tern_store::{DagRun, Store};
+use tern_worker::{Agent, AgentConfig, ExecOptions};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::events::Events;
+use crate::gateway::Gateway;
+use crate::logs::LogStore;
+use crate::scheduler::Scheduler;
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Roles {
+    pub scheduler: bool,
+    /// Whether the scheduler loads the DAG folder (off for runs of an already loaded DAG).
+    pub dag_sync: bool,
+    pub local_agent: bool,
+    pub http: bool,
+}
+
+impl Roles {
+    pub const STANDALONE: Roles = Roles {
+        scheduler: true,
+        dag_sync: true,
+        local_agent: true,
+        http: true,
+    };
+}
+
+pub struct Node {
+    pub store: Store,
+    pub events: Arc<Events>,
+    pub gateway: Gateway,
+    pub http_addr: Option<SocketAddr>,
+    pub worker_name: String,
+    shutdown: CancellationToken,
+    handles: Vec<JoinHandle<()>>,
+}
+
+/// The name of this process's local agent, unique per host and process so a restarted process
+/// can tell its predecessor's attempts from a live process's.
+fn local_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("local-{host}-{}", std::process::id())
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Fails the attempts left running by local agents of this host whose process is gone (the
+/// control plane was killed or stopped mid-run), so they retry per policy now rather than
+/// after their lease expires.
+async fn recover_dead_local_agents(store: &Store, me: &str) -> anyhow::Result<()> {
+    let prefix = me
+        .rsplit_once('-')
+        .map(|(p, _)| format!("{p}-"))
+        .unwrap_or_default();
+    for worker in store.running_workers().await? {
+        let Some(pid) = worker
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid_alive(pid) {
+            continue;
+        }
+        let n = store
+            .fail_attempts_of_worker(
+                &worker,
+                "interrupted: the tern process running this task stopped (it was killed or restarted)",
+            )
+            .await?;
+        if n > 0 {
+            tracing::warn!(
+                worker,
+                attempts = n,
+                "recovered attempts of a stopped local agent"
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Node {
+    /// Opens the store, migrates it, and starts the requested roles.
+    pub async fn start(cfg: &Config, roles: Roles) -> anyhow::Result<Node> {
+        cfg.validate()?;
+        std::fs::create_dir_all(&cfg.home).with_context(|| {
+            format!(
+                "cannot create the data folder {} (setting home / --home)",
+                cfg.home.display()
+            )
+        })?;
+        let store = Store::open(&cfg.database_url())
+            .await
+            .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))?;
+        Self::start_with_store(cfg, roles, store).await
+    }
+
+    pub async fn start_with_store(
+        cfg: &Config,
+        roles: Roles,
+        store: Store,
+    ) -> anyhow::Result<Node> {
+        let events = Arc::new(Events::default());
+        let logs = LogStore::new(cfg.logs_dir());
+        let gateway = Gateway::new(store.clone(), events.clone(), logs, cfg.lease()?);
+        let shutdown = CancellationToken::new();
+        let worker_name = local_worker_name();
+        let mut handles = Vec::new();
+        let mut http_addr = None;
+        if roles.local_agent {
+            recover_dead_local_agents(&store, &worker_name).await?;
+        }
+        if roles.scheduler {
+            if roles.dag_sync {
+                // Load the folder once before anything else so DAGs are there when we return.
+                crate::dagsync::sync_folder(&store, &cfg.dags_folder()).await?;
+            }
+            let scheduler = Scheduler {
+                store: store.clone(),
+                events: events.clone(),
+                dags_folder: roles.dag_sync.then(|| cfg.dags_folder()),
+                scan_interval: cfg.dag_scan_interval()?,
+                housekeeping_interval: cfg.housekeeping_interval()?,
+            };
+            handles.push(tokio::spawn(scheduler.run(shutdown.clone())));
+        }
+        if roles.local_agent {
+            let cp = Arc::new(gateway.for_agent(&worker_name, cfg.agent.queues.clone()));
+            let agent = Agent::new(
+                cp,
+                AgentConfig {
+                    name: worker_name.clone(),
+                    concurrency: cfg.agent.concurrency,
+                    claim_wait: Duration::from_secs(30),
+                    exec: ExecOptions {
+                        python: cfg.agent.python.clone(),
+                        kill_grace: cfg.kill_grace()?,
+                    },
+                },
+            );
+            let token = shutdown.clone();
+            handles.push(tokio::spawn(async move { agent.run(token).await }));
+        }
+        if roles.http {
+            let (addr, h) =
+                crate::http::serve(store.clone(), &cfg.server.bind, shutdown.clone()).await?;
+            http_addr = Some(addr);
+            handles.push(h);
+        }
+        Ok(Node {
+            store,
+            events,
+            gateway,
+            http_addr,
+            worker_name,
+            shutdown,
+            handles,
+        })
+    }
+
+    /// Waits until run `run_id` of `dag_id` has finished.
+    pub async fn wait_run(&self, dag_id: &str, run_id: &str) -> anyhow::Result<DagRun> {
+        loop {
+            let notified = self.events.run_finished.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let run = self.store.get_run(dag_id, run_id).await?;
+            if run.state.is_finished() {
+                return Ok(run);
+            }
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
+    /// A token that stops the node when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every role: the agent stops its running attempts and reports them, then the rest
+    /// ends.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for h in self.handles {
+            let _ = h.await;
+        }
+    }
+}

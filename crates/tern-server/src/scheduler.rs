@@ -1,0 +1,167 @@
+//! The scheduling loop: reads the DAG folder, creates runs for schedules that came due, and
+//! does housekeeping (due retries, expired leases, queued runs). Task-to-task progress does not
+//! go through here: it happens in the transaction that records each result.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tern_core::schedule::{parse_timezone, ScheduleBounds};
+use tern_core::{DataInterval, RunType};
+use tern_store::{NewRun, Store, StoreError};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::Events;
+
+pub struct Scheduler {
+    pub store: Store,
+    pub events: Arc<Events>,
+    /// The DAG folder to load, if this scheduler loads it.
+    pub dags_folder: Option<PathBuf>,
+    pub scan_interval: Duration,
+    pub housekeeping_interval: Duration,
+}
+
+/// The next scheduled interval of each schedulable DAG.
+type DueMap = HashMap<String, (i64, DataInterval)>;
+
+impl Scheduler {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut due: DueMap = HashMap::new();
+        let mut next_scan = tokio::time::Instant::now();
+        let mut refresh = true;
+        loop {
+            let now_i = tokio::time::Instant::now();
+            if let Some(dir) = &self.dags_folder {
+                if now_i >= next_scan {
+                    if let Err(e) = crate::dagsync::sync_folder(&self.store, dir).await {
+                        tracing::error!("loading the DAG folder failed: {e}");
+                    }
+                    next_scan = now_i + self.scan_interval;
+                    // Recompute schedules after every scan: new versions, and pauses made by
+                    // other processes, are seen at least this often.
+                    refresh = true;
+                }
+            }
+            if refresh {
+                match self.due_map().await {
+                    Ok(m) => {
+                        due = m;
+                        refresh = false;
+                    }
+                    Err(e) => tracing::error!("reading schedules failed: {e}"),
+                }
+            }
+            if let Err(e) = self.create_due_runs(&mut due).await {
+                tracing::error!("creating scheduled runs failed: {e}");
+            }
+            if let Err(e) = self.housekeeping().await {
+                tracing::error!("scheduler housekeeping failed: {e}");
+            }
+            let now = Utc::now();
+            let mut sleep = self.housekeeping_interval;
+            if let Some(first) = due.values().map(|(_, i)| i.end).min() {
+                let until = (first - now).to_std().unwrap_or(Duration::ZERO);
+                sleep = sleep.min(until);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.events.dags.notified() => refresh = true,
+                _ = self.events.scheduler.notified() => {}
+            }
+        }
+    }
+
+    async fn due_map(&self) -> tern_store::Result<DueMap> {
+        let mut map = HashMap::new();
+        let now = Utc::now();
+        for (dag_id, version_id) in self.store.schedulable_dags().await? {
+            let spec = self.store.spec(version_id).await?;
+            let last = self.store.last_scheduled_interval_end(&dag_id).await?;
+            if let Some(i) = next_interval(&spec, last, now) {
+                map.insert(dag_id, (version_id, i));
+            }
+        }
+        Ok(map)
+    }
+
+    /// Creates a run for every interval that has ended, oldest first; several schedulers may do
+    /// this at once, the store's unique key keeps it to one run per interval.
+    async fn create_due_runs(&self, due: &mut DueMap) -> tern_store::Result<()> {
+        let now = Utc::now();
+        let ready: Vec<String> = due
+            .iter()
+            .filter(|(_, (_, i))| i.end <= now)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for dag_id in ready {
+            let Some((version_id, interval)) = due.get(&dag_id).copied() else {
+                continue;
+            };
+            let spec = self.store.spec(version_id).await?;
+            let params = tern_core::params::resolve_params(&spec.params, &serde_json::Value::Null)
+                .map(serde_json::Value::Object)
+                .unwrap_or_else(|_| serde_json::json!({}));
+            let new = NewRun {
+                dag_id: dag_id.clone(),
+                run_id: format!(
+                    "scheduled__{}",
+                    interval.start.to_rfc3339_opts(SecondsFormat::Secs, true)
+                ),
+                run_type: RunType::Scheduled,
+                logical_date: interval.start,
+                data_interval: interval,
+                conf: serde_json::json!({}),
+                params,
+            };
+            match self.store.create_run(&new, version_id).await {
+                Ok((run, queued)) => {
+                    tracing::info!(dag_id, run_id = %run.run_id, "scheduled run created");
+                    if queued {
+                        self.events.work.notify_waiters();
+                    }
+                }
+                Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
+            match next_interval(&spec, Some(interval.end), now) {
+                Some(i) => {
+                    due.insert(dag_id, (version_id, i));
+                }
+                None => {
+                    due.remove(&dag_id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn housekeeping(&self) -> tern_store::Result<()> {
+        let lost = self.store.expire_leases().await?;
+        if lost > 0 {
+            tracing::warn!(lost, "attempts lost: their leases expired");
+        }
+        if self.store.promote_and_admit().await? || lost > 0 {
+            self.events.work.notify_waiters();
+        }
+        Ok(())
+    }
+}
+
+fn next_interval(
+    spec: &tern_core::DagSpec,
+    last_end: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DataInterval> {
+    let tz = parse_timezone(&spec.timezone).ok()?;
+    let bounds = ScheduleBounds {
+        tz,
+        start_date: spec.start_date,
+        end_date: spec.end_date,
+        catchup: spec.catchup,
+    };
+    spec.schedule.next_interval(&bounds, last_end, now)
+}

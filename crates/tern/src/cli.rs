@@ -1,0 +1,231 @@
+//! The command-line grammar (clap). Every listing takes `--output json`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tern",
+    version,
+    about = "tern: a fast workflow orchestrator for hybrid estates"
+)]
+pub struct Cli {
+    /// Data folder (database, logs, settings). Default: ./tern-home.
+    #[arg(long, global = true, env = "TERN_HOME")]
+    pub home: Option<PathBuf>,
+    /// Folder of DAG files. Default: HOME/dags.
+    #[arg(long, global = true, env = "TERN_DAGS")]
+    pub dags: Option<PathBuf>,
+    /// Settings file. Default: HOME/tern.toml when it exists.
+    #[arg(long, global = true, env = "TERN_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Metadata database URL (sqlite:///path or postgres://…). Default: SQLite in HOME.
+    #[arg(long, global = true, env = "TERN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Log filter for tern's own messages (error, warn, info, debug).
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    /// Write tern's own messages as JSON lines.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole system in one process: scheduler, local agent, HTTP server, on SQLite.
+    Standalone(StandaloneArgs),
+    /// Work with DAGs.
+    #[command(subcommand)]
+    Dags(DagsCmd),
+    /// Work with task instances.
+    #[command(subcommand)]
+    Tasks(TasksCmd),
+    /// Work with DAG runs.
+    #[command(subcommand)]
+    Runs(RunsCmd),
+    /// Print the log of a task instance.
+    Logs(LogsArgs),
+    /// Manage pools.
+    #[command(subcommand)]
+    Pools(PoolsCmd),
+    /// Metadata database maintenance.
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// Settings.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    /// Port of the HTTP server (on 127.0.0.1).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Full listen address, e.g. 0.0.0.0:8080.
+    #[arg(long, conflicts_with = "port")]
+    pub bind: Option<String>,
+    /// Do not write the example DAGs into an empty DAG folder.
+    #[arg(long)]
+    pub no_examples: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, Default, PartialEq, Eq)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DagsCmd {
+    /// List DAGs.
+    List(OutputArg),
+    /// Show one DAG: schedule, params, tasks and their dependencies.
+    Show {
+        dag_id: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Run a whole DAG once, in this process, and print the outcome.
+    Test {
+        dag_id: String,
+        /// Run configuration as a JSON object.
+        #[arg(long)]
+        conf: Option<String>,
+    },
+    /// Create a manual run.
+    Trigger(TriggerArgs),
+    /// Stop scheduling new runs of a DAG.
+    Pause { dag_id: String },
+    /// Resume scheduling a DAG.
+    Unpause { dag_id: String },
+    /// Create and run the runs of every interval between two dates.
+    Backfill(BackfillArgs),
+    /// List DAG files that failed to load, with file, line and reason.
+    Errors(OutputArg),
+}
+
+#[derive(Args, Debug)]
+pub struct TriggerArgs {
+    pub dag_id: String,
+    /// Run configuration as a JSON object; `{"params": {...}}` sets params.
+    #[arg(long)]
+    pub conf: Option<String>,
+    /// Run id (default: manual__TIMESTAMP).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Logical date (default: now).
+    #[arg(long)]
+    pub logical_date: Option<String>,
+    /// Wait until the run ends; exit non-zero if it failed.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub out: OutputArg,
+}
+
+#[derive(Args, Debug)]
+pub struct BackfillArgs {
+    pub dag_id: String,
+    /// First logical date (inclusive), in the DAG's time zone.
+    #[arg(long)]
+    pub from: String,
+    /// Last logical date (inclusive), in the DAG's time zone.
+    #[arg(long)]
+    pub to: String,
+    /// Run configuration as a JSON object.
+    #[arg(long)]
+    pub conf: Option<String>,
+    /// Only create the runs; let a running scheduler execute them.
+    #[arg(long)]
+    pub no_run: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TasksCmd {
+    /// Run one task now, without the scheduler and without recording state; log to the terminal.
+    Test {
+        dag_id: String,
+        task_id: String,
+        /// Logical date (default: now).
+        #[arg(long)]
+        date: Option<String>,
+        /// Run configuration as a JSON object.
+        #[arg(long)]
+        conf: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunsCmd {
+    /// List DAG runs, newest first.
+    List {
+        /// Only runs of this DAG.
+        #[arg(long)]
+        dag: Option<String>,
+        /// Only runs in this state (queued, running, success, failed).
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show a run and its task instances.
+    Show {
+        dag_id: String,
+        run_id: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    /// Try number (default: the latest).
+    #[arg(long = "try")]
+    pub try_number: Option<u32>,
+    /// Keep printing new lines until the try ends.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PoolsCmd {
+    List(OutputArg),
+    /// Create or resize a pool.
+    Set {
+        name: String,
+        slots: i64,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCmd {
+    /// Create or upgrade the metadata schema.
+    Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Print the settings in force (TOML).
+    Show,
+}

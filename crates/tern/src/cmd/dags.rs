@@ -1,0 +1,393 @@
+//! `tern dags …`: list, show, test, trigger, pause, unpause, backfill, errors.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tern_core::schedule::{parse_local_date, parse_timezone};
+use tern_core::{RunState, RunType};
+use tern_server::trigger::{trigger, TriggerRequest};
+use tern_server::{Config, Node, Roles};
+use tern_store::{NewRun, Store, StoreError};
+
+use crate::cli::{BackfillArgs, DagsCmd, Output, TriggerArgs};
+use crate::output::{self, print};
+
+pub async fn run(cfg: Config, cmd: DagsCmd) -> anyhow::Result<i32> {
+    match cmd {
+        DagsCmd::List(o) => list(&cfg, o.output).await,
+        DagsCmd::Show { dag_id, out } => show(&cfg, &dag_id, out.output).await,
+        DagsCmd::Errors(o) => errors(&cfg, o.output).await,
+        DagsCmd::Pause { dag_id } => set_paused(&cfg, &dag_id, true).await,
+        DagsCmd::Unpause { dag_id } => set_paused(&cfg, &dag_id, false).await,
+        DagsCmd::Trigger(a) => trigger_cmd(&cfg, a).await,
+        DagsCmd::Test { dag_id, conf } => test(&cfg, &dag_id, conf.as_deref()).await,
+        DagsCmd::Backfill(a) => backfill(&cfg, a).await,
+    }
+}
+
+async fn list(cfg: &Config, out: Output) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let dags = store.list_dags().await?;
+    let rows = dags
+        .iter()
+        .map(|d| {
+            vec![
+                d.dag_id.clone(),
+                d.schedule.clone(),
+                if d.is_paused { "yes" } else { "no" }.into(),
+                if d.is_active { "yes" } else { "no" }.into(),
+                d.version.to_string(),
+                d.file.clone(),
+            ]
+        })
+        .collect();
+    print(
+        out,
+        &["DAG", "SCHEDULE", "PAUSED", "ACTIVE", "VERSION", "FILE"],
+        rows,
+        &dags,
+    );
+    let errors = store.import_errors().await?.len();
+    if errors > 0 && out == Output::Table {
+        eprintln!("{errors} DAG file error(s): see `tern dags errors`");
+    }
+    Ok(0)
+}
+
+async fn show(cfg: &Config, dag_id: &str, out: Output) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let dag = store.get_dag(dag_id).await?;
+    let spec = store.spec(dag.latest_version_id).await?;
+    if out == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"dag": dag, "spec": &*spec}))
+                .expect("serialisable")
+        );
+        return Ok(0);
+    }
+    println!(
+        "DAG        {} (version {}, {})",
+        spec.dag_id, dag.version, spec.file
+    );
+    if let Some(d) = &spec.description {
+        println!("about      {d}");
+    }
+    println!("schedule   {} ({})", spec.schedule.as_text(), spec.timezone);
+    println!("start      {}", output::time(spec.start_date));
+    println!("catchup    {}", spec.catchup);
+    println!("paused     {}", dag.is_paused);
+    println!(
+        "limits     max_active_runs={} max_active_tasks={}",
+        spec.max_active_runs, spec.max_active_tasks
+    );
+    if !spec.tags.is_empty() {
+        println!("tags       {}", spec.tags.join(", "));
+    }
+    for (name, p) in &spec.params {
+        println!(
+            "param      {name} = {} ({})",
+            p.default,
+            p.r#type.as_deref().unwrap_or("any")
+        );
+    }
+    println!();
+    let rows = spec
+        .tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.task_id.clone(),
+                t.kind.name().into(),
+                t.upstream.join(","),
+                format!("{:?}", t.trigger_rule).to_lowercase(),
+                t.retries.to_string(),
+                t.queue.clone(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    output::print_table(
+        &[
+            "TASK",
+            "KIND",
+            "UPSTREAM",
+            "TRIGGER RULE",
+            "RETRIES",
+            "QUEUE",
+        ],
+        &rows,
+    );
+    Ok(0)
+}
+
+async fn errors(cfg: &Config, out: Output) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let errs = store.import_errors().await?;
+    match out {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&errs).expect("serialisable")
+        ),
+        Output::Table => {
+            if errs.is_empty() {
+                eprintln!("no import errors");
+            }
+            for e in &errs {
+                println!("{}:{}: {}", e.file, e.line, e.message);
+            }
+        }
+    }
+    Ok(0)
+}
+
+async fn set_paused(cfg: &Config, dag_id: &str, paused: bool) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    store.set_paused(dag_id, paused).await?;
+    eprintln!(
+        "DAG {dag_id} is {}",
+        if paused { "paused" } else { "unpaused" }
+    );
+    Ok(0)
+}
+
+async fn trigger_cmd(cfg: &Config, a: TriggerArgs) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let conf = super::parse_conf(a.conf.as_deref())?;
+    let logical_date = match &a.logical_date {
+        Some(d) => {
+            let (_, spec) = store.latest_spec(&a.dag_id).await?;
+            let tz = parse_timezone(&spec.timezone)?;
+            Some(parse_local_date(d, tz).context("--logical-date")?)
+        }
+        None => None,
+    };
+    let req = TriggerRequest {
+        dag_id: a.dag_id.clone(),
+        conf,
+        run_id: a.run_id.clone(),
+        logical_date,
+        run_type: None,
+    };
+    let (run, _) = trigger(&store, &req).await?;
+    if a.out.output == Output::Json && !a.wait {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&run).expect("serialisable")
+        );
+    } else {
+        println!("{}", run.run_id);
+    }
+    if !a.wait {
+        return Ok(0);
+    }
+    eprintln!(
+        "waiting for {} {} (a scheduler must be running: `tern standalone`)",
+        a.dag_id, run.run_id
+    );
+    let run = wait_for_run(&store, &a.dag_id, &run.run_id).await?;
+    report_run(&store, &run).await?;
+    Ok(if run.state == RunState::Success { 0 } else { 1 })
+}
+
+/// Polls the store until the run ends (the run may be executed by another process).
+async fn wait_for_run(
+    store: &Store,
+    dag_id: &str,
+    run_id: &str,
+) -> anyhow::Result<tern_store::DagRun> {
+    loop {
+        let run = store.get_run(dag_id, run_id).await?;
+        if run.state.is_finished() {
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Prints a finished run's outcome and each task's state to stderr.
+pub async fn report_run(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<()> {
+    eprintln!(
+        "run {} of {}: {} in {}",
+        run.run_id,
+        run.dag_id,
+        run.state,
+        output::duration(run.started_at, run.ended_at)
+    );
+    for ti in store.task_instances(run.pk).await? {
+        eprintln!(
+            "  {:<24} {:<16} try {}{}",
+            ti.task_id,
+            ti.state.as_str(),
+            ti.try_number,
+            ti.note.map(|n| format!("  {n}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let req = TriggerRequest {
+        dag_id: dag_id.to_string(),
+        conf: super::parse_conf(conf)?,
+        run_id: Some(format!(
+            "test__{}",
+            chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ")
+        )),
+        logical_date: None,
+        run_type: None,
+    };
+    let node = Node::start_with_store(
+        cfg,
+        Roles {
+            scheduler: true,
+            dag_sync: false,
+            local_agent: true,
+            http: false,
+        },
+        store.clone(),
+    )
+    .await?;
+    let (run, queued) = trigger(&store, &req).await?;
+    if queued {
+        node.events.work.notify_waiters();
+    }
+    eprintln!("testing {dag_id}: run {}", run.run_id);
+    let outcome = tokio::select! {
+        r = node.wait_run(dag_id, &run.run_id) => Some(r?),
+        _ = super::interrupted() => None,
+    };
+    node.shutdown().await;
+    let Some(run) = outcome else {
+        eprintln!("interrupted");
+        return Ok(130);
+    };
+    report_run(&store, &run).await?;
+    // Show the logs of failed tasks: that is what a developer testing a DAG wants to read.
+    let logs = tern_server::logs::LogStore::new(cfg.logs_dir());
+    for ti in store.task_instances(run.pk).await? {
+        if ti.state == tern_core::TaskState::Failed {
+            if let Some(last) = store.task_tries(ti.id).await?.last() {
+                eprintln!("--- log of {} (try {}) ---", ti.task_id, last.try_number);
+                eprint!("{}", logs.read(&last.log_path, 0)?);
+            }
+        }
+    }
+    Ok(if run.state == RunState::Success { 0 } else { 1 })
+}
+
+async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
+    let store = super::open_synced(cfg).await?;
+    let dag = store.get_dag(&a.dag_id).await?;
+    if dag.is_paused {
+        bail!(
+            "DAG {:?} is paused; unpause it with `tern dags unpause {}` first",
+            a.dag_id,
+            a.dag_id
+        );
+    }
+    let spec = store.spec(dag.latest_version_id).await?;
+    let tz = parse_timezone(&spec.timezone)?;
+    let from = parse_local_date(&a.from, tz).context("--from")?;
+    let to = parse_local_date(&a.to, tz).context("--to")?;
+    anyhow::ensure!(from <= to, "--from {} is after --to {}", a.from, a.to);
+    let conf = super::parse_conf(a.conf.as_deref())?;
+    let params = tern_core::params::resolve_params(&spec.params, &conf)
+        .map_err(|e| anyhow::anyhow!("invalid conf for DAG {:?}: {e}", a.dag_id))?;
+    let intervals = spec.schedule.intervals_between(tz, from, to);
+    anyhow::ensure!(
+        !intervals.is_empty(),
+        "no schedule interval of {} starts between {} and {}",
+        a.dag_id,
+        a.from,
+        a.to
+    );
+    let mut run_ids = Vec::new();
+    let mut created = 0;
+    for i in &intervals {
+        let run_id = format!(
+            "backfill__{}",
+            i.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        let new = NewRun {
+            dag_id: a.dag_id.clone(),
+            run_id: run_id.clone(),
+            run_type: RunType::Backfill,
+            logical_date: i.start,
+            data_interval: *i,
+            conf: conf.clone(),
+            params: serde_json::Value::Object(params.clone()),
+        };
+        match store.create_run(&new, dag.latest_version_id).await {
+            Ok(_) => created += 1,
+            // Resuming: the interval already has a run (from an earlier backfill or schedule).
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        run_ids.push(run_id);
+    }
+    eprintln!(
+        "backfill of {}: {} interval(s), {created} new run(s), {} already there",
+        a.dag_id,
+        intervals.len(),
+        intervals.len() - created
+    );
+    if a.no_run {
+        return Ok(0);
+    }
+    let node = Node::start_with_store(
+        cfg,
+        Roles {
+            scheduler: true,
+            dag_sync: false,
+            local_agent: true,
+            http: false,
+        },
+        store.clone(),
+    )
+    .await?;
+    node.events.work.notify_waiters();
+    let bar = indicatif::ProgressBar::new(intervals.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} runs finished ({msg}) {elapsed}",
+        )
+        .expect("valid template"),
+    );
+    let interrupted = super::interrupted();
+    tokio::pin!(interrupted);
+    let (done, failed) = loop {
+        let mut done = 0;
+        let mut failed = 0;
+        for id in &run_ids {
+            let r = store.get_run(&a.dag_id, id).await?;
+            if r.state.is_finished() {
+                done += 1;
+            }
+            if r.state == RunState::Failed {
+                failed += 1;
+            }
+        }
+        bar.set_position(done);
+        bar.set_message(format!("{failed} failed"));
+        if done as usize == run_ids.len() {
+            break (done, failed);
+        }
+        tokio::select! {
+            _ = &mut interrupted => {
+                bar.abandon_with_message("interrupted: run the same command again to resume");
+                node.shutdown().await;
+                return Ok(130);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    bar.finish_with_message(format!("{failed} failed"));
+    node.shutdown().await;
+    eprintln!(
+        "backfill of {}: {done} run(s) finished, {failed} failed",
+        a.dag_id
+    );
+    Ok(if failed == 0 { 0 } else { 1 })
+}

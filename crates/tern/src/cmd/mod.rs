@@ -1,0 +1,73 @@
+//! One module per command group; each returns the process exit code.
+
+mod dags;
+mod logs;
+mod misc;
+mod runs;
+mod standalone;
+mod tasks;
+
+use anyhow::Context;
+use tern_store::Store;
+
+use crate::cli::{Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    let cfg = crate::settings::load(&cli)?;
+    match cli.command {
+        Command::Standalone(args) => standalone::run(cfg, args).await,
+        Command::Dags(c) => dags::run(cfg, c).await,
+        Command::Tasks(c) => tasks::run(cfg, c).await,
+        Command::Runs(c) => runs::run(cfg, c).await,
+        Command::Logs(a) => logs::run(cfg, a).await,
+        Command::Pools(c) => misc::pools(cfg, c).await,
+        Command::Db(c) => misc::db(cfg, c).await,
+        Command::Config(c) => misc::config(cfg, c).await,
+    }
+}
+
+/// Opens (and migrates) the metadata database of `cfg`.
+pub async fn open_store(cfg: &tern_server::Config) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(&cfg.home).with_context(|| {
+        format!(
+            "cannot create the data folder {} (--home)",
+            cfg.home.display()
+        )
+    })?;
+    Store::open(&cfg.database_url())
+        .await
+        .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))
+}
+
+/// Opens the store and loads the DAG folder into it, so commands see the files as they are.
+pub async fn open_synced(cfg: &tern_server::Config) -> anyhow::Result<Store> {
+    let store = open_store(cfg).await?;
+    tern_server::dagsync::sync_folder(&store, &cfg.dags_folder()).await?;
+    Ok(store)
+}
+
+/// Parses a `--conf` JSON object.
+pub fn parse_conf(conf: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    match conf {
+        None => Ok(serde_json::json!({})),
+        Some(text) => {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .with_context(|| format!("--conf is not valid JSON: {text}"))?;
+            anyhow::ensure!(
+                v.is_object(),
+                "--conf must be a JSON object, like '{{\"params\": {{\"limit\": 5}}}}'"
+            );
+            Ok(v)
+        }
+    }
+}
+
+/// Resolves Ctrl-C / SIGTERM into one future.
+pub async fn interrupted() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

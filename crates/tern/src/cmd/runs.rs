@@ -1,0 +1,96 @@
+//! `tern runs list|show`.
+
+use serde_json::json;
+use tern_core::RunState;
+use tern_server::Config;
+
+use crate::cli::{Output, RunsCmd};
+use crate::output::{self, print};
+
+pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
+    let store = super::open_store(&cfg).await?;
+    match cmd {
+        RunsCmd::List {
+            dag,
+            state,
+            limit,
+            out,
+        } => {
+            let state = state
+                .map(|s| s.parse::<RunState>().map_err(anyhow::Error::msg))
+                .transpose()?;
+            let runs = store.list_runs(dag.as_deref(), state, limit).await?;
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.dag_id.clone(),
+                        r.run_id.clone(),
+                        r.state.to_string(),
+                        r.run_type.to_string(),
+                        output::time(Some(r.logical_date)),
+                        output::duration(r.started_at, r.ended_at),
+                    ]
+                })
+                .collect();
+            print(
+                out.output,
+                &["DAG", "RUN", "STATE", "TYPE", "LOGICAL DATE", "DURATION"],
+                rows,
+                &runs,
+            );
+        }
+        RunsCmd::Show {
+            dag_id,
+            run_id,
+            out,
+        } => {
+            let run = store.get_run(&dag_id, &run_id).await?;
+            let tis = store.task_instances(run.pk).await?;
+            if out.output == Output::Json {
+                let outputs = store.run_outputs(run.pk).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({"run": run, "tasks": tis, "outputs": outputs})
+                    )
+                    .expect("serialisable")
+                );
+                return Ok(0);
+            }
+            println!("run        {} of {}", run.run_id, run.dag_id);
+            println!("state      {}", run.state);
+            println!("type       {}", run.run_type);
+            println!("logical    {}", output::time(Some(run.logical_date)));
+            println!(
+                "interval   {} .. {}",
+                output::time(Some(run.data_interval.start)),
+                output::time(Some(run.data_interval.end))
+            );
+            println!(
+                "duration   {}",
+                output::duration(run.started_at, run.ended_at)
+            );
+            println!("conf       {}", run.conf);
+            println!();
+            let rows: Vec<Vec<String>> = tis
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.task_id.clone(),
+                        t.state.to_string(),
+                        format!("{}/{}", t.try_number, t.max_tries),
+                        output::duration(t.started_at, t.ended_at),
+                        t.worker.clone().unwrap_or_else(|| "-".into()),
+                        t.note.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            output::print_table(
+                &["TASK", "STATE", "TRY", "DURATION", "WORKER", "NOTE"],
+                &rows,
+            );
+        }
+    }
+    Ok(0)
+}

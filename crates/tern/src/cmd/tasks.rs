@@ -1,0 +1,77 @@
+//! `tern tasks test`: run one task now, in this process, without the scheduler and without
+//! recording any state; the log goes to the terminal.
+
+use anyhow::Context;
+use tern_core::schedule::{parse_local_date, parse_timezone};
+use tern_protocol::{Assignment, RunContext};
+use tern_server::Config;
+use tern_worker::logsink::TerminalSink;
+use tern_worker::{execute, ExecOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::TasksCmd;
+
+pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
+    let TasksCmd::Test {
+        dag_id,
+        task_id,
+        date,
+        conf,
+    } = cmd;
+    let store = super::open_synced(&cfg).await?;
+    let (_, spec) = store.latest_spec(&dag_id).await?;
+    let task = spec.task(&task_id).cloned().with_context(|| {
+        let ids: Vec<&str> = spec.tasks.iter().map(|t| t.task_id.as_str()).collect();
+        format!(
+            "DAG {dag_id} has no task {task_id:?}; its tasks are: {}",
+            ids.join(", ")
+        )
+    })?;
+    let tz = parse_timezone(&spec.timezone)?;
+    let logical_date = match date {
+        Some(d) => parse_local_date(&d, tz).context("--date")?,
+        None => chrono::Utc::now(),
+    };
+    let conf = super::parse_conf(conf.as_deref())?;
+    let params = tern_core::params::resolve_params(&spec.params, &conf)
+        .map_err(|e| anyhow::anyhow!("invalid conf for DAG {dag_id:?}: {e}"))?;
+    let interval = spec.schedule.manual_interval(tz, logical_date);
+    let a = Assignment {
+        ti_id: 0,
+        attempt: "test".into(),
+        dag_id: dag_id.clone(),
+        run_id: format!("test__{}", logical_date.format("%Y-%m-%dT%H:%M:%SZ")),
+        task_id: task_id.clone(),
+        try_number: 1,
+        max_tries: 1,
+        task,
+        context: RunContext {
+            logical_date,
+            data_interval_start: interval.start,
+            data_interval_end: interval.end,
+            run_type: "manual".into(),
+            params,
+            conf,
+            outputs: Default::default(),
+        },
+        lease_ms: 0,
+    };
+    let opts = ExecOptions {
+        python: cfg.agent.python.clone(),
+        kill_grace: cfg.kill_grace()?,
+    };
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        super::interrupted().await;
+        c2.cancel();
+    });
+    let c = execute(&a, &opts, &TerminalSink, &cancel).await;
+    if !c.outputs.is_empty() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&c.outputs).expect("serialisable")
+        );
+    }
+    Ok(if c.success { 0 } else { 1 })
+}
