@@ -87,7 +87,23 @@ impl Store {
     /// Applies pending migrations. Safe to run from several processes at once.
     pub async fn migrate(&self) -> Result<()> {
         match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
+            // sqlx takes no lock on SQLite: two processes opening a new file at once can both
+            // try the first migration. Each migration is one transaction, so the loser rolled
+            // back; trying again finds it applied.
+            Backend::Sqlite => {
+                let mut attempt = 0;
+                loop {
+                    match SQLITE_MIGRATIONS.run(&self.pool).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::debug!("migration attempt {attempt} failed ({e}); retrying");
+                            tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
             Backend::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
         }
         Ok(())

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `tern` binary, real processes, real databases.
+
+mod harness;
+
+mod cli_errors;
+mod dag_files;
+mod recovery;
+mod runs;

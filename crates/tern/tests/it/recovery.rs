@@ -1,0 +1,121 @@
+//! Stopping the control plane mid-run, by Ctrl-C or by SIGKILL: nothing is lost, nothing runs
+//! twice at once, interrupted tasks are retried per policy.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{finished, run_state, task, Tern, DEADLINE};
+
+/// A task that blocks on its first try (recording its shell's pid) and succeeds after.
+fn dag(t: &Tern) -> std::path::PathBuf {
+    let pidfile = t.path().join("first-try.pid");
+    t.write_dag(
+        "long.star",
+        &format!(
+            r#"
+d = dag(id = "long")
+shell(id = "long", retries = 1, retry_delay = "0s",
+      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo $$ > {p}; echo first try blocks; sleep 60; else echo retried fine; fi")
+"#,
+            p = pidfile.display()
+        ),
+    );
+    pidfile
+}
+
+fn wait_running(t: &Tern, run_id: &str, pidfile: &std::path::Path) -> i32 {
+    t.wait_run("long", run_id, "the task to run", |v| {
+        task(v, "long")["state"] == "running"
+    });
+    let start = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(pidfile) {
+            if let Ok(pid) = text.trim().parse() {
+                return pid;
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "the first try never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the running first try's log is readable centrally.
+fn wait_log_line(t: &Tern, run_id: &str) {
+    let start = Instant::now();
+    while !t
+        .log("long", run_id, "long", Some(1))
+        .contains("first try blocks")
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the running task's log never showed up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn process_gone(pid: i32) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn killed_control_plane_leaves_no_task_running_and_retries_on_restart() {
+    let t = Tern::new();
+    let pidfile = dag(&t);
+    let sa = t.standalone();
+    let run_id = t.trigger("long", None);
+    let task_pid = wait_running(&t, &run_id, &pidfile);
+    wait_log_line(&t, &run_id);
+    sa.signal(Signal::SIGKILL);
+    let _ = sa.wait_exit();
+    assert!(
+        process_gone(task_pid),
+        "the task process outlived the killed control plane"
+    );
+    // Still `running` in the database: nobody has noticed yet.
+    let v = t.json(&["runs", "show", "long", &run_id]);
+    assert_eq!(task(&v, "long")["state"], "running");
+    let _sa2 = t.standalone();
+    let v = t.wait_run("long", &run_id, "the retried run to end", finished);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(task(&v, "long")["try_number"], 2);
+    let first = t.log("long", &run_id, "long", Some(1));
+    assert!(first.contains("first try blocks"), "{first}");
+    assert!(t
+        .log("long", &run_id, "long", Some(2))
+        .contains("retried fine"));
+}
+
+#[test]
+fn ctrl_c_stops_running_tasks_and_they_retry_after_restart() {
+    let t = Tern::new();
+    let pidfile = dag(&t);
+    let sa = t.standalone();
+    let run_id = t.trigger("long", None);
+    let task_pid = wait_running(&t, &run_id, &pidfile);
+    wait_log_line(&t, &run_id);
+    sa.signal(Signal::SIGINT);
+    let (status, err) = sa.wait_exit();
+    assert!(status.success(), "graceful stop exits 0: {err}");
+    assert!(
+        process_gone(task_pid),
+        "Ctrl-C must stop the task's processes"
+    );
+    let v = t.json(&["runs", "show", "long", &run_id]);
+    let ti = task(&v, "long");
+    assert_eq!(ti["state"], "up_for_retry", "{v:#}");
+    assert!(ti["note"].as_str().unwrap().contains("interrupted"), "{ti}");
+    let _sa2 = t.standalone();
+    let v = t.wait_run("long", &run_id, "the retried run to end", finished);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(task(&v, "long")["try_number"], 2);
+}

@@ -1,0 +1,232 @@
+//! Runs through the scheduler and the local agent: success, failure, retries, timeouts,
+//! trigger rules, params in templates, outputs between tasks, `dags test`, `tasks test`,
+//! backfill, and the same on PostgreSQL.
+
+use crate::harness::{finished, run_state, task, Tern};
+
+const CHAIN: &str = r#"
+d = dag(id = "chain", params = {"limit": 5, "country": "Spain"})
+a = shell(id = "extract", cmd = "echo rows=$(( {{ params.limit }} * 2 )) >> $TERN_OUTPUT; echo extracting {{ params.country }}")
+b = shell(id = "load", cmd = "echo loaded {{ outputs.extract.rows }} rows for {{ ds }}")
+c = python(id = "check", code = "import sys; print('checked', sys.argv[1])", args = ["{{ outputs.extract.rows }}"])
+a >> b >> c
+"#;
+
+#[test]
+fn trigger_wait_runs_a_chain_with_params_and_outputs() {
+    let t = Tern::new();
+    t.write_dag("chain.star", CHAIN);
+    let _sa = t.standalone();
+    let out = t.run(&[
+        "dags",
+        "trigger",
+        "chain",
+        "--conf",
+        r#"{"params": {"limit": 21}}"#,
+        "--wait",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let v = t.json(&["runs", "show", "chain", &run_id]);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(v["outputs"]["extract"]["rows"], 42);
+    let log = t.log("chain", &run_id, "load", None);
+    assert!(log.contains("loaded 42 rows for"), "{log}");
+    assert!(t
+        .log("chain", &run_id, "extract", None)
+        .contains("extracting Spain"));
+    assert!(t
+        .log("chain", &run_id, "check", None)
+        .contains("checked 42"));
+}
+
+#[test]
+fn failure_exits_nonzero_and_follows_trigger_rules() {
+    let t = Tern::new();
+    t.write_dag(
+        "rules.star",
+        r#"
+d = dag(id = "rules")
+a = shell(id = "a", cmd = "echo failing on purpose; exit 4")
+b = shell(id = "b", cmd = "echo never", upstream = [a])
+c = empty(id = "cleanup", trigger_rule = "all_done", upstream = [a])
+alert = shell(id = "alert", cmd = "echo alert", trigger_rule = "one_failed", upstream = [a])
+skipped = empty(id = "only_if_all_failed", trigger_rule = "all_failed", upstream = [alert])
+"#,
+    );
+    let _sa = t.standalone();
+    let out = t.run(&["dags", "trigger", "rules", "--wait"]);
+    assert_eq!(out.status.code(), Some(1), "a failed run exits non-zero");
+    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let v = t.json(&["runs", "show", "rules", &run_id]);
+    assert_eq!(task(&v, "a")["state"], "failed");
+    assert_eq!(task(&v, "a")["note"], "exit code 4");
+    assert_eq!(task(&v, "b")["state"], "upstream_failed");
+    assert_eq!(task(&v, "cleanup")["state"], "success");
+    assert_eq!(task(&v, "alert")["state"], "success");
+    assert_eq!(task(&v, "only_if_all_failed")["state"], "skipped");
+    let log = t.log("rules", &run_id, "a", None);
+    assert!(
+        log.contains("failing on purpose") && log.contains("task failed: exit code 4"),
+        "{log}"
+    );
+}
+
+#[test]
+fn retries_run_again_and_keep_each_try_log() {
+    let t = Tern::new();
+    let marker = t.path().join("first-try-done");
+    t.write_dag(
+        "flaky.star",
+        &format!(
+            r#"
+d = dag(id = "flaky")
+shell(id = "flaky", retries = 2, retry_delay = "100ms",
+      cmd = "if [ -f {m} ]; then echo second try $TERN_TRY_NUMBER; else touch {m}; echo first try fails; exit 1; fi")
+"#,
+            m = marker.display()
+        ),
+    );
+    let _sa = t.standalone();
+    let run_id = t.trigger("flaky", None);
+    let v = t.wait_run("flaky", &run_id, "the flaky run to end", finished);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(task(&v, "flaky")["try_number"], 2);
+    assert!(t
+        .log("flaky", &run_id, "flaky", Some(1))
+        .contains("first try fails"));
+    assert!(t
+        .log("flaky", &run_id, "flaky", Some(2))
+        .contains("second try 2"));
+}
+
+#[test]
+fn timeout_fails_the_task_with_the_reason_in_its_log() {
+    let t = Tern::new();
+    t.write_dag(
+        "slow.star",
+        r#"
+d = dag(id = "slow")
+shell(id = "slow", cmd = "echo starting; sleep 30", execution_timeout = "500ms")
+"#,
+    );
+    let _sa = t.standalone();
+    let run_id = t.trigger("slow", None);
+    let v = t.wait_run("slow", &run_id, "the slow run to end", finished);
+    assert_eq!(run_state(&v), "failed");
+    let note = task(&v, "slow")["note"].as_str().unwrap().to_string();
+    assert!(note.contains("timed out after 500ms"), "{note}");
+    let log = t.log("slow", &run_id, "slow", None);
+    assert!(
+        log.contains("starting") && log.contains("timed out"),
+        "{log}"
+    );
+}
+
+#[test]
+fn dags_test_and_tasks_test_run_without_a_scheduler() {
+    let t = Tern::new();
+    t.write_dag("chain.star", CHAIN);
+    let out = t.run(&["dags", "test", "chain"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("success"), "{err}");
+    let out = t.run(&["tasks", "test", "chain", "extract", "--date", "2026-02-03"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"rows\": 10"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("extracting Spain"));
+    // tasks test records nothing.
+    let runs = t.json(&["runs", "list", "--dag", "chain"]);
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        1,
+        "only the dags test run: {runs}"
+    );
+}
+
+#[test]
+fn backfill_runs_every_interval_and_resumes() {
+    let t = Tern::new();
+    t.write_dag(
+        "daily.star",
+        r#"
+d = dag(id = "daily", schedule = "@daily", start_date = "2026-01-01", catchup = False)
+shell(id = "work", cmd = "echo day {{ ds }} from {{ data_interval_start }} to {{ data_interval_end }}")
+"#,
+    );
+    t.ok(&["dags", "pause", "daily"]);
+    let out = t.run(&[
+        "dags",
+        "backfill",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+    ]);
+    assert!(!out.status.success(), "a paused DAG is refused");
+    t.ok(&["dags", "unpause", "daily"]);
+    let out = t.run(&[
+        "dags",
+        "backfill",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = t.json(&["runs", "list", "--dag", "daily"]);
+    let backfills: Vec<_> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["run_type"] == "backfill")
+        .collect();
+    assert_eq!(backfills.len(), 3);
+    assert!(backfills.iter().all(|r| r["state"] == "success"));
+    let log = t.log("daily", "backfill__2026-01-02T00:00:00Z", "work", None);
+    assert!(
+        log.contains("day 2026-01-02 from 2026-01-02T00:00:00+00:00 to 2026-01-03T00:00:00+00:00"),
+        "{log}"
+    );
+    let again = t.run(&[
+        "dags",
+        "backfill",
+        "daily",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+    ]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 new run(s), 3 already there"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_on_postgres_runs_the_chain() {
+    let db = tern_testkit::TestDb::postgres().await;
+    let mut t = Tern::new();
+    t.database_url = Some(db.url.clone());
+    t.write_dag("chain.star", CHAIN);
+    let sa = t.standalone();
+    let run_id = t.trigger("chain", None);
+    let v = tokio::task::block_in_place(|| {
+        t.wait_run("chain", &run_id, "the chain on PostgreSQL", finished)
+    });
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(v["outputs"]["extract"]["rows"], 10);
+    drop(sa);
+}
