@@ -1,0 +1,252 @@
+//! tern's benchmarks. Each workload runs several times and prints min / median / max.
+//!
+//! - `chain40`, `fan200`: trigger to run success, in-process control plane with its local agent,
+//!   every task the shell command `true`;
+//! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files,
+//!   and one DAG of 10,000 tasks;
+//! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded;
+//! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use tern_server::trigger::{trigger, TriggerRequest};
+use tern_server::{Config, Node, Roles};
+
+#[derive(Parser)]
+struct Args {
+    /// Workloads to run (default: all): chain40 fan200 parse memory throughput
+    workloads: Vec<String>,
+    /// Repetitions per workload.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// The `tern` binary for the process-level workloads.
+    #[arg(long, default_value = "target/release/tern")]
+    tern: PathBuf,
+    /// PostgreSQL admin URL for the PostgreSQL throughput run.
+    #[arg(long, env = "TERN_TEST_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg: String,
+}
+
+fn summary(name: &str, unit: &str, mut xs: Vec<f64>) {
+    xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let med = xs[xs.len() / 2];
+    println!(
+        "{name:<28} min {:>9.3} {unit}  median {:>9.3} {unit}  max {:>9.3} {unit}  (n={})",
+        xs[0],
+        med,
+        xs[xs.len() - 1],
+        xs.len()
+    );
+}
+
+fn config(home: &Path, dags: &Path, db: Option<String>) -> Config {
+    let mut cfg = Config {
+        home: home.to_path_buf(),
+        dags_folder: Some(dags.to_path_buf()),
+        database_url: db,
+        ..Config::default()
+    };
+    cfg.agent.concurrency = 32;
+    cfg.scheduler.dag_scan_interval = "1h".into();
+    cfg
+}
+
+fn chain_dag(n: usize) -> String {
+    let mut s = String::from("d = dag(id = \"chain40\")\nprev = None\n");
+    s.push_str(&format!(
+        "for i in range({n}):\n    t = shell(id = \"t%d\" % i, cmd = \"true\")\n    if prev:\n        prev >> t\n    prev = t\n"
+    ));
+    s
+}
+
+fn fan_dag(width: usize) -> String {
+    format!(
+        "d = dag(id = \"fan200\", max_active_tasks = 32)\nstart = shell(id = \"start\", cmd = \"true\")\n\
+         end = shell(id = \"end\", cmd = \"true\")\nfor i in range({width}):\n    start >> shell(id = \"t%d\" % i, cmd = \"true\") >> end\n"
+    )
+}
+
+/// Times trigger → success of `dag_id`, `runs` times, on one running node.
+async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(dags.join("d.star"), dag_text)?;
+    let cfg = config(dir.path(), &dags, None);
+    let node = Node::start(&cfg, Roles { http: false, ..Roles::STANDALONE }).await?;
+    let mut times = Vec::new();
+    for i in 0..runs + 1 {
+        let req = TriggerRequest {
+            dag_id: dag_id.into(),
+            run_id: Some(format!("bench{i}")),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let (_, queued) = trigger(&node.store, &req).await?;
+        if queued {
+            node.events.work.notify_waiters();
+        }
+        let run = node.wait_run(dag_id, &format!("bench{i}")).await?;
+        let took = start.elapsed().as_secs_f64();
+        anyhow::ensure!(run.state == tern_core::RunState::Success, "run {i} ended {}", run.state);
+        // The first run warms caches (spec cache, page cache); it is not counted.
+        if i > 0 {
+            times.push(took);
+        }
+    }
+    node.shutdown().await;
+    Ok(times)
+}
+
+fn write_many(dir: &Path, files: usize, tasks: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for f in 0..files {
+        let mut s = format!("d = dag(id = \"dag_{f}\", schedule = \"@daily\", start_date = \"2026-01-01\")\nprev = None\n");
+        s.push_str(&format!(
+            "for i in range({tasks}):\n    t = shell(id = \"task_%d\" % i, cmd = \"echo {{{{ ds }}}}\")\n    if prev:\n        prev >> t\n    prev = t\n"
+        ));
+        std::fs::write(dir.join(format!("dag_{f}.star")), s)?;
+    }
+    Ok(())
+}
+
+/// Wall time of `tern dags list` on a fresh data folder: start, migrate, load, store, list.
+fn parse_listing(tern: &Path, files: usize, tasks: usize, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    write_many(&dags, files, tasks)?;
+    let mut times = Vec::new();
+    for i in 0..runs {
+        let home = dir.path().join(format!("home{i}"));
+        let start = Instant::now();
+        let out = Command::new(tern)
+            .args(["dags", "list", "--output", "json", "--home"])
+            .arg(&home)
+            .arg("--dags")
+            .arg(&dags)
+            .output()
+            .with_context(|| format!("running {}", tern.display()))?;
+        let took = start.elapsed().as_secs_f64();
+        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(listed.as_array().map(|a| a.len()) == Some(files), "not all DAGs listed");
+        times.push(took);
+    }
+    Ok(times)
+}
+
+fn pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    text.lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("no Pss line")
+}
+
+fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    write_many(&dags, 200, 10)?;
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let home = dir.path().join(format!("home{i}"));
+        let mut child = Command::new(tern)
+            .args(["standalone", "--port", "0", "--no-examples", "--home"])
+            .arg(&home)
+            .arg("--dags")
+            .arg(&dags)
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        // Let it load, schedule the due runs of the 200 DAGs, run them, and settle.
+        std::thread::sleep(Duration::from_secs(8));
+        let pss = pss_kib(child.id())?;
+        child.kill()?;
+        child.wait()?;
+        out.push(pss as f64 / 1024.0);
+    }
+    Ok(out)
+}
+
+fn cpu_ms() -> f64 {
+    let mut total = 0.0;
+    for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
+        // SAFETY: getrusage writes into the struct we pass.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1000.0 + t.tv_usec as f64 / 1000.0;
+        total += ms(u.ru_utime) + ms(u.ru_stime);
+    }
+    total
+}
+
+/// 10,000 `true` tasks: 100 runs of a 100-task DAG (fan-out), all triggered at once.
+async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(
+        dags.join("t.star"),
+        "d = dag(id = \"tp\", max_active_runs = 100, max_active_tasks = 1000)\nfor i in range(100):\n    shell(id = \"t%d\" % i, cmd = \"true\")\n",
+    )?;
+    let cfg = config(dir.path(), &dags, db_url);
+    let node = Node::start(&cfg, Roles { http: false, ..Roles::STANDALONE }).await?;
+    node.store.set_pool("default_pool", 1000, "").await?;
+    let cpu0 = cpu_ms();
+    let start = Instant::now();
+    for i in 0..100 {
+        let req = TriggerRequest {
+            dag_id: "tp".into(),
+            run_id: Some(format!("tp{i}")),
+            ..Default::default()
+        };
+        trigger(&node.store, &req).await?;
+        node.events.work.notify_waiters();
+    }
+    for i in 0..100 {
+        let run = node.wait_run("tp", &format!("tp{i}")).await?;
+        anyhow::ensure!(run.state == tern_core::RunState::Success);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_ms() - cpu0;
+    node.shutdown().await;
+    Ok((10_000.0 / secs, cpu / 10_000.0))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all = ["chain40", "fan200", "parse", "memory", "throughput"];
+    let chosen: Vec<&str> = if args.workloads.is_empty() {
+        all.to_vec()
+    } else {
+        args.workloads.iter().map(String::as_str).collect()
+    };
+    for w in chosen {
+        match w {
+            "chain40" => summary("chain40 trigger->success", "s", trigger_to_success(&chain_dag(40), "chain40", args.runs).await?),
+            "fan200" => summary("fan200 trigger->success", "s", trigger_to_success(&fan_dag(200), "fan200", args.runs).await?),
+            "parse" => {
+                summary("parse200 start->listed", "s", parse_listing(&args.tern, 200, 10, args.runs)?);
+                summary("parse1000 start->listed", "s", parse_listing(&args.tern, 1000, 10, args.runs)?);
+                summary("parse 1 DAG x 10k tasks", "s", parse_listing(&args.tern, 1, 10_000, args.runs)?);
+            }
+            "memory" => summary("idle PSS, 200 DAGs", "MB", idle_memory(&args.tern, args.runs.min(5))?),
+            "throughput" => {
+                let (rate, cpu) = throughput(None).await?;
+                println!("{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)", "throughput sqlite 10k");
+                let db = tern_testkit::TestDb::postgres().await;
+                let (rate, cpu) = throughput(Some(db.url.clone())).await?;
+                println!("{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)", "throughput postgres 10k");
+                drop(db);
+                let _ = &args.pg;
+            }
+            other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,831 @@
+//! The functions DAG files call — `dag`, `shell`, `python`, `empty` — and the Starlark globals
+//! they are evaluated with.
+//!
+//! Each builtin takes keyword arguments only, checks and converts every field, and records what
+//! it declares in the evaluation's [`FileState`](crate::draft::FileState). Field problems (a bad
+//! cron, an unknown trigger rule, an unknown field, ...) are recorded and evaluation goes on, so
+//! one run reports them all; only problems that leave nothing sensible to return (no `id`, a
+//! task declared before any DAG) stop evaluation with a Starlark error.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use anyhow::anyhow;
+use starlark::collections::SmallMap;
+use starlark::environment::{Globals, GlobalsBuilder, LibraryExtension};
+use starlark::eval::Evaluator;
+use starlark::starlark_module;
+use starlark::values::dict::DictRef;
+use starlark::values::list::ListRef;
+use starlark::values::tuple::TupleRef;
+use starlark::values::{ProvidesStaticType, UnpackValue, Value, ValueLike};
+use tern_core::schedule::{parse_local_date, parse_timezone};
+use tern_core::{parse_duration, ParamSpec, Schedule, TriggerRule};
+
+use crate::draft::{CommonFields, DagDraft, KindDraft, Loc, Shared, TaskDraft, Upstream};
+use crate::values::{DagRef, TaskRef};
+
+/// Task fields every task kind accepts and `default_args` may set.
+pub(crate) const COMMON_FIELDS: &[&str] = &[
+    "trigger_rule",
+    "retries",
+    "retry_delay",
+    "retry_exponential_backoff",
+    "max_retry_delay",
+    "execution_timeout",
+    "queue",
+    "pool",
+    "priority_weight",
+];
+
+const TASK_FIELDS: &[&str] = &["id", "upstream", "dag"];
+const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd"];
+const PYTHON_FIELDS: &[&str] = &["code", "script", "args", "env", "cwd"];
+
+const DAG_FIELDS: &[&str] = &[
+    "id",
+    "schedule",
+    "timezone",
+    "start_date",
+    "end_date",
+    "catchup",
+    "description",
+    "tags",
+    "max_active_runs",
+    "max_active_tasks",
+    "default_args",
+    "params",
+];
+
+const PARAM_TYPES: &[&str] = &["string", "integer", "number", "boolean", "array", "object"];
+
+/// What the evaluator's `extra` holds while a file runs.
+#[derive(ProvidesStaticType)]
+pub(crate) struct EvalCtx {
+    pub state: Shared,
+}
+
+/// The globals DAG files see: the Starlark standard library (minus anything impure — it has no
+/// file, clock or environment access), `struct`, `json`, `map`, `filter`, `partial`, `print`
+/// (output discarded), and tern's builtins.
+pub(crate) fn globals() -> &'static Globals {
+    static GLOBALS: OnceLock<Globals> = OnceLock::new();
+    GLOBALS.get_or_init(|| {
+        GlobalsBuilder::extended_by(&[
+            LibraryExtension::StructType,
+            LibraryExtension::Json,
+            LibraryExtension::Map,
+            LibraryExtension::Filter,
+            LibraryExtension::Partial,
+            LibraryExtension::Print,
+            LibraryExtension::SetType,
+        ])
+        .with(tern_builtins)
+        .build()
+    })
+}
+
+/// The closest of `candidates` to `word`, if close enough to be a plausible typo.
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let len = word.chars().count();
+    if len <= 2 {
+        return None;
+    }
+    let limit = if len == 3 { 1 } else { len.div_ceil(2).min(3) };
+    let prefix = |c: &str| word.len() >= 3 && (c.starts_with(word) || word.starts_with(c));
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= limit || prefix(c))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.chars().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// `; did you mean `x`?` or an empty string.
+pub(crate) fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, candidates)
+        .map(|s| format!("; did you mean `{s}`?"))
+        .unwrap_or_default()
+}
+
+/// `; did you mean `x`?` when a candidate is close, else `; {list_intro}: a, b, c`.
+pub(crate) fn suggest_or_list(word: &str, candidates: &[&str], list_intro: &str) -> String {
+    match did_you_mean(word, candidates.iter().copied()) {
+        Some(s) => format!("; did you mean `{s}`?"),
+        None => format!("; {list_intro}: {}", candidates.join(", ")),
+    }
+}
+
+/// Whether `id` is a valid DAG or task id: `[A-Za-z0-9_.-]+`, at most 250 characters.
+pub(crate) fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("the id is empty".into());
+    }
+    if id.len() > 250 {
+        return Err(format!("the id `{id}` is longer than 250 characters"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "invalid id `{id}`: character {c:?} is not allowed; use letters, digits, `_`, `.` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+fn ctx_state(eval: &Evaluator) -> anyhow::Result<Shared> {
+    eval.extra
+        .and_then(|e| e.downcast_ref::<EvalCtx>())
+        .map(|c| c.state.clone())
+        .ok_or_else(|| {
+            anyhow!("internal error: tern builtins called outside a DAG-file evaluation")
+        })
+}
+
+fn span_line(span: &starlark::codemap::FileSpan) -> u32 {
+    u32::try_from(span.resolve_span().begin.line + 1).unwrap_or(u32::MAX)
+}
+
+/// Where the current builtin was called from, and the line of the evaluated file that led there
+/// (the same line unless the call happened inside a function from a loaded file).
+fn call_loc(eval: &Evaluator, main_file: &str) -> (Loc, u32) {
+    let loc = match eval.call_stack_top_location() {
+        Some(span) => Loc {
+            file: span.filename().to_string(),
+            line: span_line(&span),
+        },
+        None => Loc {
+            file: main_file.to_string(),
+            line: 0,
+        },
+    };
+    if loc.file == main_file {
+        let line = loc.line;
+        return (loc, line);
+    }
+    let main_line = (0..eval.call_stack_count())
+        .rev()
+        .filter_map(|n| eval.call_stack_nth_location(n))
+        .find(|s| s.filename() == main_file)
+        .map(|s| span_line(&s))
+        .unwrap_or(loc.line);
+    (loc, main_line)
+}
+
+// ----- value conversion: each returns a message (without the task/dag prefix) on error -----
+
+fn type_err(field: &str, want: &str, v: Value) -> String {
+    format!("`{field}` must be {want}, got {}", v.get_type())
+}
+
+fn to_string(field: &str, v: Value) -> Result<String, String> {
+    v.unpack_str()
+        .map(str::to_string)
+        .ok_or_else(|| type_err(field, "a string", v))
+}
+
+fn to_int(field: &str, v: Value) -> Result<i64, String> {
+    match i64::unpack_value(v) {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) => Err(type_err(field, "an int", v)),
+        Err(_) => Err(format!("`{field}` is out of range")),
+    }
+}
+
+fn to_bool(field: &str, v: Value) -> Result<bool, String> {
+    v.unpack_bool().ok_or_else(|| type_err(field, "a bool", v))
+}
+
+fn to_u32_min(field: &str, v: Value, min: i64) -> Result<u32, String> {
+    let i = to_int(field, v)?;
+    if i < min {
+        return Err(format!("`{field}` must be at least {min}, got {i}"));
+    }
+    u32::try_from(i).map_err(|_| format!("`{field}` is too large: {i}"))
+}
+
+/// A string, or a number converted to its text (for env values and args).
+fn to_text(field: &str, v: Value) -> Result<String, String> {
+    if let Some(s) = v.unpack_str() {
+        return Ok(s.to_string());
+    }
+    match v.get_type() {
+        "int" | "float" | "bool" => Ok(v.to_str()),
+        _ => Err(type_err(field, "a string", v)),
+    }
+}
+
+/// A duration: a string such as `"30s"` or `"1h30m"`, or a number of seconds. In milliseconds.
+fn to_duration_ms(field: &str, v: Value) -> Result<u64, String> {
+    let secs: f64 = match v.get_type() {
+        "string" => {
+            let s = v.unpack_str().unwrap_or_default();
+            let d = parse_duration(s).map_err(|e| format!("`{field}`: {e}"))?;
+            return u64::try_from(d.as_millis()).map_err(|_| format!("`{field}` is too large"));
+        }
+        "int" | "float" => v
+            .to_str()
+            .parse()
+            .map_err(|_| format!("`{field}` is out of range"))?,
+        _ => {
+            return Err(type_err(
+                field,
+                "a duration string (e.g. \"30s\") or seconds",
+                v,
+            ))
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!(
+            "`{field}` must be a non-negative duration, got {}",
+            v.to_str()
+        ));
+    }
+    Ok((secs * 1000.0).round() as u64)
+}
+
+fn list_items<'v>(field: &str, v: Value<'v>) -> Result<Vec<Value<'v>>, String> {
+    if let Some(l) = ListRef::from_value(v) {
+        Ok(l.content().to_vec())
+    } else if let Some(t) = TupleRef::from_value(v) {
+        Ok(t.content().to_vec())
+    } else {
+        Err(type_err(field, "a list", v))
+    }
+}
+
+fn dict_items<'v>(field: &str, v: Value<'v>) -> Result<Vec<(Value<'v>, Value<'v>)>, String> {
+    let d = DictRef::from_value(v).ok_or_else(|| type_err(field, "a dict", v))?;
+    Ok(d.iter().collect())
+}
+
+fn to_text_list(field: &str, v: Value) -> Result<Vec<String>, String> {
+    list_items(field, v)?
+        .into_iter()
+        .map(|x| to_text(&format!("{field}[]"), x))
+        .collect()
+}
+
+fn to_string_list(field: &str, v: Value) -> Result<Vec<String>, String> {
+    list_items(field, v)?
+        .into_iter()
+        .map(|x| to_string(&format!("{field}[]"), x))
+        .collect()
+}
+
+fn to_env(field: &str, v: Value) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for (k, val) in dict_items(field, v)? {
+        let k = to_string(&format!("{field} key"), k)?;
+        let val = to_text(&format!("{field}[{k:?}]"), val)?;
+        out.insert(k, val);
+    }
+    Ok(out)
+}
+
+/// Sets one common field from `v`; `None` when `key` is not a common field.
+pub(crate) fn set_common(c: &mut CommonFields, key: &str, v: Value) -> Option<Result<(), String>> {
+    let r = match key {
+        "trigger_rule" => to_string(key, v).and_then(|s| {
+            TriggerRule::parse(&s)
+                .map(|r| c.trigger_rule = Some(r))
+                .ok_or_else(|| {
+                    format!(
+                        "unknown trigger rule `{s}`{}",
+                        suggest_or_list(&s, TriggerRule::NAMES, "use one of")
+                    )
+                })
+        }),
+        "retries" => to_u32_min(key, v, 0).map(|n| c.retries = Some(n)),
+        "retry_delay" => to_duration_ms(key, v).map(|d| c.retry_delay_ms = Some(d)),
+        "retry_exponential_backoff" => {
+            to_bool(key, v).map(|b| c.retry_exponential_backoff = Some(b))
+        }
+        "max_retry_delay" => to_duration_ms(key, v).map(|d| c.max_retry_delay_ms = Some(d)),
+        "execution_timeout" => to_duration_ms(key, v).map(|d| c.execution_timeout_ms = Some(d)),
+        "queue" => to_string(key, v).and_then(|s| {
+            if s.trim().is_empty() {
+                Err("`queue` must not be empty".into())
+            } else {
+                c.queue = Some(s);
+                Ok(())
+            }
+        }),
+        "pool" => to_string(key, v).and_then(|s| {
+            if s.trim().is_empty() {
+                Err("`pool` must not be empty".into())
+            } else {
+                c.pool = Some(s);
+                Ok(())
+            }
+        }),
+        "priority_weight" => to_int(key, v).map(|w| c.priority_weight = Some(w)),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// The keyword arguments of one builtin call. `None` values count as "not given".
+struct Kwargs<'v> {
+    map: SmallMap<String, Value<'v>>,
+}
+
+impl<'v> Kwargs<'v> {
+    fn get(&self, name: &str) -> Option<Value<'v>> {
+        self.map.get(name).copied().filter(|v| !v.is_none())
+    }
+
+    /// An unknown-field message for every argument not in any of `allowed`.
+    fn unknown(&self, call: &str, allowed: &[&[&str]], errs: &mut Vec<String>) {
+        let all: Vec<&str> = allowed.iter().flat_map(|a| a.iter().copied()).collect();
+        for key in self.map.keys() {
+            if !all.contains(&key.as_str()) {
+                let hint = suggest_or_list(key, &all, &format!("{call} accepts"));
+                errs.push(format!("unknown field `{key}` for {call}{hint}"));
+            }
+        }
+    }
+
+    /// The required `id`: missing or not a string stops evaluation.
+    fn id(&self, call: &str, example: &str) -> anyhow::Result<String> {
+        match self.get("id") {
+            None => Err(anyhow!(
+                "{call} needs an `id`, e.g. {call_name}(id = \"{example}\", ...)",
+                call_name = call.trim_end_matches("()")
+            )),
+            Some(v) => v
+                .unpack_str()
+                .map(str::to_string)
+                .ok_or_else(|| anyhow!("{call}: `id` must be a string, got {}", v.get_type())),
+        }
+    }
+
+    /// Converts field `name` if given, pushing the conversion error to `errs`.
+    fn field<T>(
+        &self,
+        name: &str,
+        errs: &mut Vec<String>,
+        conv: impl FnOnce(&str, Value<'v>) -> Result<T, String>,
+    ) -> Option<T> {
+        let v = self.get(name)?;
+        match conv(name, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errs.push(e);
+                None
+            }
+        }
+    }
+}
+
+fn parse_params(v: Value, errs: &mut Vec<String>) -> BTreeMap<String, ParamSpec> {
+    let mut out = BTreeMap::new();
+    let items = match dict_items("params", v) {
+        Ok(i) => i,
+        Err(e) => {
+            errs.push(e);
+            return out;
+        }
+    };
+    for (k, val) in items {
+        let Some(name) = k.unpack_str() else {
+            errs.push(format!(
+                "`params` keys must be strings, got {}",
+                k.get_type()
+            ));
+            continue;
+        };
+        match parse_param(name, val) {
+            Ok(p) => {
+                out.insert(name.to_string(), p);
+            }
+            Err(e) => errs.push(e),
+        }
+    }
+    out
+}
+
+fn to_json(what: &str, v: Value) -> Result<serde_json::Value, String> {
+    v.to_json_value().map_err(|e| {
+        format!("{what} must be JSON-like (None, bool, int, float, string, list, dict): {e}")
+    })
+}
+
+fn parse_param(name: &str, v: Value) -> Result<ParamSpec, String> {
+    let spec_dict = DictRef::from_value(v).filter(|d| d.get_str("default").is_some());
+    let Some(d) = spec_dict else {
+        let default = to_json(&format!("param `{name}`"), v)?;
+        let r#type = tern_core::params::infer_type(&default);
+        return Ok(ParamSpec {
+            default,
+            r#type,
+            description: None,
+        });
+    };
+    let mut default = serde_json::Value::Null;
+    let mut r#type = None;
+    let mut description = None;
+    for (k, val) in d.iter() {
+        match k.unpack_str() {
+            Some("default") => default = to_json(&format!("param `{name}` default"), val)?,
+            Some("type") if val.is_none() => {}
+            Some("type") => r#type = Some(to_string(&format!("params.{name}.type"), val)?),
+            Some("description") if val.is_none() => {}
+            Some("description") => {
+                description = Some(to_string(&format!("params.{name}.description"), val)?)
+            }
+            other => {
+                let key = other.map(str::to_string).unwrap_or_else(|| k.to_repr());
+                return Err(format!(
+                    "param `{name}`: unknown key `{key}`{}",
+                    suggest_or_list(
+                        &key,
+                        &["default", "type", "description"],
+                        "a param spec has"
+                    )
+                ));
+            }
+        }
+    }
+    match &r#type {
+        None => r#type = tern_core::params::infer_type(&default),
+        Some(t) if !PARAM_TYPES.contains(&t.as_str()) => {
+            return Err(format!(
+                "param `{name}`: unknown type `{t}`{}",
+                suggest_or_list(t, PARAM_TYPES, "use one of")
+            ))
+        }
+        Some(t) => {
+            let got = tern_core::params::infer_type(&default);
+            let ok = match got.as_deref() {
+                None => true,
+                Some(g) => g == t || (t == "number" && g == "integer"),
+            };
+            if !ok {
+                return Err(format!(
+                    "param `{name}`: default {default} is not of type {t}"
+                ));
+            }
+        }
+    }
+    Ok(ParamSpec {
+        default,
+        r#type,
+        description,
+    })
+}
+
+fn parse_default_args(v: Value, errs: &mut Vec<String>) -> CommonFields {
+    let mut c = CommonFields::default();
+    let items = match dict_items("default_args", v) {
+        Ok(i) => i,
+        Err(e) => {
+            errs.push(e);
+            return c;
+        }
+    };
+    for (k, val) in items {
+        let Some(key) = k.unpack_str() else {
+            errs.push(format!(
+                "`default_args` keys must be strings, got {}",
+                k.get_type()
+            ));
+            continue;
+        };
+        if val.is_none() {
+            continue;
+        }
+        match set_common(&mut c, key, val) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => errs.push(format!("default_args: {e}")),
+            None => errs.push(format!(
+                "unknown default_args key `{key}`{}",
+                suggest_or_list(key, COMMON_FIELDS, "default_args may set")
+            )),
+        }
+    }
+    c
+}
+
+fn declare_dag<'v>(
+    kwargs: SmallMap<String, Value<'v>>,
+    eval: &mut Evaluator<'v, '_, '_>,
+) -> anyhow::Result<DagRef> {
+    let state = ctx_state(eval)?;
+    let main_file = state.lock().main_file.clone();
+    let (loc, main_line) = call_loc(eval, &main_file);
+    let args = Kwargs { map: kwargs };
+    let id = args.id("dag()", "etl")?;
+    let mut errs = Vec::new();
+    if let Err(e) = check_id(&id) {
+        errs.push(e);
+    }
+    args.unknown("dag()", &[DAG_FIELDS], &mut errs);
+
+    let schedule = args
+        .field("schedule", &mut errs, |f, v| {
+            to_string(f, v).and_then(|s| Schedule::parse(&s).map_err(|e| e.to_string()))
+        })
+        .unwrap_or(Schedule::None);
+    let timezone = args
+        .field("timezone", &mut errs, to_string)
+        .unwrap_or_else(|| "UTC".to_string());
+    let tz = match parse_timezone(&timezone) {
+        Ok(tz) => tz,
+        Err(e) => {
+            let hint = if timezone.eq_ignore_ascii_case("utc") {
+                "; did you mean `UTC`?".to_string()
+            } else {
+                String::new()
+            };
+            errs.push(format!("{e}{hint}"));
+            chrono_tz::UTC
+        }
+    };
+    let date = |f: &str, v: Value| {
+        to_string(f, v).and_then(|s| parse_local_date(&s, tz).map_err(|e| format!("`{f}`: {e}")))
+    };
+    let start_date = args.field("start_date", &mut errs, date);
+    let end_date = args.field("end_date", &mut errs, date);
+    if let (Some(s), Some(e)) = (start_date, end_date) {
+        if e < s {
+            errs.push("`end_date` is before `start_date`".into());
+        }
+    }
+    let catchup = args.field("catchup", &mut errs, to_bool).unwrap_or(false);
+    let description = args.field("description", &mut errs, to_string);
+    let tags = args
+        .field("tags", &mut errs, to_string_list)
+        .unwrap_or_default();
+    let max_active_runs = args
+        .field("max_active_runs", &mut errs, |f, v| to_u32_min(f, v, 1))
+        .unwrap_or(16);
+    let max_active_tasks = args
+        .field("max_active_tasks", &mut errs, |f, v| to_u32_min(f, v, 1))
+        .unwrap_or(16);
+    let defaults = match args.get("default_args") {
+        Some(v) => parse_default_args(v, &mut errs),
+        None => CommonFields::default(),
+    };
+    let params = match args.get("params") {
+        Some(v) => parse_params(v, &mut errs),
+        None => BTreeMap::new(),
+    };
+
+    let mut st = state.lock();
+    let idx = st.dags.len();
+    if let Some(&prev) = st.dag_ids.get(&id) {
+        let where_ = st.dags[prev].loc.describe_from(&loc.file);
+        errs.push(format!(
+            "duplicate dag id: already declared at {where_}; dag ids must be unique"
+        ));
+    } else {
+        st.dag_ids.insert(id.clone(), idx);
+    }
+    for e in errs {
+        st.problem(&loc, main_line, Some(idx), format!("dag `{id}`: {e}"));
+    }
+    st.dags.push(DagDraft {
+        id: id.clone(),
+        loc,
+        main_line,
+        schedule,
+        timezone,
+        start_date,
+        end_date,
+        catchup,
+        params,
+        tags,
+        description,
+        max_active_runs,
+        max_active_tasks,
+        defaults,
+        tasks: Vec::new(),
+        by_id: Default::default(),
+    });
+    st.current = Some(idx);
+    drop(st);
+    Ok(DagRef {
+        state,
+        idx,
+        dag_id: id,
+    })
+}
+
+fn declare_task<'v>(
+    call: &'static str,
+    kind_fields: &[&str],
+    kwargs: SmallMap<String, Value<'v>>,
+    eval: &mut Evaluator<'v, '_, '_>,
+    kind: impl FnOnce(&Kwargs<'v>, &mut Vec<String>) -> KindDraft,
+) -> anyhow::Result<TaskRef> {
+    let state = ctx_state(eval)?;
+    let main_file = state.lock().main_file.clone();
+    let (loc, main_line) = call_loc(eval, &main_file);
+    let args = Kwargs { map: kwargs };
+    let id = args.id(call, "extract")?;
+
+    // The DAG: explicit `dag=`, else the latest dag(...).
+    let dag_idx = match args.get("dag") {
+        Some(v) => {
+            let d = v.downcast_ref::<DagRef>().ok_or_else(|| {
+                anyhow!("task `{id}`: `dag` must be a dag value returned by dag(...), got {}", v.get_type())
+            })?;
+            if !d.state.same(&state) {
+                return Err(anyhow!(
+                    "task `{id}`: dag `{}` was declared while evaluating another file; declare tasks in the file that declares their DAG",
+                    d.dag_id
+                ));
+            }
+            d.idx
+        }
+        None => state.lock().current.ok_or_else(|| {
+            anyhow!("task `{id}` is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
+        })?,
+    };
+
+    let mut errs = Vec::new();
+    if let Err(e) = check_id(&id) {
+        errs.push(e);
+    }
+    args.unknown(call, &[TASK_FIELDS, kind_fields, COMMON_FIELDS], &mut errs);
+    let mut common = CommonFields::default();
+    for key in COMMON_FIELDS {
+        if let Some(v) = args.get(key) {
+            if let Some(Err(e)) = set_common(&mut common, key, v) {
+                errs.push(e);
+            }
+        }
+    }
+    let mut upstream = Vec::new();
+    if let Some(v) = args.get("upstream") {
+        let items = if v.downcast_ref::<TaskRef>().is_some() || v.unpack_str().is_some() {
+            Ok(vec![v])
+        } else {
+            list_items("upstream", v)
+        };
+        match items {
+            Err(_) => errs.push(type_err("upstream", "a list of tasks or task ids", v)),
+            Ok(items) => {
+                for x in items {
+                    if let Some(s) = x.unpack_str() {
+                        upstream.push(Upstream::Name(s.to_string()));
+                    } else if let Some(t) = x.downcast_ref::<TaskRef>() {
+                        if t.state.same(&state) && t.dag == dag_idx {
+                            upstream.push(Upstream::Task(t.idx));
+                        } else {
+                            errs.push(format!(
+                                "upstream {t} belongs to another DAG; tasks can only depend on tasks of their own DAG"
+                            ));
+                        }
+                    } else {
+                        errs.push(type_err("upstream[]", "a task or a task id", x));
+                    }
+                }
+            }
+        }
+    }
+    let kind = kind(&args, &mut errs);
+
+    let mut st = state.lock();
+    let dag = &mut st.dags[dag_idx];
+    let dag_id = dag.id.clone();
+    let idx = dag.tasks.len();
+    if let Some(&prev) = dag.by_id.get(&id) {
+        let where_ = dag.tasks[prev].loc.describe_from(&loc.file);
+        errs.push(format!(
+            "duplicate task id in dag `{dag_id}`: already declared at {where_}"
+        ));
+    } else {
+        dag.by_id.insert(id.clone(), idx);
+    }
+    dag.tasks.push(TaskDraft {
+        id: id.clone(),
+        loc: loc.clone(),
+        main_line,
+        kind,
+        common,
+        upstream,
+    });
+    for e in errs {
+        st.problem(&loc, main_line, Some(dag_idx), format!("task `{id}`: {e}"));
+    }
+    drop(st);
+    Ok(TaskRef {
+        state,
+        dag: dag_idx,
+        idx,
+        task_id: id,
+        dag_id,
+    })
+}
+
+#[starlark_module]
+fn tern_builtins(builder: &mut GlobalsBuilder) {
+    /// Declares a DAG; tasks declared after it (without `dag=`) belong to it.
+    fn dag<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<DagRef> {
+        declare_dag(kwargs, eval)
+    }
+
+    /// A task that runs `cmd` with `sh -c`.
+    fn shell<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("shell()", SHELL_FIELDS, kwargs, eval, |args, errs| {
+            let cmd = match args.field("cmd", errs, to_string) {
+                Some(c) => c,
+                None => {
+                    if args.get("cmd").is_none() {
+                        errs.push("`cmd` is required: shell(id = ..., cmd = \"echo hi\")".into());
+                    }
+                    String::new()
+                }
+            };
+            KindDraft::Shell {
+                cmd,
+                env: args.field("env", errs, to_env).unwrap_or_default(),
+                cwd: args.field("cwd", errs, to_string),
+            }
+        })
+    }
+
+    /// A task that runs Python code: inline `code`, or a `script` file next to the DAG file.
+    fn python<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("python()", PYTHON_FIELDS, kwargs, eval, |args, errs| {
+            let code = args.field("code", errs, to_string);
+            let script = args.field("script", errs, to_string);
+            match (args.get("code"), args.get("script")) {
+                (Some(_), Some(_)) => errs.push("give either `code` or `script`, not both".into()),
+                (None, None) => errs.push(
+                    "needs `code` (inline Python) or `script` (a .py file path relative to the DAG file)"
+                        .into(),
+                ),
+                _ => {}
+            }
+            KindDraft::Python {
+                code,
+                script,
+                args: args.field("args", errs, to_text_list).unwrap_or_default(),
+                env: args.field("env", errs, to_env).unwrap_or_default(),
+                cwd: args.field("cwd", errs, to_string),
+            }
+        })
+    }
+
+    /// A task that does nothing and succeeds: a join point or placeholder.
+    fn empty<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("empty()", &[], kwargs, eval, |_, _| KindDraft::Empty)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_and_ids() {
+        assert_eq!(
+            did_you_mean("retires", COMMON_FIELDS.iter().copied()),
+            Some("retries")
+        );
+        assert_eq!(
+            did_you_mean("retry", COMMON_FIELDS.iter().copied()),
+            Some("retries")
+        );
+        assert_eq!(did_you_mean("zzzzzz", COMMON_FIELDS.iter().copied()), None);
+        assert_eq!(did_you_mean("foo", COMMON_FIELDS.iter().copied()), None);
+        assert!(check_id("etl.daily-v2_x").is_ok());
+        assert!(check_id("bad id").is_err());
+        assert!(check_id("").is_err());
+    }
+}

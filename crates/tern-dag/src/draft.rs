@@ -1,0 +1,181 @@
+//! The state one DAG-file evaluation builds up: the DAGs and tasks declared so far, the edges
+//! between tasks, and the problems found along the way.
+//!
+//! The builtins (`dag`, `shell`, ...) and the Starlark task values (`a >> b`) write here; after
+//! evaluation the loader turns each [`DagDraft`] into a validated `DagSpec` (see `validate`).
+//! One [`FileState`] exists per evaluated file and is shared through an `Arc<Mutex<_>>` because
+//! the `>>` operator has no access to the evaluator, only to its operands.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tern_core::{ParamSpec, Schedule, TriggerRule};
+
+/// A place in a DAG file: path relative to the DAG folder and 1-based line (0 if unknown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loc {
+    pub file: String,
+    pub line: u32,
+}
+
+impl Loc {
+    /// `line 4` when `other_file` is the same file, else `helpers.star:4`.
+    pub fn describe_from(&self, other_file: &str) -> String {
+        if self.file == other_file {
+            format!("line {}", self.line)
+        } else {
+            format!("{}:{}", self.file, self.line)
+        }
+    }
+}
+
+/// The task fields every kind shares; `None` means "not set here" (default_args or the built-in
+/// default applies).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CommonFields {
+    pub trigger_rule: Option<TriggerRule>,
+    pub retries: Option<u32>,
+    pub retry_delay_ms: Option<u64>,
+    pub retry_exponential_backoff: Option<bool>,
+    pub max_retry_delay_ms: Option<u64>,
+    pub execution_timeout_ms: Option<u64>,
+    pub queue: Option<String>,
+    pub pool: Option<String>,
+    pub priority_weight: Option<i64>,
+}
+
+/// What a declared task does, before the loader has read script files.
+#[derive(Debug, Clone)]
+pub(crate) enum KindDraft {
+    Shell {
+        cmd: String,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    Python {
+        /// Inline code, or (after the loader ran) the content of `script`.
+        code: Option<String>,
+        /// The script path as written in the DAG file; after the loader ran, relative to the
+        /// DAG folder.
+        script: Option<String>,
+        args: Vec<String>,
+        env: BTreeMap<String, String>,
+        cwd: Option<String>,
+    },
+    Empty,
+}
+
+/// An upstream reference: a task value (already resolved to its index) or a task id to look up
+/// once the whole file has run.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream {
+    Task(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct TaskDraft {
+    pub id: String,
+    /// Where the builtin was called (may be inside a loaded helper file).
+    pub loc: Loc,
+    /// Line in the DAG file being evaluated that led to the declaration.
+    pub main_line: u32,
+    pub kind: KindDraft,
+    pub common: CommonFields,
+    pub upstream: Vec<Upstream>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DagDraft {
+    pub id: String,
+    pub loc: Loc,
+    pub main_line: u32,
+    pub schedule: Schedule,
+    pub timezone: String,
+    pub start_date: Option<DateTime<Utc>>,
+    pub end_date: Option<DateTime<Utc>>,
+    pub catchup: bool,
+    pub params: BTreeMap<String, ParamSpec>,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub max_active_runs: u32,
+    pub max_active_tasks: u32,
+    pub defaults: CommonFields,
+    /// Every declared task, duplicates included (a duplicate is the one `by_id` does not point
+    /// at; it is reported and skipped).
+    pub tasks: Vec<TaskDraft>,
+    pub by_id: HashMap<String, usize>,
+}
+
+impl DagDraft {
+    /// Whether task `idx` is the first (kept) declaration of its id.
+    pub fn is_kept(&self, idx: usize) -> bool {
+        self.by_id.get(&self.tasks[idx].id) == Some(&idx)
+    }
+}
+
+/// A problem found while evaluating or validating, tied to a DAG when it concerns one (that DAG
+/// is then not loaded).
+#[derive(Debug, Clone)]
+pub(crate) struct Problem {
+    pub loc: Loc,
+    /// Line of the evaluated file that led to `loc` (differs when `loc` is in a loaded file).
+    pub main_line: u32,
+    pub message: String,
+    pub dag: Option<usize>,
+}
+
+/// Everything one evaluation of a DAG file (or of a helper file being loaded) declares.
+#[derive(Debug, Default)]
+pub(crate) struct FileState {
+    /// The file being evaluated, relative to the DAG folder.
+    pub main_file: String,
+    pub dags: Vec<DagDraft>,
+    /// The DAG tasks attach to when they name none: the latest `dag(...)`.
+    pub current: Option<usize>,
+    pub problems: Vec<Problem>,
+    pub dag_ids: HashMap<String, usize>,
+}
+
+impl FileState {
+    pub fn problem(
+        &mut self,
+        loc: &Loc,
+        main_line: u32,
+        dag: Option<usize>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            loc: loc.clone(),
+            main_line,
+            message: message.into(),
+            dag,
+        });
+    }
+}
+
+/// Shared handle on a [`FileState`]; task and DAG values hold one.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared(pub Arc<Mutex<FileState>>);
+
+impl Shared {
+    pub fn new(main_file: &str) -> Shared {
+        Shared(Arc::new(Mutex::new(FileState {
+            main_file: main_file.to_string(),
+            ..FileState::default()
+        })))
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, FileState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn same(&self, other: &Shared) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    pub fn take(&self) -> FileState {
+        std::mem::take(&mut *self.lock())
+    }
+}
