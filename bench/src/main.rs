@@ -27,7 +27,11 @@ struct Args {
     #[arg(long, default_value = "target/release/tern")]
     tern: PathBuf,
     /// PostgreSQL admin URL for the PostgreSQL throughput run.
-    #[arg(long, env = "TERN_TEST_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "TERN_TEST_PG_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pg: String,
 }
 
@@ -77,7 +81,14 @@ async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("d.star"), dag_text)?;
     let cfg = config(dir.path(), &dags, None);
-    let node = Node::start(&cfg, Roles { http: false, ..Roles::STANDALONE }).await?;
+    let node = Node::start(
+        &cfg,
+        Roles {
+            http: false,
+            ..Roles::STANDALONE
+        },
+    )
+    .await?;
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let req = TriggerRequest {
@@ -92,7 +103,11 @@ async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow
         }
         let run = node.wait_run(dag_id, &format!("bench{i}")).await?;
         let took = start.elapsed().as_secs_f64();
-        anyhow::ensure!(run.state == tern_core::RunState::Success, "run {i} ended {}", run.state);
+        anyhow::ensure!(
+            run.state == tern_core::RunState::Success,
+            "run {i} ended {}",
+            run.state
+        );
         // The first run warms caches (spec cache, page cache); it is not counted.
         if i > 0 {
             times.push(took);
@@ -131,9 +146,16 @@ fn parse_listing(tern: &Path, files: usize, tasks: usize, runs: usize) -> anyhow
             .output()
             .with_context(|| format!("running {}", tern.display()))?;
         let took = start.elapsed().as_secs_f64();
-        anyhow::ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let listed: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        anyhow::ensure!(listed.as_array().map(|a| a.len()) == Some(files), "not all DAGs listed");
+        anyhow::ensure!(
+            listed.as_array().map(|a| a.len()) == Some(files),
+            "not all DAGs listed"
+        );
         times.push(took);
     }
     Ok(times)
@@ -194,7 +216,14 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
         "d = dag(id = \"tp\", max_active_runs = 100, max_active_tasks = 1000)\nfor i in range(100):\n    shell(id = \"t%d\" % i, cmd = \"true\")\n",
     )?;
     let cfg = config(dir.path(), &dags, db_url);
-    let node = Node::start(&cfg, Roles { http: false, ..Roles::STANDALONE }).await?;
+    let node = Node::start(
+        &cfg,
+        Roles {
+            http: false,
+            ..Roles::STANDALONE
+        },
+    )
+    .await?;
     node.store.set_pool("default_pool", 1000, "").await?;
     let cpu0 = cpu_ms();
     let start = Instant::now();
@@ -228,20 +257,50 @@ async fn main() -> anyhow::Result<()> {
     };
     for w in chosen {
         match w {
-            "chain40" => summary("chain40 trigger->success", "s", trigger_to_success(&chain_dag(40), "chain40", args.runs).await?),
-            "fan200" => summary("fan200 trigger->success", "s", trigger_to_success(&fan_dag(200), "fan200", args.runs).await?),
+            "chain40" => summary(
+                "chain40 trigger->success",
+                "s",
+                trigger_to_success(&chain_dag(40), "chain40", args.runs).await?,
+            ),
+            "fan200" => summary(
+                "fan200 trigger->success",
+                "s",
+                trigger_to_success(&fan_dag(200), "fan200", args.runs).await?,
+            ),
             "parse" => {
-                summary("parse200 start->listed", "s", parse_listing(&args.tern, 200, 10, args.runs)?);
-                summary("parse1000 start->listed", "s", parse_listing(&args.tern, 1000, 10, args.runs)?);
-                summary("parse 1 DAG x 10k tasks", "s", parse_listing(&args.tern, 1, 10_000, args.runs)?);
+                summary(
+                    "parse200 start->listed",
+                    "s",
+                    parse_listing(&args.tern, 200, 10, args.runs)?,
+                );
+                summary(
+                    "parse1000 start->listed",
+                    "s",
+                    parse_listing(&args.tern, 1000, 10, args.runs)?,
+                );
+                summary(
+                    "parse 1 DAG x 10k tasks",
+                    "s",
+                    parse_listing(&args.tern, 1, 10_000, args.runs)?,
+                );
             }
-            "memory" => summary("idle PSS, 200 DAGs", "MB", idle_memory(&args.tern, args.runs.min(5))?),
+            "memory" => summary(
+                "idle PSS, 200 DAGs",
+                "MB",
+                idle_memory(&args.tern, args.runs.min(5))?,
+            ),
             "throughput" => {
                 let (rate, cpu) = throughput(None).await?;
-                println!("{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)", "throughput sqlite 10k");
+                println!(
+                    "{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)",
+                    "throughput sqlite 10k"
+                );
                 let db = tern_testkit::TestDb::postgres().await;
                 let (rate, cpu) = throughput(Some(db.url.clone())).await?;
-                println!("{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)", "throughput postgres 10k");
+                println!(
+                    "{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)",
+                    "throughput postgres 10k"
+                );
                 drop(db);
                 let _ = &args.pg;
             }

@@ -32,7 +32,10 @@ fn new_run(dag_id: &str, run_id: &str) -> NewRun {
 }
 
 async fn setup(store: &Store, spec: tern_core::DagSpec) -> i64 {
-    store.sync_dags(std::slice::from_ref(&spec), &[]).await.unwrap();
+    store
+        .sync_dags(std::slice::from_ref(&spec), &[])
+        .await
+        .unwrap();
     store.latest_spec(&spec.dag_id).await.unwrap().0
 }
 
@@ -99,13 +102,19 @@ pub async fn sync_creates_versions_only_when_specs_change(store: Store) {
 
 pub async fn import_errors_are_replaced_and_keep_last_good_version(store: Store) {
     let spec = dag("d", vec![task("a", &[])]);
-    store.sync_dags(std::slice::from_ref(&spec), &[]).await.unwrap();
+    store
+        .sync_dags(std::slice::from_ref(&spec), &[])
+        .await
+        .unwrap();
     let err = ImportErrorRow {
         file: "d.star".into(),
         line: 3,
         message: "cycle: a -> b -> a".into(),
     };
-    let r = store.sync_dags(&[], std::slice::from_ref(&err)).await.unwrap();
+    let r = store
+        .sync_dags(&[], std::slice::from_ref(&err))
+        .await
+        .unwrap();
     assert!(r.errors_changed);
     assert!(
         r.deactivated.is_empty(),

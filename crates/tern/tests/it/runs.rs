@@ -230,3 +230,67 @@ async fn standalone_on_postgres_runs_the_chain() {
     assert_eq!(v["outputs"]["extract"]["rows"], 10);
     drop(sa);
 }
+
+#[test]
+fn schedule_with_catchup_creates_a_run_per_past_interval() {
+    let t = Tern::new();
+    let start = (chrono::Utc::now() - chrono::Duration::days(3))
+        .format("%Y-%m-%d")
+        .to_string();
+    t.write_dag(
+        "sched.star",
+        &format!(
+            r#"
+d = dag(id = "sched", schedule = "@daily", start_date = "{start}", catchup = True, max_active_runs = 2)
+shell(id = "work", cmd = "echo {{{{ ds }}}}")
+"#
+        ),
+    );
+    t.write_dag(
+        "nocatch.star",
+        &format!(
+            r#"
+d = dag(id = "nocatch", schedule = "@daily", start_date = "{start}", catchup = False)
+shell(id = "work", cmd = "echo {{{{ ds }}}}")
+"#
+        ),
+    );
+    let _sa = t.standalone();
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    let runs = loop {
+        let runs = t.json(&["runs", "list", "--dag", "sched"]);
+        let done = runs
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["state"] == "success")
+            .count();
+        if done >= 3 {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catchup runs did not finish: {runs:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let runs = runs.as_array().unwrap();
+    // Intervals [start, start+1d), [start+1d, start+2d), [start+2d, start+3d) have ended.
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    assert!(runs.iter().all(|r| r["run_type"] == "scheduled"));
+    assert_eq!(runs[2]["run_id"], format!("scheduled__{start}T00:00:00Z"));
+    let nocatch = t.json(&["runs", "list", "--dag", "nocatch"]);
+    let nocatch = nocatch.as_array().unwrap();
+    assert_eq!(
+        nocatch.len(),
+        1,
+        "without catchup only the latest interval runs: {nocatch:#?}"
+    );
+    let yesterday = (chrono::Utc::now() - chrono::Duration::days(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    assert_eq!(
+        nocatch[0]["run_id"],
+        format!("scheduled__{yesterday}T00:00:00Z")
+    );
+}
