@@ -17,8 +17,8 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../examples/dags/manual_report.star"),
     ),
     (
-        "lib/regions.star",
-        include_str!("../../../examples/dags/lib/regions.star"),
+        "_lib/regions.star",
+        include_str!("../../../examples/dags/_lib/regions.star"),
     ),
 ];
 

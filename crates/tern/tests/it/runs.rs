@@ -294,3 +294,44 @@ shell(id = "work", cmd = "echo {{{{ ds }}}}")
         format!("scheduled__{yesterday}T00:00:00Z")
     );
 }
+
+#[test]
+fn every_example_dag_runs_to_success() {
+    let t = Tern::new();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/dags");
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        let rel = path.strip_prefix(&examples).unwrap().to_path_buf();
+        if path.is_dir() {
+            for inner in std::fs::read_dir(&path).unwrap() {
+                let inner = inner.unwrap().path();
+                t.write_dag(
+                    &rel.join(inner.file_name().unwrap()).to_string_lossy(),
+                    &std::fs::read_to_string(&inner).unwrap(),
+                );
+            }
+        } else {
+            t.write_dag(
+                &rel.to_string_lossy(),
+                &std::fs::read_to_string(&path).unwrap(),
+            );
+        }
+    }
+    let dags = t.json(&["dags", "list"]);
+    let ids: Vec<String> = dags
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["dag_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["hello", "manual_report", "regional_exports"]);
+    assert!(t.json(&["dags", "errors"]).as_array().unwrap().is_empty());
+    for id in &ids {
+        let out = t.run(&["dags", "test", id]);
+        assert!(
+            out.status.success(),
+            "example {id} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
