@@ -27,7 +27,12 @@ pub struct Gateway {
     pub logs: LogStore,
     pub lease: Duration,
     log_paths: Arc<Mutex<HashMap<(i64, String), String>>>,
+    /// Runs by key: the parts an assignment needs never change once a run exists.
+    runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
 }
+
+/// Bound on cached runs; the cache is emptied when it grows past it.
+const RUN_CACHE_MAX: usize = 4096;
 
 fn unavailable(e: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(e.to_string())
@@ -41,6 +46,7 @@ impl Gateway {
             logs,
             lease,
             log_paths: Arc::default(),
+            runs: Arc::default(),
         }
     }
 
@@ -55,7 +61,7 @@ impl Gateway {
 
     /// Turns a claimed instance into everything an agent needs to run it.
     pub async fn assignment(&self, c: &Claimed) -> tern_store::Result<Assignment> {
-        let run = self.store.get_run_by_pk(c.ti.run_pk).await?;
+        let run = self.run(c.ti.run_pk).await?;
         let spec = self.store.spec(run.version_id).await?;
         let task = spec.task(&c.ti.task_id).cloned().ok_or_else(|| {
             tern_store::StoreError::Corrupt(format!(
@@ -78,15 +84,28 @@ impl Gateway {
                 data_interval_start: run.data_interval.start,
                 data_interval_end: run.data_interval.end,
                 run_type: run.run_type.as_str().to_string(),
-                params: match run.params {
-                    serde_json::Value::Object(m) => m,
+                params: match &run.params {
+                    serde_json::Value::Object(m) => m.clone(),
                     _ => Default::default(),
                 },
-                conf: run.conf,
+                conf: run.conf.clone(),
                 outputs,
             },
             lease_ms: self.lease.as_millis() as u64,
         })
+    }
+
+    async fn run(&self, run_pk: i64) -> tern_store::Result<Arc<tern_store::DagRun>> {
+        if let Some(r) = self.runs.lock().expect("run cache").get(&run_pk) {
+            return Ok(r.clone());
+        }
+        let run = Arc::new(self.store.get_run_by_pk(run_pk).await?);
+        let mut cache = self.runs.lock().expect("run cache");
+        if cache.len() >= RUN_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(run_pk, run.clone());
+        Ok(run)
     }
 
     async fn log_path(&self, ti_id: i64, attempt: &str) -> Result<Option<String>, TransportError> {
@@ -118,7 +137,7 @@ pub struct LocalControlPlane {
 
 #[async_trait::async_trait]
 impl ControlPlane for LocalControlPlane {
-    async fn claim(&self, wait: Duration) -> Result<Option<Assignment>, TransportError> {
+    async fn claim(&self, wait: Duration, max: usize) -> Result<Vec<Assignment>, TransportError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.gw.events.work.notified();
@@ -127,21 +146,24 @@ impl ControlPlane for LocalControlPlane {
             let claimed = self
                 .gw
                 .store
-                .claim(&self.queues, &self.worker, self.gw.lease)
+                .claim_many(&self.queues, &self.worker, self.gw.lease, max)
                 .await
                 .map_err(unavailable)?;
-            if let Some(c) = claimed {
-                self.gw
-                    .log_paths
-                    .lock()
-                    .expect("log path cache")
-                    .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
-                let a = self.gw.assignment(&c).await.map_err(unavailable)?;
-                return Ok(Some(a));
+            if !claimed.is_empty() {
+                let mut out = Vec::with_capacity(claimed.len());
+                for c in &claimed {
+                    self.gw
+                        .log_paths
+                        .lock()
+                        .expect("log path cache")
+                        .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
+                    out.push(self.gw.assignment(c).await.map_err(unavailable)?);
+                }
+                return Ok(out);
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let nap = (deadline - now).min(CROSS_PROCESS_POLL);
             tokio::select! {

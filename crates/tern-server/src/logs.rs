@@ -1,17 +1,27 @@
 //! Task logs on the control plane: one file per attempt under the logs folder, appended chunk
 //! by chunk, read from an offset (for tailing).
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
 pub struct LogStore {
     root: PathBuf,
+    /// Folders known to exist, so appends skip `create_dir_all`.
+    made: Arc<Mutex<HashSet<PathBuf>>>,
 }
+
+/// Bound on remembered folders; the set is emptied when it grows past it.
+const MADE_MAX: usize = 10_000;
 
 impl LogStore {
     pub fn new(root: impl Into<PathBuf>) -> LogStore {
-        LogStore { root: root.into() }
+        LogStore {
+            root: root.into(),
+            made: Arc::default(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -31,7 +41,14 @@ impl LogStore {
     pub fn append(&self, rel: &str, text: &str) -> std::io::Result<()> {
         let path = self.path(rel)?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            let mut made = self.made.lock().expect("log folder set");
+            if !made.contains(dir) {
+                std::fs::create_dir_all(dir)?;
+                if made.len() >= MADE_MAX {
+                    made.clear();
+                }
+                made.insert(dir.to_path_buf());
+            }
         }
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -28,7 +28,13 @@ pub struct Store {
     pub(crate) pool: AnyPool,
     backend: Backend,
     specs: Arc<Mutex<HashMap<i64, Arc<DagSpec>>>>,
+    /// Queues this process's SQLite writers without SQLite's busy handler, which sleeps in
+    /// millisecond steps when the write lock is taken.
+    sqlite_writer: Arc<tokio::sync::Mutex<()>>,
 }
+
+/// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
+pub(crate) type WriteLock = Option<tokio::sync::OwnedMutexGuard<()>>;
 
 impl Store {
     /// Connects to `url` (`sqlite:///path/to/tern.db`, `sqlite::memory:`, `postgres://…`),
@@ -81,6 +87,7 @@ impl Store {
             pool,
             backend,
             specs: Arc::default(),
+            sqlite_writer: Arc::default(),
         })
     }
 
@@ -122,10 +129,14 @@ impl Store {
 
     /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN
     /// IMMEDIATE`) so two writers queue on the busy timeout instead of failing on upgrade.
-    pub(crate) async fn write_tx(&self) -> Result<Transaction<'static, sqlx::Any>> {
+    /// Keep the returned lock alive until the transaction ends.
+    pub(crate) async fn write_tx(&self) -> Result<(Transaction<'static, sqlx::Any>, WriteLock)> {
         Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => {
+                let lock = self.sqlite_writer.clone().lock_owned().await;
+                (self.pool.begin_with("BEGIN IMMEDIATE").await?, Some(lock))
+            }
+            Backend::Postgres => (self.pool.begin().await?, None),
         })
     }
 

@@ -99,7 +99,7 @@ impl Store {
             return Ok(report);
         }
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _write_lock) = self.write_tx().await?;
         for (spec, hash) in changed {
             // Re-read inside the write transaction: another process may have synced meanwhile.
             let prev: Option<(String, i64)> = sqlx::query(

@@ -52,6 +52,7 @@ pub struct TaskInstance {
     #[serde(skip)]
     pub run_pk: i64,
     pub dag_id: String,
+    pub run_id: String,
     pub task_id: String,
     pub state: TaskState,
     pub try_number: u32,

@@ -49,7 +49,7 @@ impl Store {
         let spec = self.spec(version_id).await?;
         let priorities = spec.effective_priorities();
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _write_lock) = self.write_tx().await?;
         let pk: i64 = sqlx::query_scalar(
             "INSERT INTO dag_runs (dag_id, run_id, version_id, run_type, state, logical_date, \
              interval_start, interval_end, conf, params, created_at) \
@@ -79,23 +79,26 @@ impl Store {
         })?;
         for chunk in spec.tasks.chunks(400) {
             let mut sql = String::from(
-                "INSERT INTO task_instances (run_pk, dag_id, task_id, state, max_tries, queue, pool, priority) VALUES ",
+                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority) VALUES ",
             );
             for i in 0..chunk.len() {
-                let b = i * 5;
+                let b = 4 + i * 5;
                 if i > 0 {
                     sql.push(',');
                 }
                 sql.push_str(&format!(
-                    "($1, $2, ${}, 'none', ${}, ${}, ${}, ${})",
+                    "($1, $2, $3, ${}, 'none', ${}, ${}, ${}, ${})",
+                    b,
+                    b + 1,
+                    b + 2,
                     b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7
+                    b + 4
                 ));
             }
-            let mut q = sqlx::query(&sql).bind(pk).bind(&new.dag_id);
+            let mut q = sqlx::query(&sql)
+                .bind(pk)
+                .bind(&new.dag_id)
+                .bind(&new.run_id);
             for t in chunk {
                 q = q
                     .bind(&t.task_id)

@@ -19,7 +19,7 @@ use crate::time::{from_ms, now_ms};
 use crate::{Applied, Claimed, Result, Store, TaskInstance, TryResult};
 
 pub(crate) const TI_COLUMNS: &str =
-    "id, run_pk, dag_id, task_id, state, try_number, max_tries, queue, pool, \
+    "id, run_pk, dag_id, run_id, task_id, state, try_number, max_tries, queue, pool, \
      priority, ready_at, queued_at, started_at, ended_at, attempt, worker, note";
 
 const ACTIVE_STATES: &str = "('queued', 'running')";
@@ -31,6 +31,7 @@ pub(crate) fn ti_row(r: &AnyRow) -> Result<TaskInstance> {
         id: r.try_get("id")?,
         run_pk: r.try_get("run_pk")?,
         dag_id: r.try_get("dag_id")?,
+        run_id: r.try_get("run_id")?,
         task_id: r.try_get("task_id")?,
         state: parse_state(&r.try_get::<String, _>("state")?)?,
         try_number: r.try_get::<i64, _>("try_number")? as u32,
@@ -213,23 +214,23 @@ impl Store {
         if candidates.is_empty() {
             return Ok(false);
         }
-        let mut pool_free: HashMap<String, i64> = HashMap::new();
-        for r in sqlx::query("SELECT name, slots FROM pools")
-            .fetch_all(&mut **tx)
-            .await?
-        {
-            pool_free.insert(r.try_get(0)?, r.try_get(1)?);
-        }
-        let mut dag_used: HashMap<String, i64> = HashMap::new();
+        // Free slots per pool and running instances per DAG, in one statement.
         let usage = format!(
-            "SELECT pool, dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY pool, dag_id"
+            "SELECT 'pool', name, slots - (SELECT COUNT(*) FROM task_instances t \
+               WHERE t.pool = p.name AND t.state IN {ACTIVE_STATES}) FROM pools p \
+             UNION ALL \
+             SELECT 'dag', dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY dag_id"
         );
+        let mut pool_free: HashMap<String, i64> = HashMap::new();
+        let mut dag_used: HashMap<String, i64> = HashMap::new();
         for r in sqlx::query(&usage).fetch_all(&mut **tx).await? {
-            let n: i64 = r.try_get(2)?;
-            if let Some(free) = pool_free.get_mut(&r.try_get::<String, _>(0)?) {
-                *free -= n;
-            }
-            *dag_used.entry(r.try_get(1)?).or_default() += n;
+            let kind: String = r.try_get(0)?;
+            let map = if kind == "pool" {
+                &mut pool_free
+            } else {
+                &mut dag_used
+            };
+            map.insert(r.try_get(1)?, r.try_get(2)?);
         }
         let mut admitted: Vec<i64> = Vec::new();
         let mut missing_pool: Vec<(i64, String)> = Vec::new();
@@ -279,62 +280,127 @@ impl Store {
         worker: &str,
         lease: Duration,
     ) -> Result<Option<Claimed>> {
-        if queues.is_empty() {
-            return Ok(None);
+        Ok(self.claim_many(queues, worker, lease, 1).await?.pop())
+    }
+
+    /// Claims up to `max` queued task instances of `queues`, most urgent first, in one
+    /// transaction. Each gets its own attempt token (a random per-claim prefix and the
+    /// instance id) and a lease of `lease`.
+    pub async fn claim_many(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claimed>> {
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
         }
-        let now = now_ms();
-        let attempt = new_attempt_token();
-        let sql = format!(
-            "UPDATE task_instances SET state = 'running', try_number = try_number + 1, attempt = $1, \
-             lease_until = $2, worker = $3, started_at = $4, ended_at = NULL, note = NULL \
-             WHERE id = (SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) \
-             ORDER BY priority DESC, queued_at, id LIMIT 1 {}) AND state = 'queued' RETURNING {TI_COLUMNS}",
-            placeholders(5, queues.len()),
-            self.skip_locked()
+        // A read first: when nothing is queued (the common case for a waiting agent) no write
+        // lock is taken.
+        let probe = format!(
+            "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
+            placeholders(1, queues.len())
         );
-        let mut tx = self.write_tx().await?;
-        let mut q = sqlx::query(&sql)
-            .bind(&attempt)
-            .bind(now + lease.as_millis() as i64)
-            .bind(worker)
-            .bind(now);
+        let mut q = sqlx::query(&probe);
         for queue in queues {
             q = q.bind(queue);
         }
-        let Some(row) = q.fetch_optional(&mut *tx).await? else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let ti = ti_row(&row)?;
-        let run_id: String = sqlx::query_scalar("SELECT run_id FROM dag_runs WHERE id = $1")
-            .bind(ti.run_pk)
-            .fetch_one(&mut *tx)
-            .await?;
-        let log_path = format!(
-            "{}/{}/{}/{}.log",
-            sanitize(&ti.dag_id),
-            sanitize(&run_id),
-            sanitize(&ti.task_id),
-            ti.try_number
+        if q.fetch_optional(&self.pool).await?.is_none() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let prefix = new_attempt_token();
+        let set = "state = 'running', try_number = try_number + 1, \
+             attempt = $1 || '-' || CAST(task_instances.id AS TEXT), lease_until = $2, worker = $3, started_at = $4, \
+             ended_at = NULL, note = NULL";
+        let pick = format!(
+            "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) \
+             ORDER BY priority DESC, queued_at, id LIMIT $5",
+            placeholders(6, queues.len())
         );
-        sqlx::query(
-            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) \
-             VALUES ($1, $2, $3, 'running', $4, $5, $6)",
-        )
-        .bind(ti.id)
-        .bind(i64::from(ti.try_number))
-        .bind(&attempt)
-        .bind(worker)
-        .bind(now)
-        .bind(&log_path)
-        .execute(&mut *tx)
-        .await?;
+        let sql = match self.backend() {
+            // One writer at a time on SQLite: the plain form is exact.
+            crate::Backend::Sqlite => format!(
+                "UPDATE task_instances SET {set} WHERE id IN ({pick}) AND state = 'queued' RETURNING {TI_COLUMNS}"
+            ),
+            // On PostgreSQL the picked rows must be locked and fixed once: a materialised CTE,
+            // not an IN subquery that a concurrent recheck could evaluate again.
+            crate::Backend::Postgres => format!(
+                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE task_instances SET {set} FROM picked WHERE task_instances.id = picked.id \
+                 RETURNING {}",
+                TI_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("task_instances.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let mut q = sqlx::query(&sql)
+            .bind(&prefix)
+            .bind(now + lease.as_millis() as i64)
+            .bind(worker)
+            .bind(now)
+            .bind(max as i64);
+        for queue in queues {
+            q = q.bind(queue);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        if rows.is_empty() {
+            tx.rollback().await?;
+            return Ok(Vec::new());
+        }
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let ti = ti_row(row)?;
+            let log_path = format!(
+                "{}/{}/{}.{}.log",
+                sanitize(&ti.dag_id),
+                sanitize(&ti.run_id),
+                sanitize(&ti.task_id),
+                ti.try_number
+            );
+            let attempt = ti.attempt.clone().unwrap_or_default();
+            claimed.push(Claimed {
+                ti,
+                attempt,
+                log_path,
+            });
+        }
+        let mut insert = String::from(
+            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) VALUES ",
+        );
+        for i in 0..claimed.len() {
+            let b = 3 + i * 4;
+            if i > 0 {
+                insert.push(',');
+            }
+            insert.push_str(&format!(
+                "(${b}, ${}, ${}, 'running', $1, $2, ${})",
+                b + 1,
+                b + 2,
+                b + 3
+            ));
+        }
+        let mut q = sqlx::query(&insert).bind(worker).bind(now);
+        for c in &claimed {
+            q = q
+                .bind(c.ti.id)
+                .bind(i64::from(c.ti.try_number))
+                .bind(&c.attempt)
+                .bind(&c.log_path);
+        }
+        q.execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(Claimed {
-            ti,
-            attempt,
-            log_path,
-        }))
+        // Most urgent first, as the queue orders them.
+        claimed.sort_by(|a, b| {
+            b.ti.priority
+                .cmp(&a.ti.priority)
+                .then(a.ti.id.cmp(&b.ti.id))
+        });
+        Ok(claimed)
     }
 
     /// Extends the lease of a running attempt. False when the attempt is no longer current:
@@ -368,18 +434,21 @@ impl Store {
     /// attempt that is no longer current is noted on its try and changes nothing else.
     pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
-        let run_pk: Option<i64> =
-            sqlx::query_scalar("SELECT run_pk FROM task_instances WHERE id = $1")
-                .bind(ti_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(run_pk) = run_pk else {
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(ti_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
             return Ok(Applied::default());
         };
-        self.lock_run(&mut tx, run_pk).await?;
-        let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
-        let ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
+        let mut ti = ti_row(&row)?;
+        if self.backend() == crate::Backend::Postgres {
+            // Serialise with other results of the same run, then read the instance again.
+            self.lock_run(&mut tx, ti.run_pk).await?;
+            ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
+        }
         if ti.state != TaskState::Running || ti.attempt.as_deref() != Some(attempt) {
             let verdict = if result.success { "success" } else { "failure" };
             sqlx::query(
@@ -495,7 +564,7 @@ impl Store {
             "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND lease_until < $1 {}",
             self.skip_locked()
         );
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _write_lock) = self.write_tx().await?;
         let lost: Vec<TaskInstance> = sqlx::query(&sql)
             .bind(now)
             .fetch_all(&mut *tx)
@@ -526,7 +595,7 @@ impl Store {
         let sql = format!(
             "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND worker = $1"
         );
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _write_lock) = self.write_tx().await?;
         let held: Vec<TaskInstance> = sqlx::query(&sql)
             .bind(worker)
             .fetch_all(&mut *tx)
@@ -552,7 +621,7 @@ impl Store {
     /// whether any task instance became queued.
     pub async fn promote_and_admit(&self) -> Result<bool> {
         let now = now_ms();
-        let mut tx = self.write_tx().await?;
+        let (mut tx, _write_lock) = self.write_tx().await?;
         sqlx::query("UPDATE task_instances SET state = 'scheduled', ready_at = NULL WHERE state = 'up_for_retry' AND ready_at <= $1")
             .bind(now)
             .execute(&mut *tx)

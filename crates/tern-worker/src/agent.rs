@@ -42,27 +42,34 @@ impl Agent {
         let mut running = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
                 _ = shutdown.cancelled() => break,
             };
+            // Claim as many tasks as there are free slots, in one call.
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
             let claimed = tokio::select! {
-                r = self.cp.claim(self.cfg.claim_wait) => r,
+                r = self.cp.claim(self.cfg.claim_wait, permits.len()) => r,
                 _ = shutdown.cancelled() => break,
             };
             while running.try_join_next().is_some() {}
             match claimed {
-                Ok(Some(a)) => {
+                Ok(assignments) => {
                     backoff = Duration::from_millis(200);
-                    let cp = self.cp.clone();
-                    let exec = self.cfg.exec.clone();
-                    let stop = shutdown.child_token();
-                    running.spawn(async move {
-                        run_attempt(cp, a, exec, stop).await;
-                        drop(permit);
-                    });
+                    for a in assignments {
+                        let permit = permits.pop().expect("never more tasks than permits");
+                        let cp = self.cp.clone();
+                        let exec = self.cfg.exec.clone();
+                        let stop = shutdown.child_token();
+                        running.spawn(async move {
+                            run_attempt(cp, a, exec, stop).await;
+                            drop(permit);
+                        });
+                    }
                 }
-                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(agent = %self.cfg.name, "claim failed: {e}; retrying in {backoff:?}");
                     tokio::select! {

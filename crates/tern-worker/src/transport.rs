@@ -18,8 +18,9 @@ pub enum TransportError {
 /// HTTPS for remote agents.
 #[async_trait::async_trait]
 pub trait ControlPlane: Send + Sync + 'static {
-    /// Waits up to `wait` for a task of the agent's queues; `None` when there was none.
-    async fn claim(&self, wait: Duration) -> Result<Option<Assignment>, TransportError>;
+    /// Waits up to `wait` for tasks of the agent's queues and claims up to `max` of them; an
+    /// empty list when there were none.
+    async fn claim(&self, wait: Duration, max: usize) -> Result<Vec<Assignment>, TransportError>;
     async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError>;
     async fn log(&self, chunk: LogChunk) -> Result<(), TransportError>;
     async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError>;

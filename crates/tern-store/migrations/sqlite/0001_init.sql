@@ -54,6 +54,7 @@ CREATE TABLE task_instances (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     run_pk INTEGER NOT NULL REFERENCES dag_runs (id) ON DELETE CASCADE,
     dag_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
     task_id TEXT NOT NULL,
     state TEXT NOT NULL,
     try_number INTEGER NOT NULL DEFAULT 0,

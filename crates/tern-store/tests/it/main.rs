@@ -39,6 +39,7 @@ store_suite!(
     stale_attempt_cannot_change_state,
     expired_lease_marks_attempt_lost,
     concurrent_claimers_never_share_a_task,
+    batch_claims_respect_their_limit_and_priority,
     pools_cap_running_tasks,
     max_active_runs_queues_later_runs,
     duplicate_run_is_a_conflict,

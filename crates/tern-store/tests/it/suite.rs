@@ -438,3 +438,49 @@ pub async fn pause_is_recorded_and_unknown_dag_is_named(store: Store) {
     let e = store.set_paused("nope", true).await.unwrap_err();
     assert!(e.to_string().contains("\"nope\""), "{e}");
 }
+
+pub async fn batch_claims_respect_their_limit_and_priority(store: Store) {
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let mut t = task(&format!("t{i}"), &[]);
+        t.priority_weight = i;
+        tasks.push(t);
+    }
+    let v = setup(&store, dag("batch", tasks)).await;
+    store.create_run(&new_run("batch", "r1"), v).await.unwrap();
+    let first = store.claim_many(&queues(), "w", LEASE, 4).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|c| c.ti.task_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["t9", "t8", "t7", "t6"],
+        "most urgent first, exactly the limit"
+    );
+    let attempts: HashSet<&str> = first.iter().map(|c| c.attempt.as_str()).collect();
+    assert_eq!(
+        attempts.len(),
+        4,
+        "every claimed instance has its own attempt token"
+    );
+    let rest = store.claim_many(&queues(), "w", LEASE, 100).await.unwrap();
+    assert_eq!(rest.len(), 6);
+    assert!(store
+        .claim_many(&queues(), "w", LEASE, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .claim_many(&["other".to_string()], "w", LEASE, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    for c in first.iter().chain(rest.iter()) {
+        assert_eq!(store.task_tries(c.ti.id).await.unwrap().len(), 1);
+        assert!(
+            store
+                .complete(c.ti.id, &c.attempt, &ok())
+                .await
+                .unwrap()
+                .accepted
+        );
+    }
+}
