@@ -99,7 +99,7 @@ async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow
         let start = Instant::now();
         let (_, queued) = trigger(&node.store, &req).await?;
         if queued {
-            node.events.work.notify_waiters();
+            node.events.work_queued();
         }
         let run = node.wait_run(dag_id, &format!("bench{i}")).await?;
         let took = start.elapsed().as_secs_f64();
@@ -224,7 +224,6 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
         },
     )
     .await?;
-    node.store.set_pool("default_pool", 1000, "").await?;
     let cpu0 = cpu_ms();
     let start = Instant::now();
     for i in 0..100 {
@@ -234,7 +233,7 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
             ..Default::default()
         };
         trigger(&node.store, &req).await?;
-        node.events.work.notify_waiters();
+        node.events.work_queued();
     }
     for i in 0..100 {
         let run = node.wait_run("tp", &format!("tp{i}")).await?;
@@ -257,6 +256,21 @@ async fn main() -> anyhow::Result<()> {
     };
     for w in chosen {
         match w {
+            "roundtrip" => {
+                let dir = tempfile::tempdir()?;
+                let store =
+                    tern_store::Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
+                        .await?;
+                let mut a = Vec::new();
+                let mut b = Vec::new();
+                for _ in 0..args.runs {
+                    a.push(store.round_trips(1000).await?.as_secs_f64() * 1000.0);
+                    b.push(store.round_trips_in_tx(1000).await?.as_secs_f64() * 1000.0);
+                }
+                summary("sqlite SELECT 1 via pool", "us", a);
+                summary("sqlite SELECT 1 in a tx", "us", b);
+            }
+            "exec" => summary("executor: one true task", "ms", exec_only(args.runs).await),
             "chain40" => summary(
                 "chain40 trigger->success",
                 "s",
@@ -308,4 +322,53 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Diagnostic: the executor alone, `true` 100 times in a row.
+pub async fn exec_only(runs: usize) -> Vec<f64> {
+    use tern_core::{TaskKind, TaskSpec};
+    struct Null;
+    impl tern_worker::LogSink for Null {
+        fn line(&self, _: &str) {}
+    }
+    let t = chrono::Utc::now();
+    let a = tern_protocol::Assignment {
+        ti_id: 1,
+        attempt: "a".into(),
+        dag_id: "d".into(),
+        run_id: "r".into(),
+        task_id: "t".into(),
+        try_number: 1,
+        max_tries: 1,
+        task: TaskSpec::new(
+            "t",
+            TaskKind::Shell {
+                cmd: "true".into(),
+                env: Default::default(),
+                cwd: None,
+            },
+        ),
+        context: tern_protocol::RunContext {
+            logical_date: t,
+            data_interval_start: t,
+            data_interval_end: t,
+            run_type: "manual".into(),
+            params: Default::default(),
+            conf: serde_json::json!({}),
+            outputs: Default::default(),
+        },
+        lease_ms: 30_000,
+    };
+    let opts = tern_worker::ExecOptions::default();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut out = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        for _ in 0..100 {
+            let c = tern_worker::execute(&a, &opts, &Null, &cancel).await;
+            assert!(c.success);
+        }
+        out.push(start.elapsed().as_secs_f64() * 10.0);
+    }
+    out
 }

@@ -56,6 +56,7 @@ impl Gateway {
             gw: self.clone(),
             worker: worker.to_string(),
             queues,
+            drained_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -133,6 +134,9 @@ pub struct LocalControlPlane {
     gw: Gateway,
     worker: String,
     queues: Vec<String>,
+    /// The work generation when this agent's last claim found less than it asked for: until
+    /// the generation moves, probing again would find nothing queued by this process.
+    drained_at: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -143,12 +147,33 @@ impl ControlPlane for LocalControlPlane {
             let notified = self.gw.events.work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let generation = self.gw.events.work_generation();
+            let drained = self.drained_at.load(std::sync::atomic::Ordering::SeqCst) == generation;
+            if drained {
+                // Nothing was queued here since the last claim came back short; wait for a
+                // signal (or the cross-process poll) before asking the database again.
+                self.drained_at
+                    .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+                let now = tokio::time::Instant::now();
+                let nap = deadline
+                    .saturating_duration_since(now)
+                    .min(CROSS_PROCESS_POLL);
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep(nap) => {}
+                }
+                continue;
+            }
             let claimed = self
                 .gw
                 .store
                 .claim_many(&self.queues, &self.worker, self.gw.lease, max)
                 .await
                 .map_err(unavailable)?;
+            if claimed.len() < max {
+                self.drained_at
+                    .store(generation, std::sync::atomic::Ordering::SeqCst);
+            }
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in &claimed {

@@ -121,7 +121,7 @@ impl Scheduler {
                 Ok((run, queued)) => {
                     tracing::info!(dag_id, run_id = %run.run_id, "scheduled run created");
                     if queued {
-                        self.events.work.notify_waiters();
+                        self.events.work_queued();
                     }
                 }
                 Err(StoreError::Conflict(_)) => {}
@@ -145,7 +145,7 @@ impl Scheduler {
             tracing::warn!(lost, "attempts lost: their leases expired");
         }
         if self.store.promote_and_admit().await? || lost > 0 {
-            self.events.work.notify_waiters();
+            self.events.work_queued();
         }
         Ok(())
     }

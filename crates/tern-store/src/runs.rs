@@ -166,7 +166,7 @@ impl Store {
                 .await?;
             running.insert(dag, count + 1);
             let states = self.evaluate(tx, pk, &spec, None, now).await?;
-            self.finish_run_if_done(tx, pk, &spec, &states, now).await?;
+            self.finish_run_if_done(tx, pk, &spec, states, now).await?;
         }
         Ok(())
     }

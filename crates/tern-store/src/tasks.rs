@@ -80,7 +80,8 @@ impl Store {
     /// `scheduled`, tasks that never will are settled (`skipped` / `upstream_failed`) and their
     /// own downstream tasks are looked at in the same pass. With `seeds`, only tasks downstream of
     /// those are considered (the event path); without, every task is (run start, clear).
-    /// Returns the states of all task instances of the run after the pass.
+    /// Returns the states of all task instances of the run after the pass, or `None` when
+    /// the seeds have no downstream task and nothing had to be read.
     pub(crate) async fn evaluate(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -88,7 +89,16 @@ impl Store {
         spec: &DagSpec,
         seeds: Option<&[&str]>,
         now: i64,
-    ) -> Result<HashMap<String, TaskState>> {
+    ) -> Result<Option<HashMap<String, TaskState>>> {
+        let down = spec.downstream_map();
+        if let Some(seeds) = seeds {
+            if seeds
+                .iter()
+                .all(|s| down.get(s).is_none_or(|d| d.is_empty()))
+            {
+                return Ok(None);
+            }
+        }
         let rows = sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
             .bind(run_pk)
             .fetch_all(&mut **tx)
@@ -97,7 +107,6 @@ impl Store {
         for r in rows {
             states.insert(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
         }
-        let down = spec.downstream_map();
         let mut candidates: HashSet<&str> = match seeds {
             None => spec.tasks.iter().map(|t| t.task_id.as_str()).collect(),
             Some(seeds) => seeds
@@ -157,7 +166,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        Ok(states)
+        Ok(Some(states))
     }
 
     /// Ends a run whose task instances are all final: failed if any leaf task failed or had an
@@ -168,9 +177,34 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         spec: &DagSpec,
-        states: &HashMap<String, TaskState>,
+        states: Option<HashMap<String, TaskState>>,
         now: i64,
     ) -> Result<bool> {
+        let states = match states {
+            Some(s) => s,
+            None => {
+                // Counting is cheaper than reading every state; read them only once done.
+                let open: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 \
+                     AND state NOT IN ('success', 'failed', 'upstream_failed', 'skipped', 'removed')",
+                )
+                .bind(run_pk)
+                .fetch_one(&mut **tx)
+                .await?;
+                if open > 0 {
+                    return Ok(false);
+                }
+                let mut all = HashMap::new();
+                for r in sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
+                    .bind(run_pk)
+                    .fetch_all(&mut **tx)
+                    .await?
+                {
+                    all.insert(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
+                }
+                all
+            }
+        };
         if states.values().any(|s| !s.is_finished()) {
             return Ok(false);
         }
@@ -204,16 +238,6 @@ impl Store {
     /// free slots and their DAG is under `max_active_tasks`. Returns whether any was queued.
     pub(crate) async fn admit(&self, tx: &mut Transaction<'static, Any>, now: i64) -> Result<bool> {
         self.lock_admission(tx).await?;
-        let candidates = sqlx::query(
-            "SELECT ti.id, ti.dag_id, ti.pool, r.version_id FROM task_instances ti \
-             JOIN dag_runs r ON r.id = ti.run_pk \
-             WHERE ti.state = 'scheduled' ORDER BY ti.priority DESC, ti.id LIMIT 4096",
-        )
-        .fetch_all(&mut **tx)
-        .await?;
-        if candidates.is_empty() {
-            return Ok(false);
-        }
         // Free slots per pool and running instances per DAG, in one statement.
         let usage = format!(
             "SELECT 'pool', name, slots - (SELECT COUNT(*) FROM task_instances t \
@@ -232,31 +256,60 @@ impl Store {
             };
             map.insert(r.try_get(1)?, r.try_get(2)?);
         }
+        let mut free_total: i64 = pool_free.values().filter(|f| **f > 0).sum();
         let mut admitted: Vec<i64> = Vec::new();
         let mut missing_pool: Vec<(i64, String)> = Vec::new();
-        for r in candidates {
-            let id: i64 = r.try_get(0)?;
-            let dag: String = r.try_get(1)?;
-            let pool: String = r.try_get(2)?;
-            let spec = self.spec(r.try_get(3)?).await?;
-            let Some(free) = pool_free.get_mut(&pool) else {
-                missing_pool.push((id, pool));
-                continue;
-            };
-            let used = dag_used.entry(dag).or_default();
-            if *free <= 0 || *used >= i64::from(spec.max_active_tasks) {
-                continue;
+        // Read the most urgent candidates a page at a time, a page about as large as the free
+        // capacity: admission stays cheap however many instances wait.
+        let mut after: Option<(i64, i64)> = None;
+        for _page in 0..16 {
+            if free_total <= 0 {
+                break;
             }
-            *free -= 1;
-            *used += 1;
-            admitted.push(id);
+            let limit = (free_total * 4 + 32).min(4096);
+            let rows = sqlx::query(
+                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority FROM task_instances ti \
+                 JOIN dag_runs r ON r.id = ti.run_pk \
+                 WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3)) \
+                 ORDER BY ti.priority DESC, ti.id LIMIT $4",
+            )
+            .bind(i64::from(after.is_some()))
+            .bind(after.map(|a| a.0).unwrap_or(0))
+            .bind(after.map(|a| a.1).unwrap_or(0))
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
+            let page_len = rows.len() as i64;
+            for r in rows {
+                let id: i64 = r.try_get(0)?;
+                let dag: String = r.try_get(1)?;
+                let pool: String = r.try_get(2)?;
+                after = Some((r.try_get(4)?, id));
+                let spec = self.spec(r.try_get(3)?).await?;
+                let Some(free) = pool_free.get_mut(&pool) else {
+                    missing_pool.push((id, pool));
+                    continue;
+                };
+                let used = dag_used.entry(dag).or_default();
+                if *free <= 0 || *used >= i64::from(spec.max_active_tasks) {
+                    continue;
+                }
+                *free -= 1;
+                *used += 1;
+                free_total -= 1;
+                admitted.push(id);
+            }
+            if page_len < limit {
+                break;
+            }
         }
         for (id, pool) in missing_pool {
-            sqlx::query("UPDATE task_instances SET note = $2 WHERE id = $1")
+            let note = format!(
+                "pool {pool:?} does not exist; create it with `tern pools set {pool} SLOTS`"
+            );
+            sqlx::query("UPDATE task_instances SET note = $2 WHERE id = $1 AND (note IS NULL OR note <> $2)")
                 .bind(id)
-                .bind(format!(
-                    "pool {pool:?} does not exist; create it with `tern pools set {pool} SLOTS`"
-                ))
+                .bind(note)
                 .execute(&mut **tx)
                 .await?;
         }
@@ -549,7 +602,7 @@ impl Store {
                 .evaluate(tx, ti.run_pk, &spec, Some(&[ti.task_id.as_str()]), now)
                 .await?;
             applied.run_finished = self
-                .finish_run_if_done(tx, ti.run_pk, &spec, &states, now)
+                .finish_run_if_done(tx, ti.run_pk, &spec, states, now)
                 .await?;
         }
         applied.queued_any = self.admit(tx, now).await?;

@@ -73,6 +73,7 @@ CREATE TABLE task_instances (
     UNIQUE (run_pk, task_id)
 );
 CREATE INDEX ti_queued ON task_instances (queue, priority DESC, queued_at, id) WHERE state = 'queued';
+CREATE INDEX ti_scheduled ON task_instances (priority DESC, id) WHERE state = 'scheduled';
 CREATE INDEX ti_active ON task_instances (state, dag_id, pool) WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry');
 
 CREATE TABLE task_tries (

@@ -251,7 +251,7 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
     .await?;
     let (run, queued) = trigger(&store, &req).await?;
     if queued {
-        node.events.work.notify_waiters();
+        node.events.work_queued();
     }
     eprintln!("testing {dag_id}: run {}", run.run_id);
     let outcome = tokio::select! {
@@ -347,7 +347,7 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
         store.clone(),
     )
     .await?;
-    node.events.work.notify_waiters();
+    node.events.work_queued();
     let bar = indicatif::ProgressBar::new(intervals.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
