@@ -158,6 +158,12 @@ impl Config {
         self.housekeeping_interval()?;
         self.lease()?;
         self.kill_grace()?;
+        if let Some(q) = self.agent.queues.iter().find(|q| q.starts_with("site:")) {
+            return Err(ConfigError {
+                key: "agent.queues".into(),
+                message: format!("{q:?} is a site queue: only agents of that site may serve it"),
+            });
+        }
         if self.agent.concurrency == 0 {
             return Err(ConfigError {
                 key: "agent.concurrency".into(),

@@ -1,5 +1,5 @@
-//! The HTTP server of the control plane. For now: `/health` (no auth), which reports whether
-//! the metadata database answers.
+//! The HTTP server of the control plane: `/health` (no auth; whether the metadata database
+//! answers) and the agent gateway (`/agent/v1/*`, see [`crate::agent_api`]).
 
 use std::net::SocketAddr;
 
@@ -16,10 +16,11 @@ struct AppState {
     store: Store,
 }
 
-pub fn router(store: Store) -> Router {
+pub fn router(store: Store, gateway: crate::gateway::Gateway) -> Router {
     Router::new()
         .route("/health", get(health))
         .with_state(AppState { store })
+        .merge(crate::agent_api::router(gateway))
 }
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
@@ -41,6 +42,7 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
 /// Binds `addr` and serves until `shutdown`. Returns the bound address (useful with port 0).
 pub async fn serve(
     store: Store,
+    gateway: crate::gateway::Gateway,
     addr: &str,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -48,7 +50,7 @@ pub async fn serve(
         anyhow::anyhow!("cannot listen on {addr} (setting server.bind / --port): {e}; stop the other process or choose another port")
     })?;
     let local = listener.local_addr()?;
-    let app = router(store);
+    let app = router(store, gateway).into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -7,6 +7,7 @@
 //! - [`http`] serves the HTTP endpoints;
 //! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`).
 
+pub mod agent_api;
 pub mod config;
 pub mod dagsync;
 pub mod events;

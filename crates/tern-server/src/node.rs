@@ -157,8 +157,13 @@ impl Node {
             handles.push(tokio::spawn(async move { agent.run(token).await }));
         }
         if roles.http {
-            let (addr, h) =
-                crate::http::serve(store.clone(), &cfg.server.bind, shutdown.clone()).await?;
+            let (addr, h) = crate::http::serve(
+                store.clone(),
+                gateway.clone(),
+                &cfg.server.bind,
+                shutdown.clone(),
+            )
+            .await?;
             http_addr = Some(addr);
             handles.push(h);
         }

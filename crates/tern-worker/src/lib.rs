@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod executor;
+pub mod http_transport;
 pub mod logsink;
 pub mod outputs;
 pub mod process;

@@ -37,6 +37,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the whole system in one process: scheduler, local agent, HTTP server, on SQLite.
     Standalone(StandaloneArgs),
+    /// Run the control plane (scheduler, HTTP server with the agent gateway, local agent) without
+    /// writing example DAGs.
+    Server(StandaloneArgs),
+    /// Run an agent that connects out to a control plane and runs its site's tasks.
+    Agent(AgentArgs),
+    /// Manage remote agents and their activation codes.
+    #[command(subcommand)]
+    Agents(AgentsCmd),
     /// Work with DAGs.
     #[command(subcommand)]
     Dags(DagsCmd),
@@ -228,4 +236,52 @@ pub enum DbCmd {
 pub enum ConfigCmd {
     /// Print the settings in force (TOML).
     Show,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// URL of the control plane, e.g. https://tern.example.com or http://127.0.0.1:8080.
+    #[arg(long, env = "TERN_SERVER")]
+    pub server: String,
+    /// One-time activation code (first start only; later starts use the saved credential).
+    #[arg(long, env = "TERN_ACTIVATION")]
+    pub activation: Option<String>,
+    /// The agent's own folder: credential, settings, spool.
+    #[arg(long, env = "TERN_AGENT_DIR")]
+    pub dir: PathBuf,
+    /// Name shown on the control plane (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Task attempts run at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentsCmd {
+    /// List registered agents.
+    List(OutputArg),
+    /// Revoke an agent: its credential stops working and its running attempts are retried.
+    Revoke { id: i64 },
+    /// Activation codes.
+    #[command(subcommand)]
+    Activation(ActivationCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ActivationCmd {
+    /// Create a one-time activation code for an agent of a site.
+    Create {
+        /// The site the agent belongs to; it will serve queue site:SITE.
+        #[arg(long)]
+        site: String,
+        /// More (plain) queues the agent serves, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        queues: Vec<String>,
+        /// How long the code is valid.
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
 }

@@ -40,6 +40,8 @@ store_suite!(
     expired_lease_marks_attempt_lost,
     concurrent_claimers_never_share_a_task,
     batch_claims_respect_their_limit_and_priority,
+    activation_codes_are_single_use_and_expire,
+    revoked_agents_are_refused_and_lose_their_attempts,
     pools_cap_running_tasks,
     max_active_runs_queues_later_runs,
     duplicate_run_is_a_conflict,

@@ -484,3 +484,110 @@ pub async fn batch_claims_respect_their_limit_and_priority(store: Store) {
         );
     }
 }
+
+pub async fn activation_codes_are_single_use_and_expire(store: Store) {
+    let code = store
+        .create_activation("warsaw", &["extra".to_string()], Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        code.queues,
+        vec!["site:warsaw".to_string(), "extra".to_string()]
+    );
+    let a = store
+        .activate(&code.code, "box1", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(a.agent.site, "warsaw");
+    let again = store
+        .activate(&code.code, "box2", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already used"), "{again}");
+    let expired = store
+        .create_activation("warsaw", &[], Duration::ZERO)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let e = store
+        .activate(&expired.code, "box3", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+    let e = store
+        .activate("not-a-code", "box4", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("unknown activation code"), "{e}");
+    let e = store
+        .create_activation(
+            "krakow",
+            &["site:warsaw".to_string()],
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("belongs to another site"), "{e}");
+    // Only hashes are stored: the token authenticates, its text is nowhere in the table.
+    let me = store
+        .authenticate_agent(&a.token, "10.0.0.1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(me.id, a.agent.id);
+    assert_eq!(me.address, "10.0.0.1");
+    assert!(store
+        .authenticate_agent("wrong", "x")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.list_agents().await.unwrap().len(), 1);
+}
+
+pub async fn revoked_agents_are_refused_and_lose_their_attempts(store: Store) {
+    let code = store
+        .create_activation("warsaw", &[], Duration::from_secs(600))
+        .await
+        .unwrap();
+    let a = store
+        .activate(&code.code, "box", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap();
+    let mut t = task("remote", &[]);
+    t.queue = "site:warsaw".into();
+    t.retries = 1;
+    t.retry_delay_ms = 0;
+    let v = setup(&store, dag("site", vec![t])).await;
+    let (run, _) = store.create_run(&new_run("site", "r1"), v).await.unwrap();
+    assert!(
+        store
+            .claim(&queues(), "local", LEASE)
+            .await
+            .unwrap()
+            .is_none(),
+        "a site task never goes to another queue"
+    );
+    let worker = tern_store::agents::agent_worker_name(a.agent.id);
+    let c = store
+        .claim(&a.agent.queues, &worker, LEASE)
+        .await
+        .unwrap()
+        .expect("the site's agent gets it");
+    assert_eq!(store.revoke_agent(a.agent.id).await.unwrap(), 1);
+    assert!(store
+        .authenticate_agent(&a.token, "x")
+        .await
+        .unwrap()
+        .is_none());
+    let ti = store.task_instance(run.pk, "remote").await.unwrap();
+    assert_eq!(ti.state, TaskState::UpForRetry);
+    assert!(ti.note.unwrap().contains("revoked"));
+    assert!(
+        !store
+            .complete(c.ti.id, &c.attempt, &ok())
+            .await
+            .unwrap()
+            .accepted
+    );
+    assert!(store.get_agent(a.agent.id).await.unwrap().revoked);
+}

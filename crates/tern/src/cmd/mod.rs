@@ -1,5 +1,6 @@
 //! One module per command group; each returns the process exit code.
 
+mod agents;
 mod dags;
 mod logs;
 mod misc;
@@ -15,7 +16,10 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = crate::settings::load(&cli)?;
     match cli.command {
-        Command::Standalone(args) => standalone::run(cfg, args).await,
+        Command::Standalone(args) => standalone::run(cfg, args, true).await,
+        Command::Server(args) => standalone::run(cfg, args, false).await,
+        Command::Agent(args) => agents::agent(args).await,
+        Command::Agents(c) => agents::run(cfg, c).await,
         Command::Dags(c) => dags::run(cfg, c).await,
         Command::Tasks(c) => tasks::run(cfg, c).await,
         Command::Runs(c) => runs::run(cfg, c).await,

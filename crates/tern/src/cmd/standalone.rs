@@ -1,10 +1,11 @@
-//! `tern standalone`: every role in one process on the embedded SQLite database.
+//! `tern standalone` and `tern server`: every control-plane role in one process. Standalone
+//! also writes the example DAGs into an empty DAG folder.
 
 use tern_server::{Config, Node, Roles};
 
 use crate::cli::StandaloneArgs;
 
-pub async fn run(mut cfg: Config, args: StandaloneArgs) -> anyhow::Result<i32> {
+pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> anyhow::Result<i32> {
     if let Some(port) = args.port {
         cfg.server.bind = format!("127.0.0.1:{port}");
     }
@@ -12,7 +13,7 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs) -> anyhow::Result<i32> {
         cfg.server.bind = bind;
     }
     let dags = cfg.dags_folder();
-    if !args.no_examples && crate::examples::install_if_empty(&dags)? {
+    if standalone && !args.no_examples && crate::examples::install_if_empty(&dags)? {
         eprintln!("tern: wrote the example DAGs into {}", dags.display());
     }
     let node = Node::start(&cfg, Roles::STANDALONE).await?;
@@ -25,8 +26,12 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs) -> anyhow::Result<i32> {
         .filter(|d| d.is_active)
         .count();
     let errors = node.store.import_errors().await?.len();
-    eprintln!("tern standalone is running");
+    eprintln!(
+        "tern {} is running",
+        if standalone { "standalone" } else { "server" }
+    );
     eprintln!("  http:     http://{addr}/health");
+    eprintln!("  agents:   http://{addr}/agent/v1 (activate with `tern agents activation create --site NAME`)");
     eprintln!("  data:     {}", cfg.home.display());
     eprintln!(
         "  dags:     {} ({dag_count} DAGs, {errors} import errors)",

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod agents;
 mod cli_errors;
 mod dag_files;
 mod recovery;

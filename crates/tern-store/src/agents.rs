@@ -1,0 +1,268 @@
+//! Remote agents: one-time activation codes, agent credentials (stored hashed), revocation,
+//! and what an agent may serve. The queues an agent serves are decided here, from the code it
+//! was activated with, never from what the agent asks for.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use crate::time::{from_ms, now_ms};
+use crate::{Result, Store, StoreError};
+
+/// The queue every agent of site `site` serves.
+pub fn site_queue(site: &str) -> String {
+    format!("site:{site}")
+}
+
+/// A registered agent, as the control plane shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentRow {
+    pub id: i64,
+    pub name: String,
+    pub site: String,
+    pub queues: Vec<String>,
+    pub version: String,
+    pub address: String,
+    pub created_at: DateTime<Utc>,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+/// A freshly created activation code: shown once, stored only as a hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewActivation {
+    pub code: String,
+    pub site: String,
+    pub queues: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an agent receives when it activates: its identity and its credential (shown once).
+#[derive(Debug, Clone, Serialize)]
+pub struct Activated {
+    pub agent: AgentRow,
+    pub token: String,
+}
+
+fn random_secret(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+/// The stored form of a code or token.
+pub fn secret_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn valid_site(site: &str) -> bool {
+    !site.is_empty()
+        && site
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+const AGENT_COLUMNS: &str =
+    "id, name, site, queues, version, address, created_at, last_seen, revoked_at";
+
+fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow> {
+    Ok(AgentRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        site: r.try_get("site")?,
+        queues: serde_json::from_str(&r.try_get::<String, _>("queues")?)?,
+        version: r.try_get("version")?,
+        address: r.try_get("address")?,
+        created_at: from_ms(r.try_get("created_at")?),
+        last_seen: r.try_get::<Option<i64>, _>("last_seen")?.map(from_ms),
+        revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+    })
+}
+
+impl Store {
+    /// Creates a single-use activation code for an agent of `site`, valid for `ttl`. The
+    /// agent will serve `site:SITE` plus `extra_queues`.
+    pub async fn create_activation(
+        &self,
+        site: &str,
+        extra_queues: &[String],
+        ttl: Duration,
+    ) -> Result<NewActivation> {
+        if !valid_site(site) {
+            return Err(StoreError::Invalid(format!(
+                "site name {site:?} is invalid: use letters, digits, `-`, `_` and `.`"
+            )));
+        }
+        let mut queues = vec![site_queue(site)];
+        for q in extra_queues {
+            if q.starts_with("site:") && *q != site_queue(site) {
+                return Err(StoreError::Invalid(format!(
+                    "queue {q:?} belongs to another site; an agent of site {site:?} may only serve site:{site} and plain queues"
+                )));
+            }
+            if !queues.contains(q) {
+                queues.push(q.clone());
+            }
+        }
+        let code = random_secret(12);
+        let now = now_ms();
+        let expires = now + ttl.as_millis() as i64;
+        sqlx::query(
+            "INSERT INTO activation_codes (code_hash, site, queues, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(secret_hash(&code))
+        .bind(site)
+        .bind(serde_json::to_string(&queues)?)
+        .bind(now)
+        .bind(expires)
+        .execute(&self.pool)
+        .await?;
+        Ok(NewActivation {
+            code,
+            site: site.to_string(),
+            queues,
+            expires_at: from_ms(expires),
+        })
+    }
+
+    /// Exchanges an activation code for an agent credential. A code works once and only
+    /// before it expires; the error says which it was.
+    pub async fn activate(
+        &self,
+        code: &str,
+        name: &str,
+        version: &str,
+        address: &str,
+    ) -> Result<Activated> {
+        let now = now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let row = sqlx::query("SELECT id, site, queues, expires_at, used_at FROM activation_codes WHERE code_hash = $1")
+            .bind(secret_hash(code))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("unknown activation code; create one with `tern agents activation create --site SITE`".into()))?;
+        let code_id: i64 = row.try_get(0)?;
+        let site: String = row.try_get(1)?;
+        let queues: String = row.try_get(2)?;
+        if row.try_get::<Option<i64>, _>(4)?.is_some() {
+            return Err(StoreError::Conflict(
+                "this activation code was already used; create a new one".into(),
+            ));
+        }
+        if row.try_get::<i64, _>(3)? < now {
+            return Err(StoreError::Conflict(
+                "this activation code has expired; create a new one".into(),
+            ));
+        }
+        let token = random_secret(32);
+        let agent_id: i64 = sqlx::query_scalar(
+            "INSERT INTO agents (name, site, queues, token_hash, version, address, created_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING id",
+        )
+        .bind(name)
+        .bind(&site)
+        .bind(&queues)
+        .bind(secret_hash(&token))
+        .bind(version)
+        .bind(address)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let used = sqlx::query("UPDATE activation_codes SET used_at = $2, agent_id = $3 WHERE id = $1 AND used_at IS NULL")
+            .bind(code_id)
+            .bind(now)
+            .bind(agent_id)
+            .execute(&mut *tx)
+            .await?;
+        if used.rows_affected() != 1 {
+            return Err(StoreError::Conflict(
+                "this activation code was already used; create a new one".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(Activated {
+            agent: self.get_agent(agent_id).await?,
+            token,
+        })
+    }
+
+    /// The agent a credential belongs to, if it is valid and not revoked; records that the
+    /// agent was seen.
+    pub async fn authenticate_agent(&self, token: &str, address: &str) -> Result<Option<AgentRow>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE token_hash = $1");
+        let Some(row) = sqlx::query(&sql)
+            .bind(secret_hash(token))
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut agent = agent_row(&row)?;
+        if agent.revoked {
+            return Ok(None);
+        }
+        let now = now_ms();
+        sqlx::query("UPDATE agents SET last_seen = $2, address = $3 WHERE id = $1")
+            .bind(agent.id)
+            .bind(now)
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        agent.last_seen = Some(from_ms(now));
+        agent.address = address.to_string();
+        Ok(Some(agent))
+    }
+
+    pub async fn get_agent(&self, id: i64) -> Result<AgentRow> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1");
+        let row = sqlx::query(&sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no agent {id}; `tern agents list` shows them"))
+            })?;
+        agent_row(&row)
+    }
+
+    pub async fn list_agents(&self) -> Result<Vec<AgentRow>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY site, id");
+        sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(agent_row)
+            .collect()
+    }
+
+    /// Revokes an agent: its credential stops working at its next call, and the attempts it
+    /// holds are failed (retryable) at once.
+    pub async fn revoke_agent(&self, id: i64) -> Result<usize> {
+        let done =
+            sqlx::query("UPDATE agents SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id)
+                .bind(now_ms())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            self.get_agent(id).await?;
+            return Err(StoreError::Conflict(format!(
+                "agent {id} is already revoked"
+            )));
+        }
+        self.fail_attempts_of_worker(
+            &agent_worker_name(id),
+            "attempt lost: its agent was revoked",
+        )
+        .await
+    }
+}
+
+/// How attempts of remote agent `id` are labelled (`worker`).
+pub fn agent_worker_name(id: i64) -> String {
+    format!("agent-{id}")
+}

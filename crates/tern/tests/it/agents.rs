@@ -1,0 +1,208 @@
+//! Remote agents over HTTP on loopback: activation, routing by site, revocation.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{finished, run_state, task, Tern, DEADLINE};
+
+const HYBRID: &str = r#"
+d = dag(id = "hybrid")
+cloud = shell(id = "cloud", cmd = "echo cloud side")
+site = shell(id = "site", cmd = "echo site side; echo rows=7 >> $TERN_OUTPUT", queue = "site:warsaw")
+done = shell(id = "done", cmd = "echo joined {{ outputs.site.rows }}")
+done << [cloud, site]
+"#;
+
+/// Reads the bound address from the server's stderr.
+fn server_url(sa: &mut crate::harness::Standalone) -> String {
+    use std::io::{BufRead, BufReader};
+    let stderr = sa.child.stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let start = Instant::now();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if let Some(rest) = line.trim().strip_prefix("http:") {
+            let url = rest.trim().trim_end_matches("/health").to_string();
+            // Keep draining stderr so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return url;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the server never printed its address"
+        );
+    }
+}
+
+struct AgentProc(Child);
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_agent(url: &str, code: Option<&str>, dir: &std::path::Path) -> AgentProc {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
+    c.args(["agent", "--server", url, "--dir"]).arg(dir);
+    if let Some(code) = code {
+        c.args(["--activation", code]);
+    }
+    AgentProc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn new_code(t: &Tern, ttl: &str) -> String {
+    t.ok(&[
+        "agents",
+        "activation",
+        "create",
+        "--site",
+        "warsaw",
+        "--ttl",
+        ttl,
+    ])
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn site_tasks_wait_for_their_agent_and_run_only_there() {
+    let t = Tern::new();
+    t.write_dag("hybrid.star", HYBRID);
+    let mut sa = t.command(&["server", "--port", "0"]);
+    let mut sa = crate::harness::Standalone {
+        child: sa
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    let run_id = t.trigger("hybrid", None);
+    // No agent of the site yet: the cloud task runs, the site task waits, queued.
+    let v = t.wait_run("hybrid", &run_id, "the cloud task", |v| {
+        task(v, "cloud")["state"] == "success"
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let v2 = t.json(&["runs", "show", "hybrid", &run_id]);
+    assert_eq!(task(&v2, "site")["state"], "queued", "{v:#}");
+    assert_eq!(run_state(&v2), "running");
+
+    let dir = t.path().join("agent");
+    let code = new_code(&t, "10m");
+    let _agent = start_agent(&url, Some(&code), &dir);
+    let v = t.wait_run("hybrid", &run_id, "the run to finish", finished);
+    assert_eq!(run_state(&v), "success");
+    assert!(
+        task(&v, "site")["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent-"),
+        "{v:#}"
+    );
+    assert!(task(&v, "cloud")["worker"]
+        .as_str()
+        .unwrap()
+        .starts_with("local-"));
+    assert!(t.log("hybrid", &run_id, "done", None).contains("joined 7"));
+    assert!(
+        t.log("hybrid", &run_id, "site", None).contains("site side"),
+        "the site task's log is central"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("credential.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the credential is private to the agent"
+    );
+    let agents = t.json(&["agents", "list"]);
+    assert_eq!(agents[0]["site"], "warsaw");
+    assert_eq!(agents[0]["queues"][0], "site:warsaw");
+}
+
+#[test]
+fn activation_codes_are_single_use_and_revocation_cuts_the_agent_off() {
+    let t = Tern::new();
+    t.write_dag("hybrid.star", HYBRID);
+    let mut sa = crate::harness::Standalone {
+        child: t
+            .command(&["server", "--port", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    let code = new_code(&t, "10m");
+    let first = t.path().join("a1");
+    let agent = start_agent(&url, Some(&code), &first);
+    let start = Instant::now();
+    while !first.join("credential.json").exists() {
+        assert!(start.elapsed() < DEADLINE, "the agent never activated");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The same code a second time is refused, with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["agent", "--server", &url, "--activation", &code, "--dir"])
+        .arg(t.path().join("a2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already used"));
+    // An expired code is refused too.
+    let expired = new_code(&t, "1ms");
+    std::thread::sleep(Duration::from_millis(10));
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["agent", "--server", &url, "--activation", &expired, "--dir"])
+        .arg(t.path().join("a3"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
+    // Without a credential and without a code, the agent says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["agent", "--server", &url, "--dir"])
+        .arg(t.path().join("a4"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--activation CODE"));
+
+    drop(agent);
+    let agents = t.json(&["agents", "list"]);
+    let id = agents[0]["id"].as_i64().unwrap().to_string();
+    t.ok(&["agents", "revoke", &id]);
+    assert_eq!(t.json(&["agents", "list"])[0]["revoked"], true);
+    // The revoked agent restarts with its saved credential and is refused at once; its site
+    // task is never run.
+    let run_id = t.trigger("hybrid", None);
+    let revoked = start_agent(&url, None, &first);
+    std::thread::sleep(Duration::from_millis(500));
+    let v = t.json(&["runs", "show", "hybrid", &run_id]);
+    assert_eq!(task(&v, "site")["state"], "queued", "{v:#}");
+    drop(revoked);
+}
+
+#[test]
+fn a_site_queue_cannot_be_served_by_the_local_agent() {
+    let t = Tern::new();
+    std::fs::write(
+        t.path().join("tern.toml"),
+        "[agent]\nqueues = [\"default\", \"site:warsaw\"]\n",
+    )
+    .unwrap();
+    let out = t.run(&["dags", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("setting agent.queues"));
+}
