@@ -127,8 +127,13 @@ impl Node {
         }
         if roles.scheduler {
             if roles.dag_sync {
-                // Load the folder once before anything else so DAGs are there when we return.
-                crate::dagsync::sync_folder(&store, &cfg.dags_folder()).await?;
+                // Load the folder once before anything else so DAGs are there when we return. A
+                // failure here is not fatal: the scheduler loop loads the folder again.
+                if let Err(e) = crate::dagsync::sync_folder(&store, &cfg.dags_folder()).await {
+                    tracing::warn!(
+                        "first load of the DAG folder failed, retrying in the loop: {e}"
+                    );
+                }
             }
             let scheduler = Scheduler {
                 store: store.clone(),

@@ -180,6 +180,20 @@ impl Store {
         Ok(())
     }
 
+    /// Serialises DAG folder syncs across processes, so two of them never both write version N
+    /// of a DAG (PostgreSQL; SQLite already serialises writers).
+    pub(crate) async fn lock_dag_sync(
+        &self,
+        tx: &mut Transaction<'static, sqlx::Any>,
+    ) -> Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(727100002)")
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -100,6 +100,7 @@ impl Store {
         }
         let now = now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
+        self.lock_dag_sync(&mut tx).await?;
         for (spec, hash) in changed {
             // Re-read inside the write transaction: another process may have synced meanwhile.
             let prev: Option<(String, i64)> = sqlx::query(

@@ -42,6 +42,7 @@ store_suite!(
     batch_claims_respect_their_limit_and_priority,
     activation_codes_are_single_use_and_expire,
     revoked_agents_are_refused_and_lose_their_attempts,
+    concurrent_syncs_of_a_new_dag_make_one_version,
     pools_cap_running_tasks,
     max_active_runs_queues_later_runs,
     duplicate_run_is_a_conflict,

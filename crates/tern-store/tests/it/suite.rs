@@ -591,3 +591,19 @@ pub async fn revoked_agents_are_refused_and_lose_their_attempts(store: Store) {
     );
     assert!(store.get_agent(a.agent.id).await.unwrap().revoked);
 }
+
+pub async fn concurrent_syncs_of_a_new_dag_make_one_version(store: Store) {
+    let spec = dag("race", vec![task("a", &[])]);
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        let spec = spec.clone();
+        handles.push(tokio::spawn(
+            async move { store.sync_dags(&[spec], &[]).await },
+        ));
+    }
+    for h in handles {
+        h.await.unwrap().expect("every concurrent sync succeeds");
+    }
+    assert_eq!(store.dag_versions("race").await.unwrap().len(), 1);
+}
