@@ -37,6 +37,9 @@ pub struct SchedulerConfig {
     pub housekeeping_interval: String,
     /// How long an attempt's lease lasts without a heartbeat.
     pub lease: String,
+    /// How long a site task may wait queued with no connected agent of its site before it fails;
+    /// "0s" waits for ever.
+    pub queue_timeout: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,6 +84,7 @@ impl Default for SchedulerConfig {
             dag_scan_interval: "5s".into(),
             housekeeping_interval: "1s".into(),
             lease: "30s".into(),
+            queue_timeout: "0s".into(),
         }
     }
 }
@@ -148,6 +152,12 @@ impl Config {
         duration("scheduler.lease", &self.scheduler.lease)
     }
 
+    /// `None` when site tasks wait for ever.
+    pub fn queue_timeout(&self) -> Result<Option<Duration>, ConfigError> {
+        let d = duration("scheduler.queue_timeout", &self.scheduler.queue_timeout)?;
+        Ok((!d.is_zero()).then_some(d))
+    }
+
     pub fn kill_grace(&self) -> Result<Duration, ConfigError> {
         duration("agent.kill_grace", &self.agent.kill_grace)
     }
@@ -157,6 +167,7 @@ impl Config {
         self.dag_scan_interval()?;
         self.housekeeping_interval()?;
         self.lease()?;
+        self.queue_timeout()?;
         self.kill_grace()?;
         if let Some(q) = self.agent.queues.iter().find(|q| q.starts_with("site:")) {
             return Err(ConfigError {

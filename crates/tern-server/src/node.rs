@@ -141,6 +141,7 @@ impl Node {
                 dags_folder: roles.dag_sync.then(|| cfg.dags_folder()),
                 scan_interval: cfg.dag_scan_interval()?,
                 housekeeping_interval: cfg.housekeeping_interval()?,
+                queue_timeout: cfg.queue_timeout()?,
             };
             handles.push(tokio::spawn(scheduler.run(shutdown.clone())));
         }

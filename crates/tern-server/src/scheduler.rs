@@ -22,6 +22,8 @@ pub struct Scheduler {
     pub dags_folder: Option<PathBuf>,
     pub scan_interval: Duration,
     pub housekeeping_interval: Duration,
+    /// Fail site tasks queued this long with no connected agent of their site.
+    pub queue_timeout: Option<Duration>,
 }
 
 /// The next scheduled interval of each schedulable DAG.
@@ -144,7 +146,14 @@ impl Scheduler {
         if lost > 0 {
             tracing::warn!(lost, "attempts lost: their leases expired");
         }
-        if self.store.promote_and_admit().await? || lost > 0 {
+        let timed_out = self.store.review_site_queues(self.queue_timeout).await?;
+        if timed_out > 0 {
+            tracing::warn!(
+                timed_out,
+                "site tasks failed: no agent of their site in time"
+            );
+        }
+        if self.store.promote_and_admit().await? || lost > 0 || timed_out > 0 {
             self.events.work_queued();
         }
         Ok(())

@@ -266,3 +266,53 @@ impl Store {
 pub fn agent_worker_name(id: i64) -> String {
     format!("agent-{id}")
 }
+
+/// An agent counts as connected when it called within this window (a claim long-poll lasts at
+/// most 30 s, so a live agent calls at least that often).
+pub const CONNECTED_WINDOW: Duration = Duration::from_secs(60);
+
+impl Store {
+    /// Notes on every queued site task whose site has no connected agent why it waits, clears
+    /// the note once one is connected, and fails those queued longer than `queue_timeout` (if
+    /// set). Returns how many were failed.
+    pub async fn review_site_queues(&self, queue_timeout: Option<Duration>) -> Result<usize> {
+        let now = now_ms();
+        let connected_since = now - CONNECTED_WINDOW.as_millis() as i64;
+        let rows = sqlx::query(
+            "SELECT DISTINCT queue FROM task_instances WHERE state = 'queued' AND queue LIKE 'site:%'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut failed = 0;
+        for r in rows {
+            let queue: String = r.try_get(0)?;
+            let site = queue.trim_start_matches("site:").to_string();
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM agents WHERE site = $1 AND revoked_at IS NULL AND last_seen >= $2",
+            )
+            .bind(&site)
+            .bind(connected_since)
+            .fetch_one(&self.pool)
+            .await?;
+            let note = if live == 0 {
+                Some(format!("no connected agent for site {site}"))
+            } else {
+                None
+            };
+            sqlx::query(
+                "UPDATE task_instances SET note = $2 WHERE state = 'queued' AND queue = $1 \
+                 AND COALESCE(note, '') <> COALESCE($2, '')",
+            )
+            .bind(&queue)
+            .bind(&note)
+            .execute(&self.pool)
+            .await?;
+            if let (Some(timeout), Some(note)) = (queue_timeout, note) {
+                failed += self
+                    .fail_queued_before(&queue, now - timeout.as_millis() as i64, &note)
+                    .await?;
+            }
+        }
+        Ok(failed)
+    }
+}

@@ -741,3 +741,35 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// Fails (without retry) the instances of `queue` queued before `before`: nothing could
+    /// run them in time. The reason names the timeout and `why`.
+    pub async fn fail_queued_before(&self, queue: &str, before: i64, why: &str) -> Result<usize> {
+        let now = now_ms();
+        let sql = format!(
+            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'queued' AND queue = $1 AND queued_at < $2"
+        );
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let stale: Vec<TaskInstance> = sqlx::query(&sql)
+            .bind(queue)
+            .bind(before)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(ti_row)
+            .collect::<Result<_>>()?;
+        for ti in &stale {
+            // Ended like a failed attempt, so downstream tasks and the run follow as usual.
+            let result = TryResult {
+                success: false,
+                retryable: false,
+                note: Some(format!("queue timeout: {why}")),
+                ..TryResult::default()
+            };
+            self.end_attempt(&mut tx, ti, &result, now).await?;
+        }
+        tx.commit().await?;
+        Ok(stale.len())
+    }
+}

@@ -206,3 +206,93 @@ fn a_site_queue_cannot_be_served_by_the_local_agent() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("setting agent.queues"));
 }
+
+#[test]
+fn a_site_task_says_why_it_waits_and_can_time_out() {
+    let t = Tern::new();
+    std::fs::write(
+        t.path().join("tern.toml"),
+        "[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nqueue_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    t.write_dag("hybrid.star", HYBRID);
+    let _sa = t.standalone();
+    let run_id = t.trigger("hybrid", None);
+    let v = t.wait_run("hybrid", &run_id, "the site task's reason", |v| {
+        task(v, "site")["note"] == "no connected agent for site warsaw"
+    });
+    assert_eq!(task(&v, "site")["state"], "queued");
+    let v = t.wait_run("hybrid", &run_id, "the queue timeout", finished);
+    assert_eq!(run_state(&v), "failed");
+    assert_eq!(task(&v, "site")["state"], "failed");
+    assert_eq!(
+        task(&v, "site")["note"],
+        "queue timeout: no connected agent for site warsaw"
+    );
+    assert_eq!(task(&v, "done")["state"], "upstream_failed");
+    assert_eq!(
+        task(&v, "cloud")["state"],
+        "success",
+        "the cloud task is unaffected"
+    );
+}
+
+#[test]
+fn a_killed_agent_loses_its_attempt_and_the_retry_runs_on_the_site() {
+    let t = Tern::new();
+    // Lease of 2 s: the harness's default settings with a shorter lease.
+    std::fs::write(
+        t.path().join("tern.toml"),
+        "[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"2s\"\n",
+    )
+    .unwrap();
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
+      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try hangs; sleep 60; else echo second try on the site; fi")
+"#,
+    );
+    let mut sa = crate::harness::Standalone {
+        child: t
+            .command(&["server", "--port", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    let dir = t.path().join("agent");
+    let code = new_code(&t, "10m");
+    let mut agent = start_agent(&url, Some(&code), &dir);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the first try to run", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    agent.0.kill().unwrap();
+    agent.0.wait().unwrap();
+    let v = t.wait_run("site", &run_id, "the lost attempt", |v| {
+        task(v, "work")["state"] == "up_for_retry" || task(v, "work")["state"] == "queued"
+    });
+    let note = task(&v, "work")["note"].as_str().unwrap_or("").to_string();
+    assert!(
+        note.contains("stopped reporting and its lease expired"),
+        "{v:#}"
+    );
+    // The retry waits for an agent of the site: the local agent never takes it.
+    std::thread::sleep(Duration::from_millis(300));
+    let v = t.json(&["runs", "show", "site", &run_id]);
+    assert_eq!(task(&v, "work")["state"], "queued", "{v:#}");
+    let _agent = start_agent(&url, None, &dir);
+    let v = t.wait_run("site", &run_id, "the retry on the site", finished);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(task(&v, "work")["try_number"], 2);
+    assert!(task(&v, "work")["worker"]
+        .as_str()
+        .unwrap()
+        .starts_with("agent-"));
+    assert!(t
+        .log("site", &run_id, "work", Some(2))
+        .contains("second try on the site"));
+}
