@@ -5,5 +5,6 @@ mod harness;
 mod agents;
 mod cli_errors;
 mod dag_files;
+mod netns;
 mod recovery;
 mod runs;

@@ -1,0 +1,209 @@
+//! A remote site in its own network namespace: it can dial the control plane, nothing can dial
+//! into it (an nftables policy drops new inbound connections), and the agent listens on no port.
+//! Both ends live in namespaces this test creates; nothing is added to the machine's own
+//! namespace. Needs root, `ip` and `nft` (installed by `.ci/run`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::{finished, run_state, task, Tern, DEADLINE};
+
+const CLOUD_IP: &str = "198.51.100.1";
+const SITE_IP: &str = "198.51.100.2";
+
+struct Namespaces {
+    cloud: String,
+    site: String,
+    children: Vec<Child>,
+}
+
+fn sh(cmd: &str) {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Namespaces {
+    fn create() -> Namespaces {
+        let id = std::process::id();
+        let (cloud, site) = (format!("tcloud{id}"), format!("tsite{id}"));
+        let n = Namespaces {
+            cloud: cloud.clone(),
+            site: site.clone(),
+            children: Vec::new(),
+        };
+        sh(&format!("ip netns add {cloud} && ip netns add {site}"));
+        sh(&format!(
+            "ip link add vc{id} netns {cloud} type veth peer name vs{id} netns {site} && \
+             ip -n {cloud} addr add {CLOUD_IP}/24 dev vc{id} && ip -n {cloud} link set vc{id} up && ip -n {cloud} link set lo up && \
+             ip -n {site} addr add {SITE_IP}/24 dev vs{id} && ip -n {site} link set vs{id} up && ip -n {site} link set lo up"
+        ));
+        sh(&format!(
+            "ip netns exec {site} nft -f - <<'NFT'\n\
+             table inet site {{\n  chain input {{\n    type filter hook input priority 0; policy drop;\n    \
+             iif \"lo\" accept\n    ct state established,related accept\n  }}\n}}\nNFT"
+        ));
+        n
+    }
+
+    fn spawn(&mut self, ns: &str, cmd: Command) -> u32 {
+        let program = cmd.get_program().to_owned();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program).args(args);
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        let child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.cloud])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.site])
+            .status();
+    }
+}
+
+/// Sockets in LISTEN state in a namespace (from its /proc/net/tcp and tcp6).
+fn listening_sockets(ns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            "cat /proc/net/tcp /proc/net/tcp6",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.split_whitespace().nth(3) == Some("0A"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_agent_behind_a_closed_firewall_runs_its_sites_tasks() {
+    let uid = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI runs as root: this test must run there"
+        );
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let t = Tern::new();
+    t.write_dag(
+        "hybrid.star",
+        r#"
+d = dag(id = "hybrid")
+cloud = shell(id = "cloud", cmd = "echo cloud side")
+site = shell(id = "site", cmd = "echo site side", queue = "site:warsaw")
+done = empty(id = "done")
+done << [cloud, site]
+"#,
+    );
+    let mut ns = Namespaces::create();
+    let port = 18000 + (std::process::id() % 1000) as u16;
+    let cloud_ns = ns.cloud.clone();
+    ns.spawn(
+        &cloud_ns,
+        t.command(&["server", "--bind", &format!("{CLOUD_IP}:{port}")]),
+    );
+    // Wait for the server to listen inside the cloud namespace.
+    let start = Instant::now();
+    while listening_sockets(&cloud_ns).is_empty() {
+        assert!(start.elapsed() < DEADLINE, "the server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = t
+        .ok(&["agents", "activation", "create", "--site", "warsaw"])
+        .trim()
+        .to_string();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tern"));
+    agent
+        .args([
+            "agent",
+            "--server",
+            &format!("http://{CLOUD_IP}:{port}"),
+            "--activation",
+            &code,
+            "--dir",
+        ])
+        .arg(t.path().join("agent"));
+    let site_ns = ns.site.clone();
+    ns.spawn(&site_ns, agent);
+
+    let run_id = t.trigger("hybrid", None);
+    let v = t.wait_run("hybrid", &run_id, "the hybrid run", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert!(task(&v, "site")["worker"]
+        .as_str()
+        .unwrap()
+        .starts_with("agent-"));
+    assert!(t.log("hybrid", &run_id, "site", None).contains("site side"));
+
+    // The site namespace holds only the agent: nothing there listens.
+    assert_eq!(
+        listening_sockets(&site_ns),
+        Vec::<String>::new(),
+        "the agent must listen on no port"
+    );
+    // And the site cannot be dialled: even a port that listens there (a listener started for
+    // the check) is reachable from inside the site but not from the cloud side.
+    let mut listener = Command::new("python3");
+    listener.args([
+        "-c",
+        "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',9999))\ns.listen()\ntime.sleep(60)",
+    ]);
+    ns.spawn(&site_ns, listener);
+    let start = Instant::now();
+    while listening_sockets(&site_ns).is_empty() {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the check's listener never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let dial = |from: &str, to: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", from, "timeout", "2", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{to}/9999"))
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        dial(&site_ns, SITE_IP),
+        "positive control: the site reaches its own listener"
+    );
+    assert!(
+        !dial(&cloud_ns, SITE_IP),
+        "a connection into the site must not open"
+    );
+}
