@@ -238,17 +238,7 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
         logical_date: None,
         run_type: None,
     };
-    let node = Node::start_with_store(
-        cfg,
-        Roles {
-            scheduler: true,
-            dag_sync: false,
-            local_agent: true,
-            http: false,
-        },
-        store.clone(),
-    )
-    .await?;
+    let node = start_runner(cfg, &store).await?;
     let (run, queued) = trigger(&store, &req).await?;
     if queued {
         node.events.work_queued();
@@ -275,6 +265,18 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
         }
     }
     Ok(if run.state == RunState::Success { 0 } else { 1 })
+}
+
+/// Starts what runs already created runs in this process: the scheduler's housekeeping and a
+/// local agent (no DAG loading, no HTTP), for `dags test` and `dags backfill`.
+async fn start_runner(cfg: &Config, store: &Store) -> anyhow::Result<Node> {
+    let roles = Roles {
+        scheduler: true,
+        dag_sync: false,
+        local_agent: true,
+        http: false,
+    };
+    Node::start_with_store(cfg, roles, store.clone()).await
 }
 
 async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
@@ -336,17 +338,7 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
     if a.no_run {
         return Ok(0);
     }
-    let node = Node::start_with_store(
-        cfg,
-        Roles {
-            scheduler: true,
-            dag_sync: false,
-            local_agent: true,
-            http: false,
-        },
-        store.clone(),
-    )
-    .await?;
+    let node = start_runner(cfg, &store).await?;
     node.events.work_queued();
     let bar = indicatif::ProgressBar::new(intervals.len() as u64);
     bar.set_style(

@@ -36,6 +36,20 @@ fn server_url(sa: &mut crate::harness::Standalone) -> String {
     }
 }
 
+/// Starts `tern server` on a free port; returns it and its URL.
+fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
+    let mut sa = crate::harness::Standalone {
+        child: t
+            .command(&["server", "--port", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    (sa, url)
+}
+
 struct AgentProc(Child);
 
 impl Drop for AgentProc {
@@ -77,15 +91,7 @@ fn new_code(t: &Tern, ttl: &str) -> String {
 fn site_tasks_wait_for_their_agent_and_run_only_there() {
     let t = Tern::new();
     t.write_dag("hybrid.star", HYBRID);
-    let mut sa = t.command(&["server", "--port", "0"]);
-    let mut sa = crate::harness::Standalone {
-        child: sa
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
-    let url = server_url(&mut sa);
+    let (_sa, url) = start_server(&t);
     let run_id = t.trigger("hybrid", None);
     // No agent of the site yet: the cloud task runs, the site task waits, queued.
     let v = t.wait_run("hybrid", &run_id, "the cloud task", |v| {
@@ -137,15 +143,7 @@ fn site_tasks_wait_for_their_agent_and_run_only_there() {
 fn activation_codes_are_single_use_and_revocation_cuts_the_agent_off() {
     let t = Tern::new();
     t.write_dag("hybrid.star", HYBRID);
-    let mut sa = crate::harness::Standalone {
-        child: t
-            .command(&["server", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
-    let url = server_url(&mut sa);
+    let (_sa, url) = start_server(&t);
     let code = new_code(&t, "10m");
     let first = t.path().join("a1");
     let agent = start_agent(&url, Some(&code), &first);
@@ -254,15 +252,7 @@ shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
       cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try hangs; sleep 60; else echo second try on the site; fi")
 "#,
     );
-    let mut sa = crate::harness::Standalone {
-        child: t
-            .command(&["server", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
-    let url = server_url(&mut sa);
+    let (_sa, url) = start_server(&t);
     let dir = t.path().join("agent");
     let code = new_code(&t, "10m");
     let mut agent = start_agent(&url, Some(&code), &dir);
