@@ -304,18 +304,23 @@ async fn main() -> anyhow::Result<()> {
                 idle_memory(&args.tern, args.runs.min(5))?,
             ),
             "throughput" => {
-                let (rate, cpu) = throughput(None).await?;
-                println!(
-                    "{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)",
-                    "throughput sqlite 10k"
-                );
-                let db = tern_testkit::TestDb::postgres().await;
-                let (rate, cpu) = throughput(Some(db.url.clone())).await?;
-                println!(
-                    "{:<28} {rate:>9.0} tasks/s   {cpu:.3} CPU-ms/task (agent + children)",
-                    "throughput postgres 10k"
-                );
-                drop(db);
+                let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+                for _ in 0..args.runs.min(5) {
+                    let (rate, cpu) = throughput(None).await?;
+                    rates.push(rate);
+                    cpus.push(cpu);
+                }
+                summary("throughput sqlite 10k", "tasks/s", rates);
+                summary("  CPU per task (agent+children)", "ms", cpus);
+                let (mut rates, mut cpus) = (Vec::new(), Vec::new());
+                for _ in 0..args.runs.min(5) {
+                    let db = tern_testkit::TestDb::postgres().await;
+                    let (rate, cpu) = throughput(Some(db.url.clone())).await?;
+                    rates.push(rate);
+                    cpus.push(cpu);
+                }
+                summary("throughput postgres 10k", "tasks/s", rates);
+                summary("  CPU per task (agent+children)", "ms", cpus);
                 let _ = &args.pg;
             }
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
