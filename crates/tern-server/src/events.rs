@@ -16,7 +16,7 @@ pub struct Events {
     pub dags: Notify,
     /// A DAG run finished.
     pub run_finished: Notify,
-    /// Something the scheduler should look at soon (a retry was scheduled, a run was queued).
+    /// A retry was scheduled: the scheduler recomputes when to wake.
     pub scheduler: Notify,
 }
 
@@ -39,7 +39,9 @@ impl Events {
         if applied.run_finished {
             self.run_finished.notify_waiters();
         }
-        if applied.accepted {
+        // The scheduler only needs waking for a retry; every other consequence of a result was
+        // applied in its transaction.
+        if applied.retry_pending {
             self.scheduler.notify_one();
         }
     }

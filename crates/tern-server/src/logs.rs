@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
@@ -22,10 +22,6 @@ impl LogStore {
             root: root.into(),
             made: Arc::default(),
         }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 
     fn path(&self, rel: &str) -> std::io::Result<PathBuf> {

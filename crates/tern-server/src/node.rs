@@ -201,11 +201,6 @@ impl Node {
         }
     }
 
-    /// A token that stops the node when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
-
     /// Stops every role: the agent stops its running attempts and reports them, then the rest
     /// ends.
     pub async fn shutdown(self) {

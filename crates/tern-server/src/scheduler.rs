@@ -64,7 +64,11 @@ impl Scheduler {
             }
             let now = Utc::now();
             let mut sleep = self.housekeeping_interval;
-            if let Some(first) = due.values().map(|(_, i)| i.end).min() {
+            let next_retry = self.store.next_retry_due().await.unwrap_or_else(|e| {
+                tracing::error!("reading retry times failed: {e}");
+                None
+            });
+            if let Some(first) = due.values().map(|(_, i)| i.end).chain(next_retry).min() {
                 let until = (first - now).to_std().unwrap_or(Duration::ZERO);
                 sleep = sleep.min(until);
             }

@@ -112,6 +112,8 @@ pub struct Applied {
     pub queued_any: bool,
     /// Whether the run finished.
     pub run_finished: bool,
+    /// Whether the attempt failed with tries left: a retry is due later.
+    pub retry_pending: bool,
 }
 
 /// Input for a new DAG run.

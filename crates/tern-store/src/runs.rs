@@ -78,23 +78,13 @@ impl Store {
             }
         })?;
         for chunk in spec.tasks.chunks(400) {
-            let mut sql = String::from(
-                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority) VALUES ",
+            let sql = format!(
+                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority) \
+                 VALUES {}",
+                crate::tasks::values_list(chunk.len(), 4, 5, |p| {
+                    format!("($1, $2, $3, {}, 'none', {}, {}, {}, {})", p[0], p[1], p[2], p[3], p[4])
+                })
             );
-            for i in 0..chunk.len() {
-                let b = 4 + i * 5;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "($1, $2, $3, ${}, 'none', ${}, ${}, ${}, ${})",
-                    b,
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4
-                ));
-            }
             let mut q = sqlx::query(&sql)
                 .bind(pk)
                 .bind(&new.dag_id)

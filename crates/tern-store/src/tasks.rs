@@ -63,6 +63,25 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// The rows of a multi-row `VALUES` list: `rows` groups of `per_row` numbered placeholders
+/// starting at `$first`, each group rendered by `row`.
+pub(crate) fn values_list(
+    rows: usize,
+    first: usize,
+    per_row: usize,
+    row: impl Fn(&[String]) -> String,
+) -> String {
+    (0..rows)
+        .map(|i| {
+            let p: Vec<String> = (0..per_row)
+                .map(|j| format!("${}", first + i * per_row + j))
+                .collect();
+            row(&p)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn sanitize(part: &str) -> String {
     part.chars()
         .map(|c| {
@@ -422,21 +441,10 @@ impl Store {
                 log_path,
             });
         }
-        let mut insert = String::from(
-            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) VALUES ",
+        let insert = format!(
+            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) VALUES {}",
+            values_list(claimed.len(), 3, 4, |p| format!("({}, {}, {}, 'running', $1, $2, {})", p[0], p[1], p[2], p[3]))
         );
-        for i in 0..claimed.len() {
-            let b = 3 + i * 4;
-            if i > 0 {
-                insert.push(',');
-            }
-            insert.push_str(&format!(
-                "(${b}, ${}, ${}, 'running', $1, $2, ${})",
-                b + 1,
-                b + 2,
-                b + 3
-            ));
-        }
         let mut q = sqlx::query(&insert).bind(worker).bind(now);
         for c in &claimed {
             q = q
@@ -468,18 +476,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// Whether `attempt` is the current, running attempt of task instance `ti_id`.
-    pub async fn attempt_is_current(&self, ti_id: i64, attempt: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task_instances WHERE id = $1 AND attempt = $2 AND state = 'running'",
-        )
-        .bind(ti_id)
-        .bind(attempt)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n == 1)
     }
 
     /// Records the result of an attempt and, in the same transaction, its consequences:
@@ -595,6 +591,7 @@ impl Store {
         .await?;
         let mut applied = Applied {
             accepted: true,
+            retry_pending: state == TaskState::UpForRetry,
             ..Applied::default()
         };
         if state.is_finished() {
@@ -693,16 +690,6 @@ impl Store {
         .fetch_one(&self.pool)
         .await?;
         Ok(v.map(from_ms))
-    }
-
-    /// Counts of task instances by state across all runs.
-    pub async fn task_state_counts(&self) -> Result<Vec<(TaskState, i64)>> {
-        sqlx::query("SELECT state, COUNT(*) FROM task_instances GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| Ok((parse_state(&r.try_get::<String, _>(0)?)?, r.try_get(1)?)))
-            .collect()
     }
 }
 
