@@ -5,7 +5,11 @@
 //! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files,
 //!   and one DAG of 10,000 tasks;
 //! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded;
-//! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL.
+//! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL;
+//! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
+//!   (see [`remote`]).
+
+mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +22,8 @@ use tern_server::{Config, Node, Roles};
 
 #[derive(Parser)]
 struct Args {
-    /// Workloads to run (default: all): chain40 fan200 parse memory throughput
+    /// Workloads to run (default: all): chain40 fan200 parse memory throughput claimlatency
+    /// remotechain40 remotefan200 agents1000
     workloads: Vec<String>,
     /// Repetitions per workload.
     #[arg(long, default_value_t = 7)]
@@ -248,7 +253,17 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let all = ["chain40", "fan200", "parse", "memory", "throughput"];
+    let all = [
+        "chain40",
+        "fan200",
+        "parse",
+        "memory",
+        "throughput",
+        "claimlatency",
+        "remotechain40",
+        "remotefan200",
+        "agents1000",
+    ];
     let chosen: Vec<&str> = if args.workloads.is_empty() {
         all.to_vec()
     } else {
@@ -323,6 +338,36 @@ async fn main() -> anyhow::Result<()> {
                 summary("  CPU per task (agent+children)", "ms", cpus);
                 let _ = &args.pg;
             }
+            "claimlatency" => remote::claim_latency(&args.tern, 100).await?,
+            "remotechain40" => {
+                let (times, tl) = remote::remote_trigger_to_success(
+                    &args.tern,
+                    &remote::on_site(&chain_dag(40)),
+                    "chain40",
+                    args.runs,
+                )
+                .await?;
+                summary("remotechain40 trigger->success", "s", times);
+                println!(
+                    "  last run: task claimed->result {:.1} ms, gap to the next claim {:.1} ms (means, ms resolution); first claim->run end {:.3} s",
+                    tl.span_ms, tl.gap_ms, tl.first_claim_to_end_s
+                );
+            }
+            "remotefan200" => {
+                let (times, tl) = remote::remote_trigger_to_success(
+                    &args.tern,
+                    &remote::on_site(&fan_dag(200)),
+                    "fan200",
+                    args.runs,
+                )
+                .await?;
+                summary("remotefan200 trigger->success", "s", times);
+                println!(
+                    "  last run: task claimed->result {:.1} ms (mean); first claim->run end {:.3} s",
+                    tl.span_ms, tl.first_claim_to_end_s
+                );
+            }
+            "agents1000" => remote::agents1000(&args.tern, 1000, 100, 20, 3).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
         }
     }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tern_core::TaskSpec;
 
 /// `major.minor` of this protocol.
-pub const PROTOCOL_VERSION: &str = "1.0";
+pub const PROTOCOL_VERSION: &str = "1.1";
 
 /// A task instance handed to an agent: everything needed to run it with no other lookup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,4 +85,29 @@ pub struct Completion {
 pub struct CompletionReply {
     /// False when the attempt was no longer current and the result changed nothing.
     pub accepted: bool,
+}
+
+/// An attempt an agent holds: running, or finished with its result not yet delivered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HeldAttempt {
+    pub ti_id: i64,
+    pub attempt: String,
+}
+
+/// What an agent says about itself when it (re)connects (protocol 1.1): the attempts it holds
+/// and the names of its site-local connections (never their values).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    #[serde(default)]
+    pub held: Vec<HeldAttempt>,
+    #[serde(default)]
+    pub connections: Vec<String>,
+}
+
+/// The answer to a [`Report`]: which of the held attempts are still current (their leases are
+/// renewed). The agent stops the others and drops their spooled results.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReportReply {
+    #[serde(default)]
+    pub current: Vec<HeldAttempt>,
 }

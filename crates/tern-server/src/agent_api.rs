@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use tern_protocol::{Completion, LogChunk, PROTOCOL_VERSION};
-use tern_store::agents::{agent_worker_name, AgentRow};
+use tern_protocol::{Completion, LogChunk, Report, ReportReply, PROTOCOL_VERSION};
+use tern_store::agents::AgentRow;
 use tern_store::StoreError;
 use tern_worker::http_transport::{
     ActivateReply, ActivateRequest, ClaimRequest, ErrorBody, HeartbeatRequest, PROTOCOL_HEADER,
@@ -82,6 +82,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/agent/v1/heartbeat", post(heartbeat))
         .route("/agent/v1/log", post(log))
         .route("/agent/v1/complete", post(complete))
+        .route("/agent/v1/report", post(report))
         .with_state(gw)
 }
 
@@ -133,7 +134,7 @@ async fn authenticate(
 }
 
 fn control_plane(gw: &Gateway, agent: &AgentRow) -> crate::gateway::LocalControlPlane {
-    gw.for_agent(&agent_worker_name(agent.id), agent.queues.clone())
+    gw.for_remote_agent(agent.id, agent.queues.clone())
 }
 
 async fn activate(
@@ -203,4 +204,23 @@ async fn complete(
 ) -> Result<Json<tern_protocol::CompletionReply>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
     Ok(Json(control_plane(&gw, &agent).complete(c).await?))
+}
+
+async fn report(
+    State(gw): State<Gateway>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(r): Json<Report>,
+) -> Result<Json<ReportReply>, AgentError> {
+    let agent = authenticate(&gw, &headers, addr).await?;
+    let held = r.held.len();
+    let reply = control_plane(&gw, &agent).report(r).await?;
+    tracing::info!(
+        agent = agent.id,
+        site = %agent.site,
+        held,
+        current = reply.current.len(),
+        "agent reported"
+    );
+    Ok(Json(reply))
 }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tern_protocol::{
-    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, RunContext,
+    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, Report, ReportReply,
+    RunContext,
 };
 use tern_store::{Claimed, Store, TryResult};
 use tern_worker::{ControlPlane, TransportError};
@@ -27,12 +28,16 @@ pub struct Gateway {
     pub logs: LogStore,
     pub lease: Duration,
     log_paths: Arc<Mutex<HashMap<(i64, String), String>>>,
+    /// Next expected log chunk number per attempt.
+    log_seqs: Arc<Mutex<HashMap<(i64, String), u64>>>,
     /// Runs by key: the parts an assignment needs never change once a run exists.
     runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
 }
 
 /// Bound on cached runs; the cache is emptied when it grows past it.
 const RUN_CACHE_MAX: usize = 4096;
+/// Bound on remembered log chunk numbers.
+const LOG_SEQ_MAX: usize = 65_536;
 
 fn unavailable(e: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(e.to_string())
@@ -46,18 +51,45 @@ impl Gateway {
             logs,
             lease,
             log_paths: Arc::default(),
+            log_seqs: Arc::default(),
             runs: Arc::default(),
         }
     }
 
-    /// A control plane for one agent serving `queues`, known as `worker`.
+    /// A control plane for the in-process agent serving `queues`, known as `worker`.
     pub fn for_agent(&self, worker: &str, queues: Vec<String>) -> LocalControlPlane {
         LocalControlPlane {
             gw: self.clone(),
             worker: worker.to_string(),
             queues,
+            remote_agent: None,
             drained_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// A control plane for remote agent `agent_id` serving `queues`: every log chunk is
+    /// checked against the store (the attempt must still be current and held by this agent).
+    pub fn for_remote_agent(&self, agent_id: i64, queues: Vec<String>) -> LocalControlPlane {
+        LocalControlPlane {
+            remote_agent: Some(agent_id),
+            ..self.for_agent(&tern_store::agents::agent_worker_name(agent_id), queues)
+        }
+    }
+
+    /// Drops chunks already received (a replay after a lost answer); true when `seq` is new.
+    fn first_delivery(&self, chunk: &LogChunk) -> bool {
+        let mut seen = self.log_seqs.lock().expect("log sequence cache");
+        if seen.len() >= LOG_SEQ_MAX {
+            seen.clear();
+        }
+        let next = seen
+            .entry((chunk.ti_id, chunk.attempt.clone()))
+            .or_insert(0);
+        if chunk.seq < *next {
+            return false;
+        }
+        *next = chunk.seq + 1;
+        true
     }
 
     /// Turns a claimed instance into everything an agent needs to run it.
@@ -134,6 +166,8 @@ pub struct LocalControlPlane {
     gw: Gateway,
     worker: String,
     queues: Vec<String>,
+    /// The remote agent this serves, if any.
+    remote_agent: Option<i64>,
     /// The work generation when this agent's last claim found less than it asked for: until
     /// the generation moves, probing again would find nothing queued by this process.
     drained_at: std::sync::atomic::AtomicU64,
@@ -202,19 +236,31 @@ impl ControlPlane for LocalControlPlane {
         let keep_running = self
             .gw
             .store
-            .heartbeat(ti_id, attempt, self.gw.lease)
+            .heartbeat(ti_id, attempt, &self.worker, self.gw.lease)
             .await
             .map_err(unavailable)?;
         Ok(HeartbeatReply { keep_running })
     }
 
     async fn log(&self, chunk: LogChunk) -> Result<(), TransportError> {
-        let Some(path) = self.gw.log_path(chunk.ti_id, &chunk.attempt).await? else {
+        let path = if self.remote_agent.is_some() {
+            self.gw
+                .store
+                .current_log_path(chunk.ti_id, &chunk.attempt, &self.worker)
+                .await
+                .map_err(unavailable)?
+        } else {
+            self.gw.log_path(chunk.ti_id, &chunk.attempt).await?
+        };
+        let Some(path) = path else {
             return Err(TransportError::Refused(format!(
-                "no attempt {} of task instance {}",
+                "attempt {} of task instance {} is not a current attempt of this agent",
                 chunk.attempt, chunk.ti_id
             )));
         };
+        if !self.gw.first_delivery(&chunk) {
+            return Ok(());
+        }
         self.gw.logs.append(&path, &chunk.text).map_err(unavailable)
     }
 
@@ -229,7 +275,7 @@ impl ControlPlane for LocalControlPlane {
         let applied = self
             .gw
             .store
-            .complete(c.ti_id, &c.attempt, &result)
+            .complete_by(c.ti_id, &c.attempt, Some(&self.worker), &result)
             .await
             .map_err(unavailable)?;
         self.gw.events.applied(&applied);
@@ -238,8 +284,36 @@ impl ControlPlane for LocalControlPlane {
             .lock()
             .expect("log path cache")
             .remove(&(c.ti_id, c.attempt.clone()));
+        self.gw
+            .log_seqs
+            .lock()
+            .expect("log sequence cache")
+            .remove(&(c.ti_id, c.attempt.clone()));
         Ok(CompletionReply {
             accepted: applied.accepted,
         })
+    }
+
+    async fn report(&self, report: Report) -> Result<ReportReply, TransportError> {
+        if let Some(id) = self.remote_agent {
+            self.gw
+                .store
+                .record_agent_connections(id, &report.connections)
+                .await
+                .map_err(unavailable)?;
+        }
+        let mut current = Vec::new();
+        for h in report.held {
+            if self
+                .gw
+                .store
+                .heartbeat(h.ti_id, &h.attempt, &self.worker, self.gw.lease)
+                .await
+                .map_err(unavailable)?
+            {
+                current.push(h);
+            }
+        }
+        Ok(ReportReply { current })
     }
 }

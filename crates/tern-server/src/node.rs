@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tern_store::{DagRun, Store};
+use tern_worker::connections::Connections;
 use tern_worker::{Agent, AgentConfig, ExecOptions};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -126,6 +127,15 @@ impl Node {
             recover_dead_local_agents(&store, &worker_name).await?;
         }
         if roles.scheduler {
+            // Remote agents could not heartbeat while no control plane ran: give their
+            // attempts one lease to report before any is declared lost.
+            let extended = store.extend_remote_leases(cfg.lease()?).await?;
+            if extended > 0 {
+                tracing::info!(
+                    attempts = extended,
+                    "gave attempts of remote agents one lease to report after the restart"
+                );
+            }
             if roles.dag_sync {
                 // Load the folder once before anything else so DAGs are there when we return. A
                 // failure here is not fatal: the scheduler loop loads the folder again.
@@ -156,7 +166,12 @@ impl Node {
                     exec: ExecOptions {
                         python: cfg.agent.python.clone(),
                         kill_grace: cfg.kill_grace()?,
-                    },
+                        ..ExecOptions::default()
+                    }
+                    .with_connections(
+                        Connections::resolve(&Default::default(), "", std::env::vars())
+                            .context("a TERN_CONN_<NAME> variable of the control plane")?,
+                    ),
                 },
             );
             let token = shutdown.clone();

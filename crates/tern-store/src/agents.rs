@@ -30,6 +30,12 @@ pub struct AgentRow {
     pub created_at: DateTime<Utc>,
     pub last_seen: Option<DateTime<Utc>>,
     pub revoked: bool,
+    /// Names of the site-local connections the agent reported (never their values).
+    pub connections: Vec<String>,
+    /// Whether the agent called within [`CONNECTED_WINDOW`].
+    pub connected: bool,
+    /// Attempts the agent holds now (filled by [`Store::list_agents`]).
+    pub running: i64,
 }
 
 /// A freshly created activation code: shown once, stored only as a hash.
@@ -67,7 +73,7 @@ fn valid_site(site: &str) -> bool {
 }
 
 const AGENT_COLUMNS: &str =
-    "id, name, site, queues, version, address, created_at, last_seen, revoked_at";
+    "id, name, site, queues, version, address, created_at, last_seen, revoked_at, connections";
 
 fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow> {
     Ok(AgentRow {
@@ -80,6 +86,11 @@ fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow> {
         created_at: from_ms(r.try_get("created_at")?),
         last_seen: r.try_get::<Option<i64>, _>("last_seen")?.map(from_ms),
         revoked: r.try_get::<Option<i64>, _>("revoked_at")?.is_some(),
+        connections: serde_json::from_str(&r.try_get::<String, _>("connections")?)?,
+        connected: r
+            .try_get::<Option<i64>, _>("last_seen")?
+            .is_some_and(|t| t >= now_ms() - CONNECTED_WINDOW.as_millis() as i64),
+        running: 0,
     })
 }
 
@@ -206,15 +217,33 @@ impl Store {
             return Ok(None);
         }
         let now = now_ms();
-        sqlx::query("UPDATE agents SET last_seen = $2, address = $3 WHERE id = $1")
-            .bind(agent.id)
-            .bind(now)
-            .bind(address)
+        // Writing `last_seen` on every call (every log chunk) would make each call a write;
+        // once per few seconds is enough to tell connected agents from gone ones.
+        let stale = agent
+            .last_seen
+            .is_none_or(|t| now - t.timestamp_millis() > LAST_SEEN_RESOLUTION_MS);
+        if stale || agent.address != address {
+            sqlx::query("UPDATE agents SET last_seen = $2, address = $3 WHERE id = $1")
+                .bind(agent.id)
+                .bind(now)
+                .bind(address)
+                .execute(&self.pool)
+                .await?;
+            agent.last_seen = Some(from_ms(now));
+            agent.address = address.to_string();
+            agent.connected = true;
+        }
+        Ok(Some(agent))
+    }
+
+    /// Records what an agent reported about itself: the names of its site-local connections.
+    pub async fn record_agent_connections(&self, id: i64, names: &[String]) -> Result<()> {
+        sqlx::query("UPDATE agents SET connections = $2 WHERE id = $1")
+            .bind(id)
+            .bind(serde_json::to_string(names)?)
             .execute(&self.pool)
             .await?;
-        agent.last_seen = Some(from_ms(now));
-        agent.address = address.to_string();
-        Ok(Some(agent))
+        Ok(())
     }
 
     pub async fn get_agent(&self, id: i64) -> Result<AgentRow> {
@@ -231,12 +260,25 @@ impl Store {
 
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY site, id");
-        sqlx::query(&sql)
+        let mut agents: Vec<AgentRow> = sqlx::query(&sql)
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(agent_row)
-            .collect()
+            .collect::<Result<_>>()?;
+        let held = sqlx::query(
+            "SELECT worker, COUNT(*) FROM task_instances WHERE state = 'running' AND worker LIKE 'agent-%' GROUP BY worker",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in held {
+            let worker: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            if let Some(a) = agents.iter_mut().find(|a| agent_worker_name(a.id) == worker) {
+                a.running = n;
+            }
+        }
+        Ok(agents)
     }
 
     /// Revokes an agent: its credential stops working at its next call, and the attempts it
@@ -270,6 +312,9 @@ pub fn agent_worker_name(id: i64) -> String {
 /// An agent counts as connected when it called within this window (a claim long-poll lasts at
 /// most 30 s, so a live agent calls at least that often).
 pub const CONNECTED_WINDOW: Duration = Duration::from_secs(60);
+
+/// `last_seen` is refreshed at most this often per agent.
+const LAST_SEEN_RESOLUTION_MS: i64 = 5_000;
 
 impl Store {
     /// Notes on every queued site task whose site has no connected agent why it waits, clears

@@ -466,22 +466,58 @@ impl Store {
 
     /// Extends the lease of a running attempt. False when the attempt is no longer current:
     /// the agent must stop the task.
-    pub async fn heartbeat(&self, ti_id: i64, attempt: &str, lease: Duration) -> Result<bool> {
+    pub async fn heartbeat(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE task_instances SET lease_until = $3 WHERE id = $1 AND attempt = $2 AND state = 'running'",
+            "UPDATE task_instances SET lease_until = $3 WHERE id = $1 AND attempt = $2 AND state = 'running' AND worker = $4",
         )
         .bind(ti_id)
         .bind(attempt)
         .bind(now_ms() + lease.as_millis() as i64)
+        .bind(worker)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives every attempt held by a remote agent at least one more `lease` from now. Run when
+    /// a control plane starts: its agents could not heartbeat while it was down, and their
+    /// attempts must not be declared lost before they had a chance to report.
+    pub async fn extend_remote_leases(&self, lease: Duration) -> Result<u64> {
+        let until = now_ms() + lease.as_millis() as i64;
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE task_instances SET lease_until = $1 WHERE state = 'running' AND worker LIKE 'agent-%' AND lease_until < $1",
+        )
+        .bind(until)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Records the result of an attempt and, in the same transaction, its consequences:
     /// retry or final state, downstream readiness, admission, run completion. A result for an
     /// attempt that is no longer current is noted on its try and changes nothing else.
     pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
+        self.complete_by(ti_id, attempt, None, result).await
+    }
+
+    /// [`Store::complete`], accepted only from `worker` when given: an agent can end only the
+    /// attempts it holds.
+    pub async fn complete_by(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: Option<&str>,
+        result: &TryResult,
+    ) -> Result<Applied> {
         let now = now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
@@ -498,7 +534,9 @@ impl Store {
             self.lock_run(&mut tx, ti.run_pk).await?;
             ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
         }
-        if ti.state != TaskState::Running || ti.attempt.as_deref() != Some(attempt) {
+        let holder_differs = worker.is_some_and(|w| ti.worker.as_deref() != Some(w));
+        if ti.state != TaskState::Running || ti.attempt.as_deref() != Some(attempt) || holder_differs
+        {
             let verdict = if result.success { "success" } else { "failure" };
             sqlx::query(
                 "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
@@ -695,6 +733,25 @@ impl Store {
 
 impl Store {
     /// Where the log of an attempt lives, relative to the log folder.
+    /// The log file of an attempt that is still current and held by `worker`; `None` when the
+    /// attempt ended, was lost, or belongs to someone else.
+    pub async fn current_log_path(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: &str,
+    ) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT t.log_path FROM task_instances i JOIN task_tries t ON t.ti_id = i.id AND t.attempt = i.attempt \
+             WHERE i.id = $1 AND i.attempt = $2 AND i.state = 'running' AND i.worker = $3",
+        )
+        .bind(ti_id)
+        .bind(attempt)
+        .bind(worker)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn log_path_of_attempt(&self, ti_id: i64, attempt: &str) -> Result<Option<String>> {
         Ok(
             sqlx::query_scalar("SELECT log_path FROM task_tries WHERE ti_id = $1 AND attempt = $2")

@@ -8,7 +8,11 @@ use tern_core::TaskKind;
 use tern_protocol::{Assignment, Completion};
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::connections::Connections;
 use crate::logsink::LogSink;
+use crate::mask::{Masker, MaskingSink};
 use crate::outputs::parse_outputs;
 use crate::process::{self, ProcessEnd, ProcessSpec};
 use crate::template::{Renderer, TemplateError};
@@ -19,6 +23,10 @@ pub struct ExecOptions {
     /// Python interpreter for `python` tasks.
     pub python: String,
     pub kill_grace: Duration,
+    /// The agent's site-local connections.
+    pub connections: Arc<Connections>,
+    /// Masks their secrets in every log line, reason and output.
+    pub masker: Arc<Masker>,
 }
 
 impl Default for ExecOptions {
@@ -26,13 +34,44 @@ impl Default for ExecOptions {
         ExecOptions {
             python: "python3".into(),
             kill_grace: Duration::from_secs(5),
+            connections: Arc::default(),
+            masker: Arc::default(),
         }
+    }
+}
+
+impl ExecOptions {
+    /// Uses `connections` for tasks and masks their secrets.
+    pub fn with_connections(mut self, connections: Connections) -> ExecOptions {
+        self.masker = Arc::new(Masker::new(connections.secrets()));
+        self.connections = Arc::new(connections);
+        self
     }
 }
 
 /// Runs one attempt to its end. Never panics on task failure: every failure becomes a
 /// `Completion` with a reason, also written to the task log.
 pub async fn execute(
+    a: &Assignment,
+    opts: &ExecOptions,
+    sink: &dyn LogSink,
+    cancel: &CancellationToken,
+) -> Completion {
+    let masked = MaskingSink {
+        inner: sink,
+        masker: opts.masker.clone(),
+    };
+    let mut c = run_masked(a, opts, &masked, cancel).await;
+    if let Some(r) = &c.reason {
+        c.reason = Some(opts.masker.mask(r));
+    }
+    for v in c.outputs.values_mut() {
+        opts.masker.mask_json(v);
+    }
+    c
+}
+
+async fn run_masked(
     a: &Assignment,
     opts: &ExecOptions,
     sink: &dyn LogSink,
@@ -165,7 +204,7 @@ async fn run_process(
     env: &BTreeMap<String, String>,
     cwd: Option<&str>,
 ) -> Result<Ran, TemplateError> {
-    let r = Renderer::new(a);
+    let r = Renderer::new(a, &opts.connections.template_value());
     let workdir = tempfile::Builder::new()
         .prefix("tern-task-")
         .tempdir()
@@ -176,6 +215,7 @@ async fn run_process(
     let output_file = workdir.path().join("tern-output");
     let mut full_env = process::base_env();
     full_env.extend(task_env(a, &output_file));
+    full_env.extend(opts.connections.env());
     for (k, v) in env {
         full_env.insert(k.clone(), r.render(&format!("env.{k}"), v)?);
     }
@@ -196,6 +236,7 @@ async fn run_process(
                 stdin: None,
                 timeout,
                 kill_grace: opts.kill_grace,
+                mask: opts.masker.clone(),
             }
         }
         ProcessKind::Python { code, args } => {
@@ -216,6 +257,7 @@ async fn run_process(
                 stdin: Some(code.to_string()),
                 timeout,
                 kill_grace: opts.kill_grace,
+                mask: opts.masker.clone(),
             }
         }
     };

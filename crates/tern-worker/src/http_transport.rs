@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tern_protocol::{
-    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, PROTOCOL_VERSION,
+    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, Report, ReportReply,
+    PROTOCOL_VERSION,
 };
 
 use crate::transport::{ControlPlane, TransportError};
@@ -57,12 +58,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn client(timeout: Duration) -> Result<reqwest::Client, TransportError> {
+fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> Result<reqwest::Client, TransportError> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut b = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .timeout(timeout)
-        .build()
+        .timeout(timeout);
+    if let Some(pem) = ca_pem {
+        let cert = reqwest::Certificate::from_pem(pem).map_err(|e| {
+            TransportError::Refused(format!("the CA certificate is not valid PEM: {e}"))
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    b.build()
         .map_err(|e| TransportError::Unavailable(format!("cannot build the HTTP client: {e}")))
 }
 
@@ -109,9 +116,10 @@ async fn post<B: Serialize, R: DeserializeOwned>(
 pub async fn activate(
     server: &str,
     req: &ActivateRequest,
+    ca_pem: Option<&[u8]>,
 ) -> Result<ActivateReply, TransportError> {
     let timeout = Duration::from_secs(30);
-    let c = client(timeout)?;
+    let c = client(timeout, ca_pem)?;
     post(
         &c,
         format!("{}/agent/v1/activate", server.trim_end_matches('/')),
@@ -122,21 +130,41 @@ pub async fn activate(
     .await
 }
 
-/// A remote agent's link to the control plane.
+/// A remote agent's link to the control plane. Given several server URLs (servers sharing
+/// one PostgreSQL database), it moves to the next one when a call cannot reach the current.
 pub struct HttpControlPlane {
     client: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    current: std::sync::atomic::AtomicUsize,
     token: String,
     call_timeout: Duration,
 }
 
 impl HttpControlPlane {
     pub fn new(server: &str, token: &str) -> Result<HttpControlPlane, TransportError> {
+        Self::with_servers(&[server.to_string()], token, Duration::from_secs(30), None)
+    }
+
+    /// A link to any of `servers`; each call (except a claim's wait) must answer within
+    /// `call_timeout`.
+    pub fn with_servers(
+        servers: &[String],
+        token: &str,
+        call_timeout: Duration,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<HttpControlPlane, TransportError> {
+        if servers.is_empty() {
+            return Err(TransportError::Refused("no control plane URL given".into()));
+        }
         Ok(HttpControlPlane {
-            client: client(Duration::from_secs(120))?,
-            base: format!("{}/agent/v1", server.trim_end_matches('/')),
+            client: client(Duration::from_secs(120), ca_pem)?,
+            bases: servers
+                .iter()
+                .map(|s| format!("{}/agent/v1", s.trim_end_matches('/')))
+                .collect(),
+            current: std::sync::atomic::AtomicUsize::new(0),
             token: token.to_string(),
-            call_timeout: Duration::from_secs(30),
+            call_timeout,
         })
     }
 
@@ -146,14 +174,23 @@ impl HttpControlPlane {
         body: &B,
         timeout: Duration,
     ) -> Result<R, TransportError> {
-        post(
+        use std::sync::atomic::Ordering;
+        let i = self.current.load(Ordering::SeqCst);
+        let result = post(
             &self.client,
-            format!("{}/{path}", self.base),
+            format!("{}/{path}", self.bases[i % self.bases.len()]),
             Some(&self.token),
             body,
             timeout,
         )
-        .await
+        .await;
+        if matches!(result, Err(TransportError::Unavailable(_))) && self.bases.len() > 1 {
+            // Try the next server on the following call; another call may have moved on already.
+            let _ = self
+                .current
+                .compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        result
     }
 }
 
@@ -182,5 +219,9 @@ impl ControlPlane for HttpControlPlane {
 
     async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError> {
         self.call("complete", &completion, self.call_timeout).await
+    }
+
+    async fn report(&self, report: Report) -> Result<ReportReply, TransportError> {
+        self.call("report", &report, self.call_timeout).await
     }
 }

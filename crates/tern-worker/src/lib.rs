@@ -6,11 +6,15 @@
 //! reports leaves through [`ControlPlane`].
 
 pub mod agent;
+pub mod connections;
 pub mod executor;
 pub mod http_transport;
 pub mod logsink;
+pub mod mask;
 pub mod outputs;
 pub mod process;
+pub mod spool;
+pub mod spooling;
 pub mod template;
 pub mod transport;
 

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::logsink::LogSink;
+use crate::mask::Masker;
 
 /// A command to run for a task.
 pub struct ProcessSpec<'a> {
@@ -24,6 +25,8 @@ pub struct ProcessSpec<'a> {
     pub timeout: Option<Duration>,
     /// Time between SIGTERM and SIGKILL when the process must stop.
     pub kill_grace: Duration,
+    /// The secrets the sink masks: long lines are cut where no secret is split.
+    pub mask: std::sync::Arc<Masker>,
 }
 
 /// How a process ended.
@@ -53,17 +56,44 @@ pub fn base_env() -> BTreeMap<String, String> {
     env
 }
 
-async fn pump(reader: impl AsyncRead + Unpin, sink: &dyn LogSink) {
+/// Longest piece of output sent as one log line; longer lines are sent in pieces.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Sends the output of `reader` to `sink` line by line. A line longer than [`MAX_LINE`] goes
+/// in pieces, cut where `masker` says no secret is split, so masking downstream still sees
+/// every secret whole.
+async fn pump(reader: impl AsyncRead + Unpin, sink: &dyn LogSink, masker: &Masker) {
+    let emit = |bytes: &[u8]| {
+        let line = String::from_utf8_lossy(bytes);
+        sink.line(line.trim_end_matches(['\n', '\r']));
+    };
     let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
+    let mut buf: Vec<u8> = Vec::new();
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let line = String::from_utf8_lossy(&buf);
-                sink.line(line.trim_end_matches(['\n', '\r']));
+        let limit = MAX_LINE.saturating_sub(buf.len()).max(1) as u64;
+        match (&mut reader).take(limit).read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => {
+                if !buf.is_empty() {
+                    emit(&buf);
+                }
+                return;
             }
+            Ok(_) if buf.ends_with(b"\n") => {
+                emit(&buf);
+                buf.clear();
+            }
+            Ok(_) if buf.len() >= MAX_LINE => {
+                let mut cut = masker.split_point(&buf);
+                while cut > 0 && cut < buf.len() && (buf[cut] & 0xC0) == 0x80 {
+                    cut -= 1;
+                }
+                if cut == 0 {
+                    cut = buf.len();
+                }
+                emit(&buf[..cut]);
+                buf.drain(..cut);
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -108,6 +138,7 @@ pub async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
+    let spec_mask = spec.mask.clone();
     if let (Some(input), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
         tokio::spawn(async move {
@@ -117,7 +148,10 @@ pub async fn run(
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let output = async {
-        tokio::join!(pump(stdout, sink), pump(stderr, sink));
+        tokio::join!(
+            pump(stdout, sink, &spec_mask),
+            pump(stderr, sink, &spec_mask)
+        );
     };
     let deadline = async {
         match spec.timeout {

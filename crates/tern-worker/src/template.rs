@@ -27,7 +27,9 @@ fn iso(t: DateTime<Utc>) -> String {
 }
 
 impl Renderer {
-    pub fn new(a: &Assignment) -> Renderer {
+    /// A renderer for attempt `a`; `conn` is what `{{ conn.NAME.… }}` reads (public fields of
+    /// the agent's connections).
+    pub fn new(a: &Assignment, conn: &serde_json::Value) -> Renderer {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         minijinja_contrib::add_to_environment(&mut env);
@@ -49,6 +51,7 @@ impl Renderer {
             try_number => a.try_number,
             params => json_map(&c.params),
             conf => json(&c.conf),
+            conn => json(conn),
             outputs => Value::from(
                 c.outputs
                     .iter()
@@ -154,7 +157,7 @@ mod tests {
 
     #[test]
     fn renders_the_documented_variables() {
-        let r = Renderer::new(&assignment());
+        let r = Renderer::new(&assignment(), &serde_json::json!({}));
         let cases = [
             ("{{ ds }}", "2026-01-02"),
             ("{{ ds_nodash }}", "20260102"),
@@ -182,7 +185,7 @@ mod tests {
 
     #[test]
     fn undefined_names_are_errors_naming_the_field() {
-        let r = Renderer::new(&assignment());
+        let r = Renderer::new(&assignment(), &serde_json::json!({}));
         let e = r.render("cmd", "echo {{ outputs.nope.rows }}").unwrap_err();
         assert_eq!(e.field, "cmd");
         assert!(e.to_string().contains("template error in field cmd"), "{e}");

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use tern_protocol::{Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk};
+use tern_protocol::{
+    Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, Report, ReportReply,
+};
 
 /// A failed call to the control plane. `Unavailable` means the link is down and the call may
 /// be retried; anything else is final for that call.
@@ -24,4 +26,7 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError>;
     async fn log(&self, chunk: LogChunk) -> Result<(), TransportError>;
     async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError>;
+    /// Tells the control plane what the agent holds and which connections it has; renews the
+    /// leases of the attempts that are still current and says which those are.
+    async fn report(&self, report: Report) -> Result<ReportReply, TransportError>;
 }

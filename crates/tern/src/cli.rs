@@ -241,8 +241,10 @@ pub enum ConfigCmd {
 #[derive(Args, Debug)]
 pub struct AgentArgs {
     /// URL of the control plane, e.g. https://tern.example.com or http://127.0.0.1:8080.
-    #[arg(long, env = "TERN_SERVER")]
-    pub server: String,
+    /// Several servers sharing one database: give a comma-separated list; the agent moves to
+    /// the next one when the current cannot be reached.
+    #[arg(long, env = "TERN_SERVER", value_delimiter = ',', required = true)]
+    pub server: Vec<String>,
     /// One-time activation code (first start only; later starts use the saved credential).
     #[arg(long, env = "TERN_ACTIVATION")]
     pub activation: Option<String>,
@@ -252,9 +254,12 @@ pub struct AgentArgs {
     /// Name shown on the control plane (default: the host name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Task attempts run at once.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
+    /// Task attempts run at once (default 8, or `concurrency` in DIR/agent.toml).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Trust this PEM CA certificate for the control plane's TLS (besides the system's).
+    #[arg(long, env = "TERN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]

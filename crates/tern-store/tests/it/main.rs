@@ -38,6 +38,7 @@ store_suite!(
     permanent_failure_skips_retries,
     stale_attempt_cannot_change_state,
     expired_lease_marks_attempt_lost,
+    only_the_holding_agent_reports_and_restart_extends_leases,
     concurrent_claimers_never_share_a_task,
     batch_claims_respect_their_limit_and_priority,
     activation_codes_are_single_use_and_expire,

@@ -277,11 +277,11 @@ pub async fn stale_attempt_cannot_change_state(store: Store) {
         .unwrap();
     assert!(!late.accepted, "the lost attempt's result is fenced");
     assert!(!store
-        .heartbeat(first.ti.id, &first.attempt, LEASE)
+        .heartbeat(first.ti.id, &first.attempt, "w", LEASE)
         .await
         .unwrap());
     assert!(store
-        .heartbeat(second.ti.id, &second.attempt, LEASE)
+        .heartbeat(second.ti.id, &second.attempt, "w", LEASE)
         .await
         .unwrap());
     assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Running);
@@ -606,4 +606,53 @@ pub async fn concurrent_syncs_of_a_new_dag_make_one_version(store: Store) {
         h.await.unwrap().expect("every concurrent sync succeeds");
     }
     assert_eq!(store.dag_versions("race").await.unwrap().len(), 1);
+}
+
+pub async fn only_the_holding_agent_reports_and_restart_extends_leases(store: Store) {
+    let v = setup(&store, dag("held", vec![task("a", &[])])).await;
+    let (run, _) = store.create_run(&new_run("held", "r1"), v).await.unwrap();
+    let c = store
+        .claim(&queues(), "agent-1", Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    // Another agent quoting the right token is still not the holder.
+    assert!(!store
+        .heartbeat(c.ti.id, &c.attempt, "agent-2", LEASE)
+        .await
+        .unwrap());
+    assert!(store
+        .current_log_path(c.ti.id, &c.attempt, "agent-2")
+        .await
+        .unwrap()
+        .is_none());
+    let foreign = store
+        .complete_by(c.ti.id, &c.attempt, Some("agent-2"), &ok())
+        .await
+        .unwrap();
+    assert!(!foreign.accepted);
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Running);
+    // A restarting control plane gives the expired lease another period instead of losing it.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.extend_remote_leases(LEASE).await.unwrap(), 1);
+    assert_eq!(store.expire_leases().await.unwrap(), 0);
+    assert!(store
+        .current_log_path(c.ti.id, &c.attempt, "agent-1")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(store
+        .heartbeat(c.ti.id, &c.attempt, "agent-1", LEASE)
+        .await
+        .unwrap());
+    let own = store
+        .complete_by(c.ti.id, &c.attempt, Some("agent-1"), &ok())
+        .await
+        .unwrap();
+    assert!(own.accepted);
+    assert!(store
+        .current_log_path(c.ti.id, &c.attempt, "agent-1")
+        .await
+        .unwrap()
+        .is_none());
 }

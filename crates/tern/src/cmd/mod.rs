@@ -1,5 +1,6 @@
 //! One module per command group; each returns the process exit code.
 
+mod agent;
 mod agents;
 mod dags;
 mod logs;
@@ -18,7 +19,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Standalone(args) => standalone::run(cfg, args, true).await,
         Command::Server(args) => standalone::run(cfg, args, false).await,
-        Command::Agent(args) => agents::agent(args).await,
+        Command::Agent(args) => agent::run(args).await,
         Command::Agents(c) => agents::run(cfg, c).await,
         Command::Dags(c) => dags::run(cfg, c).await,
         Command::Tasks(c) => tasks::run(cfg, c).await,

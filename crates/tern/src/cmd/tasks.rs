@@ -59,7 +59,12 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
     let opts = ExecOptions {
         python: cfg.agent.python.clone(),
         kill_grace: cfg.kill_grace()?,
-    };
+        ..ExecOptions::default()
+    }
+    .with_connections(
+        tern_worker::connections::Connections::resolve(&Default::default(), "", std::env::vars())
+            .context("a TERN_CONN_<NAME> variable")?,
+    );
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
     tokio::spawn(async move {

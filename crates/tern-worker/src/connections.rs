@@ -1,0 +1,275 @@
+//! Site-local connections: named, URI-form credentials that an agent resolves from its own
+//! config file (`[connections.NAME]` in `agent.toml`) and from `TERN_CONN_<NAME>` variables.
+//! They are used on the agent only: tasks see them as `TERN_CONN_<NAME>` variables and as
+//! non-secret fields in templates (`{{ conn.NAME.host }}`), every secret value is masked in
+//! logs, and the control plane learns only their names.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use percent_encoding::percent_decode_str;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// A connection as written in `agent.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionConfig {
+    /// `postgres://user:password@host:5432/db`, `mysql://…`, `sqlite:///path`, `s3://bucket?…`,
+    /// `https://…`.
+    pub uri: String,
+    /// Extra fields; keys naming a secret (`password`, `secret`, `token`, `key`) are masked and
+    /// hidden from templates.
+    #[serde(default)]
+    pub extra: Map<String, Value>,
+}
+
+/// A resolved connection.
+#[derive(Clone)]
+pub struct Connection {
+    pub name: String,
+    pub uri: String,
+    pub conn_type: String,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub login: Option<String>,
+    pub password: Option<String>,
+    pub schema: Option<String>,
+    pub extra: Map<String, Value>,
+}
+
+/// A connection that could not be understood, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("connection {name:?} from {source_name}: {message}")]
+pub struct ConnectionError {
+    pub name: String,
+    pub source_name: String,
+    pub message: String,
+}
+
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key"]
+        .iter()
+        .any(|s| k.contains(s))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl Connection {
+    pub fn parse(
+        name: &str,
+        source_name: &str,
+        cfg: &ConnectionConfig,
+    ) -> Result<Connection, ConnectionError> {
+        let err = |message: String| ConnectionError {
+            name: name.to_string(),
+            source_name: source_name.to_string(),
+            message,
+        };
+        if !valid_name(name) {
+            return Err(err(
+                "names use lower-case letters, digits and `_`".to_string(),
+            ));
+        }
+        let url = url::Url::parse(&cfg.uri)
+            .map_err(|e| err(format!("not a URI ({e}); write e.g. postgres://user:password@host:5432/db")))?;
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().to_string();
+        let path = url.path().trim_start_matches('/');
+        Ok(Connection {
+            name: name.to_string(),
+            uri: cfg.uri.clone(),
+            conn_type: url.scheme().to_string(),
+            host: url.host_str().filter(|h| !h.is_empty()).map(str::to_string),
+            port: url.port(),
+            login: Some(decode(url.username())).filter(|u| !u.is_empty()),
+            password: url.password().map(decode),
+            schema: Some(decode(path)).filter(|p| !p.is_empty()),
+            extra: cfg.extra.clone(),
+        })
+    }
+
+    /// Every value that must never appear in a log: the password (as written and decoded),
+    /// the whole URI when it carries a password, and secret extra fields.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(p) = &self.password {
+            out.push(p.clone());
+            out.push(self.uri.clone());
+            if let Ok(url) = url::Url::parse(&self.uri) {
+                if let Some(raw) = url.password() {
+                    out.push(raw.to_string());
+                }
+            }
+        }
+        for (k, v) in &self.extra {
+            if secret_key(k) {
+                match v {
+                    Value::String(s) => out.push(s.clone()),
+                    other => out.push(other.to_string()),
+                }
+            }
+        }
+        out
+    }
+
+    /// The fields templates may read: never the password or the URI.
+    pub fn public_fields(&self) -> Value {
+        let extra: Map<String, Value> = self
+            .extra
+            .iter()
+            .filter(|(k, _)| !secret_key(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        json!({
+            "conn_type": self.conn_type,
+            "host": self.host,
+            "port": self.port,
+            "login": self.login,
+            "schema": self.schema,
+            "extra": extra,
+        })
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("name", &self.name)
+            .field("conn_type", &self.conn_type)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The connections an agent has, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    by_name: BTreeMap<String, Connection>,
+}
+
+/// Prefix of the environment variables that define connections.
+pub const ENV_PREFIX: &str = "TERN_CONN_";
+
+impl Connections {
+    /// Resolves the connections of the agent's config file, then those of `TERN_CONN_<NAME>`
+    /// variables in `env` (the file wins when both define a name).
+    pub fn resolve(
+        file: &BTreeMap<String, ConnectionConfig>,
+        file_name: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Connections, ConnectionError> {
+        let mut by_name = BTreeMap::new();
+        for (name, cfg) in file {
+            by_name.insert(name.clone(), Connection::parse(name, file_name, cfg)?);
+        }
+        for (key, value) in env {
+            let Some(name) = key.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let name = name.to_ascii_lowercase();
+            if by_name.contains_key(&name) {
+                continue;
+            }
+            let cfg = ConnectionConfig {
+                uri: value,
+                extra: Map::new(),
+            };
+            by_name.insert(name.clone(), Connection::parse(&name, &key, &cfg)?);
+        }
+        Ok(Connections { by_name })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Connection> {
+        self.by_name.get(name)
+    }
+
+    pub fn secrets(&self) -> Vec<String> {
+        self.by_name.values().flat_map(Connection::secrets).collect()
+    }
+
+    /// `conn` in templates: name → public fields.
+    pub fn template_value(&self) -> Value {
+        Value::Object(
+            self.by_name
+                .iter()
+                .map(|(n, c)| (n.clone(), c.public_fields()))
+                .collect(),
+        )
+    }
+
+    /// `TERN_CONN_<NAME>=<uri>` for every connection, for task processes.
+    pub fn env(&self) -> BTreeMap<String, String> {
+        self.by_name
+            .iter()
+            .map(|(n, c)| {
+                (
+                    format!("{ENV_PREFIX}{}", n.to_ascii_uppercase()),
+                    c.uri.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_and_environment_connections_resolve_with_their_secrets() {
+        let mut file = BTreeMap::new();
+        file.insert(
+            "hq".to_string(),
+            ConnectionConfig {
+                uri: "mysql://etl:p%40ss%3Aword@db.local:3306/sales".into(),
+                extra: json!({"charset": "utf8", "api_token": "tok-123456"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            },
+        );
+        let env = vec![
+            ("TERN_CONN_LAKE".to_string(), "s3://bucket?region=eu".to_string()),
+            ("TERN_CONN_HQ".to_string(), "postgres://x:y@z/w".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ];
+        let c = Connections::resolve(&file, "agent.toml", env).unwrap();
+        assert_eq!(c.names(), ["hq", "lake"]);
+        let hq = c.get("hq").unwrap();
+        assert_eq!(hq.conn_type, "mysql");
+        assert_eq!(hq.host.as_deref(), Some("db.local"));
+        assert_eq!(hq.port, Some(3306));
+        assert_eq!(hq.login.as_deref(), Some("etl"));
+        assert_eq!(hq.password.as_deref(), Some("p@ss:word"));
+        assert_eq!(hq.schema.as_deref(), Some("sales"));
+        let secrets = c.secrets();
+        for s in ["p@ss:word", "p%40ss%3Aword", "tok-123456"] {
+            assert!(secrets.iter().any(|x| x == s), "{s} is a secret");
+        }
+        let public = c.template_value().to_string();
+        assert!(!public.contains("p@ss") && !public.contains("tok-123456"));
+        assert!(public.contains("utf8"));
+        assert_eq!(c.env()["TERN_CONN_LAKE"], "s3://bucket?region=eu");
+    }
+
+    #[test]
+    fn a_bad_connection_names_itself_and_its_source() {
+        let e = Connections::resolve(
+            &BTreeMap::new(),
+            "agent.toml",
+            [("TERN_CONN_WH".to_string(), "not a uri".to_string())],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"wh\" from TERN_CONN_WH"), "{e}");
+    }
+}
