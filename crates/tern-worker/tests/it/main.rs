@@ -62,6 +62,7 @@ fn opts() -> ExecOptions {
     ExecOptions {
         python: "python3".into(),
         kill_grace: Duration::from_millis(500),
+        ..ExecOptions::default()
     }
 }
 
@@ -195,4 +196,60 @@ async fn bad_output_file_fails_the_task() {
     let (c, _) = run(&assignment(shell("echo garbage-line > \"$TERN_OUTPUT\""))).await;
     assert!(!c.success);
     assert!(c.reason.unwrap().contains("$TERN_OUTPUT line 1"));
+}
+
+const CANARY: &str = "Canary-pw-7Qx9";
+
+fn opts_with_secret() -> ExecOptions {
+    let mut file = BTreeMap::new();
+    file.insert(
+        "warehouse".to_string(),
+        tern_worker::connections::ConnectionConfig {
+            uri: format!("postgres://etl:{CANARY}@db.site:5432/sales"),
+            extra: Default::default(),
+        },
+    );
+    let conns =
+        tern_worker::connections::Connections::resolve(&file, "agent.toml", Vec::new()).unwrap();
+    opts().with_connections(conns)
+}
+
+#[tokio::test]
+async fn secrets_are_masked_even_when_written_in_pieces_or_in_huge_lines() {
+    // The password printed whole, from the environment, in two writes with a pause between
+    // them, across the 64 KiB piece boundary of a line with no newline, in the outputs and in
+    // the failure reason.
+    let cmd = r#"echo "whole: $TERN_CONN_WAREHOUSE"; printf 'split: Canary-'; sleep 0.3; printf 'pw-7Qx9 end\n';
+python3 -c "import sys; sys.stdout.write('x' * 65530 + 'Canary-pw-7Qx9' + 'y' * 10)";
+echo;
+echo "host={{ conn.warehouse.host }} login={{ conn.warehouse.login }}";
+echo "leak=Canary-pw-7Qx9" > "$TERN_OUTPUT"; exit 3"#;
+    let a = assignment(shell(cmd));
+    let sink = Collect::default();
+    let c = execute(&a, &opts_with_secret(), &sink, &CancellationToken::new()).await;
+    let log = sink.text();
+    assert!(!log.contains("Canary-pw"), "the secret leaked:\n{log}");
+    // (The command line itself holds the two halves written separately; nothing else may.)
+    assert!(
+        !log.lines()
+            .filter(|l| !l.starts_with("tern: running:"))
+            .any(|l| l.contains("pw-7Qx9")),
+        "a piece of the secret leaked"
+    );
+    assert!(log.contains("whole: ***"), "{log}");
+    assert!(log.contains("split: *** end"), "{log}");
+    assert!(log.contains("host=db.site login=etl"), "{log}");
+    let joined: String = sink.0.lock().unwrap().concat();
+    assert!(joined.contains("xxx***yyy") || joined.contains("***"), "the long line was masked");
+    assert!(!c.success);
+    assert!(!format!("{c:?}").contains("Canary-pw"), "{c:?}");
+}
+
+#[tokio::test]
+async fn templates_cannot_read_a_connection_password() {
+    let a = assignment(shell("echo {{ conn.warehouse.password }}"));
+    let sink = Collect::default();
+    let c = execute(&a, &opts_with_secret(), &sink, &CancellationToken::new()).await;
+    assert!(!c.success && !c.retryable, "{c:?}");
+    assert!(c.reason.unwrap().contains("password"));
 }
