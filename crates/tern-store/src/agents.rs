@@ -274,7 +274,10 @@ impl Store {
         for r in held {
             let worker: String = r.try_get(0)?;
             let n: i64 = r.try_get(1)?;
-            if let Some(a) = agents.iter_mut().find(|a| agent_worker_name(a.id) == worker) {
+            if let Some(a) = agents
+                .iter_mut()
+                .find(|a| agent_worker_name(a.id) == worker)
+            {
                 a.running = n;
             }
         }

@@ -535,7 +535,9 @@ impl Store {
             ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
         }
         let holder_differs = worker.is_some_and(|w| ti.worker.as_deref() != Some(w));
-        if ti.state != TaskState::Running || ti.attempt.as_deref() != Some(attempt) || holder_differs
+        if ti.state != TaskState::Running
+            || ti.attempt.as_deref() != Some(attempt)
+            || holder_differs
         {
             let verdict = if result.success { "success" } else { "failure" };
             sqlx::query(

@@ -74,11 +74,14 @@ impl Connection {
         };
         if !valid_name(name) {
             return Err(err(
-                "names use lower-case letters, digits and `_`".to_string(),
+                "names use lower-case letters, digits and `_`".to_string()
             ));
         }
-        let url = url::Url::parse(&cfg.uri)
-            .map_err(|e| err(format!("not a URI ({e}); write e.g. postgres://user:password@host:5432/db")))?;
+        let url = url::Url::parse(&cfg.uri).map_err(|e| {
+            err(format!(
+                "not a URI ({e}); write e.g. postgres://user:password@host:5432/db"
+            ))
+        })?;
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().to_string();
         let path = url.path().trim_start_matches('/');
         Ok(Connection {
@@ -194,7 +197,10 @@ impl Connections {
     }
 
     pub fn secrets(&self) -> Vec<String> {
-        self.by_name.values().flat_map(Connection::secrets).collect()
+        self.by_name
+            .values()
+            .flat_map(Connection::secrets)
+            .collect()
     }
 
     /// `conn` in templates: name → public fields.
@@ -239,7 +245,10 @@ mod tests {
             },
         );
         let env = vec![
-            ("TERN_CONN_LAKE".to_string(), "s3://bucket?region=eu".to_string()),
+            (
+                "TERN_CONN_LAKE".to_string(),
+                "s3://bucket?region=eu".to_string(),
+            ),
             ("TERN_CONN_HQ".to_string(), "postgres://x:y@z/w".to_string()),
             ("PATH".to_string(), "/bin".to_string()),
         ];

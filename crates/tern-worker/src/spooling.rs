@@ -154,7 +154,10 @@ impl SpoolingControlPlane {
                 match sent {
                     Ok(()) => {}
                     Err(TransportError::Refused(m)) => {
-                        tracing::warn!(ti = h.ti_id, "spooled call refused: {m}; dropping the rest");
+                        tracing::warn!(
+                            ti = h.ti_id,
+                            "spooled call refused: {m}; dropping the rest"
+                        );
                         break;
                     }
                     Err(e) => {
@@ -198,7 +201,11 @@ impl ControlPlane for SpoolingControlPlane {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let got = self.inner.claim(wait, max).await.inspect_err(|e| self.mark_down(e))?;
+        let got = self
+            .inner
+            .claim(wait, max)
+            .await
+            .inspect_err(|e| self.mark_down(e))?;
         let mut spool = self.spool.lock().await;
         for a in &got {
             self.running
@@ -209,7 +216,10 @@ impl ControlPlane for SpoolingControlPlane {
                 ti_id: a.ti_id,
                 attempt: a.attempt.clone(),
             }) {
-                tracing::warn!(ti = a.ti_id, "cannot mark the attempt held in the spool: {e}");
+                tracing::warn!(
+                    ti = a.ti_id,
+                    "cannot mark the attempt held in the spool: {e}"
+                );
             }
         }
         Ok(got)

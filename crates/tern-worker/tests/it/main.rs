@@ -240,7 +240,10 @@ echo "leak=Canary-pw-7Qx9" > "$TERN_OUTPUT"; exit 3"#;
     assert!(log.contains("split: *** end"), "{log}");
     assert!(log.contains("host=db.site login=etl"), "{log}");
     let joined: String = sink.0.lock().unwrap().concat();
-    assert!(joined.contains("xxx***yyy") || joined.contains("***"), "the long line was masked");
+    assert!(
+        joined.contains("xxx***yyy") || joined.contains("***"),
+        "the long line was masked"
+    );
     assert!(!c.success);
     assert!(!format!("{c:?}").contains("Canary-pw"), "{c:?}");
 }

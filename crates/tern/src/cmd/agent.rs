@@ -171,8 +171,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         "call_timeout",
         Duration::from_secs(10),
     )?;
-    let http = HttpControlPlane::with_servers(&args.server, &cred.token, call_timeout, ca.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let http =
+        HttpControlPlane::with_servers(&args.server, &cred.token, call_timeout, ca.as_deref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     let max_spool = settings.spool_max_mb.unwrap_or(256) * 1024 * 1024;
     let spool = Spool::open(&args.dir, max_spool)
         .with_context(|| format!("cannot open the spool in {}", args.dir.display()))?;
@@ -188,7 +189,11 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         cp.clone(),
         AgentConfig {
             name: format!("agent-{}", cred.agent_id),
-            concurrency: args.concurrency.or(settings.concurrency).unwrap_or(8).max(1),
+            concurrency: args
+                .concurrency
+                .or(settings.concurrency)
+                .unwrap_or(8)
+                .max(1),
             claim_wait: duration(&settings.claim_wait, "claim_wait", Duration::from_secs(25))?,
             exec,
         },

@@ -49,10 +49,17 @@ pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
             let tis = store.task_instances(run.pk).await?;
             if out.output == Output::Json {
                 let outputs = store.run_outputs(run.pk).await?;
+                let mut tries = serde_json::Map::new();
+                for ti in &tis {
+                    tries.insert(
+                        ti.task_id.clone(),
+                        serde_json::to_value(store.task_tries(ti.id).await?)?,
+                    );
+                }
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &json!({"run": run, "tasks": tis, "outputs": outputs})
+                        &json!({"run": run, "tasks": tis, "outputs": outputs, "tries": tries})
                     )
                     .expect("serialisable")
                 );

@@ -14,7 +14,7 @@ done << [cloud, site]
 "#;
 
 /// Reads the bound address from the server's stderr.
-fn server_url(sa: &mut crate::harness::Standalone) -> String {
+pub fn server_url(sa: &mut crate::harness::Standalone) -> String {
     use std::io::{BufRead, BufReader};
     let stderr = sa.child.stderr.take().unwrap();
     let mut reader = BufReader::new(stderr);
@@ -37,7 +37,7 @@ fn server_url(sa: &mut crate::harness::Standalone) -> String {
 }
 
 /// Starts `tern server` on a free port; returns it and its URL.
-fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
+pub fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
     let mut sa = crate::harness::Standalone {
         child: t
             .command(&["server", "--port", "0"])
@@ -50,7 +50,7 @@ fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
     (sa, url)
 }
 
-struct AgentProc(Child);
+pub struct AgentProc(pub Child);
 
 impl Drop for AgentProc {
     fn drop(&mut self) {
@@ -73,7 +73,7 @@ fn start_agent(url: &str, code: Option<&str>, dir: &std::path::Path) -> AgentPro
     )
 }
 
-fn new_code(t: &Tern, ttl: &str) -> String {
+pub fn new_code(t: &Tern, ttl: &str) -> String {
     t.ok(&[
         "agents",
         "activation",

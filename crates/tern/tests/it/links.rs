@@ -1,0 +1,290 @@
+//! Remote agents and bad links on loopback: a killed agent that restarts and reports from its
+//! spool, a control plane killed and restarted while its agent finishes a task, two servers on
+//! one PostgreSQL database, and site secrets that never reach the control plane.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::agents::{new_code, server_url, AgentProc};
+use crate::harness::{finished, run_state, task, Standalone, Tern, DEADLINE};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `tern server` on a given port.
+fn server_on(t: &Tern, port: u16) -> (Standalone, String) {
+    let mut sa = Standalone {
+        child: t
+            .command(&["server", "--port", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    (sa, url)
+}
+
+/// A remote agent whose stderr goes to `DIR.log` (shown when a test fails).
+fn agent(servers: &str, code: Option<&str>, dir: &Path) -> AgentProc {
+    std::fs::create_dir_all(dir).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.with_extension("log"))
+        .unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
+    c.args(["agent", "--server", servers, "--dir"]).arg(dir);
+    if let Some(code) = code {
+        c.args(["--activation", code]);
+    }
+    AgentProc(c.stdout(Stdio::null()).stderr(log).spawn().unwrap())
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn wait_for(what: &str, check: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether the agent's spool holds a result.
+fn spooled_result(dir: &Path) -> bool {
+    std::fs::read_dir(dir.join("spool"))
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains("\"complete\""))
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn spool_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("spool"))
+        .map(|e| e.count())
+        .unwrap_or(0)
+}
+
+fn with_lease(t: &Tern, lease: &str) {
+    std::fs::write(
+        t.path().join("tern.toml"),
+        format!("[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"{lease}\"\n\n[agent]\nkill_grace = \"500ms\"\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_killed_agent_restarts_and_reports_its_attempt_at_once() {
+    let t = Tern::new();
+    // A long lease: only the restarted agent's report can end the first try in time.
+    with_lease(&t, "5m");
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
+      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try hangs; sleep 120; else echo second try; fi")
+"#,
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let dir = t.path().join("agent");
+    let code = new_code(&t, "10m");
+    let mut first = agent(&url, Some(&code), &dir);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the first try to run", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    kill9(&mut first.0);
+    let _second = agent(&url, None, &dir);
+    let v = t.wait_run("site", &run_id, "the run after the restart", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    let tries = v["tries"]["work"].as_array().unwrap();
+    assert_eq!(tries.len(), 2, "{v:#}");
+    let note = tries[0]["note"].as_str().unwrap_or("");
+    assert!(note.contains("restarted"), "first try: {note}");
+    assert!(t
+        .log("site", &run_id, "work", Some(2))
+        .contains("second try"));
+    wait_for("the spool to empty", || spool_files(&dir) == 0);
+}
+
+#[test]
+fn a_control_plane_restart_does_not_relaunch_a_running_task_and_its_result_is_replayed() {
+    let t = Tern::new();
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+work = shell(id = "work", queue = "site:warsaw", retries = 2, retry_delay = "0s",
+      cmd = "echo started; sleep 1; echo finished while the control plane was down; echo rows=3 >> $TERN_OUTPUT")
+after = shell(id = "after", cmd = "echo got {{ outputs.work.rows }}")
+work >> after
+"#,
+    );
+    let port = free_port();
+    let (mut server, url) = server_on(&t, port);
+    let dir = t.path().join("agent");
+    let code = new_code(&t, "10m");
+    let _agent = agent(&url, Some(&code), &dir);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the task to run on the site", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    kill9(&mut server.child);
+    // The agent finishes the task with nobody to tell and keeps the result in its spool.
+    wait_for("the result to be spooled", || spooled_result(&dir));
+    let (_server, _) = server_on(&t, port);
+    let v = t.wait_run("site", &run_id, "the run after the restart", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(
+        task(&v, "work")["try_number"],
+        1,
+        "the task ran once: {v:#}"
+    );
+    assert_eq!(v["tries"]["work"].as_array().unwrap().len(), 1);
+    let log = t.log("site", &run_id, "work", None);
+    assert!(
+        log.contains("started") && log.contains("finished while the control plane was down"),
+        "{log}"
+    );
+    assert!(t.log("site", &run_id, "after", None).contains("got 3"));
+    wait_for("the spool to empty", || spool_files(&dir) == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_postgres_serve_an_agent_that_moves_between_them() {
+    let db = tern_testkit::TestDb::postgres().await;
+    let mut t = Tern::new();
+    t.database_url = Some(db.url.clone());
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", cmd = "echo one; sleep 2; echo two")
+"#,
+    );
+    tokio::task::block_in_place(|| {
+        let (mut a, url_a) = server_on(&t, 0);
+        let (_b, url_b) = server_on(&t, 0);
+        let dir = t.path().join("agent");
+        let code = new_code(&t, "10m");
+        let _agent = agent(&format!("{url_a},{url_b}"), Some(&code), &dir);
+        let run_id = t.trigger("site", None);
+        t.wait_run("site", &run_id, "the task to run", |v| {
+            task(v, "work")["state"] == "running"
+        });
+        kill9(&mut a.child);
+        let v = t.wait_run(
+            "site",
+            &run_id,
+            "the run through the other server",
+            finished,
+        );
+        assert_eq!(run_state(&v), "success", "{v:#}");
+        assert_eq!(task(&v, "work")["try_number"], 1, "{v:#}");
+        let log = t.log("site", &run_id, "work", None);
+        assert!(log.contains("one") && log.contains("two"), "{log}");
+        // A second run is claimed through the surviving server.
+        let again = t.trigger("site", None);
+        let v = t.wait_run("site", &again, "a run after the failover", finished);
+        assert_eq!(run_state(&v), "success", "{v:#}");
+    });
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    found.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn site_secrets_are_masked_on_the_agent_and_never_reach_the_control_plane() {
+    const CANARY: &str = "Canary-7f3Kq9-pw";
+    let t = Tern::new();
+    // The DAG only names the connection; the password lives in the agent's folder.
+    t.write_dag(
+        "secret.star",
+        r#"
+d = dag(id = "secret")
+shell(id = "leak", queue = "site:warsaw", cmd = """
+echo "dsn: $TERN_CONN_WAREHOUSE"
+pw=$(python3 -c 'import os, urllib.parse; print(urllib.parse.urlparse(os.environ["TERN_CONN_WAREHOUSE"]).password)')
+echo "password: $pw"
+printf 'in two writes: %s' "${pw%%-pw}"; sleep 0.2; printf -- '-pw done\n'
+echo "host={{ conn.warehouse.host }}"
+echo "leaked=$pw" >> $TERN_OUTPUT
+""")
+"#,
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let site = tempfile::tempdir().unwrap();
+    let dir = site.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("agent.toml"),
+        format!("[connections.warehouse]\nuri = \"postgres://etl:{CANARY}@db.site.internal:5432/sales\"\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        dir.join("agent.toml"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let code = new_code(&t, "10m");
+    let _agent = agent(&url, Some(&code), &dir);
+    let run_id = t.trigger("secret", None);
+    let v = t.wait_run("secret", &run_id, "the task", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    let log = t.log("secret", &run_id, "leak", None);
+    assert!(log.contains("password: ***"), "{log}");
+    assert!(log.contains("dsn: ***"), "{log}");
+    assert!(log.contains("in two writes: *** done"), "{log}");
+    assert!(log.contains("host=db.site.internal"), "{log}");
+    // The control plane knows the connection by name only.
+    wait_for("the agent to report its connections", || {
+        t.json(&["agents", "list"])[0]["connections"] == serde_json::json!(["warehouse"])
+    });
+    let mut answers = String::new();
+    for args in [
+        vec!["agents", "list"],
+        vec!["runs", "show", "secret", &run_id],
+        vec!["dags", "show", "secret"],
+    ] {
+        answers.push_str(&t.json(&args).to_string());
+    }
+    answers.push_str(&log);
+    assert!(
+        !answers.contains(CANARY),
+        "the canary leaked into an answer"
+    );
+    // Nowhere in the control plane's data folder: database, WAL, logs.
+    assert_eq!(files_containing(t.path(), CANARY), Vec::<String>::new());
+    // The positive control: the canary is in the agent's own folder.
+    assert!(!files_containing(&dir, CANARY).is_empty());
+}
