@@ -106,28 +106,22 @@ fn listening_sockets(ns: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn an_agent_behind_a_closed_firewall_runs_its_sites_tasks() {
+fn is_root() -> bool {
     let uid = Command::new("id").arg("-u").output().unwrap();
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root: this test must run there"
-        );
-        eprintln!("skipped: network namespaces need root");
-        return;
+    if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
+        return true;
     }
-    let t = Tern::new();
-    t.write_dag(
-        "hybrid.star",
-        r#"
-d = dag(id = "hybrid")
-cloud = shell(id = "cloud", cmd = "echo cloud side")
-site = shell(id = "site", cmd = "echo site side", queue = "site:warsaw")
-done = empty(id = "done")
-done << [cloud, site]
-"#,
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI runs as root: this test must run there"
     );
+    eprintln!("skipped: network namespaces need root");
+    false
+}
+
+/// A control plane in the cloud namespace and an activated agent of site `warsaw` in the site
+/// namespace, dialling out to it.
+fn cloud_and_site(t: &Tern) -> Namespaces {
     let mut ns = Namespaces::create();
     let port = 18000 + (std::process::id() % 1000) as u16;
     let cloud_ns = ns.cloud.clone();
@@ -158,7 +152,39 @@ done << [cloud, site]
         .arg(t.path().join("agent"));
     let site_ns = ns.site.clone();
     ns.spawn(&site_ns, agent);
+    ns
+}
 
+impl Namespaces {
+    /// Cuts (or restores) the site's only link.
+    fn link(&self, up: bool) {
+        sh(&format!(
+            "ip -n {} link set vs{} {}",
+            self.site,
+            std::process::id(),
+            if up { "up" } else { "down" }
+        ));
+    }
+}
+
+#[test]
+fn an_agent_behind_a_closed_firewall_runs_its_sites_tasks() {
+    if !is_root() {
+        return;
+    }
+    let t = Tern::new();
+    t.write_dag(
+        "hybrid.star",
+        r#"
+d = dag(id = "hybrid")
+cloud = shell(id = "cloud", cmd = "echo cloud side")
+site = shell(id = "site", cmd = "echo site side", queue = "site:warsaw")
+done = empty(id = "done")
+done << [cloud, site]
+"#,
+    );
+    let mut ns = cloud_and_site(&t);
+    let (cloud_ns, site_ns) = (ns.cloud.clone(), ns.site.clone());
     let run_id = t.trigger("hybrid", None);
     let v = t.wait_run("hybrid", &run_id, "the hybrid run", finished);
     assert_eq!(run_state(&v), "success", "{v:#}");
@@ -206,4 +232,96 @@ done << [cloud, site]
         !dial(&cloud_ns, SITE_IP),
         "a connection into the site must not open"
     );
+}
+
+fn settings_with_lease(t: &Tern, lease: &str) {
+    std::fs::write(
+        t.path().join("tern.toml"),
+        format!("[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"{lease}\"\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_link_cut_shorter_than_the_lease_loses_nothing() {
+    if !is_root() {
+        return;
+    }
+    let t = Tern::new();
+    settings_with_lease(&t, "8s");
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
+      cmd = "echo before the cut; sleep 3; echo after the cut")
+"#,
+    );
+    let ns = cloud_and_site(&t);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the task to run on the site", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    ns.link(false);
+    // The outage itself is the scenario: two seconds, a quarter of the lease.
+    std::thread::sleep(Duration::from_secs(2));
+    ns.link(true);
+    let v = t.wait_run("site", &run_id, "the run", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(task(&v, "work")["try_number"], 1, "one attempt: {v:#}");
+    let log = t.log("site", &run_id, "work", None);
+    assert!(
+        log.contains("before the cut") && log.contains("after the cut"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_link_cut_longer_than_the_lease_loses_the_attempt_and_the_retry_runs_after_it() {
+    if !is_root() {
+        return;
+    }
+    let t = Tern::new();
+    settings_with_lease(&t, "4s");
+    // Two retries: a claim answered while the link is still down can itself be lost.
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", retries = 2, retry_delay = "0s",
+      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try; sleep 20; echo first try done; else echo second try; fi")
+"#,
+    );
+    let ns = cloud_and_site(&t);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the task to run on the site", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    ns.link(false);
+    // The control plane gives up on the silent agent when the lease runs out...
+    let v = t.wait_run("site", &run_id, "the attempt to be lost", |v| {
+        task(v, "work")["try_number"].as_u64() >= Some(2)
+            || task(v, "work")["state"] == "up_for_retry"
+    });
+    assert!(
+        v["tries"]["work"][0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("lease expired"),
+        "{v:#}"
+    );
+    // ...and the retry waits for the site, which comes back.
+    ns.link(true);
+    let v = t.wait_run("site", &run_id, "the retry", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    let last = task(&v, "work")["try_number"].as_u64().unwrap() as u32;
+    assert!(last >= 2, "{v:#}");
+    assert!(t
+        .log("site", &run_id, "work", Some(last))
+        .contains("second try"));
+    // The first try was stopped by the agent once it heard the attempt was lost: it never
+    // reported finishing, and its late result (if any) changed nothing.
+    assert!(!t
+        .log("site", &run_id, "work", Some(1))
+        .contains("first try done"));
 }
