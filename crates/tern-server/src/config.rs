@@ -26,6 +26,10 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP server listens on.
     pub bind: String,
+    /// PEM certificate chain: with `tls_key`, the server speaks HTTPS (rustls).
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +78,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             bind: "127.0.0.1:8080".into(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -180,6 +186,15 @@ impl Config {
                 key: "agent.concurrency".into(),
                 message: "must be at least 1".into(),
             });
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError {
+                    key: "server.tls_cert / server.tls_key".into(),
+                    message: "give both the certificate and its key, or neither".into(),
+                })
+            }
+            _ => {}
         }
         let url = self.database_url();
         if !(url.starts_with("sqlite:")

@@ -2,6 +2,10 @@
 //! answers) and the agent gateway (`/agent/v1/*`, see [`crate::agent_api`]).
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -39,22 +43,52 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
     }
 }
 
-/// Binds `addr` and serves until `shutdown`. Returns the bound address (useful with port 0).
+/// Binds `addr` and serves until `shutdown`, over HTTPS when `tls` names a PEM certificate
+/// chain and key. Returns the bound address (useful with port 0).
 pub async fn serve(
     store: Store,
     gateway: crate::gateway::Gateway,
     addr: &str,
+    tls: Option<(&Path, &Path)>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
         anyhow::anyhow!("cannot listen on {addr} (setting server.bind / --port): {e}; stop the other process or choose another port")
     })?;
+    listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
     let app = router(store, gateway).into_make_service_with_connect_info::<SocketAddr>();
-    let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(5)));
     });
-    Ok((local, handle))
+    let task = match tls {
+        None => {
+            let server = axum_server::from_tcp(listener)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!("HTTP server stopped: {e}");
+                }
+            })
+        }
+        Some((cert, key)) => {
+            tern_worker::http_transport::install_crypto_provider();
+            let config = RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot load the TLS certificate {} and key {} (settings server.tls_cert, server.tls_key): {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!("HTTPS server stopped: {e}");
+                }
+            })
+        }
+    };
+    Ok((local, task))
 }

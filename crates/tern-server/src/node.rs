@@ -182,6 +182,10 @@ impl Node {
                 store.clone(),
                 gateway.clone(),
                 &cfg.server.bind,
+                cfg.server
+                    .tls_cert
+                    .as_deref()
+                    .zip(cfg.server.tls_key.as_deref()),
                 shutdown.clone(),
             )
             .await?;

@@ -69,10 +69,10 @@ impl Masker {
             return;
         }
         match v {
-            serde_json::Value::String(s) => {
-                if self.finder.as_ref().is_some_and(|f| f.is_match(s.as_str())) {
-                    *s = self.mask(s);
-                }
+            serde_json::Value::String(s)
+                if self.finder.as_ref().is_some_and(|f| f.is_match(s.as_str())) =>
+            {
+                *s = self.mask(s);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|i| self.mask_json(i)),
             serde_json::Value::Object(m) => m.values_mut().for_each(|i| self.mask_json(i)),

@@ -78,6 +78,12 @@ pub struct StandaloneArgs {
     /// Do not write the example DAGs into an empty DAG folder.
     #[arg(long)]
     pub no_examples: bool,
+    /// Serve HTTPS with this PEM certificate chain (setting server.tls_cert).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (setting server.tls_key).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, Default, PartialEq, Eq)]

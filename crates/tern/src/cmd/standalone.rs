@@ -12,6 +12,10 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     if let Some(bind) = args.bind {
         cfg.server.bind = bind;
     }
+    if args.tls_cert.is_some() || args.tls_key.is_some() {
+        cfg.server.tls_cert = args.tls_cert;
+        cfg.server.tls_key = args.tls_key;
+    }
     let dags = cfg.dags_folder();
     if standalone && !args.no_examples && crate::examples::install_if_empty(&dags)? {
         eprintln!("tern: wrote the example DAGs into {}", dags.display());
@@ -30,8 +34,13 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
         "tern {} is running",
         if standalone { "standalone" } else { "server" }
     );
-    eprintln!("  http:     http://{addr}/health");
-    eprintln!("  agents:   http://{addr}/agent/v1 (activate with `tern agents activation create --site NAME`)");
+    let scheme = if cfg.server.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("  http:     {scheme}://{addr}/health");
+    eprintln!("  agents:   {scheme}://{addr}/agent/v1 (activate with `tern agents activation create --site NAME`)");
     eprintln!("  data:     {}", cfg.home.display());
     eprintln!(
         "  dags:     {} ({dag_count} DAGs, {errors} import errors)",

@@ -288,3 +288,69 @@ echo "leaked=$pw" >> $TERN_OUTPUT
     // The positive control: the canary is in the agent's own folder.
     assert!(!files_containing(&dir, CANARY).is_empty());
 }
+
+#[test]
+fn agents_reach_a_tls_control_plane_and_refuse_an_untrusted_one() {
+    let t = Tern::new();
+    t.write_dag(
+        "site.star",
+        r#"
+d = dag(id = "site")
+shell(id = "work", queue = "site:warsaw", cmd = "echo over tls")
+"#,
+    );
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (t.path().join("cert.pem"), t.path().join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let mut sa = Standalone {
+        child: t
+            .command(&["server", "--port", "0", "--tls-cert"])
+            .arg(&cert_pem)
+            .arg("--tls-key")
+            .arg(&key_pem)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    };
+    let url = server_url(&mut sa);
+    assert!(url.starts_with("https://"), "{url}");
+    // Without trusting the certificate, activation fails and says why.
+    let code = new_code(&t, "10m");
+    let untrusted = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["agent", "--server", &url, "--activation", &code, "--dir"])
+        .arg(t.path().join("untrusted"))
+        .output()
+        .unwrap();
+    assert!(!untrusted.status.success());
+    let err = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(err.contains("activation failed"), "{err}");
+    // With the CA given, the same code works (the failed attempt did not use it up).
+    let dir = t.path().join("agent");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = std::fs::File::create(t.path().join("agent.log")).unwrap();
+    let _agent = AgentProc(
+        Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args([
+                "agent",
+                "--server",
+                &url,
+                "--activation",
+                &code,
+                "--ca-cert",
+            ])
+            .arg(&cert_pem)
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let run_id = t.trigger("site", None);
+    let v = t.wait_run("site", &run_id, "the task over TLS", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert!(t.log("site", &run_id, "work", None).contains("over tls"));
+}
