@@ -354,3 +354,76 @@ shell(id = "work", queue = "site:warsaw", cmd = "echo over tls")
     assert_eq!(run_state(&v), "success", "{v:#}");
     assert!(t.log("site", &run_id, "work", None).contains("over tls"));
 }
+
+/// A raw HTTP/1.1 POST on loopback: (status, body).
+fn post_raw(url: &str, path: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn agents_one_minor_version_apart_are_served_and_another_major_is_refused() {
+    let t = Tern::new();
+    let (_sa, url) = server_on(&t, 0);
+    let body = r#"{"code": "not-a-code", "name": "a", "version": "0"}"#;
+    // An older minor version (1.0) gets past the version check to the code check.
+    let (status, text) = post_raw(
+        &url,
+        "/agent/v1/activate",
+        &[("x-tern-protocol", "1.0")],
+        body,
+    );
+    assert_eq!(status, 404, "{text}");
+    assert!(text.contains("unknown activation code"), "{text}");
+    let (status, text) = post_raw(
+        &url,
+        "/agent/v1/activate",
+        &[("x-tern-protocol", "1.9")],
+        body,
+    );
+    assert_eq!(status, 404, "{text}");
+    // Another major version is refused with a message saying what to do.
+    let (status, text) = post_raw(
+        &url,
+        "/agent/v1/activate",
+        &[("x-tern-protocol", "2.0")],
+        body,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("protocol_version") && text.contains("upgrade"),
+        "{text}"
+    );
+    // A malformed request is a 4xx, not a crash.
+    let (status, _) = post_raw(
+        &url,
+        "/agent/v1/activate",
+        &[("x-tern-protocol", "1.1")],
+        "{",
+    );
+    assert!((400..500).contains(&status), "{status}");
+    // And every agent route wants a credential.
+    let (status, text) = post_raw(
+        &url,
+        "/agent/v1/claim",
+        &[("x-tern-protocol", "1.1")],
+        r#"{"wait_ms": 0, "max": 1}"#,
+    );
+    assert_eq!(status, 401, "{text}");
+}
