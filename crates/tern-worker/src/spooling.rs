@@ -140,8 +140,20 @@ impl SpoolingControlPlane {
                 tracing::warn!(
                     ti = h.ti_id,
                     attempt = %h.attempt,
-                    "the control plane no longer counts this attempt as current; dropping its spooled log and result"
+                    "the control plane no longer counts this attempt as current; dropping its spooled log"
                 );
+                // The late result is still delivered: the control plane records it on the try
+                // ("late result ignored") and changes nothing else.
+                for e in &entries {
+                    if let Entry::Complete(c) = e {
+                        if let Err(e @ TransportError::Unavailable(_)) =
+                            self.inner.complete(c.clone()).await
+                        {
+                            self.mark_down(&e);
+                            return Err(e);
+                        }
+                    }
+                }
                 spool.keep(h.ti_id, &h.attempt, &[]).map_err(spool_error)?;
                 spool.release(h.ti_id, &h.attempt);
                 continue;

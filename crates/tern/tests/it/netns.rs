@@ -319,8 +319,14 @@ shell(id = "work", queue = "site:warsaw", retries = 2, retry_delay = "0s",
     assert!(t
         .log("site", &run_id, "work", Some(last))
         .contains("second try"));
-    // The first try was stopped by the agent once it heard the attempt was lost: it never
-    // reported finishing, and its late result (if any) changed nothing.
+    // The first try was stopped by the agent once it heard the attempt was lost; its late
+    // result is recorded on the try and changed nothing.
+    t.wait_run("site", &run_id, "the late result to be recorded", |v| {
+        v["tries"]["work"][0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("late result ignored")
+    });
     assert!(!t
         .log("site", &run_id, "work", Some(1))
         .contains("first try done"));
