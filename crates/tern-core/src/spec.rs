@@ -107,6 +107,94 @@ pub enum TaskKind {
     },
     /// Does nothing and succeeds: a join or a placeholder.
     Empty,
+    /// Runs SQL statements on a Postgres, MySQL/MariaDB or SQLite connection.
+    Sql {
+        /// Connection name.
+        conn: String,
+        /// Statements, run in order (templated).
+        sql: Vec<String>,
+        /// Values bound to the placeholders (`$1` on Postgres, `?` elsewhere); strings are
+        /// templated. Never spliced into the SQL text.
+        #[serde(default)]
+        parameters: Vec<serde_json::Value>,
+        /// Run all statements in one transaction (default); otherwise each commits alone.
+        #[serde(default = "yes")]
+        transaction: bool,
+        /// Publish the first row of the last statement as outputs (column → value).
+        #[serde(default)]
+        output_first_row: bool,
+    },
+    /// Streams a query's rows into an object store as CSV, JSON lines or Parquet.
+    SqlToLake {
+        /// Connection of the source database.
+        conn: String,
+        /// The query (templated); runs in a read-only transaction.
+        sql: String,
+        #[serde(default)]
+        parameters: Vec<serde_json::Value>,
+        /// Connection of the object store: `s3://bucket?endpoint=…&region=…` or
+        /// `file:///folder`.
+        target_conn: String,
+        /// Object path inside the target (templated), e.g. `exports/{{ ds }}/customers.csv`.
+        target: String,
+        format: ExportFormat,
+        #[serde(default)]
+        csv: CsvOptions,
+    },
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// File format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+    Parquet,
+}
+
+impl ExportFormat {
+    pub const NAMES: &'static [&'static str] = &["csv", "jsonl", "parquet"];
+
+    pub fn parse(s: &str) -> Option<ExportFormat> {
+        match s {
+            "csv" => Some(ExportFormat::Csv),
+            "jsonl" | "json_lines" | "ndjson" => Some(ExportFormat::Jsonl),
+            "parquet" => Some(ExportFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// How CSV is written (RFC 4180 quoting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CsvOptions {
+    /// First line names the columns.
+    pub header: bool,
+    /// One ASCII character.
+    pub delimiter: char,
+    /// One ASCII character.
+    pub quote: char,
+    /// `"\n"` or `"\r\n"`.
+    pub crlf: bool,
+    /// Text written for NULL.
+    pub null_text: String,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            header: true,
+            delimiter: ',',
+            quote: '"',
+            crlf: false,
+            null_text: String::new(),
+        }
+    }
 }
 
 impl TaskKind {
@@ -115,6 +203,8 @@ impl TaskKind {
             TaskKind::Shell { .. } => "shell",
             TaskKind::Python { .. } => "python",
             TaskKind::Empty => "empty",
+            TaskKind::Sql { .. } => "sql",
+            TaskKind::SqlToLake { .. } => "sql_to_lake",
         }
     }
 }

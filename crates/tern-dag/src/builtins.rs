@@ -41,6 +41,26 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
 const TASK_FIELDS: &[&str] = &["id", "upstream", "dag"];
 const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd"];
 const PYTHON_FIELDS: &[&str] = &["code", "script", "args", "env", "cwd"];
+const SQL_FIELDS: &[&str] = &[
+    "conn",
+    "sql",
+    "parameters",
+    "transaction",
+    "output_first_row",
+];
+const SQL_TO_LAKE_FIELDS: &[&str] = &[
+    "conn",
+    "sql",
+    "parameters",
+    "target_conn",
+    "target",
+    "format",
+    "header",
+    "delimiter",
+    "quote",
+    "line_ending",
+    "null_text",
+];
 
 const DAG_FIELDS: &[&str] = &[
     "id",
@@ -193,6 +213,60 @@ fn call_loc(eval: &Evaluator, main_file: &str) -> (Loc, u32) {
 }
 
 // ----- value conversion: each returns a message (without the task/dag prefix) on error -----
+
+/// A required string field; pushes "`name` is required" when missing.
+fn required_string(args: &Kwargs, name: &str, example: &str, errs: &mut Vec<String>) -> String {
+    match args.field(name, errs, to_string) {
+        Some(s) if !s.trim().is_empty() => s,
+        Some(_) => {
+            errs.push(format!("`{name}` must not be empty"));
+            String::new()
+        }
+        None => {
+            if args.get(name).is_none() {
+                errs.push(format!("`{name}` is required, e.g. {name} = {example}"));
+            }
+            String::new()
+        }
+    }
+}
+
+/// SQL parameters: a list of strings, numbers, bools or None.
+fn to_parameters(field: &str, v: Value) -> Result<Vec<serde_json::Value>, String> {
+    list_items(field, v)?
+        .into_iter()
+        .map(|x| match x.get_type() {
+            "NoneType" => Ok(serde_json::Value::Null),
+            "bool" => Ok(serde_json::Value::Bool(x.unpack_bool().unwrap_or_default())),
+            "string" => Ok(serde_json::Value::String(
+                x.unpack_str().unwrap_or_default().to_string(),
+            )),
+            "int" => to_int(field, x).map(serde_json::Value::from),
+            "float" => x
+                .to_str()
+                .parse::<f64>()
+                .map(serde_json::Value::from)
+                .map_err(|_| format!("`{field}[]` is out of range")),
+            _ => Err(type_err(
+                &format!("{field}[]"),
+                "a string, number, bool or None",
+                x,
+            )),
+        })
+        .collect()
+}
+
+/// One ASCII character (CSV delimiter, quote).
+fn to_ascii_char(field: &str, v: Value) -> Result<char, String> {
+    let s = to_string(field, v)?;
+    let mut chars = s.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) if c.is_ascii() && c != '\n' && c != '\r' => Ok(c),
+        _ => Err(format!(
+            "`{field}` must be one ASCII character other than a line break, got {s:?}"
+        )),
+    }
+}
 
 fn type_err(field: &str, want: &str, v: Value) -> String {
     format!("`{field}` must be {want}, got {}", v.get_type())
@@ -797,6 +871,112 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 cwd: args.field("cwd", errs, to_string),
             }
         })
+    }
+
+    /// A task that runs SQL statements on a connection.
+    fn sql<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("sql()", SQL_FIELDS, kwargs, eval, |args, errs| {
+            let conn = required_string(args, "conn", "\"warehouse\"", errs);
+            let sql = match args.get("sql") {
+                None => {
+                    errs.push("`sql` is required: a statement or a list of statements".into());
+                    Vec::new()
+                }
+                Some(v) if v.unpack_str().is_some() => {
+                    vec![v.unpack_str().unwrap_or_default().to_string()]
+                }
+                Some(_) => args.field("sql", errs, to_string_list).unwrap_or_default(),
+            };
+            KindDraft::Ready(tern_core::TaskKind::Sql {
+                conn,
+                sql,
+                parameters: args
+                    .field("parameters", errs, to_parameters)
+                    .unwrap_or_default(),
+                transaction: args.field("transaction", errs, to_bool).unwrap_or(true),
+                output_first_row: args
+                    .field("output_first_row", errs, to_bool)
+                    .unwrap_or(false),
+            })
+        })
+    }
+
+    /// A task that streams a query's rows into an object store (CSV, JSON lines, Parquet).
+    fn sql_to_lake<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task(
+            "sql_to_lake()",
+            SQL_TO_LAKE_FIELDS,
+            kwargs,
+            eval,
+            |args, errs| {
+                let conn = required_string(args, "conn", "\"warehouse\"", errs);
+                let sql = required_string(args, "sql", "\"SELECT * FROM t\"", errs);
+                let target_conn = required_string(args, "target_conn", "\"lake\"", errs);
+                let target = required_string(args, "target", "\"exports/{{ ds }}/t.csv\"", errs);
+                let format = match args.field("format", errs, to_string) {
+                    Some(f) => tern_core::ExportFormat::parse(&f).unwrap_or_else(|| {
+                        errs.push(format!(
+                            "unknown format `{f}`{}",
+                            suggest_or_list(&f, tern_core::ExportFormat::NAMES, "use one of")
+                        ));
+                        tern_core::ExportFormat::Csv
+                    }),
+                    None => {
+                        let ext = target.rsplit('.').next().unwrap_or("");
+                        tern_core::ExportFormat::parse(ext).unwrap_or_else(|| {
+                        if !target.is_empty() {
+                            errs.push(format!(
+                                "cannot tell the format from `target` {target:?}: give format = \"csv\", \"jsonl\" or \"parquet\""
+                            ));
+                        }
+                        tern_core::ExportFormat::Csv
+                    })
+                    }
+                };
+                let mut csv = tern_core::CsvOptions::default();
+                if let Some(h) = args.field("header", errs, to_bool) {
+                    csv.header = h;
+                }
+                if let Some(d) = args.field("delimiter", errs, to_ascii_char) {
+                    csv.delimiter = d;
+                }
+                if let Some(q) = args.field("quote", errs, to_ascii_char) {
+                    csv.quote = q;
+                }
+                if let Some(le) = args.field("line_ending", errs, to_string) {
+                    match le.to_ascii_lowercase().as_str() {
+                        "lf" | "\n" => csv.crlf = false,
+                        "crlf" | "\r\n" => csv.crlf = true,
+                        _ => errs.push(format!(
+                            "`line_ending` must be \"lf\" or \"crlf\", got {le:?}"
+                        )),
+                    }
+                }
+                if let Some(n) = args.field("null_text", errs, to_string) {
+                    csv.null_text = n;
+                }
+                if csv.delimiter == csv.quote {
+                    errs.push("`delimiter` and `quote` must differ".into());
+                }
+                KindDraft::Ready(tern_core::TaskKind::SqlToLake {
+                    conn,
+                    sql,
+                    parameters: args
+                        .field("parameters", errs, to_parameters)
+                        .unwrap_or_default(),
+                    target_conn,
+                    target,
+                    format,
+                    csv,
+                })
+            },
+        )
     }
 
     /// A task that does nothing and succeeds: a join point or placeholder.

@@ -64,6 +64,8 @@ pub(crate) enum KindDraft {
         cwd: Option<String>,
     },
     Empty,
+    /// A kind the loader has nothing more to do for (sql, sql_to_lake).
+    Ready(tern_core::TaskKind),
 }
 
 /// An upstream reference: a task value (already resolved to its index) or a task id to look up

@@ -125,6 +125,7 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             cwd: cwd.clone(),
         },
         KindDraft::Empty => TaskKind::Empty,
+        KindDraft::Ready(k) => k.clone(),
     };
     TaskSpec {
         task_id: t.id.clone(),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::connections::Connections;
+use crate::data::{self, DataError};
 use crate::logsink::LogSink;
 use crate::mask::{Masker, MaskingSink};
 use crate::outputs::parse_outputs;
@@ -97,6 +98,9 @@ async fn run_masked(
     ));
     let result = match &a.task.kind {
         TaskKind::Empty => Ok(Ran::Done),
+        TaskKind::Sql { .. } | TaskKind::SqlToLake { .. } => {
+            Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
+        }
         TaskKind::Shell { cmd, env, cwd } => {
             run_process(
                 a,
@@ -130,6 +134,18 @@ async fn run_masked(
     };
     match result {
         Ok(Ran::Done) => c.success = true,
+        Ok(Ran::Data(Ok(outputs))) => {
+            c.success = true;
+            c.outputs = outputs;
+        }
+        Ok(Ran::Data(Err(e))) => {
+            c.retryable = e.retryable;
+            c.reason = Some(if e.retryable {
+                e.message
+            } else {
+                format!("{} (not retried: another try cannot succeed)", e.message)
+            });
+        }
         Ok(Ran::Process { end, outputs }) => match end {
             ProcessEnd::Exited(status) if status.success() => match outputs {
                 Ok(o) => {
@@ -184,10 +200,78 @@ async fn run_masked(
 
 enum Ran {
     Done,
+    Data(Result<serde_json::Map<String, serde_json::Value>, DataError>),
     Process {
         end: ProcessEnd,
         outputs: Result<serde_json::Map<String, serde_json::Value>, String>,
     },
+}
+
+/// Runs a data task (sql, sql_to_lake) in this process, bounded by its execution timeout and
+/// stopped by cancellation.
+async fn run_data(
+    a: &Assignment,
+    opts: &ExecOptions,
+    sink: &dyn LogSink,
+    cancel: &CancellationToken,
+) -> Result<serde_json::Map<String, serde_json::Value>, DataError> {
+    let r = Renderer::new(a, &opts.connections.template_value());
+    let conns = &opts.connections;
+    let work = async {
+        match &a.task.kind {
+            TaskKind::Sql {
+                conn,
+                sql,
+                parameters,
+                transaction,
+                output_first_row,
+            } => {
+                let spec = data::sql_task::SqlSpec {
+                    conn,
+                    statements: sql,
+                    parameters,
+                    transaction: *transaction,
+                    output_first_row: *output_first_row,
+                };
+                data::sql_task::run_sql(conns, &r, sink, &spec).await
+            }
+            TaskKind::SqlToLake {
+                conn,
+                sql,
+                parameters,
+                target_conn,
+                target,
+                format,
+                csv,
+            } => {
+                let spec = data::sql_task::ExportSpec {
+                    conn,
+                    sql,
+                    parameters,
+                    target_conn,
+                    target,
+                    format: *format,
+                    csv,
+                };
+                data::sql_task::run_export(conns, &r, sink, &spec).await
+            }
+            _ => unreachable!("run_data is called for data tasks only"),
+        }
+    };
+    let timeout = async {
+        match a.task.execution_timeout_ms {
+            Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = timeout => Err(DataError::transient(format!(
+            "timed out after {} (execution_timeout)",
+            tern_core::format_duration(Duration::from_millis(a.task.execution_timeout_ms.unwrap_or(0)))
+        ))),
+        _ = cancel.cancelled() => Err(DataError::transient("stopped: the attempt was cancelled")),
+    }
 }
 
 enum ProcessKind<'a> {

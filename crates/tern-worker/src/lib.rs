@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod connections;
+pub mod data;
 pub mod executor;
 pub mod http_transport;
 pub mod logsink;

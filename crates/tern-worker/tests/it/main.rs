@@ -11,8 +11,10 @@ use tern_protocol::{Assignment, RunContext};
 use tern_worker::{execute, ExecOptions, LogSink};
 use tokio_util::sync::CancellationToken;
 
+mod data;
+
 #[derive(Default)]
-struct Collect(Mutex<Vec<String>>);
+pub struct Collect(pub Mutex<Vec<String>>);
 
 impl LogSink for Collect {
     fn line(&self, text: &str) {
@@ -21,12 +23,12 @@ impl LogSink for Collect {
 }
 
 impl Collect {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         self.0.lock().unwrap().join("\n")
     }
 }
 
-fn assignment(kind: TaskKind) -> Assignment {
+pub fn assignment(kind: TaskKind) -> Assignment {
     let t = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
     Assignment {
         ti_id: 1,

@@ -5,6 +5,7 @@ mod harness;
 mod agents;
 mod cli_errors;
 mod dag_files;
+mod data_tasks;
 mod links;
 mod netns;
 mod recovery;

@@ -1,0 +1,171 @@
+//! Object stores of exports: an S3-compatible bucket (`s3://bucket?endpoint=…&region=…`, the
+//! access key as login and the secret key as password) or a local folder (`file:///folder`),
+//! through the `object_store` crate, with timeouts on every call. Uploads are whole or
+//! nothing: a local put is renamed into place, an S3 upload is a multipart upload completed
+//! only after the last part.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use super::error::{from_object_store, DataError};
+use crate::connections::Connection;
+
+/// Part size of multipart uploads (S3's minimum is 5 MiB).
+const PART: usize = 8 * 1024 * 1024;
+
+/// An object store and a description of it for logs (no secret).
+pub struct Lake {
+    pub store: Arc<dyn ObjectStore>,
+    pub describe: String,
+    /// `s3://bucket/` or `file:///folder/`: prefix of object URLs.
+    pub url_prefix: String,
+}
+
+fn query_param(uri: &url::Url, key: &str) -> Option<String> {
+    uri.query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.to_string())
+}
+
+impl Lake {
+    pub fn open(c: &Connection) -> Result<Lake, DataError> {
+        crate::http_transport::install_crypto_provider();
+        let url = url::Url::parse(&c.uri)
+            .map_err(|e| DataError::permanent(format!("connection {:?}: {e}", c.name)))?;
+        match c.conn_type.as_str() {
+            "s3" => {
+                let bucket = c.host.clone().ok_or_else(|| {
+                    DataError::permanent(format!(
+                        "connection {:?} names no bucket: write s3://BUCKET?endpoint=…&region=…",
+                        c.name
+                    ))
+                })?;
+                let endpoint = query_param(&url, "endpoint");
+                let region = query_param(&url, "region").unwrap_or_else(|| "us-east-1".into());
+                let options = object_store::ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(60))
+                    .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http:")));
+                let mut b = object_store::aws::AmazonS3Builder::new()
+                    .with_bucket_name(&bucket)
+                    .with_region(&region)
+                    .with_client_options(options)
+                    .with_retry(object_store::RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: Duration::from_secs(30),
+                        ..Default::default()
+                    });
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+                }
+                if let (Some(k), Some(s)) = (&c.login, &c.password) {
+                    b = b.with_access_key_id(k).with_secret_access_key(s);
+                }
+                let store = b
+                    .build()
+                    .map_err(|e| from_object_store(&format!("connection {:?}", c.name), e))?;
+                Ok(Lake {
+                    store: Arc::new(store),
+                    describe: format!(
+                        "bucket {bucket} at {}",
+                        endpoint.unwrap_or_else(|| format!("AWS {region}"))
+                    ),
+                    url_prefix: format!("s3://{bucket}/"),
+                })
+            }
+            "file" => {
+                let dir = url.to_file_path().map_err(|_| {
+                    DataError::permanent(format!(
+                        "connection {:?}: write file:///absolute/folder",
+                        c.name
+                    ))
+                })?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    DataError::permanent(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)
+                    .map_err(|e| from_object_store(&format!("connection {:?}", c.name), e))?;
+                Ok(Lake {
+                    store: Arc::new(store),
+                    describe: format!("folder {}", dir.display()),
+                    url_prefix: format!("file://{}/", dir.display()),
+                })
+            }
+            other => Err(DataError::permanent(format!(
+                "connection {:?} is of type {other}: an export target must be s3:// or file://",
+                c.name
+            ))),
+        }
+    }
+
+    /// Checks that the target can be reached with its credentials (the bucket exists, the key
+    /// is accepted) before any row is read.
+    pub async fn check(&self, to: &str) -> Result<(), DataError> {
+        let dir = to.trim_start_matches('/').rsplit_once('/').map(|(d, _)| d);
+        let prefix = dir.map(ObjectPath::from);
+        self.store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map(|_| ())
+            .map_err(|e| from_object_store(&format!("cannot reach {}", self.describe), e))
+    }
+
+    /// Uploads the (rewound) spool file `from` as object `to`; returns its size.
+    pub async fn upload(&self, from: std::fs::File, to: &str) -> Result<u64, DataError> {
+        let path = ObjectPath::parse(to.trim_start_matches('/'))
+            .map_err(|e| DataError::permanent(format!("bad object path {to:?}: {e}")))?;
+        let mut file = tokio::fs::File::from_std(from);
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| DataError::transient(format!("cannot read the spool file: {e}")))?
+            .len();
+        let context = format!("cannot write {}{to}", self.url_prefix);
+        if size as usize <= PART {
+            let mut buf = Vec::with_capacity(size as usize);
+            file.read_to_end(&mut buf)
+                .await
+                .map_err(|e| DataError::transient(format!("cannot read the spool file: {e}")))?;
+            self.store
+                .put(&path, PutPayload::from(buf))
+                .await
+                .map_err(|e| from_object_store(&context, e))?;
+            return Ok(size);
+        }
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| from_object_store(&context, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = writer.abort().await;
+                    return Err(DataError::transient(format!(
+                        "cannot read the spool file: {e}"
+                    )));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // Keep at most two parts in flight: memory stays flat whatever the size.
+            if let Err(e) = writer.wait_for_capacity(2).await {
+                return Err(from_object_store(&context, e));
+            }
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| from_object_store(&context, e))?;
+        Ok(size)
+    }
+}

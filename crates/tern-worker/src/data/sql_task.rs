@@ -1,0 +1,198 @@
+//! The `sql` and `sql_to_lake` task kinds.
+
+use serde_json::{Map, Value};
+use tern_core::{CsvOptions, ExportFormat};
+
+use super::db::{describe, Db};
+use super::error::{from_sqlx, DataError};
+use super::export::{CsvRows, JsonLines, RowWriter};
+use super::lake::Lake;
+use crate::connections::{Connection, Connections};
+use crate::logsink::LogSink;
+use crate::template::Renderer;
+
+fn connection<'a>(conns: &'a Connections, name: &str) -> Result<&'a Connection, DataError> {
+    conns.get(name).ok_or_else(|| {
+        let known = conns.names();
+        DataError::permanent(format!(
+            "unknown connection {name:?}: define it where the task runs ([connections.{name}] in the agent's agent.toml, or TERN_CONN_{}); this agent has {}",
+            name.to_ascii_uppercase(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })
+}
+
+fn render(r: &Renderer, field: &str, s: &str) -> Result<String, DataError> {
+    r.render(field, s)
+        .map_err(|e| DataError::permanent(e.to_string()))
+}
+
+fn render_params(r: &Renderer, params: &[Value]) -> Result<Vec<Value>, DataError> {
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| match p {
+            Value::String(s) => render(r, &format!("parameters[{i}]"), s).map(Value::String),
+            other => Ok(other.clone()),
+        })
+        .collect()
+}
+
+/// What a `sql` task runs.
+pub struct SqlSpec<'a> {
+    pub conn: &'a str,
+    pub statements: &'a [String],
+    pub parameters: &'a [Value],
+    pub transaction: bool,
+    pub output_first_row: bool,
+}
+
+/// Runs the statements of a `sql` task; outputs `rows_affected` and, when asked, the first row.
+pub async fn run_sql(
+    conns: &Connections,
+    r: &Renderer,
+    sink: &dyn LogSink,
+    spec: &SqlSpec<'_>,
+) -> Result<Map<String, Value>, DataError> {
+    let SqlSpec {
+        conn,
+        statements,
+        parameters,
+        transaction,
+        output_first_row,
+    } = *spec;
+    let c = connection(conns, conn)?;
+    let params = render_params(r, parameters)?;
+    let sqls = statements
+        .iter()
+        .enumerate()
+        .map(|(i, s)| render(r, &format!("sql[{i}]"), s))
+        .collect::<Result<Vec<_>, _>>()?;
+    sink.line(&format!("tern: connecting to {}", describe(c)));
+    let mut db = Db::connect(c, false).await?;
+    if transaction {
+        db.begin(false).await?;
+    }
+    let mut affected = 0u64;
+    let mut first = None;
+    let last = sqls.len().saturating_sub(1);
+    for (i, sql) in sqls.iter().enumerate() {
+        sink.line(&format!("tern: statement {}: {sql}", i + 1));
+        let want_row = output_first_row && i == last;
+        match db.execute(sql, &params, want_row).await {
+            Ok((n, row)) => {
+                affected += n;
+                if row.is_some() {
+                    first = row;
+                } else {
+                    sink.line(&format!("tern: {n} row(s) affected"));
+                }
+            }
+            Err(e) => {
+                if transaction {
+                    db.rollback().await;
+                    sink.line("tern: rolled back");
+                }
+                db.close().await;
+                return Err(from_sqlx(&format!("statement {} failed", i + 1), e));
+            }
+        }
+    }
+    if transaction {
+        db.commit().await?;
+    }
+    db.close().await;
+    let mut out = Map::new();
+    out.insert("rows_affected".into(), Value::from(affected));
+    if let Some(row) = first {
+        sink.line(&format!(
+            "tern: first row published as outputs ({} column(s))",
+            row.len()
+        ));
+        for (k, v) in row {
+            out.insert(k, v.json());
+        }
+    }
+    Ok(out)
+}
+
+/// What an export needs besides the connections.
+pub struct ExportSpec<'a> {
+    pub conn: &'a str,
+    pub sql: &'a str,
+    pub parameters: &'a [Value],
+    pub target_conn: &'a str,
+    pub target: &'a str,
+    pub format: ExportFormat,
+    pub csv: &'a CsvOptions,
+}
+
+/// Streams a query into a spool file (an unnamed temporary file: it cannot outlive the task),
+/// then uploads it whole; outputs `rows`, `bytes` and `url`.
+pub async fn run_export(
+    conns: &Connections,
+    r: &Renderer,
+    sink: &dyn LogSink,
+    spec: &ExportSpec<'_>,
+) -> Result<Map<String, Value>, DataError> {
+    let source = connection(conns, spec.conn)?;
+    let target_conn = connection(conns, spec.target_conn)?;
+    let sql = render(r, "sql", spec.sql)?;
+    let params = render_params(r, spec.parameters)?;
+    let target = render(r, "target", spec.target)?;
+    let lake = Lake::open(target_conn)?;
+    sink.line(&format!("tern: source {}", describe(source)));
+    sink.line(&format!("tern: query: {sql}"));
+    sink.line(&format!(
+        "tern: target {} object {target} ({})",
+        lake.describe,
+        match spec.format {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Jsonl => "json lines",
+            ExportFormat::Parquet => "parquet",
+        }
+    ));
+    let spool = tempfile::tempfile()
+        .map_err(|e| DataError::transient(format!("cannot create a spool file: {e}")))?;
+    let out = std::io::BufWriter::with_capacity(
+        256 * 1024,
+        spool
+            .try_clone()
+            .map_err(|e| DataError::transient(format!("spool file: {e}")))?,
+    );
+    let mut writer: Box<dyn RowWriter> = match spec.format {
+        ExportFormat::Csv => Box::new(CsvRows::new(out, spec.csv)),
+        ExportFormat::Jsonl => Box::new(JsonLines::new(out)),
+        ExportFormat::Parquet => {
+            return Err(DataError::permanent(
+                "format parquet is not supported by this agent yet; use csv or jsonl",
+            ))
+        }
+    };
+    lake.check(&target).await?;
+    let mut db = Db::connect(source, true).await?;
+    db.begin(true).await?;
+    let rows = {
+        let mut each = |names: &[String], cells: &[super::cells::Cell]| writer.row(names, cells);
+        db.stream(&sql, &params, &mut each).await
+    };
+    db.rollback().await;
+    db.close().await;
+    let rows = rows?;
+    writer.finish()?;
+    drop(writer);
+    sink.line(&format!("tern: {rows} row(s) exported"));
+    let mut spool = spool;
+    use std::io::Seek;
+    spool
+        .seek(std::io::SeekFrom::Start(0))
+        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
+    let bytes = lake.upload(spool, &target).await?;
+    let url = format!("{}{}", lake.url_prefix, target.trim_start_matches('/'));
+    sink.line(&format!("tern: wrote {url} ({bytes} bytes)"));
+    let mut out = Map::new();
+    out.insert("rows".into(), Value::from(rows));
+    out.insert("bytes".into(), Value::from(bytes));
+    out.insert("url".into(), Value::from(url));
+    Ok(out)
+}

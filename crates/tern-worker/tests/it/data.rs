@@ -1,0 +1,509 @@
+//! Data tasks against the real databases of this machine (MariaDB, PostgreSQL, SQLite files) and
+//! an S3-compatible server started in the test (s3s-fs, SigV4 enforced).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use sqlx::{Connection, Executor};
+use tern_core::{CsvOptions, ExportFormat, TaskKind};
+use tern_worker::connections::{ConnectionConfig, Connections};
+use tern_worker::{execute, ExecOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::{assignment, Collect};
+
+const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
+
+/// A database of its own on the machine's MariaDB, with the `customers` table of the hybrid
+/// scenario: a quote in a name, a comma inside a field, a NULL, non-ASCII letters.
+struct MariaDb {
+    name: String,
+}
+
+impl MariaDb {
+    async fn new() -> MariaDb {
+        let name = format!("tern_w_{:08x}", rand_u32());
+        let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
+        c.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
+            .await
+            .unwrap();
+        c.execute(
+            format!(
+                "CREATE TABLE {name}.customers (id INT PRIMARY KEY, date DATETIME NOT NULL, first_name VARCHAR(50), \
+                 last_name VARCHAR(50), email VARCHAR(100) NULL, gender VARCHAR(10), ip_address VARCHAR(40), \
+                 country VARCHAR(40), consent BOOLEAN, balance DECIMAL(10,2))"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        c.execute(
+            format!(
+                "INSERT INTO {name}.customers VALUES \
+                 (1, '2026-01-02 03:04:05', 'Seán', 'O''Brien', 'sean@example.com', 'Male', '10.0.0.1', 'Spain', 1, 10.50), \
+                 (2, '2026-02-03 04:05:06', 'Ana, María', 'García \"la\" Grande', NULL, 'Female', '10.0.0.2', 'Spain', 0, -3.25), \
+                 (3, '2026-03-04 05:06:07', 'Zoë', 'Łukasiewicz', 'zoe@example.com', 'Female', '10.0.0.3', 'Poland', 1, 0.00)"
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+        MariaDb { name }
+    }
+
+    fn uri(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+
+    async fn drop_db(self) {
+        let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
+        c.execute(format!("DROP DATABASE {}", self.name).as_str())
+            .await
+            .unwrap();
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ std::process::id().rotate_left(16)
+}
+
+fn conns(list: &[(&str, String)]) -> Connections {
+    let mut file = BTreeMap::new();
+    for (name, uri) in list {
+        file.insert(
+            name.to_string(),
+            ConnectionConfig {
+                uri: uri.clone(),
+                extra: Default::default(),
+            },
+        );
+    }
+    Connections::resolve(&file, "agent.toml", Vec::new()).unwrap()
+}
+
+fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
+    TaskKind::SqlToLake {
+        conn: "hq".into(),
+        sql: sql.into(),
+        parameters: vec![],
+        target_conn: "lake".into(),
+        target: target.into(),
+        format,
+        csv,
+    }
+}
+
+async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
+    let a = assignment(kind);
+    let sink = Collect::default();
+    let opts = ExecOptions::default().with_connections(c);
+    let done = execute(&a, &opts, &sink, &CancellationToken::new()).await;
+    (done, sink.text())
+}
+
+/// `mysql --batch` output for a query: rows of fields, NULL as `NULL`, with its escapes undone.
+fn mysql_batch(db: &str, sql: &str) -> Vec<Vec<String>> {
+    let out = std::process::Command::new("mysql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-u",
+            "root",
+            "--batch",
+            "--skip-column-names",
+            db,
+            "-e",
+            sql,
+        ])
+        .output()
+        .expect("the mysql client is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.split('\t')
+                .map(|f| {
+                    f.replace("\\n", "\n")
+                        .replace("\\t", "\t")
+                        .replace("\\\\", "\\")
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn read_csv(path: &Path, delimiter: u8, header: bool) -> Vec<Vec<String>> {
+    csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(header)
+        .from_path(path)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_string).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn mariadb_to_csv_matches_what_mysql_itself_returns() {
+    let db = MariaDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let sql = "SELECT * FROM customers WHERE country = 'Spain' ORDER BY id";
+    let csv = CsvOptions {
+        null_text: "NULL".into(),
+        ..CsvOptions::default()
+    };
+    let (done, log) = run(
+        export(sql, "period1/hq-data.csv", ExportFormat::Csv, csv),
+        conns(&[
+            ("hq", db.uri()),
+            ("lake", format!("file://{}", lake.path().display())),
+        ]),
+    )
+    .await;
+    assert!(done.success, "{done:?}\n{log}");
+    assert_eq!(done.outputs["rows"], 2);
+    let file = lake.path().join("period1/hq-data.csv");
+    assert_eq!(
+        done.outputs["bytes"],
+        std::fs::metadata(&file).unwrap().len()
+    );
+    let ours = read_csv(&file, b',', true);
+    assert_eq!(ours, mysql_batch(&db.name, sql));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with(
+        "id,date,first_name,last_name,email,gender,ip_address,country,consent,balance\n"
+    ));
+    assert!(
+        text.contains(
+            "1,2026-01-02 03:04:05,Seán,O'Brien,sean@example.com,Male,10.0.0.1,Spain,1,10.50\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"Ana, María\",\"García \"\"la\"\" Grande\",NULL"),
+        "{text}"
+    );
+    // The log names the target and the count, never a row.
+    assert!(log.contains("user root at 127.0.0.1:3306"), "{log}");
+    assert!(log.contains("2 row(s) exported"), "{log}");
+    assert!(
+        !log.contains("sean@example.com") && !log.contains("Seán"),
+        "{log}"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn csv_options_and_json_lines_and_empty_results() {
+    let db = MariaDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let c = || {
+        conns(&[
+            ("hq", db.uri()),
+            ("lake", format!("file://{}", lake.path().display())),
+        ])
+    };
+    let opts = CsvOptions {
+        header: false,
+        delimiter: ';',
+        quote: '\'',
+        crlf: true,
+        null_text: String::new(),
+    };
+    let (done, log) = run(
+        export(
+            "SELECT id, last_name, email FROM customers ORDER BY id",
+            "a.csv",
+            ExportFormat::Csv,
+            opts,
+        ),
+        c(),
+    )
+    .await;
+    assert!(done.success, "{log}");
+    let text = std::fs::read_to_string(lake.path().join("a.csv")).unwrap();
+    assert_eq!(
+        text,
+        "1;'O''Brien';sean@example.com\r\n2;García \"la\" Grande;\r\n3;Łukasiewicz;zoe@example.com\r\n"
+    );
+    let (done, log) = run(
+        export(
+            "SELECT id, consent, email, balance, date FROM customers WHERE id = 2",
+            "b.jsonl",
+            ExportFormat::Jsonl,
+            CsvOptions::default(),
+        ),
+        c(),
+    )
+    .await;
+    assert!(done.success, "{log}");
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(lake.path().join("b.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(
+        line,
+        json!({"id": 2, "consent": false, "email": null, "balance": "-3.25", "date": "2026-02-03 04:05:06"})
+    );
+    let (done, log) = run(
+        export(
+            "SELECT id, email FROM customers WHERE country = 'Atlantis'",
+            "empty.csv",
+            ExportFormat::Csv,
+            CsvOptions::default(),
+        ),
+        c(),
+    )
+    .await;
+    assert!(done.success, "{log}");
+    assert_eq!(done.outputs["rows"], 0);
+    assert_eq!(
+        std::fs::read_to_string(lake.path().join("empty.csv")).unwrap(),
+        "id,email\n"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn errors_say_the_database_code_and_only_transient_ones_retry() {
+    let db = MariaDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let c = |hq: String| {
+        conns(&[
+            ("hq", hq),
+            ("lake", format!("file://{}", lake.path().display())),
+        ])
+    };
+    let cases = [
+        ("SELECT nope FROM customers", db.uri(), "1054", false),
+        ("SELECT * FROM missing_table", db.uri(), "1146", false),
+        ("SELEC 1", db.uri(), "1064", false),
+        // A write in an export is refused by the read-only transaction.
+        (
+            "INSERT INTO customers (id, date) VALUES (9, NOW())",
+            db.uri(),
+            "1792",
+            false,
+        ),
+        (
+            "SELECT 1",
+            "mysql://nobody:wrong@127.0.0.1:3306/test".to_string(),
+            "28000",
+            false,
+        ),
+        (
+            "SELECT 1",
+            "mysql://root@127.0.0.1:1/test".to_string(),
+            "cannot connect",
+            true,
+        ),
+    ];
+    for (sql, uri, code, retryable) in cases {
+        let (done, log) = run(
+            export(sql, "x.csv", ExportFormat::Csv, CsvOptions::default()),
+            c(uri),
+        )
+        .await;
+        assert!(!done.success, "{sql}");
+        let reason = done.reason.clone().unwrap();
+        assert!(reason.contains(code), "{sql}: {reason}");
+        assert_eq!(done.retryable, retryable, "{sql}: {reason}");
+        assert!(log.contains(code), "the log carries the error: {log}");
+        assert!(
+            !lake.path().join("x.csv").exists(),
+            "no object after a failure"
+        );
+    }
+    // The write really did not happen.
+    let rows = mysql_batch(&db.name, "SELECT COUNT(*) FROM customers");
+    assert_eq!(rows, vec![vec!["3".to_string()]]);
+    // An unknown connection is a permanent error naming where to define it.
+    let (done, _) = run(
+        export(
+            "SELECT 1",
+            "x.csv",
+            ExportFormat::Csv,
+            CsvOptions::default(),
+        ),
+        conns(&[("lake", "file:///tmp".into())]),
+    )
+    .await;
+    assert!(!done.retryable);
+    assert!(done.reason.unwrap().contains("unknown connection \"hq\""));
+    db.drop_db().await;
+}
+
+/// An S3-compatible server on loopback backed by a folder; buckets are its sub-folders.
+struct S3 {
+    root: tempfile::TempDir,
+    endpoint: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl S3 {
+    async fn start() -> S3 {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("datalake")).unwrap();
+        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+        let mut b = s3s::service::S3ServiceBuilder::new(fs);
+        b.set_auth(s3s::auth::SimpleAuth::from_single(
+            "AKTEST",
+            "secret-key-test",
+        ));
+        let service = b.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
+                let service = service.clone();
+                tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+                });
+            }
+        });
+        S3 {
+            root,
+            endpoint,
+            task,
+        }
+    }
+
+    fn uri(&self, bucket: &str, secret: &str) -> String {
+        format!(
+            "s3://AKTEST:{secret}@{bucket}?endpoint={}&region=us-east-1",
+            self.endpoint
+        )
+    }
+
+    fn object(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn exports_reach_an_s3_bucket_and_bucket_errors_are_permanent() {
+    let db = tern_testkit::TestDb::postgres().await;
+    let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    c.execute(
+        "CREATE TABLE t (id INT, name TEXT, at TIMESTAMP, ok BOOLEAN, amount NUMERIC(8,3)); \
+         INSERT INTO t VALUES (1, 'a,b', '2026-01-01 10:00:00', true, 1.5), (2, NULL, '2026-01-02 11:30:00', false, 2)",
+    )
+    .await
+    .unwrap();
+    let s3 = S3::start().await;
+    let mut kind = export(
+        "SELECT * FROM t WHERE id >= $1 ORDER BY id",
+        "exports/t.csv",
+        ExportFormat::Csv,
+        CsvOptions::default(),
+    );
+    if let TaskKind::SqlToLake { parameters, .. } = &mut kind {
+        parameters.push(json!(1));
+    }
+    let (done, log) = run(
+        kind,
+        conns(&[
+            ("hq", db.url.clone()),
+            ("lake", s3.uri("datalake", "secret-key-test")),
+        ]),
+    )
+    .await;
+    assert!(done.success, "{done:?}\n{log}");
+    assert_eq!(done.outputs["url"], "s3://datalake/exports/t.csv");
+    assert_eq!(
+        std::fs::read_to_string(s3.object("datalake", "exports/t.csv")).unwrap(),
+        "id,name,at,ok,amount\n1,\"a,b\",2026-01-01 10:00:00,1,1.500\n2,,2026-01-02 11:30:00,0,2.000\n"
+    );
+    assert!(!log.contains("secret-key-test"), "{log}");
+    // A bucket that does not exist, or a wrong secret: permanent, no retry.
+    for uri in [
+        s3.uri("nobucket", "secret-key-test"),
+        s3.uri("datalake", "wrong-secret"),
+    ] {
+        let (done, log) = run(
+            export(
+                "SELECT 1 AS x",
+                "y.csv",
+                ExportFormat::Csv,
+                CsvOptions::default(),
+            ),
+            conns(&[("hq", db.url.clone()), ("lake", uri.clone())]),
+        )
+        .await;
+        assert!(!done.success, "{uri}");
+        assert!(!done.retryable, "{uri}: {:?}\n{log}", done.reason);
+    }
+    assert!(!s3.object("datalake", "y.csv").exists());
+}
+
+#[tokio::test]
+async fn sql_statements_bind_parameters_and_publish_the_first_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("db.sqlite").display()
+    );
+    let (done, log) = run(
+        TaskKind::Sql {
+            conn: "hq".into(),
+            sql: vec![
+                "CREATE TABLE t (id INTEGER, name TEXT)".into(),
+                "INSERT INTO missing VALUES (1)".into(),
+            ],
+            parameters: vec![],
+            transaction: true,
+            output_first_row: false,
+        },
+        conns(&[("hq", uri.clone())]),
+    )
+    .await;
+    // The second statement fails: a permanent error, and the transaction (with the CREATE
+    // TABLE) is rolled back, so the next run can create the table again.
+    assert!(!done.success && !done.retryable, "{log}");
+    assert!(log.contains("rolled back"), "{log}");
+    assert!(done.reason.unwrap().contains("statement 2 failed"));
+    let (done, log) = run(
+        TaskKind::Sql {
+            conn: "hq".into(),
+            sql: vec![
+                "CREATE TABLE t (id INTEGER, name TEXT)".into(),
+                "INSERT INTO t VALUES (?, ?)".into(),
+                "SELECT COUNT(*) AS n, MAX(name) AS name FROM t".into(),
+            ],
+            parameters: vec![json!(1), json!("x'); DROP TABLE t; -- {{ ds }}")],
+            transaction: true,
+            output_first_row: true,
+        },
+        conns(&[("hq", uri)]),
+    )
+    .await;
+    assert!(done.success, "{done:?}\n{log}");
+    assert_eq!(done.outputs["n"], 1);
+    // The parameter was bound (templated, never spliced): the text is stored as is.
+    assert_eq!(done.outputs["name"], "x'); DROP TABLE t; -- 2026-03-01");
+}
