@@ -79,8 +79,13 @@ fn fan_dag(width: usize) -> String {
     )
 }
 
-/// Times trigger → success of `dag_id`, `runs` times, on one running node.
-async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow::Result<Vec<f64>> {
+/// Times trigger → success of `dag_id`, `runs` times, on one running node; with the timeline
+/// of each counted run.
+async fn trigger_to_success(
+    dag_text: &str,
+    dag_id: &str,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, Vec<remote::Timeline>)> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
@@ -95,6 +100,7 @@ async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow
     )
     .await?;
     let mut times = Vec::new();
+    let mut timelines = Vec::new();
     for i in 0..runs + 1 {
         let req = TriggerRequest {
             dag_id: dag_id.into(),
@@ -116,10 +122,11 @@ async fn trigger_to_success(dag_text: &str, dag_id: &str, runs: usize) -> anyhow
         // The first run warms caches (spec cache, page cache); it is not counted.
         if i > 0 {
             times.push(took);
+            timelines.push(remote::timeline(&node.store, &run).await?);
         }
     }
     node.shutdown().await;
-    Ok(times)
+    Ok((times, timelines))
 }
 
 fn write_many(dir: &Path, files: usize, tasks: usize) -> anyhow::Result<()> {
@@ -286,16 +293,16 @@ async fn main() -> anyhow::Result<()> {
                 summary("sqlite SELECT 1 in a tx", "us", b);
             }
             "exec" => summary("executor: one true task", "ms", exec_only(args.runs).await),
-            "chain40" => summary(
-                "chain40 trigger->success",
-                "s",
-                trigger_to_success(&chain_dag(40), "chain40", args.runs).await?,
-            ),
-            "fan200" => summary(
-                "fan200 trigger->success",
-                "s",
-                trigger_to_success(&fan_dag(200), "fan200", args.runs).await?,
-            ),
+            "chain40" => {
+                let (times, tls) = trigger_to_success(&chain_dag(40), "chain40", args.runs).await?;
+                summary("chain40 trigger->success", "s", times);
+                remote::print_timelines(&tls, true);
+            }
+            "fan200" => {
+                let (times, tls) = trigger_to_success(&fan_dag(200), "fan200", args.runs).await?;
+                summary("fan200 trigger->success", "s", times);
+                remote::print_timelines(&tls, false);
+            }
             "parse" => {
                 summary(
                     "parse200 start->listed",
@@ -340,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
             }
             "claimlatency" => remote::claim_latency(&args.tern, 100).await?,
             "remotechain40" => {
-                let (times, tl) = remote::remote_trigger_to_success(
+                let (times, tls) = remote::remote_trigger_to_success(
                     &args.tern,
                     &remote::on_site(&chain_dag(40)),
                     "chain40",
@@ -348,13 +355,10 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
                 summary("remotechain40 trigger->success", "s", times);
-                println!(
-                    "  last run: task claimed->result {:.1} ms, gap to the next claim {:.1} ms (means, ms resolution); first claim->run end {:.3} s",
-                    tl.span_ms, tl.gap_ms, tl.first_claim_to_end_s
-                );
+                remote::print_timelines(&tls, true);
             }
             "remotefan200" => {
-                let (times, tl) = remote::remote_trigger_to_success(
+                let (times, tls) = remote::remote_trigger_to_success(
                     &args.tern,
                     &remote::on_site(&fan_dag(200)),
                     "fan200",
@@ -362,10 +366,7 @@ async fn main() -> anyhow::Result<()> {
                 )
                 .await?;
                 summary("remotefan200 trigger->success", "s", times);
-                println!(
-                    "  last run: task claimed->result {:.1} ms (mean); first claim->run end {:.3} s",
-                    tl.span_ms, tl.first_claim_to_end_s
-                );
+                remote::print_timelines(&tls, false);
             }
             "agents1000" => remote::agents1000(&args.tern, 1000, 100, 20, 3).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
@@ -408,6 +409,7 @@ pub async fn exec_only(runs: usize) -> Vec<f64> {
             outputs: Default::default(),
         },
         lease_ms: 30_000,
+        connections: Default::default(),
     };
     let opts = tern_worker::ExecOptions::default();
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -1,16 +1,18 @@
 //! Remote-agent workloads: the agent gateway over HTTP on loopback, SQLite.
 //!
-//! - `claimlatency`: a `tern server` process and one `tern agent` process; runs triggered from
-//!   this process one after another (as `tern dags trigger` does), each `a >> b` on the site
-//!   queue. For `a` (queued by the trigger, in another process than the server) and for `b`
-//!   (queued by `a`'s result, inside the server) it reports queued → started, from the store
-//!   (epoch ms) and from the agent's side (`date +%s%N` written by the task);
+//! - `claimlatency`: runs of `a >> b` (both on the site queue) triggered one after another,
+//!   served by one `tern agent` process; for `a` (queued by the trigger) and `b` (queued by
+//!   `a`'s result, inside the control plane) it reports queued → started, from the store (epoch
+//!   ms) and from the agent's side (`date +%s%N` written by the task). Twice: with a `tern
+//!   server` process and the runs created from this process (as `tern dags trigger` does), and
+//!   with the control plane in this process, the trigger raising its "work queued" signal;
 //! - `remotechain40`, `remotefan200`: the chain40 / fan200 DAGs with every task on the site
 //!   queue, run by one `tern agent` process (default concurrency) against a control plane in
 //!   this process (so the trigger wakes the gateway as it does for chain40 / fan200);
 //! - `agents1000`: a `tern server` process and 1,000 simulated agents in this process (one
 //!   `HttpControlPlane` each, long-polling `claim`; a task "runs" by being completed at once):
-//!   the server's CPU and memory idle and while 2,000 one-task runs go through.
+//!   the server's CPU and memory idle, and while 2,000 one-task runs, then 2 runs of 1,000
+//!   tasks, go through.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -177,28 +179,48 @@ b = shell(id = "b", cmd = "echo start=$(date +%s%N) >> $TERN_OUTPUT", queue = "s
 a >> b
 "#;
 
-/// `claimlatency`: queued → started of remote tasks, `samples` runs one after another.
-pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let dags = dir.path().join("dags");
-    std::fs::create_dir_all(&dags)?;
-    std::fs::write(dags.join("lat.star"), LATENCY_DAG)?;
-    let server = ServerProc::start(tern, &dir.path().join("home"), &dags).await?;
-    let store = &server.store;
-    let code = store
-        .create_activation(SITE, &[], Duration::from_secs(600))
-        .await?
-        .code;
-    let _agent = AgentProc::start(tern, &server.url, &code, &dir.path().join("agent"))?;
+/// Latency samples of one `claimlatency` setting, in ms.
+#[derive(Default)]
+struct LatencySamples {
+    a_store: Vec<f64>,
+    a_agent: Vec<f64>,
+    b_store: Vec<f64>,
+    b_agent: Vec<f64>,
+    trigger: Vec<f64>,
+}
 
-    // The per-sample pause is random so that triggers fall at any point of the gateway's
-    // cross-process poll, as a user's would, rather than locked to its phase.
+impl LatencySamples {
+    fn print(self) {
+        percentiles(
+            "  a: queued -> claimed (store, ms res.)",
+            "ms",
+            self.a_store,
+        );
+        percentiles("  a: trigger commit -> a's `date`", "ms", self.a_agent);
+        percentiles(
+            "  b: queued -> claimed (store, ms res.)",
+            "ms",
+            self.b_store,
+        );
+        percentiles("  b: a's last `date` -> b's `date`", "ms", self.b_agent);
+        percentiles("  trigger() call", "ms", self.trigger);
+    }
+}
+
+/// Triggers `samples` runs of `lat` one after another (after a few unmeasured ones), each
+/// after a random pause of up to `max_pause`; `signal` wakes the gateway when the control
+/// plane runs in this process.
+async fn latency_samples(
+    store: &Store,
+    signal: Option<&tern_server::events::Events>,
+    samples: usize,
+    max_pause: Duration,
+) -> anyhow::Result<LatencySamples> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let (mut a_store, mut a_agent, mut b_store, mut b_agent, mut trig) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut out = LatencySamples::default();
     let warmup = 3;
     for i in 0..samples + warmup {
-        tokio::time::sleep(Duration::from_secs_f64(rng.next_f64())).await;
+        tokio::time::sleep(max_pause.mul_f64(rng.next_f64())).await;
         let run_id = format!("lat{i}");
         let req = TriggerRequest {
             dag_id: "lat".into(),
@@ -212,6 +234,9 @@ pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
         let queued_ns = now_ns();
         let trigger_ms = before.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(queued, "the trigger queued nothing");
+        if let Some(events) = signal {
+            events.work_queued();
+        }
         let done = poll_run(store, "lat", &run_id).await?;
         anyhow::ensure!(
             done.state == tern_core::RunState::Success,
@@ -225,18 +250,72 @@ pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
         let ti = |id: &str| tis.iter().find(|t| t.task_id == id).context("task missing");
         let (a, b) = (ti("a")?, ti("b")?);
         let outputs = store.run_outputs(run.pk).await?;
-        let out = |task: &str, key: &str| {
+        let value = |task: &str, key: &str| {
             outputs
                 .get(task)
                 .and_then(|o| output_i64(o, key))
                 .with_context(|| format!("output {task}.{key} missing"))
         };
-        a_store.push((ms(a.started_at)? - ms(a.queued_at)?) as f64);
-        a_agent.push((out("a", "start")? - queued_ns) as f64 / 1e6);
-        b_store.push((ms(b.started_at)? - ms(b.queued_at)?) as f64);
-        b_agent.push((out("b", "start")? - out("a", "end")?) as f64 / 1e6);
-        trig.push(trigger_ms);
+        out.a_store
+            .push((ms(a.started_at)? - ms(a.queued_at)?) as f64);
+        out.a_agent
+            .push((value("a", "start")? - queued_ns) as f64 / 1e6);
+        out.b_store
+            .push((ms(b.started_at)? - ms(b.queued_at)?) as f64);
+        out.b_agent
+            .push((value("b", "start")? - value("a", "end")?) as f64 / 1e6);
+        out.trigger.push(trigger_ms);
     }
+    Ok(out)
+}
+
+/// `claimlatency`: queued → started of remote tasks, `samples` runs one after another, with
+/// the control plane as a `tern server` process and then in this process.
+pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(dags.join("lat.star"), LATENCY_DAG)?;
+
+    // 1. `tern server` process; runs created from this process, as `tern dags trigger` does.
+    // The pauses are random so that triggers fall at any point of the gateway's
+    // cross-process poll, as a user's would, rather than locked to its phase.
+    let cross = {
+        let server = ServerProc::start(tern, &dir.path().join("home"), &dags).await?;
+        let code = server
+            .store
+            .create_activation(SITE, &[], Duration::from_secs(600))
+            .await?
+            .code;
+        let _agent = AgentProc::start(tern, &server.url, &code, &dir.path().join("agent"))?;
+        latency_samples(&server.store, None, samples, Duration::from_secs(1)).await?
+    };
+
+    // 2. The same control plane in this process: the trigger raises the in-process "work
+    // queued" signal, as the scheduler's runs and every result do.
+    let inproc = {
+        let mut cfg = crate::config(&dir.path().join("home2"), &dags, None);
+        cfg.server.bind = "127.0.0.1:0".into();
+        let node = Node::start(&cfg, Roles::STANDALONE).await?;
+        let url = format!("http://{}", node.http_addr.context("no HTTP address")?);
+        let code = node
+            .store
+            .create_activation(SITE, &[], Duration::from_secs(600))
+            .await?
+            .code;
+        let agent = AgentProc::start(tern, &url, &code, &dir.path().join("agent2"))?;
+        let s = latency_samples(
+            &node.store,
+            Some(&node.events),
+            samples,
+            Duration::from_millis(100),
+        )
+        .await?;
+        drop(agent);
+        let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+        s
+    };
+
     // What `sh -c 'echo $(date +%s%N)'` itself adds to the agent-side figures: spawn to the
     // time `date` reads.
     let mut spawn = Vec::new();
@@ -249,27 +328,24 @@ pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
         let t: i64 = text.trim().trim_start_matches("start=").parse()?;
         spawn.push((t - t0) as f64 / 1e6);
     }
-    println!("trigger from another process -> the remote agent (task a):");
-    percentiles("  queued -> claimed (store, ms res.)", "ms", a_store);
-    percentiles("  trigger commit -> task's `date`", "ms", a_agent);
-    println!("queued inside the server by a's result -> the remote agent (task b):");
-    percentiles("  queued -> claimed (store, ms res.)", "ms", b_store);
-    percentiles("  a's last `date` -> b's first `date`", "ms", b_agent);
-    println!("for reference:");
-    percentiles("  trigger() call in this process", "ms", trig);
-    percentiles("  spawn `sh -c` -> its `date` (local)", "ms", spawn);
+    println!("`tern server` process, runs triggered from another process (a: by the trigger, b: by a's result):");
+    cross.print();
+    println!("control plane in this process, the trigger signals the gateway:");
+    inproc.print();
+    percentiles("spawn `sh -c` -> its `date` (here)", "ms", spawn);
     Ok(())
 }
 
 /// Per-task timeline of one run from the store (ms resolution): mean span of a task
-/// (claimed → result recorded) and mean gap from a task's end to the next task's start.
+/// (claimed → result recorded), mean gap from a task's end to the next task's start (in start
+/// order), and first claim → run end.
 pub struct Timeline {
     pub span_ms: f64,
     pub gap_ms: f64,
     pub first_claim_to_end_s: f64,
 }
 
-async fn timeline(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<Timeline> {
+pub async fn timeline(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<Timeline> {
     let mut tis = store.task_instances(run.pk).await?;
     tis.sort_by_key(|t| t.started_at);
     let mut span = 0.0;
@@ -290,13 +366,13 @@ async fn timeline(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<Tim
 
 /// Trigger → success of `dag_id`, every task on the site queue and run by one `tern agent`
 /// process, against a control plane in this process. Returns the times and the timeline of
-/// the last run.
+/// each counted run.
 pub async fn remote_trigger_to_success(
     tern: &Path,
     dag_text: &str,
     dag_id: &str,
     runs: usize,
-) -> anyhow::Result<(Vec<f64>, Timeline)> {
+) -> anyhow::Result<(Vec<f64>, Vec<Timeline>)> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
@@ -312,7 +388,7 @@ pub async fn remote_trigger_to_success(
         .code;
     let agent = AgentProc::start(tern, &url, &code, &dir.path().join("agent"))?;
     let mut times = Vec::new();
-    let mut last = None;
+    let mut timelines = Vec::new();
     for i in 0..runs + 1 {
         let run_id = format!("bench{i}");
         let req = TriggerRequest {
@@ -335,14 +411,13 @@ pub async fn remote_trigger_to_success(
         // The first run also waits for the agent to start and activate; it is not counted.
         if i > 0 {
             times.push(took);
+            timelines.push(timeline(&node.store, &run).await?);
         }
-        last = Some(run);
     }
-    let tl = timeline(&node.store, &last.expect("at least one run")).await?;
     drop(agent);
     // The HTTP server drains its connections on shutdown; do not wait on a stray long poll.
     let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
-    Ok((times, tl))
+    Ok((times, timelines))
 }
 
 /// CPU time (user + system) of process `pid` so far, in seconds.
@@ -437,8 +512,101 @@ async fn sim_agent(cp: HttpControlPlane, stats: Arc<SimStats>) {
     }
 }
 
+/// Tasks in one run of the `wide` DAG of `agents1000`.
+const WIDE: usize = 1000;
+
+/// What one load of `agents1000` measured.
+struct LoadFigures {
+    secs: f64,
+    rate: f64,
+    trigger_s: f64,
+    done_at_trigger_end: u64,
+    cpu: f64,
+    bench_cpu: f64,
+    pss: f64,
+    rss: f64,
+    errors: u64,
+}
+
+struct LoadCtx<'a> {
+    pid: u32,
+    store: &'a Store,
+    stats: &'a Arc<SimStats>,
+}
+
+impl LoadCtx<'_> {
+    /// Triggers `reqs` one after another and waits until the simulated agents have completed
+    /// `tasks` more tasks; checks every run succeeded.
+    async fn run(&self, reqs: &[TriggerRequest], tasks: usize) -> anyhow::Result<LoadFigures> {
+        let (pid, stats) = (self.pid, self.stats);
+        let target = stats.completed.load(Ordering::Relaxed) + tasks as u64;
+        let (c0, s0, e0) = (
+            proc_cpu_s(pid)?,
+            self_cpu_s(),
+            stats.errors.load(Ordering::Relaxed),
+        );
+        let start = Instant::now();
+        let sampler = {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut peak = (0.0f64, 0.0f64);
+                while stats.completed.load(Ordering::Relaxed) < target {
+                    if let Ok((p, r)) = mem_mb(pid) {
+                        peak = (peak.0.max(p), peak.1.max(r));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                peak
+            })
+        };
+        for req in reqs {
+            trigger(self.store, req).await?;
+        }
+        let trigger_s = start.elapsed().as_secs_f64();
+        let done_at_trigger_end = stats.completed.load(Ordering::Relaxed) + tasks as u64 - target;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while stats.completed.load(Ordering::Relaxed) < target {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {tasks} tasks completed within 300 s",
+                stats.completed.load(Ordering::Relaxed) + tasks as u64 - target
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let cpu = (proc_cpu_s(pid)? - c0) / secs * 100.0;
+        let bench_cpu = (self_cpu_s() - s0) / secs * 100.0;
+        let (pss, rss) = sampler.await?;
+        for req in reqs {
+            let run = self
+                .store
+                .get_run(&req.dag_id, req.run_id.as_deref().unwrap_or_default())
+                .await?;
+            anyhow::ensure!(
+                run.state == tern_core::RunState::Success,
+                "run {} of {} ended {}",
+                run.run_id,
+                run.dag_id,
+                run.state
+            );
+        }
+        Ok(LoadFigures {
+            secs,
+            rate: tasks as f64 / secs,
+            trigger_s,
+            done_at_trigger_end,
+            cpu,
+            bench_cpu,
+            pss,
+            rss,
+            errors: stats.errors.load(Ordering::Relaxed) - e0,
+        })
+    }
+}
+
 /// `agents1000`: `agents` simulated agents over `sites` sites against one `tern server`
-/// process; idle CPU and memory, then `rounds` × `sites` one-task runs, `reps` times.
+/// process; idle CPU and memory, then `rounds` × `sites` one-task runs and the same number of
+/// tasks in runs of the `wide` DAG, `reps` times each.
 pub async fn agents1000(
     tern: &Path,
     agents: usize,
@@ -460,6 +628,13 @@ pub async fn agents1000(
             ),
         )?;
     }
+    std::fs::write(
+        dags.join("wide.star"),
+        format!(
+            "d = dag(id = \"wide\", max_active_runs = 100, max_active_tasks = 100000)\n\
+             for i in range({WIDE}):\n    shell(id = \"t%d\" % i, cmd = \"true\", queue = \"site:s%d\" % (i % {sites}))\n"
+        ),
+    )?;
     let server = ServerProc::start(tern, &dir.path().join("home"), &dags).await?;
     let pid = server.pid();
     let store = server.store.clone();
@@ -491,7 +666,7 @@ pub async fn agents1000(
                 name: format!("sim{}", tokens.len() + j),
                 version: "bench".into(),
             };
-            set.spawn(async move { activate(&url, &req).await });
+            set.spawn(async move { activate(&url, &req, None).await });
         }
         while let Some(r) = set.join_next().await {
             tokens.push(r?.map_err(|e| anyhow::anyhow!("activation: {e}"))?.token);
@@ -515,7 +690,10 @@ pub async fn agents1000(
         .list_agents()
         .await?
         .iter()
-        .filter(|a| a.last_seen.is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::seconds(10)))
+        .filter(|a| {
+            a.last_seen
+                .is_some_and(|t| chrono::Utc::now() - t < chrono::Duration::seconds(10))
+        })
         .count();
 
     // Idle: one whole claim cycle (25 s), so every agent's renewal is counted once.
@@ -534,83 +712,65 @@ pub async fn agents1000(
         stats.errors.load(Ordering::Relaxed) - e0
     );
 
-    let tasks = rounds * sites;
-    let (mut rates, mut cpus, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
-    for rep in 0..reps {
-        let base = stats.completed.load(Ordering::Relaxed);
-        let (c0, s0, e0) = (
-            proc_cpu_s(pid)?,
-            self_cpu_s(),
-            stats.errors.load(Ordering::Relaxed),
-        );
-        let start = Instant::now();
-        let sampler = {
-            let stats = stats.clone();
-            tokio::spawn(async move {
-                let mut peak = (0.0f64, 0.0f64);
-                while stats.completed.load(Ordering::Relaxed) < base + tasks as u64 {
-                    if let Ok((p, r)) = mem_mb(pid) {
-                        peak = (peak.0.max(p), peak.1.max(r));
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                peak
+    // Two loads: many one-task runs triggered one by one from this process (as `tern dags
+    // trigger` would, each a write to the database from another process than the server),
+    // and a few runs of one DAG with a task per agent slot spread over every site (two
+    // triggers: the server is the only writer).
+    let one_task: Vec<TriggerRequest> = (0..rounds)
+        .flat_map(|r| {
+            (0..sites).map(move |k| TriggerRequest {
+                dag_id: format!("s{k}"),
+                run_id: Some(format!("r{r}")),
+                ..Default::default()
             })
-        };
-        for r in 0..rounds {
-            for k in 0..sites {
-                let req = TriggerRequest {
-                    dag_id: format!("s{k}"),
-                    run_id: Some(format!("load{rep}_{r}")),
+        })
+        .collect();
+    let wide_runs = rounds * sites / WIDE;
+    let load = LoadCtx {
+        pid,
+        store: &store,
+        stats: &stats,
+    };
+    for (label, template, tasks) in [
+        (
+            format!("{} one-task runs", one_task.len()),
+            one_task,
+            rounds * sites,
+        ),
+        (
+            format!("{wide_runs} runs x {WIDE} tasks"),
+            (0..wide_runs)
+                .map(|r| TriggerRequest {
+                    dag_id: "wide".into(),
+                    run_id: Some(format!("w{r}")),
                     ..Default::default()
-                };
-                trigger(&store, &req).await?;
-            }
-        }
-        let triggered = start.elapsed().as_secs_f64();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while stats.completed.load(Ordering::Relaxed) < base + tasks as u64 {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "only {} of {tasks} tasks completed within 300 s",
-                stats.completed.load(Ordering::Relaxed) - base
+                })
+                .collect(),
+            wide_runs * WIDE,
+        ),
+    ] {
+        let (mut rates, mut cpus, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
+        for rep in 0..reps {
+            let reqs: Vec<TriggerRequest> = template
+                .iter()
+                .map(|r| TriggerRequest {
+                    run_id: r.run_id.as_ref().map(|id| format!("{id}_{rep}")),
+                    ..r.clone()
+                })
+                .collect();
+            let m = load.run(&reqs, tasks).await?;
+            println!(
+                "{label}, #{rep}: {tasks} tasks in {:.2} s ({:.0} tasks/s; triggering took {:.2} s, {} tasks done by then); server CPU {:.0}%, peak PSS {:.1} MB, RSS {:.1} MB; simulated agents' CPU {:.0}%; errors {}",
+                m.secs, m.rate, m.trigger_s, m.done_at_trigger_end, m.cpu, m.pss, m.rss, m.bench_cpu, m.errors
             );
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            rates.push(m.rate);
+            cpus.push(m.cpu);
+            peaks.push(m.pss);
         }
-        let secs = start.elapsed().as_secs_f64();
-        let cpu = (proc_cpu_s(pid)? - c0) / secs * 100.0;
-        let bench_cpu = (self_cpu_s() - s0) / secs * 100.0;
-        let peak = sampler.await?;
-        let mut ok = 0;
-        for k in 0..sites {
-            ok += store
-                .list_runs(
-                    Some(&format!("s{k}")),
-                    Some(tern_core::RunState::Success),
-                    10_000,
-                )
-                .await?
-                .len();
-        }
-        anyhow::ensure!(
-            ok == (rep + 1) * tasks,
-            "{ok} runs succeeded, expected {}",
-            (rep + 1) * tasks
-        );
-        println!(
-            "load {rep}: {tasks} one-task runs in {secs:.2} s ({:.0} tasks/s; triggering took {triggered:.2} s); server CPU {cpu:.0}%, peak PSS {:.1} MB, RSS {:.1} MB; simulated agents' CPU {bench_cpu:.0}%; errors {}",
-            tasks as f64 / secs,
-            peak.0,
-            peak.1,
-            stats.errors.load(Ordering::Relaxed) - e0
-        );
-        rates.push(tasks as f64 / secs);
-        cpus.push(cpu);
-        peaks.push(peak.0);
+        crate::summary(&format!("{label}: load"), "tasks/s", rates);
+        crate::summary("  server CPU under load", "%", cpus);
+        crate::summary("  server peak PSS under load", "MB", peaks);
     }
-    crate::summary("agents1000 load", "tasks/s", rates);
-    crate::summary("  server CPU under load", "%", cpus);
-    crate::summary("  server peak PSS under load", "MB", peaks);
     sims.abort_all();
     Ok(())
 }
@@ -621,4 +781,25 @@ pub fn on_site(dag_text: &str) -> String {
         "cmd = \"true\"",
         &format!("cmd = \"true\", queue = \"site:{SITE}\""),
     )
+}
+
+/// Prints the medians over runs of the per-run timeline figures (`gaps`: the mean gap is only
+/// meaningful for a chain).
+pub fn print_timelines(tls: &[Timeline], gaps: bool) {
+    let med = |f: &dyn Fn(&Timeline) -> f64| {
+        let mut xs: Vec<f64> = tls.iter().map(f).collect();
+        xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        xs[xs.len() / 2]
+    };
+    print!(
+        "  medians over runs (store, ms resolution): task claimed->result {:.1} ms",
+        med(&|t| t.span_ms)
+    );
+    if gaps {
+        print!(", result->next claim {:.1} ms", med(&|t| t.gap_ms));
+    }
+    println!(
+        ", first claim->run end {:.3} s",
+        med(&|t| t.first_claim_to_end_s)
+    );
 }

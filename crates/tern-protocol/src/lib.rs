@@ -30,6 +30,24 @@ pub struct Assignment {
     pub context: RunContext,
     /// How long the lease lasts without a heartbeat.
     pub lease_ms: u64,
+    /// Connections the task names that the control plane keeps (protocol 1.1). An agent's own
+    /// connection of the same name wins.
+    #[serde(default)]
+    pub connections: BTreeMap<String, ConnectionSpec>,
+}
+
+/// A connection sent with an assignment: its URI and extra fields.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConnectionSpec {
+    pub uri: String,
+    #[serde(default)]
+    pub extra: Map<String, Value>,
+}
+
+impl std::fmt::Debug for ConnectionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionSpec { .. }")
+    }
 }
 
 /// Facts about the run that templates and the task environment expose.

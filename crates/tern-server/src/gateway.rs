@@ -30,6 +30,8 @@ pub struct Gateway {
     log_paths: Arc<Mutex<HashMap<(i64, String), String>>>,
     /// Next expected log chunk number per attempt.
     log_seqs: Arc<Mutex<HashMap<(i64, String), u64>>>,
+    /// Opens the connections the control plane keeps, to send with assignments.
+    pub secrets: Option<Arc<crate::secrets::SecretBox>>,
     /// Runs by key: the parts an assignment needs never change once a run exists.
     runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
 }
@@ -52,6 +54,7 @@ impl Gateway {
             lease,
             log_paths: Arc::default(),
             log_seqs: Arc::default(),
+            secrets: None,
             runs: Arc::default(),
         }
     }
@@ -103,6 +106,7 @@ impl Gateway {
             ))
         })?;
         let outputs = self.store.run_outputs(run.pk).await?;
+        let connections = self.stored_connections(&task.kind).await?;
         Ok(Assignment {
             ti_id: c.ti.id,
             attempt: c.attempt.clone(),
@@ -125,7 +129,40 @@ impl Gateway {
                 outputs,
             },
             lease_ms: self.lease.as_millis() as u64,
+            connections,
         })
+    }
+
+    /// The stored connections a task names (an agent's own connection of the same name wins
+    /// on the agent).
+    async fn stored_connections(
+        &self,
+        kind: &tern_core::TaskKind,
+    ) -> tern_store::Result<std::collections::BTreeMap<String, tern_protocol::ConnectionSpec>> {
+        use tern_core::TaskKind;
+        let names: Vec<&String> = match kind {
+            TaskKind::Sql { conn, .. } => vec![conn],
+            TaskKind::SqlToLake {
+                conn, target_conn, ..
+            } => vec![conn, target_conn],
+            _ => Vec::new(),
+        };
+        let mut out = std::collections::BTreeMap::new();
+        let Some(secrets) = &self.secrets else {
+            return Ok(out);
+        };
+        for name in names {
+            match crate::connections::resolve(&self.store, secrets, name).await {
+                Ok(Some(spec)) => {
+                    out.insert(name.clone(), spec);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(connection = %name, "cannot open a stored connection: {e}")
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn run(&self, run_pk: i64) -> tern_store::Result<Arc<tern_store::DagRun>> {

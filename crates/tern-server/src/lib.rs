@@ -9,6 +9,7 @@
 
 pub mod agent_api;
 pub mod config;
+pub mod connections;
 pub mod dagsync;
 pub mod events;
 pub mod gateway;
@@ -16,6 +17,7 @@ pub mod http;
 pub mod logs;
 pub mod node;
 pub mod scheduler;
+pub mod secrets;
 pub mod trigger;
 
 pub use config::Config;

@@ -118,7 +118,10 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let events = Arc::new(Events::default());
         let logs = LogStore::new(cfg.logs_dir());
-        let gateway = Gateway::new(store.clone(), events.clone(), logs, cfg.lease()?);
+        let mut gateway = Gateway::new(store.clone(), events.clone(), logs, cfg.lease()?);
+        gateway.secrets = Some(Arc::new(
+            crate::secrets::SecretBox::load(&cfg.home).context("the secret key")?,
+        ));
         let shutdown = CancellationToken::new();
         let worker_name = local_worker_name();
         let mut handles = Vec::new();

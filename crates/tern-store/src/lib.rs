@@ -11,6 +11,7 @@
 
 pub mod agents;
 mod connect;
+pub mod connections;
 pub mod dags;
 mod error;
 pub mod model;

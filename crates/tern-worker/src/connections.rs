@@ -188,6 +188,29 @@ impl Connections {
         Ok(Connections { by_name })
     }
 
+    /// These connections plus those sent with an assignment that this agent does not have
+    /// itself (the agent's own win).
+    pub fn with_fallback(
+        &self,
+        sent: &BTreeMap<String, tern_protocol::ConnectionSpec>,
+    ) -> Result<Connections, ConnectionError> {
+        let mut by_name = self.by_name.clone();
+        for (name, spec) in sent {
+            if by_name.contains_key(name) {
+                continue;
+            }
+            let cfg = ConnectionConfig {
+                uri: spec.uri.clone(),
+                extra: spec.extra.clone(),
+            };
+            by_name.insert(
+                name.clone(),
+                Connection::parse(name, "the control plane", &cfg)?,
+            );
+        }
+        Ok(Connections { by_name })
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.by_name.keys().cloned().collect()
     }

@@ -58,6 +58,31 @@ pub async fn execute(
     sink: &dyn LogSink,
     cancel: &CancellationToken,
 ) -> Completion {
+    // Connections sent with the assignment join the agent's own for this attempt, and their
+    // secrets are masked like the agent's.
+    let merged;
+    let opts = if a.connections.is_empty() {
+        opts
+    } else {
+        match opts.connections.with_fallback(&a.connections) {
+            Ok(c) => {
+                merged = ExecOptions {
+                    python: opts.python.clone(),
+                    kill_grace: opts.kill_grace,
+                    ..ExecOptions::default()
+                }
+                .with_connections(c);
+                &merged
+            }
+            Err(e) => {
+                tracing::warn!(
+                    ti = a.ti_id,
+                    "a connection sent with the task is invalid: {e}"
+                );
+                opts
+            }
+        }
+    };
     let masked = MaskingSink {
         inner: sink,
         masker: opts.masker.clone(),

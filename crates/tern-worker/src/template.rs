@@ -152,6 +152,7 @@ mod tests {
                 outputs,
             },
             lease_ms: 30_000,
+            connections: Default::default(),
         }
     }
 

@@ -59,6 +59,9 @@ pub enum Command {
     /// Manage pools.
     #[command(subcommand)]
     Pools(PoolsCmd),
+    /// Manage the connections the control plane keeps (encrypted at rest).
+    #[command(subcommand)]
+    Connections(ConnectionsCmd),
     /// Metadata database maintenance.
     #[command(subcommand)]
     Db(DbCmd),
@@ -215,6 +218,40 @@ pub struct LogsArgs {
     /// Keep printing new lines until the try ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConnectionsCmd {
+    /// Add a connection: a URI such as postgres://user:pw@host:5432/db, mysql://…,
+    /// sqlite:///path, s3://bucket?endpoint=…&region=…, file:///folder, https://….
+    Add {
+        name: String,
+        #[arg(long)]
+        uri: String,
+        /// Extra fields as a JSON object, e.g. '{"sslmode": "require"}'.
+        #[arg(long)]
+        extra: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Replace a connection of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// List connections (never their secrets).
+    List(OutputArg),
+    /// Show one connection with its password masked.
+    Show {
+        name: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    Delete {
+        name: String,
+    },
+    /// Connect and check: SELECT 1 on databases, a listing on object stores.
+    Test {
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -11,3 +11,22 @@ pub mod lake;
 pub mod sql_task;
 
 pub use error::DataError;
+
+/// Checks that a connection works: `SELECT 1` on a database, a listing on an object store.
+/// Returns what was checked.
+pub async fn test_connection(c: &crate::connections::Connection) -> Result<String, DataError> {
+    match c.conn_type.as_str() {
+        "s3" | "file" => {
+            let lake = lake::Lake::open(c)?;
+            lake.check("probe").await?;
+            Ok(format!("listed {}", lake.describe))
+        }
+        _ => {
+            let mut d = db::Db::connect(c, true).await?;
+            let r = d.execute("SELECT 1", &[], false).await;
+            d.close().await;
+            r.map_err(|e| error::from_sqlx("SELECT 1 failed", e))?;
+            Ok(format!("SELECT 1 on {}", db::describe(c)))
+        }
+    }
+}

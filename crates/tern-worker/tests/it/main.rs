@@ -49,6 +49,7 @@ pub fn assignment(kind: TaskKind) -> Assignment {
             outputs: Default::default(),
         },
         lease_ms: 30_000,
+        connections: Default::default(),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod agent;
 mod agents;
+mod connections;
 mod dags;
 mod logs;
 mod misc;
@@ -26,6 +27,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Runs(c) => runs::run(cfg, c).await,
         Command::Logs(a) => logs::run(cfg, a).await,
         Command::Pools(c) => misc::pools(cfg, c).await,
+        Command::Connections(c) => connections::run(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,
         Command::Config(c) => misc::config(cfg, c).await,
     }

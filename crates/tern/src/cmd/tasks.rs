@@ -55,6 +55,7 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
             outputs: Default::default(),
         },
         lease_ms: 0,
+        connections: Default::default(),
     };
     let opts = ExecOptions {
         python: cfg.agent.python.clone(),

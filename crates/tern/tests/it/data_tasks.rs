@@ -85,3 +85,97 @@ sql_to_lake(id = "c", conn = "hq", sql = "SELECT 1", target_conn = "lake", targe
         "{text}"
     );
 }
+
+fn mysql(sql: &str) {
+    let out = std::process::Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-u", "root", "-e", sql])
+        .output()
+        .expect("the mysql client is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn stored_connections_are_encrypted_never_shown_and_reach_the_task() {
+    const CANARY: &str = "Canary-Db-9x7Qp";
+    let id = std::process::id();
+    let (db, user) = (format!("tern_c_{id}"), format!("tern_c_{id}"));
+    mysql(&format!(
+        "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT, name VARCHAR(20)); \
+         INSERT INTO {db}.t VALUES (1, 'x'), (2, 'y'); DROP USER IF EXISTS '{user}'@'%'; \
+         CREATE USER '{user}'@'%' IDENTIFIED BY '{CANARY}'; GRANT SELECT ON {db}.* TO '{user}'@'%';"
+    ));
+    let t = Tern::new();
+    let lake = t.path().join("lake");
+    t.ok(&[
+        "connections",
+        "add",
+        "hq",
+        "--uri",
+        &format!("mysql://{user}:{CANARY}@127.0.0.1:3306/{db}"),
+    ]);
+    t.ok(&[
+        "connections",
+        "add",
+        "lake",
+        "--uri",
+        &format!("file://{}", lake.display()),
+    ]);
+    // Adding it again without --replace is refused.
+    assert!(!t
+        .run(&["connections", "add", "lake", "--uri", "file:///tmp"])
+        .status
+        .success());
+    let listed = t.ok(&["connections", "list"]) + &t.ok(&["connections", "show", "hq"]);
+    assert!(
+        listed.contains("127.0.0.1") && listed.contains(&user),
+        "{listed}"
+    );
+    assert!(!listed.contains(CANARY), "{listed}");
+    assert!(t.ok(&["connections", "test", "hq"]).contains("SELECT 1"));
+    t.write_dag(
+        "export.star",
+        r#"
+d = dag(id = "export")
+sql_to_lake(id = "export", conn = "hq", sql = "SELECT * FROM t ORDER BY id", target_conn = "lake", target = "t.csv")
+"#,
+    );
+    let _sa = t.standalone();
+    let run_id = t.trigger("export", None);
+    let v = t.wait_run("export", &run_id, "the export", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(
+        std::fs::read_to_string(lake.join("t.csv")).unwrap(),
+        "id,name\n1,x\n2,y\n"
+    );
+    let log = t.log("export", &run_id, "export", None);
+    assert!(
+        log.contains(&format!("user {user} at 127.0.0.1:3306")),
+        "{log}"
+    );
+    // Encrypted at rest: the password is nowhere in the data folder (database, logs, key file).
+    assert_eq!(files_containing(t.path(), CANARY), Vec::<String>::new());
+    mysql(&format!("DROP DATABASE {db}; DROP USER '{user}'@'%';"));
+}

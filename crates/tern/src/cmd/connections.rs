@@ -1,0 +1,119 @@
+//! `tern connections …`: the connections the control plane keeps, sealed with its secret key.
+//! Listings and `show` never print a password.
+
+use anyhow::Context;
+use serde_json::json;
+use tern_server::secrets::SecretBox;
+use tern_server::Config;
+
+use crate::cli::{ConnectionsCmd, Output};
+use crate::output::print;
+
+pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
+    let store = super::open_store(&cfg).await?;
+    let secrets = || SecretBox::load(&cfg.home).context("the secret key");
+    match cmd {
+        ConnectionsCmd::Add {
+            name,
+            uri,
+            extra,
+            description,
+            replace,
+        } => {
+            let extra = match extra {
+                None => Default::default(),
+                Some(text) => match serde_json::from_str(&text).context("--extra")? {
+                    serde_json::Value::Object(m) => m,
+                    _ => anyhow::bail!(
+                        "--extra must be a JSON object, e.g. '{{\"sslmode\": \"require\"}}'"
+                    ),
+                },
+            };
+            let c = tern_server::connections::add(
+                &store,
+                &secrets()?,
+                &name,
+                &uri,
+                extra,
+                &description,
+                replace,
+            )
+            .await?;
+            eprintln!(
+                "connection {name} ({}) saved, encrypted at rest",
+                tern_worker::data::db::describe(&c)
+            );
+        }
+        ConnectionsCmd::List(o) => {
+            let list = store.list_connections().await?;
+            let rows = list
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.conn_type.clone(),
+                        c.host.clone(),
+                        c.login.clone(),
+                        c.description.clone(),
+                    ]
+                })
+                .collect();
+            print(
+                o.output,
+                &["NAME", "TYPE", "HOST", "LOGIN", "DESCRIPTION"],
+                rows,
+                &list,
+            );
+        }
+        ConnectionsCmd::Show { name, out } => {
+            let c = tern_server::connections::parsed(&store, &secrets()?, &name)
+                .await?
+                .with_context(|| {
+                    format!("no connection {name:?}; `tern connections list` shows them")
+                })?;
+            let masker = tern_worker::mask::Masker::new(c.secrets());
+            let v = json!({
+                "name": c.name,
+                "uri": masker.mask(&c.uri),
+                "conn_type": c.conn_type,
+                "host": c.host,
+                "port": c.port,
+                "login": c.login,
+                "password": c.password.as_ref().map(|_| "***"),
+                "schema": c.schema,
+                "extra": c.public_fields()["extra"],
+            });
+            if out.output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (k, val) in v.as_object().expect("an object") {
+                    let text = match val {
+                        serde_json::Value::String(s) => s.clone(),
+                        serde_json::Value::Null => "-".into(),
+                        other => other.to_string(),
+                    };
+                    println!("{k:<10} {text}");
+                }
+            }
+        }
+        ConnectionsCmd::Delete { name } => {
+            store.delete_connection(&name).await?;
+            eprintln!("connection {name} deleted");
+        }
+        ConnectionsCmd::Test { name } => {
+            let c = tern_server::connections::parsed(&store, &secrets()?, &name)
+                .await?
+                .with_context(|| {
+                    format!("no connection {name:?}; `tern connections list` shows them")
+                })?;
+            match tern_worker::data::test_connection(&c).await {
+                Ok(what) => println!("ok: {what}"),
+                Err(e) => {
+                    eprintln!("failed: {e}");
+                    return Ok(1);
+                }
+            }
+        }
+    }
+    Ok(0)
+}
