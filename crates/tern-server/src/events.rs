@@ -1,17 +1,20 @@
-//! In-process signals between the parts of a control plane: work was queued (wake agents),
-//! DAGs changed (recompute schedules), a run finished (wake waiters).
+//! In-process signals between the parts of a control plane: work was queued (wake the queue
+//! watcher, which wakes the agents of the queues that have work), DAGs changed (recompute
+//! schedules), a run finished (wake waiters).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 #[derive(Default)]
 pub struct Events {
-    /// A task instance became queued. Raise it with [`Events::work_queued`].
+    /// A task instance became queued in this process: a hint for the queue watcher (one
+    /// stored permit, so a hint given while it is busy is not lost).
     pub work: Notify,
-    /// Counts [`Events::work_queued`] calls, so a claimer can tell whether anything was queued
-    /// since it last looked.
-    work_generation: AtomicU64,
+    /// Per queue: claims of agents serving it wait here; the watcher wakes a queue when it has
+    /// queued tasks.
+    queues: Mutex<HashMap<String, Arc<Notify>>>,
     /// The set or versions of DAGs changed, or a DAG was paused or unpaused.
     pub dags: Notify,
     /// A DAG run finished.
@@ -23,12 +26,27 @@ pub struct Events {
 impl Events {
     /// Signals that task instances became queued in this process.
     pub fn work_queued(&self) {
-        self.work_generation.fetch_add(1, Ordering::SeqCst);
-        self.work.notify_waiters();
+        self.work.notify_one();
     }
 
-    pub fn work_generation(&self) -> u64 {
-        self.work_generation.load(Ordering::SeqCst)
+    /// The signal claims of `queue` wait on.
+    pub fn queue_signal(&self, queue: &str) -> Arc<Notify> {
+        self.queues
+            .lock()
+            .expect("queue signals")
+            .entry(queue.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes the claims waiting on these queues.
+    pub fn wake_queues(&self, queues: &[String]) {
+        let signals = self.queues.lock().expect("queue signals");
+        for q in queues {
+            if let Some(n) = signals.get(q) {
+                n.notify_waiters();
+            }
+        }
     }
 
     /// Publishes what recording a result changed.

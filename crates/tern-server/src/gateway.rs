@@ -16,9 +16,11 @@ use tern_worker::{ControlPlane, TransportError};
 use crate::events::Events;
 use crate::logs::LogStore;
 
-/// How often a waiting claim looks at the database even without a signal, to see work queued
-/// by another process (a CLI trigger, another scheduler).
-const CROSS_PROCESS_POLL: Duration = Duration::from_millis(250);
+/// How often the queue watcher looks for work queued by another process (a CLI trigger,
+/// another server): SQLite answers "did anything change?" almost for free; PostgreSQL is asked
+/// which queues have work.
+const WATCH_SQLITE: Duration = Duration::from_millis(5);
+const WATCH_POSTGRES: Duration = Duration::from_millis(50);
 
 /// Shared services of the gateway.
 #[derive(Clone)]
@@ -59,6 +61,31 @@ impl Gateway {
         }
     }
 
+    /// Wakes waiting claims when their queues have work: at once for work queued in this
+    /// process, within [`WATCH_SQLITE`] / [`WATCH_POSTGRES`] for work queued by another. One
+    /// watcher per process, however many agents wait.
+    pub async fn watch_queues(self, shutdown: tokio_util::sync::CancellationToken) {
+        let poll = match self.store.backend() {
+            tern_store::Backend::Sqlite => WATCH_SQLITE,
+            tern_store::Backend::Postgres => WATCH_POSTGRES,
+        };
+        let mut changes = self.store.change_watch();
+        loop {
+            let hinted = tokio::select! {
+                _ = self.events.work.notified() => true,
+                _ = tokio::time::sleep(poll) => false,
+                _ = shutdown.cancelled() => return,
+            };
+            if !hinted && !changes.changed(&self.store).await {
+                continue;
+            }
+            match self.store.queued_queues().await {
+                Ok(queues) => self.events.wake_queues(&queues),
+                Err(e) => tracing::warn!("queue watcher: {e}"),
+            }
+        }
+    }
+
     /// A control plane for the in-process agent serving `queues`, known as `worker`.
     pub fn for_agent(&self, worker: &str, queues: Vec<String>) -> LocalControlPlane {
         LocalControlPlane {
@@ -66,7 +93,6 @@ impl Gateway {
             worker: worker.to_string(),
             queues,
             remote_agent: None,
-            drained_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
     }
 
@@ -205,35 +231,22 @@ pub struct LocalControlPlane {
     queues: Vec<String>,
     /// The remote agent this serves, if any.
     remote_agent: Option<i64>,
-    /// The work generation when this agent's last claim found less than it asked for: until
-    /// the generation moves, probing again would find nothing queued by this process.
-    drained_at: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
 impl ControlPlane for LocalControlPlane {
     async fn claim(&self, wait: Duration, max: usize) -> Result<Vec<Assignment>, TransportError> {
         let deadline = tokio::time::Instant::now() + wait;
+        let signals: Vec<Arc<tokio::sync::Notify>> = self
+            .queues
+            .iter()
+            .map(|q| self.gw.events.queue_signal(q))
+            .collect();
         loop {
-            let notified = self.gw.events.work.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let generation = self.gw.events.work_generation();
-            let drained = self.drained_at.load(std::sync::atomic::Ordering::SeqCst) == generation;
-            if drained {
-                // Nothing was queued here since the last claim came back short; wait for a
-                // signal (or the cross-process poll) before asking the database again.
-                self.drained_at
-                    .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
-                let now = tokio::time::Instant::now();
-                let nap = deadline
-                    .saturating_duration_since(now)
-                    .min(CROSS_PROCESS_POLL);
-                tokio::select! {
-                    _ = &mut notified => {}
-                    _ = tokio::time::sleep(nap) => {}
-                }
-                continue;
+            // Listen before probing, so work queued in between is not missed.
+            let mut waits: Vec<_> = signals.iter().map(|n| Box::pin(n.notified())).collect();
+            for w in waits.iter_mut() {
+                w.as_mut().enable();
             }
             let claimed = self
                 .gw
@@ -241,10 +254,6 @@ impl ControlPlane for LocalControlPlane {
                 .claim_many(&self.queues, &self.worker, self.gw.lease, max)
                 .await
                 .map_err(unavailable)?;
-            if claimed.len() < max {
-                self.drained_at
-                    .store(generation, std::sync::atomic::Ordering::SeqCst);
-            }
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in &claimed {
@@ -257,14 +266,12 @@ impl ControlPlane for LocalControlPlane {
                 }
                 return Ok(out);
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            let nap = (deadline - now).min(CROSS_PROCESS_POLL);
             tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep(nap) => {}
+                _ = futures::future::select_all(waits) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
             }
         }
     }

@@ -764,6 +764,24 @@ impl Store {
         )
     }
 
+    /// Queues that have queued task instances now.
+    pub async fn queued_queues(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT queue FROM task_instances WHERE state = 'queued'")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A cheap way to tell whether another connection changed the database (see
+    /// [`ChangeWatch`]).
+    pub fn change_watch(&self) -> ChangeWatch {
+        ChangeWatch {
+            conn: None,
+            last: None,
+        }
+    }
+
     /// DAGs the scheduler creates runs for: active, not paused, with a schedule.
     pub async fn schedulable_dags(&self) -> Result<Vec<(String, i64)>> {
         sqlx::query(
@@ -817,5 +835,42 @@ impl Store {
         }
         tx.commit().await?;
         Ok(stale.len())
+    }
+}
+
+/// Tells whether the database changed since the last look. On SQLite it asks `PRAGMA
+/// data_version` on a connection of its own (the value moves when any other connection
+/// commits); on PostgreSQL it cannot tell and always answers yes.
+pub struct ChangeWatch {
+    conn: Option<sqlx::pool::PoolConnection<Any>>,
+    last: Option<i64>,
+}
+
+impl ChangeWatch {
+    pub async fn changed(&mut self, store: &Store) -> bool {
+        if store.backend() != crate::Backend::Sqlite {
+            return true;
+        }
+        if self.conn.is_none() {
+            match store.pool.acquire().await {
+                Ok(c) => self.conn = Some(c),
+                Err(_) => return true,
+            }
+        }
+        let conn = self.conn.as_mut().expect("acquired above");
+        match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+            .fetch_one(&mut **conn)
+            .await
+        {
+            Ok(v) => {
+                let changed = self.last != Some(v);
+                self.last = Some(v);
+                changed
+            }
+            Err(_) => {
+                self.conn = None;
+                true
+            }
+        }
     }
 }
