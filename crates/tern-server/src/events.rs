@@ -51,9 +51,8 @@ impl Events {
 
     /// Publishes what recording a result changed.
     pub fn applied(&self, applied: &tern_store::Applied) {
-        if applied.queued_any {
-            self.work_queued();
-        }
+        // The result's transaction knows which queues got work: wake those directly.
+        self.wake_queues(&applied.queued_queues);
         if applied.run_finished {
             self.run_finished.notify_waiters();
         }

@@ -130,9 +130,7 @@ impl Node {
             recover_dead_local_agents(&store, &worker_name).await?;
         }
         if roles.local_agent || roles.http {
-            handles.push(tokio::spawn(
-                gateway.clone().watch_queues(shutdown.clone()),
-            ));
+            handles.push(tokio::spawn(gateway.clone().watch_queues(shutdown.clone())));
         }
         if roles.scheduler {
             // Remote agents could not heartbeat while no control plane ran: give their

@@ -110,6 +110,8 @@ pub struct Applied {
     pub accepted: bool,
     /// Whether any task instance became queued, so agents should be woken.
     pub queued_any: bool,
+    /// The queues that got queued work.
+    pub queued_queues: Vec<String>,
     /// Whether the run finished.
     pub run_finished: bool,
     /// Whether the attempt failed with tries left: a retry is due later.

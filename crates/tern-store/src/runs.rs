@@ -106,7 +106,7 @@ impl Store {
         }
         self.start_queued_runs(&mut tx, Some(&new.dag_id), now)
             .await?;
-        let queued_any = self.admit(&mut tx, now).await?;
+        let queued_any = !self.admit(&mut tx, now).await?.is_empty();
         tx.commit().await?;
         let run = self.get_run_by_pk(pk).await?;
         Ok((run, queued_any))

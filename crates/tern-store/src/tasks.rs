@@ -254,8 +254,12 @@ impl Store {
     }
 
     /// Moves `scheduled` instances to `queued`, highest priority first, while their pool has
-    /// free slots and their DAG is under `max_active_tasks`. Returns whether any was queued.
-    pub(crate) async fn admit(&self, tx: &mut Transaction<'static, Any>, now: i64) -> Result<bool> {
+    /// free slots and their DAG is under `max_active_tasks`. Returns the queues that got work.
+    pub(crate) async fn admit(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        now: i64,
+    ) -> Result<Vec<String>> {
         self.lock_admission(tx).await?;
         // Free slots per pool and running instances per DAG, in one statement.
         let usage = format!(
@@ -277,6 +281,7 @@ impl Store {
         }
         let mut free_total: i64 = pool_free.values().filter(|f| **f > 0).sum();
         let mut admitted: Vec<i64> = Vec::new();
+        let mut queues: Vec<String> = Vec::new();
         let mut missing_pool: Vec<(i64, String)> = Vec::new();
         // Read the most urgent candidates a page at a time, a page about as large as the free
         // capacity: admission stays cheap however many instances wait.
@@ -287,7 +292,7 @@ impl Store {
             }
             let limit = (free_total * 4 + 32).min(4096);
             let rows = sqlx::query(
-                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority FROM task_instances ti \
+                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue FROM task_instances ti \
                  JOIN dag_runs r ON r.id = ti.run_pk \
                  WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3)) \
                  ORDER BY ti.priority DESC, ti.id LIMIT $4",
@@ -317,6 +322,10 @@ impl Store {
                 *used += 1;
                 free_total -= 1;
                 admitted.push(id);
+                let queue: String = r.try_get(5)?;
+                if !queues.contains(&queue) {
+                    queues.push(queue);
+                }
             }
             if page_len < limit {
                 break;
@@ -340,7 +349,7 @@ impl Store {
             );
             sqlx::query(&sql).bind(now).execute(&mut **tx).await?;
         }
-        Ok(!admitted.is_empty())
+        Ok(queues)
     }
 
     /// Claims the most urgent queued task instance of `queues` for `worker`: it becomes
@@ -642,7 +651,8 @@ impl Store {
                 .finish_run_if_done(tx, ti.run_pk, &spec, states, now)
                 .await?;
         }
-        applied.queued_any = self.admit(tx, now).await?;
+        applied.queued_queues = self.admit(tx, now).await?;
+        applied.queued_any = !applied.queued_queues.is_empty();
         Ok(applied)
     }
 
@@ -717,7 +727,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         self.start_queued_runs(&mut tx, None, now).await?;
-        let queued = self.admit(&mut tx, now).await?;
+        let queued = !self.admit(&mut tx, now).await?.is_empty();
         tx.commit().await?;
         Ok(queued)
     }

@@ -427,3 +427,49 @@ fn agents_one_minor_version_apart_are_served_and_another_major_is_refused() {
     );
     assert_eq!(status, 401, "{text}");
 }
+
+#[test]
+fn two_sites_each_run_only_their_own_tasks() {
+    let t = Tern::new();
+    let mut dag = String::from("d = dag(id = \"two\")\n");
+    for i in 0..4 {
+        dag.push_str(&format!(
+            "shell(id = \"w{i}\", queue = \"site:warsaw\", cmd = \"echo warsaw {i}\")\n\
+             shell(id = \"l{i}\", queue = \"site:lisbon\", cmd = \"echo lisbon {i}\")\n"
+        ));
+    }
+    t.write_dag("two.star", &dag);
+    let (_sa, url) = server_on(&t, 0);
+    let warsaw = new_code(&t, "10m");
+    let lisbon = t
+        .ok(&["agents", "activation", "create", "--site", "lisbon"])
+        .trim()
+        .to_string();
+    let _a = agent(&url, Some(&warsaw), &t.path().join("warsaw"));
+    let _b = agent(&url, Some(&lisbon), &t.path().join("lisbon"));
+    let run_id = t.trigger("two", None);
+    let v = t.wait_run("two", &run_id, "both sites' tasks", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    let agents = t.json(&["agents", "list"]);
+    let worker_of = |site: &str| {
+        let a = agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["site"] == site)
+            .unwrap();
+        format!("agent-{}", a["id"])
+    };
+    for i in 0..4 {
+        assert_eq!(
+            task(&v, &format!("w{i}"))["worker"],
+            worker_of("warsaw"),
+            "{v:#}"
+        );
+        assert_eq!(
+            task(&v, &format!("l{i}"))["worker"],
+            worker_of("lisbon"),
+            "{v:#}"
+        );
+    }
+}
