@@ -38,16 +38,7 @@ pub fn server_url(sa: &mut crate::harness::Standalone) -> String {
 
 /// Starts `tern server` on a free port; returns it and its URL.
 pub fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
-    let mut sa = crate::harness::Standalone {
-        child: t
-            .command(&["server", "--port", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    };
-    let url = server_url(&mut sa);
-    (sa, url)
+    crate::links::server_on(t, 0)
 }
 
 pub struct AgentProc(pub Child);

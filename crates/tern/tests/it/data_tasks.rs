@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 
-use crate::harness::{finished, run_state, Standalone, Tern};
+use crate::harness::{files_containing, finished, run_state, Standalone, Tern};
 
 #[test]
 fn sql_then_export_then_outputs_downstream() {
@@ -96,25 +96,6 @@ fn mysql(sql: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if std::fs::read(&p)
-                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-            {
-                found.push(p.display().to_string());
-            }
-        }
-    }
-    found
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::agents::{new_code, server_url, AgentProc};
-use crate::harness::{finished, run_state, task, Standalone, Tern, DEADLINE};
+use crate::harness::{files_containing, finished, run_state, task, Standalone, Tern, DEADLINE};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -18,7 +18,7 @@ fn free_port() -> u16 {
 }
 
 /// `tern server` on a given port.
-fn server_on(t: &Tern, port: u16) -> (Standalone, String) {
+pub fn server_on(t: &Tern, port: u16) -> (Standalone, String) {
     let mut sa = Standalone {
         child: t
             .command(&["server", "--port", &port.to_string()])
@@ -201,25 +201,6 @@ shell(id = "work", queue = "site:warsaw", cmd = "echo one; sleep 2; echo two")
         let v = t.wait_run("site", &again, "a run after the failover", finished);
         assert_eq!(run_state(&v), "success", "{v:#}");
     });
-}
-
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if let Ok(bytes) = std::fs::read(&p) {
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    found.push(p.display().to_string());
-                }
-            }
-        }
-    }
-    found
 }
 
 #[test]
