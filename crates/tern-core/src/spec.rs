@@ -141,10 +141,37 @@ pub enum TaskKind {
         #[serde(default)]
         csv: CsvOptions,
     },
+    /// Calls an HTTP endpoint.
+    Http {
+        /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`.
+        method: String,
+        /// Absolute URL, or a path joined to the connection's URL (templated).
+        url: String,
+        /// Connection giving the base URL and the credentials (login/password: basic auth;
+        /// extra `token`: bearer).
+        #[serde(default)]
+        conn: Option<String>,
+        /// Header values are templated.
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+        /// Request body (templated).
+        #[serde(default)]
+        body: Option<String>,
+        /// Statuses that count as success; empty means any 2xx.
+        #[serde(default)]
+        expected_status: Vec<u16>,
+        /// Largest response body kept as the `body` output, in bytes.
+        #[serde(default = "default_body_cap")]
+        max_body_bytes: u64,
+    },
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_body_cap() -> u64 {
+    64 * 1024
 }
 
 /// File format of an export.
@@ -205,6 +232,7 @@ impl TaskKind {
             TaskKind::Empty => "empty",
             TaskKind::Sql { .. } => "sql",
             TaskKind::SqlToLake { .. } => "sql_to_lake",
+            TaskKind::Http { .. } => "http",
         }
     }
 }

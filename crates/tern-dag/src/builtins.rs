@@ -48,6 +48,16 @@ const SQL_FIELDS: &[&str] = &[
     "transaction",
     "output_first_row",
 ];
+const HTTP_FIELDS: &[&str] = &[
+    "method",
+    "url",
+    "conn",
+    "headers",
+    "body",
+    "expected_status",
+    "max_body_bytes",
+];
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 const SQL_TO_LAKE_FIELDS: &[&str] = &[
     "conn",
     "sql",
@@ -977,6 +987,63 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 })
             },
         )
+    }
+
+    /// A task that calls an HTTP endpoint.
+    fn http<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("http()", HTTP_FIELDS, kwargs, eval, |args, errs| {
+            let url = required_string(args, "url", "\"https://api.example.com/v1/ping\"", errs);
+            let method = args
+                .field("method", errs, to_string)
+                .map(|m| m.to_ascii_uppercase())
+                .unwrap_or_else(|| "GET".into());
+            if !HTTP_METHODS.contains(&method.as_str()) {
+                errs.push(format!(
+                    "unknown method `{method}`{}",
+                    suggest_or_list(&method, HTTP_METHODS, "use one of")
+                ));
+            }
+            let expected_status = match args.get("expected_status") {
+                None => Vec::new(),
+                Some(v) => match list_items("expected_status", v) {
+                    Err(e) => {
+                        errs.push(e);
+                        Vec::new()
+                    }
+                    Ok(items) => items
+                        .into_iter()
+                        .filter_map(|x| match to_int("expected_status[]", x) {
+                            Ok(n) if (100..=599).contains(&n) => Some(n as u16),
+                            Ok(n) => {
+                                errs.push(format!(
+                                    "`expected_status` holds {n}, not an HTTP status"
+                                ));
+                                None
+                            }
+                            Err(e) => {
+                                errs.push(e);
+                                None
+                            }
+                        })
+                        .collect(),
+                },
+            };
+            KindDraft::Ready(tern_core::TaskKind::Http {
+                method,
+                url,
+                conn: args.field("conn", errs, to_string),
+                headers: args.field("headers", errs, to_env).unwrap_or_default(),
+                body: args.field("body", errs, to_string),
+                expected_status,
+                max_body_bytes: args
+                    .field("max_body_bytes", errs, |f, v| to_u32_min(f, v, 0))
+                    .map(u64::from)
+                    .unwrap_or(64 * 1024),
+            })
+        })
     }
 
     /// A task that does nothing and succeeds: a join point or placeholder.

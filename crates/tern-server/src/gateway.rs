@@ -171,6 +171,9 @@ impl Gateway {
             TaskKind::SqlToLake {
                 conn, target_conn, ..
             } => vec![conn, target_conn],
+            TaskKind::Http {
+                conn: Some(conn), ..
+            } => vec![conn],
             _ => Vec::new(),
         };
         let mut out = std::collections::BTreeMap::new();

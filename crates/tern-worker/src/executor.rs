@@ -123,7 +123,7 @@ async fn run_masked(
     ));
     let result = match &a.task.kind {
         TaskKind::Empty => Ok(Ran::Done),
-        TaskKind::Sql { .. } | TaskKind::SqlToLake { .. } => {
+        TaskKind::Sql { .. } | TaskKind::SqlToLake { .. } | TaskKind::Http { .. } => {
             Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
         }
         TaskKind::Shell { cmd, env, cwd } => {
@@ -279,6 +279,26 @@ async fn run_data(
                     csv,
                 };
                 data::sql_task::run_export(conns, &r, sink, &spec).await
+            }
+            TaskKind::Http {
+                method,
+                url,
+                conn,
+                headers,
+                body,
+                expected_status,
+                max_body_bytes,
+            } => {
+                let spec = data::http_task::HttpSpec {
+                    method,
+                    url,
+                    conn: conn.as_deref(),
+                    headers,
+                    body: body.as_deref(),
+                    expected_status,
+                    max_body_bytes: *max_body_bytes,
+                };
+                data::http_task::run_http(conns, &r, sink, &spec).await
             }
             _ => unreachable!("run_data is called for data tasks only"),
         }

@@ -7,6 +7,7 @@ pub mod cells;
 pub mod db;
 pub mod error;
 pub mod export;
+pub mod http_task;
 pub mod lake;
 pub mod sql_task;
 

@@ -507,3 +507,85 @@ async fn sql_statements_bind_parameters_and_publish_the_first_row() {
     // The parameter was bound (templated, never spliced): the text is stored as is.
     assert_eq!(done.outputs["name"], "x'); DROP TABLE t; -- 2026-03-01");
 }
+
+/// A tiny HTTP/1.1 server: answers `/status/N` with status N, `/big` with 100 KB, anything else
+/// with 200 and the request head it received.
+async fn http_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let (status, body) = if let Some(code) = path.strip_prefix("/status/") {
+                    (code.parse::<u16>().unwrap_or(500), "status".to_string())
+                } else if path == "/big" {
+                    (200, "x".repeat(100_000))
+                } else {
+                    (200, head)
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn http(url: &str, conn: Option<&str>, expected: Vec<u16>) -> TaskKind {
+    TaskKind::Http {
+        method: "POST".into(),
+        url: url.into(),
+        conn: conn.map(str::to_string),
+        headers: BTreeMap::from([("x-day".to_string(), "{{ ds }}".to_string())]),
+        body: Some("{\"day\": \"{{ ds }}\"}".into()),
+        expected_status: expected,
+        max_body_bytes: 1000,
+    }
+}
+
+#[tokio::test]
+async fn http_tasks_use_the_connection_and_classify_statuses() {
+    let base = http_server().await;
+    let api = || {
+        let with_user = base.replace("http://", "http://svc:s3cr3t-pw@");
+        conns(&[("api", with_user)])
+    };
+    let (done, log) = run(http("/v1/ping", Some("api"), vec![]), api()).await;
+    assert!(done.success, "{done:?}\n{log}");
+    assert_eq!(done.outputs["status"], 200);
+    let echoed = done.outputs["body"].as_str().unwrap().to_ascii_lowercase();
+    assert!(echoed.starts_with("post /v1/ping http/1.1"), "{echoed}");
+    assert!(echoed.contains("x-day: 2026-03-01"), "{echoed}");
+    assert!(
+        echoed.contains("authorization: basic c3zjonmzy3izdc1wdw=="),
+        "{echoed}"
+    );
+    assert!(!log.contains("s3cr3t-pw"), "{log}");
+    // A cut body says so.
+    let (done, _) = run(http("/big", Some("api"), vec![]), api()).await;
+    assert_eq!(done.outputs["body"].as_str().unwrap().len(), 1000);
+    assert_eq!(done.outputs["body_truncated"], true);
+    // 404 cannot succeed on retry; 503 and 429 can; an expected 404 is a success.
+    for (code, retryable) in [(404, false), (401, false), (503, true), (429, true)] {
+        let (done, log) = run(http(&format!("/status/{code}"), Some("api"), vec![]), api()).await;
+        assert!(!done.success, "{code}");
+        assert_eq!(done.retryable, retryable, "{code}: {log}");
+        assert!(done.reason.unwrap().contains(&format!("answered {code}")));
+    }
+    let (done, _) = run(http("/status/404", Some("api"), vec![404]), api()).await;
+    assert!(done.success);
+    // Nobody listening: transient.
+    let (done, _) = run(http("http://127.0.0.1:1/x", None, vec![]), conns(&[])).await;
+    assert!(!done.success && done.retryable, "{done:?}");
+}

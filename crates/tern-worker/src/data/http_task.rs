@@ -1,0 +1,138 @@
+//! The `http` task: one request, templated, with a connection's base URL and credentials;
+//! success by expected status; the response's status and (capped) body become outputs. A 4xx
+//! answer other than 408 and 429 cannot succeed on retry; 5xx, 408, 429 and network errors can.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::error::DataError;
+use crate::connections::Connections;
+use crate::logsink::LogSink;
+use crate::template::Renderer;
+
+/// What an `http` task sends.
+pub struct HttpSpec<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub conn: Option<&'a str>,
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+    pub body: Option<&'a str>,
+    pub expected_status: &'a [u16],
+    pub max_body_bytes: u64,
+}
+
+/// Longest wait for an answer (the task's `execution_timeout` bounds the whole task).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn render(r: &Renderer, field: &str, s: &str) -> Result<String, DataError> {
+    r.render(field, s)
+        .map_err(|e| DataError::permanent(e.to_string()))
+}
+
+pub async fn run_http(
+    conns: &Connections,
+    r: &Renderer,
+    sink: &dyn LogSink,
+    spec: &HttpSpec<'_>,
+) -> Result<Map<String, Value>, DataError> {
+    crate::http_transport::install_crypto_provider();
+    let mut url = render(r, "url", spec.url)?;
+    let conn = match spec.conn {
+        None => None,
+        Some(name) => Some(conns.get(name).ok_or_else(|| {
+            DataError::permanent(format!(
+                "unknown connection {name:?}: define it in the agent's agent.toml, as TERN_CONN_{}, or with `tern connections add`",
+                name.to_ascii_uppercase()
+            ))
+        })?),
+    };
+    if let Some(c) = conn {
+        if !url.starts_with("http://") && !url.starts_with("https://") {
+            let mut base = url::Url::parse(&c.uri)
+                .map_err(|e| DataError::permanent(format!("connection {:?}: {e}", c.name)))?;
+            let _ = base.set_username("");
+            let _ = base.set_password(None);
+            url = format!(
+                "{}/{}",
+                base.as_str().trim_end_matches('/'),
+                url.trim_start_matches('/')
+            );
+        }
+    }
+    let method = reqwest::Method::from_bytes(spec.method.as_bytes())
+        .map_err(|_| DataError::permanent(format!("bad method {:?}", spec.method)))?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(|e| DataError::transient(format!("cannot build the HTTP client: {e}")))?;
+    let mut req = client.request(method.clone(), &url);
+    for (k, v) in spec.headers {
+        req = req.header(k, render(r, &format!("headers[{k:?}]"), v)?);
+    }
+    if let Some(c) = conn {
+        if let Some(login) = &c.login {
+            req = req.basic_auth(login, c.password.as_deref());
+        } else if let Some(Value::String(token)) = c.extra.get("token") {
+            req = req.bearer_auth(token);
+        }
+    }
+    if let Some(b) = spec.body {
+        req = req.body(render(r, "body", b)?);
+    }
+    sink.line(&format!("tern: {method} {url}"));
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| DataError::transient(format!("{method} {url} failed: {e}")))?;
+    let status = resp.status().as_u16();
+    sink.line(&format!("tern: answered {}", resp.status()));
+    let mut body = Vec::new();
+    let mut truncated = false;
+    let mut resp = resp;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
+    {
+        let room = spec.max_body_bytes.saturating_sub(body.len() as u64) as usize;
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let ok = if spec.expected_status.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        spec.expected_status.contains(&status)
+    };
+    if !ok {
+        let message = format!(
+            "{method} {url} answered {status}, expected {}",
+            if spec.expected_status.is_empty() {
+                "2xx".to_string()
+            } else {
+                format!("{:?}", spec.expected_status)
+            }
+        );
+        let retryable = status >= 500 || status == 408 || status == 429 || status < 400;
+        return Err(DataError { message, retryable });
+    }
+    let mut out = Map::new();
+    out.insert("status".into(), Value::from(status));
+    out.insert(
+        "body".into(),
+        Value::from(String::from_utf8_lossy(&body).to_string()),
+    );
+    if truncated {
+        out.insert("body_truncated".into(), Value::from(true));
+        sink.line(&format!(
+            "tern: the answer was longer than {} bytes; the body output is cut there",
+            spec.max_body_bytes
+        ));
+    }
+    Ok(out)
+}
