@@ -9,6 +9,7 @@
 //! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
 //!   (see [`remote`]).
 
+mod export;
 mod remote;
 
 use std::path::{Path, PathBuf};
@@ -293,6 +294,8 @@ async fn main() -> anyhow::Result<()> {
                 summary("sqlite SELECT 1 in a tx", "us", b);
             }
             "exec" => summary("executor: one true task", "ms", exec_only(args.runs).await),
+            "export1m" => export::export(&args.tern, 1_000_000, args.runs.min(5))?,
+            "export10m" => export::export(&args.tern, 10_000_000, args.runs.min(3))?,
             "chain40" => {
                 let (times, tls) = trigger_to_success(&chain_dag(40), "chain40", args.runs).await?;
                 summary("chain40 trigger->success", "s", times);
