@@ -46,9 +46,16 @@ impl Lake {
                 })?;
                 let endpoint = query_param(&url, "endpoint");
                 let region = query_param(&url, "region").unwrap_or_else(|| "us-east-1".into());
+                // Every request has a deadline: `timeout` in the URI, 60 s by default.
+                let timeout = match query_param(&url, "timeout") {
+                    None => Duration::from_secs(60),
+                    Some(t) => tern_core::parse_duration(&t).map_err(|e| {
+                        DataError::permanent(format!("connection {:?}: timeout: {e}", c.name))
+                    })?,
+                };
                 let options = object_store::ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(60))
+                    .with_connect_timeout(timeout.min(Duration::from_secs(10)))
+                    .with_timeout(timeout)
                     .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http:")));
                 let mut b = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(&bucket)
@@ -56,7 +63,7 @@ impl Lake {
                     .with_client_options(options)
                     .with_retry(object_store::RetryConfig {
                         max_retries: 2,
-                        retry_timeout: Duration::from_secs(30),
+                        retry_timeout: (timeout * 3).min(Duration::from_secs(180)),
                         ..Default::default()
                     });
                 if let Some(e) = &endpoint {

@@ -459,6 +459,38 @@ async fn exports_reach_an_s3_bucket_and_bucket_errors_are_permanent() {
         assert!(!done.retryable, "{uri}: {:?}\n{log}", done.reason);
     }
     assert!(!s3.object("datalake", "y.csv").exists());
+    // An object store that accepts connections and never answers, or refuses them: a clear,
+    // retryable error inside the connection's timeout, and no object.
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap();
+    let _keep = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hang.accept().await {
+            held.push(s);
+        }
+    });
+    for endpoint in [
+        format!("http://{hang_addr}"),
+        "http://127.0.0.1:1".to_string(),
+    ] {
+        let uri = format!(
+            "s3://AKTEST:secret-key-test@datalake?endpoint={endpoint}&region=us-east-1&timeout=1s"
+        );
+        let (done, log) = run(
+            export(
+                "SELECT 1 AS x",
+                "z.csv",
+                ExportFormat::Csv,
+                CsvOptions::default(),
+            ),
+            conns(&[("hq", db.url.clone()), ("lake", uri)]),
+        )
+        .await;
+        assert!(!done.success, "{endpoint}");
+        assert!(done.retryable, "{endpoint}: {:?}", done.reason);
+        assert!(log.contains("cannot reach bucket datalake"), "{log}");
+    }
+    assert!(!s3.object("datalake", "z.csv").exists());
 }
 
 #[tokio::test]
