@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::error::DataError;
+use super::{connection, render};
 use crate::connections::Connections;
 use crate::logsink::LogSink;
 use crate::template::Renderer;
@@ -25,11 +26,6 @@ pub struct HttpSpec<'a> {
 /// Longest wait for an answer (the task's `execution_timeout` bounds the whole task).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn render(r: &Renderer, field: &str, s: &str) -> Result<String, DataError> {
-    r.render(field, s)
-        .map_err(|e| DataError::permanent(e.to_string()))
-}
-
 pub async fn run_http(
     conns: &Connections,
     r: &Renderer,
@@ -38,15 +34,7 @@ pub async fn run_http(
 ) -> Result<Map<String, Value>, DataError> {
     crate::http_transport::install_crypto_provider();
     let mut url = render(r, "url", spec.url)?;
-    let conn = match spec.conn {
-        None => None,
-        Some(name) => Some(conns.get(name).ok_or_else(|| {
-            DataError::permanent(format!(
-                "unknown connection {name:?}: define it in the agent's agent.toml, as TERN_CONN_{}, or with `tern connections add`",
-                name.to_ascii_uppercase()
-            ))
-        })?),
-    };
+    let conn = spec.conn.map(|name| connection(conns, name)).transpose()?;
     if let Some(c) = conn {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             let mut base = url::Url::parse(&c.uri)

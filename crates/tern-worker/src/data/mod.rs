@@ -13,6 +13,31 @@ pub mod sql_task;
 
 pub use error::DataError;
 
+/// The connection called `name`, or a permanent error saying where to define it.
+pub(crate) fn connection<'a>(
+    conns: &'a crate::connections::Connections,
+    name: &str,
+) -> Result<&'a crate::connections::Connection, DataError> {
+    conns.get(name).ok_or_else(|| {
+        let known = conns.names();
+        DataError::permanent(format!(
+            "unknown connection {name:?}: define it where the task runs ([connections.{name}] in the agent's agent.toml, or TERN_CONN_{}) or on the control plane (`tern connections add {name} --uri …`); this agent has {}",
+            name.to_ascii_uppercase(),
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })
+}
+
+/// Renders a templated field; a template error is permanent.
+pub(crate) fn render(
+    r: &crate::template::Renderer,
+    field: &str,
+    s: &str,
+) -> Result<String, DataError> {
+    r.render(field, s)
+        .map_err(|e| DataError::permanent(e.to_string()))
+}
+
 /// Checks that a connection works: `SELECT 1` on a database, a listing on an object store.
 /// Returns what was checked.
 pub async fn test_connection(c: &crate::connections::Connection) -> Result<String, DataError> {

@@ -7,25 +7,10 @@ use super::db::{describe, Db};
 use super::error::{from_sqlx, DataError};
 use super::export::{CsvRows, JsonLines, RowWriter};
 use super::lake::Lake;
-use crate::connections::{Connection, Connections};
+use super::{connection, render};
+use crate::connections::Connections;
 use crate::logsink::LogSink;
 use crate::template::Renderer;
-
-fn connection<'a>(conns: &'a Connections, name: &str) -> Result<&'a Connection, DataError> {
-    conns.get(name).ok_or_else(|| {
-        let known = conns.names();
-        DataError::permanent(format!(
-            "unknown connection {name:?}: define it where the task runs ([connections.{name}] in the agent's agent.toml, or TERN_CONN_{}); this agent has {}",
-            name.to_ascii_uppercase(),
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ))
-    })
-}
-
-fn render(r: &Renderer, field: &str, s: &str) -> Result<String, DataError> {
-    r.render(field, s)
-        .map_err(|e| DataError::permanent(e.to_string()))
-}
 
 fn render_params(r: &Renderer, params: &[Value]) -> Result<Vec<Value>, DataError> {
     params
