@@ -6,19 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const DB: &str = "tern_bench_export";
+use tern_testkit::mysql;
 
-fn mysql(sql: &str) -> anyhow::Result<()> {
-    let out = Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-u", "root", "-e", sql])
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "mysql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
+const DB: &str = "tern_bench_export";
 
 /// Runs `cmd` to its end; returns (seconds, peak RSS in MB).
 fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64)> {
@@ -39,21 +29,22 @@ fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64)> {
 
 /// Fills the table once (kept between runs of the benchmark).
 fn prepare(rows: u64) -> anyhow::Result<()> {
-    mysql(&format!("CREATE DATABASE IF NOT EXISTS {DB}"))?;
-    let have = Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-u", "root", "-N", "-e"])
-        .arg(format!("SELECT COUNT(*) FROM {DB}.t"))
-        .output()?;
-    if String::from_utf8_lossy(&have.stdout).trim() == rows.to_string() {
+    mysql(&[
+        "-e",
+        &format!("CREATE DATABASE IF NOT EXISTS {DB}; CREATE TABLE IF NOT EXISTS {DB}.t (id INT)"),
+    ]);
+    let have = mysql(&["-N", "-e", &format!("SELECT COUNT(*) FROM {DB}.t")]);
+    if have.trim() == rows.to_string() {
         return Ok(());
     }
-    mysql(&format!(
+    mysql(&["-e", &format!(
         "DROP TABLE IF EXISTS {DB}.t; CREATE TABLE {DB}.t (id INT PRIMARY KEY, a INT, b BIGINT, c DOUBLE, \
          d DECIMAL(10,2), e VARCHAR(40), f VARCHAR(40), g DATETIME, h DATE, i BOOLEAN); \
          INSERT INTO {DB}.t SELECT seq, seq % 1000, seq * 7, seq / 3, (seq % 10000) / 100, CONCAT('name, \"', seq, '\"'), \
          MD5(seq), '2026-01-01' + INTERVAL seq SECOND, '2026-01-01' + INTERVAL (seq % 365) DAY, seq % 2 \
          FROM {DB}.seq_1_to_{rows}"
-    ))
+    )]);
+    Ok(())
 }
 
 pub fn export(tern: &Path, rows: u64, runs: usize) -> anyhow::Result<()> {

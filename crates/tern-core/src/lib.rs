@@ -13,6 +13,9 @@ pub mod trigger;
 
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
-pub use spec::{CsvOptions, DagSpec, ExportFormat, ParamSpec, TaskKind, TaskSpec};
+pub use spec::{
+    CsvOptions, DagSpec, ExportFormat, HttpTask, ParamSpec, SqlTask, SqlToLakeTask, TaskKind,
+    TaskSpec,
+};
 pub use state::{RunState, RunType, TaskState};
 pub use trigger::{TriggerRule, UpstreamSummary};

@@ -108,62 +108,74 @@ pub enum TaskKind {
     /// Does nothing and succeeds: a join or a placeholder.
     Empty,
     /// Runs SQL statements on a Postgres, MySQL/MariaDB or SQLite connection.
-    Sql {
-        /// Connection name.
-        conn: String,
-        /// Statements, run in order (templated).
-        sql: Vec<String>,
-        /// Values bound to the placeholders (`$1` on Postgres, `?` elsewhere); strings are
-        /// templated. Never spliced into the SQL text.
-        #[serde(default)]
-        parameters: Vec<serde_json::Value>,
-        /// Run all statements in one transaction (default); otherwise each commits alone.
-        #[serde(default = "yes")]
-        transaction: bool,
-        /// Publish the first row of the last statement as outputs (column → value).
-        #[serde(default)]
-        output_first_row: bool,
-    },
+    Sql(SqlTask),
     /// Streams a query's rows into an object store as CSV, JSON lines or Parquet.
-    SqlToLake {
-        /// Connection of the source database.
-        conn: String,
-        /// The query (templated); runs in a read-only transaction.
-        sql: String,
-        #[serde(default)]
-        parameters: Vec<serde_json::Value>,
-        /// Connection of the object store: `s3://bucket?endpoint=…&region=…` or
-        /// `file:///folder`.
-        target_conn: String,
-        /// Object path inside the target (templated), e.g. `exports/{{ ds }}/customers.csv`.
-        target: String,
-        format: ExportFormat,
-        #[serde(default)]
-        csv: CsvOptions,
-    },
+    SqlToLake(SqlToLakeTask),
     /// Calls an HTTP endpoint.
-    Http {
-        /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`.
-        method: String,
-        /// Absolute URL, or a path joined to the connection's URL (templated).
-        url: String,
-        /// Connection giving the base URL and the credentials (login/password: basic auth;
-        /// extra `token`: bearer).
-        #[serde(default)]
-        conn: Option<String>,
-        /// Header values are templated.
-        #[serde(default)]
-        headers: BTreeMap<String, String>,
-        /// Request body (templated).
-        #[serde(default)]
-        body: Option<String>,
-        /// Statuses that count as success; empty means any 2xx.
-        #[serde(default)]
-        expected_status: Vec<u16>,
-        /// Largest response body kept as the `body` output, in bytes.
-        #[serde(default = "default_body_cap")]
-        max_body_bytes: u64,
-    },
+    Http(HttpTask),
+}
+
+/// The fields of a `sql` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SqlTask {
+    /// Connection name.
+    pub conn: String,
+    /// Statements, run in order (templated).
+    pub sql: Vec<String>,
+    /// Values bound to the placeholders (`$1` on Postgres, `?` elsewhere); strings are
+    /// templated. Never spliced into the SQL text.
+    #[serde(default)]
+    pub parameters: Vec<serde_json::Value>,
+    /// Run all statements in one transaction (default); otherwise each commits alone.
+    #[serde(default = "yes")]
+    pub transaction: bool,
+    /// Publish the first row of the last statement as outputs (column → value).
+    #[serde(default)]
+    pub output_first_row: bool,
+}
+
+/// The fields of a `sql_to_lake` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SqlToLakeTask {
+    /// Connection of the source database.
+    pub conn: String,
+    /// The query (templated); runs in a read-only transaction.
+    pub sql: String,
+    #[serde(default)]
+    pub parameters: Vec<serde_json::Value>,
+    /// Connection of the object store: `s3://bucket?endpoint=…&region=…` or
+    /// `file:///folder`.
+    pub target_conn: String,
+    /// Object path inside the target (templated), e.g. `exports/{{ ds }}/customers.csv`.
+    pub target: String,
+    pub format: ExportFormat,
+    #[serde(default)]
+    pub csv: CsvOptions,
+}
+
+/// The fields of an `http` task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpTask {
+    /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, `HEAD`.
+    pub method: String,
+    /// Absolute URL, or a path joined to the connection's URL (templated).
+    pub url: String,
+    /// Connection giving the base URL and the credentials (login/password: basic auth;
+    /// extra `token`: bearer).
+    #[serde(default)]
+    pub conn: Option<String>,
+    /// Header values are templated.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Request body (templated).
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Statuses that count as success; empty means any 2xx.
+    #[serde(default)]
+    pub expected_status: Vec<u16>,
+    /// Largest response body kept as the `body` output, in bytes.
+    #[serde(default = "default_body_cap")]
+    pub max_body_bytes: u64,
 }
 
 fn yes() -> bool {
@@ -230,9 +242,19 @@ impl TaskKind {
             TaskKind::Shell { .. } => "shell",
             TaskKind::Python { .. } => "python",
             TaskKind::Empty => "empty",
-            TaskKind::Sql { .. } => "sql",
-            TaskKind::SqlToLake { .. } => "sql_to_lake",
-            TaskKind::Http { .. } => "http",
+            TaskKind::Sql(_) => "sql",
+            TaskKind::SqlToLake(_) => "sql_to_lake",
+            TaskKind::Http(_) => "http",
+        }
+    }
+
+    /// The connections the task names, for whoever must resolve them.
+    pub fn connection_names(&self) -> Vec<&str> {
+        match self {
+            TaskKind::Sql(t) => vec![&t.conn],
+            TaskKind::SqlToLake(t) => vec![&t.conn, &t.target_conn],
+            TaskKind::Http(t) => t.conn.as_deref().into_iter().collect(),
+            _ => Vec::new(),
         }
     }
 }

@@ -900,7 +900,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 }
                 Some(_) => args.field("sql", errs, to_string_list).unwrap_or_default(),
             };
-            KindDraft::Ready(tern_core::TaskKind::Sql {
+            KindDraft::Ready(tern_core::TaskKind::Sql(tern_core::SqlTask {
                 conn,
                 sql,
                 parameters: args
@@ -910,7 +910,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 output_first_row: args
                     .field("output_first_row", errs, to_bool)
                     .unwrap_or(false),
-            })
+            }))
         })
     }
 
@@ -974,7 +974,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 if csv.delimiter == csv.quote {
                     errs.push("`delimiter` and `quote` must differ".into());
                 }
-                KindDraft::Ready(tern_core::TaskKind::SqlToLake {
+                KindDraft::Ready(tern_core::TaskKind::SqlToLake(tern_core::SqlToLakeTask {
                     conn,
                     sql,
                     parameters: args
@@ -984,7 +984,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                     target,
                     format,
                     csv,
-                })
+                }))
             },
         )
     }
@@ -1031,7 +1031,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                         .collect(),
                 },
             };
-            KindDraft::Ready(tern_core::TaskKind::Http {
+            KindDraft::Ready(tern_core::TaskKind::Http(tern_core::HttpTask {
                 method,
                 url,
                 conn: args.field("conn", errs, to_string),
@@ -1042,7 +1042,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                     .field("max_body_bytes", errs, |f, v| to_u32_min(f, v, 0))
                     .map(u64::from)
                     .unwrap_or(64 * 1024),
-            })
+            }))
         })
     }
 

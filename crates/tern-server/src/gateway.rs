@@ -165,25 +165,14 @@ impl Gateway {
         &self,
         kind: &tern_core::TaskKind,
     ) -> tern_store::Result<std::collections::BTreeMap<String, tern_protocol::ConnectionSpec>> {
-        use tern_core::TaskKind;
-        let names: Vec<&String> = match kind {
-            TaskKind::Sql { conn, .. } => vec![conn],
-            TaskKind::SqlToLake {
-                conn, target_conn, ..
-            } => vec![conn, target_conn],
-            TaskKind::Http {
-                conn: Some(conn), ..
-            } => vec![conn],
-            _ => Vec::new(),
-        };
         let mut out = std::collections::BTreeMap::new();
         let Some(secrets) = &self.secrets else {
             return Ok(out);
         };
-        for name in names {
+        for name in kind.connection_names() {
             match crate::connections::resolve(&self.store, secrets, name).await {
                 Ok(Some(spec)) => {
-                    out.insert(name.clone(), spec);
+                    out.insert(name.to_string(), spec);
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -260,11 +249,14 @@ impl ControlPlane for LocalControlPlane {
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 for c in &claimed {
-                    self.gw
-                        .log_paths
-                        .lock()
-                        .expect("log path cache")
-                        .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
+                    // Remote agents' log chunks are checked against the store instead.
+                    if self.remote_agent.is_none() {
+                        self.gw
+                            .log_paths
+                            .lock()
+                            .expect("log path cache")
+                            .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
+                    }
                     out.push(self.gw.assignment(c).await.map_err(unavailable)?);
                 }
                 return Ok(out);

@@ -143,3 +143,20 @@ pub fn shell(task_id: &str, cmd: &str, upstream: &[&str]) -> TaskSpec {
     };
     t
 }
+
+/// Runs the `mysql` client as root against the machine's MariaDB on 127.0.0.1 with `args`
+/// (e.g. `["-e", "CREATE DATABASE x"]`); panics with its error output when it fails. Returns
+/// what it printed.
+pub fn mysql(args: &[&str]) -> String {
+    let out = std::process::Command::new("mysql")
+        .args(["-h", "127.0.0.1", "-u", "root"])
+        .args(args)
+        .output()
+        .expect("the mysql client is installed");
+    assert!(
+        out.status.success(),
+        "mysql {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("mysql prints UTF-8")
+}

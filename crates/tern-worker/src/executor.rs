@@ -2,13 +2,12 @@
 //! and describe the end as a [`Completion`].
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tern_core::TaskKind;
 use tern_protocol::{Assignment, Completion};
 use tokio_util::sync::CancellationToken;
-
-use std::sync::Arc;
 
 use crate::connections::Connections;
 use crate::data::{self, DataError};
@@ -66,12 +65,7 @@ pub async fn execute(
     } else {
         match opts.connections.with_fallback(&a.connections) {
             Ok(c) => {
-                merged = ExecOptions {
-                    python: opts.python.clone(),
-                    kill_grace: opts.kill_grace,
-                    ..ExecOptions::default()
-                }
-                .with_connections(c);
+                merged = opts.clone().with_connections(c);
                 &merged
             }
             Err(e) => {
@@ -123,7 +117,7 @@ async fn run_masked(
     ));
     let result = match &a.task.kind {
         TaskKind::Empty => Ok(Ran::Done),
-        TaskKind::Sql { .. } | TaskKind::SqlToLake { .. } | TaskKind::Http { .. } => {
+        TaskKind::Sql(_) | TaskKind::SqlToLake(_) | TaskKind::Http(_) => {
             Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
         }
         TaskKind::Shell { cmd, env, cwd } => {
@@ -232,7 +226,7 @@ enum Ran {
     },
 }
 
-/// Runs a data task (sql, sql_to_lake) in this process, bounded by its execution timeout and
+/// Runs a data task (sql, sql_to_lake, http) in this process, bounded by its execution timeout and
 /// stopped by cancellation.
 async fn run_data(
     a: &Assignment,
@@ -244,62 +238,9 @@ async fn run_data(
     let conns = &opts.connections;
     let work = async {
         match &a.task.kind {
-            TaskKind::Sql {
-                conn,
-                sql,
-                parameters,
-                transaction,
-                output_first_row,
-            } => {
-                let spec = data::sql_task::SqlSpec {
-                    conn,
-                    statements: sql,
-                    parameters,
-                    transaction: *transaction,
-                    output_first_row: *output_first_row,
-                };
-                data::sql_task::run_sql(conns, &r, sink, &spec).await
-            }
-            TaskKind::SqlToLake {
-                conn,
-                sql,
-                parameters,
-                target_conn,
-                target,
-                format,
-                csv,
-            } => {
-                let spec = data::sql_task::ExportSpec {
-                    conn,
-                    sql,
-                    parameters,
-                    target_conn,
-                    target,
-                    format: *format,
-                    csv,
-                };
-                data::sql_task::run_export(conns, &r, sink, &spec).await
-            }
-            TaskKind::Http {
-                method,
-                url,
-                conn,
-                headers,
-                body,
-                expected_status,
-                max_body_bytes,
-            } => {
-                let spec = data::http_task::HttpSpec {
-                    method,
-                    url,
-                    conn: conn.as_deref(),
-                    headers,
-                    body: body.as_deref(),
-                    expected_status,
-                    max_body_bytes: *max_body_bytes,
-                };
-                data::http_task::run_http(conns, &r, sink, &spec).await
-            }
+            TaskKind::Sql(t) => data::sql_task::run_sql(conns, &r, sink, t).await,
+            TaskKind::SqlToLake(t) => data::sql_task::run_export(conns, &r, sink, t).await,
+            TaskKind::Http(t) => data::http_task::run_http(conns, &r, sink, t).await,
             _ => unreachable!("run_data is called for data tasks only"),
         }
     };

@@ -91,6 +91,8 @@ impl Spool {
         };
         private_dir(&s.spool_dir)?;
         private_dir(&s.held_dir)?;
+        // Attempts whose result is already spooled.
+        let mut finished = std::collections::BTreeSet::new();
         for entry in fs::read_dir(&s.spool_dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "tmp") {
@@ -98,16 +100,18 @@ impl Spool {
                 continue;
             }
             s.bytes += fs::metadata(&path)?.len();
-            let entries = read_entries(&path)?;
             let mut key = None;
             let mut state = AttemptState::default();
-            for e in &entries {
+            for e in read_entries(&path)? {
                 match e {
                     Entry::Log(c) => {
-                        key = Some((c.ti_id, c.attempt.clone()));
                         state.next_seq = state.next_seq.max(c.seq + 1);
+                        key = Some((c.ti_id, c.attempt));
                     }
-                    Entry::Complete(c) => key = Some((c.ti_id, c.attempt.clone())),
+                    Entry::Complete(c) => {
+                        finished.insert((c.ti_id, c.attempt.clone()));
+                        key = Some((c.ti_id, c.attempt));
+                    }
                 }
             }
             if let Some(key) = key {
@@ -115,11 +119,7 @@ impl Spool {
             }
         }
         for held in s.held_markers()? {
-            let finished = s
-                .entries(held.ti_id, &held.attempt)?
-                .iter()
-                .any(|e| matches!(e, Entry::Complete(_)));
-            if !finished {
+            if !finished.contains(&(held.ti_id, held.attempt.clone())) {
                 s.append(Entry::Complete(Completion {
                     ti_id: held.ti_id,
                     attempt: held.attempt.clone(),

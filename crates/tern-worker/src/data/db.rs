@@ -157,10 +157,15 @@ impl Db {
         // CREATE TABLE has no placeholders while the INSERT after it has.
         macro_rules! go {
             ($conn:expr, $cell:expr) => {{
-                let takes = match (&mut *$conn).describe(sql).await?.parameters() {
-                    Some(sqlx::Either::Left(types)) => types.len(),
-                    Some(sqlx::Either::Right(n)) => n,
-                    None => params.len(),
+                // Only a statement run with parameters needs describing (one more round trip).
+                let takes = if params.is_empty() {
+                    0
+                } else {
+                    match (&mut *$conn).describe(sql).await?.parameters() {
+                        Some(sqlx::Either::Left(types)) => types.len(),
+                        Some(sqlx::Either::Right(n)) => n,
+                        None => params.len(),
+                    }
                 };
                 let bound: &[Value] = if takes == 0 { &[] } else { params };
                 let q = bind_params!(sqlx::query(sql), bound);

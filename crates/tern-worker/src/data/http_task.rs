@@ -6,22 +6,13 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use tern_core::HttpTask;
+
 use super::error::DataError;
 use super::{connection, render};
 use crate::connections::Connections;
 use crate::logsink::LogSink;
 use crate::template::Renderer;
-
-/// What an `http` task sends.
-pub struct HttpSpec<'a> {
-    pub method: &'a str,
-    pub url: &'a str,
-    pub conn: Option<&'a str>,
-    pub headers: &'a std::collections::BTreeMap<String, String>,
-    pub body: Option<&'a str>,
-    pub expected_status: &'a [u16],
-    pub max_body_bytes: u64,
-}
 
 /// Longest wait for an answer (the task's `execution_timeout` bounds the whole task).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,11 +21,15 @@ pub async fn run_http(
     conns: &Connections,
     r: &Renderer,
     sink: &dyn LogSink,
-    spec: &HttpSpec<'_>,
+    spec: &HttpTask,
 ) -> Result<Map<String, Value>, DataError> {
     crate::http_transport::install_crypto_provider();
-    let mut url = render(r, "url", spec.url)?;
-    let conn = spec.conn.map(|name| connection(conns, name)).transpose()?;
+    let mut url = render(r, "url", &spec.url)?;
+    let conn = spec
+        .conn
+        .as_deref()
+        .map(|name| connection(conns, name))
+        .transpose()?;
     if let Some(c) = conn {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             let mut base = url::Url::parse(&c.uri)
@@ -56,7 +51,7 @@ pub async fn run_http(
         .build()
         .map_err(|e| DataError::transient(format!("cannot build the HTTP client: {e}")))?;
     let mut req = client.request(method.clone(), &url);
-    for (k, v) in spec.headers {
+    for (k, v) in &spec.headers {
         req = req.header(k, render(r, &format!("headers[{k:?}]"), v)?);
     }
     if let Some(c) = conn {
@@ -66,7 +61,7 @@ pub async fn run_http(
             req = req.bearer_auth(token);
         }
     }
-    if let Some(b) = spec.body {
+    if let Some(b) = &spec.body {
         req = req.body(render(r, "body", b)?);
     }
     sink.line(&format!("tern: {method} {url}"));

@@ -1,7 +1,7 @@
 //! The `sql` and `sql_to_lake` task kinds.
 
 use serde_json::{Map, Value};
-use tern_core::{CsvOptions, ExportFormat};
+use tern_core::{ExportFormat, SqlTask, SqlToLakeTask};
 
 use super::db::{describe, Db};
 use super::error::{from_sqlx, DataError};
@@ -23,39 +23,24 @@ fn render_params(r: &Renderer, params: &[Value]) -> Result<Vec<Value>, DataError
         .collect()
 }
 
-/// What a `sql` task runs.
-pub struct SqlSpec<'a> {
-    pub conn: &'a str,
-    pub statements: &'a [String],
-    pub parameters: &'a [Value],
-    pub transaction: bool,
-    pub output_first_row: bool,
-}
-
 /// Runs the statements of a `sql` task; outputs `rows_affected` and, when asked, the first row.
 pub async fn run_sql(
     conns: &Connections,
     r: &Renderer,
     sink: &dyn LogSink,
-    spec: &SqlSpec<'_>,
+    spec: &SqlTask,
 ) -> Result<Map<String, Value>, DataError> {
-    let SqlSpec {
-        conn,
-        statements,
-        parameters,
-        transaction,
-        output_first_row,
-    } = *spec;
-    let c = connection(conns, conn)?;
-    let params = render_params(r, parameters)?;
-    let sqls = statements
+    let c = connection(conns, &spec.conn)?;
+    let params = render_params(r, &spec.parameters)?;
+    let sqls = spec
+        .sql
         .iter()
         .enumerate()
         .map(|(i, s)| render(r, &format!("sql[{i}]"), s))
         .collect::<Result<Vec<_>, _>>()?;
     sink.line(&format!("tern: connecting to {}", describe(c)));
     let mut db = Db::connect(c, false).await?;
-    if transaction {
+    if spec.transaction {
         db.begin(false).await?;
     }
     let mut affected = 0u64;
@@ -63,7 +48,7 @@ pub async fn run_sql(
     let last = sqls.len().saturating_sub(1);
     for (i, sql) in sqls.iter().enumerate() {
         sink.line(&format!("tern: statement {}: {sql}", i + 1));
-        let want_row = output_first_row && i == last;
+        let want_row = spec.output_first_row && i == last;
         match db.execute(sql, &params, want_row).await {
             Ok((n, row)) => {
                 affected += n;
@@ -74,7 +59,7 @@ pub async fn run_sql(
                 }
             }
             Err(e) => {
-                if transaction {
+                if spec.transaction {
                     db.rollback().await;
                     sink.line("tern: rolled back");
                 }
@@ -83,7 +68,7 @@ pub async fn run_sql(
             }
         }
     }
-    if transaction {
+    if spec.transaction {
         db.commit().await?;
     }
     db.close().await;
@@ -101,30 +86,19 @@ pub async fn run_sql(
     Ok(out)
 }
 
-/// What an export needs besides the connections.
-pub struct ExportSpec<'a> {
-    pub conn: &'a str,
-    pub sql: &'a str,
-    pub parameters: &'a [Value],
-    pub target_conn: &'a str,
-    pub target: &'a str,
-    pub format: ExportFormat,
-    pub csv: &'a CsvOptions,
-}
-
 /// Streams a query into a spool file (an unnamed temporary file: it cannot outlive the task),
 /// then uploads it whole; outputs `rows`, `bytes` and `url`.
 pub async fn run_export(
     conns: &Connections,
     r: &Renderer,
     sink: &dyn LogSink,
-    spec: &ExportSpec<'_>,
+    spec: &SqlToLakeTask,
 ) -> Result<Map<String, Value>, DataError> {
-    let source = connection(conns, spec.conn)?;
-    let target_conn = connection(conns, spec.target_conn)?;
-    let sql = render(r, "sql", spec.sql)?;
-    let params = render_params(r, spec.parameters)?;
-    let target = render(r, "target", spec.target)?;
+    let source = connection(conns, &spec.conn)?;
+    let target_conn = connection(conns, &spec.target_conn)?;
+    let sql = render(r, "sql", &spec.sql)?;
+    let params = render_params(r, &spec.parameters)?;
+    let target = render(r, "target", &spec.target)?;
     let lake = Lake::open(target_conn)?;
     sink.line(&format!("tern: source {}", describe(source)));
     sink.line(&format!("tern: query: {sql}"));
@@ -146,7 +120,7 @@ pub async fn run_export(
             .map_err(|e| DataError::transient(format!("spool file: {e}")))?,
     );
     let mut writer: Box<dyn RowWriter> = match spec.format {
-        ExportFormat::Csv => Box::new(CsvRows::new(out, spec.csv)),
+        ExportFormat::Csv => Box::new(CsvRows::new(out, &spec.csv)),
         ExportFormat::Jsonl => Box::new(JsonLines::new(out)),
         ExportFormat::Parquet => {
             return Err(DataError::permanent(

@@ -87,7 +87,7 @@ fn conns(list: &[(&str, String)]) -> Connections {
 }
 
 fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
-    TaskKind::SqlToLake {
+    TaskKind::SqlToLake(tern_core::SqlToLakeTask {
         conn: "hq".into(),
         sql: sql.into(),
         parameters: vec![],
@@ -95,7 +95,7 @@ fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> Tas
         target: target.into(),
         format,
         csv,
-    }
+    })
 }
 
 async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
@@ -108,27 +108,7 @@ async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, Stri
 
 /// `mysql --batch` output for a query: rows of fields, NULL as `NULL`, with its escapes undone.
 fn mysql_batch(db: &str, sql: &str) -> Vec<Vec<String>> {
-    let out = std::process::Command::new("mysql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-u",
-            "root",
-            "--batch",
-            "--skip-column-names",
-            db,
-            "-e",
-            sql,
-        ])
-        .output()
-        .expect("the mysql client is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
+    tern_testkit::mysql(&["--batch", "--skip-column-names", db, "-e", sql])
         .lines()
         .map(|l| {
             l.split('\t')
@@ -422,8 +402,8 @@ async fn exports_reach_an_s3_bucket_and_bucket_errors_are_permanent() {
         ExportFormat::Csv,
         CsvOptions::default(),
     );
-    if let TaskKind::SqlToLake { parameters, .. } = &mut kind {
-        parameters.push(json!(1));
+    if let TaskKind::SqlToLake(t) = &mut kind {
+        t.parameters.push(json!(1));
     }
     let (done, log) = run(
         kind,
@@ -501,7 +481,7 @@ async fn sql_statements_bind_parameters_and_publish_the_first_row() {
         dir.path().join("db.sqlite").display()
     );
     let (done, log) = run(
-        TaskKind::Sql {
+        TaskKind::Sql(tern_core::SqlTask {
             conn: "hq".into(),
             sql: vec![
                 "CREATE TABLE t (id INTEGER, name TEXT)".into(),
@@ -510,7 +490,7 @@ async fn sql_statements_bind_parameters_and_publish_the_first_row() {
             parameters: vec![],
             transaction: true,
             output_first_row: false,
-        },
+        }),
         conns(&[("hq", uri.clone())]),
     )
     .await;
@@ -520,7 +500,7 @@ async fn sql_statements_bind_parameters_and_publish_the_first_row() {
     assert!(log.contains("rolled back"), "{log}");
     assert!(done.reason.unwrap().contains("statement 2 failed"));
     let (done, log) = run(
-        TaskKind::Sql {
+        TaskKind::Sql(tern_core::SqlTask {
             conn: "hq".into(),
             sql: vec![
                 "CREATE TABLE t (id INTEGER, name TEXT)".into(),
@@ -530,7 +510,7 @@ async fn sql_statements_bind_parameters_and_publish_the_first_row() {
             parameters: vec![json!(1), json!("x'); DROP TABLE t; -- {{ ds }}")],
             transaction: true,
             output_first_row: true,
-        },
+        }),
         conns(&[("hq", uri)]),
     )
     .await;
@@ -575,7 +555,7 @@ async fn http_server() -> String {
 }
 
 fn http(url: &str, conn: Option<&str>, expected: Vec<u16>) -> TaskKind {
-    TaskKind::Http {
+    TaskKind::Http(tern_core::HttpTask {
         method: "POST".into(),
         url: url.into(),
         conn: conn.map(str::to_string),
@@ -583,7 +563,7 @@ fn http(url: &str, conn: Option<&str>, expected: Vec<u16>) -> TaskKind {
         body: Some("{\"day\": \"{{ ds }}\"}".into()),
         expected_status: expected,
         max_body_bytes: 1000,
-    }
+    })
 }
 
 #[tokio::test]

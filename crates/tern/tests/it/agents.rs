@@ -230,11 +230,7 @@ fn a_site_task_says_why_it_waits_and_can_time_out() {
 fn a_killed_agent_loses_its_attempt_and_the_retry_runs_on_the_site() {
     let t = Tern::new();
     // Lease of 2 s: the harness's default settings with a shorter lease.
-    std::fs::write(
-        t.path().join("tern.toml"),
-        "[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"2s\"\n",
-    )
-    .unwrap();
+    t.with_lease("2s");
     t.write_dag(
         "site.star",
         r#"

@@ -87,15 +87,7 @@ sql_to_lake(id = "c", conn = "hq", sql = "SELECT 1", target_conn = "lake", targe
 }
 
 fn mysql(sql: &str) {
-    let out = std::process::Command::new("mysql")
-        .args(["-h", "127.0.0.1", "-u", "root", "-e", sql])
-        .output()
-        .expect("the mysql client is installed");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tern_testkit::mysql(&["-e", sql]);
 }
 
 #[test]

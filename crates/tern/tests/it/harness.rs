@@ -38,6 +38,12 @@ impl Tern {
         }
     }
 
+    /// The test settings with another attempt lease.
+    pub fn with_lease(&self, lease: &str) {
+        let settings = TEST_SETTINGS.replace("lease = \"5s\"", &format!("lease = \"{lease}\""));
+        std::fs::write(self.path().join("tern.toml"), settings).unwrap();
+    }
+
     pub fn write_dag(&self, name: &str, text: &str) {
         let path = self.dags.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -77,19 +77,11 @@ fn spool_files(dir: &Path) -> usize {
         .unwrap_or(0)
 }
 
-fn with_lease(t: &Tern, lease: &str) {
-    std::fs::write(
-        t.path().join("tern.toml"),
-        format!("[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"{lease}\"\n\n[agent]\nkill_grace = \"500ms\"\n"),
-    )
-    .unwrap();
-}
-
 #[test]
 fn a_killed_agent_restarts_and_reports_its_attempt_at_once() {
     let t = Tern::new();
     // A long lease: only the restarted agent's report can end the first try in time.
-    with_lease(&t, "5m");
+    t.with_lease("5m");
     t.write_dag(
         "site.star",
         r#"

@@ -234,12 +234,23 @@ done << [cloud, site]
     );
 }
 
-fn settings_with_lease(t: &Tern, lease: &str) {
-    std::fs::write(
-        t.path().join("tern.toml"),
-        format!("[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"{lease}\"\n"),
-    )
-    .unwrap();
+/// A control plane and a site agent with attempt lease `lease`, and a run of DAG `site` whose
+/// one site task `work` (`cmd`, with `retries`) is running on the agent.
+fn site_task_running(lease: &str, retries: u32, cmd: &str) -> (Tern, Namespaces, String) {
+    let t = Tern::new();
+    t.with_lease(lease);
+    t.write_dag(
+        "site.star",
+        &format!(
+            "d = dag(id = \"site\")\nshell(id = \"work\", queue = \"site:warsaw\", retries = {retries}, retry_delay = \"0s\", cmd = \"{cmd}\")\n"
+        ),
+    );
+    let ns = cloud_and_site(&t);
+    let run_id = t.trigger("site", None);
+    t.wait_run("site", &run_id, "the task to run on the site", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    (t, ns, run_id)
 }
 
 #[test]
@@ -247,21 +258,8 @@ fn a_link_cut_shorter_than_the_lease_loses_nothing() {
     if !is_root() {
         return;
     }
-    let t = Tern::new();
-    settings_with_lease(&t, "8s");
-    t.write_dag(
-        "site.star",
-        r#"
-d = dag(id = "site")
-shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
-      cmd = "echo before the cut; sleep 3; echo after the cut")
-"#,
-    );
-    let ns = cloud_and_site(&t);
-    let run_id = t.trigger("site", None);
-    t.wait_run("site", &run_id, "the task to run on the site", |v| {
-        task(v, "work")["state"] == "running"
-    });
+    let (t, ns, run_id) =
+        site_task_running("8s", 1, "echo before the cut; sleep 3; echo after the cut");
     ns.link(false);
     // The outage itself is the scenario: two seconds, a quarter of the lease.
     std::thread::sleep(Duration::from_secs(2));
@@ -281,22 +279,12 @@ fn a_link_cut_longer_than_the_lease_loses_the_attempt_and_the_retry_runs_after_i
     if !is_root() {
         return;
     }
-    let t = Tern::new();
-    settings_with_lease(&t, "4s");
     // Two retries: a claim answered while the link is still down can itself be lost.
-    t.write_dag(
-        "site.star",
-        r#"
-d = dag(id = "site")
-shell(id = "work", queue = "site:warsaw", retries = 2, retry_delay = "0s",
-      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try; sleep 20; echo first try done; else echo second try; fi")
-"#,
+    let (t, ns, run_id) = site_task_running(
+        "4s",
+        2,
+        "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try; sleep 20; echo first try done; else echo second try; fi",
     );
-    let ns = cloud_and_site(&t);
-    let run_id = t.trigger("site", None);
-    t.wait_run("site", &run_id, "the task to run on the site", |v| {
-        task(v, "work")["state"] == "running"
-    });
     ns.link(false);
     // The control plane gives up on the silent agent when the lease runs out...
     let v = t.wait_run("site", &run_id, "the attempt to be lost", |v| {
