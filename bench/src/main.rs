@@ -400,6 +400,7 @@ pub async fn exec_only(runs: usize) -> Vec<f64> {
                 cmd: "true".into(),
                 env: Default::default(),
                 cwd: None,
+                sandbox: None,
             },
         ),
         context: tern_protocol::RunContext {
@@ -410,9 +411,11 @@ pub async fn exec_only(runs: usize) -> Vec<f64> {
             params: Default::default(),
             conf: serde_json::json!({}),
             outputs: Default::default(),
+            timezone: "UTC".into(),
         },
         lease_ms: 30_000,
         connections: Default::default(),
+        external_state: None,
     };
     let opts = tern_worker::ExecOptions::default();
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -493,6 +493,7 @@ async fn sim_agent(cp: HttpControlPlane, stats: Arc<SimStats>) {
                         exit_code: Some(0),
                         reason: None,
                         outputs: Default::default(),
+                        reschedule_after_ms: None,
                     };
                     match cp.complete(c).await {
                         Ok(r) if r.accepted => {

@@ -3,16 +3,20 @@
 //! Nothing here performs I/O: no files, no clock reads (callers pass `now`), no database, no
 //! async runtime. Every other crate depends on this one, so it stays small and stable.
 
+pub mod container;
 pub mod duration;
 pub mod params;
 pub mod retry;
 pub mod schedule;
+pub mod sensor;
 pub mod spec;
 pub mod state;
 pub mod trigger;
 
+pub use container::{ContainerTask, Mount, Sandbox};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
+pub use sensor::{SensorCheck, SensorTask};
 pub use spec::{
     CsvOptions, DagSpec, ExportFormat, HttpTask, ParamSpec, SqlTask, SqlToLakeTask, TaskKind,
     TaskSpec,

@@ -89,6 +89,9 @@ pub enum TaskKind {
         env: BTreeMap<String, String>,
         #[serde(default)]
         cwd: Option<String>,
+        /// Run under bubblewrap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<crate::Sandbox>,
     },
     /// Runs Python source with the configured interpreter. `code` holds the inline code, or the
     /// content of the `script` file read by the DAG loader (not by DAG code) at load time.
@@ -104,6 +107,9 @@ pub enum TaskKind {
         env: BTreeMap<String, String>,
         #[serde(default)]
         cwd: Option<String>,
+        /// Run under bubblewrap.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sandbox: Option<crate::Sandbox>,
     },
     /// Does nothing and succeeds: a join or a placeholder.
     Empty,
@@ -113,6 +119,10 @@ pub enum TaskKind {
     SqlToLake(SqlToLakeTask),
     /// Calls an HTTP endpoint.
     Http(HttpTask),
+    /// Runs an image with podman or docker.
+    Container(crate::ContainerTask),
+    /// Waits for a condition, poking at intervals without holding a slot in between.
+    Sensor(crate::sensor::SensorTask),
 }
 
 /// The fields of a `sql` task.
@@ -176,6 +186,12 @@ pub struct HttpTask {
     /// Largest response body kept as the `body` output, in bytes.
     #[serde(default = "default_body_cap")]
     pub max_body_bytes: u64,
+    /// Object-store connection to save the whole answer to, instead of the `body` output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_to_conn: Option<String>,
+    /// Object path inside `save_to_conn` (templated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_to: Option<String>,
 }
 
 fn yes() -> bool {
@@ -245,6 +261,8 @@ impl TaskKind {
             TaskKind::Sql(_) => "sql",
             TaskKind::SqlToLake(_) => "sql_to_lake",
             TaskKind::Http(_) => "http",
+            TaskKind::Sensor(s) => s.check.kind_name(),
+            TaskKind::Container(_) => "container",
         }
     }
 
@@ -253,7 +271,13 @@ impl TaskKind {
         match self {
             TaskKind::Sql(t) => vec![&t.conn],
             TaskKind::SqlToLake(t) => vec![&t.conn, &t.target_conn],
-            TaskKind::Http(t) => t.conn.as_deref().into_iter().collect(),
+            TaskKind::Http(t) => t
+                .conn
+                .iter()
+                .chain(&t.save_to_conn)
+                .map(String::as_str)
+                .collect(),
+            TaskKind::Sensor(s) => s.check.connection_names(),
             _ => Vec::new(),
         }
     }
@@ -401,6 +425,7 @@ mod tests {
                     cmd: "echo hi".into(),
                     env: BTreeMap::new(),
                     cwd: None,
+                    sandbox: None,
                 },
             ),
         ]);

@@ -52,6 +52,9 @@ string_enum!(
         Failed = "failed",
         /// Failed, with tries left: runs again once its retry delay has passed.
         UpForRetry = "up_for_retry",
+        /// A sensor whose condition did not hold yet: poked again after its interval, on the
+        /// same try, without holding a slot meanwhile.
+        UpForReschedule = "up_for_reschedule",
         UpstreamFailed = "upstream_failed",
         Skipped = "skipped",
         /// The task is no longer in the DAG version the run follows.

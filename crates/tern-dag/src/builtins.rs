@@ -25,6 +25,9 @@ use tern_core::{parse_duration, ParamSpec, Schedule, TriggerRule};
 use crate::draft::{CommonFields, DagDraft, KindDraft, Loc, Shared, TaskDraft, Upstream};
 use crate::values::{DagRef, TaskRef};
 
+mod container;
+mod sensors;
+
 /// Task fields every task kind accepts and `default_args` may set.
 pub(crate) const COMMON_FIELDS: &[&str] = &[
     "trigger_rule",
@@ -39,8 +42,8 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
 ];
 
 const TASK_FIELDS: &[&str] = &["id", "upstream", "dag"];
-const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd"];
-const PYTHON_FIELDS: &[&str] = &["code", "script", "args", "env", "cwd"];
+const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox"];
+const PYTHON_FIELDS: &[&str] = &["code", "script", "args", "env", "cwd", "sandbox"];
 const SQL_FIELDS: &[&str] = &[
     "conn",
     "sql",
@@ -56,6 +59,8 @@ const HTTP_FIELDS: &[&str] = &[
     "body",
     "expected_status",
     "max_body_bytes",
+    "save_to_conn",
+    "save_to",
 ];
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"];
 const SQL_TO_LAKE_FIELDS: &[&str] = &[
@@ -111,6 +116,8 @@ pub(crate) fn globals() -> &'static Globals {
             LibraryExtension::SetType,
         ])
         .with(tern_builtins)
+        .with(sensors::sensor_builtins)
+        .with(container::container_builtins)
         .build()
     })
 }
@@ -361,6 +368,51 @@ fn list_items<'v>(field: &str, v: Value<'v>) -> Result<Vec<Value<'v>>, String> {
 fn dict_items<'v>(field: &str, v: Value<'v>) -> Result<Vec<(Value<'v>, Value<'v>)>, String> {
     let d = DictRef::from_value(v).ok_or_else(|| type_err(field, "a dict", v))?;
     Ok(d.iter().collect())
+}
+
+/// `sandbox = True`, or a dict with `network` (bool) and `writable` (absolute paths).
+fn to_sandbox(field: &str, v: Value) -> Result<Option<tern_core::Sandbox>, String> {
+    if let Some(b) = v.unpack_bool() {
+        return Ok(b.then(tern_core::Sandbox::default));
+    }
+    let mut sandbox = tern_core::Sandbox::default();
+    for (k, val) in dict_items(field, v).map_err(|_| {
+        type_err(
+            field,
+            "True, or a dict such as {\"network\": True, \"writable\": [\"/data/out\"]}",
+            v,
+        )
+    })? {
+        match k.unpack_str() {
+            Some("network") => sandbox.network = to_bool("sandbox.network", val)?,
+            Some("writable") => {
+                sandbox.writable = to_string_list("sandbox.writable", val)?;
+                if let Some(p) = sandbox.writable.iter().find(|p| !p.starts_with('/')) {
+                    return Err(format!(
+                        "`sandbox.writable` paths must be absolute, got {p:?}"
+                    ));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "unknown `sandbox` key {}: use \"network\" or \"writable\"",
+                    k.to_repr()
+                ))
+            }
+        }
+    }
+    Ok(Some(sandbox))
+}
+
+/// A list of HTTP statuses.
+fn to_status_list(field: &str, v: Value) -> Result<Vec<u16>, String> {
+    list_items(field, v)?
+        .into_iter()
+        .map(|x| match to_int(&format!("{field}[]"), x)? {
+            n @ 100..=599 => Ok(n as u16),
+            n => Err(format!("`{field}` holds {n}, not an HTTP status")),
+        })
+        .collect()
 }
 
 fn to_text_list(field: &str, v: Value) -> Result<Vec<String>, String> {
@@ -853,6 +905,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 cmd,
                 env: args.field("env", errs, to_env).unwrap_or_default(),
                 cwd: args.field("cwd", errs, to_string),
+                sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
             }
         })
     }
@@ -879,6 +932,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 args: args.field("args", errs, to_text_list).unwrap_or_default(),
                 env: args.field("env", errs, to_env).unwrap_or_default(),
                 cwd: args.field("cwd", errs, to_string),
+                sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
             }
         })
     }
@@ -1006,31 +1060,17 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                     suggest_or_list(&method, HTTP_METHODS, "use one of")
                 ));
             }
-            let expected_status = match args.get("expected_status") {
-                None => Vec::new(),
-                Some(v) => match list_items("expected_status", v) {
-                    Err(e) => {
-                        errs.push(e);
-                        Vec::new()
-                    }
-                    Ok(items) => items
-                        .into_iter()
-                        .filter_map(|x| match to_int("expected_status[]", x) {
-                            Ok(n) if (100..=599).contains(&n) => Some(n as u16),
-                            Ok(n) => {
-                                errs.push(format!(
-                                    "`expected_status` holds {n}, not an HTTP status"
-                                ));
-                                None
-                            }
-                            Err(e) => {
-                                errs.push(e);
-                                None
-                            }
-                        })
-                        .collect(),
-                },
-            };
+            let expected_status = args
+                .field("expected_status", errs, to_status_list)
+                .unwrap_or_default();
+            let save_to_conn = args.field("save_to_conn", errs, to_string);
+            let save_to = args.field("save_to", errs, to_string);
+            if save_to_conn.is_some() != save_to.is_some() {
+                errs.push(
+                    "give both `save_to_conn` (an object-store connection) and `save_to` (the object path), or neither"
+                        .into(),
+                );
+            }
             KindDraft::Ready(tern_core::TaskKind::Http(tern_core::HttpTask {
                 method,
                 url,
@@ -1042,6 +1082,8 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                     .field("max_body_bytes", errs, |f, v| to_u32_min(f, v, 0))
                     .map(u64::from)
                     .unwrap_or(64 * 1024),
+                save_to_conn,
+                save_to,
             }))
         })
     }

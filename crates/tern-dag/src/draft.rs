@@ -52,6 +52,7 @@ pub(crate) enum KindDraft {
         cmd: String,
         env: BTreeMap<String, String>,
         cwd: Option<String>,
+        sandbox: Option<tern_core::Sandbox>,
     },
     Python {
         /// Inline code, or (after the loader ran) the content of `script`.
@@ -62,6 +63,7 @@ pub(crate) enum KindDraft {
         args: Vec<String>,
         env: BTreeMap<String, String>,
         cwd: Option<String>,
+        sandbox: Option<tern_core::Sandbox>,
     },
     Empty,
     /// A kind the loader has nothing more to do for (sql, sql_to_lake).

@@ -106,10 +106,16 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
     let t = &d.tasks[i];
     let (c, def) = (&t.common, &d.defaults);
     let kind = match &t.kind {
-        KindDraft::Shell { cmd, env, cwd } => TaskKind::Shell {
+        KindDraft::Shell {
+            cmd,
+            env,
+            cwd,
+            sandbox,
+        } => TaskKind::Shell {
             cmd: cmd.clone(),
             env: env.clone(),
             cwd: cwd.clone(),
+            sandbox: sandbox.clone(),
         },
         KindDraft::Python {
             code,
@@ -117,12 +123,14 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             args,
             env,
             cwd,
+            sandbox,
         } => TaskKind::Python {
             code: code.clone().unwrap_or_default(),
             script: script.clone(),
             args: args.clone(),
             env: env.clone(),
             cwd: cwd.clone(),
+            sandbox: sandbox.clone(),
         },
         KindDraft::Empty => TaskKind::Empty,
         KindDraft::Ready(k) => k.clone(),

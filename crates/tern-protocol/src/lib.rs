@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use tern_core::TaskSpec;
 
 /// `major.minor` of this protocol.
-pub const PROTOCOL_VERSION: &str = "1.1";
+pub const PROTOCOL_VERSION: &str = "1.2";
 
 /// A task instance handed to an agent: everything needed to run it with no other lookup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +34,11 @@ pub struct Assignment {
     /// connection of the same name wins.
     #[serde(default)]
     pub connections: BTreeMap<String, ConnectionSpec>,
+    /// For an `external_task_sensor`: the state the control plane found for the task (or run)
+    /// it waits on when it handed out this poke; `None` when there is no such run yet
+    /// (protocol 1.2).
+    #[serde(default)]
+    pub external_state: Option<String>,
 }
 
 /// A connection sent with an assignment: its URI and extra fields.
@@ -64,6 +69,13 @@ pub struct RunContext {
     /// Outputs published so far by tasks of the run: task id → key → value.
     #[serde(default)]
     pub outputs: BTreeMap<String, Map<String, Value>>,
+    /// The DAG's IANA time zone (protocol 1.2).
+    #[serde(default = "utc")]
+    pub timezone: String,
+}
+
+fn utc() -> String {
+    "UTC".to_string()
 }
 
 /// A piece of a task's log. `seq` counts chunks of one attempt from 0, so the receiver can
@@ -96,6 +108,10 @@ pub struct Completion {
     pub reason: Option<String>,
     #[serde(default)]
     pub outputs: Map<String, Value>,
+    /// A sensor's condition did not hold: poke again after this many milliseconds, on the
+    /// same try (protocol 1.2). `success` is false and `reason` says what was seen.
+    #[serde(default)]
+    pub reschedule_after_ms: Option<u64>,
 }
 
 /// What the control plane answers to a completion.

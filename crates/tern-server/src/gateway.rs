@@ -133,6 +133,7 @@ impl Gateway {
         })?;
         let outputs = self.store.run_outputs(run.pk).await?;
         let connections = self.stored_connections(&task.kind).await?;
+        let external_state = external_state(&self.store, &task, run.logical_date).await?;
         Ok(Assignment {
             ti_id: c.ti.id,
             attempt: c.attempt.clone(),
@@ -153,9 +154,11 @@ impl Gateway {
                 },
                 conf: run.conf.clone(),
                 outputs,
+                timezone: spec.timezone.clone(),
             },
             lease_ms: self.lease.as_millis() as u64,
             connections,
+            external_state,
         })
     }
 
@@ -310,6 +313,7 @@ impl ControlPlane for LocalControlPlane {
             exit_code: c.exit_code,
             note: c.reason,
             outputs: c.outputs,
+            reschedule_after: c.reschedule_after_ms.map(Duration::from_millis),
         };
         let applied = self
             .gw
@@ -355,4 +359,30 @@ impl ControlPlane for LocalControlPlane {
         }
         Ok(ReportReply { current })
     }
+}
+
+/// For an `external_task_sensor`, the state of what it waits on (see
+/// [`tern_store::Store::external_state`]); `None` for every other task.
+pub async fn external_state(
+    store: &Store,
+    task: &tern_core::TaskSpec,
+    logical_date: chrono::DateTime<chrono::Utc>,
+) -> tern_store::Result<Option<String>> {
+    let tern_core::TaskKind::Sensor(tern_core::SensorTask {
+        check:
+            tern_core::SensorCheck::ExternalTask {
+                external_dag_id,
+                external_task_id,
+                execution_delta_ms,
+                ..
+            },
+        ..
+    }) = &task.kind
+    else {
+        return Ok(None);
+    };
+    let date = logical_date - chrono::Duration::milliseconds(*execution_delta_ms);
+    store
+        .external_state(external_dag_id, external_task_id.as_deref(), date)
+        .await
 }

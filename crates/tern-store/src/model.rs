@@ -101,6 +101,8 @@ pub struct TryResult {
     pub exit_code: Option<i32>,
     pub note: Option<String>,
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// A sensor's condition did not hold: poke again after this long, on the same try.
+    pub reschedule_after: Option<std::time::Duration>,
 }
 
 /// What recording a result changed.

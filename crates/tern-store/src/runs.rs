@@ -194,6 +194,42 @@ impl Store {
             .collect()
     }
 
+    /// What an `external_task_sensor` waits on: the state of `task_id` (or, without one, of
+    /// the whole run) in the newest run of `dag_id` for `logical_date`. `None` when there is
+    /// no such run (or the run has no such task) yet.
+    pub async fn external_state(
+        &self,
+        dag_id: &str,
+        task_id: Option<&str>,
+        logical_date: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        let state: Option<String> = match task_id {
+            Some(task_id) => {
+                sqlx::query_scalar(
+                    "SELECT i.state FROM dag_runs r JOIN task_instances i ON i.run_pk = r.id \
+                 WHERE r.dag_id = $1 AND r.logical_date = $2 AND i.task_id = $3 \
+                 ORDER BY r.id DESC LIMIT 1",
+                )
+                .bind(dag_id)
+                .bind(to_ms(logical_date))
+                .bind(task_id)
+                .fetch_optional(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(
+                    "SELECT state FROM dag_runs WHERE dag_id = $1 AND logical_date = $2 \
+                 ORDER BY id DESC LIMIT 1",
+                )
+                .bind(dag_id)
+                .bind(to_ms(logical_date))
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        Ok(state)
+    }
+
     pub async fn get_run(&self, dag_id: &str, run_id: &str) -> Result<DagRun> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = $1 AND run_id = $2");
         let row = sqlx::query(&sql)

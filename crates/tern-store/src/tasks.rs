@@ -392,7 +392,9 @@ impl Store {
         }
         let now = now_ms();
         let prefix = new_attempt_token();
-        let set = "state = 'running', try_number = try_number + 1, \
+        // A sensor's next poke (`sensor_since` set) continues its try.
+        let set = "state = 'running', \
+             try_number = try_number + CASE WHEN sensor_since IS NULL THEN 1 ELSE 0 END, \
              attempt = $1 || '-' || CAST(task_instances.id AS TEXT), lease_until = $2, worker = $3, started_at = $4, \
              ended_at = NULL, note = NULL";
         let pick = format!(
@@ -453,7 +455,9 @@ impl Store {
         let insert = format!(
             "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) VALUES {}",
             values_list(claimed.len(), 3, 4, |p| format!("({}, {}, {}, 'running', $1, $2, {})", p[0], p[1], p[2], p[3]))
-        );
+        ) + " ON CONFLICT (ti_id, try_number) DO UPDATE SET attempt = excluded.attempt, state = 'running', \
+             worker = excluded.worker, ended_at = NULL, exit_code = NULL, note = NULL";
+        // (The conflict is a sensor's next poke: it keeps its try, its first start and its log.)
         let mut q = sqlx::query(&insert).bind(worker).bind(now);
         for c in &claimed {
             q = q
@@ -590,6 +594,44 @@ impl Store {
             .await?;
         let spec = self.spec(version_id).await?;
         let task = spec.task(&ti.task_id);
+        let sensor = task.and_then(|t| match &t.kind {
+            tern_core::TaskKind::Sensor(s) => Some(s),
+            _ => None,
+        });
+        if let (Some(after), Some(sensor), false) =
+            (result.reschedule_after, sensor, result.success)
+        {
+            let since = self.sensor_since(tx, ti, now).await?;
+            let deadline = since.saturating_add(sensor.timeout_ms as i64);
+            if now < deadline {
+                return self
+                    .reschedule(
+                        tx,
+                        ti,
+                        result,
+                        now,
+                        since,
+                        (now + after.as_millis() as i64).min(deadline),
+                    )
+                    .await;
+            }
+            let waited = tern_core::format_duration(Duration::from_millis((now - since) as u64));
+            let why = result.note.as_deref().unwrap_or("condition not met");
+            let (state, note) = if sensor.soft_fail {
+                (
+                    TaskState::Skipped,
+                    format!("sensor timed out after {waited} ({why}); skipped (soft_fail)"),
+                )
+            } else {
+                (
+                    TaskState::Failed,
+                    format!("sensor timed out after {waited} ({why}); not retried"),
+                )
+            };
+            return self
+                .settle(tx, ti, &spec, result, now, state, None, Some(note))
+                .await;
+        }
         let (state, ready_at) = if result.success {
             (TaskState::Success, None)
         } else if result.retryable && ti.try_number < ti.max_tries {
@@ -611,9 +653,93 @@ impl Store {
             )),
             (_, n) => n.clone(),
         };
+        self.settle(tx, ti, &spec, result, now, state, ready_at, note)
+            .await
+    }
+
+    /// When the current try of a sensor made its first poke, in milliseconds.
+    async fn sensor_since(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        now: i64,
+    ) -> Result<i64> {
+        let since: Option<i64> =
+            sqlx::query_scalar("SELECT sensor_since FROM task_instances WHERE id = $1")
+                .bind(ti.id)
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(since
+            .or(ti.started_at.map(|t| t.timestamp_millis()))
+            .unwrap_or(now))
+    }
+
+    /// Ends a sensor's poke whose condition did not hold: the instance waits, slot-free, as
+    /// `up_for_reschedule` until `due`, keeping its try (with `sensor_since` set, the next
+    /// poke's claim does not count a new try, and it appends to the same log).
+    async fn reschedule(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        result: &TryResult,
+        now: i64,
+        since: i64,
+        due: i64,
+    ) -> Result<Applied> {
+        let why = result.note.as_deref().unwrap_or("condition not met");
+        let note = format!(
+            "poke: {why}; next poke in {}",
+            tern_core::format_duration(Duration::from_millis((due - now).max(0) as u64))
+        );
         sqlx::query(
-            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL \
-             WHERE id = $1",
+            "UPDATE task_instances SET state = 'up_for_reschedule', \
+             ended_at = $2, note = $3, ready_at = $4, lease_until = NULL, sensor_since = $5, \
+             pokes = pokes + 1 WHERE id = $1",
+        )
+        .bind(ti.id)
+        .bind(now)
+        .bind(&note)
+        .bind(due)
+        .bind(since)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE task_tries SET state = 'up_for_reschedule', ended_at = $3, note = $4 \
+             WHERE ti_id = $1 AND try_number = $2",
+        )
+        .bind(ti.id)
+        .bind(i64::from(ti.try_number))
+        .bind(now)
+        .bind(&note)
+        .execute(&mut **tx)
+        .await?;
+        let queued_queues = self.admit(tx, now).await?;
+        Ok(Applied {
+            accepted: true,
+            retry_pending: true,
+            queued_any: !queued_queues.is_empty(),
+            queued_queues,
+            ..Applied::default()
+        })
+    }
+
+    /// Moves an ended attempt's instance to `state` and applies the consequences: downstream
+    /// readiness and run completion for a final state, then admission.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        spec: &tern_core::DagSpec,
+        result: &TryResult,
+        now: i64,
+        state: TaskState,
+        ready_at: Option<i64>,
+        note: Option<String>,
+    ) -> Result<Applied> {
+        sqlx::query(
+            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
+             sensor_since = NULL WHERE id = $1",
         )
         .bind(ti.id)
         .bind(state.as_str())
@@ -622,10 +748,10 @@ impl Store {
         .bind(ready_at)
         .execute(&mut **tx)
         .await?;
-        let try_state = if state == TaskState::UpForRetry {
-            TaskState::Failed
+        let (try_state, try_note) = if state == TaskState::UpForRetry {
+            (TaskState::Failed, result.note.clone())
         } else {
-            state
+            (state, note.clone())
         };
         sqlx::query(
             "UPDATE task_tries SET state = $3, ended_at = $4, exit_code = $5, note = $6 WHERE ti_id = $1 AND try_number = $2",
@@ -635,7 +761,7 @@ impl Store {
         .bind(try_state.as_str())
         .bind(now)
         .bind(result.exit_code.map(i64::from))
-        .bind(&result.note)
+        .bind(&try_note)
         .execute(&mut **tx)
         .await?;
         let mut applied = Applied {
@@ -645,10 +771,10 @@ impl Store {
         };
         if state.is_finished() {
             let states = self
-                .evaluate(tx, ti.run_pk, &spec, Some(&[ti.task_id.as_str()]), now)
+                .evaluate(tx, ti.run_pk, spec, Some(&[ti.task_id.as_str()]), now)
                 .await?;
             applied.run_finished = self
-                .finish_run_if_done(tx, ti.run_pk, &spec, states, now)
+                .finish_run_if_done(tx, ti.run_pk, spec, states, now)
                 .await?;
         }
         applied.queued_queues = self.admit(tx, now).await?;
@@ -722,7 +848,7 @@ impl Store {
     pub async fn promote_and_admit(&self) -> Result<bool> {
         let now = now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
-        sqlx::query("UPDATE task_instances SET state = 'scheduled', ready_at = NULL WHERE state = 'up_for_retry' AND ready_at <= $1")
+        sqlx::query("UPDATE task_instances SET state = 'scheduled', ready_at = NULL WHERE state IN ('up_for_retry', 'up_for_reschedule') AND ready_at <= $1")
             .bind(now)
             .execute(&mut *tx)
             .await?;
@@ -735,7 +861,7 @@ impl Store {
     /// The earliest time a waiting retry becomes due, if any: the scheduler sleeps until then.
     pub async fn next_retry_due(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(ready_at) FROM task_instances WHERE state = 'up_for_retry'",
+            "SELECT MIN(ready_at) FROM task_instances WHERE state IN ('up_for_retry', 'up_for_reschedule')",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -140,6 +140,7 @@ pub fn shell(task_id: &str, cmd: &str, upstream: &[&str]) -> TaskSpec {
         cmd: cmd.into(),
         env: BTreeMap::new(),
         cwd: None,
+        sandbox: None,
     };
     t
 }
@@ -159,4 +160,106 @@ pub fn mysql(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("mysql prints UTF-8")
+}
+
+/// A tiny local image for container tests, `localhost/tern-test-busybox`: busybox in an empty
+/// root, imported with `podman import` (no registry is needed). Imported once per machine.
+/// Panics with what to install when podman or busybox is missing.
+pub fn busybox_image() -> String {
+    const IMAGE: &str = "localhost/tern-test-busybox";
+    let exists = || {
+        std::process::Command::new("podman")
+            .args(["image", "exists", IMAGE])
+            .status()
+            .expect(
+                "podman is installed (apt install podman runc; scripts/test installs it as root)",
+            )
+            .success()
+    };
+    if exists() {
+        return IMAGE.to_string();
+    }
+    // Tests run in parallel processes: one imports, the others wait for it.
+    let _lock = FileLock::take(&std::env::temp_dir().join("tern-test-busybox.lock"));
+    if exists() {
+        return IMAGE.to_string();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("busybox is installed (apt install busybox-static)");
+    let root = tempfile::tempdir().expect("temp dir");
+    for dir in ["bin", "tmp", "etc", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+    }
+    std::fs::copy(busybox, root.path().join("bin/busybox")).unwrap();
+    for tool in [
+        "sh", "echo", "cat", "ls", "env", "sleep", "true", "false", "wc", "printf", "id", "touch",
+        "test", "[",
+    ] {
+        std::os::unix::fs::symlink("busybox", root.path().join("bin").join(tool)).unwrap();
+    }
+    let tar = root.path().with_extension("tar");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of the test image root");
+    let out = std::process::Command::new("podman")
+        .args(["import", "--change", "ENV PATH=/bin"])
+        .arg(&tar)
+        .arg(IMAGE)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&tar);
+    assert!(
+        out.status.success(),
+        "podman import: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    IMAGE.to_string()
+}
+
+/// A lock between processes: a file created exclusively, removed on drop. A lock older than a
+/// minute is taken to be left by a crashed test and broken.
+struct FileLock(std::path::PathBuf);
+
+impl FileLock {
+    fn take(path: &std::path::Path) -> FileLock {
+        let start = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+            {
+                Ok(_) => return FileLock(path.to_path_buf()),
+                Err(_) => {
+                    let stale = std::fs::metadata(path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(60))
+                        .unwrap_or(false);
+                    if stale {
+                        let _ = std::fs::remove_file(path);
+                    }
+                    assert!(
+                        start.elapsed() < Duration::from_secs(120),
+                        "waiting for the lock {}",
+                        path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

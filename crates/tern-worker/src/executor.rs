@@ -10,6 +10,7 @@ use tern_protocol::{Assignment, Completion};
 use tokio_util::sync::CancellationToken;
 
 use crate::connections::Connections;
+use crate::container;
 use crate::data::{self, DataError};
 use crate::logsink::LogSink;
 use crate::mask::{Masker, MaskingSink};
@@ -105,6 +106,7 @@ async fn run_masked(
         exit_code: None,
         reason: None,
         outputs: Default::default(),
+        reschedule_after_ms: None,
     };
     sink.line(&format!(
         "tern: {}.{} run {} try {} of {} ({})",
@@ -120,7 +122,21 @@ async fn run_masked(
         TaskKind::Sql(_) | TaskKind::SqlToLake(_) | TaskKind::Http(_) => {
             Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
         }
-        TaskKind::Shell { cmd, env, cwd } => {
+        TaskKind::Sensor(s) => {
+            let r = Renderer::new(a, &opts.connections.template_value());
+            let poke = data::sensor::poke(a, &opts.connections, &r, sink, s, chrono::Utc::now());
+            Ok(match bounded(a, cancel, poke).await {
+                Ok(data::sensor::Poke::Met(outputs)) => Ran::Data(Ok(outputs)),
+                Ok(data::sensor::Poke::NotYet { why, after }) => Ran::NotYet { why, after },
+                Err(e) => Ran::Data(Err(e)),
+            })
+        }
+        TaskKind::Shell {
+            cmd,
+            env,
+            cwd,
+            sandbox,
+        } => {
             run_process(
                 a,
                 opts,
@@ -129,6 +145,20 @@ async fn run_masked(
                 ProcessKind::Shell { cmd },
                 env,
                 cwd.as_deref(),
+                sandbox.as_ref(),
+            )
+            .await
+        }
+        TaskKind::Container(t) => {
+            run_process(
+                a,
+                opts,
+                sink,
+                cancel,
+                ProcessKind::Container(t),
+                &t.env,
+                None,
+                None,
             )
             .await
         }
@@ -137,6 +167,7 @@ async fn run_masked(
             args,
             env,
             cwd,
+            sandbox,
             ..
         } => {
             run_process(
@@ -147,6 +178,7 @@ async fn run_masked(
                 ProcessKind::Python { code, args },
                 env,
                 cwd.as_deref(),
+                sandbox.as_ref(),
             )
             .await
         }
@@ -156,6 +188,10 @@ async fn run_masked(
         Ok(Ran::Data(Ok(outputs))) => {
             c.success = true;
             c.outputs = outputs;
+        }
+        Ok(Ran::NotYet { why, after }) => {
+            c.reschedule_after_ms = Some(after.as_millis() as u64);
+            c.reason = Some(why);
         }
         Ok(Ran::Data(Err(e))) => {
             c.retryable = e.retryable;
@@ -208,6 +244,12 @@ async fn run_masked(
     }
     if c.success {
         sink.line("tern: task succeeded");
+    } else if let Some(ms) = c.reschedule_after_ms {
+        sink.line(&format!(
+            "tern: not yet ({}); next poke in {}",
+            c.reason.as_deref().unwrap_or("condition not met"),
+            tern_core::format_duration(Duration::from_millis(ms))
+        ));
     } else {
         sink.line(&format!(
             "tern: task failed: {}",
@@ -219,6 +261,11 @@ async fn run_masked(
 
 enum Ran {
     Done,
+    /// A sensor's condition does not hold yet.
+    NotYet {
+        why: String,
+        after: Duration,
+    },
     Data(Result<serde_json::Map<String, serde_json::Value>, DataError>),
     Process {
         end: ProcessEnd,
@@ -244,6 +291,16 @@ async fn run_data(
             _ => unreachable!("run_data is called for data tasks only"),
         }
     };
+    bounded(a, cancel, work).await
+}
+
+/// Runs in-process task work bounded by the task's execution timeout and stopped by
+/// cancellation; both end it with a retryable error.
+async fn bounded<T>(
+    a: &Assignment,
+    cancel: &CancellationToken,
+    work: impl std::future::Future<Output = Result<T, DataError>>,
+) -> Result<T, DataError> {
     let timeout = async {
         match a.task.execution_timeout_ms {
             Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
@@ -260,11 +317,22 @@ async fn run_data(
     }
 }
 
+/// Why a process task could not start; it fails at once (no retry).
+#[derive(Debug, thiserror::Error)]
+enum Unstartable {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
 enum ProcessKind<'a> {
     Shell { cmd: &'a str },
     Python { code: &'a str, args: &'a [String] },
+    Container(&'a tern_core::ContainerTask),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_process(
     a: &Assignment,
     opts: &ExecOptions,
@@ -273,41 +341,36 @@ async fn run_process(
     kind: ProcessKind<'_>,
     env: &BTreeMap<String, String>,
     cwd: Option<&str>,
-) -> Result<Ran, TemplateError> {
+    sandbox: Option<&tern_core::Sandbox>,
+) -> Result<Ran, Unstartable> {
     let r = Renderer::new(a, &opts.connections.template_value());
+    let setup_err = |what: &str, e: String| Unstartable::Setup(format!("{what}: {e}"));
     let workdir = tempfile::Builder::new()
         .prefix("tern-task-")
         .tempdir()
-        .map_err(|e| TemplateError {
-            field: "(working directory)".into(),
-            message: format!("could not create a temporary directory: {e}"),
+        .map_err(|e| {
+            setup_err(
+                "working directory",
+                format!("could not create a temporary directory: {e}"),
+            )
         })?;
     let output_file = workdir.path().join("tern-output");
     let mut full_env = process::base_env();
-    full_env.extend(task_env(a, &output_file));
-    full_env.extend(opts.connections.env());
+    let mut rendered_env = BTreeMap::new();
     for (k, v) in env {
-        full_env.insert(k.clone(), r.render(&format!("env.{k}"), v)?);
+        rendered_env.insert(k.clone(), r.render(&format!("env.{k}"), v)?);
     }
     let cwd = match cwd {
         Some(c) => std::path::PathBuf::from(r.render("cwd", c)?),
         None => workdir.path().to_path_buf(),
     };
     let timeout = a.task.execution_timeout_ms.map(Duration::from_millis);
-    let spec = match kind {
+    let mut container = None;
+    let (program, args, stdin) = match kind {
         ProcessKind::Shell { cmd } => {
             let cmd = r.render("cmd", cmd)?;
             sink.line(&format!("tern: running: {cmd}"));
-            ProcessSpec {
-                program: "sh",
-                args: vec!["-c".into(), cmd],
-                env: full_env,
-                cwd,
-                stdin: None,
-                timeout,
-                kill_grace: opts.kill_grace,
-                mask: opts.masker.clone(),
-            }
+            ("sh".to_string(), vec!["-c".into(), cmd], None)
         }
         ProcessKind::Python { code, args } => {
             let mut argv = vec!["-".to_string()];
@@ -319,24 +382,108 @@ async fn run_process(
                 opts.python,
                 argv.len() - 1
             ));
-            ProcessSpec {
-                program: &opts.python,
-                args: argv,
-                env: full_env,
-                cwd,
-                stdin: Some(code.to_string()),
-                timeout,
-                kill_grace: opts.kill_grace,
-                mask: opts.masker.clone(),
-            }
+            (opts.python.clone(), argv, Some(code.to_string()))
+        }
+        ProcessKind::Container(t) => {
+            let runtime =
+                container::find_runtime(t.runtime.as_deref(), None).map_err(Unstartable::Setup)?;
+            let rendered = render_container(&r, t, rendered_env.clone())?;
+            // Inside, the documented variables (with the output file in the mounted folder)
+            // and the task's own; all passed by name.
+            let inner_out = format!("{}/tern-output", container::OUTPUT_DIR);
+            let mut inner = task_env(a, std::path::Path::new(&inner_out));
+            inner.extend(rendered.env.clone());
+            let names: Vec<String> = inner.keys().cloned().collect();
+            let name = container::container_name(a.ti_id, &a.attempt);
+            let args = container::run_args(t, &rendered, &name, workdir.path(), &names);
+            sink.line(&format!(
+                "tern: running image {} with {} ({})",
+                t.image,
+                runtime.display(),
+                if t.network {
+                    "network on"
+                } else {
+                    "no network"
+                }
+            ));
+            rendered_env = inner;
+            container = Some((runtime.clone(), name));
+            (runtime.display().to_string(), args, None)
         }
     };
+    if container.is_none() {
+        full_env.extend(task_env(a, &output_file));
+        full_env.extend(opts.connections.env());
+    }
+    full_env.extend(rendered_env);
+    let (program, args) = match sandbox {
+        None => (program, args),
+        Some(s) => {
+            let bwrap = crate::sandbox::find_program("bwrap", None)
+                .ok_or_else(|| Unstartable::Setup(crate::sandbox::missing()))?;
+            sink.line(&format!(
+                "tern: in a sandbox (read-only system, private /tmp, {})",
+                if s.network {
+                    "network on"
+                } else {
+                    "no network"
+                }
+            ));
+            crate::sandbox::wrap(&bwrap, &program, &args, &cwd, workdir.path(), s)
+        }
+    };
+    let spec = ProcessSpec {
+        program: &program,
+        args,
+        env: full_env,
+        cwd,
+        stdin,
+        timeout,
+        kill_grace: opts.kill_grace,
+        mask: opts.masker.clone(),
+    };
     let end = process::run(spec, sink, cancel).await;
+    if let (Some((runtime, name)), ProcessEnd::TimedOut(_) | ProcessEnd::Cancelled) =
+        (&container, &end)
+    {
+        sink.line(&format!("tern: removing container {name}"));
+        container::remove(runtime, name).await;
+    }
     let outputs = match std::fs::read_to_string(&output_file) {
         Ok(text) => parse_outputs(&text).map_err(|e| e.to_string()),
         Err(_) => Ok(Default::default()),
     };
     Ok(Ran::Process { end, outputs })
+}
+
+/// Renders a container task's templated fields (command, args, mount sources); `env` is
+/// already rendered.
+fn render_container(
+    r: &Renderer,
+    t: &tern_core::ContainerTask,
+    env: BTreeMap<String, String>,
+) -> Result<container::Rendered, TemplateError> {
+    let list = |field: &str, items: &[String]| {
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, s)| r.render(&format!("{field}[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut mounts = Vec::new();
+    for (i, m) in t.mounts.iter().enumerate() {
+        mounts.push((
+            r.render(&format!("mounts[{i}]"), &m.source)?,
+            m.target.clone(),
+            m.read_only,
+        ));
+    }
+    Ok(container::Rendered {
+        command: list("command", &t.command)?,
+        args: list("args", &t.args)?,
+        env,
+        mounts,
+    })
 }
 
 /// The documented `TERN_*` variables of a task process.

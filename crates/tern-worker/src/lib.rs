@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod connections;
+pub mod container;
 pub mod data;
 pub mod executor;
 pub mod http_transport;
@@ -14,6 +15,7 @@ pub mod logsink;
 pub mod mask;
 pub mod outputs;
 pub mod process;
+pub mod sandbox;
 pub mod spool;
 pub mod spooling;
 pub mod template;

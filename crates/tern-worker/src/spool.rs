@@ -131,6 +131,7 @@ impl Spool {
                             .into(),
                     ),
                     outputs: Default::default(),
+                    reschedule_after_ms: None,
                 }))?;
             }
         }
@@ -329,6 +330,7 @@ mod tests {
             exit_code: Some(0),
             reason: None,
             outputs: Default::default(),
+            reschedule_after_ms: None,
         }))
         .unwrap();
         let entries = s.entries(7, "ab-7").unwrap();

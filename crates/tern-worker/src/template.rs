@@ -150,9 +150,11 @@ mod tests {
                     .clone(),
                 conf: json!({"note": "x"}),
                 outputs,
+                timezone: "UTC".into(),
             },
             lease_ms: 30_000,
             connections: Default::default(),
+            external_state: None,
         }
     }
 

@@ -36,6 +36,7 @@ fn folder_loads_in_path_order_and_helpers_yield_nothing() {
             ("multi.star", "multi_a"),
             ("multi.star", "multi_b"),
             ("scripted.star", "scripted"),
+            ("sensors_and_containers.star", "waits"),
             ("sub/nested.star", "nested"),
         ]
     );
@@ -49,6 +50,7 @@ fn folder_loads_in_path_order_and_helpers_yield_nothing() {
             "loop.star",
             "multi.star",
             "scripted.star",
+            "sensors_and_containers.star",
             "sub/nested.star"
         ]
     );
@@ -109,7 +111,7 @@ fn etl_tasks_order_upstreams_and_defaults() {
     );
     assert_eq!(extract.retry_delay_ms, 30_000, "from default_args");
     assert_eq!(extract.execution_timeout_ms, Some(3_600_000), "int seconds");
-    let TaskKind::Shell { cmd, env, cwd } = &extract.kind else {
+    let TaskKind::Shell { cmd, env, cwd, .. } = &extract.kind else {
         panic!("extract is a shell task")
     };
     assert_eq!(cmd, "echo {{ ds }}");

@@ -39,6 +39,8 @@ store_suite!(
     stale_attempt_cannot_change_state,
     expired_lease_marks_attempt_lost,
     only_the_holding_agent_reports_and_restart_extends_leases,
+    sensor_pokes_keep_their_try_and_free_their_slot,
+    sensor_timeout_fails_without_retries_or_skips_with_soft_fail,
     concurrent_claimers_never_share_a_task,
     batch_claims_respect_their_limit_and_priority,
     activation_codes_are_single_use_and_expire,

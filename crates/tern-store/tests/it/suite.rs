@@ -656,3 +656,139 @@ pub async fn only_the_holding_agent_reports_and_restart_extends_leases(store: St
         .unwrap()
         .is_none());
 }
+
+fn sensor_task(id: &str, up: &[&str], timeout_ms: u64, soft_fail: bool) -> tern_core::TaskSpec {
+    let mut t = task(id, up);
+    t.kind = tern_core::TaskKind::Sensor(tern_core::SensorTask {
+        check: tern_core::SensorCheck::File {
+            path: "/nonexistent".into(),
+        },
+        poke_interval_ms: 10,
+        timeout_ms,
+        soft_fail,
+    });
+    t.retries = 3;
+    t.retry_delay_ms = 0;
+    t
+}
+
+fn not_yet(after_ms: u64) -> TryResult {
+    TryResult {
+        success: false,
+        retryable: true,
+        note: Some("/nonexistent does not exist".into()),
+        reschedule_after: Some(Duration::from_millis(after_ms)),
+        ..TryResult::default()
+    }
+}
+
+pub async fn sensor_pokes_keep_their_try_and_free_their_slot(store: Store) {
+    let v = setup(
+        &store,
+        dag(
+            "sn",
+            vec![
+                sensor_task("wait", &[], 3_600_000, false),
+                task("after", &["wait"]),
+            ],
+        ),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("sn", "r1"), v).await.unwrap();
+    for poke in 1..=3 {
+        let c = match store.claim(&queues(), "w", LEASE).await.unwrap() {
+            Some(c) => c,
+            None => {
+                // Not due yet: waits slot-free until its poke interval has passed.
+                let ti = store.task_instance(run.pk, "wait").await.unwrap();
+                assert_eq!(ti.state, TaskState::UpForReschedule);
+                assert_eq!(ti.try_number, 1, "a reschedule keeps the try");
+                assert!(ti.note.unwrap().contains("does not exist"));
+                assert!(store.next_retry_due().await.unwrap().is_some());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                assert!(store.promote_and_admit().await.unwrap());
+                store
+                    .claim(&queues(), "w", LEASE)
+                    .await
+                    .unwrap()
+                    .expect("next poke queued")
+            }
+        };
+        assert_eq!(c.ti.task_id, "wait");
+        assert_eq!(c.ti.try_number, 1, "poke {poke} runs on try 1");
+        let result = if poke < 3 { not_yet(10) } else { ok() };
+        assert!(
+            store
+                .complete(c.ti.id, &c.attempt, &result)
+                .await
+                .unwrap()
+                .accepted
+        );
+    }
+    let ti = store.task_instance(run.pk, "wait").await.unwrap();
+    assert_eq!(ti.state, TaskState::Success);
+    let tries = store.task_tries(ti.id).await.unwrap();
+    assert_eq!(tries.len(), 1, "pokes share one try: {tries:?}");
+    assert_eq!(tries[0].state, TaskState::Success);
+    let next = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(next.ti.task_id, "after");
+}
+
+pub async fn sensor_timeout_fails_without_retries_or_skips_with_soft_fail(store: Store) {
+    let v = setup(
+        &store,
+        dag(
+            "st",
+            vec![
+                sensor_task("hard", &[], 30, false),
+                sensor_task("soft", &[], 30, true),
+                task("after_soft", &["soft"]),
+            ],
+        ),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("st", "r1"), v).await.unwrap();
+    // First pokes: not met, rescheduled no later than the timeout.
+    for _ in 0..2 {
+        let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+        store
+            .complete(c.ti.id, &c.attempt, &not_yet(60_000))
+            .await
+            .unwrap();
+    }
+    let due = store.next_retry_due().await.unwrap().unwrap();
+    assert!(
+        due <= Utc::now() + chrono::Duration::milliseconds(100),
+        "the next poke is due at the timeout, not after a minute: {due}"
+    );
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    store.promote_and_admit().await.unwrap();
+    // Last pokes, past the timeout: still not met.
+    for _ in 0..2 {
+        let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+        store
+            .complete(c.ti.id, &c.attempt, &not_yet(60_000))
+            .await
+            .unwrap();
+    }
+    let hard = store.task_instance(run.pk, "hard").await.unwrap();
+    assert_eq!(
+        hard.state,
+        TaskState::Failed,
+        "retries are not used on a timeout"
+    );
+    assert!(
+        hard.note.as_deref().unwrap().contains("sensor timed out"),
+        "{:?}",
+        hard.note
+    );
+    assert_eq!(state_of(&store, run.pk, "soft").await, TaskState::Skipped);
+    assert_eq!(
+        state_of(&store, run.pk, "after_soft").await,
+        TaskState::Skipped
+    );
+    assert_eq!(
+        store.get_run("st", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+}

@@ -17,19 +17,27 @@ use crate::template::Renderer;
 /// Longest wait for an answer (the task's `execution_timeout` bounds the whole task).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn run_http(
+/// A request ready to send, with what the log names.
+pub(crate) struct Prepared {
+    pub req: reqwest::RequestBuilder,
+    pub method: reqwest::Method,
+    pub url: String,
+}
+
+/// Builds a request: the URL rendered and, when relative, joined to the connection's base URL;
+/// headers rendered; the connection's credentials (login/password: basic; extra `token`:
+/// bearer) attached; every call bounded by a timeout.
+pub(crate) fn prepare(
     conns: &Connections,
     r: &Renderer,
-    sink: &dyn LogSink,
-    spec: &HttpTask,
-) -> Result<Map<String, Value>, DataError> {
+    url: &str,
+    conn: Option<&str>,
+    method: &str,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Prepared, DataError> {
     crate::http_transport::install_crypto_provider();
-    let mut url = render(r, "url", &spec.url)?;
-    let conn = spec
-        .conn
-        .as_deref()
-        .map(|name| connection(conns, name))
-        .transpose()?;
+    let mut url = render(r, "url", url)?;
+    let conn = conn.map(|name| connection(conns, name)).transpose()?;
     if let Some(c) = conn {
         if !url.starts_with("http://") && !url.starts_with("https://") {
             let mut base = url::Url::parse(&c.uri)
@@ -43,15 +51,15 @@ pub async fn run_http(
             );
         }
     }
-    let method = reqwest::Method::from_bytes(spec.method.as_bytes())
-        .map_err(|_| DataError::permanent(format!("bad method {:?}", spec.method)))?;
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| DataError::permanent(format!("bad method {method:?}")))?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
         .timeout(REQUEST_TIMEOUT)
         .build()
         .map_err(|e| DataError::transient(format!("cannot build the HTTP client: {e}")))?;
     let mut req = client.request(method.clone(), &url);
-    for (k, v) in &spec.headers {
+    for (k, v) in headers {
         req = req.header(k, render(r, &format!("headers[{k:?}]"), v)?);
     }
     if let Some(c) = conn {
@@ -61,6 +69,27 @@ pub async fn run_http(
             req = req.bearer_auth(token);
         }
     }
+    Ok(Prepared { req, method, url })
+}
+
+pub async fn run_http(
+    conns: &Connections,
+    r: &Renderer,
+    sink: &dyn LogSink,
+    spec: &HttpTask,
+) -> Result<Map<String, Value>, DataError> {
+    let Prepared {
+        mut req,
+        method,
+        url,
+    } = prepare(
+        conns,
+        r,
+        &spec.url,
+        spec.conn.as_deref(),
+        &spec.method,
+        &spec.headers,
+    )?;
     if let Some(b) = &spec.body {
         req = req.body(render(r, "body", b)?);
     }
@@ -71,22 +100,6 @@ pub async fn run_http(
         .map_err(|e| DataError::transient(format!("{method} {url} failed: {e}")))?;
     let status = resp.status().as_u16();
     sink.line(&format!("tern: answered {}", resp.status()));
-    let mut body = Vec::new();
-    let mut truncated = false;
-    let mut resp = resp;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
-    {
-        let room = spec.max_body_bytes.saturating_sub(body.len() as u64) as usize;
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            truncated = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
     let ok = if spec.expected_status.is_empty() {
         (200..300).contains(&status)
     } else {
@@ -104,6 +117,26 @@ pub async fn run_http(
         let retryable = status >= 500 || status == 408 || status == 429 || status < 400;
         return Err(DataError { message, retryable });
     }
+    if let Some(target_conn) = &spec.save_to_conn {
+        let path = render(r, "save_to", spec.save_to.as_deref().unwrap_or_default())?;
+        return save_body(conns, sink, resp, status, target_conn, &path).await;
+    }
+    let mut body = Vec::new();
+    let mut truncated = false;
+    let mut resp = resp;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
+    {
+        let room = spec.max_body_bytes.saturating_sub(body.len() as u64) as usize;
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
     let mut out = Map::new();
     out.insert("status".into(), Value::from(status));
     out.insert(
@@ -117,5 +150,48 @@ pub async fn run_http(
             spec.max_body_bytes
         ));
     }
+    Ok(out)
+}
+
+/// Streams the whole answer into a spool file (it cannot outlive the task), then uploads it as
+/// one object: the object appears whole or not at all. Outputs `status`, `url` and `bytes`.
+async fn save_body(
+    conns: &Connections,
+    sink: &dyn LogSink,
+    mut resp: reqwest::Response,
+    status: u16,
+    target_conn: &str,
+    path: &str,
+) -> Result<Map<String, Value>, DataError> {
+    use std::io::{Seek, Write};
+    let lake = super::lake::Lake::open(connection(conns, target_conn)?)?;
+    lake.check(path).await?;
+    let spool_err =
+        |e: std::io::Error| DataError::transient(format!("cannot write the spool file: {e}"));
+    let mut spool = tempfile::tempfile().map_err(spool_err)?;
+    let mut bytes = 0u64;
+    {
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut spool);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
+        {
+            w.write_all(&chunk).map_err(spool_err)?;
+            bytes += chunk.len() as u64;
+        }
+        w.flush().map_err(spool_err)?;
+    }
+    spool.rewind().map_err(spool_err)?;
+    let url = format!("{}{}", lake.url_prefix, path.trim_start_matches('/'));
+    sink.line(&format!(
+        "tern: writing the answer ({bytes} bytes) to {url}"
+    ));
+    lake.upload(spool, path).await?;
+    sink.line(&format!("tern: wrote {url}"));
+    let mut out = Map::new();
+    out.insert("status".into(), Value::from(status));
+    out.insert("url".into(), Value::from(url));
+    out.insert("bytes".into(), Value::from(bytes));
     Ok(out)
 }

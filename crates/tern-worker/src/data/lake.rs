@@ -176,3 +176,33 @@ impl Lake {
         Ok(size)
     }
 }
+
+impl Lake {
+    /// The path of object `path`, or with `prefix` of the first object whose path starts with
+    /// it; `None` when there is none.
+    pub async fn find(&self, path: &str, prefix: bool) -> Result<Option<String>, DataError> {
+        use futures::StreamExt;
+        let context = format!("cannot look in {}", self.describe);
+        let trimmed = path.trim_start_matches('/');
+        if prefix {
+            // Listing takes whole path segments: list the folder part, filter on the rest.
+            let (dir, _) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+            let dir = (!dir.is_empty()).then(|| ObjectPath::from(dir));
+            let mut list = self.store.list(dir.as_ref());
+            while let Some(item) = list.next().await {
+                let meta = item.map_err(|e| from_object_store(&context, e))?;
+                if meta.location.as_ref().starts_with(trimmed) {
+                    return Ok(Some(meta.location.to_string()));
+                }
+            }
+            return Ok(None);
+        }
+        let object = ObjectPath::parse(trimmed)
+            .map_err(|e| DataError::permanent(format!("bad object path {path:?}: {e}")))?;
+        match self.store.head(&object).await {
+            Ok(meta) => Ok(Some(meta.location.to_string())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(from_object_store(&context, e)),
+        }
+    }
+}

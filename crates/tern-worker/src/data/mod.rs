@@ -9,6 +9,7 @@ pub mod error;
 pub mod export;
 pub mod http_task;
 pub mod lake;
+pub mod sensor;
 pub mod sql_task;
 
 pub use error::DataError;

@@ -12,7 +12,7 @@ use crate::connections::Connections;
 use crate::logsink::LogSink;
 use crate::template::Renderer;
 
-fn render_params(r: &Renderer, params: &[Value]) -> Result<Vec<Value>, DataError> {
+pub(crate) fn render_params(r: &Renderer, params: &[Value]) -> Result<Vec<Value>, DataError> {
     params
         .iter()
         .enumerate()

@@ -72,7 +72,7 @@ fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-fn conns(list: &[(&str, String)]) -> Connections {
+pub(crate) fn conns(list: &[(&str, String)]) -> Connections {
     let mut file = BTreeMap::new();
     for (name, uri) in list {
         file.insert(
@@ -98,7 +98,7 @@ fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> Tas
     })
 }
 
-async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
+pub(crate) async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
     let a = assignment(kind);
     let sink = Collect::default();
     let opts = ExecOptions::default().with_connections(c);
@@ -326,14 +326,14 @@ async fn errors_say_the_database_code_and_only_transient_ones_retry() {
 }
 
 /// An S3-compatible server on loopback backed by a folder; buckets are its sub-folders.
-struct S3 {
+pub(crate) struct S3 {
     root: tempfile::TempDir,
     endpoint: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl S3 {
-    async fn start() -> S3 {
+    pub(crate) async fn start() -> S3 {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("datalake")).unwrap();
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
@@ -367,14 +367,14 @@ impl S3 {
         }
     }
 
-    fn uri(&self, bucket: &str, secret: &str) -> String {
+    pub(crate) fn uri(&self, bucket: &str, secret: &str) -> String {
         format!(
             "s3://AKTEST:{secret}@{bucket}?endpoint={}&region=us-east-1",
             self.endpoint
         )
     }
 
-    fn object(&self, bucket: &str, key: &str) -> PathBuf {
+    pub(crate) fn object(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.path().join(bucket).join(key)
     }
 }
@@ -563,6 +563,8 @@ fn http(url: &str, conn: Option<&str>, expected: Vec<u16>) -> TaskKind {
         body: Some("{\"day\": \"{{ ds }}\"}".into()),
         expected_status: expected,
         max_body_bytes: 1000,
+        save_to_conn: None,
+        save_to: None,
     })
 }
 

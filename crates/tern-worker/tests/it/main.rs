@@ -12,6 +12,8 @@ use tern_worker::{execute, ExecOptions, LogSink};
 use tokio_util::sync::CancellationToken;
 
 mod data;
+mod isolation;
+mod sensors;
 
 #[derive(Default)]
 pub struct Collect(pub Mutex<Vec<String>>);
@@ -47,9 +49,11 @@ pub fn assignment(kind: TaskKind) -> Assignment {
             params: json!({"who": "world"}).as_object().unwrap().clone(),
             conf: json!({}),
             outputs: Default::default(),
+            timezone: "UTC".into(),
         },
         lease_ms: 30_000,
         connections: Default::default(),
+        external_state: None,
     }
 }
 
@@ -58,6 +62,7 @@ fn shell(cmd: &str) -> TaskKind {
         cmd: cmd.into(),
         env: BTreeMap::new(),
         cwd: None,
+        sandbox: None,
     }
 }
 
@@ -162,6 +167,7 @@ async fn python_inline_code_with_templated_args() {
         args: vec!["{{ ds }}".into(), "x".into()],
         env: BTreeMap::new(),
         cwd: None,
+        sandbox: None,
     });
     let (c, log) = run(&a).await;
     assert!(c.success, "{log}");

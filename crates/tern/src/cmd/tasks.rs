@@ -36,6 +36,7 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
     let params = tern_core::params::resolve_params(&spec.params, &conf)
         .map_err(|e| anyhow::anyhow!("invalid conf for DAG {dag_id:?}: {e}"))?;
     let interval = spec.schedule.manual_interval(tz, logical_date);
+    let external_state = tern_server::gateway::external_state(&store, &task, logical_date).await?;
     let a = Assignment {
         ti_id: 0,
         attempt: "test".into(),
@@ -53,9 +54,11 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
             params,
             conf,
             outputs: Default::default(),
+            timezone: spec.timezone.clone(),
         },
         lease_ms: 0,
         connections: Default::default(),
+        external_state,
     };
     let opts = ExecOptions {
         python: cfg.agent.python.clone(),

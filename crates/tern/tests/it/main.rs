@@ -10,3 +10,4 @@ mod links;
 mod netns;
 mod recovery;
 mod runs;
+mod sensors;
