@@ -153,7 +153,7 @@ async fn file_sensor_waits_for_the_file() {
 }
 
 /// An HTTP server answering 503 to its first `unready` requests, then 200 with `body`.
-async fn late_server(unready: usize, body: &'static str) -> String {
+pub(crate) async fn late_server(unready: usize, body: &'static str) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
