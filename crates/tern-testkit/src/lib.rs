@@ -2,6 +2,8 @@
 //! SQLite file or a PostgreSQL database on the local server), DAG spec builders, and polling
 //! with a deadline instead of fixed sleeps.
 
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! an S3-compatible server started in the test (s3s-fs, SigV4 enforced).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 use sqlx::{Connection, Executor};
@@ -10,6 +10,8 @@ use tern_core::{CsvOptions, ExportFormat, TaskKind};
 use tern_worker::connections::{ConnectionConfig, Connections};
 use tern_worker::{execute, ExecOptions};
 use tokio_util::sync::CancellationToken;
+
+pub(crate) use tern_testkit::s3::S3;
 
 use crate::{assignment, Collect};
 
@@ -323,66 +325,6 @@ async fn errors_say_the_database_code_and_only_transient_ones_retry() {
     assert!(!done.retryable);
     assert!(done.reason.unwrap().contains("unknown connection \"hq\""));
     db.drop_db().await;
-}
-
-/// An S3-compatible server on loopback backed by a folder; buckets are its sub-folders.
-pub(crate) struct S3 {
-    root: tempfile::TempDir,
-    endpoint: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl S3 {
-    pub(crate) async fn start() -> S3 {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join("datalake")).unwrap();
-        let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-        let mut b = s3s::service::S3ServiceBuilder::new(fs);
-        b.set_auth(s3s::auth::SimpleAuth::from_single(
-            "AKTEST",
-            "secret-key-test",
-        ));
-        let service = b.build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((socket, _)) = listener.accept().await else {
-                    return;
-                };
-                let service = service.clone();
-                tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(
-                        hyper_util::rt::TokioExecutor::new(),
-                    )
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                    .await;
-                });
-            }
-        });
-        S3 {
-            root,
-            endpoint,
-            task,
-        }
-    }
-
-    pub(crate) fn uri(&self, bucket: &str, secret: &str) -> String {
-        format!(
-            "s3://AKTEST:{secret}@{bucket}?endpoint={}&region=us-east-1",
-            self.endpoint
-        )
-    }
-
-    pub(crate) fn object(&self, bucket: &str, key: &str) -> PathBuf {
-        self.root.path().join(bucket).join(key)
-    }
-}
-
-impl Drop for S3 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ mod agents;
 mod cli_errors;
 mod dag_files;
 mod data_tasks;
+mod hybrid_etl;
 mod links;
 mod netns;
 mod recovery;

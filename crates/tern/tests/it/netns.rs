@@ -8,16 +8,16 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{finished, run_state, task, Tern, DEADLINE};
 
-const CLOUD_IP: &str = "198.51.100.1";
-const SITE_IP: &str = "198.51.100.2";
+pub(crate) const CLOUD_IP: &str = "198.51.100.1";
+pub(crate) const SITE_IP: &str = "198.51.100.2";
 
-struct Namespaces {
-    cloud: String,
-    site: String,
+pub(crate) struct Namespaces {
+    pub cloud: String,
+    pub site: String,
     children: Vec<Child>,
 }
 
-fn sh(cmd: &str) {
+pub(crate) fn sh(cmd: &str) {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
     assert!(
         out.status.success(),
@@ -27,7 +27,7 @@ fn sh(cmd: &str) {
 }
 
 impl Namespaces {
-    fn create() -> Namespaces {
+    pub fn create() -> Namespaces {
         let id = std::process::id();
         let (cloud, site) = (format!("tcloud{id}"), format!("tsite{id}"));
         let n = Namespaces {
@@ -49,7 +49,7 @@ impl Namespaces {
         n
     }
 
-    fn spawn(&mut self, ns: &str, cmd: Command) -> u32 {
+    pub fn spawn(&mut self, ns: &str, cmd: Command) -> u32 {
         let program = cmd.get_program().to_owned();
         let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
         let mut c = Command::new("ip");
@@ -87,7 +87,7 @@ impl Drop for Namespaces {
 }
 
 /// Sockets in LISTEN state in a namespace (from its /proc/net/tcp and tcp6).
-fn listening_sockets(ns: &str) -> Vec<String> {
+pub(crate) fn listening_sockets(ns: &str) -> Vec<String> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -106,7 +106,7 @@ fn listening_sockets(ns: &str) -> Vec<String> {
         .collect()
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     let uid = Command::new("id").arg("-u").output().unwrap();
     if String::from_utf8_lossy(&uid.stdout).trim() == "0" {
         return true;

@@ -1,0 +1,122 @@
+//! An S3-compatible server for tests (s3s-fs, SigV4 enforced with the access key `AKTEST`):
+//! buckets are sub-folders of a temporary folder, which holds a `datalake` bucket at start.
+//! It serves on loopback inside the test's runtime, or on an address inside a network
+//! namespace (for the remote-site tests) from a thread of its own.
+
+use std::path::PathBuf;
+
+/// The secret key the server accepts for `AKTEST`.
+pub const SECRET: &str = "secret-key-test";
+
+pub struct S3 {
+    root: tempfile::TempDir,
+    endpoint: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+fn service(root: &std::path::Path) -> s3s::service::S3Service {
+    let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single("AKTEST", SECRET));
+    b.build()
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    service: s3s::service::S3Service,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => return,
+            },
+            _ = &mut stop => return,
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+        });
+    }
+}
+
+fn new_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(root.path().join("datalake")).expect("bucket folder");
+    root
+}
+
+impl S3 {
+    /// Serves on 127.0.0.1 from the current tokio runtime.
+    pub async fn start() -> S3 {
+        let root = new_root();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(serve(listener, service(root.path()), rx));
+        S3 {
+            root,
+            endpoint,
+            stop: Some(tx),
+        }
+    }
+
+    /// Serves on `ip` inside network namespace `netns` (as made by `ip netns add`), from a
+    /// thread with its own runtime. Needs root.
+    pub fn start_in_netns(netns: &str, ip: &str) -> S3 {
+        let root = new_root();
+        let (path, ip) = (format!("/var/run/netns/{netns}"), ip.to_string());
+        // A socket belongs to the namespace of the thread that creates it.
+        let listener = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            std::net::TcpListener::bind((ip.as_str(), 0)).expect("bind in the namespace")
+        })
+        .join()
+        .expect("the binding thread");
+        listener.set_nonblocking(true).unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let svc = service(root.path());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                serve(listener, svc, rx).await;
+            });
+        });
+        S3 {
+            root,
+            endpoint,
+            stop: Some(tx),
+        }
+    }
+
+    /// The connection URI of `bucket` with secret key `secret`.
+    pub fn uri(&self, bucket: &str, secret: &str) -> String {
+        format!(
+            "s3://AKTEST:{secret}@{bucket}?endpoint={}&region=us-east-1",
+            self.endpoint
+        )
+    }
+
+    /// Where object `key` of `bucket` is stored on disk.
+    pub fn object(&self, bucket: &str, key: &str) -> PathBuf {
+        self.root.path().join(bucket).join(key)
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
