@@ -1,5 +1,6 @@
 //! The HTTP server of the control plane: `/health` (no auth; whether the metadata database
-//! answers) and the agent gateway (`/agent/v1/*`, see [`crate::agent_api`]).
+//! answers), the REST API (`/api/v1/*`, see [`crate::api`]) and the agent gateway
+//! (`/agent/v1/*`, see [`crate::agent_api`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,7 +24,10 @@ struct AppState {
 pub fn router(store: Store, gateway: crate::gateway::Gateway) -> Router {
     Router::new()
         .route("/health", get(health))
-        .with_state(AppState { store })
+        .with_state(AppState {
+            store: store.clone(),
+        })
+        .merge(crate::api::router(store))
         .merge(crate::agent_api::router(gateway))
 }
 

@@ -8,6 +8,9 @@
 //! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`).
 
 pub mod agent_api;
+pub mod api;
+pub mod api_error;
+pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod dagsync;

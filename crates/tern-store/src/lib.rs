@@ -19,6 +19,7 @@ pub mod pools;
 pub mod runs;
 pub mod tasks;
 mod time;
+pub mod users;
 
 pub use connect::{Backend, Store};
 pub use error::StoreError;

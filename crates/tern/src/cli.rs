@@ -62,6 +62,12 @@ pub enum Command {
     /// Manage the connections the control plane keeps (encrypted at rest).
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    /// Manage users (who may use the API and UI, with which role).
+    #[command(subcommand)]
+    Users(UsersCmd),
+    /// Manage API tokens (bearer tokens for the REST API).
+    #[command(subcommand)]
+    Tokens(TokensCmd),
     /// Metadata database maintenance.
     #[command(subcommand)]
     Db(DbCmd),
@@ -251,6 +257,41 @@ pub enum ConnectionsCmd {
     /// Connect and check: SELECT 1 on databases, a listing on object stores.
     Test {
         name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UsersCmd {
+    /// Add a user. Without --password-stdin a random password is generated and printed once.
+    Add {
+        username: String,
+        /// viewer (reads), user (also triggers, clears, pauses), op (also pools, connections,
+        /// agents), admin (also users and the audit log).
+        #[arg(long)]
+        role: String,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List(OutputArg),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokensCmd {
+    /// Make an API token for a user; the token is printed once and stored only as a hash.
+    Create {
+        username: String,
+        /// A name saying what the token is for.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 90d or 12h (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    List(OutputArg),
+    /// Revoke a token by its id (`tern tokens list`).
+    Revoke {
+        id: i64,
     },
 }
 

@@ -41,6 +41,7 @@ store_suite!(
     only_the_holding_agent_reports_and_restart_extends_leases,
     sensor_pokes_keep_their_try_and_free_their_slot,
     sensor_timeout_fails_without_retries_or_skips_with_soft_fail,
+    users_tokens_and_the_audit_log,
     concurrent_claimers_never_share_a_task,
     batch_claims_respect_their_limit_and_priority,
     activation_codes_are_single_use_and_expire,

@@ -792,3 +792,42 @@ pub async fn sensor_timeout_fails_without_retries_or_skips_with_soft_fail(store:
         RunState::Failed
     );
 }
+
+pub async fn users_tokens_and_the_audit_log(store: Store) {
+    let u = store
+        .create_user("ana", "op", "$argon2id$fake")
+        .await
+        .unwrap();
+    assert_eq!(u.role, "op");
+    assert!(matches!(
+        store.create_user("ana", "viewer", "x").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let (tok, value) = store.create_token("ana", "ci", None).await.unwrap();
+    assert!(value.starts_with("tern_"));
+    let who = store.authenticate_token(&value).await.unwrap().unwrap();
+    assert_eq!(who.username, "ana");
+    assert!(store
+        .authenticate_token("tern_other")
+        .await
+        .unwrap()
+        .is_none());
+    let past = Utc::now() - chrono::Duration::seconds(1);
+    let (_, expired) = store.create_token("ana", "old", Some(past)).await.unwrap();
+    assert!(store.authenticate_token(&expired).await.unwrap().is_none());
+    store.revoke_token(tok.id).await.unwrap();
+    assert!(store.authenticate_token(&value).await.unwrap().is_none());
+    assert!(matches!(
+        store.revoke_token(tok.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.create_token("nobody", "", None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.audit("ana", "run.trigger", "d/r1", "").await.unwrap();
+    store.audit("bob", "dag.pause", "d", "").await.unwrap();
+    let log = store.audit_log(10).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0].action, "dag.pause", "newest first");
+}

@@ -9,6 +9,7 @@ mod misc;
 mod runs;
 mod standalone;
 mod tasks;
+mod users;
 
 use anyhow::Context;
 use tern_store::Store;
@@ -28,6 +29,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(a) => logs::run(cfg, a).await,
         Command::Pools(c) => misc::pools(cfg, c).await,
         Command::Connections(c) => connections::run(cfg, c).await,
+        Command::Users(c) => users::users(cfg, c).await,
+        Command::Tokens(c) => users::tokens(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,
         Command::Config(c) => misc::config(cfg, c).await,
     }
@@ -71,10 +74,19 @@ pub fn parse_conf(conf: Option<&str>) -> anyhow::Result<serde_json::Value> {
 
 /// Resolves Ctrl-C / SIGTERM into one future.
 pub async fn interrupted() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    interrupt_signal().await
+}
+
+/// Catches Ctrl-C and SIGTERM from the moment it is called (not from the first poll, as
+/// [`interrupted`] does): a signal during start-up then stops the process gracefully.
+pub fn interrupt_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }

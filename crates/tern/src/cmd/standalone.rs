@@ -16,11 +16,13 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
         cfg.server.tls_cert = args.tls_cert;
         cfg.server.tls_key = args.tls_key;
     }
+    let stop = super::interrupt_signal();
     let dags = cfg.dags_folder();
     if standalone && !args.no_examples && crate::examples::install_if_empty(&dags)? {
         eprintln!("tern: wrote the example DAGs into {}", dags.display());
     }
     let node = Node::start(&cfg, Roles::STANDALONE).await?;
+    let admin_password = first_admin(&node.store, &cfg.home).await?;
     let addr = node.http_addr.expect("standalone serves HTTP");
     let dag_count = node
         .store
@@ -41,6 +43,13 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     };
     eprintln!("  http:     {scheme}://{addr}/health");
     eprintln!("  agents:   {scheme}://{addr}/agent/v1 (activate with `tern agents activation create --site NAME`)");
+    eprintln!("  api:      {scheme}://{addr}/api/v1 (bearer tokens: `tern tokens create USER`)");
+    if let Some(password) = &admin_password {
+        eprintln!(
+            "  admin:    user admin, password {password} (shown once; also in {}, mode 0600)",
+            cfg.home.join("admin-password").display()
+        );
+    }
     eprintln!("  data:     {}", cfg.home.display());
     eprintln!(
         "  dags:     {} ({dag_count} DAGs, {errors} import errors)",
@@ -50,8 +59,45 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     eprintln!(
         "Press Ctrl-C to stop. Try `tern dags list` and `tern runs list` in another terminal."
     );
-    super::interrupted().await;
+    stop.await;
     eprintln!("tern: stopping; running tasks are stopped and will be retried per their policy");
     node.shutdown().await;
     Ok(0)
+}
+
+/// With no user at all, creates `admin` with a random password, saves the password in
+/// `HOME/admin-password` (mode 0600) and returns it; otherwise `None`.
+async fn first_admin(
+    store: &tern_store::Store,
+    home: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !store.list_users().await?.is_empty() {
+        return Ok(None);
+    }
+    let password = tern_server::auth::random_password();
+    match store
+        .create_user(
+            "admin",
+            "admin",
+            &tern_server::auth::hash_password(&password),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // Another server on the same database made it first.
+        Err(tern_store::StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    store.audit("tern", "user.add", "admin", "admin").await?;
+    let path = home.join("admin-password");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    writeln!(f, "{password}")?;
+    Ok(Some(password))
 }

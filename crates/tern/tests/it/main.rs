@@ -3,6 +3,7 @@
 mod harness;
 
 mod agents;
+mod api;
 mod cli_errors;
 mod dag_files;
 mod data_tasks;

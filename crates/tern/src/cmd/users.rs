@@ -1,0 +1,137 @@
+//! `tern users …` and `tern tokens …`: accounts with roles, and the API tokens that act for them.
+//! Passwords are hashed with argon2 before they reach the store; tokens are printed once. Every
+//! change is recorded in the audit log as done by `cli:<os user>`.
+
+use anyhow::Context;
+use tern_server::auth::{hash_password, random_password, Role};
+use tern_server::Config;
+
+use crate::cli::{TokensCmd, UsersCmd};
+use crate::output::print;
+
+/// Who the audit log names for a command run on this machine.
+fn cli_actor() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
+pub async fn users(cfg: Config, cmd: UsersCmd) -> anyhow::Result<i32> {
+    let store = super::open_store(&cfg).await?;
+    match cmd {
+        UsersCmd::Add {
+            username,
+            role,
+            password_stdin,
+        } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!(
+                    "unknown role {role:?}; use one of: {}",
+                    Role::NAMES.join(", ")
+                )
+            })?;
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password from standard input")?;
+                let p = line.trim_end_matches(['\n', '\r']).to_string();
+                anyhow::ensure!(p.len() >= 8, "the password must have at least 8 characters");
+                (p, false)
+            } else {
+                (random_password(), true)
+            };
+            store
+                .create_user(&username, role.as_str(), &hash_password(&password))
+                .await?;
+            store
+                .audit(&cli_actor(), "user.add", &username, role.as_str())
+                .await?;
+            eprintln!("user {username} added with role {}", role.as_str());
+            if generated {
+                println!("{password}");
+                eprintln!("(the password above is shown once; it is stored only as a hash)");
+            }
+        }
+        UsersCmd::List(o) => {
+            let list = store.list_users().await?;
+            let rows = list
+                .iter()
+                .map(|u| {
+                    vec![
+                        u.username.clone(),
+                        u.role.clone(),
+                        crate::output::time(Some(u.created_at)),
+                        if u.disabled { "disabled" } else { "" }.to_string(),
+                    ]
+                })
+                .collect();
+            print(o.output, &["USER", "ROLE", "CREATED", ""], rows, &list);
+        }
+    }
+    Ok(0)
+}
+
+pub async fn tokens(cfg: Config, cmd: TokensCmd) -> anyhow::Result<i32> {
+    let store = super::open_store(&cfg).await?;
+    match cmd {
+        TokensCmd::Create {
+            username,
+            name,
+            expires,
+        } => {
+            let expires_at = match expires {
+                None => None,
+                Some(e) => {
+                    let d = tern_core::parse_duration(&e).context("--expires")?;
+                    Some(chrono::Utc::now() + chrono::Duration::from_std(d)?)
+                }
+            };
+            let (token, value) = store.create_token(&username, &name, expires_at).await?;
+            store
+                .audit(
+                    &cli_actor(),
+                    "token.create",
+                    &format!("{username}/{}", token.id),
+                    &name,
+                )
+                .await?;
+            println!("{value}");
+            eprintln!(
+                "token {} for {username} (shown once; send it as `Authorization: Bearer …`)",
+                token.id
+            );
+        }
+        TokensCmd::List(o) => {
+            let list = store.list_tokens().await?;
+            let rows = list
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.username.clone(),
+                        t.name.clone(),
+                        crate::output::time(t.expires_at),
+                        crate::output::time(t.last_used_at),
+                        if t.revoked { "revoked" } else { "" }.to_string(),
+                    ]
+                })
+                .collect();
+            print(
+                o.output,
+                &["ID", "USER", "NAME", "EXPIRES", "LAST USED", ""],
+                rows,
+                &list,
+            );
+        }
+        TokensCmd::Revoke { id } => {
+            store.revoke_token(id).await?;
+            store
+                .audit(&cli_actor(), "token.revoke", &id.to_string(), "")
+                .await?;
+            eprintln!("token {id} revoked");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,226 @@
+//! The REST API with users, roles and tokens: every route refuses callers without a valid
+//! token, each role gets exactly its permissions, bad requests get `{code, message, hint}`,
+//! changes land in the audit log, and the first start makes an `admin` account.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{http, Tern};
+use crate::links::server_on;
+
+const ROLES: [&str; 4] = ["viewer", "user", "op", "admin"];
+
+/// Adds a user with `role` and returns a token for it.
+fn token_for(t: &Tern, name: &str, role: &str) -> String {
+    t.ok(&["users", "add", name, "--role", role]);
+    t.ok(&["tokens", "create", name, "--name", "tests"])
+        .trim()
+        .to_string()
+}
+
+fn call(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let (status, text) = http(url, method, path, &headers, body);
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
+#[test]
+fn every_route_needs_a_token_and_each_role_gets_exactly_its_permissions() {
+    let t = Tern::new();
+    t.write_dag(
+        "d.star",
+        "dag(id = \"d\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let tokens: Vec<(&str, String)> = ROLES
+        .iter()
+        .map(|r| (*r, token_for(&t, &format!("{r}1"), r)))
+        .collect();
+    // (method, path, body, least role)
+    let routes = [
+        ("GET", "/api/v1/version", "", "viewer"),
+        ("GET", "/api/v1/dags", "", "viewer"),
+        ("PATCH", "/api/v1/dags/d", r#"{"is_paused": false}"#, "user"),
+        ("POST", "/api/v1/dags/d/dagRuns", r#"{"conf": {}}"#, "user"),
+        ("GET", "/api/v1/audit", "", "admin"),
+    ];
+    for (method, path, body, least) in routes {
+        let (status, v) = call(&url, method, path, None, body);
+        assert_eq!(status, 401, "{method} {path} without a token: {v}");
+        assert_eq!(v["code"], "unauthorized");
+        assert!(v["hint"].as_str().unwrap().contains("tern tokens create"));
+        let (status, _) = call(&url, method, path, Some("tern_not-a-token"), body);
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+        let least_rank = ROLES.iter().position(|r| *r == least).unwrap();
+        for (rank, (role, token)) in tokens.iter().enumerate() {
+            let (status, v) = call(&url, method, path, Some(token), body);
+            if rank >= least_rank {
+                assert!(
+                    (200..300).contains(&status),
+                    "{role} may {method} {path}: {status} {v}"
+                );
+            } else {
+                assert_eq!(status, 403, "{role} may not {method} {path}: {v}");
+                assert_eq!(v["code"], "forbidden");
+                assert!(v["message"].as_str().unwrap().contains(least), "{v}");
+            }
+        }
+    }
+    // What the list shows, and the audit log of the changes, with who made them.
+    let admin = &tokens[3].1;
+    let (_, v) = call(&url, "GET", "/api/v1/dags", Some(admin), "");
+    assert_eq!(v["dags"][0]["dag_id"], "d");
+    let (_, v) = call(&url, "GET", "/api/v1/audit", Some(admin), "");
+    let entries = v["entries"].as_array().unwrap();
+    let triggers: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["action"] == "run.trigger")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(triggers.len(), 3, "{v:#}");
+    for who in ["user1", "op1", "admin1"] {
+        assert!(triggers.contains(&who), "{who} triggered: {v:#}");
+    }
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["action"] == "token.create"
+                && e["actor"].as_str().unwrap().starts_with("cli:"))
+    );
+}
+
+#[test]
+fn bad_requests_get_a_code_a_message_and_a_hint() {
+    let t = Tern::new();
+    t.write_dag(
+        "p.star",
+        "dag(id = \"p\", params = {\"n\": {\"default\": 1, \"type\": \"integer\"}})\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let token = token_for(&t, "u", "user");
+    let tok = Some(token.as_str());
+    let (status, v) = call(&url, "POST", "/api/v1/dags/p/dagRuns", tok, "{not json");
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("bad_request")),
+        "{v}"
+    );
+    let (status, v) = call(
+        &url,
+        "POST",
+        "/api/v1/dags/p/dagRuns",
+        tok,
+        r#"{"confx": {}}"#,
+    );
+    assert_eq!(status, 400, "an unknown field is refused: {v}");
+    assert!(v["message"].as_str().unwrap().contains("confx"), "{v}");
+    let (status, v) = call(
+        &url,
+        "POST",
+        "/api/v1/dags/p/dagRuns",
+        tok,
+        r#"{"conf": {"params": {"n": "many"}}}"#,
+    );
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("invalid_conf")),
+        "{v}"
+    );
+    let (status, v) = call(&url, "POST", "/api/v1/dags/nope/dagRuns", tok, "{}");
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (404, Some("not_found")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("nope"), "{v}");
+    // A paused DAG: a conflict whose hint says how to unpause.
+    let (status, _) = call(
+        &url,
+        "PATCH",
+        "/api/v1/dags/p",
+        tok,
+        r#"{"is_paused": true}"#,
+    );
+    assert_eq!(status, 200);
+    let (status, v) = call(&url, "POST", "/api/v1/dags/p/dagRuns", tok, "{}");
+    assert_eq!((status, v["code"].as_str()), (409, Some("paused")), "{v}");
+    assert!(v["hint"].as_str().unwrap().contains("is_paused"), "{v}");
+    assert_eq!(
+        t.json(&["dags", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dag_id"] == "p")
+            .unwrap()["is_paused"],
+        true
+    );
+}
+
+#[test]
+fn revoked_and_expired_tokens_are_refused() {
+    let t = Tern::new();
+    let (_sa, url) = server_on(&t, 0);
+    t.ok(&["users", "add", "v", "--role", "viewer"]);
+    let keep = t.ok(&["tokens", "create", "v"]).trim().to_string();
+    let revoke = t.ok(&["tokens", "create", "v"]).trim().to_string();
+    let short = t
+        .ok(&["tokens", "create", "v", "--expires", "1s"])
+        .trim()
+        .to_string();
+    for tok in [&keep, &revoke, &short] {
+        assert_eq!(call(&url, "GET", "/api/v1/version", Some(tok), "").0, 200);
+    }
+    let list = t.json(&["tokens", "list"]);
+    let id = list[1]["id"].to_string();
+    t.ok(&["tokens", "revoke", &id]);
+    assert_eq!(
+        call(&url, "GET", "/api/v1/version", Some(&revoke), "").0,
+        401
+    );
+    // The expiry is the behaviour under test: a one-second token, checked after it.
+    std::thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(
+        call(&url, "GET", "/api/v1/version", Some(&short), "").0,
+        401
+    );
+    assert_eq!(call(&url, "GET", "/api/v1/version", Some(&keep), "").0, 200);
+    let list = t.json(&["tokens", "list"]);
+    assert_eq!(list[1]["revoked"], true);
+    assert!(list[0]["last_used_at"].is_string(), "{list:#}");
+    // Tokens and passwords are stored only as hashes.
+    assert!(crate::harness::files_containing(t.path(), &keep).is_empty());
+}
+
+#[test]
+fn the_first_start_makes_an_admin_with_a_password_shown_once() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tern::new();
+    let (sa, _url) = server_on(&t, 0);
+    drop(sa);
+    let file = t.path().join("admin-password");
+    let password = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(password.trim().len(), 20);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let users = t.json(&["users", "list"]);
+    assert_eq!(users[0]["username"], "admin");
+    assert_eq!(users[0]["role"], "admin");
+    // Only a hash is in the database.
+    assert_eq!(
+        crate::harness::files_containing(t.path(), password.trim()),
+        vec![file.display().to_string()]
+    );
+    // A second start keeps the account and the password.
+    let (sa, _url) = server_on(&t, 0);
+    drop(sa);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), password);
+    assert_eq!(t.json(&["users", "list"]).as_array().unwrap().len(), 1);
+}
