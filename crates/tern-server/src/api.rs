@@ -32,7 +32,43 @@ pub fn router(store: Store) -> Router {
         .route("/api/v1/dags/{dag_id}", patch(patch_dag))
         .route("/api/v1/dags/{dag_id}/dagRuns", post(trigger_run))
         .route("/api/v1/audit", get(audit))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(measure))
         .with_state(ApiState { store })
+}
+
+/// Records each call's latency by route template and status.
+async fn measure(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "other".into());
+    let started = std::time::Instant::now();
+    let resp = next.run(req).await;
+    crate::metrics::metrics().api_call(&route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn metrics(
+    State(s): State<ApiState>,
+    caller: Caller,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    caller.require(Role::Viewer, "reading metrics")?;
+    let text = crate::metrics::metrics()
+        .render(&s.store)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    ))
 }
 
 /// A JSON body, or a 400 that says what is wrong with it.

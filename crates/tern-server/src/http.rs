@@ -33,10 +33,30 @@ pub fn router(store: Store, gateway: crate::gateway::Gateway) -> Router {
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
     match s.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "database": "ok", "version": env!("CARGO_PKG_VERSION")})),
-        ),
+        Ok(()) => {
+            // A scheduler that has not finished a pass for a minute is stuck.
+            let idle = crate::metrics::metrics().scheduler_idle_seconds();
+            let scheduler = match idle {
+                None => json!("none"),
+                Some(s) if s < 60.0 => json!("ok"),
+                Some(_) => json!("stale"),
+            };
+            let status = if scheduler == "stale" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(json!({
+                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
+                    "database": "ok",
+                    "scheduler": scheduler,
+                    "scheduler_last_pass_seconds_ago": idle,
+                    "version": env!("CARGO_PKG_VERSION"),
+                })),
+            )
+        }
         Err(e) => {
             tracing::error!("health check: {e}");
             (

@@ -18,6 +18,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod logs;
+pub mod metrics;
 pub mod node;
 pub mod scheduler;
 pub mod secrets;

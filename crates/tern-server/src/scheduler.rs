@@ -36,6 +36,7 @@ impl Scheduler {
         let mut refresh = true;
         loop {
             let now_i = tokio::time::Instant::now();
+            let pass_started = std::time::Instant::now();
             if let Some(dir) = &self.dags_folder {
                 if now_i >= next_scan {
                     if let Err(e) = crate::dagsync::sync_folder(&self.store, dir).await {
@@ -62,6 +63,7 @@ impl Scheduler {
             if let Err(e) = self.housekeeping().await {
                 tracing::error!("scheduler housekeeping failed: {e}");
             }
+            crate::metrics::metrics().scheduler_pass(pass_started.elapsed());
             let now = Utc::now();
             let mut sleep = self.housekeeping_interval;
             let next_retry = self.store.next_retry_due().await.unwrap_or_else(|e| {

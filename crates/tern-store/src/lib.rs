@@ -17,6 +17,7 @@ mod error;
 pub mod model;
 pub mod pools;
 pub mod runs;
+pub mod stats;
 pub mod tasks;
 mod time;
 pub mod users;

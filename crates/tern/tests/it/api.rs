@@ -224,3 +224,47 @@ fn the_first_start_makes_an_admin_with_a_password_shown_once() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), password);
     assert_eq!(t.json(&["users", "list"]).as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn metrics_need_a_token_and_count_what_happened() {
+    let t = Tern::new();
+    t.write_dag(
+        "m.star",
+        "dag(id = \"m\")\nshell(id = \"a\", cmd = \"true\")\nshell(id = \"b\", cmd = \"exit 3\")\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let token = token_for(&t, "watcher", "viewer");
+    assert_eq!(call(&url, "GET", "/metrics", None, "").0, 401);
+    let run = t.trigger("m", None);
+    t.wait_run("m", &run, "the run", crate::harness::finished);
+    assert_eq!(
+        call(&url, "GET", "/api/v1/version", Some(&token), "").0,
+        200
+    );
+    let (status, text) = http(
+        &url,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {token}"))],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "tern_task_instances{state=\"success\"} 1",
+        "tern_task_instances{state=\"failed\"} 1",
+        "tern_dag_runs{state=\"failed\"} 1",
+        "tern_api_request_seconds_count{route=\"/api/v1/version\",status=\"200\"} 1",
+        "tern_import_errors 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("tern_scheduler_loop_seconds_count"), "{text}");
+    // Health needs no token and says the scheduler is alive.
+    let (status, health) = call(&url, "GET", "/health", None, "");
+    assert_eq!(status, 200);
+    assert_eq!(health["database"], "ok");
+    assert_eq!(health["scheduler"], "ok", "{health}");
+}
