@@ -5,7 +5,7 @@ use tern_core::{ExportFormat, SqlTask, SqlToLakeTask};
 
 use super::db::{describe, Db};
 use super::error::{from_sqlx, DataError};
-use super::export::{CsvRows, JsonLines, RowWriter};
+use super::export::{CsvRows, JsonLines, ParquetRows, RowWriter};
 use super::lake::Lake;
 use super::{connection, render};
 use crate::connections::Connections;
@@ -80,7 +80,7 @@ pub async fn run_sql(
             row.len()
         ));
         for (k, v) in row {
-            out.insert(k, v.json());
+            out.insert(k, v);
         }
     }
     Ok(out)
@@ -113,28 +113,19 @@ pub async fn run_export(
     ));
     let spool = tempfile::tempfile()
         .map_err(|e| DataError::transient(format!("cannot create a spool file: {e}")))?;
-    let out = std::io::BufWriter::with_capacity(
-        256 * 1024,
-        spool
-            .try_clone()
-            .map_err(|e| DataError::transient(format!("spool file: {e}")))?,
-    );
+    // Each writer buffers in front of the file itself.
+    let out = spool
+        .try_clone()
+        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
     let mut writer: Box<dyn RowWriter> = match spec.format {
         ExportFormat::Csv => Box::new(CsvRows::new(out, &spec.csv)),
         ExportFormat::Jsonl => Box::new(JsonLines::new(out)),
-        ExportFormat::Parquet => {
-            return Err(DataError::permanent(
-                "format parquet is not supported by this agent yet; use csv or jsonl",
-            ))
-        }
+        ExportFormat::Parquet => Box::new(ParquetRows::new(out, spec.compression)),
     };
     lake.check(&target).await?;
     let mut db = Db::connect(source, true).await?;
     db.begin(true).await?;
-    let rows = {
-        let mut each = |names: &[String], cells: &[super::cells::Cell]| writer.row(names, cells);
-        db.stream(&sql, &params, &mut each).await
-    };
+    let rows = db.stream(&sql, &params, &mut *writer).await;
     db.rollback().await;
     db.close().await;
     let rows = rows?;

@@ -17,12 +17,12 @@ const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// A database of its own on the machine's MariaDB, with the `customers` table of the hybrid
 /// scenario: a quote in a name, a comma inside a field, a NULL, non-ASCII letters.
-struct MariaDb {
-    name: String,
+pub struct MariaDb {
+    pub name: String,
 }
 
 impl MariaDb {
-    async fn new() -> MariaDb {
+    pub async fn new() -> MariaDb {
         let name = format!("tern_w_{:08x}", rand_u32());
         let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
         c.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
@@ -53,11 +53,11 @@ impl MariaDb {
         MariaDb { name }
     }
 
-    fn uri(&self) -> String {
+    pub fn uri(&self) -> String {
         format!("mysql://root@127.0.0.1:3306/{}", self.name)
     }
 
-    async fn drop_db(self) {
+    pub async fn drop_db(self) {
         let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
         c.execute(format!("DROP DATABASE {}", self.name).as_str())
             .await
@@ -72,7 +72,7 @@ fn rand_u32() -> u32 {
     t.subsec_nanos() ^ std::process::id().rotate_left(16)
 }
 
-fn conns(list: &[(&str, String)]) -> Connections {
+pub fn conns(list: &[(&str, String)]) -> Connections {
     let mut file = BTreeMap::new();
     for (name, uri) in list {
         file.insert(
@@ -86,7 +86,7 @@ fn conns(list: &[(&str, String)]) -> Connections {
     Connections::resolve(&file, "agent.toml", Vec::new()).unwrap()
 }
 
-fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
+pub fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
     TaskKind::SqlToLake(tern_core::SqlToLakeTask {
         conn: "hq".into(),
         sql: sql.into(),
@@ -95,10 +95,11 @@ fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> Tas
         target: target.into(),
         format,
         csv,
+        compression: Default::default(),
     })
 }
 
-async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
+pub async fn run(kind: TaskKind, c: Connections) -> (tern_protocol::Completion, String) {
     let a = assignment(kind);
     let sink = Collect::default();
     let opts = ExecOptions::default().with_connections(c);
@@ -326,14 +327,14 @@ async fn errors_say_the_database_code_and_only_transient_ones_retry() {
 }
 
 /// An S3-compatible server on loopback backed by a folder; buckets are its sub-folders.
-struct S3 {
+pub struct S3 {
     root: tempfile::TempDir,
     endpoint: String,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl S3 {
-    async fn start() -> S3 {
+    pub async fn start() -> S3 {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("datalake")).unwrap();
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
@@ -367,14 +368,14 @@ impl S3 {
         }
     }
 
-    fn uri(&self, bucket: &str, secret: &str) -> String {
+    pub fn uri(&self, bucket: &str, secret: &str) -> String {
         format!(
             "s3://AKTEST:{secret}@{bucket}?endpoint={}&region=us-east-1",
             self.endpoint
         )
     }
 
-    fn object(&self, bucket: &str, key: &str) -> PathBuf {
+    pub fn object(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.path().join(bucket).join(key)
     }
 }
