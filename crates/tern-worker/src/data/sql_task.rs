@@ -86,8 +86,8 @@ pub async fn run_sql(
     Ok(out)
 }
 
-/// Streams a query into a spool file (an unnamed temporary file: it cannot outlive the task),
-/// then uploads it whole; outputs `rows`, `bytes` and `url`.
+/// Streams a query into a spool file (see [`Lake::spool`]), then publishes it whole; outputs
+/// `rows`, `bytes` and `url`.
 pub async fn run_export(
     conns: &Connections,
     r: &Renderer,
@@ -111,10 +111,10 @@ pub async fn run_export(
             ExportFormat::Parquet => "parquet",
         }
     ));
-    let spool = tempfile::tempfile()
-        .map_err(|e| DataError::transient(format!("cannot create a spool file: {e}")))?;
+    let spool = lake.spool(&target)?;
     // Each writer buffers in front of the file itself.
     let out = spool
+        .file()
         .try_clone()
         .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
     let mut writer: Box<dyn RowWriter> = match spec.format {
@@ -132,12 +132,7 @@ pub async fn run_export(
     writer.finish()?;
     drop(writer);
     sink.line(&format!("tern: {rows} row(s) exported"));
-    let mut spool = spool;
-    use std::io::Seek;
-    spool
-        .seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
-    let bytes = lake.upload(spool, &target).await?;
+    let bytes = lake.publish(spool, &target).await?;
     let url = format!("{}{}", lake.url_prefix, target.trim_start_matches('/'));
     sink.line(&format!("tern: wrote {url} ({bytes} bytes)"));
     let mut out = Map::new();

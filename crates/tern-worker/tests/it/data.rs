@@ -306,6 +306,8 @@ async fn errors_say_the_database_code_and_only_transient_ones_retry() {
             !lake.path().join("x.csv").exists(),
             "no object after a failure"
         );
+        let left: Vec<_> = std::fs::read_dir(lake.path()).unwrap().collect();
+        assert!(left.is_empty(), "no spool file left: {left:?}");
     }
     // The write really did not happen.
     let rows = mysql_batch(&db.name, "SELECT COUNT(*) FROM customers");
