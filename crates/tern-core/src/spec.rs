@@ -161,6 +161,10 @@ pub struct SqlToLakeTask {
     pub format: ExportFormat,
     #[serde(default)]
     pub csv: CsvOptions,
+    /// Parquet: the compression codec of the column chunks. Left out of the serialized spec when
+    /// default, so specs written before it keep their content hash.
+    #[serde(default, skip_serializing_if = "ParquetCompression::is_default")]
+    pub compression: ParquetCompression,
 }
 
 /// The fields of an `http` task.
@@ -221,6 +225,33 @@ impl ExportFormat {
             "parquet" => Some(ExportFormat::Parquet),
             _ => None,
         }
+    }
+}
+
+/// Compression codec of a Parquet export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    #[default]
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl ParquetCompression {
+    pub const NAMES: &'static [&'static str] = &["snappy", "zstd", "none"];
+
+    pub fn parse(s: &str) -> Option<ParquetCompression> {
+        match s {
+            "snappy" => Some(ParquetCompression::Snappy),
+            "zstd" => Some(ParquetCompression::Zstd),
+            "none" | "uncompressed" => Some(ParquetCompression::None),
+            _ => None,
+        }
+    }
+
+    fn is_default(&self) -> bool {
+        *self == ParquetCompression::default()
     }
 }
 

@@ -75,6 +75,7 @@ const SQL_TO_LAKE_FIELDS: &[&str] = &[
     "quote",
     "line_ending",
     "null_text",
+    "compression",
 ];
 
 const DAG_FIELDS: &[&str] = &[
@@ -1028,6 +1029,20 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                 if csv.delimiter == csv.quote {
                     errs.push("`delimiter` and `quote` must differ".into());
                 }
+                let compression = match args.field("compression", errs, to_string) {
+                    None => tern_core::ParquetCompression::default(),
+                    Some(_) if format != tern_core::ExportFormat::Parquet => {
+                        errs.push("`compression` applies to format \"parquet\" only".into());
+                        tern_core::ParquetCompression::default()
+                    }
+                    Some(c) => tern_core::ParquetCompression::parse(&c).unwrap_or_else(|| {
+                        errs.push(format!(
+                            "unknown compression `{c}`{}",
+                            suggest_or_list(&c, tern_core::ParquetCompression::NAMES, "use one of")
+                        ));
+                        tern_core::ParquetCompression::default()
+                    }),
+                };
                 KindDraft::Ready(tern_core::TaskKind::SqlToLake(tern_core::SqlToLakeTask {
                     conn,
                     sql,
@@ -1038,6 +1053,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
                     target,
                     format,
                     csv,
+                    compression,
                 }))
             },
         )

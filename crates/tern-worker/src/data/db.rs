@@ -7,17 +7,25 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use serde_json::Value;
-use sqlx::{Column, Connection as _, Executor, Row};
+use sqlx::{Column as _, Connection as _, Executor, Row, TypeInfo};
 
-use super::cells::{mysql_cell, pg_cell, sqlite_cell, Cell};
+use super::cells::{Cell, Column};
+use super::decode::{mysql_cell, mysql_columns, pg_cell, pg_columns, sqlite_cell, sqlite_columns};
 use super::error::{from_sqlx, DataError};
 use crate::connections::Connection;
 
 /// Longest wait for a database to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Receives each row of a streamed query: the column names and the values.
-pub type RowSink<'a> = dyn FnMut(&[String], &[Cell]) -> Result<(), DataError> + Send + 'a;
+/// Receives a streamed query: its columns once, then each row value by value.
+pub trait RowSink {
+    /// The result's columns, before any value (also for an empty result).
+    fn start(&mut self, columns: &[Column]) -> Result<(), DataError>;
+    /// Value of column `i` of the current row; columns come in order.
+    fn value(&mut self, i: usize, cell: Cell<'_>) -> Result<(), DataError>;
+    /// The current row is complete.
+    fn end_row(&mut self) -> Result<(), DataError>;
+}
 
 pub enum Db {
     MySql(sqlx::MySqlConnection),
@@ -152,11 +160,11 @@ impl Db {
         sql: &str,
         params: &[Value],
         first_row: bool,
-    ) -> Result<(u64, Option<Vec<(String, Cell)>>), sqlx::Error> {
+    ) -> Result<(u64, Option<Vec<(String, Value)>>), sqlx::Error> {
         // Parameters go to the statements that take them: with several statements, a
         // CREATE TABLE has no placeholders while the INSERT after it has.
         macro_rules! go {
-            ($conn:expr, $cell:expr) => {{
+            ($conn:expr, $cell:expr, $columns:expr) => {{
                 // Only a statement run with parameters needs describing (one more round trip).
                 let takes = if params.is_empty() {
                     0
@@ -174,8 +182,8 @@ impl Db {
                         None => Ok((0, Some(Vec::new()))),
                         Some(row) => {
                             let mut out = Vec::new();
-                            for (i, col) in row.columns().iter().enumerate() {
-                                out.push((col.name().to_string(), $cell(&row, i)?));
+                            for (i, col) in $columns(row.columns()).iter().enumerate() {
+                                out.push((col.name.clone(), $cell(&row, i, col)?.json()));
                             }
                             Ok((1, Some(out)))
                         }
@@ -186,26 +194,26 @@ impl Db {
             }};
         }
         match self {
-            Db::MySql(c) => go!(c, mysql_cell),
-            Db::Pg(c) => go!(c, pg_cell),
-            Db::Sqlite(c) => go!(c, sqlite_cell),
+            Db::MySql(c) => go!(c, mysql_cell, mysql_columns),
+            Db::Pg(c) => go!(c, pg_cell, |cols| pg_columns(cols, |_| None)),
+            Db::Sqlite(c) => go!(c, sqlite_cell, sqlite_columns),
         }
     }
 
-    /// Streams the rows of a query to `each` (column names, values); returns the row count.
-    /// Column names come from the first row, or from describing the query when it returns
-    /// none (so an empty export still has its header).
-    pub async fn stream(
+    /// Streams the rows of a query to `sink`; returns the row count. The columns come from
+    /// the first row, or from describing the query when it returns none (so an empty export
+    /// still has its header and schema); on PostgreSQL the query is described first, to learn
+    /// the precision and scale of `NUMERIC` columns read from tables.
+    pub async fn stream<S: RowSink + ?Sized>(
         &mut self,
         sql: &str,
         params: &[Value],
-        each: &mut RowSink<'_>,
+        sink: &mut S,
     ) -> Result<u64, DataError> {
         macro_rules! go {
-            ($conn:expr, $cell:expr) => {{
+            ($conn:expr, $cell:expr, $columns:expr, $known:expr) => {{
                 let mut n = 0u64;
-                let mut names: Vec<String> = Vec::new();
-                let mut cells: Vec<Cell> = Vec::new();
+                let mut columns: Option<Vec<Column>> = $known;
                 {
                     let q = bind_params!(sqlx::query(sql), params);
                     let mut rows = q.fetch(&mut *$conn);
@@ -214,34 +222,42 @@ impl Db {
                         .await
                         .map_err(|e| from_sqlx("the query failed", e))?
                     {
+                        let cols = columns.get_or_insert_with(|| $columns(row.columns()));
                         if n == 0 {
-                            names = row.columns().iter().map(|c| c.name().to_string()).collect();
+                            sink.start(cols)?;
                         }
-                        cells.clear();
-                        for i in 0..names.len() {
-                            cells.push(
-                                $cell(&row, i).map_err(|e| from_sqlx("cannot read a value", e))?,
-                            );
+                        for (i, col) in cols.iter().enumerate() {
+                            let cell = $cell(&row, i, col)
+                                .map_err(|e| from_sqlx("cannot read a value", e))?;
+                            sink.value(i, cell)?;
                         }
-                        each(&names, &cells)?;
+                        sink.end_row()?;
                         n += 1;
                     }
                 }
                 if n == 0 {
-                    let d = (&mut *$conn)
-                        .describe(sql)
-                        .await
-                        .map_err(|e| from_sqlx("the query failed", e))?;
-                    names = d.columns().iter().map(|c| c.name().to_string()).collect();
-                    each(&names, &[])?;
+                    let cols = match columns {
+                        Some(c) => c,
+                        None => {
+                            let d = (&mut *$conn)
+                                .describe(sql)
+                                .await
+                                .map_err(|e| from_sqlx("the query failed", e))?;
+                            $columns(d.columns())
+                        }
+                    };
+                    sink.start(&cols)?;
                 }
                 Ok(n)
             }};
         }
         match self {
-            Db::MySql(c) => go!(c, mysql_cell),
-            Db::Pg(c) => go!(c, pg_cell),
-            Db::Sqlite(c) => go!(c, sqlite_cell),
+            Db::MySql(c) => go!(c, mysql_cell, mysql_columns, None),
+            Db::Pg(c) => {
+                let known = pg_describe(c, sql).await?;
+                go!(c, pg_cell, |_| known.clone(), Some(known.clone()))
+            }
+            Db::Sqlite(c) => go!(c, sqlite_cell, sqlite_columns, None),
         }
     }
 
@@ -252,4 +268,38 @@ impl Db {
             Db::Sqlite(c) => c.close().await,
         };
     }
+}
+
+/// The columns of a PostgreSQL query, with the type modifiers of `NUMERIC` columns that come
+/// straight from a table (`pg_attribute.atttypmod`).
+async fn pg_describe(c: &mut sqlx::PgConnection, sql: &str) -> Result<Vec<Column>, DataError> {
+    let d = (&mut *c)
+        .describe(sql)
+        .await
+        .map_err(|e| from_sqlx("the query failed", e))?;
+    let mut typmods = Vec::with_capacity(d.columns().len());
+    for col in d.columns() {
+        let source = match (col.relation_id(), col.relation_attribute_no()) {
+            (Some(rel), Some(att)) if col.type_info().name() == "NUMERIC" => Some((rel, att)),
+            _ => None,
+        };
+        let typmod = match source {
+            None => None,
+            Some((rel, att)) => sqlx::query_scalar::<_, i32>(
+                "SELECT atttypmod FROM pg_catalog.pg_attribute WHERE attrelid = $1 AND attnum = $2",
+            )
+            .bind(rel)
+            .bind(att)
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(|e| from_sqlx("cannot read the column types", e))?,
+        };
+        typmods.push(typmod);
+    }
+    // Describing cached the statement with the parameter types the server guessed; the query
+    // must be prepared again with the types of the bound values.
+    c.clear_cached_statements()
+        .await
+        .map_err(|e| from_sqlx("cannot read the column types", e))?;
+    Ok(pg_columns(d.columns(), |i| typmods[i]))
 }

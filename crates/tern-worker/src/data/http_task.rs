@@ -163,15 +163,15 @@ async fn save_body(
     target_conn: &str,
     path: &str,
 ) -> Result<Map<String, Value>, DataError> {
-    use std::io::{Seek, Write};
+    use std::io::Write;
     let lake = super::lake::Lake::open(connection(conns, target_conn)?)?;
     lake.check(path).await?;
     let spool_err =
         |e: std::io::Error| DataError::transient(format!("cannot write the spool file: {e}"));
-    let mut spool = tempfile::tempfile().map_err(spool_err)?;
+    let spool = lake.spool(path)?;
     let mut bytes = 0u64;
     {
-        let mut w = std::io::BufWriter::with_capacity(256 * 1024, &mut spool);
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, spool.file());
         while let Some(chunk) = resp
             .chunk()
             .await
@@ -182,12 +182,11 @@ async fn save_body(
         }
         w.flush().map_err(spool_err)?;
     }
-    spool.rewind().map_err(spool_err)?;
     let url = format!("{}{}", lake.url_prefix, path.trim_start_matches('/'));
     sink.line(&format!(
         "tern: writing the answer ({bytes} bytes) to {url}"
     ));
-    lake.upload(spool, path).await?;
+    lake.publish(spool, path).await?;
     sink.line(&format!("tern: wrote {url}"));
     let mut out = Map::new();
     out.insert("status".into(), Value::from(status));

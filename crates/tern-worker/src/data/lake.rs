@@ -1,8 +1,9 @@
 //! Object stores of exports: an S3-compatible bucket (`s3://bucket?endpoint=…&region=…`, the
 //! access key as login and the secret key as password) or a local folder (`file:///folder`),
-//! through the `object_store` crate, with timeouts on every call. Uploads are whole or
-//! nothing: a local put is renamed into place, an S3 upload is a multipart upload completed
-//! only after the last part.
+//! through the `object_store` crate, with timeouts on every call. Objects appear whole or not
+//! at all: an export into a local folder is written to a temporary file beside the object and
+//! renamed into place (no copy), an S3 upload is a multipart upload completed only after the
+//! last part.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,39 @@ pub struct Lake {
     pub describe: String,
     /// `s3://bucket/` or `file:///folder/`: prefix of object URLs.
     pub url_prefix: String,
+    /// The folder of a `file://` lake.
+    local_root: Option<std::path::PathBuf>,
+}
+
+/// The file an export is written to before it becomes the object.
+pub enum Spool {
+    /// An unnamed temporary file (it cannot outlive the task), uploaded when complete.
+    Upload(std::fs::File),
+    /// A temporary file in the folder of the object (removed if the export fails), renamed
+    /// into place when complete.
+    InPlace {
+        file: tempfile::NamedTempFile,
+        dest: std::path::PathBuf,
+    },
+}
+
+impl Spool {
+    /// The file to write to.
+    pub fn file(&self) -> &std::fs::File {
+        match self {
+            Spool::Upload(f) => f,
+            Spool::InPlace { file, .. } => file.as_file(),
+        }
+    }
+}
+
+fn spool_err(e: impl std::fmt::Display) -> DataError {
+    DataError::transient(format!("cannot create a spool file: {e}"))
+}
+
+fn object_path(to: &str) -> Result<ObjectPath, DataError> {
+    ObjectPath::parse(to.trim_start_matches('/'))
+        .map_err(|e| DataError::permanent(format!("bad object path {to:?}: {e}")))
 }
 
 fn query_param(uri: &url::Url, key: &str) -> Option<String> {
@@ -82,6 +116,7 @@ impl Lake {
                         endpoint.unwrap_or_else(|| format!("AWS {region}"))
                     ),
                     url_prefix: format!("s3://{bucket}/"),
+                    local_root: None,
                 })
             }
             "file" => {
@@ -100,6 +135,7 @@ impl Lake {
                     store: Arc::new(store),
                     describe: format!("folder {}", dir.display()),
                     url_prefix: format!("file://{}/", dir.display()),
+                    local_root: Some(dir),
                 })
             }
             other => Err(DataError::permanent(format!(
@@ -121,10 +157,54 @@ impl Lake {
             .map_err(|e| from_object_store(&format!("cannot reach {}", self.describe), e))
     }
 
+    /// A spool file for object `to`: in a local lake, beside the object (so that publishing
+    /// it is a rename); otherwise an unnamed temporary file.
+    pub fn spool(&self, to: &str) -> Result<Spool, DataError> {
+        let path = object_path(to)?;
+        match &self.local_root {
+            None => tempfile::tempfile().map(Spool::Upload).map_err(spool_err),
+            Some(root) => {
+                let dest = root.join(path.as_ref());
+                let dir = dest.parent().unwrap_or(root);
+                std::fs::create_dir_all(dir).map_err(spool_err)?;
+                let file = tempfile::Builder::new()
+                    .prefix(".tern-export-")
+                    .suffix(".part")
+                    // As a file the store itself would write (a temporary file is 0600).
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .tempfile_in(dir)
+                    .map_err(spool_err)?;
+                Ok(Spool::InPlace { file, dest })
+            }
+        }
+    }
+
+    /// Makes the complete spool file object `to`; returns its size.
+    pub async fn publish(&self, spool: Spool, to: &str) -> Result<u64, DataError> {
+        match spool {
+            Spool::Upload(mut file) => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
+                self.upload(file, to).await
+            }
+            Spool::InPlace { file, dest } => {
+                let size = file
+                    .as_file()
+                    .metadata()
+                    .map_err(|e| DataError::transient(format!("spool file: {e}")))?
+                    .len();
+                file.persist(&dest).map_err(|e| {
+                    DataError::transient(format!("cannot write {}: {e}", dest.display()))
+                })?;
+                Ok(size)
+            }
+        }
+    }
+
     /// Uploads the (rewound) spool file `from` as object `to`; returns its size.
-    pub async fn upload(&self, from: std::fs::File, to: &str) -> Result<u64, DataError> {
-        let path = ObjectPath::parse(to.trim_start_matches('/'))
-            .map_err(|e| DataError::permanent(format!("bad object path {to:?}: {e}")))?;
+    async fn upload(&self, from: std::fs::File, to: &str) -> Result<u64, DataError> {
+        let path = object_path(to)?;
         let mut file = tokio::fs::File::from_std(from);
         let size = file
             .metadata()

@@ -5,6 +5,7 @@
 
 pub mod cells;
 pub mod db;
+pub mod decode;
 pub mod error;
 pub mod export;
 pub mod http_task;

@@ -59,7 +59,12 @@ pub async fn poke(
             db.close().await;
             let row = row.map_err(|e| from_sqlx("the sensor query failed", e))?.1;
             let first = row.and_then(|r| r.into_iter().next());
-            let text = first.as_ref().and_then(|(_, cell)| cell.text());
+            let text = first.as_ref().and_then(|(_, v)| match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+                other => Some(other.to_string()),
+            });
             Ok(match text {
                 Some(t) if truthy(&t) => {
                     let mut out = Map::new();

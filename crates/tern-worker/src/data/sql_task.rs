@@ -5,7 +5,7 @@ use tern_core::{ExportFormat, SqlTask, SqlToLakeTask};
 
 use super::db::{describe, Db};
 use super::error::{from_sqlx, DataError};
-use super::export::{CsvRows, JsonLines, RowWriter};
+use super::export::{CsvRows, JsonLines, ParquetRows, RowWriter};
 use super::lake::Lake;
 use super::{connection, render};
 use crate::connections::Connections;
@@ -80,14 +80,14 @@ pub async fn run_sql(
             row.len()
         ));
         for (k, v) in row {
-            out.insert(k, v.json());
+            out.insert(k, v);
         }
     }
     Ok(out)
 }
 
-/// Streams a query into a spool file (an unnamed temporary file: it cannot outlive the task),
-/// then uploads it whole; outputs `rows`, `bytes` and `url`.
+/// Streams a query into a spool file (see [`Lake::spool`]), then publishes it whole; outputs
+/// `rows`, `bytes` and `url`.
 pub async fn run_export(
     conns: &Connections,
     r: &Renderer,
@@ -111,42 +111,28 @@ pub async fn run_export(
             ExportFormat::Parquet => "parquet",
         }
     ));
-    let spool = tempfile::tempfile()
-        .map_err(|e| DataError::transient(format!("cannot create a spool file: {e}")))?;
-    let out = std::io::BufWriter::with_capacity(
-        256 * 1024,
-        spool
-            .try_clone()
-            .map_err(|e| DataError::transient(format!("spool file: {e}")))?,
-    );
+    let spool = lake.spool(&target)?;
+    // Each writer buffers in front of the file itself.
+    let out = spool
+        .file()
+        .try_clone()
+        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
     let mut writer: Box<dyn RowWriter> = match spec.format {
         ExportFormat::Csv => Box::new(CsvRows::new(out, &spec.csv)),
         ExportFormat::Jsonl => Box::new(JsonLines::new(out)),
-        ExportFormat::Parquet => {
-            return Err(DataError::permanent(
-                "format parquet is not supported by this agent yet; use csv or jsonl",
-            ))
-        }
+        ExportFormat::Parquet => Box::new(ParquetRows::new(out, spec.compression)),
     };
     lake.check(&target).await?;
     let mut db = Db::connect(source, true).await?;
     db.begin(true).await?;
-    let rows = {
-        let mut each = |names: &[String], cells: &[super::cells::Cell]| writer.row(names, cells);
-        db.stream(&sql, &params, &mut each).await
-    };
+    let rows = db.stream(&sql, &params, &mut *writer).await;
     db.rollback().await;
     db.close().await;
     let rows = rows?;
     writer.finish()?;
     drop(writer);
     sink.line(&format!("tern: {rows} row(s) exported"));
-    let mut spool = spool;
-    use std::io::Seek;
-    spool
-        .seek(std::io::SeekFrom::Start(0))
-        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
-    let bytes = lake.upload(spool, &target).await?;
+    let bytes = lake.publish(spool, &target).await?;
     let url = format!("{}{}", lake.url_prefix, target.trim_start_matches('/'));
     sink.line(&format!("tern: wrote {url} ({bytes} bytes)"));
     let mut out = Map::new();

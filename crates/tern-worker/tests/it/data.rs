@@ -19,12 +19,12 @@ const MYSQL_ADMIN: &str = "mysql://root@127.0.0.1:3306/test";
 
 /// A database of its own on the machine's MariaDB, with the `customers` table of the hybrid
 /// scenario: a quote in a name, a comma inside a field, a NULL, non-ASCII letters.
-struct MariaDb {
-    name: String,
+pub struct MariaDb {
+    pub name: String,
 }
 
 impl MariaDb {
-    async fn new() -> MariaDb {
+    pub async fn new() -> MariaDb {
         let name = format!("tern_w_{:08x}", rand_u32());
         let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
         c.execute(format!("CREATE DATABASE {name} CHARACTER SET utf8mb4").as_str())
@@ -55,11 +55,11 @@ impl MariaDb {
         MariaDb { name }
     }
 
-    fn uri(&self) -> String {
+    pub fn uri(&self) -> String {
         format!("mysql://root@127.0.0.1:3306/{}", self.name)
     }
 
-    async fn drop_db(self) {
+    pub async fn drop_db(self) {
         let mut c = sqlx::MySqlConnection::connect(MYSQL_ADMIN).await.unwrap();
         c.execute(format!("DROP DATABASE {}", self.name).as_str())
             .await
@@ -88,7 +88,7 @@ pub(crate) fn conns(list: &[(&str, String)]) -> Connections {
     Connections::resolve(&file, "agent.toml", Vec::new()).unwrap()
 }
 
-fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
+pub fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> TaskKind {
     TaskKind::SqlToLake(tern_core::SqlToLakeTask {
         conn: "hq".into(),
         sql: sql.into(),
@@ -97,6 +97,7 @@ fn export(sql: &str, target: &str, format: ExportFormat, csv: CsvOptions) -> Tas
         target: target.into(),
         format,
         csv,
+        compression: Default::default(),
     })
 }
 
@@ -307,6 +308,8 @@ async fn errors_say_the_database_code_and_only_transient_ones_retry() {
             !lake.path().join("x.csv").exists(),
             "no object after a failure"
         );
+        let left: Vec<_> = std::fs::read_dir(lake.path()).unwrap().collect();
+        assert!(left.is_empty(), "no spool file left: {left:?}");
     }
     // The write really did not happen.
     let rows = mysql_batch(&db.name, "SELECT COUNT(*) FROM customers");

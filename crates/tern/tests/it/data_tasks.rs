@@ -63,6 +63,8 @@ d = dag(id = "bad")
 sql(id = "a", sql = "SELECT 1")
 sql_to_lake(id = "b", conn = "hq", sql = "SELECT 1", target_conn = "lake", target = "x.xlsx")
 sql_to_lake(id = "c", conn = "hq", sql = "SELECT 1", target_conn = "lake", target = "x.csv", delimiter = ",,", formt = "csv")
+sql_to_lake(id = "e", conn = "hq", sql = "SELECT 1", target_conn = "lake", target = "x.csv", compression = "zstd")
+sql_to_lake(id = "f", conn = "hq", sql = "SELECT 1", target_conn = "lake", target = "x.parquet", compression = "zst")
 "#,
     );
     let out = t.run(&["dags", "errors"]);
@@ -82,6 +84,15 @@ sql_to_lake(id = "c", conn = "hq", sql = "SELECT 1", target_conn = "lake", targe
     );
     assert!(
         text.contains("formt") && text.contains("did you mean `format`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bad.star:6")
+            && text.contains("`compression` applies to format \"parquet\" only"),
+        "{text}"
+    );
+    assert!(
+        text.contains("bad.star:7") && text.contains("unknown compression `zst`"),
         "{text}"
     );
 }
