@@ -1,10 +1,15 @@
-//! `export1m`: 1,000,000 rows of 10 columns from the machine's MariaDB to CSV in a local lake
-//! folder with `tern tasks test` (a `sql_to_lake` task), against `mysql --batch --quick` dumping
-//! the same query to /dev/null. Wall time, rows/s and the peak RSS of each process.
+//! `export1m` / `export10m`: 1,000,000 (10,000,000) rows of 10 columns from the machine's MariaDB
+//! with `tern tasks test` (a `sql_to_lake` task), against `mysql --batch --quick` dumping the
+//! same query to /dev/null. Wall time, rows/s and the peak RSS of each process. Suffixes choose
+//! the format and the target: `-parquet` writes Parquet instead of CSV, `-s3` uploads to an
+//! S3-compatible server started by the benchmark (s3s-fs on loopback, SigV4) instead of a local
+//! folder; e.g. `export1m-parquet-s3`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+use anyhow::Context;
 
 use tern_testkit::mysql;
 
@@ -47,16 +52,113 @@ fn prepare(rows: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn export(tern: &Path, rows: u64, runs: usize) -> anyhow::Result<()> {
+/// An S3-compatible server on loopback backed by a folder (bucket `lake`): this benchmark
+/// binary run as `tern-bench __s3_server FOLDER`, in a process of its own so that its memory
+/// does not count in the peak RSS of the processes the benchmark starts; stopped when dropped.
+struct S3 {
+    root: tempfile::TempDir,
+    endpoint: String,
+    server: std::process::Child,
+}
+
+impl S3 {
+    fn start() -> anyhow::Result<S3> {
+        use std::io::BufRead;
+        let root = tempfile::tempdir()?;
+        std::fs::create_dir(root.path().join("lake"))?;
+        let mut server = Command::new(std::env::current_exe()?)
+            .arg(S3_SERVER_ARG)
+            .arg(root.path())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(server.stdout.take().context("server stdout")?)
+            .read_line(&mut line)?;
+        anyhow::ensure!(line.starts_with("http://"), "the S3 server did not start");
+        Ok(S3 {
+            root,
+            endpoint: line.trim().to_string(),
+            server,
+        })
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+/// First argument that makes the benchmark binary an S3 server (see [`serve_s3`]).
+pub const S3_SERVER_ARG: &str = "__s3_server";
+
+/// Serves the folder `root` over S3 (s3s-fs, SigV4 with the benchmark's key) on a loopback
+/// port, printing its URL as the first line; runs until killed.
+pub async fn serve_s3(root: &Path) -> anyhow::Result<()> {
+    let fs = s3s_fs::FileSystem::new(root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
+    let mut b = s3s::service::S3ServiceBuilder::new(fs);
+    b.set_auth(s3s::auth::SimpleAuth::from_single(
+        "AKBENCH",
+        "bench-secret",
+    ));
+    let service = b.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("http://{}", listener.local_addr()?);
+    loop {
+        let (socket, _) = listener.accept().await?;
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .await;
+        });
+    }
+}
+
+/// Where an export goes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Target {
+    Folder,
+    S3,
+}
+
+pub fn export(
+    tern: &Path,
+    rows: u64,
+    runs: usize,
+    parquet: bool,
+    target: Target,
+) -> anyhow::Result<()> {
     prepare(rows)?;
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
+    let object = if parquet { "t.parquet" } else { "t.csv" };
     std::fs::write(
         dags.join("export.star"),
-        "d = dag(id = \"export\")\nsql_to_lake(id = \"csv\", conn = \"src\", sql = \"SELECT * FROM t\", target_conn = \"lake\", target = \"t.csv\")\n",
+        format!("d = dag(id = \"export\")\nsql_to_lake(id = \"export\", conn = \"src\", sql = \"SELECT * FROM t\", target_conn = \"lake\", target = \"{object}\")\n"),
     )?;
-    let lake = dir.path().join("lake");
+    let s3 = if target == Target::S3 {
+        Some(S3::start()?)
+    } else {
+        None
+    };
+    let lake_dir = dir.path().join("lake");
+    let (lake_uri, written) = match &s3 {
+        None => (
+            format!("file://{}", lake_dir.display()),
+            lake_dir.join(object),
+        ),
+        Some(s) => (
+            format!(
+                "s3://AKBENCH:bench-secret@lake?endpoint={}&region=us-east-1",
+                s.endpoint
+            ),
+            s.root.path().join("lake").join(object),
+        ),
+    };
     let (mut ours, mut ours_mem, mut base, mut base_mem) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         let mut c = Command::new(tern);
@@ -64,9 +166,9 @@ pub fn export(tern: &Path, rows: u64, runs: usize) -> anyhow::Result<()> {
             .arg(dir.path().join("home"))
             .arg("--dags")
             .arg(&dags)
-            .args(["tasks", "test", "export", "csv"])
+            .args(["tasks", "test", "export", "export"])
             .env("TERN_CONN_SRC", format!("mysql://root@127.0.0.1:3306/{DB}"))
-            .env("TERN_CONN_LAKE", format!("file://{}", lake.display()));
+            .env("TERN_CONN_LAKE", &lake_uri);
         let (s, m) = timed(c)?;
         ours.push(rows as f64 / s);
         ours_mem.push(m);
@@ -86,12 +188,21 @@ pub fn export(tern: &Path, rows: u64, runs: usize) -> anyhow::Result<()> {
         base.push(rows as f64 / s);
         base_mem.push(m);
     }
-    let size = std::fs::metadata(lake.join("t.csv"))?.len();
+    let size = std::fs::metadata(&written)?.len();
+    let what = format!(
+        "{} ({})",
+        if parquet { "Parquet" } else { "CSV" },
+        if s3.is_some() {
+            "S3 on loopback"
+        } else {
+            "local folder"
+        }
+    );
     println!(
-        "export of {rows} rows x 10 columns ({:.0} MB of CSV):",
+        "export of {rows} rows x 10 columns to {what}, {:.1} MB:",
         size as f64 / 1e6
     );
-    crate::summary("  tern sql_to_lake -> CSV (local lake)", "rows/s", ours);
+    crate::summary("  tern sql_to_lake", "rows/s", ours);
     crate::summary("  tern peak RSS", "MB", ours_mem);
     crate::summary("  mysql --batch --quick > /dev/null", "rows/s", base);
     crate::summary("  mysql peak RSS", "MB", base_mem);

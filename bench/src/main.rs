@@ -260,6 +260,10 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.len() == 3 && argv[1] == export::S3_SERVER_ARG {
+        return export::serve_s3(Path::new(&argv[2])).await;
+    }
     let args = Args::parse();
     let all = [
         "chain40",
@@ -294,8 +298,19 @@ async fn main() -> anyhow::Result<()> {
                 summary("sqlite SELECT 1 in a tx", "us", b);
             }
             "exec" => summary("executor: one true task", "ms", exec_only(args.runs).await),
-            "export1m" => export::export(&args.tern, 1_000_000, args.runs.min(5))?,
-            "export10m" => export::export(&args.tern, 10_000_000, args.runs.min(3))?,
+            w if w.starts_with("export1m") || w.starts_with("export10m") => {
+                let (rows, runs) = if w.starts_with("export10m") {
+                    (10_000_000, args.runs.min(3))
+                } else {
+                    (1_000_000, args.runs.min(5))
+                };
+                let target = if w.ends_with("-s3") {
+                    export::Target::S3
+                } else {
+                    export::Target::Folder
+                };
+                export::export(&args.tern, rows, runs, w.contains("-parquet"), target)?
+            }
             "chain40" => {
                 let (times, tls) = trigger_to_success(&chain_dag(40), "chain40", args.runs).await?;
                 summary("chain40 trigger->success", "s", times);
