@@ -405,6 +405,21 @@ fn to_sandbox(field: &str, v: Value) -> Result<Option<tern_core::Sandbox>, Strin
     Ok(Some(sandbox))
 }
 
+/// The `method` field of HTTP builtins: upper-cased, `GET` by default, one of [`HTTP_METHODS`].
+fn http_method(args: &Kwargs, errs: &mut Vec<String>) -> String {
+    let method = args
+        .field("method", errs, to_string)
+        .map(|m| m.to_ascii_uppercase())
+        .unwrap_or_else(|| "GET".into());
+    if !HTTP_METHODS.contains(&method.as_str()) {
+        errs.push(format!(
+            "unknown method `{method}`{}",
+            suggest_or_list(&method, HTTP_METHODS, "use one of")
+        ));
+    }
+    method
+}
+
 /// A list of HTTP statuses.
 fn to_status_list(field: &str, v: Value) -> Result<Vec<u16>, String> {
     list_items(field, v)?
@@ -1066,16 +1081,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<TaskRef> {
         declare_task("http()", HTTP_FIELDS, kwargs, eval, |args, errs| {
             let url = required_string(args, "url", "\"https://api.example.com/v1/ping\"", errs);
-            let method = args
-                .field("method", errs, to_string)
-                .map(|m| m.to_ascii_uppercase())
-                .unwrap_or_else(|| "GET".into());
-            if !HTTP_METHODS.contains(&method.as_str()) {
-                errs.push(format!(
-                    "unknown method `{method}`{}",
-                    suggest_or_list(&method, HTTP_METHODS, "use one of")
-                ));
-            }
+            let method = http_method(args, errs);
             let expected_status = args
                 .field("expected_status", errs, to_status_list)
                 .unwrap_or_default();

@@ -181,11 +181,14 @@ impl Store {
         let last: Option<i64> = row.try_get("last_used_at")?;
         if last.is_none_or(|l| now - l > LAST_USED_EVERY_MS) {
             let id: i64 = row.try_get("token_id")?;
+            // A write like any other: through the store's write path (one writer on SQLite).
+            let (mut tx, _write_lock) = self.write_tx().await?;
             sqlx::query("UPDATE api_tokens SET last_used_at = $2 WHERE id = $1")
                 .bind(id)
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
         }
         Ok(Some(user_row(&row)?))
     }

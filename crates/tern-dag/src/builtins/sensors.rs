@@ -12,8 +12,8 @@ use tern_core::sensor::{DEFAULT_POKE_INTERVAL_MS, DEFAULT_SENSOR_TIMEOUT_MS};
 use tern_core::{SensorCheck, SensorTask, TaskKind, TaskState};
 
 use super::{
-    declare_task, required_string, suggest_or_list, to_bool, to_duration_ms, to_env, to_parameters,
-    to_status_list, to_string, to_string_list, Kwargs, HTTP_METHODS,
+    declare_task, http_method, required_string, suggest_or_list, to_bool, to_duration_ms, to_env,
+    to_parameters, to_status_list, to_string, to_string_list, Kwargs,
 };
 use crate::draft::KindDraft;
 use crate::values::TaskRef;
@@ -131,16 +131,7 @@ pub(super) fn sensor_builtins(builder: &mut GlobalsBuilder) {
             "response_contains",
         ]);
         declare_task("http_sensor()", &fields, kwargs, eval, |args, errs| {
-            let method = args
-                .field("method", errs, to_string)
-                .map(|m| m.to_ascii_uppercase())
-                .unwrap_or_else(|| "GET".into());
-            if !HTTP_METHODS.contains(&method.as_str()) {
-                errs.push(format!(
-                    "unknown method `{method}`{}",
-                    suggest_or_list(&method, HTTP_METHODS, "use one of")
-                ));
-            }
+            let method = http_method(args, errs);
             let check = SensorCheck::Http {
                 url: required_string(args, "url", "\"https://api.example.com/ready\"", errs),
                 conn: args.field("conn", errs, to_string),

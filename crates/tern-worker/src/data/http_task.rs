@@ -17,6 +17,15 @@ use crate::template::Renderer;
 /// Longest wait for an answer (the task's `execution_timeout` bounds the whole task).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Whether `status` counts as success: one of `expected`, or any 2xx when it is empty.
+pub(crate) fn status_expected(status: u16, expected: &[u16]) -> bool {
+    if expected.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        expected.contains(&status)
+    }
+}
+
 /// A request ready to send, with what the log names.
 pub(crate) struct Prepared {
     pub req: reqwest::RequestBuilder,
@@ -100,12 +109,7 @@ pub async fn run_http(
         .map_err(|e| DataError::transient(format!("{method} {url} failed: {e}")))?;
     let status = resp.status().as_u16();
     sink.line(&format!("tern: answered {}", resp.status()));
-    let ok = if spec.expected_status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        spec.expected_status.contains(&status)
-    };
-    if !ok {
+    if !status_expected(status, &spec.expected_status) {
         let message = format!(
             "{method} {url} answered {status}, expected {}",
             if spec.expected_status.is_empty() {

@@ -131,12 +131,7 @@ pub async fn poke(
                 Err(e) => return Ok(not_yet(format!("{} {} failed: {e}", p.method, p.url))),
             };
             let status = resp.status().as_u16();
-            let ok = if expected_status.is_empty() {
-                (200..300).contains(&status)
-            } else {
-                expected_status.contains(&status)
-            };
-            if !ok {
+            if !super::http_task::status_expected(status, expected_status) {
                 return Ok(not_yet(format!("{} {} answered {status}", p.method, p.url)));
             }
             if let Some(text) = contains {

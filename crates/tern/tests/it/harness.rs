@@ -44,6 +44,16 @@ impl Tern {
         std::fs::write(self.path().join("tern.toml"), settings).unwrap();
     }
 
+    /// Adds a line to the `[agent]` section (the last one of the test settings).
+    pub fn agent_setting(&self, line: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.path().join("tern.toml"))
+            .unwrap();
+        writeln!(f, "{line}").unwrap();
+    }
+
     pub fn write_dag(&self, name: &str, text: &str) {
         let path = self.dags.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -103,12 +103,8 @@ fn hybrid_etl_runs_each_export_where_it_is_routed_and_keeps_the_site_secret() {
         return;
     }
     let t = Tern::new();
-    std::fs::write(
-        t.path().join("tern.toml"),
-        "[scheduler]\ndag_scan_interval = \"200ms\"\nhousekeeping_interval = \"100ms\"\nlease = \"10s\"\n\n\
-         [agent]\nkill_grace = \"500ms\"\nqueues = [\"default\", \"cloud\"]\n",
-    )
-    .unwrap();
+    t.with_lease("10s");
+    t.agent_setting("queues = [\"default\", \"cloud\"]");
     let mut ns = Namespaces::create();
     let (cloud_ns, site_ns) = (ns.cloud.clone(), ns.site.clone());
     let data = tempfile::tempdir().unwrap();
@@ -148,18 +144,7 @@ done << [cloud, site]
 "#,
     );
     let port = 19000 + (std::process::id() % 1000) as u16;
-    ns.spawn(
-        &cloud_ns,
-        t.command(&["server", "--bind", &format!("{CLOUD_IP}:{port}")]),
-    );
-    let start = Instant::now();
-    while !listening_sockets(&cloud_ns)
-        .iter()
-        .any(|l| l.contains(&format!(":{port:04X}")))
-    {
-        assert!(start.elapsed() < DEADLINE, "the server never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    ns.start_server(&t, port);
 
     // The site agent: activated with a one-time code, its database password in agent.toml only.
     let agent_dir = data.path().join("agent");
@@ -171,22 +156,7 @@ done << [cloud, site]
         ),
     )
     .unwrap();
-    let code = t
-        .ok(&["agents", "activation", "create", "--site", "remote-office"])
-        .trim()
-        .to_string();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_tern"));
-    agent
-        .args([
-            "agent",
-            "--server",
-            &format!("http://{CLOUD_IP}:{port}"),
-            "--activation",
-            &code,
-            "--dir",
-        ])
-        .arg(&agent_dir);
-    ns.spawn(&site_ns, agent);
+    ns.start_site_agent(&t, port, "remote-office", &agent_dir);
 
     let run_id = t.trigger("hybrid_etl", None);
     let v = t.wait_run("hybrid_etl", &run_id, "the hybrid run", finished);

@@ -124,35 +124,50 @@ pub(crate) fn is_root() -> bool {
 fn cloud_and_site(t: &Tern) -> Namespaces {
     let mut ns = Namespaces::create();
     let port = 18000 + (std::process::id() % 1000) as u16;
-    let cloud_ns = ns.cloud.clone();
-    ns.spawn(
-        &cloud_ns,
-        t.command(&["server", "--bind", &format!("{CLOUD_IP}:{port}")]),
-    );
-    // Wait for the server to listen inside the cloud namespace.
-    let start = Instant::now();
-    while listening_sockets(&cloud_ns).is_empty() {
-        assert!(start.elapsed() < DEADLINE, "the server never listened");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let code = t
-        .ok(&["agents", "activation", "create", "--site", "warsaw"])
-        .trim()
-        .to_string();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_tern"));
-    agent
-        .args([
-            "agent",
-            "--server",
-            &format!("http://{CLOUD_IP}:{port}"),
-            "--activation",
-            &code,
-            "--dir",
-        ])
-        .arg(t.path().join("agent"));
-    let site_ns = ns.site.clone();
-    ns.spawn(&site_ns, agent);
+    ns.start_server(t, port);
+    ns.start_site_agent(t, port, "warsaw", &t.path().join("agent"));
     ns
+}
+
+impl Namespaces {
+    /// Starts `tern server` on `CLOUD_IP:port` in the cloud namespace and waits until it listens.
+    pub fn start_server(&mut self, t: &Tern, port: u16) {
+        let cloud_ns = self.cloud.clone();
+        self.spawn(
+            &cloud_ns,
+            t.command(&["server", "--bind", &format!("{CLOUD_IP}:{port}")]),
+        );
+        let start = Instant::now();
+        while !listening_sockets(&cloud_ns)
+            .iter()
+            .any(|l| l.contains(&format!(":{port:04X}")))
+        {
+            assert!(start.elapsed() < DEADLINE, "the server never listened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Activates an agent of `site` with a one-time code and starts it in the site namespace,
+    /// dialling the server on `CLOUD_IP:port`, with its folder `dir`.
+    pub fn start_site_agent(&mut self, t: &Tern, port: u16, site: &str, dir: &std::path::Path) {
+        let code = t
+            .ok(&["agents", "activation", "create", "--site", site])
+            .trim()
+            .to_string();
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_tern"));
+        agent
+            .args([
+                "agent",
+                "--server",
+                &format!("http://{CLOUD_IP}:{port}"),
+                "--activation",
+                &code,
+                "--dir",
+            ])
+            .arg(dir);
+        let site_ns = self.site.clone();
+        self.spawn(&site_ns, agent);
+    }
 }
 
 impl Namespaces {

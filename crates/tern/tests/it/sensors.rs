@@ -4,21 +4,10 @@
 
 use crate::harness::{finished, run_state, task, Tern};
 
-const SETTINGS: &str = r#"
-[scheduler]
-dag_scan_interval = "200ms"
-housekeeping_interval = "100ms"
-lease = "5s"
-
-[agent]
-kill_grace = "500ms"
-concurrency = 1
-"#;
-
 #[test]
 fn sensors_wait_without_a_slot_and_see_other_dags() {
     let t = Tern::new();
-    std::fs::write(t.path().join("tern.toml"), SETTINGS).unwrap();
+    t.agent_setting("concurrency = 1");
     let flags = t.path().join("flags");
     std::fs::create_dir_all(&flags).unwrap();
     t.write_dag(
