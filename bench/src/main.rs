@@ -7,10 +7,13 @@
 //! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded;
 //! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL;
 //! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
-//!   (see [`remote`]).
+//!   (see [`remote`]);
+//! - `ui`: server time of the DAG list with 1,000 DAGs and of the grid, graph and run page of a
+//!   10,000-task DAG (see [`ui`]).
 
 mod export;
 mod remote;
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -41,7 +44,7 @@ struct Args {
     pg: String,
 }
 
-fn summary(name: &str, unit: &str, mut xs: Vec<f64>) {
+pub(crate) fn summary(name: &str, unit: &str, mut xs: Vec<f64>) {
     xs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let med = xs[xs.len() / 2];
     println!(
@@ -53,7 +56,7 @@ fn summary(name: &str, unit: &str, mut xs: Vec<f64>) {
     );
 }
 
-fn config(home: &Path, dags: &Path, db: Option<String>) -> Config {
+pub(crate) fn config(home: &Path, dags: &Path, db: Option<String>) -> Config {
     let mut cfg = Config {
         home: home.to_path_buf(),
         dags_folder: Some(dags.to_path_buf()),
@@ -275,6 +278,7 @@ async fn main() -> anyhow::Result<()> {
         "remotechain40",
         "remotefan200",
         "agents1000",
+        "ui",
     ];
     let chosen: Vec<&str> = if args.workloads.is_empty() {
         all.to_vec()
@@ -387,6 +391,7 @@ async fn main() -> anyhow::Result<()> {
                 remote::print_timelines(&tls, false);
             }
             "agents1000" => remote::agents1000(&args.tern, 1000, 100, 20, 3).await?,
+            "ui" => ui::ui(args.runs).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
         }
     }

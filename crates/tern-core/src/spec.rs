@@ -40,6 +40,15 @@ pub struct DagSpec {
     pub description: Option<String>,
     pub max_active_runs: u32,
     pub max_active_tasks: u32,
+    /// Connections notified when a run of this DAG ends failed (webhook or mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    /// Connections notified when a run of this DAG ends successfully.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<String>,
+    /// Connections notified when a task of this DAG goes up for retry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_retry: Vec<String>,
     /// Tasks in a topological order: every task comes after all of its upstream tasks.
     pub tasks: Vec<TaskSpec>,
 }
@@ -420,6 +429,9 @@ mod tests {
             description: None,
             max_active_runs: 16,
             max_active_tasks: 16,
+            on_failure: vec![],
+            on_success: vec![],
+            on_retry: vec![],
             tasks,
         }
     }

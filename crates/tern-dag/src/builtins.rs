@@ -26,6 +26,7 @@ use crate::draft::{CommonFields, DagDraft, KindDraft, Loc, Shared, TaskDraft, Up
 use crate::values::{DagRef, TaskRef};
 
 mod container;
+mod notify;
 mod sensors;
 
 /// Task fields every task kind accepts and `default_args` may set.
@@ -91,6 +92,9 @@ const DAG_FIELDS: &[&str] = &[
     "max_active_tasks",
     "default_args",
     "params",
+    "on_failure",
+    "on_success",
+    "on_retry",
 ];
 
 const PARAM_TYPES: &[&str] = &["string", "integer", "number", "boolean", "array", "object"];
@@ -743,6 +747,10 @@ fn declare_dag<'v>(
         Some(v) => parse_params(v, &mut errs),
         None => BTreeMap::new(),
     };
+    let [on_failure, on_success, on_retry] = ["on_failure", "on_success", "on_retry"].map(|f| {
+        args.field(f, &mut errs, notify::to_conn_names)
+            .unwrap_or_default()
+    });
 
     let mut st = state.lock();
     let idx = st.dags.len();
@@ -771,6 +779,9 @@ fn declare_dag<'v>(
         description,
         max_active_runs,
         max_active_tasks,
+        on_failure,
+        on_success,
+        on_retry,
         defaults,
         tasks: Vec::new(),
         by_id: Default::default(),

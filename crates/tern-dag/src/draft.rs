@@ -105,6 +105,10 @@ pub(crate) struct DagDraft {
     pub description: Option<String>,
     pub max_active_runs: u32,
     pub max_active_tasks: u32,
+    /// Connection names notified per event (`on_failure`, `on_success`, `on_retry`).
+    pub on_failure: Vec<String>,
+    pub on_success: Vec<String>,
+    pub on_retry: Vec<String>,
     pub defaults: CommonFields,
     /// Every declared task, duplicates included (a duplicate is the one `by_id` does not point
     /// at; it is reported and skipped).

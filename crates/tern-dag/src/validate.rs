@@ -89,6 +89,9 @@ pub(crate) fn build_dag(d: &DagDraft, file: &str) -> Result<DagSpec, Vec<Problem
         description: d.description.clone(),
         max_active_runs: d.max_active_runs,
         max_active_tasks: d.max_active_tasks,
+        on_failure: d.on_failure.clone(),
+        on_success: d.on_success.clone(),
+        on_retry: d.on_retry.clone(),
         tasks,
     })
 }

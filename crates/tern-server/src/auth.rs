@@ -1,5 +1,7 @@
 //! Who may do what: the roles and their permissions, password hashing (argon2), and the
-//! extractor that authenticates API calls by bearer token.
+//! extractor that authenticates API calls: by bearer token, or by the web UI's session cookie,
+//! in which case every call that changes something must also carry the session's CSRF token
+//! in the `X-CSRF-Token` header.
 //!
 //! Roles are ordered: each one may do everything the ones below it may. `viewer` reads;
 //! `user` also triggers, clears, pauses and marks; `op` also manages pools, connections and
@@ -82,7 +84,38 @@ pub struct Caller {
     pub role: Role,
 }
 
+/// The cookie that carries a web session.
+pub const SESSION_COOKIE: &str = "tern_session";
+/// The header that carries a session's CSRF token on calls that change something.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The value of cookie `name` in a request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Compares two secrets in time independent of where they differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 impl Caller {
+    /// The name the audit log records.
+    pub fn actor(&self) -> String {
+        self.user.username.clone()
+    }
+
     /// Refuses the call unless the caller's role is at least `needed`.
     pub fn require(&self, needed: Role, what: &str) -> Result<(), ApiError> {
         if self.role >= needed {
@@ -122,8 +155,32 @@ impl<S: HasStore + Send + Sync> FromRequestParts<S> for Caller {
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| unauthorized("this route needs an API token"))?;
+            .and_then(|v| v.to_str().ok());
+        let Some(header) = header else {
+            let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+                return Err(unauthorized("this route needs an API token"));
+            };
+            let session = state
+                .store()
+                .find_session(value)
+                .await
+                .map_err(ApiError::unavailable)?
+                .ok_or_else(|| unauthorized("the session has ended; log in again"))?;
+            let safe = matches!(
+                parts.method,
+                axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+            );
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !safe && !sent.is_some_and(|t| same_secret(t, &session.csrf)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf",
+                    "a change made with a session cookie needs the session's CSRF token",
+                    "send the X-CSRF-Token header the page gives (meta name=csrf-token)",
+                ));
+            }
+            return caller_of(session.user);
+        };
         let token = header
             .strip_prefix("Bearer ")
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
@@ -133,16 +190,20 @@ impl<S: HasStore + Send + Sync> FromRequestParts<S> for Caller {
             .await
             .map_err(ApiError::unavailable)?
             .ok_or_else(|| unauthorized("the token is unknown, revoked or expired"))?;
-        let role = Role::parse(&user.role).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("user {:?} has an unknown role", user.username),
-                "an admin can set a role with `tern users add`",
-            )
-        })?;
-        Ok(Caller { user, role })
+        caller_of(user)
     }
+}
+
+fn caller_of(user: User) -> Result<Caller, ApiError> {
+    let role = Role::parse(&user.role).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("user {:?} has an unknown role", user.username),
+            "an admin can set a role with `tern users add`",
+        )
+    })?;
+    Ok(Caller { user, role })
 }
 
 #[cfg(test)]

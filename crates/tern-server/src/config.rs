@@ -19,6 +19,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub scheduler: SchedulerConfig,
     pub agent: LocalAgentConfig,
+    pub notifications: NotificationsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +62,30 @@ pub struct LocalAgentConfig {
     pub kill_grace: String,
 }
 
+/// How DAG notifications (`on_failure`, `on_success`, `on_retry`) are sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// The web UI's address as users reach it (`https://tern.example.com`): notifications link
+    /// to the run there. Without it they carry no link.
+    pub base_url: Option<String>,
+    /// Deadline of one try to send a notification.
+    pub timeout: String,
+    /// Waits between tries after a failure that may pass (a 5xx, a timeout): one try more than
+    /// there are waits, then the notification is marked failed.
+    pub retry_delays: Vec<String>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        NotificationsConfig {
+            base_url: None,
+            timeout: "30s".into(),
+            retry_delays: ["10s", "30s", "2m", "10m"].map(String::from).to_vec(),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -70,6 +95,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             scheduler: SchedulerConfig::default(),
             agent: LocalAgentConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -168,8 +194,32 @@ impl Config {
         duration("agent.kill_grace", &self.agent.kill_grace)
     }
 
+    pub fn notification_timeout(&self) -> Result<Duration, ConfigError> {
+        duration("notifications.timeout", &self.notifications.timeout)
+    }
+
+    pub fn notification_retry_delays(&self) -> Result<Vec<Duration>, ConfigError> {
+        self.notifications
+            .retry_delays
+            .iter()
+            .map(|d| duration("notifications.retry_delays", d))
+            .collect()
+    }
+
     /// Checks every setting once, so a bad value fails at start-up with its key named.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.notification_timeout()?;
+        self.notification_retry_delays()?;
+        if let Some(url) = &self.notifications.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError {
+                    key: "notifications.base_url".into(),
+                    message: format!(
+                        "{url:?} is not an http:// or https:// URL (the web UI's address, e.g. https://tern.example.com)"
+                    ),
+                });
+            }
+        }
         self.dag_scan_interval()?;
         self.housekeeping_interval()?;
         self.lease()?;
@@ -207,5 +257,29 @@ impl Config {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notification_settings_are_checked_with_their_key_named() {
+        let mut cfg = Config::default();
+        assert_eq!(cfg.notification_retry_delays().unwrap().len(), 4);
+        cfg.notifications.timeout = "soon".into();
+        assert_eq!(cfg.validate().unwrap_err().key, "notifications.timeout");
+        cfg.notifications.timeout = "30s".into();
+        cfg.notifications.retry_delays = vec!["10s".into(), "later".into()];
+        assert_eq!(
+            cfg.validate().unwrap_err().key,
+            "notifications.retry_delays"
+        );
+        cfg.notifications.retry_delays = vec![];
+        cfg.notifications.base_url = Some("tern.example.com".into());
+        let e = cfg.validate().unwrap_err();
+        assert_eq!(e.key, "notifications.base_url");
+        assert!(e.message.contains("https://tern.example.com"), "{e}");
     }
 }

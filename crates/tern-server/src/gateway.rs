@@ -38,6 +38,27 @@ pub struct Gateway {
     runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
 }
 
+/// What templates of a task of `run` see (besides the task's own identity).
+pub fn run_context(
+    run: &tern_store::DagRun,
+    spec: &tern_core::DagSpec,
+    outputs: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+) -> RunContext {
+    RunContext {
+        logical_date: run.logical_date,
+        data_interval_start: run.data_interval.start,
+        data_interval_end: run.data_interval.end,
+        run_type: run.run_type.as_str().to_string(),
+        params: match &run.params {
+            serde_json::Value::Object(m) => m.clone(),
+            _ => Default::default(),
+        },
+        conf: run.conf.clone(),
+        outputs,
+        timezone: spec.timezone.clone(),
+    }
+}
+
 /// Bound on cached runs; the cache is emptied when it grows past it.
 const RUN_CACHE_MAX: usize = 4096;
 /// Bound on remembered log chunk numbers.
@@ -143,19 +164,7 @@ impl Gateway {
             try_number: c.ti.try_number,
             max_tries: c.ti.max_tries,
             task,
-            context: RunContext {
-                logical_date: run.logical_date,
-                data_interval_start: run.data_interval.start,
-                data_interval_end: run.data_interval.end,
-                run_type: run.run_type.as_str().to_string(),
-                params: match &run.params {
-                    serde_json::Value::Object(m) => m.clone(),
-                    _ => Default::default(),
-                },
-                conf: run.conf.clone(),
-                outputs,
-                timezone: spec.timezone.clone(),
-            },
+            context: run_context(&run, &spec, outputs),
             lease_ms: self.lease.as_millis() as u64,
             connections,
             external_state,
@@ -251,7 +260,12 @@ impl ControlPlane for LocalControlPlane {
                 .map_err(unavailable)?;
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
+                let now = chrono::Utc::now();
                 for c in &claimed {
+                    if let Some(q) = c.ti.queued_at {
+                        crate::metrics::metrics()
+                            .claimed(&c.ti.queue, (now - q).to_std().unwrap_or_default());
+                    }
                     // Remote agents' log chunks are checked against the store instead.
                     if self.remote_agent.is_none() {
                         self.gw
@@ -322,6 +336,16 @@ impl ControlPlane for LocalControlPlane {
             .await
             .map_err(unavailable)?;
         self.gw.events.applied(&applied);
+        if let (true, Some(ran)) = (applied.accepted, applied.ran_for) {
+            let outcome = if c.success {
+                "success"
+            } else if c.reschedule_after_ms.is_some() {
+                "rescheduled"
+            } else {
+                "failed"
+            };
+            crate::metrics::metrics().try_ended(outcome, ran);
+        }
         self.gw
             .log_paths
             .lock()

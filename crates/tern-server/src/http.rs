@@ -1,6 +1,6 @@
 //! The HTTP server of the control plane: `/health` (no auth; whether the metadata database
-//! answers), the REST API (`/api/v1/*`, see [`crate::api`]) and the agent gateway
-//! (`/agent/v1/*`, see [`crate::agent_api`]).
+//! answers), the REST API (`/api/v1/*`, see [`crate::api`]), the web UI (see [`crate::ui`])
+//! and the agent gateway (`/agent/v1/*`, see [`crate::agent_api`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,13 +21,23 @@ struct AppState {
     store: Store,
 }
 
-pub fn router(store: Store, gateway: crate::gateway::Gateway) -> Router {
+pub fn router(
+    store: Store,
+    gateway: crate::gateway::Gateway,
+    options: crate::state::WebOptions,
+) -> Router {
+    let shared = crate::state::AppState {
+        store: store.clone(),
+        logs: gateway.logs.clone(),
+        secrets: gateway.secrets.clone(),
+        options,
+        login_limiter: Default::default(),
+    };
     Router::new()
         .route("/health", get(health))
-        .with_state(AppState {
-            store: store.clone(),
-        })
-        .merge(crate::api::router(store))
+        .with_state(AppState { store })
+        .merge(crate::api::router(shared.clone()))
+        .merge(crate::ui::router(shared))
         .merge(crate::agent_api::router(gateway))
 }
 
@@ -74,6 +84,7 @@ pub async fn serve(
     gateway: crate::gateway::Gateway,
     addr: &str,
     tls: Option<(&Path, &Path)>,
+    dags_folder: Option<std::path::PathBuf>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
@@ -81,7 +92,11 @@ pub async fn serve(
     })?;
     listener.set_nonblocking(true)?;
     let local = listener.local_addr()?;
-    let app = router(store, gateway).into_make_service_with_connect_info::<SocketAddr>();
+    let options = crate::state::WebOptions {
+        dags_folder,
+        tls: tls.is_some(),
+    };
+    let app = router(store, gateway, options).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

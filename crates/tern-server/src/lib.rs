@@ -4,7 +4,8 @@
 //! - [`scheduler`] creates scheduled runs and does housekeeping (retries, leases);
 //! - [`gateway`] is the agent side of the control plane, here in-process for the local agent;
 //! - [`trigger`] creates manual runs with validated conf and params;
-//! - [`http`] serves the HTTP endpoints;
+//! - [`http`] serves the HTTP endpoints: [`api`] (REST, OpenAPI), [`ui`] (web pages),
+//!   [`agent_api`] (agents), all sharing [`state::AppState`];
 //! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`).
 
 pub mod agent_api;
@@ -20,9 +21,12 @@ pub mod http;
 pub mod logs;
 pub mod metrics;
 pub mod node;
+pub mod notify;
 pub mod scheduler;
 pub mod secrets;
+pub mod state;
 pub mod trigger;
+pub mod ui;
 
 pub use config::Config;
 pub use node::{Node, Roles};

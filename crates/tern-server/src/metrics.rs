@@ -1,13 +1,16 @@
 //! Prometheus metrics (`GET /metrics`, viewer role): what the process measures itself (the
-//! scheduler loop's time and when it last ran, API latency by route and status) and, at each
+//! scheduler loop's time and when it last ran, API latency by route and status, claim latency
+//! and task-try durations of the agents it serves) and, at each
 //! scrape, what is in the database (task instances and runs by state, the age of the oldest
-//! queued task per queue, connected agents per site, import errors).
+//! queued task per queue, connected agents per site, import errors), and tries to send DAG
+//! notifications by result.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
@@ -25,8 +28,18 @@ struct QueueLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TryLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SiteLabel {
     site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -41,11 +54,19 @@ pub struct Metrics {
     scheduler_loop: Histogram,
     scheduler_last_loop_ms: AtomicI64,
     api: Family<ApiLabel, Histogram>,
+    task_duration: Family<TryLabel, Histogram>,
+    claim_latency: Family<QueueLabel, Histogram>,
     task_instances: Family<StateLabel, Gauge>,
     dag_runs: Family<StateLabel, Gauge>,
     oldest_queued: Family<QueueLabel, Gauge<f64, AtomicU64>>,
     agents: Family<SiteLabel, Gauge>,
     import_errors: Gauge,
+    notifications: Family<ResultLabel, Counter>,
+}
+
+/// 0.1 s .. ~1.8 h
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.1, 2.0, 17))
 }
 
 fn latency_histogram() -> Histogram {
@@ -76,6 +97,22 @@ impl Metrics {
             "REST API latency by route and status",
             api.clone(),
         );
+        let task_duration = Family::<TryLabel, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "task_try_duration_seconds",
+            "How long task tries ran, by outcome (success, failed, rescheduled)",
+            task_duration.clone(),
+        );
+        let claim_latency = Family::<QueueLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "claim_latency_seconds",
+            "Time from a task instance being queued to an agent claiming it, by queue",
+            claim_latency.clone(),
+        );
         let task_instances = Family::<StateLabel, Gauge>::default();
         registry.register(
             "task_instances",
@@ -102,17 +139,35 @@ impl Metrics {
             "DAG files that fail to load",
             import_errors.clone(),
         );
+        let notifications = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "notifications",
+            "Tries to send DAG notifications, by result (sent, retry, failed)",
+            notifications.clone(),
+        );
         Metrics {
             registry,
             scheduler_loop,
             scheduler_last_loop_ms: AtomicI64::new(0),
             api,
+            task_duration,
+            claim_latency,
             task_instances,
             dag_runs,
             oldest_queued,
             agents,
             import_errors,
+            notifications,
         }
+    }
+
+    /// Counts one try to send a notification that ended in `result`.
+    pub fn notification(&self, result: &str) {
+        self.notifications
+            .get_or_create(&ResultLabel {
+                result: result.to_string(),
+            })
+            .inc();
     }
 
     /// Records one scheduler pass that took `took`.
@@ -137,6 +192,24 @@ impl Metrics {
                 status,
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// Records a claim of an instance queued `waited` ago.
+    pub fn claimed(&self, queue: &str, waited: Duration) {
+        self.claim_latency
+            .get_or_create(&QueueLabel {
+                queue: queue.to_string(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
+    /// Records an ended try that ran for `ran`.
+    pub fn try_ended(&self, outcome: &str, ran: Duration) {
+        self.task_duration
+            .get_or_create(&TryLabel {
+                outcome: outcome.to_string(),
+            })
+            .observe(ran.as_secs_f64());
     }
 
     /// Reads the database counts and encodes everything in the Prometheus text format.

@@ -1,5 +1,5 @@
 //! One tern process's control-plane roles, started together and stopped together: DAG loading
-//! and scheduling, the in-process agent, the HTTP server.
+//! and scheduling (with the notifier), the in-process agent, the HTTP server.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -160,6 +160,9 @@ impl Node {
                 queue_timeout: cfg.queue_timeout()?,
             };
             handles.push(tokio::spawn(scheduler.run(shutdown.clone())));
+            let notifier =
+                crate::notify::Notifier::from_config(cfg, store.clone(), gateway.secrets.clone())?;
+            handles.push(tokio::spawn(notifier.run(shutdown.clone())));
         }
         if roles.local_agent {
             let cp = Arc::new(gateway.for_agent(&worker_name, cfg.agent.queues.clone()));
@@ -192,6 +195,7 @@ impl Node {
                     .tls_cert
                     .as_deref()
                     .zip(cfg.server.tls_key.as_deref()),
+                Some(cfg.dags_folder()),
                 shutdown.clone(),
             )
             .await?;

@@ -166,7 +166,7 @@ impl Scheduler {
     }
 }
 
-fn next_interval(
+pub(crate) fn next_interval(
     spec: &tern_core::DagSpec,
     last_end: Option<DateTime<Utc>>,
     now: DateTime<Utc>,

@@ -54,6 +54,11 @@ pub struct Activated {
     pub token: String,
 }
 
+/// A random token (48 hex digits), e.g. for a form's CSRF token.
+pub fn random_token() -> String {
+    random_secret(24)
+}
+
 pub(crate) fn random_secret(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut b);

@@ -118,6 +118,8 @@ pub struct Applied {
     pub run_finished: bool,
     /// Whether the attempt failed with tries left: a retry is due later.
     pub retry_pending: bool,
+    /// How long the ended attempt ran (for the task-duration metric).
+    pub ran_for: Option<std::time::Duration>,
 }
 
 /// Input for a new DAG run.

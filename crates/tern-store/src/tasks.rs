@@ -248,6 +248,8 @@ impl Store {
         .execute(&mut **tx)
         .await?;
         if done.rows_affected() == 1 {
+            self.enqueue_run_notifications(tx, run_pk, spec, failed, now)
+                .await?;
             Box::pin(self.start_queued_runs(tx, Some(&spec.dag_id), now)).await?;
         }
         Ok(done.rows_affected() == 1)
@@ -575,8 +577,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let applied = self.end_attempt(&mut tx, &ti, result, now).await?;
+        let mut applied = self.end_attempt(&mut tx, &ti, result, now).await?;
         tx.commit().await?;
+        applied.ran_for = ti
+            .started_at
+            .map(|s| std::time::Duration::from_millis((now - s.timestamp_millis()).max(0) as u64));
         Ok(applied)
     }
 
@@ -764,6 +769,10 @@ impl Store {
         .bind(&try_note)
         .execute(&mut **tx)
         .await?;
+        if state == TaskState::UpForRetry {
+            self.enqueue_retry_notifications(tx, ti, spec, result.note.as_deref(), ready_at, now)
+                .await?;
+        }
         let mut applied = Applied {
             accepted: true,
             retry_pending: state == TaskState::UpForRetry,

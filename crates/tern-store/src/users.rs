@@ -46,7 +46,7 @@ pub struct AuditEntry {
 
 const USER_COLUMNS: &str = "id, username, role, password_hash, created_at, disabled_at";
 
-fn user_row(r: &sqlx::any::AnyRow) -> Result<User> {
+pub(crate) fn user_row(r: &sqlx::any::AnyRow) -> Result<User> {
     Ok(User {
         id: r.try_get("id")?,
         username: r.try_get("username")?,

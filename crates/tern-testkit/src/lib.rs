@@ -2,6 +2,8 @@
 //! SQLite file or a PostgreSQL database on the local server), DAG spec builders, and polling
 //! with a deadline instead of fixed sleeps.
 
+pub mod azure;
+pub mod notify;
 pub mod s3;
 
 use std::collections::BTreeMap;
@@ -124,6 +126,9 @@ pub fn dag(dag_id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
         description: None,
         max_active_runs: 16,
         max_active_tasks: 64,
+        on_failure: vec![],
+        on_success: vec![],
+        on_retry: vec![],
         tasks,
     }
 }

@@ -107,6 +107,17 @@ impl S3 {
         )
     }
 
+    /// The files of multipart uploads that were started and neither completed nor aborted
+    /// (s3s-fs keeps them beside the buckets: `.upload-ID.json`, `.upload_id-ID.part-N`).
+    pub fn pending_uploads(&self) -> Vec<String> {
+        std::fs::read_dir(self.root.path())
+            .expect("the server's folder")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(".upload"))
+            .collect()
+    }
+
     /// Where object `key` of `bucket` is stored on disk.
     pub fn object(&self, bucket: &str, key: &str) -> PathBuf {
         self.root.path().join(bucket).join(key)

@@ -29,6 +29,14 @@ pub struct Cli {
     /// Write tern's own messages as JSON lines.
     #[arg(long, global = true)]
     pub log_json: bool,
+    /// A remote control plane, e.g. https://tern.example.com: the everyday commands then call its
+    /// REST API with --token instead of opening the metadata database. `tern agent` connects to
+    /// it (comma-separated: several servers sharing one database).
+    #[arg(long, global = true, env = "TERN_SERVER", value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// API token for --server (`tern tokens create USER` on the server).
+    #[arg(long, global = true, env = "TERN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -62,6 +70,9 @@ pub enum Command {
     /// Manage the connections the control plane keeps (encrypted at rest).
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    /// DAG notifications (on_failure, on_success, on_retry) and how their sending went.
+    #[command(subcommand)]
+    Notifications(NotificationsCmd),
     /// Manage users (who may use the API and UI, with which role).
     #[command(subcommand)]
     Users(UsersCmd),
@@ -261,6 +272,21 @@ pub enum ConnectionsCmd {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum NotificationsCmd {
+    /// List notifications, newest first: event, connection, state (pending, sent, failed),
+    /// tries and the last error.
+    List {
+        /// Only notifications of this DAG.
+        #[arg(long)]
+        dag: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum UsersCmd {
     /// Add a user. Without --password-stdin a random password is generated and printed once.
     Add {
@@ -324,10 +350,9 @@ pub enum ConfigCmd {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
-    /// URL of the control plane, e.g. https://tern.example.com or http://127.0.0.1:8080.
-    /// Several servers sharing one database: give a comma-separated list; the agent moves to
-    /// the next one when the current cannot be reached.
-    #[arg(long, env = "TERN_SERVER", value_delimiter = ',', required = true)]
+    /// The control plane's URL(s): the global `--server` (comma-separated for several servers
+    /// sharing one database; the agent moves to the next one when the current cannot be reached).
+    #[arg(skip)]
     pub server: Vec<String>,
     /// One-time activation code (first start only; later starts use the saved credential).
     #[arg(long, env = "TERN_ACTIVATION")]

@@ -5,6 +5,7 @@ mod cli;
 mod cmd;
 mod examples;
 mod output;
+mod remote;
 mod settings;
 
 use clap::Parser;

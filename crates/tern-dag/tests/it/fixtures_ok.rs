@@ -218,6 +218,21 @@ fn multiple_dags_in_one_file() {
 }
 
 #[test]
+fn notification_fields_take_a_name_or_a_list() {
+    let r = load_ok();
+    let a = dag(&r, "multi_a");
+    let b = dag(&r, "multi_b");
+    assert_eq!(a.on_failure, ["ops_mail"]);
+    assert!(a.on_success.is_empty() && a.on_retry.is_empty());
+    assert_eq!(b.on_failure, ["ops_mail", "alerts_hook"]);
+    assert_eq!(b.on_success, ["alerts_hook"]);
+    assert!(b.on_retry.is_empty());
+    // Unset fields stay out of the stored JSON, so older specs keep their content hash.
+    let json = serde_json::to_value(dag(&r, "etl")).unwrap();
+    assert!(json.get("on_failure").is_none() && json.get("on_retry").is_none());
+}
+
+#[test]
 fn python_script_is_read_by_the_loader() {
     let r = load_ok();
     let t = task(dag(&r, "scripted"), "transform");

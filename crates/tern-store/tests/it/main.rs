@@ -1,5 +1,6 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 
+mod notifications;
 mod suite;
 
 macro_rules! store_suite {
@@ -52,4 +53,12 @@ store_suite!(
     duplicate_run_is_a_conflict,
     outputs_are_stored_per_task,
     pause_is_recorded_and_unknown_dag_is_named,
+    clear_reruns_tasks_with_their_downstream_and_reopens_the_run,
+    clearing_a_running_task_fences_its_attempt,
+    marking_tasks_and_runs_by_hand,
+    sessions_and_ui_read_models,
+    run_ends_and_retries_queue_notifications,
+    notification_claims_retry_lapse_and_give_up,
+    concurrent_notification_claimers_never_share_a_row,
+    marking_by_hand_notifies_only_when_the_run_is_judged_again,
 );

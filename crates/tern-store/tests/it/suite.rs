@@ -9,6 +9,8 @@ use tern_core::{RunState, RunType, TaskState, TriggerRule};
 use tern_store::{ImportErrorRow, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
+pub use crate::notifications::*;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn queues() -> Vec<String> {
@@ -830,4 +832,227 @@ pub async fn users_tokens_and_the_audit_log(store: Store) {
     let log = store.audit_log(10).await.unwrap();
     assert_eq!(log.len(), 2);
     assert_eq!(log[0].action, "dag.pause", "newest first");
+}
+
+pub async fn clear_reruns_tasks_with_their_downstream_and_reopens_the_run(store: Store) {
+    use tern_store::manage::ClearScope;
+    let mut b = task("b", &["a"]);
+    b.retries = 1;
+    let v = setup(
+        &store,
+        dag(
+            "cl",
+            vec![task("a", &[]), b, task("c", &["b"]), task("d", &["a"])],
+        ),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("cl", "r1"), v).await.unwrap();
+    while let Some(c) = store.claim(&queues(), "w", LEASE).await.unwrap() {
+        let result = if c.ti.task_id == "b" {
+            fail(false)
+        } else {
+            ok()
+        };
+        store.complete(c.ti.id, &c.attempt, &result).await.unwrap();
+    }
+    assert_eq!(
+        store.get_run("cl", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+    assert_eq!(
+        state_of(&store, run.pk, "c").await,
+        TaskState::UpstreamFailed
+    );
+    // Unknown tasks are named and change nothing.
+    let err = store
+        .clear_tasks(run.pk, &["b".into(), "zz".into()], ClearScope::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("zz"), "{err}");
+    let cleared = store
+        .clear_tasks(
+            run.pk,
+            &["b".into()],
+            ClearScope {
+                downstream: true,
+                upstream: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, vec!["b".to_string(), "c".to_string()]);
+    let r = store.get_run("cl", "r1").await.unwrap();
+    assert_eq!(r.state, RunState::Running);
+    assert!(r.ended_at.is_none());
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Success);
+    assert_eq!(state_of(&store, run.pk, "d").await, TaskState::Success);
+    // b runs again as its second try, with its retries back; then c.
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!((c.ti.task_id.as_str(), c.ti.try_number), ("b", 2));
+    assert_eq!(c.ti.max_tries, 3, "one try used, retries = 1 given again");
+    store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.task_id, "c");
+    store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    assert_eq!(
+        store.get_run("cl", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    let b = store.task_instance(run.pk, "b").await.unwrap();
+    assert_eq!(
+        store.task_tries(b.id).await.unwrap().len(),
+        2,
+        "history kept"
+    );
+    // Clearing upstream takes a along.
+    let cleared = store
+        .clear_tasks(
+            run.pk,
+            &["b".into()],
+            ClearScope {
+                downstream: false,
+                upstream: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Queued);
+}
+
+pub async fn clearing_a_running_task_fences_its_attempt(store: Store) {
+    use tern_store::manage::ClearScope;
+    let v = setup(&store, dag("cf", vec![task("a", &[])])).await;
+    let (run, _) = store.create_run(&new_run("cf", "r1"), v).await.unwrap();
+    let first = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store
+        .clear_tasks(run.pk, &["a".into()], ClearScope::default())
+        .await
+        .unwrap();
+    let late = store
+        .complete(first.ti.id, &first.attempt, &ok())
+        .await
+        .unwrap();
+    assert!(
+        !late.accepted,
+        "the cleared attempt's result changes nothing"
+    );
+    let again = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(again.ti.try_number, 2);
+}
+
+pub async fn marking_tasks_and_runs_by_hand(store: Store) {
+    let v = setup(
+        &store,
+        dag(
+            "mk",
+            vec![task("a", &[]), task("b", &["a"]), task("c", &["b"])],
+        ),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("mk", "r1"), v).await.unwrap();
+    let a = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    // Marking the running task success fences its attempt and lets b go.
+    store
+        .mark_task(run.pk, "a", TaskState::Success, "marked success by ana")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .complete(a.ti.id, &a.attempt, &fail(false))
+            .await
+            .unwrap()
+            .accepted
+    );
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Success);
+    assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Queued);
+    assert!(matches!(
+        store.mark_task(run.pk, "b", TaskState::Running, "x").await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .mark_task(run.pk, "nope", TaskState::Failed, "x")
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Marking the run failed ends it: queued b fails, waiting c is skipped.
+    store
+        .mark_run(run.pk, RunState::Failed, "marked failed by ana")
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&store, run.pk).await,
+        vec![
+            ("a".to_string(), TaskState::Success),
+            ("b".to_string(), TaskState::Failed),
+            ("c".to_string(), TaskState::Skipped)
+        ]
+    );
+    assert_eq!(
+        store.get_run("mk", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+    assert!(store.claim(&queues(), "w", LEASE).await.unwrap().is_none());
+    // Marking failed b success in a finished run judges the run again.
+    store
+        .mark_task(run.pk, "b", TaskState::Success, "marked success by ana")
+        .await
+        .unwrap();
+    store
+        .mark_task(run.pk, "c", TaskState::Success, "marked success by ana")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run("mk", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    // Deleting removes the run and everything under it.
+    store.delete_run(run.pk).await.unwrap();
+    assert!(matches!(
+        store.get_run("mk", "r1").await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete_run(run.pk).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn sessions_and_ui_read_models(store: Store) {
+    let u = store
+        .create_user("ana", "user", "$argon2id$fake")
+        .await
+        .unwrap();
+    let (cookie, csrf) = store
+        .create_session(u.id, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let s = store.find_session(&cookie).await.unwrap().unwrap();
+    assert_eq!(
+        (s.user.username.as_str(), s.csrf.as_str()),
+        ("ana", csrf.as_str())
+    );
+    assert!(store.find_session("other").await.unwrap().is_none());
+    let (short, _) = store.create_session(u.id, Duration::ZERO).await.unwrap();
+    assert!(
+        store.find_session(&short).await.unwrap().is_none(),
+        "expired"
+    );
+    store.end_session(&cookie).await.unwrap();
+    assert!(store.find_session(&cookie).await.unwrap().is_none());
+
+    let v = setup(&store, dag("ov", vec![task("a", &[]), task("b", &["a"])])).await;
+    let mut pks = Vec::new();
+    for i in 0..4 {
+        let mut n = new_run("ov", &format!("r{i}"));
+        n.logical_date = Utc::now() + chrono::Duration::seconds(i);
+        pks.push(store.create_run(&n, v).await.unwrap().0.pk);
+    }
+    let recent = store.recent_runs_by_dag(3).await.unwrap();
+    let ids: Vec<&str> = recent["ov"].iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(ids, vec!["r3", "r2", "r1"], "newest first, at most 3");
+    let cells = store.grid_cells(&pks).await.unwrap();
+    assert_eq!(cells.len(), 8);
+    assert!(cells.iter().all(|c| pks.contains(&c.run_pk)));
 }

@@ -25,6 +25,14 @@ pub trait RowSink {
     fn value(&mut self, i: usize, cell: Cell<'_>) -> Result<(), DataError>;
     /// The current row is complete.
     fn end_row(&mut self) -> Result<(), DataError>;
+    /// Polled after each row: pending while the sink wants the query to wait (an upload with
+    /// no room for another part), so memory stays bounded.
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), DataError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 pub enum Db {
@@ -233,6 +241,7 @@ impl Db {
                         }
                         sink.end_row()?;
                         n += 1;
+                        std::future::poll_fn(|cx| sink.poll_ready(cx)).await?;
                     }
                 }
                 if n == 0 {

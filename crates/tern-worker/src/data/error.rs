@@ -94,6 +94,11 @@ pub fn from_object_store(context: &str, e: object_store::Error) -> DataError {
             "InvalidAccessKeyId",
             "SignatureDoesNotMatch",
             "AccessDenied",
+            // Azure Blob Storage
+            "ContainerNotFound",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+            "InvalidResourceName",
         ]
         .iter()
         .any(|c| text.contains(c)),

@@ -157,8 +157,9 @@ pub async fn run_http(
     Ok(out)
 }
 
-/// Streams the whole answer into a spool file (it cannot outlive the task), then uploads it as
-/// one object: the object appears whole or not at all. Outputs `status`, `url` and `bytes`.
+/// Streams the whole answer into the target (see `Lake::create`: uploaded as it arrives, or a
+/// temporary file beside the object): the object appears whole or not at all. Outputs
+/// `status`, `url` and `bytes`.
 async fn save_body(
     conns: &Connections,
     sink: &dyn LogSink,
@@ -170,27 +171,32 @@ async fn save_body(
     use std::io::Write;
     let lake = super::lake::Lake::open(connection(conns, target_conn)?)?;
     lake.check(path).await?;
-    let spool_err =
-        |e: std::io::Error| DataError::transient(format!("cannot write the spool file: {e}"));
-    let spool = lake.spool(path)?;
+    let write_err = |e: std::io::Error| DataError::transient(format!("cannot write {path}: {e}"));
+    let (out, mut pending) = lake.create(path)?;
     let mut bytes = 0u64;
-    {
-        let mut w = std::io::BufWriter::with_capacity(256 * 1024, spool.file());
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, out);
+    let copied = async {
         while let Some(chunk) = resp
             .chunk()
             .await
             .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
         {
-            w.write_all(&chunk).map_err(spool_err)?;
+            w.write_all(&chunk).map_err(write_err)?;
             bytes += chunk.len() as u64;
+            std::future::poll_fn(|cx| pending.poll_ready(cx)).await?;
         }
-        w.flush().map_err(spool_err)?;
+        w.flush().map_err(write_err)
+    }
+    .await;
+    drop(w);
+    if let Err(e) = copied {
+        return Err(pending.abort().await.unwrap_or(e));
     }
     let url = format!("{}{}", lake.url_prefix, path.trim_start_matches('/'));
     sink.line(&format!(
         "tern: writing the answer ({bytes} bytes) to {url}"
     ));
-    lake.publish(spool, path).await?;
+    lake.publish(pending).await?;
     sink.line(&format!("tern: wrote {url}"));
     let mut out = Map::new();
     out.insert("status".into(), Value::from(status));

@@ -1,22 +1,23 @@
 //! Object stores of exports: an S3-compatible bucket (`s3://bucket?endpoint=…&region=…`, the
-//! access key as login and the secret key as password) or a local folder (`file:///folder`),
+//! access key as login and the secret key as password), an Azure Blob Storage container
+//! (`azure://account:key@container?endpoint=…`) or a local folder (`file:///folder`),
 //! through the `object_store` crate, with timeouts on every call. Objects appear whole or not
 //! at all: an export into a local folder is written to a temporary file beside the object and
-//! renamed into place (no copy), an S3 upload is a multipart upload completed only after the
-//! last part.
+//! renamed into place (no copy); an export to S3 or Azure is uploaded while the query runs, as a
+//! multipart upload completed only after the last part and aborted on any failure (see
+//! [`super::upload`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tokio::io::AsyncReadExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::io::Write;
+use std::task::Poll;
 
 use super::error::{from_object_store, DataError};
+use super::upload::Upload;
 use crate::connections::Connection;
-
-/// Part size of multipart uploads (S3's minimum is 5 MiB).
-const PART: usize = 8 * 1024 * 1024;
 
 /// An object store and a description of it for logs (no secret).
 pub struct Lake {
@@ -28,10 +29,10 @@ pub struct Lake {
     local_root: Option<std::path::PathBuf>,
 }
 
-/// The file an export is written to before it becomes the object.
-pub enum Spool {
-    /// An unnamed temporary file (it cannot outlive the task), uploaded when complete.
-    Upload(std::fs::File),
+/// Where an export is being written before it becomes the object.
+pub enum Pending {
+    /// Streamed to the object store while the query runs (see [`Upload`]).
+    Upload(Upload),
     /// A temporary file in the folder of the object (removed if the export fails), renamed
     /// into place when complete.
     InPlace {
@@ -40,18 +41,27 @@ pub enum Spool {
     },
 }
 
-impl Spool {
-    /// The file to write to.
-    pub fn file(&self) -> &std::fs::File {
+impl Pending {
+    /// Hands sealed parts on (see [`Upload::poll_ready`]); always ready for a local file.
+    pub fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), DataError>> {
         match self {
-            Spool::Upload(f) => f,
-            Spool::InPlace { file, .. } => file.as_file(),
+            Pending::Upload(u) => u.poll_ready(cx),
+            Pending::InPlace { .. } => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Drops a failed export: aborts the upload (and waits for it) or removes the temporary
+    /// file. Returns the upload's own error when it was the cause of the failure.
+    pub async fn abort(self) -> Option<DataError> {
+        match self {
+            Pending::Upload(u) => u.abort().await,
+            Pending::InPlace { .. } => None,
         }
     }
 }
 
 fn spool_err(e: impl std::fmt::Display) -> DataError {
-    DataError::transient(format!("cannot create a spool file: {e}"))
+    DataError::transient(format!("cannot create a temporary file: {e}"))
 }
 
 fn object_path(to: &str) -> Result<ObjectPath, DataError> {
@@ -63,6 +73,37 @@ fn query_param(uri: &url::Url, key: &str) -> Option<String> {
     uri.query_pairs()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.to_string())
+}
+
+/// A connection whose settings the object store refuses (e.g. a key that is not base64): no
+/// retry can help.
+fn bad_config(c: &Connection, e: object_store::Error) -> DataError {
+    DataError::permanent(format!("connection {:?}: {e}", c.name))
+}
+
+/// The HTTP settings of a cloud store: every request has a deadline (`timeout` in the URI, 60 s
+/// by default; connecting at most 10 s) and is tried up to 3 times within 3 × the deadline
+/// (at most 180 s).
+fn client_options(
+    c: &Connection,
+    url: &url::Url,
+    endpoint: Option<&str>,
+) -> Result<(object_store::ClientOptions, object_store::RetryConfig), DataError> {
+    let timeout = match query_param(url, "timeout") {
+        None => Duration::from_secs(60),
+        Some(t) => tern_core::parse_duration(&t)
+            .map_err(|e| DataError::permanent(format!("connection {:?}: timeout: {e}", c.name)))?,
+    };
+    let options = object_store::ClientOptions::new()
+        .with_connect_timeout(timeout.min(Duration::from_secs(10)))
+        .with_timeout(timeout)
+        .with_allow_http(endpoint.is_some_and(|e| e.starts_with("http:")));
+    let retry = object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: (timeout * 3).min(Duration::from_secs(180)),
+        ..Default::default()
+    };
+    Ok((options, retry))
 }
 
 impl Lake {
@@ -80,35 +121,19 @@ impl Lake {
                 })?;
                 let endpoint = query_param(&url, "endpoint");
                 let region = query_param(&url, "region").unwrap_or_else(|| "us-east-1".into());
-                // Every request has a deadline: `timeout` in the URI, 60 s by default.
-                let timeout = match query_param(&url, "timeout") {
-                    None => Duration::from_secs(60),
-                    Some(t) => tern_core::parse_duration(&t).map_err(|e| {
-                        DataError::permanent(format!("connection {:?}: timeout: {e}", c.name))
-                    })?,
-                };
-                let options = object_store::ClientOptions::new()
-                    .with_connect_timeout(timeout.min(Duration::from_secs(10)))
-                    .with_timeout(timeout)
-                    .with_allow_http(endpoint.as_deref().is_some_and(|e| e.starts_with("http:")));
+                let (options, retry) = client_options(c, &url, endpoint.as_deref())?;
                 let mut b = object_store::aws::AmazonS3Builder::new()
                     .with_bucket_name(&bucket)
                     .with_region(&region)
                     .with_client_options(options)
-                    .with_retry(object_store::RetryConfig {
-                        max_retries: 2,
-                        retry_timeout: (timeout * 3).min(Duration::from_secs(180)),
-                        ..Default::default()
-                    });
+                    .with_retry(retry);
                 if let Some(e) = &endpoint {
                     b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
                 }
                 if let (Some(k), Some(s)) = (&c.login, &c.password) {
                     b = b.with_access_key_id(k).with_secret_access_key(s);
                 }
-                let store = b
-                    .build()
-                    .map_err(|e| from_object_store(&format!("connection {:?}", c.name), e))?;
+                let store = b.build().map_err(|e| bad_config(c, e))?;
                 Ok(Lake {
                     store: Arc::new(store),
                     describe: format!(
@@ -116,6 +141,47 @@ impl Lake {
                         endpoint.unwrap_or_else(|| format!("AWS {region}"))
                     ),
                     url_prefix: format!("s3://{bucket}/"),
+                    local_root: None,
+                })
+            }
+            "azure" => {
+                let container = c.host.clone().ok_or_else(|| {
+                    DataError::permanent(format!(
+                        "connection {:?} names no container: write azure://ACCOUNT:KEY@CONTAINER",
+                        c.name
+                    ))
+                })?;
+                let account = c
+                    .login
+                    .clone()
+                    .or_else(|| query_param(&url, "account"))
+                    .ok_or_else(|| {
+                        DataError::permanent(format!(
+                            "connection {:?} names no storage account: write azure://ACCOUNT:KEY@CONTAINER",
+                            c.name
+                        ))
+                    })?;
+                let endpoint = query_param(&url, "endpoint");
+                let (options, retry) = client_options(c, &url, endpoint.as_deref())?;
+                let mut b = object_store::azure::MicrosoftAzureBuilder::new()
+                    .with_account(&account)
+                    .with_container_name(&container)
+                    .with_client_options(options)
+                    .with_retry(retry);
+                if let Some(e) = &endpoint {
+                    b = b.with_endpoint(e.clone());
+                }
+                if let Some(k) = &c.password {
+                    b = b.with_access_key(k);
+                }
+                let store = b.build().map_err(|e| bad_config(c, e))?;
+                Ok(Lake {
+                    store: Arc::new(store),
+                    describe: format!(
+                        "container {container} of account {account} at {}",
+                        endpoint.unwrap_or_else(|| format!("https://{account}.blob.core.windows.net"))
+                    ),
+                    url_prefix: format!("azure://{container}/"),
                     local_root: None,
                 })
             }
@@ -139,7 +205,7 @@ impl Lake {
                 })
             }
             other => Err(DataError::permanent(format!(
-                "connection {:?} is of type {other}: an export target must be s3:// or file://",
+                "connection {:?} is of type {other}: an export target must be s3://, azure:// or file://",
                 c.name
             ))),
         }
@@ -157,12 +223,18 @@ impl Lake {
             .map_err(|e| from_object_store(&format!("cannot reach {}", self.describe), e))
     }
 
-    /// A spool file for object `to`: in a local lake, beside the object (so that publishing
-    /// it is a rename); otherwise an unnamed temporary file.
-    pub fn spool(&self, to: &str) -> Result<Spool, DataError> {
+    /// Starts writing object `to`: returns the writer of its bytes (unbuffered: the format
+    /// writers buffer) and what to publish or abort at the end. A local lake writes beside
+    /// the object (so that publishing it is a rename); other stores get the bytes while the
+    /// query runs.
+    pub fn create(&self, to: &str) -> Result<(Box<dyn Write + Send>, Pending), DataError> {
         let path = object_path(to)?;
         match &self.local_root {
-            None => tempfile::tempfile().map(Spool::Upload).map_err(spool_err),
+            None => {
+                let context = format!("cannot write {}{}", self.url_prefix, path);
+                let (upload, writer) = Upload::start(self.store.clone(), path, context);
+                Ok((Box::new(writer), Pending::Upload(upload)))
+            }
             Some(root) => {
                 let dest = root.join(path.as_ref());
                 let dir = dest.parent().unwrap_or(root);
@@ -174,21 +246,18 @@ impl Lake {
                     .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
                     .tempfile_in(dir)
                     .map_err(spool_err)?;
-                Ok(Spool::InPlace { file, dest })
+                let out = file.as_file().try_clone().map_err(spool_err)?;
+                Ok((Box::new(out), Pending::InPlace { file, dest }))
             }
         }
     }
 
-    /// Makes the complete spool file object `to`; returns its size.
-    pub async fn publish(&self, spool: Spool, to: &str) -> Result<u64, DataError> {
-        match spool {
-            Spool::Upload(mut file) => {
-                use std::io::Seek;
-                file.seek(std::io::SeekFrom::Start(0))
-                    .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
-                self.upload(file, to).await
-            }
-            Spool::InPlace { file, dest } => {
+    /// Makes the complete export object `to` (everything written must have been flushed);
+    /// returns its size.
+    pub async fn publish(&self, pending: Pending) -> Result<u64, DataError> {
+        match pending {
+            Pending::Upload(u) => u.finish().await,
+            Pending::InPlace { file, dest } => {
                 let size = file
                     .as_file()
                     .metadata()
@@ -200,60 +269,6 @@ impl Lake {
                 Ok(size)
             }
         }
-    }
-
-    /// Uploads the (rewound) spool file `from` as object `to`; returns its size.
-    async fn upload(&self, from: std::fs::File, to: &str) -> Result<u64, DataError> {
-        let path = object_path(to)?;
-        let mut file = tokio::fs::File::from_std(from);
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| DataError::transient(format!("cannot read the spool file: {e}")))?
-            .len();
-        let context = format!("cannot write {}{to}", self.url_prefix);
-        if size as usize <= PART {
-            let mut buf = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut buf)
-                .await
-                .map_err(|e| DataError::transient(format!("cannot read the spool file: {e}")))?;
-            self.store
-                .put(&path, PutPayload::from(buf))
-                .await
-                .map_err(|e| from_object_store(&context, e))?;
-            return Ok(size);
-        }
-        let upload = self
-            .store
-            .put_multipart(&path)
-            .await
-            .map_err(|e| from_object_store(&context, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut buf = vec![0u8; 1024 * 1024];
-        loop {
-            let n = match file.read(&mut buf).await {
-                Ok(n) => n,
-                Err(e) => {
-                    let _ = writer.abort().await;
-                    return Err(DataError::transient(format!(
-                        "cannot read the spool file: {e}"
-                    )));
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            // Keep at most two parts in flight: memory stays flat whatever the size.
-            if let Err(e) = writer.wait_for_capacity(2).await {
-                return Err(from_object_store(&context, e));
-            }
-            writer.write(&buf[..n]);
-        }
-        writer
-            .finish()
-            .await
-            .map_err(|e| from_object_store(&context, e))?;
-        Ok(size)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod http_task;
 pub mod lake;
 pub mod sensor;
 pub mod sql_task;
+pub mod upload;
 
 pub use error::DataError;
 
@@ -44,7 +45,7 @@ pub(crate) fn render(
 /// Returns what was checked.
 pub async fn test_connection(c: &crate::connections::Connection) -> Result<String, DataError> {
     match c.conn_type.as_str() {
-        "s3" | "file" => {
+        "s3" | "azure" | "file" => {
             let lake = lake::Lake::open(c)?;
             lake.check("probe").await?;
             Ok(format!("listed {}", lake.describe))

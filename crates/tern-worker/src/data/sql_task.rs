@@ -3,10 +3,13 @@
 use serde_json::{Map, Value};
 use tern_core::{ExportFormat, SqlTask, SqlToLakeTask};
 
-use super::db::{describe, Db};
+use std::task::{Context, Poll};
+
+use super::cells::{Cell, Column};
+use super::db::{describe, Db, RowSink};
 use super::error::{from_sqlx, DataError};
 use super::export::{CsvRows, JsonLines, ParquetRows, RowWriter};
-use super::lake::Lake;
+use super::lake::{Lake, Pending};
 use super::{connection, render};
 use crate::connections::Connections;
 use crate::logsink::LogSink;
@@ -86,8 +89,33 @@ pub async fn run_sql(
     Ok(out)
 }
 
-/// Streams a query into a spool file (see [`Lake::spool`]), then publishes it whole; outputs
-/// `rows`, `bytes` and `url`.
+/// The format writer and where its bytes go, as one [`RowSink`].
+struct Export {
+    writer: Box<dyn RowWriter>,
+    pending: Pending,
+}
+
+impl RowSink for Export {
+    fn start(&mut self, columns: &[Column]) -> Result<(), DataError> {
+        self.writer.start(columns)
+    }
+
+    fn value(&mut self, i: usize, cell: Cell<'_>) -> Result<(), DataError> {
+        self.writer.value(i, cell)
+    }
+
+    fn end_row(&mut self) -> Result<(), DataError> {
+        self.writer.end_row()
+    }
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DataError>> {
+        self.pending.poll_ready(cx)
+    }
+}
+
+/// Streams a query into the target (see [`Lake::create`]: uploaded while the query runs, or a
+/// temporary file beside the object), then publishes it whole; outputs `rows`, `bytes` and
+/// `url`. On failure the upload is aborted, or the temporary file removed.
 pub async fn run_export(
     conns: &Connections,
     r: &Renderer,
@@ -111,28 +139,37 @@ pub async fn run_export(
             ExportFormat::Parquet => "parquet",
         }
     ));
-    let spool = lake.spool(&target)?;
-    // Each writer buffers in front of the file itself.
-    let out = spool
-        .file()
-        .try_clone()
-        .map_err(|e| DataError::transient(format!("spool file: {e}")))?;
-    let mut writer: Box<dyn RowWriter> = match spec.format {
+    lake.check(&target).await?;
+    let mut db = Db::connect(source, true).await?;
+    let (out, pending) = lake.create(&target)?;
+    // Each writer buffers in front of `out` itself.
+    let writer: Box<dyn RowWriter> = match spec.format {
         ExportFormat::Csv => Box::new(CsvRows::new(out, &spec.csv)),
         ExportFormat::Jsonl => Box::new(JsonLines::new(out)),
         ExportFormat::Parquet => Box::new(ParquetRows::new(out, spec.compression)),
     };
-    lake.check(&target).await?;
-    let mut db = Db::connect(source, true).await?;
-    db.begin(true).await?;
-    let rows = db.stream(&sql, &params, &mut *writer).await;
-    db.rollback().await;
+    let mut export = Export { writer, pending };
+    let rows = async {
+        db.begin(true).await?;
+        let rows = db.stream(&sql, &params, &mut export).await;
+        db.rollback().await;
+        let rows = rows?;
+        export.writer.finish()?;
+        Ok::<_, DataError>(rows)
+    }
+    .await;
     db.close().await;
-    let rows = rows?;
-    writer.finish()?;
+    let Export { writer, pending } = export;
     drop(writer);
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            // The upload's own error, when it stopped the query, says more.
+            return Err(pending.abort().await.unwrap_or(e));
+        }
+    };
     sink.line(&format!("tern: {rows} row(s) exported"));
-    let bytes = lake.publish(spool, &target).await?;
+    let bytes = lake.publish(pending).await?;
     let url = format!("{}{}", lake.url_prefix, target.trim_start_matches('/'));
     sink.line(&format!("tern: wrote {url} ({bytes} bytes)"));
     let mut out = Map::new();

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 mod data;
 mod http_save;
 mod isolation;
+mod lake;
 mod parquet;
 mod sensors;
 

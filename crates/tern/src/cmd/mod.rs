@@ -6,6 +6,7 @@ mod connections;
 mod dags;
 mod logs;
 mod misc;
+mod notifications;
 mod runs;
 mod standalone;
 mod tasks;
@@ -18,10 +19,25 @@ use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = crate::settings::load(&cli)?;
+    let remote = !cli.server.is_empty()
+        && !matches!(
+            cli.command,
+            Command::Standalone(_) | Command::Server(_) | Command::Agent(_)
+        );
+    if remote {
+        return crate::remote::run(&cli.server[0], cli.token, cli.command).await;
+    }
     match cli.command {
         Command::Standalone(args) => standalone::run(cfg, args, true).await,
         Command::Server(args) => standalone::run(cfg, args, false).await,
-        Command::Agent(args) => agent::run(args).await,
+        Command::Agent(mut args) => {
+            anyhow::ensure!(
+                !cli.server.is_empty(),
+                "tern agent needs the control plane's URL: --server https://… (or TERN_SERVER)"
+            );
+            args.server = cli.server;
+            agent::run(args).await
+        }
         Command::Agents(c) => agents::run(cfg, c).await,
         Command::Dags(c) => dags::run(cfg, c).await,
         Command::Tasks(c) => tasks::run(cfg, c).await,
@@ -29,6 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(a) => logs::run(cfg, a).await,
         Command::Pools(c) => misc::pools(cfg, c).await,
         Command::Connections(c) => connections::run(cfg, c).await,
+        Command::Notifications(c) => notifications::run(cfg, c).await,
         Command::Users(c) => users::users(cfg, c).await,
         Command::Tokens(c) => users::tokens(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,

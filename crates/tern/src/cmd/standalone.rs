@@ -43,7 +43,8 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     };
     eprintln!("  http:     {scheme}://{addr}/health");
     eprintln!("  agents:   {scheme}://{addr}/agent/v1 (activate with `tern agents activation create --site NAME`)");
-    eprintln!("  api:      {scheme}://{addr}/api/v1 (bearer tokens: `tern tokens create USER`)");
+    eprintln!("  web UI:   {scheme}://{addr}/ (log in as admin)");
+    eprintln!("  api:      {scheme}://{addr}/api/v1 (bearer tokens: `tern tokens create USER`; docs at /api/v1/docs)");
     if let Some(password) = &admin_password {
         eprintln!(
             "  admin:    user admin, password {password} (shown once; also in {}, mode 0600)",

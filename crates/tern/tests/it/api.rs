@@ -12,7 +12,7 @@ use crate::links::server_on;
 const ROLES: [&str; 4] = ["viewer", "user", "op", "admin"];
 
 /// Adds a user with `role` and returns a token for it.
-fn token_for(t: &Tern, name: &str, role: &str) -> String {
+pub(crate) fn token_for(t: &Tern, name: &str, role: &str) -> String {
     t.ok(&["users", "add", name, "--role", role]);
     t.ok(&["tokens", "create", name, "--name", "tests"])
         .trim()
@@ -255,6 +255,9 @@ fn metrics_need_a_token_and_count_what_happened() {
         "tern_dag_runs{state=\"failed\"} 1",
         "tern_api_request_seconds_count{route=\"/api/v1/version\",status=\"200\"} 1",
         "tern_import_errors 0",
+        "tern_task_try_duration_seconds_count{outcome=\"success\"} 1",
+        "tern_task_try_duration_seconds_count{outcome=\"failed\"} 1",
+        "tern_claim_latency_seconds_count{queue=\"default\"} 2",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -4,12 +4,15 @@ mod harness;
 
 mod agents;
 mod api;
+mod browser;
 mod cli_errors;
 mod dag_files;
 mod data_tasks;
 mod hybrid_etl;
 mod links;
 mod netns;
+mod notifications;
 mod recovery;
 mod runs;
 mod sensors;
+mod web;

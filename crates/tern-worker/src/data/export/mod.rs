@@ -1,4 +1,4 @@
-//! Writing a streamed result into the spool file: CSV (RFC 4180, configurable), JSON lines or
+//! Writing a streamed result into the export target (see `Lake::create`): CSV (RFC 4180, configurable), JSON lines or
 //! Parquet. Each writer receives the columns once and then the values one by one
 //! ([`RowSink`]); none keeps more than a bounded part of the result in memory.
 
@@ -20,10 +20,10 @@ pub trait RowWriter: RowSink + Send {
 }
 
 fn io(e: impl std::fmt::Display) -> DataError {
-    DataError::transient(format!("cannot write the spool file: {e}"))
+    DataError::transient(format!("cannot write the export: {e}"))
 }
 
-/// Buffer of the writers in front of the spool file.
+/// Buffer of the writers in front of the target.
 const BUFFER: usize = 256 * 1024;
 
 #[cfg(test)]

@@ -1,0 +1,251 @@
+//! DAG routes: list (search, tag, paused filters and pagination), detail, source, versions,
+//! pause/unpause, import errors.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{audit, body};
+use crate::api_error::ApiError;
+use crate::auth::{Caller, Role};
+use crate::state::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_dags))
+        .routes(routes!(get_dag, patch_dag))
+        .routes(routes!(dag_source))
+        .routes(routes!(dag_versions))
+        .routes(routes!(import_errors))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DagListQuery {
+    /// Only DAGs whose id contains this text (case-insensitive).
+    pub search: Option<String>,
+    /// Only DAGs with this tag.
+    pub tag: Option<String>,
+    /// Only paused (`true`) or unpaused (`false`) DAGs.
+    pub paused: Option<bool>,
+    /// Include DAGs no longer in the DAG folder (default false).
+    #[serde(default)]
+    pub include_inactive: bool,
+    /// Page size (1–1000, default 100).
+    pub limit: Option<usize>,
+    /// How many matching DAGs to skip.
+    #[serde(default)]
+    pub offset: usize,
+}
+
+/// One page of DAG summaries, how many matched, and the tags of every active DAG (for a
+/// tag filter).
+pub struct DagSummaries {
+    pub dags: Vec<Value>,
+    pub total: usize,
+    pub tags: std::collections::BTreeSet<String>,
+}
+
+/// The DAGs matching `q`, with what lists show of them.
+pub async fn dag_summaries(
+    s: &AppState,
+    q: &DagListQuery,
+) -> Result<DagSummaries, tern_store::StoreError> {
+    let dags = s.store.list_dags().await?;
+    let search = q.search.as_deref().map(str::to_lowercase);
+    let mut out = Vec::new();
+    let mut tags = std::collections::BTreeSet::new();
+    for d in dags {
+        if !q.include_inactive && !d.is_active {
+            continue;
+        }
+        // Specs are cached in memory: reading each one costs no query.
+        let spec = s.store.spec(d.latest_version_id).await?;
+        if d.is_active {
+            tags.extend(spec.tags.iter().cloned());
+        }
+        if search
+            .as_deref()
+            .is_some_and(|t| !d.dag_id.to_lowercase().contains(t))
+        {
+            continue;
+        }
+        if q.paused.is_some_and(|p| p != d.is_paused) {
+            continue;
+        }
+        if let Some(tag) = &q.tag {
+            if !spec.tags.iter().any(|t| t == tag) {
+                continue;
+            }
+        }
+        let mut v = serde_json::to_value(&d).unwrap_or_default();
+        v["tags"] = json!(spec.tags);
+        v["description"] = json!(spec.description);
+        v["tasks"] = json!(spec.tasks.len());
+        out.push(v);
+    }
+    let total = out.len();
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(DagSummaries {
+        dags: out.into_iter().skip(q.offset).take(limit).collect(),
+        total,
+        tags,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/dags", tag = "dags", params(DagListQuery),
+    responses((status = 200, description = "`{dags, total}`: one page of DAGs and how many match")))]
+async fn list_dags(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<DagListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "listing DAGs")?;
+    let page = dag_summaries(&s, &q).await.map_err(ApiError::from_store)?;
+    Ok(Json(json!({"dags": page.dags, "total": page.total})))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}", tag = "dags",
+    params(("dag_id" = String, Path, description = "DAG id")),
+    responses((status = 200, description = "The DAG with its latest spec (tasks, params, schedule)"),
+              (status = 404, description = "No such DAG")))]
+async fn get_dag(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading a DAG")?;
+    let dag = s
+        .store
+        .get_dag(&dag_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let spec = s
+        .store
+        .spec(dag.latest_version_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let mut v = serde_json::to_value(&dag).unwrap_or_default();
+    v["spec"] = serde_json::to_value(&*spec).unwrap_or_default();
+    Ok(Json(v))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DagPatch {
+    /// Pause (`true`) or unpause (`false`) the DAG.
+    is_paused: bool,
+}
+
+#[utoipa::path(patch, path = "/api/v1/dags/{dag_id}", tag = "dags", request_body = DagPatch,
+    params(("dag_id" = String, Path, description = "DAG id")),
+    responses((status = 200, description = "Paused or unpaused"), (status = 404, description = "No such DAG")))]
+async fn patch_dag(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    b: Result<Json<DagPatch>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::User, "pausing or unpausing a DAG")?;
+    let p = body(b)?;
+    s.store
+        .set_paused(&dag_id, p.is_paused)
+        .await
+        .map_err(ApiError::from_store)?;
+    let action = if p.is_paused {
+        "dag.pause"
+    } else {
+        "dag.unpause"
+    };
+    audit(&s, &caller, action, &dag_id, "").await?;
+    Ok(Json(json!({"dag_id": dag_id, "is_paused": p.is_paused})))
+}
+
+/// The source of a DAG's file, read from the DAG folder (the path cannot leave it).
+pub async fn read_source(s: &AppState, dag_id: &str) -> Result<(String, String), ApiError> {
+    let dag = s
+        .store
+        .get_dag(dag_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let Some(folder) = &s.options.dags_folder else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this server has no DAG folder",
+            "read the source where the DAG folder is synced",
+        ));
+    };
+    if dag.file.split('/').any(|p| p == "..") || dag.file.starts_with('/') {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "bad file path",
+            "",
+        ));
+    }
+    let text = std::fs::read_to_string(folder.join(&dag.file)).map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("cannot read {}: {e}", dag.file),
+            "the file may have been removed from the DAG folder",
+        )
+    })?;
+    Ok((dag.file, text))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/source", tag = "dags",
+    params(("dag_id" = String, Path, description = "DAG id")),
+    responses((status = 200, description = "`{file, source}` of the DAG file"), (status = 404, description = "No such DAG or file")))]
+async fn dag_source(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading DAG source")?;
+    let (file, source) = read_source(&s, &dag_id).await?;
+    Ok(Json(json!({"file": file, "source": source})))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/versions", tag = "dags",
+    params(("dag_id" = String, Path, description = "DAG id")),
+    responses((status = 200, description = "`{versions: [{version_id, version, created_at}]}`, newest first")))]
+async fn dag_versions(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading DAG versions")?;
+    s.store
+        .get_dag(&dag_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let versions: Vec<Value> = s
+        .store
+        .dag_versions(&dag_id)
+        .await
+        .map_err(ApiError::from_store)?
+        .into_iter()
+        .map(|(id, version, at)| json!({"version_id": id, "version": version, "created_at": at}))
+        .collect();
+    Ok(Json(json!({"versions": versions})))
+}
+
+#[utoipa::path(get, path = "/api/v1/importErrors", tag = "dags",
+    responses((status = 200, description = "`{import_errors: [{file, line, message}]}`")))]
+async fn import_errors(State(s): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading import errors")?;
+    let errors = s
+        .store
+        .import_errors()
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(json!({"import_errors": errors})))
+}

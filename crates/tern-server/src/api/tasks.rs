@@ -1,0 +1,278 @@
+//! Task-instance routes: list per run, detail with tries and outputs, mark success/failed,
+//! logs by try (from an offset, for tailing; or as a server-sent event stream), a run's outputs.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tern_core::TaskState;
+use tern_store::TaskTry;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::runs::{mark_state, MarkBody};
+use super::{audit, body, find_run, find_ti, run_tis};
+use crate::api_error::ApiError;
+use crate::auth::{Caller, Role};
+use crate::state::AppState;
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_task_instances))
+        .routes(routes!(get_task_instance, patch_task_instance))
+        .routes(routes!(task_log))
+        .routes(routes!(task_log_stream))
+        .routes(routes!(run_outputs))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances", tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "`{task_instances}` in DAG order"), (status = 404, description = "No such run")))]
+async fn list_task_instances(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "listing task instances")?;
+    let run = find_run(&s, &dag_id, &run_id).await?;
+    let tis = run_tis(&s, run.pk).await?;
+    Ok(Json(json!({"task_instances": tis})))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
+           ("task_id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "`{task_instance, tries, outputs}`"), (status = 404, description = "No such task instance")))]
+async fn get_task_instance(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading a task instance")?;
+    let (run, ti) = find_ti(&s, &dag_id, &run_id, &task_id).await?;
+    let tries = s
+        .store
+        .task_tries(ti.id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let outputs = s
+        .store
+        .run_outputs(run.pk)
+        .await
+        .map_err(ApiError::from_store)?
+        .remove(&task_id)
+        .unwrap_or_default();
+    let tries: Vec<Value> = tries.iter().map(try_json).collect();
+    Ok(Json(
+        json!({"task_instance": ti, "tries": tries, "outputs": outputs}),
+    ))
+}
+
+/// A try without its log's storage path.
+fn try_json(t: &TaskTry) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("log_path");
+    }
+    v
+}
+
+#[utoipa::path(patch, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", tag = "tasks",
+    request_body = MarkBody,
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
+           ("task_id" = String, Path, description = "Task id")),
+    responses((status = 200, description = "`{task_instance}` marked"), (status = 400, description = "Bad state"),
+              (status = 404, description = "No such task instance")))]
+async fn patch_task_instance(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    b: Result<Json<MarkBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::User, "marking a task instance")?;
+    let m = body(b)?;
+    let state: TaskState = mark_state(m.state())?;
+    let ti = mark(&s, &caller, &dag_id, &run_id, &task_id, state).await?;
+    Ok(Json(json!({"task_instance": ti})))
+}
+
+/// Marks a task instance and records it.
+pub(crate) async fn mark(
+    s: &AppState,
+    caller: &Caller,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    state: TaskState,
+) -> Result<tern_store::TaskInstance, ApiError> {
+    let run = find_run(s, dag_id, run_id).await?;
+    let note = format!("marked {} by {}", state.as_str(), caller.actor());
+    s.store
+        .mark_task(run.pk, task_id, state, &note)
+        .await
+        .map_err(ApiError::from_store)?;
+    audit(
+        s,
+        caller,
+        &format!("task.mark_{}", state.as_str()),
+        &format!("{dag_id}/{run_id}/{task_id}"),
+        "",
+    )
+    .await?;
+    s.store
+        .task_instance(run.pk, task_id)
+        .await
+        .map_err(ApiError::from_store)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Byte offset to read from (the `next_offset` of the previous answer).
+    #[serde(default)]
+    offset: u64,
+}
+
+/// The log file of one try, and whether the try has ended.
+pub(crate) async fn log_of_try(
+    s: &AppState,
+    dag_id: &str,
+    run_id: &str,
+    task_id: &str,
+    try_number: u32,
+) -> Result<(String, bool), ApiError> {
+    let (_, ti) = find_ti(s, dag_id, run_id, task_id).await?;
+    let tries = s
+        .store
+        .task_tries(ti.id)
+        .await
+        .map_err(ApiError::from_store)?;
+    let t = tries
+        .into_iter()
+        .find(|t| t.try_number == try_number)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("task {task_id:?} has no try {try_number} in run {run_id:?}"),
+                "the task instance's `tries` lists the tries it has",
+            )
+        })?;
+    let ended = t.ended_at.is_some() && t.state != TaskState::UpForReschedule;
+    Ok((t.log_path, ended))
+}
+
+fn log_read_error(e: std::io::Error) -> ApiError {
+    tracing::error!("reading a task log: {e}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the log could not be read",
+        "retry shortly; the server log has the cause",
+    )
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+    tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
+           ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)"),
+           LogQuery),
+    responses((status = 200, description = "`{content, next_offset, ended}`: the log from `offset` on"),
+              (status = 404, description = "No such try")))]
+async fn task_log(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading task logs")?;
+    let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let content = s.logs.read(&path, q.offset).map_err(log_read_error)?;
+    let next = q.offset + content.len() as u64;
+    Ok(Json(
+        json!({"content": content, "next_offset": next, "ended": ended}),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}/stream",
+    tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
+           ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)"),
+           LogQuery),
+    responses((status = 200, description = "Server-sent events: `log` events carry new text, one `end` event when the try has ended"),
+              (status = 404, description = "No such try")))]
+async fn task_log_stream(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
+    Query(q): Query<LogQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require(Role::Viewer, "reading task logs")?;
+    log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let stream = futures::stream::unfold((s, q.offset, false), move |(s, offset, done)| {
+        let (dag_id, run_id, task_id) = (dag_id.clone(), run_id.clone(), task_id.clone());
+        async move {
+            if done {
+                return None;
+            }
+            let mut waited = Duration::ZERO;
+            loop {
+                let Ok((path, ended)) =
+                    log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await
+                else {
+                    return Some((
+                        Ok(Event::default().event("end").data("gone")),
+                        (s, offset, true),
+                    ));
+                };
+                let text = s.logs.read(&path, offset).unwrap_or_default();
+                if !text.is_empty() {
+                    let next = offset + text.len() as u64;
+                    let ev = Event::default()
+                        .event("log")
+                        .id(next.to_string())
+                        .data(text);
+                    return Some((Ok(ev), (s, next, false)));
+                }
+                if ended {
+                    return Some((
+                        Ok(Event::default().event("end").data("ended")),
+                        (s, offset, true),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                waited += Duration::from_millis(300);
+                if waited > Duration::from_secs(600) {
+                    return None;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/outputs", tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "`{outputs: {task_id: {key: value}}}`"), (status = 404, description = "No such run")))]
+async fn run_outputs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer, "reading outputs")?;
+    let run = find_run(&s, &dag_id, &run_id).await?;
+    let outputs = s
+        .store
+        .run_outputs(run.pk)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(json!({"outputs": outputs})))
+}

@@ -1,0 +1,509 @@
+//! The pages people work in: the DAG list, a DAG (grid, graph, code, versions, runs), the
+//! trigger form built from the DAG's params, a run (tasks and Gantt) and a task instance
+//! (tries, outputs, live log, clear and mark buttons).
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use tern_core::ParamSpec;
+
+use super::draw::{self, seg};
+use super::session::{csrf_refused, form_csrf_ok, Viewer};
+use super::{error_page, render, store_fail};
+use crate::api::dags::{dag_summaries, DagListQuery};
+use crate::auth::Role;
+use crate::state::AppState;
+
+/// Runs shown in the grid by default, and the cap on grid cells (a 10,000-task DAG shows
+/// fewer runs rather than a page nobody can scroll).
+const GRID_RUNS: usize = 25;
+const GRID_CELLS: usize = 60_000;
+const PAGE: usize = 100;
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    search: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    paused: Option<String>,
+    #[serde(default)]
+    page: usize,
+}
+
+pub async fn dag_list(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let filter = DagListQuery {
+        search: q.search.clone().filter(|t| !t.is_empty()),
+        tag: q.tag.clone().filter(|t| !t.is_empty()),
+        paused: match q.paused.as_deref() {
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            _ => None,
+        },
+        include_inactive: false,
+        limit: Some(PAGE),
+        offset: q.page * PAGE,
+    };
+    let page = match dag_summaries(&s, &filter).await {
+        Ok(v) => v,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let total = page.total;
+    let recent = match s.store.recent_runs_by_dag(8).await {
+        Ok(r) => r,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let last_ends = match s.store.last_scheduled_interval_ends().await {
+        Ok(r) => r,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let errors = s.store.import_errors().await.unwrap_or_default();
+    let now = Utc::now();
+    let mut rows = Vec::with_capacity(page.dags.len());
+    for mut d in page.dags {
+        let id = d["dag_id"].as_str().unwrap_or_default().to_string();
+        let runs = recent.get(&id).cloned().unwrap_or_default();
+        d["last_run"] = json!(runs.first());
+        d["recent"] = json!(runs.iter().rev().collect::<Vec<_>>());
+        if let Some(v) = d["latest_version_id"].as_i64() {
+            if let Ok(spec) = s.store.spec(v).await {
+                d["next_run"] =
+                    json!(
+                        crate::scheduler::next_interval(&spec, last_ends.get(&id).copied(), now)
+                            .map(|i| i.end)
+                    );
+            }
+        }
+        d["url"] = json!(format!("/dags/{}", seg(&id)));
+        rows.push(d);
+    }
+    render(
+        "dags.html",
+        json!({
+            "me": viewer.context(), "nav": "dags", "dags": rows, "total": total,
+            "import_errors": errors, "tags": page.tags,
+            "q": {"search": q.search, "tag": q.tag, "paused": q.paused},
+            "page": q.page, "pages": total.div_ceil(PAGE),
+        }),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct DagQuery {
+    #[serde(default)]
+    tab: Option<String>,
+    #[serde(default)]
+    runs: Option<usize>,
+    /// The run whose states colour the graph (default the newest).
+    #[serde(default)]
+    run: Option<String>,
+}
+
+pub async fn dag_page(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path(dag_id): Path<String>,
+    Query(q): Query<DagQuery>,
+) -> Response {
+    let dag = match s.store.get_dag(&dag_id).await {
+        Ok(d) => d,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let spec = match s.store.spec(dag.latest_version_id).await {
+        Ok(sp) => sp,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let tab = q.tab.clone().unwrap_or_else(|| "grid".into());
+    let mut ctx = json!({
+        "me": viewer.context(), "nav": "dags", "dag": dag, "tab": tab,
+        "tags": spec.tags, "description": spec.description, "task_count": spec.tasks.len(),
+        "url": format!("/dags/{}", seg(&dag_id)),
+    });
+    match tab.as_str() {
+        "grid" => {
+            let cap = (GRID_CELLS / spec.tasks.len().max(1)).max(1);
+            let wanted = q.runs.unwrap_or(GRID_RUNS).clamp(1, 200);
+            let limit = wanted.min(cap);
+            let mut runs = match s.store.list_runs(Some(&dag_id), None, limit as i64).await {
+                Ok(r) => r,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            runs.reverse();
+            let pks: Vec<i64> = runs.iter().map(|r| r.pk).collect();
+            let cells = match s.store.grid_cells(&pks).await {
+                Ok(c) => c,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            ctx["grid"] = json!(draw::grid(&spec, &runs, &cells));
+            ctx["capped"] = json!(limit < wanted);
+            ctx["shown_runs"] = json!(runs.len());
+        }
+        "graph" => {
+            let runs = s
+                .store
+                .list_runs(Some(&dag_id), None, 50)
+                .await
+                .unwrap_or_default();
+            let chosen = match &q.run {
+                Some(id) => runs.iter().find(|r| &r.run_id == id),
+                None => runs.first(),
+            };
+            let mut states = HashMap::new();
+            if let Some(run) = chosen {
+                if let Ok(tis) = s.store.task_instances(run.pk).await {
+                    for ti in tis {
+                        states.insert(ti.task_id, ti.state.as_str().to_string());
+                    }
+                }
+                ctx["graph_run"] = json!(run.run_id);
+            }
+            ctx["run_ids"] = json!(runs.iter().map(|r| &r.run_id).collect::<Vec<_>>());
+            ctx["graph"] = json!(draw::graph(&spec, &states));
+        }
+        "code" => match crate::api::dags::read_source(&s, &dag_id).await {
+            Ok((file, source)) => {
+                ctx["file"] = json!(file);
+                ctx["source"] = json!(source);
+            }
+            Err(e) => ctx["source_error"] = json!(e.message),
+        },
+        "versions" => {
+            let versions = s.store.dag_versions(&dag_id).await.unwrap_or_default();
+            ctx["versions"] = json!(versions
+                .iter()
+                .map(|(id, v, at)| json!({"id": id, "version": v, "created_at": at}))
+                .collect::<Vec<_>>());
+        }
+        "runs" => {
+            let runs = s
+                .store
+                .list_runs(Some(&dag_id), None, 200)
+                .await
+                .unwrap_or_default();
+            ctx["runs"] = json!(runs
+                .iter()
+                .map(|r| {
+                    let mut v = json!(r);
+                    v["url"] = json!(format!("/dags/{}/runs/{}", seg(&dag_id), seg(&r.run_id)));
+                    v["duration"] = json!(duration(r.started_at, r.ended_at));
+                    v
+                })
+                .collect::<Vec<_>>());
+        }
+        _ => return error_page(&viewer, StatusCode::NOT_FOUND, "no such tab"),
+    }
+    render("dag.html", ctx)
+}
+
+fn duration(
+    start: Option<chrono::DateTime<Utc>>,
+    end: Option<chrono::DateTime<Utc>>,
+) -> Option<String> {
+    let s = start?;
+    let e = end.unwrap_or_else(Utc::now);
+    Some(tern_core::format_duration(
+        (e - s).to_std().unwrap_or_default(),
+    ))
+}
+
+/// One field of the trigger form.
+fn param_fields(
+    params: &BTreeMap<String, ParamSpec>,
+    values: &Map<String, Value>,
+    errors: &HashMap<String, String>,
+) -> Vec<Value> {
+    params
+        .iter()
+        .map(|(name, p)| {
+            let ty = p.r#type.clone().unwrap_or_else(|| "string".into());
+            let current = values.get(name).unwrap_or(&p.default);
+            let text = match current {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            json!({
+                "name": name, "type": ty, "description": p.description,
+                "value": text, "checked": current.as_bool().unwrap_or(false),
+                "error": errors.get(name),
+            })
+        })
+        .collect()
+}
+
+pub async fn trigger_form(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path(dag_id): Path<String>,
+) -> Response {
+    if !viewer.can(Role::User) {
+        return error_page(
+            &viewer,
+            StatusCode::FORBIDDEN,
+            "triggering needs the user role",
+        );
+    }
+    let (_, spec) = match s.store.latest_spec(&dag_id).await {
+        Ok(v) => v,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let fields = param_fields(&spec.params, &Map::new(), &HashMap::new());
+    render(
+        "trigger.html",
+        json!({"me": viewer.context(), "nav": "dags", "dag_id": dag_id, "fields": fields,
+               "url": format!("/dags/{}", seg(&dag_id))}),
+    )
+}
+
+/// Reads one form value as the param's type.
+fn parse_param(ty: &str, raw: Option<&str>) -> Result<Value, String> {
+    let raw = raw.unwrap_or("");
+    match ty {
+        "boolean" => Ok(Value::Bool(matches!(raw, "on" | "true" | "1"))),
+        "integer" => raw
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("{raw:?} is not a whole number")),
+        "number" => raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{raw:?} is not a number")),
+        "array" | "object" => match serde_json::from_str::<Value>(raw) {
+            Ok(v @ Value::Array(_)) if ty == "array" => Ok(v),
+            Ok(v @ Value::Object(_)) if ty == "object" => Ok(v),
+            Ok(_) => Err(format!("write a JSON {ty}")),
+            Err(e) => Err(format!("not JSON: {e}")),
+        },
+        _ => Ok(Value::String(raw.to_string())),
+    }
+}
+
+pub async fn trigger_submit(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path(dag_id): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if !form_csrf_ok(&viewer, form.get("csrf").map(String::as_str).unwrap_or("")) {
+        return csrf_refused();
+    }
+    if !viewer.can(Role::User) {
+        return error_page(
+            &viewer,
+            StatusCode::FORBIDDEN,
+            "triggering needs the user role",
+        );
+    }
+    let (_, spec) = match s.store.latest_spec(&dag_id).await {
+        Ok(v) => v,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let mut values = Map::new();
+    let mut errors = HashMap::new();
+    for (name, p) in &spec.params {
+        let ty = p.r#type.as_deref().unwrap_or("string");
+        let raw = form.get(&format!("p_{name}")).map(String::as_str);
+        match parse_param(ty, raw) {
+            Ok(v) => {
+                values.insert(name.clone(), v);
+            }
+            Err(e) => {
+                values.insert(name.clone(), Value::String(raw.unwrap_or("").into()));
+                errors.insert(name.clone(), e);
+            }
+        }
+    }
+    let mut general = None;
+    if errors.is_empty() {
+        let req = crate::trigger::TriggerRequest {
+            dag_id: dag_id.clone(),
+            conf: json!({"params": values}),
+            ..Default::default()
+        };
+        match crate::trigger::trigger(&s.store, &req).await {
+            Ok((run, _)) => {
+                let _ = s
+                    .store
+                    .audit(
+                        &viewer.username,
+                        "run.trigger",
+                        &format!("{dag_id}/{}", run.run_id),
+                        "web",
+                    )
+                    .await;
+                return Redirect::to(&format!("/dags/{}/runs/{}", seg(&dag_id), seg(&run.run_id)))
+                    .into_response();
+            }
+            Err(e) => general = Some(e.to_string()),
+        }
+    }
+    let fields = param_fields(&spec.params, &values, &errors);
+    let mut r = render(
+        "trigger.html",
+        json!({"me": viewer.context(), "nav": "dags", "dag_id": dag_id, "fields": fields,
+               "error": general, "url": format!("/dags/{}", seg(&dag_id))}),
+    );
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    r
+}
+
+pub async fn run_page(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id)): Path<(String, String)>,
+) -> Response {
+    let run = match s.store.get_run(&dag_id, &run_id).await {
+        Ok(r) => r,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let tis = match s.store.task_instances(run.pk).await {
+        Ok(t) => t,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let bars: Vec<draw::Bar<'_>> = tis
+        .iter()
+        .map(|t| draw::Bar {
+            task_id: &t.task_id,
+            state: t.state.as_str(),
+            start: t.started_at,
+            end: t.ended_at,
+        })
+        .collect();
+    let gantt = draw::gantt(&bars, Utc::now());
+    let base = format!("/dags/{}/runs/{}", seg(&dag_id), seg(&run_id));
+    let api = format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id));
+    let rows: Vec<Value> = tis
+        .iter()
+        .map(|t| {
+            let mut v = json!(t);
+            v["url"] = json!(format!("{base}/tasks/{}", seg(&t.task_id)));
+            v["duration"] = json!(duration(t.started_at, t.ended_at));
+            v
+        })
+        .collect();
+    render(
+        "run.html",
+        json!({"me": viewer.context(), "nav": "dags", "run": run, "tasks": rows, "gantt": gantt,
+               "dag_url": format!("/dags/{}", seg(&dag_id)), "api": api,
+               "duration": duration(run.started_at, run.ended_at)}),
+    )
+}
+
+pub async fn task_page(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+) -> Response {
+    let run = match s.store.get_run(&dag_id, &run_id).await {
+        Ok(r) => r,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let ti = match s.store.task_instance(run.pk, &task_id).await {
+        Ok(t) => t,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    let tries = s.store.task_tries(ti.id).await.unwrap_or_default();
+    let run_outputs = s.store.run_outputs(run.pk).await.unwrap_or_default();
+    let outputs = run_outputs.get(&task_id).cloned().unwrap_or_default();
+    let spec = s.store.spec(run.version_id).await.ok();
+    let task = spec.as_ref().and_then(|sp| sp.task(&task_id).cloned());
+    let task_spec = task
+        .as_ref()
+        .map(|t| serde_json::to_string_pretty(&t.kind).unwrap_or_default());
+    let rendered = match (&spec, task) {
+        (Some(spec), Some(task)) => rendered_fields(&run, spec, &ti, task, run_outputs),
+        _ => Vec::new(),
+    };
+    let api = format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id));
+    let tries_json: Vec<Value> = tries
+        .iter()
+        .map(|t| {
+            json!({"try_number": t.try_number, "state": t.state, "worker": t.worker,
+                   "started_at": t.started_at, "ended_at": t.ended_at, "exit_code": t.exit_code,
+                   "note": t.note, "duration": duration(Some(t.started_at), t.ended_at),
+                   "log_stream": format!("{api}/taskInstances/{}/logs/{}/stream", seg(&task_id), t.try_number)})
+        })
+        .collect();
+    render(
+        "task.html",
+        json!({"me": viewer.context(), "nav": "dags", "run": run, "ti": ti, "tries": tries_json,
+               "outputs": outputs, "task_spec": task_spec, "api": api, "rendered": rendered,
+               "task_seg": seg(&task_id),
+               "run_url": format!("/dags/{}/runs/{}", seg(&dag_id), seg(&run_id)),
+               "dag_url": format!("/dags/{}", seg(&dag_id))}),
+    )
+}
+
+/// The task's templated fields as its current try sees them (`{{ conn.… }}` is left to the
+/// agent, which alone holds site connections): `[{field, value}]` or `[{field, error}]`.
+fn rendered_fields(
+    run: &tern_store::DagRun,
+    spec: &tern_core::DagSpec,
+    ti: &tern_store::TaskInstance,
+    task: tern_core::TaskSpec,
+    outputs: std::collections::BTreeMap<String, Map<String, Value>>,
+) -> Vec<Value> {
+    let kind = serde_json::to_value(&task.kind).unwrap_or_default();
+    let a = tern_protocol::Assignment {
+        ti_id: ti.id,
+        attempt: String::new(),
+        dag_id: run.dag_id.clone(),
+        run_id: run.run_id.clone(),
+        task_id: ti.task_id.clone(),
+        try_number: ti.try_number.max(1),
+        max_tries: ti.max_tries,
+        task,
+        context: crate::gateway::run_context(run, spec, outputs),
+        lease_ms: 0,
+        connections: Default::default(),
+        external_state: None,
+    };
+    let r = tern_worker::template::Renderer::new(&a, &json!({}));
+    let mut out = Vec::new();
+    walk(&kind, "", &mut |field, text| {
+        if text.contains("{{") || text.contains("{%") {
+            out.push(match r.render(field, text) {
+                Ok(v) => json!({"field": field, "value": v}),
+                Err(e) => json!({"field": field, "error": e.message}),
+            });
+        }
+    });
+    out
+}
+
+fn walk(v: &Value, path: &str, f: &mut impl FnMut(&str, &str)) {
+    match v {
+        Value::String(s) => f(path, s),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                walk(x, &format!("{path}[{i}]"), f);
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(x, &p, f);
+            }
+        }
+        _ => {}
+    }
+}

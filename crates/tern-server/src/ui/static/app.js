@@ -1,0 +1,148 @@
+// tern web UI: auto-refresh of live regions, live log tail (server-sent events), and buttons
+// and forms that call the REST API with the session's CSRF token. No framework, no build.
+(function () {
+  "use strict";
+  const csrf = () => (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+
+  function flash(text, bad) {
+    const f = document.getElementById("flash");
+    if (!f) return;
+    f.textContent = text;
+    f.className = bad ? "flash bad" : "flash";
+    f.hidden = false;
+    clearTimeout(flash.t);
+    flash.t = setTimeout(() => { f.hidden = true; }, bad ? 8000 : 3000);
+  }
+
+  async function call(spec, body) {
+    const i = spec.indexOf(" ");
+    const method = spec.slice(0, i), url = spec.slice(i + 1);
+    const opts = { method, headers: { "X-CSRF-Token": csrf() }, credentials: "same-origin" };
+    if (body !== undefined && method !== "DELETE") {
+      opts.headers["Content-Type"] = "application/json";
+      opts.body = typeof body === "string" ? body : JSON.stringify(body);
+    }
+    const r = await fetch(url, opts);
+    let data = null;
+    try { data = await r.json(); } catch (_) { /* 204 */ }
+    if (!r.ok) throw new Error((data && (data.message + (data.hint ? " (" + data.hint + ")" : ""))) || r.statusText);
+    return data;
+  }
+
+  // Buttons: data-call="METHOD /api/..." data-body='{}' data-confirm="…" data-then="/url".
+  document.addEventListener("click", async (ev) => {
+    const b = ev.target.closest("[data-call]");
+    if (!b) return;
+    ev.preventDefault();
+    if (b.dataset.confirm && !window.confirm(b.dataset.confirm)) return;
+    b.disabled = true;
+    try {
+      const data = await call(b.dataset.call, b.dataset.body);
+      flash(data && data.cleared ? "Cleared: " + data.cleared.join(", ") : "Done");
+      if (b.dataset.then) { location.href = b.dataset.then; return; }
+      await refresh(true);
+      if (b.closest("[data-live]") === null && !document.querySelector("[data-live]")) location.reload();
+    } catch (e) {
+      flash(e.message, true);
+    } finally {
+      b.disabled = false;
+    }
+  });
+
+  // Forms: data-api="METHOD /api/.../{field}" turn their fields into a JSON body.
+  document.addEventListener("submit", async (ev) => {
+    const f = ev.target.closest("form[data-api]");
+    if (!f) return;
+    ev.preventDefault();
+    const body = {};
+    let spec = f.dataset.api;
+    for (const el of f.elements) {
+      if (!el.name) continue;
+      let v = el.type === "checkbox" ? el.checked : el.value;
+      if (el.dataset.type === "integer") { if (v === "") continue; v = parseInt(v, 10); }
+      if (el.dataset.type === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
+      if (spec.includes("{" + el.name + "}")) { spec = spec.replace("{" + el.name + "}", encodeURIComponent(v)); continue; }
+      if (v === "" && el.type !== "checkbox") continue;
+      body[el.name] = v;
+    }
+    try {
+      const data = await call(spec, body);
+      const show = f.dataset.show;
+      if (show && data && data[show]) {
+        window.prompt("Shown once; copy it now:", data[show]);
+      }
+      location.reload();
+    } catch (e) {
+      flash(e.message, true);
+    }
+  });
+
+  // Grid cells: the task instance of the cell's row (task) and column (run).
+  function cellTarget(td) {
+    const table = td.closest("table.grid"), tr = td.parentElement;
+    const th = table.tHead.rows[0].cells[td.cellIndex];
+    return { dag: table.dataset.dag, run: th.dataset.r, task: tr.dataset.t };
+  }
+  document.addEventListener("click", (ev) => {
+    const td = ev.target.closest("table.grid td.c");
+    if (!td) return;
+    const t = cellTarget(td);
+    location.href = "/dags/" + t.dag + "/runs/" + t.run + "/tasks/" + t.task;
+  });
+  document.addEventListener("mouseover", (ev) => {
+    const td = ev.target.closest("table.grid td.c");
+    if (!td || td.title) return;
+    const t = cellTarget(td);
+    td.title = decodeURIComponent(t.task) + " · " + decodeURIComponent(t.run) + " · " + td.className.replace(/.*s-/, "");
+  });
+
+  // Live regions: elements with data-live and an id are swapped for fresh ones every few
+  // seconds while the tab is visible, without reloading the page.
+  let busy = false;
+  async function refresh(force) {
+    if (busy || (!force && document.hidden)) return;
+    const live = document.querySelectorAll("[data-live][id]");
+    if (!live.length) return;
+    const active = document.activeElement;
+    if (!force && active && active.closest && active.closest("[data-live]") && /INPUT|SELECT|TEXTAREA/.test(active.tagName)) return;
+    busy = true;
+    try {
+      const r = await fetch(location.href, { credentials: "same-origin", headers: { "X-Tern-Refresh": "1" } });
+      if (!r.ok) return;
+      const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      for (const el of live) {
+        const fresh = doc.getElementById(el.id);
+        if (fresh && fresh.innerHTML !== el.innerHTML) el.innerHTML = fresh.innerHTML;
+      }
+    } catch (_) { /* offline for a moment */ } finally { busy = false; }
+  }
+  setInterval(refresh, 3000);
+
+  // Live log: follows a try's log over server-sent events until the try ends.
+  function tail(pre, url) {
+    if (pre._es) pre._es.close();
+    pre.textContent = "";
+    const es = new EventSource(url, { withCredentials: true });
+    pre._es = es;
+    es.addEventListener("log", (e) => {
+      const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+      pre.textContent += e.data + "\n";
+      if (atEnd) pre.scrollTop = pre.scrollHeight;
+    });
+    es.addEventListener("end", () => { es.close(); pre.dataset.ended = "1"; });
+    es.onerror = () => { /* the browser reconnects from the last event id */ };
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    const pre = document.getElementById("log-text");
+    if (pre && pre.dataset.stream) tail(pre, pre.dataset.stream);
+  });
+  document.addEventListener("click", (ev) => {
+    const a = ev.target.closest("a.show-log");
+    const pre = document.getElementById("log-text");
+    if (!a || !pre) return;
+    ev.preventDefault();
+    const t = document.getElementById("log-try");
+    if (t) t.textContent = "try " + a.textContent;
+    tail(pre, a.dataset.log);
+  });
+})();

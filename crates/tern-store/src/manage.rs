@@ -1,0 +1,289 @@
+//! What operators do to runs and task instances by hand: clear tasks (optionally with their
+//! downstream or upstream tasks) so they run again, mark a task or a whole run success or
+//! failed, and delete a run.
+//!
+//! Every action takes the current attempt token away from the instances it touches, so a
+//! result from an attempt that was running at the time is recorded on its try and changes
+//! nothing else (the invariant of [`crate::tasks`]).
+
+use std::collections::{BTreeSet, HashSet};
+
+use sqlx::{Any, Transaction};
+use tern_core::{DagSpec, RunState, TaskState};
+
+use crate::time::now_ms;
+use crate::{Result, Store, StoreError};
+
+/// Which tasks around the named ones a clear also takes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClearScope {
+    pub downstream: bool,
+    pub upstream: bool,
+}
+
+impl Store {
+    /// Clears `task_ids` of a run (and their downstream/upstream tasks when asked): they go back
+    /// to `none`, get their retries again and run once their upstream tasks allow; a finished
+    /// run becomes `running` again. Returns the task ids cleared, in DAG order.
+    pub async fn clear_tasks(
+        &self,
+        run_pk: i64,
+        task_ids: &[String],
+        scope: ClearScope,
+    ) -> Result<Vec<String>> {
+        let now = now_ms();
+        let (mut tx, _lock) = self.write_tx().await?;
+        self.lock_run(&mut tx, run_pk).await?;
+        let spec = self.spec_of_run(&mut tx, run_pk).await?;
+        let chosen = expand(&spec, task_ids, scope)?;
+        for task in spec.tasks.iter().filter(|t| chosen.contains(&t.task_id)) {
+            sqlx::query(
+                "UPDATE task_instances SET state = 'none', note = NULL, ready_at = NULL, queued_at = NULL, \
+                 started_at = NULL, ended_at = NULL, attempt = NULL, worker = NULL, lease_until = NULL, \
+                 sensor_since = NULL, max_tries = try_number + $3 WHERE run_pk = $1 AND task_id = $2",
+            )
+            .bind(run_pk)
+            .bind(&task.task_id)
+            .bind(i64::from(task.retries) + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        self.judge_again(&mut tx, run_pk, &spec, None, now).await?;
+        self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(spec
+            .tasks
+            .iter()
+            .filter(|t| chosen.contains(&t.task_id))
+            .map(|t| t.task_id.clone())
+            .collect())
+    }
+
+    /// Sets one task instance to `success` or `failed` by hand (`note` says who did it): its
+    /// downstream tasks follow their trigger rules and the run ends when nothing is left; a
+    /// finished run takes the state its tasks now give it.
+    pub async fn mark_task(
+        &self,
+        run_pk: i64,
+        task_id: &str,
+        state: TaskState,
+        note: &str,
+    ) -> Result<()> {
+        if !matches!(state, TaskState::Success | TaskState::Failed) {
+            return Err(StoreError::Invalid(format!(
+                "a task can be marked success or failed, not {}",
+                state.as_str()
+            )));
+        }
+        let now = now_ms();
+        let (mut tx, _lock) = self.write_tx().await?;
+        self.lock_run(&mut tx, run_pk).await?;
+        let spec = self.spec_of_run(&mut tx, run_pk).await?;
+        if spec.task(task_id).is_none() {
+            return Err(StoreError::NotFound(format!(
+                "DAG {:?} has no task {task_id:?}",
+                spec.dag_id
+            )));
+        }
+        sqlx::query(
+            "UPDATE task_instances SET state = $3, note = $4, ended_at = $5, ready_at = NULL, attempt = NULL, \
+             lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND task_id = $2",
+        )
+        .bind(run_pk)
+        .bind(task_id)
+        .bind(state.as_str())
+        .bind(note)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ti_id = \
+             (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $5) AND ended_at IS NULL",
+        )
+        .bind(run_pk)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(note)
+        .bind(task_id)
+        .execute(&mut *tx)
+        .await?;
+        self.judge_again(&mut tx, run_pk, &spec, Some(&[task_id]), now)
+            .await?;
+        self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends a run by hand as `success` or `failed`. Its unfinished task instances end too:
+    /// all of them `success` when marking success; when marking failed, running and queued
+    /// ones `failed` and those that had not started `skipped` (as Airflow does).
+    pub async fn mark_run(&self, run_pk: i64, state: RunState, note: &str) -> Result<()> {
+        let (running, waiting) = match state {
+            RunState::Success => ("success", "success"),
+            RunState::Failed => ("failed", "skipped"),
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "a run can be marked success or failed, not {}",
+                    other.as_str()
+                )))
+            }
+        };
+        let now = now_ms();
+        let (mut tx, _lock) = self.write_tx().await?;
+        self.lock_run(&mut tx, run_pk).await?;
+        let dag_id: String = sqlx::query_scalar("SELECT dag_id FROM dag_runs WHERE id = $1")
+            .bind(run_pk)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {run_pk}")))?;
+        for (from, to) in [
+            (
+                "('running', 'queued', 'up_for_retry', 'up_for_reschedule')",
+                running,
+            ),
+            ("('none', 'scheduled')", waiting),
+        ] {
+            let sql = format!(
+                "UPDATE task_instances SET state = $2, note = $3, ended_at = $4, ready_at = NULL, attempt = NULL, \
+                 lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND state IN {from}"
+            );
+            sqlx::query(&sql)
+                .bind(run_pk)
+                .bind(to)
+                .bind(note)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ended_at IS NULL AND ti_id IN \
+             (SELECT id FROM task_instances WHERE run_pk = $1)",
+        )
+        .bind(run_pk)
+        .bind(running)
+        .bind(now)
+        .bind(note)
+        .execute(&mut *tx)
+        .await?;
+        let was: String = sqlx::query_scalar("SELECT state FROM dag_runs WHERE id = $1")
+            .bind(run_pk)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE dag_runs SET state = $2, ended_at = $3, started_at = COALESCE(started_at, $3) WHERE id = $1")
+            .bind(run_pk)
+            .bind(state.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        if was == "running" || was == "queued" {
+            self.start_queued_runs(&mut tx, Some(&dag_id), now).await?;
+        }
+        self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes a run with its task instances, tries and outputs (log files stay where they are).
+    pub async fn delete_run(&self, run_pk: i64) -> Result<()> {
+        let now = now_ms();
+        let (mut tx, _lock) = self.write_tx().await?;
+        self.lock_run(&mut tx, run_pk).await?;
+        let dag_id: String = sqlx::query_scalar("SELECT dag_id FROM dag_runs WHERE id = $1")
+            .bind(run_pk)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {run_pk}")))?;
+        for sql in [
+            "DELETE FROM task_outputs WHERE ti_id IN (SELECT id FROM task_instances WHERE run_pk = $1)",
+            "DELETE FROM task_tries WHERE ti_id IN (SELECT id FROM task_instances WHERE run_pk = $1)",
+            "DELETE FROM task_instances WHERE run_pk = $1",
+            "DELETE FROM dag_runs WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(run_pk).execute(&mut *tx).await?;
+        }
+        self.start_queued_runs(&mut tx, Some(&dag_id), now).await?;
+        self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Reopens a finished run and applies trigger rules (to everything, or downstream of
+    /// `seeds`); the run ends again at once if its tasks say so.
+    async fn judge_again(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        seeds: Option<&[&str]>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE dag_runs SET state = 'running', ended_at = NULL WHERE id = $1 AND state IN ('success', 'failed')",
+        )
+        .bind(run_pk)
+        .execute(&mut **tx)
+        .await?;
+        let states = self.evaluate(tx, run_pk, spec, seeds, now).await?;
+        self.finish_run_if_done(tx, run_pk, spec, states, now)
+            .await?;
+        Ok(())
+    }
+
+    async fn spec_of_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+    ) -> Result<std::sync::Arc<DagSpec>> {
+        let version_id: i64 = sqlx::query_scalar("SELECT version_id FROM dag_runs WHERE id = $1")
+            .bind(run_pk)
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {run_pk}")))?;
+        self.spec(version_id).await
+    }
+}
+
+/// The named tasks plus, when asked, everything downstream and/or upstream of them.
+fn expand(spec: &DagSpec, task_ids: &[String], scope: ClearScope) -> Result<HashSet<String>> {
+    let known: HashSet<&str> = spec.tasks.iter().map(|t| t.task_id.as_str()).collect();
+    let unknown: BTreeSet<&str> = task_ids
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !known.contains(t))
+        .collect();
+    if !unknown.is_empty() {
+        return Err(StoreError::NotFound(format!(
+            "DAG {:?} has no task {}",
+            spec.dag_id,
+            unknown.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    let mut chosen: HashSet<String> = task_ids.iter().cloned().collect();
+    let walk = |start: &HashSet<String>, next: &dyn Fn(&str) -> Vec<String>| {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<String> = start.iter().cloned().collect();
+        while let Some(t) = stack.pop() {
+            for n in next(&t) {
+                if seen.insert(n.clone()) {
+                    stack.push(n);
+                }
+            }
+        }
+        seen
+    };
+    let named = chosen.clone();
+    if scope.downstream {
+        let down = spec.downstream_map();
+        chosen.extend(walk(&named, &|t| {
+            down.get(t)
+                .map(|d| d.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default()
+        }));
+    }
+    if scope.upstream {
+        chosen.extend(walk(&named, &|t| {
+            spec.task(t).map(|t| t.upstream.clone()).unwrap_or_default()
+        }));
+    }
+    Ok(chosen)
+}

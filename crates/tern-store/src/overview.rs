@@ -1,0 +1,97 @@
+//! Read models for the web UI's busiest pages: each DAG's newest runs for the DAG list, and
+//! the runs × tasks cells of a DAG's grid, each read in one statement whatever the count.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use tern_core::{RunState, TaskState};
+
+use crate::model::parse_state;
+use crate::time::from_ms;
+use crate::{Result, Store};
+
+/// A run as the DAG list shows it: a dot coloured by state.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunDot {
+    pub run_id: String,
+    pub state: RunState,
+    pub logical_date: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// One cell of the grid: a task instance's state and times.
+#[derive(Debug, Clone, Serialize)]
+pub struct GridCell {
+    #[serde(skip)]
+    pub run_pk: i64,
+    pub task_id: String,
+    pub state: TaskState,
+    pub try_number: u32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// The newest `per_dag` runs of every DAG, newest first, by DAG id.
+    pub async fn recent_runs_by_dag(&self, per_dag: i64) -> Result<HashMap<String, Vec<RunDot>>> {
+        let rows = sqlx::query(
+            "SELECT r.dag_id, r.run_id, r.state, r.logical_date, r.started_at, r.ended_at FROM dags d \
+             JOIN dag_runs r ON r.id IN (SELECT x.id FROM dag_runs x WHERE x.dag_id = d.dag_id \
+               ORDER BY x.logical_date DESC, x.id DESC LIMIT $1) \
+             ORDER BY r.dag_id, r.logical_date DESC, r.id DESC",
+        )
+        .bind(per_dag)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: HashMap<String, Vec<RunDot>> = HashMap::new();
+        for r in rows {
+            out.entry(r.try_get(0)?).or_default().push(RunDot {
+                run_id: r.try_get(1)?,
+                state: parse_state(&r.try_get::<String, _>(2)?)?,
+                logical_date: from_ms(r.try_get(3)?),
+                started_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
+                ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Where each DAG's next scheduled run starts: the end of its newest scheduled interval.
+    pub async fn last_scheduled_interval_ends(&self) -> Result<HashMap<String, DateTime<Utc>>> {
+        sqlx::query(
+            "SELECT dag_id, MAX(interval_end) FROM dag_runs WHERE run_type = 'scheduled' GROUP BY dag_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, from_ms(r.try_get(1)?))))
+        .collect()
+    }
+
+    /// The task instances of the given runs (grid cells), in no particular order.
+    pub async fn grid_cells(&self, run_pks: &[i64]) -> Result<Vec<GridCell>> {
+        let mut out = Vec::new();
+        for chunk in run_pks.chunks(200) {
+            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT run_pk, task_id, state, try_number, started_at, ended_at FROM task_instances \
+                 WHERE run_pk IN ({})",
+                ids.join(",")
+            );
+            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                out.push(GridCell {
+                    run_pk: r.try_get(0)?,
+                    task_id: r.try_get(1)?,
+                    state: parse_state(&r.try_get::<String, _>(2)?)?,
+                    try_number: r.try_get::<i64, _>(3)? as u32,
+                    started_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
+                    ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+                });
+            }
+        }
+        Ok(out)
+    }
+}

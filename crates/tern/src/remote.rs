@@ -1,0 +1,335 @@
+//! The CLI against a remote control plane: with `--server URL` and a token (`--token` or
+//! `TERN_TOKEN`), the everyday commands call the REST API instead of opening the metadata
+//! database: `dags list|trigger|pause|unpause|errors`, `runs list|show`, `logs`, `pools
+//! list|set|delete`, `connections list|delete`, `agents list|revoke`, `tokens list|create|revoke`,
+//! `users list`. Other commands work on the database directly and say so.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::cli::{
+    AgentsCmd, Command, ConnectionsCmd, DagsCmd, Output, PoolsCmd, RunsCmd, TokensCmd, UsersCmd,
+};
+use crate::output::print;
+
+/// A REST API client with its token.
+pub struct Remote {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+use tern_server::ui::draw::seg;
+
+impl Remote {
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Remote> {
+        let token = token.filter(|t| !t.is_empty()).context(
+            "--server needs an API token: give --token or set TERN_TOKEN (`tern tokens create USER` on the server makes one)",
+        )?;
+        tern_worker::http_transport::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Remote {
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    /// Calls the API; a refusal becomes an error with the server's message and hint.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {} (--server)", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = v["message"].as_str().unwrap_or("").to_string();
+            let hint = v["hint"].as_str().filter(|h| !h.is_empty());
+            bail!(
+                "{method} {path}: {status}: {msg}{}",
+                hint.map(|h| format!(" (hint: {h})")).unwrap_or_default()
+            );
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn time(v: &Value) -> String {
+    v.as_str()
+        .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
+    list.as_array()
+        .map(|a| a.iter().map(f).collect())
+        .unwrap_or_default()
+}
+
+/// Runs `command` through the API of `server`.
+pub async fn run(server: &str, token: Option<String>, command: Command) -> anyhow::Result<i32> {
+    let r = Remote::new(server, token)?;
+    match command {
+        Command::Dags(DagsCmd::List(o)) => {
+            let v = r.get("/api/v1/dags?limit=1000").await?;
+            let table = rows(&v["dags"], |d| {
+                vec![
+                    s(&d["dag_id"]),
+                    if d["is_paused"] == true { "yes" } else { "no" }.into(),
+                    s(&d["schedule"]),
+                    s(&d["version"]),
+                    s(&d["file"]),
+                ]
+            });
+            print(o.output, &["dag_id", "paused", "schedule", "version", "file"], table, &v["dags"]);
+        }
+        Command::Dags(DagsCmd::Errors(o)) => {
+            let v = r.get("/api/v1/importErrors").await?;
+            let table = rows(&v["import_errors"], |e| {
+                vec![format!("{}:{}", s(&e["file"]), s(&e["line"])), s(&e["message"])]
+            });
+            print(o.output, &["where", "error"], table, &v["import_errors"]);
+        }
+        Command::Dags(DagsCmd::Pause { dag_id }) => pause(&r, &dag_id, true).await?,
+        Command::Dags(DagsCmd::Unpause { dag_id }) => pause(&r, &dag_id, false).await?,
+        Command::Dags(DagsCmd::Trigger(a)) => {
+            let conf = crate::cmd::parse_conf(a.conf.as_deref())?;
+            let mut body = json!({"conf": conf});
+            if let Some(id) = &a.run_id {
+                body["dag_run_id"] = json!(id);
+            }
+            if let Some(d) = &a.logical_date {
+                body["logical_date"] = json!(d);
+            }
+            let v = r
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/api/v1/dags/{}/dagRuns", seg(&a.dag_id)),
+                    Some(body),
+                )
+                .await?;
+            let run_id = s(&v["dag_run"]["run_id"]);
+            if !a.wait {
+                match a.out.output {
+                    Output::Json => println!("{}", serde_json::to_string_pretty(&v["dag_run"])?),
+                    Output::Table => println!("{run_id}"),
+                }
+                return Ok(0);
+            }
+            let path = format!("/api/v1/dags/{}/dagRuns/{}", seg(&a.dag_id), seg(&run_id));
+            loop {
+                let v = r.get(&path).await?;
+                let state = s(&v["dag_run"]["state"]);
+                if state == "success" || state == "failed" {
+                    match a.out.output {
+                        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+                        Output::Table => println!("{run_id} {state}"),
+                    }
+                    return Ok(if state == "success" { 0 } else { 1 });
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Command::Runs(RunsCmd::List {
+            dag,
+            state,
+            limit,
+            out,
+        }) => {
+            let mut path = format!(
+                "/api/v1/dags/{}/dagRuns?limit={limit}",
+                seg(dag.as_deref().unwrap_or("~"))
+            );
+            if let Some(st) = state {
+                path.push_str(&format!("&state={}", seg(&st)));
+            }
+            let v = r.get(&path).await?;
+            let table = rows(&v["dag_runs"], |run| {
+                vec![
+                    s(&run["dag_id"]),
+                    s(&run["run_id"]),
+                    s(&run["state"]),
+                    time(&run["logical_date"]),
+                    time(&run["started_at"]),
+                ]
+            });
+            print(out.output, &["dag_id", "run_id", "state", "logical_date", "started"], table, &v["dag_runs"]);
+        }
+        Command::Runs(RunsCmd::Show { dag_id, run_id, out }) => {
+            let v = r
+                .get(&format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id)))
+                .await?;
+            if out.output == Output::Table {
+                println!("{} {} {}", s(&v["dag_run"]["dag_id"]), s(&v["dag_run"]["run_id"]), s(&v["dag_run"]["state"]));
+            }
+            let table = rows(&v["task_instances"], |t| {
+                vec![s(&t["task_id"]), s(&t["state"]), s(&t["try_number"]), s(&t["note"])]
+            });
+            print(out.output, &["task_id", "state", "try", "note"], table, &v);
+        }
+        Command::Logs(a) => {
+            let base = format!(
+                "/api/v1/dags/{}/dagRuns/{}/taskInstances/{}",
+                seg(&a.dag_id),
+                seg(&a.run_id),
+                seg(&a.task_id)
+            );
+            let try_number = match a.try_number {
+                Some(t) => t,
+                None => {
+                    let v = r.get(&base).await?;
+                    v["tries"]
+                        .as_array()
+                        .and_then(|t| t.last())
+                        .and_then(|t| t["try_number"].as_u64())
+                        .context("the task has not started yet: no log")? as u32
+                }
+            };
+            let mut offset = 0u64;
+            loop {
+                let v = r.get(&format!("{base}/logs/{try_number}?offset={offset}")).await?;
+                print!("{}", v["content"].as_str().unwrap_or(""));
+                offset = v["next_offset"].as_u64().unwrap_or(offset);
+                if !a.follow || v["ended"] == true {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Command::Pools(PoolsCmd::List(o)) => {
+            let v = r.get("/api/v1/pools").await?;
+            let table = rows(&v["pools"], |p| {
+                vec![s(&p["name"]), s(&p["slots"]), s(&p["used"]), s(&p["description"])]
+            });
+            print(o.output, &["pool", "slots", "used", "description"], table, &v["pools"]);
+        }
+        Command::Pools(PoolsCmd::Set {
+            name,
+            slots,
+            description,
+        }) => {
+            r.call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/pools/{}", seg(&name)),
+                Some(json!({"slots": slots, "description": description})),
+            )
+            .await?;
+            println!("pool {name}: {slots} slots");
+        }
+        Command::Pools(PoolsCmd::Delete { name }) => {
+            r.call(reqwest::Method::DELETE, &format!("/api/v1/pools/{}", seg(&name)), None)
+                .await?;
+            println!("pool {name} deleted");
+        }
+        Command::Connections(ConnectionsCmd::List(o)) => {
+            let v = r.get("/api/v1/connections").await?;
+            let table = rows(&v["connections"], |c| {
+                vec![s(&c["name"]), s(&c["conn_type"]), s(&c["host"]), s(&c["login"])]
+            });
+            print(o.output, &["name", "type", "host", "login"], table, &v["connections"]);
+        }
+        Command::Connections(ConnectionsCmd::Delete { name }) => {
+            r.call(reqwest::Method::DELETE, &format!("/api/v1/connections/{}", seg(&name)), None)
+                .await?;
+            println!("connection {name} deleted");
+        }
+        Command::Agents(AgentsCmd::List(o)) => {
+            let v = r.get("/api/v1/agents").await?;
+            let table = rows(&v["agents"], |a| {
+                vec![
+                    s(&a["id"]),
+                    s(&a["name"]),
+                    s(&a["site"]),
+                    if a["connected"] == true { "yes" } else { "no" }.into(),
+                    time(&a["last_seen"]),
+                    s(&a["running"]),
+                ]
+            });
+            print(o.output, &["id", "name", "site", "connected", "last_seen", "running"], table, &v["agents"]);
+        }
+        Command::Agents(AgentsCmd::Revoke { id }) => {
+            r.call(reqwest::Method::DELETE, &format!("/api/v1/agents/{id}"), None)
+                .await?;
+            println!("agent {id} revoked");
+        }
+        Command::Tokens(TokensCmd::List(o)) => {
+            let v = r.get("/api/v1/tokens").await?;
+            let table = rows(&v["tokens"], |t| {
+                vec![s(&t["id"]), s(&t["username"]), s(&t["name"]), time(&t["expires_at"]), s(&t["revoked"])]
+            });
+            print(o.output, &["id", "user", "name", "expires", "revoked"], table, &v["tokens"]);
+        }
+        Command::Tokens(TokensCmd::Revoke { id }) => {
+            r.call(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+                .await?;
+            println!("token {id} revoked");
+        }
+        Command::Users(UsersCmd::List(o)) => {
+            let v = r.get("/api/v1/users").await?;
+            let table = rows(&v["users"], |u| {
+                vec![s(&u["username"]), s(&u["role"]), time(&u["created_at"])]
+            });
+            print(o.output, &["user", "role", "created"], table, &v["users"]);
+        }
+        other => bail!(
+            "`{}` works on the metadata database directly and has no --server form; run it on the control plane's machine, or use the REST API (docs/api.md)",
+            command_name(&other)
+        ),
+    }
+    Ok(0)
+}
+
+async fn pause(r: &Remote, dag_id: &str, paused: bool) -> anyhow::Result<()> {
+    r.call(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/dags/{}", seg(dag_id)),
+        Some(json!({"is_paused": paused})),
+    )
+    .await?;
+    println!("{dag_id} {}", if paused { "paused" } else { "unpaused" });
+    Ok(())
+}
+
+fn command_name(c: &Command) -> String {
+    format!("{c:?}")
+        .split(['(', ' ', '{'])
+        .next()
+        .unwrap_or("this command")
+        .to_lowercase()
+}

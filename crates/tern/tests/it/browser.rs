@@ -1,0 +1,302 @@
+//! The web UI in a real headless Chromium (Debian `chromium` + `chromium-driver`, driven over
+//! WebDriver with fantoccini): log in, trigger a DAG from its params form (an invalid value is
+//! shown inline), watch the run finish without reloading, see it in the grid, read a task's
+//! live log and rendered templates, clear a task and see it run again, pause the DAG. Screenshots of each step are
+//! saved under `target/tmp/browser/` (the test's artifacts).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::agents::server_url;
+use crate::harness::Tern;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts chromedriver and opens a headless Chromium session with the flags STACK-NOTES lists.
+async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+    let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromedriver is not installed: `apt-get install chromium chromium-driver` (scripts/test does this as root)");
+    let port = free_port();
+    let driver = Driver(
+        Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < WAIT, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({"args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run",
+            "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())
+        ]}),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a Chromium session");
+    (driver, client)
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `check` holds for the page as it is now (the page is not reloaded).
+async fn until(c: &Client, what: &str, check: impl Fn(String) -> bool) {
+    let start = Instant::now();
+    loop {
+        let html = c.source().await.unwrap();
+        if check(html) {
+            return;
+        }
+        if start.elapsed() > WAIT {
+            shot(c, &format!("timeout-{}", what.replace(' ', "-"))).await;
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_triggers_watches_reads_logs_clears_and_pauses_in_the_browser() {
+    let t = Tern::new();
+    t.write_dag(
+        "web.star",
+        r#"dag(id = "web", tags = ["ui"], params = {"n": {"default": 2, "type": "integer"}})
+a = shell(id = "extract", cmd = "echo extracting {{ params.n }} parts; sleep 1; echo extract-done")
+b = shell(id = "load", cmd = "echo loaded")
+a >> b
+"#,
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let password = std::fs::read_to_string(t.path().join("admin-password"))
+        .expect("the first start saved the admin password")
+        .trim()
+        .to_string();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+
+    // Every page needs a login; the login comes back to the page asked for.
+    c.goto(&format!("{url}/dags/web")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys("wrong password")
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(&c, ".error")
+        .await
+        .contains("Wrong user name or password"));
+    c.find(Locator::Id("username"))
+        .await
+        .unwrap()
+        .send_keys("admin")
+        .await
+        .unwrap();
+    c.find(Locator::Id("password"))
+        .await
+        .unwrap()
+        .send_keys(&password)
+        .await
+        .unwrap();
+    c.find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/dags/web");
+    shot(&c, "01-dag-page").await;
+
+    // The DAG list shows it with its tag.
+    c.goto(&format!("{url}/dags")).await.unwrap();
+    let row = text_of(&c, "tr[data-dag=web]").await;
+    assert!(row.contains("web") && row.contains("ui"), "{row}");
+    shot(&c, "02-dag-list").await;
+
+    // The trigger form is built from the params: a wrong type is shown next to the field.
+    c.goto(&format!("{url}/dags/web/trigger")).await.unwrap();
+    let n = c.find(Locator::Id("p_n")).await.unwrap();
+    assert_eq!(n.prop("value").await.unwrap().as_deref(), Some("2"));
+    n.clear().await.unwrap();
+    n.send_keys("many").await.unwrap();
+    c.find(Locator::Id("trigger-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(text_of(&c, "#err_n").await.contains("not a whole number"));
+    shot(&c, "03-trigger-invalid").await;
+    let n = c.find(Locator::Id("p_n")).await.unwrap();
+    n.clear().await.unwrap();
+    n.send_keys("7").await.unwrap();
+    c.find(Locator::Id("trigger-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let run_path = c.current_url().await.unwrap().path().to_string();
+    assert!(run_path.starts_with("/dags/web/runs/"), "{run_path}");
+
+    // The run page follows the run to its end without a reload.
+    until(&c, "the run to succeed", |html| {
+        html.contains("id=\"run-state-text\">success<")
+    })
+    .await;
+    shot(&c, "04-run-success-gantt").await;
+
+    // The grid shows both tasks green.
+    c.goto(&format!("{url}/dags/web")).await.unwrap();
+    let green = c
+        .find_all(Locator::Css("#grid td.c.s-success"))
+        .await
+        .unwrap();
+    assert_eq!(green.len(), 2);
+    shot(&c, "05-grid").await;
+    // A cell opens its task instance.
+    green[1].click().await.unwrap();
+    assert_eq!(
+        c.current_url().await.unwrap().path(),
+        format!("{run_path}/tasks/load")
+    );
+    c.goto(&format!("{url}/dags/web?tab=graph")).await.unwrap();
+    assert_eq!(
+        c.find_all(Locator::Css("#graph g.node.s-success"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    shot(&c, "06-graph").await;
+
+    // The task page streams the log of its try.
+    c.goto(&format!("{url}{run_path}/tasks/extract"))
+        .await
+        .unwrap();
+    until(&c, "the log", |html| html.contains("extract-done")).await;
+    assert!(text_of(&c, "#log-text")
+        .await
+        .contains("extracting 7 parts"));
+    shot(&c, "07-task-log").await;
+
+    // Clearing the task runs it again: a second try appears, and it succeeds.
+    c.execute("window.confirm = () => true;", vec![])
+        .await
+        .unwrap();
+    c.find(Locator::Id("clear-task"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "the second try to succeed", |html| {
+        let tries = html.split("id=\"tries\"").nth(1).unwrap_or("");
+        let tries = tries.split("</table>").next().unwrap_or("");
+        tries.matches("<tr><td>").count() == 2 && html.contains("id=\"ti-state-text\">success<")
+    })
+    .await;
+    shot(&c, "08-cleared-and-rerun").await;
+
+    // Pausing from the DAG page.
+    c.goto(&format!("{url}/dags/web")).await.unwrap();
+    c.find(Locator::Id("pause"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let dags = t.json(&["dags", "list"]);
+        let web: &Value = dags
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["dag_id"] == "web")
+            .unwrap();
+        if web["is_paused"] == true {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "the DAG was not paused: {web}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.refresh().await.unwrap();
+    assert!(text_of(&c, "h1").await.contains("paused"));
+    shot(&c, "09-paused").await;
+
+    // Logging out ends the session.
+    c.find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.goto(&format!("{url}/dags")).await.unwrap();
+    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    c.close().await.unwrap();
+}
