@@ -59,7 +59,7 @@ async fn browser(profile: &std::path::Path) -> (Driver, Client) {
         json!({"args": [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run",
-            "--window-size=1400,1000", format!("--user-data-dir={}", profile.display())
+            "--window-size=1400,1000", "--disable-quic", "--disable-dev-shm-usage", format!("--user-data-dir={}", profile.display())
         ]}),
     );
     let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -81,13 +81,67 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
 }
 
+/// Retries `act` on the element `css` finds until it works: the element may not be there yet
+/// (a page still loading) or may have been replaced by a live-region refresh between finding
+/// and using it (a stale element).
+async fn with_element<T, F, Fut>(c: &Client, css: &str, act: F) -> T
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+{
+    let start = Instant::now();
+    loop {
+        let error = match c.find(Locator::Css(css)).await {
+            Ok(el) => match act(el).await {
+                Ok(v) => return v,
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        if start.elapsed() > WAIT {
+            shot(
+                c,
+                &format!("timeout-{}", css.replace(['#', ' ', '[', ']', '='], "_")),
+            )
+            .await;
+            panic!("cannot use the element {css}: {error}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
-    c.find(Locator::Css(css))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    with_element(c, css, |el| async move { el.text().await }).await
+}
+
+async fn click(c: &Client, css: &str) {
+    with_element(c, css, |el| async move { el.click().await }).await
+}
+
+/// Replaces the value of the input `css` with `text`.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    with_element(c, css, |el| async move {
+        el.clear().await?;
+        el.send_keys(text).await
+    })
+    .await
+}
+
+/// Waits until the browser is at a page whose path `check` accepts (a click that navigates, by a
+/// form or by script, may return before the new page is there); returns the path.
+async fn until_at(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let path = c.current_url().await.unwrap().path().to_string();
+        if check(&path) {
+            return path;
+        }
+        if start.elapsed() > WAIT {
+            shot(c, &format!("timeout-{}", what.replace(' ', "-"))).await;
+            panic!("timed out waiting for {what}: still at {path}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until `check` holds for the page as it is now (the page is not reloaded).
@@ -128,47 +182,32 @@ a >> b
 
     // Every page needs a login; the login comes back to the page asked for.
     c.goto(&format!("{url}/dags/web")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys("wrong password")
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert!(text_of(&c, ".error")
-        .await
-        .contains("Wrong user name or password"));
-    c.find(Locator::Id("username"))
-        .await
-        .unwrap()
-        .send_keys("admin")
-        .await
-        .unwrap();
-    c.find(Locator::Id("password"))
-        .await
-        .unwrap()
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/dags/web");
+    until_at(&c, "the login page", |p| p.starts_with("/login")).await;
+    with_element(
+        &c,
+        "#username",
+        |el| async move { el.send_keys("admin").await },
+    )
+    .await;
+    with_element(&c, "#password", |el| async move {
+        el.send_keys("wrong password").await
+    })
+    .await;
+    click(&c, "#login").await;
+    until(&c, "the wrong password to be refused", |html| {
+        html.contains("Wrong user name or password")
+    })
+    .await;
+    with_element(
+        &c,
+        "#username",
+        |el| async move { el.send_keys("admin").await },
+    )
+    .await;
+    let pw = password.as_str();
+    with_element(&c, "#password", |el| async move { el.send_keys(pw).await }).await;
+    click(&c, "#login").await;
+    until_at(&c, "the DAG page after login", |p| p == "/dags/web").await;
     shot(&c, "01-dag-page").await;
 
     // The DAG list shows it with its tag.
@@ -179,29 +218,19 @@ a >> b
 
     // The trigger form is built from the params: a wrong type is shown next to the field.
     c.goto(&format!("{url}/dags/web/trigger")).await.unwrap();
-    let n = c.find(Locator::Id("p_n")).await.unwrap();
-    assert_eq!(n.prop("value").await.unwrap().as_deref(), Some("2"));
-    n.clear().await.unwrap();
-    n.send_keys("many").await.unwrap();
-    c.find(Locator::Id("trigger-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let value = with_element(&c, "#p_n", |el| async move { el.prop("value").await }).await;
+    assert_eq!(value.as_deref(), Some("2"));
+    type_into(&c, "#p_n", "many").await;
+    click(&c, "#trigger-submit").await;
+    until(&c, "the inline error", |html| {
+        html.contains("not a whole number")
+    })
+    .await;
     assert!(text_of(&c, "#err_n").await.contains("not a whole number"));
     shot(&c, "03-trigger-invalid").await;
-    let n = c.find(Locator::Id("p_n")).await.unwrap();
-    n.clear().await.unwrap();
-    n.send_keys("7").await.unwrap();
-    c.find(Locator::Id("trigger-submit"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let run_path = c.current_url().await.unwrap().path().to_string();
-    assert!(run_path.starts_with("/dags/web/runs/"), "{run_path}");
+    type_into(&c, "#p_n", "7").await;
+    click(&c, "#trigger-submit").await;
+    let run_path = until_at(&c, "the run page", |p| p.starts_with("/dags/web/runs/")).await;
 
     // The run page follows the run to its end without a reload.
     until(&c, "the run to succeed", |html| {
@@ -219,11 +248,9 @@ a >> b
     assert_eq!(green.len(), 2);
     shot(&c, "05-grid").await;
     // A cell opens its task instance.
-    green[1].click().await.unwrap();
-    assert_eq!(
-        c.current_url().await.unwrap().path(),
-        format!("{run_path}/tasks/load")
-    );
+    click(&c, "#grid tr[data-t=load] td.c.s-success").await;
+    let load = format!("{run_path}/tasks/load");
+    until_at(&c, "the task page from the grid", |p| p == load).await;
     c.goto(&format!("{url}/dags/web?tab=graph")).await.unwrap();
     assert_eq!(
         c.find_all(Locator::Css("#graph g.node.s-success"))
@@ -238,22 +265,26 @@ a >> b
     c.goto(&format!("{url}{run_path}/tasks/extract"))
         .await
         .unwrap();
-    until(&c, "the log", |html| html.contains("extract-done")).await;
-    assert!(text_of(&c, "#log-text")
-        .await
-        .contains("extracting 7 parts"));
+    // (The rendered command on the same page holds these words too: read the log's own element.)
+    let start = Instant::now();
+    loop {
+        let log = text_of(&c, "#log-text").await;
+        if log.contains("extracting 7 parts") && log.contains("extract-done") {
+            break;
+        }
+        if start.elapsed() > WAIT {
+            shot(&c, "timeout-log").await;
+            panic!("the live log did not show the try's output: {log:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     shot(&c, "07-task-log").await;
 
     // Clearing the task runs it again: a second try appears, and it succeeds.
     c.execute("window.confirm = () => true;", vec![])
         .await
         .unwrap();
-    c.find(Locator::Id("clear-task"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#clear-task").await;
     until(&c, "the second try to succeed", |html| {
         let tries = html.split("id=\"tries\"").nth(1).unwrap_or("");
         let tries = tries.split("</table>").next().unwrap_or("");
@@ -264,12 +295,7 @@ a >> b
 
     // Pausing from the DAG page.
     c.goto(&format!("{url}/dags/web")).await.unwrap();
-    c.find(Locator::Id("pause"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#pause").await;
     let start = Instant::now();
     loop {
         let dags = t.json(&["dags", "list"]);
@@ -290,13 +316,15 @@ a >> b
     shot(&c, "09-paused").await;
 
     // Logging out ends the session.
-    c.find(Locator::Id("logout"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#logout").await;
+    until_at(&c, "the login page after logging out", |p| {
+        p.starts_with("/login")
+    })
+    .await;
     c.goto(&format!("{url}/dags")).await.unwrap();
-    assert!(c.current_url().await.unwrap().path().starts_with("/login"));
+    until_at(&c, "the login page for a logged-out user", |p| {
+        p.starts_with("/login")
+    })
+    .await;
     c.close().await.unwrap();
 }
