@@ -2,10 +2,10 @@
 //!
 //! The format writer writes into a [`PartWriter`], which cuts the bytes into parts of [`PART`]
 //! bytes. Between rows the query loop hands sealed parts to an upload task
-//! ([`Upload::poll_ready`]) through a channel of one slot; the task uploads at most
-//! [`IN_FLIGHT`] parts at a time. When the task is busy the channel fills and the query loop
-//! waits, so memory stays at about (`IN_FLIGHT` + 3) × `PART` whatever the size of the result
-//! (the parts in flight, the one in the channel, one sealed and the one being filled).
+//! ([`Upload::poll_ready`]); each part handed on holds one of [`IN_FLIGHT`] permits until its
+//! upload has ended. When every permit is taken the query loop waits, so memory stays at about
+//! (`IN_FLIGHT` + 2) × `PART` whatever the size of the result (the parts handed on, one sealed
+//! and the one being filled).
 //!
 //! The object appears whole or not at all: a result smaller than one part is one `PUT` at the
 //! end; a larger one is a multipart upload, started with the first full part and completed only
@@ -25,15 +25,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio_util::sync::{CancellationToken, DropGuard, PollSender};
+use tokio_util::sync::{CancellationToken, DropGuard, PollSemaphore};
 
 use super::error::{from_object_store, DataError};
 
-/// Part size (S3's minimum is 5 MiB for all but the last part).
-pub const PART: usize = 8 * 1024 * 1024;
-/// Parts uploaded at the same time.
+/// Part size: S3's minimum for all but the last part, which keeps memory low (see the module
+/// comment); with [`MAX_PARTS`] it makes the largest object about 48 GiB.
+pub const PART: usize = 5 * 1024 * 1024;
+/// Parts handed to the upload task and not yet uploaded, at most.
 pub const IN_FLIGHT: usize = 2;
 /// Most parts of one multipart upload (S3 and GCS allow 10,000; Azure 50,000 blocks).
 pub const MAX_PARTS: usize = 10_000;
@@ -94,7 +95,8 @@ impl Write for PartWriter {
 }
 
 enum Msg {
-    Part(Bytes),
+    /// A full part, with the permit it holds until its upload has ended.
+    Part(Bytes, OwnedSemaphorePermit),
     /// The last bytes: complete the object.
     Last(Bytes),
 }
@@ -102,7 +104,9 @@ enum Msg {
 /// An upload of one object in progress. Dropping it unfinished aborts it.
 pub struct Upload {
     shared: Arc<Shared>,
-    tx: PollSender<Msg>,
+    permits: PollSemaphore,
+    /// Unbounded: the permits bound the parts in it.
+    tx: mpsc::UnboundedSender<Msg>,
     task: tokio::task::JoinHandle<Result<u64, Stop>>,
     /// Tells the task to abort when the upload is dropped before it has finished.
     _abort_on_drop: DropGuard,
@@ -124,28 +128,27 @@ impl Upload {
             }),
             has_sealed: AtomicBool::new(false),
         });
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let task = tokio::spawn(run(store, path, context, rx, cancel.clone()));
         let upload = Upload {
             shared: shared.clone(),
-            tx: PollSender::new(tx),
+            permits: PollSemaphore::new(Arc::new(Semaphore::new(IN_FLIGHT))),
+            tx,
             task,
             _abort_on_drop: cancel.drop_guard(),
         };
         (upload, PartWriter(shared))
     }
 
-    /// Hands the sealed parts to the upload task; pending while the task has no room (the
+    /// Hands the sealed parts to the upload task; pending while every permit is taken (the
     /// back-pressure on the query). An error means the upload task has stopped: its own error
     /// comes from [`Upload::finish`].
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), DataError>> {
-        // A slot is reserved only for a part that waits: a reservation left unused would hold
-        // the channel's only slot.
         while self.shared.has_sealed.load(Ordering::Acquire) {
-            if let Err(_closed) = std::task::ready!(self.tx.poll_reserve(cx)) {
+            let Some(permit) = std::task::ready!(self.permits.poll_acquire(cx)) else {
                 return Poll::Ready(Err(DataError::transient("the upload stopped")));
-            }
+            };
             let part = {
                 let mut f = self.shared.lock();
                 let part = f.sealed.pop_front();
@@ -154,26 +157,21 @@ impl Upload {
                 }
                 part
             };
-            match part {
-                Some(p) => {
-                    if self.tx.send_item(Msg::Part(p)).is_err() {
-                        return Poll::Ready(Err(DataError::transient("the upload stopped")));
-                    }
-                }
-                None => {
-                    self.tx.abort_send();
+            if let Some(p) = part {
+                if self.tx.send(Msg::Part(p, permit)).is_err() {
+                    return Poll::Ready(Err(DataError::transient("the upload stopped")));
                 }
             }
         }
         Poll::Ready(Ok(()))
     }
 
-    /// Sends `msg` to the upload task, waiting for room; an error when the task has stopped.
-    async fn send(&mut self, msg: Msg) -> Result<(), ()> {
-        std::future::poll_fn(|cx| self.tx.poll_reserve(cx))
+    /// Sends `part` to the upload task once a permit is free; an error when the task has stopped.
+    async fn send_part(&mut self, part: Bytes) -> Result<(), ()> {
+        let permit = std::future::poll_fn(|cx| self.permits.poll_acquire(cx))
             .await
-            .map_err(|_| ())?;
-        self.tx.send_item(msg).map_err(|_| ())
+            .ok_or(())?;
+        self.tx.send(Msg::Part(part, permit)).map_err(|_| ())
     }
 
     /// Stops the upload (after a failed export) and waits until the task has stopped its part
@@ -205,16 +203,24 @@ impl Upload {
             )
         };
         let mut sent = Ok(());
-        for msg in sealed.into_iter().map(Msg::Part).chain([Msg::Last(rest)]) {
-            sent = self.send(msg).await;
+        for part in sealed {
+            sent = self.send_part(part).await;
             if sent.is_err() {
                 break;
             }
         }
-        self.tx.close();
-        let outcome = (&mut self.task).await;
+        if sent.is_ok() {
+            sent = self.tx.send(Msg::Last(rest)).map_err(|_| ());
+        }
+        let Upload {
+            task,
+            tx,
+            _abort_on_drop,
+            ..
+        } = self;
+        drop(tx);
+        let outcome = task.await;
         // Finished (or failed, and the task has aborted it itself): nothing left to abort.
-        let Upload { _abort_on_drop, .. } = self;
         _abort_on_drop.disarm();
         match outcome {
             Ok(Ok(size)) if sent.is_ok() => Ok(size),
@@ -250,14 +256,14 @@ impl From<DataError> for Stop {
     }
 }
 
-/// The upload task: receives parts, keeps at most [`IN_FLIGHT`] uploading, completes the object
+/// The upload task: receives parts (at most [`IN_FLIGHT`], by their permits), uploads them, completes the object
 /// on `Last`; on any error, or when the channel closes or `cancel` fires before `Last`, stops the
 /// part uploads and aborts the multipart upload.
 async fn run(
     store: Arc<dyn ObjectStore>,
     path: ObjectPath,
     context: String,
-    mut rx: mpsc::Receiver<Msg>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
     cancel: CancellationToken,
 ) -> Result<u64, Stop> {
     let mut upload: Option<Box<dyn MultipartUpload>> = None;
@@ -271,11 +277,11 @@ async fn run(
                     part_failed(&context, r)?;
                     continue;
                 }
-                m = rx.recv(), if parts.len() < IN_FLIGHT => m,
+                m = rx.recv() => m,
             };
             match msg {
                 None => return Err(Stop::Asked),
-                Some(Msg::Part(bytes)) => {
+                Some(Msg::Part(bytes, permit)) => {
                     if upload.is_none() {
                         upload = Some(
                             store
@@ -286,7 +292,12 @@ async fn run(
                     }
                     size += bytes.len() as u64;
                     let u = upload.as_mut().expect("started above");
-                    parts.spawn(u.put_part(PutPayload::from(bytes)));
+                    let put = u.put_part(PutPayload::from(bytes));
+                    parts.spawn(async move {
+                        let done = put.await;
+                        drop(permit);
+                        done
+                    });
                 }
                 Some(Msg::Last(bytes)) => {
                     size += bytes.len() as u64;
