@@ -4,6 +4,7 @@
 mod cli;
 mod cmd;
 mod examples;
+mod memory;
 mod output;
 mod remote;
 mod settings;
@@ -11,6 +12,7 @@ mod settings;
 use clap::Parser;
 
 fn main() {
+    memory::configure_allocator();
     let cli = cli::Cli::parse();
     let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| cli.log_level.clone());
     let builder = tracing_subscriber::fmt()

@@ -1,6 +1,7 @@
-//! Parquet through Arrow: one builder per column collects up to [`GROUP_ROWS`] rows (or about
-//! [`GROUP_BYTES`] of values), which are then written as one row group. Memory stays bounded by
-//! one row group whatever the row count. The schema comes from the columns' kinds (see
+//! Parquet through Arrow: one builder per column collects a batch of up to [`BATCH_ROWS`] rows (or
+//! about [`BATCH_BYTES`] of values), which the Arrow writer encodes into the row group in
+//! progress; it closes a row group at [`GROUP_ROWS`] rows or about [`GROUP_BYTES`] encoded. Memory
+//! stays bounded by one batch of values and one encoded row group whatever the row count. The schema comes from the columns' kinds (see
 //! [`arrow_type`]); every column is nullable.
 
 use std::io::Write;
@@ -26,8 +27,12 @@ use super::{io, RowWriter};
 
 /// Most rows in one row group.
 pub const GROUP_ROWS: usize = 64 * 1024;
-/// A row group is also closed once its values take about this much memory.
-pub const GROUP_BYTES: usize = 32 * 1024 * 1024;
+/// A row group is also closed once it would take about this much encoded.
+pub const GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// Most rows collected before they are encoded.
+pub const BATCH_ROWS: usize = 8 * 1024;
+/// A batch is also encoded once its values take about this much memory.
+pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// The Arrow type that holds a column of `kind`.
 pub fn arrow_type(kind: Kind) -> DataType {
@@ -222,10 +227,10 @@ pub struct ParquetRows<W: Write + Send> {
     schema: SchemaRef,
     columns: Vec<Column>,
     builders: Vec<Builder>,
-    /// Rows and value bytes in the current row group.
+    /// Rows and value bytes in the current batch.
     rows: usize,
     bytes: usize,
-    /// Rows written before the current row group.
+    /// Rows written before the current batch.
     done: u64,
     scratch: Vec<u8>,
 }
@@ -240,6 +245,7 @@ impl<W: Write + Send> ParquetRows<W> {
         let props = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(GROUP_ROWS))
+            .set_max_row_group_bytes(Some(GROUP_BYTES))
             .set_created_by(format!("tern {}", env!("CARGO_PKG_VERSION")))
             .build();
         ParquetRows {
@@ -256,8 +262,8 @@ impl<W: Write + Send> ParquetRows<W> {
         }
     }
 
-    /// Writes the collected rows as one row group.
-    fn flush_group(&mut self) -> Result<(), DataError> {
+    /// Hands the collected rows to the Arrow writer, which writes out each row group it fills.
+    fn write_batch(&mut self) -> Result<(), DataError> {
         if self.rows == 0 {
             return Ok(());
         }
@@ -269,7 +275,6 @@ impl<W: Write + Send> ParquetRows<W> {
         let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(parquet_err)?;
         let w = self.writer.as_mut().ok_or_else(not_started)?;
         w.write(&batch).map_err(parquet_err)?;
-        w.flush().map_err(parquet_err)?;
         self.done += self.rows as u64;
         self.rows = 0;
         self.bytes = 0;
@@ -326,8 +331,8 @@ impl<W: Write + Send> RowSink for ParquetRows<W> {
 
     fn end_row(&mut self) -> Result<(), DataError> {
         self.rows += 1;
-        if self.rows >= GROUP_ROWS || self.bytes >= GROUP_BYTES {
-            self.flush_group()?;
+        if self.rows >= BATCH_ROWS || self.bytes >= BATCH_BYTES {
+            self.write_batch()?;
         }
         Ok(())
     }
@@ -353,7 +358,7 @@ fn cell_type(c: &Cell<'_>) -> &'static str {
 
 impl<W: Write + Send> RowWriter for ParquetRows<W> {
     fn finish(&mut self) -> Result<(), DataError> {
-        self.flush_group()?;
+        self.write_batch()?;
         let w = self.writer.take().ok_or_else(not_started)?;
         // Writes the footer and hands back the file.
         w.into_inner().map_err(parquet_err)?.flush().map_err(io)
