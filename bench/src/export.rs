@@ -16,9 +16,14 @@ use tern_testkit::mysql;
 const DB: &str = "tern_bench_export";
 
 /// Runs `cmd` to its end; returns (seconds, peak RSS in MB).
-fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64)> {
+fn timed(cmd: Command) -> anyhow::Result<(f64, f64)> {
+    timed_to(cmd, Stdio::null())
+}
+
+/// Like [`timed`], with the command's standard error sent to `stderr`.
+fn timed_to(mut cmd: Command, stderr: Stdio) -> anyhow::Result<(f64, f64)> {
     let start = Instant::now();
-    let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+    let child = cmd.stdout(Stdio::null()).stderr(stderr).spawn()?;
     let pid = child.id() as i32;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
@@ -30,6 +35,20 @@ fn timed(mut cmd: Command) -> anyhow::Result<(f64, f64)> {
         "the command failed (status {status})"
     );
     Ok((secs, usage.ru_maxrss as f64 / 1024.0))
+}
+
+/// Seconds between two lines of a `tern tasks test` log: the one that says the last row was
+/// exported and the one that says the object was written (for S3, the last parts and the
+/// store's completion of the multipart upload).
+fn completion_tail(log: &str) -> Option<f64> {
+    let at = |needle: &str| {
+        log.lines().find(|l| l.contains(needle)).and_then(|l| {
+            let ts = l.split_whitespace().next()?;
+            chrono::DateTime::parse_from_rfc3339(ts).ok()
+        })
+    };
+    let (last_row, written) = (at("row(s) exported")?, at(" tern: wrote ")?);
+    Some((written - last_row).num_milliseconds() as f64 / 1000.0)
 }
 
 /// Fills the table once (kept between runs of the benchmark).
@@ -160,6 +179,8 @@ pub fn export(
         ),
     };
     let (mut ours, mut ours_mem, mut base, mut base_mem) = (vec![], vec![], vec![], vec![]);
+    let (mut tails, mut streamed) = (vec![], vec![]);
+    let log_path = dir.path().join("tern.log");
     for _ in 0..runs {
         let mut c = Command::new(tern);
         c.arg("--home")
@@ -169,9 +190,13 @@ pub fn export(
             .args(["tasks", "test", "export", "export"])
             .env("TERN_CONN_SRC", format!("mysql://root@127.0.0.1:3306/{DB}"))
             .env("TERN_CONN_LAKE", &lake_uri);
-        let (s, m) = timed(c)?;
+        let (s, m) = timed_to(c, Stdio::from(std::fs::File::create(&log_path)?))?;
         ours.push(rows as f64 / s);
         ours_mem.push(m);
+        let tail = completion_tail(&std::fs::read_to_string(&log_path)?)
+            .context("the export's log has no 'row(s) exported' and 'wrote' lines")?;
+        tails.push(tail);
+        streamed.push(rows as f64 / (s - tail));
         let mut b = Command::new("mysql");
         b.args([
             "-h",
@@ -204,6 +229,8 @@ pub fn export(
     );
     crate::summary("  tern sql_to_lake", "rows/s", ours);
     crate::summary("  tern peak RSS", "MB", ours_mem);
+    crate::summary("  last row -> object written", "s", tails);
+    crate::summary("  tern rows/s to the last row", "rows/s", streamed);
     crate::summary("  mysql --batch --quick > /dev/null", "rows/s", base);
     crate::summary("  mysql peak RSS", "MB", base_mem);
     Ok(())

@@ -4,6 +4,7 @@
 //! live log and rendered templates, clear a task and see it run again, pause the DAG. Screenshots of each step are
 //! saved under `target/tmp/browser/` (the test's artifacts).
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -16,11 +17,14 @@ use crate::harness::Tern;
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// chromedriver in a process group of its own, with the Chromium it starts: dropping it (also
+/// when the test fails before closing the session) ends them all.
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on our own child's process group.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -43,6 +47,7 @@ async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     let driver = Driver(
         Command::new(driver_bin)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
