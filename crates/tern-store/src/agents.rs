@@ -47,6 +47,21 @@ pub struct NewActivation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// An activation code as it may be listed: never the code itself (only its hash is stored).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationInfo {
+    pub id: i64,
+    pub site: String,
+    pub queues: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub used_at: Option<DateTime<Utc>>,
+    /// The agent it activated.
+    pub agent_id: Option<i64>,
+    /// `waiting` (may still be used), `used` or `expired` (also when cancelled).
+    pub state: &'static str,
+}
+
 /// What an agent receives when it activates: its identity and its credential (shown once).
 #[derive(Debug, Clone, Serialize)]
 pub struct Activated {
@@ -143,6 +158,63 @@ impl Store {
             queues,
             expires_at: from_ms(expires),
         })
+    }
+
+    /// The activation codes, newest first (at most `limit`).
+    pub async fn list_activations(&self, limit: i64) -> Result<Vec<ActivationInfo>> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "SELECT id, site, queues, created_at, expires_at, used_at, agent_id FROM activation_codes ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let expires: i64 = r.try_get(4)?;
+            let used: Option<i64> = r.try_get(5)?;
+            out.push(ActivationInfo {
+                id: r.try_get(0)?,
+                site: r.try_get(1)?,
+                queues: serde_json::from_str(&r.try_get::<String, _>(2)?)?,
+                created_at: from_ms(r.try_get(3)?),
+                expires_at: from_ms(expires),
+                used_at: used.map(from_ms),
+                agent_id: r.try_get(6)?,
+                state: match used {
+                    Some(_) => "used",
+                    None if expires < now => "expired",
+                    None => "waiting",
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Cancels a code that has not been used: it expires now. A used code is a conflict (revoke
+    /// its agent instead).
+    pub async fn cancel_activation(&self, id: i64) -> Result<()> {
+        let now = now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let row = sqlx::query("SELECT used_at, expires_at FROM activation_codes WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no activation code {id}")))?;
+        if row.try_get::<Option<i64>, _>(0)?.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "activation code {id} was already used; revoke the agent it activated instead"
+            )));
+        }
+        if row.try_get::<i64, _>(1)? >= now {
+            sqlx::query("UPDATE activation_codes SET expires_at = $1 WHERE id = $2")
+                .bind(now - 1)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Exchanges an activation code for an agent credential. A code works once and only

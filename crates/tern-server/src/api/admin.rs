@@ -26,7 +26,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(put_pool, delete_pool))
         .routes(routes!(list_agents))
         .routes(routes!(revoke_agent))
-        .routes(routes!(create_activation))
+        .routes(routes!(list_activations, create_activation))
+        .routes(routes!(cancel_activation))
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, delete_connection))
         .routes(routes!(list_users, create_user))
@@ -159,6 +160,40 @@ async fn create_activation(
         StatusCode::CREATED,
         Json(serde_json::to_value(code).unwrap_or_default()),
     ))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/activations", tag = "admin",
+    responses((status = 200, description = "`{activations: [{id, site, queues, created_at, expires_at, used_at, agent_id, state}]}`, newest 200 first; `state` is waiting, used or expired; never a code")))]
+async fn list_activations(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Op, "listing agent activation codes")?;
+    let list = s
+        .store
+        .list_activations(200)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(json!({"activations": list})))
+}
+
+#[utoipa::path(delete, path = "/api/v1/agents/activations/{id}", tag = "admin",
+    params(("id" = i64, Path, description = "Activation code id")),
+    responses((status = 204, description = "Cancelled: the code can no longer be used"),
+              (status = 404, description = "No such code"),
+              (status = 409, description = "Already used: revoke its agent instead")))]
+async fn cancel_activation(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Op, "cancelling agent activation codes")?;
+    s.store
+        .cancel_activation(id)
+        .await
+        .map_err(ApiError::from_store)?;
+    audit(&s, &caller, "agent.activation.cancel", &id.to_string(), "").await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A connection as anyone may see it: no password, no extra fields.

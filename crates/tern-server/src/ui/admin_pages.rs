@@ -23,13 +23,24 @@ pub async fn pools(State(s): State<AppState>, viewer: Viewer) -> Response {
 }
 
 pub async fn agents(State(s): State<AppState>, viewer: Viewer) -> Response {
-    match s.store.list_agents().await {
-        Ok(agents) => render(
-            "agents.html",
-            json!({"me": viewer.context(), "nav": "agents", "agents": agents}),
-        ),
-        Err(e) => store_fail(&viewer, e),
-    }
+    let agents = match s.store.list_agents().await {
+        Ok(a) => a,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    // Activation codes are an operator's business (the codes themselves are never stored).
+    let activations = if viewer.can(Role::Op) {
+        match s.store.list_activations(50).await {
+            Ok(a) => a,
+            Err(e) => return store_fail(&viewer, e),
+        }
+    } else {
+        Vec::new()
+    };
+    render(
+        "agents.html",
+        json!({"me": viewer.context(), "nav": "agents", "agents": agents,
+               "activations": activations}),
+    )
 }
 
 pub async fn connections(State(s): State<AppState>, viewer: Viewer) -> Response {

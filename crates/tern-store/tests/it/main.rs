@@ -46,6 +46,7 @@ store_suite!(
     concurrent_claimers_never_share_a_task,
     batch_claims_respect_their_limit_and_priority,
     activation_codes_are_single_use_and_expire,
+    activation_codes_are_listed_without_their_code_and_can_be_cancelled,
     revoked_agents_are_refused_and_lose_their_attempts,
     concurrent_syncs_of_a_new_dag_make_one_version,
     pools_cap_running_tasks,

@@ -546,6 +546,51 @@ pub async fn activation_codes_are_single_use_and_expire(store: Store) {
     assert_eq!(store.list_agents().await.unwrap().len(), 1);
 }
 
+pub async fn activation_codes_are_listed_without_their_code_and_can_be_cancelled(store: Store) {
+    let used = store
+        .create_activation("warsaw", &[], Duration::from_secs(600))
+        .await
+        .unwrap();
+    let agent = store
+        .activate(&used.code, "box1", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap();
+    let waiting = store
+        .create_activation("krakow", &["extra".to_string()], Duration::from_secs(600))
+        .await
+        .unwrap();
+    let list = store.list_activations(10).await.unwrap();
+    assert_eq!(list.len(), 2);
+    // Newest first; the code itself is not there to list.
+    assert_eq!(
+        (list[0].site.as_str(), list[0].state, list[0].agent_id),
+        ("krakow", "waiting", None)
+    );
+    assert_eq!(list[0].queues, vec!["site:krakow", "extra"]);
+    assert_eq!(
+        (list[1].state, list[1].agent_id),
+        ("used", Some(agent.agent.id))
+    );
+    assert!(!serde_json::to_string(&list)
+        .unwrap()
+        .contains(&waiting.code));
+
+    store.cancel_activation(list[0].id).await.unwrap();
+    assert_eq!(
+        store.list_activations(10).await.unwrap()[0].state,
+        "expired"
+    );
+    let e = store
+        .activate(&waiting.code, "box2", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("expired"), "{e}");
+    let e = store.cancel_activation(list[1].id).await.unwrap_err();
+    assert!(e.to_string().contains("already used"), "{e}");
+    let e = store.cancel_activation(9999).await.unwrap_err();
+    assert!(e.to_string().contains("no activation code 9999"), "{e}");
+}
+
 pub async fn revoked_agents_are_refused_and_lose_their_attempts(store: Store) {
     let code = store
         .create_activation("warsaw", &[], Duration::from_secs(600))

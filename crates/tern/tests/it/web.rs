@@ -174,6 +174,8 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
         "PUT /api/v1/pools/{name}",
         "GET /api/v1/agents",
         "POST /api/v1/agents/activations",
+        "GET /api/v1/agents/activations",
+        "DELETE /api/v1/agents/activations/{id}",
         "GET /api/v1/connections",
         "POST /api/v1/connections",
         "GET /api/v1/users",
@@ -241,6 +243,12 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
             "POST",
             "/api/v1/agents/activations".into(),
             r#"{"site": "branch"}"#.into(),
+            "op",
+        ),
+        (
+            "GET",
+            "/api/v1/agents/activations".into(),
+            String::new(),
             "op",
         ),
         ("GET", "/api/v1/users".into(), String::new(), "admin"),
@@ -508,6 +516,76 @@ fn no_page_or_answer_shows_a_connection_secret() {
     }
     let (_, v) = json_call(&url, "GET", "/api/v1/connections/warehouse", &admin, "");
     assert_eq!(v["login"], "etl", "non-secret fields are shown: {v}");
+}
+
+#[test]
+fn activation_codes_are_listed_without_the_code_and_can_be_cancelled() {
+    let t = Tern::new();
+    let (_sa, url) = server_on(&t, 0);
+    let op = token_for(&t, "op1", "op");
+    let (status, created) = json_call(
+        &url,
+        "POST",
+        "/api/v1/agents/activations",
+        &op,
+        r#"{"site": "gdansk", "queues": ["heavy"]}"#,
+    );
+    assert_eq!(status, 201, "{created}");
+    let code = created["code"].as_str().unwrap().to_string();
+    let (status, v) = json_call(&url, "GET", "/api/v1/agents/activations", &op, "");
+    assert_eq!(status, 200, "{v}");
+    let listed = &v["activations"][0];
+    assert_eq!(listed["site"], "gdansk");
+    assert_eq!(listed["state"], "waiting");
+    assert_eq!(
+        listed["queues"],
+        serde_json::json!(["site:gdansk", "heavy"])
+    );
+    assert!(
+        !v.to_string().contains(&code),
+        "the code is never listed: {v}"
+    );
+    let id = listed["id"].as_i64().unwrap();
+
+    // The agents page lists it for an operator, with a Cancel button, and never the code.
+    let password = std::fs::read_to_string(t.path().join("admin-password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (cookie, _) = login(&url, "admin", &password).unwrap();
+    let (status, _, html) = exchange(&url, "GET", "/agents", &[("Cookie", &cookie)], "", "");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!("data-activation=\"{id}\"")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("DELETE /api/v1/agents/activations/{id}")));
+    assert!(!html.contains(&code));
+
+    let path = format!("/api/v1/agents/activations/{id}");
+    let (status, v) = json_call(&url, "DELETE", &path, &op, "");
+    assert_eq!(status, 204, "{v}");
+    let (_, v) = json_call(&url, "GET", "/api/v1/agents/activations", &op, "");
+    assert_eq!(v["activations"][0]["state"], "expired");
+    let (status, v) = json_call(&url, "DELETE", "/api/v1/agents/activations/999", &op, "");
+    assert_eq!(status, 404, "{v}");
+    // A cancelled code activates nothing.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["agent", "--server", &url, "--activation", &code, "--dir"])
+        .arg(t.path().join("agent"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expired"), "{err}");
+    let (_, v) = json_call(
+        &url,
+        "GET",
+        "/api/v1/audit",
+        &token_for(&t, "adm", "admin"),
+        "",
+    );
+    assert!(v.to_string().contains("agent.activation.cancel"), "{v}");
 }
 
 /// `tern --server URL --token T …` from a machine with no metadata database of its own.
