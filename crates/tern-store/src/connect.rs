@@ -22,6 +22,38 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// An `UPDATE … RETURNING columns` that claims the rows `pick` (a `SELECT id FROM table …`)
+    /// chooses, setting `set` on them. On SQLite (one writer at a time) the plain form, with
+    /// `still` (a condition the rows must still meet) checked again, is exact. On PostgreSQL the
+    /// picked rows are locked (`FOR UPDATE SKIP LOCKED`, so concurrent claimers never share a
+    /// row) and fixed once: a materialised CTE, not an IN subquery that a concurrent recheck
+    /// could evaluate again.
+    pub(crate) fn claim_sql(
+        self,
+        table: &str,
+        set: &str,
+        pick: &str,
+        still: &str,
+        columns: &str,
+    ) -> String {
+        match self {
+            Backend::Sqlite => format!(
+                "UPDATE {table} SET {set} WHERE id IN ({pick}) AND {still} RETURNING {columns}"
+            ),
+            Backend::Postgres => format!(
+                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE {table} SET {set} FROM picked WHERE {table}.id = picked.id RETURNING {}",
+                columns
+                    .split(',')
+                    .map(|c| format!("{table}.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
 /// A handle on the metadata database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

@@ -264,21 +264,9 @@ impl Store {
         let pick = "SELECT id FROM notifications WHERE state = 'pending' AND next_at <= $2 \
                     ORDER BY next_at, id LIMIT $3";
         let set = "next_at = $1, tries = tries + 1";
-        let sql = match self.backend() {
-            crate::Backend::Sqlite => format!(
-                "UPDATE notifications SET {set} WHERE id IN ({pick}) AND state = 'pending' RETURNING {COLUMNS}"
-            ),
-            crate::Backend::Postgres => format!(
-                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
-                 UPDATE notifications SET {set} FROM picked WHERE notifications.id = picked.id \
-                 RETURNING {}",
-                COLUMNS
-                    .split(',')
-                    .map(|c| format!("notifications.{}", c.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let sql =
+            self.backend()
+                .claim_sql("notifications", set, pick, "state = 'pending'", COLUMNS);
         let (mut tx, _write_lock) = self.write_tx().await?;
         let rows = sqlx::query(&sql)
             .bind(now + lease.as_millis() as i64)

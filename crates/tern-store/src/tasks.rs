@@ -404,24 +404,9 @@ impl Store {
              ORDER BY priority DESC, queued_at, id LIMIT $5",
             placeholders(6, queues.len())
         );
-        let sql = match self.backend() {
-            // One writer at a time on SQLite: the plain form is exact.
-            crate::Backend::Sqlite => format!(
-                "UPDATE task_instances SET {set} WHERE id IN ({pick}) AND state = 'queued' RETURNING {TI_COLUMNS}"
-            ),
-            // On PostgreSQL the picked rows must be locked and fixed once: a materialised CTE,
-            // not an IN subquery that a concurrent recheck could evaluate again.
-            crate::Backend::Postgres => format!(
-                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
-                 UPDATE task_instances SET {set} FROM picked WHERE task_instances.id = picked.id \
-                 RETURNING {}",
-                TI_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("task_instances.{}", c.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
+        let sql =
+            self.backend()
+                .claim_sql("task_instances", set, &pick, "state = 'queued'", TI_COLUMNS);
         let (mut tx, _write_lock) = self.write_tx().await?;
         let mut q = sqlx::query(&sql)
             .bind(&prefix)

@@ -242,21 +242,33 @@ fn param_fields(
         .collect()
 }
 
+/// The spec of the DAG `viewer` wants to trigger, or the page that says why not.
+async fn spec_to_trigger(
+    s: &AppState,
+    viewer: &Viewer,
+    dag_id: &str,
+) -> Result<std::sync::Arc<tern_core::DagSpec>, Response> {
+    if !viewer.can(Role::User) {
+        return Err(error_page(
+            viewer,
+            StatusCode::FORBIDDEN,
+            "triggering needs the user role",
+        ));
+    }
+    match s.store.latest_spec(dag_id).await {
+        Ok((_, spec)) => Ok(spec),
+        Err(e) => Err(store_fail(viewer, e)),
+    }
+}
+
 pub async fn trigger_form(
     State(s): State<AppState>,
     viewer: Viewer,
     Path(dag_id): Path<String>,
 ) -> Response {
-    if !viewer.can(Role::User) {
-        return error_page(
-            &viewer,
-            StatusCode::FORBIDDEN,
-            "triggering needs the user role",
-        );
-    }
-    let (_, spec) = match s.store.latest_spec(&dag_id).await {
-        Ok(v) => v,
-        Err(e) => return store_fail(&viewer, e),
+    let spec = match spec_to_trigger(&s, &viewer, &dag_id).await {
+        Ok(spec) => spec,
+        Err(page) => return page,
     };
     let fields = param_fields(&spec.params, &Map::new(), &HashMap::new());
     render(
@@ -302,16 +314,9 @@ pub async fn trigger_submit(
     if !form_csrf_ok(&viewer, form.get("csrf").map(String::as_str).unwrap_or("")) {
         return csrf_refused();
     }
-    if !viewer.can(Role::User) {
-        return error_page(
-            &viewer,
-            StatusCode::FORBIDDEN,
-            "triggering needs the user role",
-        );
-    }
-    let (_, spec) = match s.store.latest_spec(&dag_id).await {
-        Ok(v) => v,
-        Err(e) => return store_fail(&viewer, e),
+    let spec = match spec_to_trigger(&s, &viewer, &dag_id).await {
+        Ok(spec) => spec,
+        Err(page) => return page,
     };
     let mut values = Map::new();
     let mut errors = HashMap::new();

@@ -13,7 +13,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use crate::agents::server_url;
-use crate::harness::Tern;
+use crate::harness::{free_port, Tern};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,14 +27,6 @@ impl Drop for Driver {
         unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Starts chromedriver and opens a headless Chromium session with the flags STACK-NOTES lists.

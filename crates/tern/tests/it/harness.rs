@@ -266,3 +266,12 @@ pub fn exchange(
     let headers = head.lines().skip(1).map(|l| l.to_lowercase()).collect();
     (status, headers, body.to_string())
 }
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -7,15 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::agents::{new_code, server_url, AgentProc};
-use crate::harness::{files_containing, finished, run_state, task, Standalone, Tern, DEADLINE};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{
+    files_containing, finished, free_port, run_state, task, Standalone, Tern, DEADLINE,
+};
 
 /// `tern server` on a given port.
 pub fn server_on(t: &Tern, port: u16) -> (Standalone, String) {
