@@ -47,6 +47,7 @@ impl From<StoreError> for AgentError {
             StoreError::NotFound(m) => AgentError(StatusCode::NOT_FOUND, "not_found", m),
             StoreError::Conflict(m) => AgentError(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => AgentError(StatusCode::BAD_REQUEST, "invalid", m),
+            StoreError::Revoked(m) => AgentError(StatusCode::UNAUTHORIZED, "unauthenticated", m),
             other => {
                 tracing::error!("agent gateway: {other}");
                 AgentError(
@@ -63,6 +64,9 @@ impl From<TransportError> for AgentError {
     fn from(e: TransportError) -> Self {
         match e {
             TransportError::Refused(m) => AgentError(StatusCode::CONFLICT, "refused", m),
+            TransportError::Revoked(m) => {
+                AgentError(StatusCode::UNAUTHORIZED, "unauthenticated", m)
+            }
             TransportError::Unavailable(m) => {
                 tracing::error!("agent gateway: {m}");
                 AgentError(

@@ -21,6 +21,9 @@ pub struct Events {
     pub run_finished: Notify,
     /// A retry was scheduled: the scheduler recomputes when to wake.
     pub scheduler: Notify,
+    /// An agent was revoked (here or by another process): waiting claims of remote agents
+    /// look again, so a revoked agent is refused at once.
+    pub agents_revoked: Notify,
 }
 
 impl Events {

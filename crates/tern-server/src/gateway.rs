@@ -21,6 +21,8 @@ use crate::logs::LogStore;
 /// which queues have work.
 const WATCH_SQLITE: Duration = Duration::from_millis(5);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
+/// How often, at most, the queue watcher looks for revocations made by another process.
+const REVOCATION_CHECK: Duration = Duration::from_millis(250);
 
 /// Shared services of the gateway.
 #[derive(Clone)]
@@ -68,6 +70,14 @@ fn unavailable(e: impl std::fmt::Display) -> TransportError {
     TransportError::Unavailable(e.to_string())
 }
 
+/// A store error as the agent sees it: a revoked agent must stop; anything else may pass.
+fn transport_error(e: tern_store::StoreError) -> TransportError {
+    match e {
+        tern_store::StoreError::Revoked(m) => TransportError::Revoked(m),
+        other => unavailable(other),
+    }
+}
+
 impl Gateway {
     pub fn new(store: Store, events: Arc<Events>, logs: LogStore, lease: Duration) -> Gateway {
         Gateway {
@@ -91,6 +101,8 @@ impl Gateway {
             tern_store::Backend::Postgres => WATCH_POSTGRES,
         };
         let mut changes = self.store.change_watch();
+        let mut revoked = self.store.revoked_agent_count().await.ok();
+        let mut revocations_checked = tokio::time::Instant::now();
         loop {
             let hinted = tokio::select! {
                 _ = self.events.work.notified() => true,
@@ -103,6 +115,16 @@ impl Gateway {
             match self.store.queued_queues().await {
                 Ok(queues) => self.events.wake_queues(&queues),
                 Err(e) => tracing::warn!("queue watcher: {e}"),
+            }
+            // A revocation by another process (the CLI) ends the revoked agent's waiting claim.
+            if revocations_checked.elapsed() >= REVOCATION_CHECK {
+                revocations_checked = tokio::time::Instant::now();
+                if let Ok(n) = self.store.revoked_agent_count().await {
+                    if revoked.is_some_and(|r| r != n) {
+                        self.events.agents_revoked.notify_waiters();
+                    }
+                    revoked = Some(n);
+                }
             }
         }
     }
@@ -208,6 +230,40 @@ impl Gateway {
         Ok(run)
     }
 
+    /// A claimed instance whose assignment could not be built: with a database error it goes
+    /// back to its queue without using a try; when its task cannot be run at all (missing from
+    /// its DAG version, unreadable) the attempt fails without retry, with the reason.
+    async fn undeliverable(&self, c: &Claimed, e: tern_store::StoreError) {
+        tracing::error!(ti = c.ti.id, task = %c.ti.task_id, "cannot build the assignment: {e}");
+        let outcome = match e {
+            tern_store::StoreError::Db(_) => self
+                .store
+                .release_claim(c.ti.id, &c.attempt)
+                .await
+                .map(|_| self.events.work_queued()),
+            other => self
+                .store
+                .complete(
+                    c.ti.id,
+                    &c.attempt,
+                    &TryResult {
+                        note: Some(format!(
+                            "the control plane cannot hand out this task: {other}"
+                        )),
+                        ..TryResult::default()
+                    },
+                )
+                .await
+                .map(|applied| self.events.applied(&applied)),
+        };
+        if let Err(e) = outcome {
+            tracing::error!(
+                ti = c.ti.id,
+                "cannot put the undeliverable claim back: {e}; its lease will expire"
+            );
+        }
+    }
+
     async fn log_path(&self, ti_id: i64, attempt: &str) -> Result<Option<String>, TransportError> {
         let key = (ti_id, attempt.to_string());
         if let Some(p) = self.log_paths.lock().expect("log path cache").get(&key) {
@@ -249,6 +305,9 @@ impl ControlPlane for LocalControlPlane {
         loop {
             // Listen before probing, so work queued in between is not missed.
             let mut waits: Vec<_> = signals.iter().map(|n| Box::pin(n.notified())).collect();
+            if self.remote_agent.is_some() {
+                waits.push(Box::pin(self.gw.events.agents_revoked.notified()));
+            }
             for w in waits.iter_mut() {
                 w.as_mut().enable();
             }
@@ -257,7 +316,7 @@ impl ControlPlane for LocalControlPlane {
                 .store
                 .claim_many(&self.queues, &self.worker, self.gw.lease, max)
                 .await
-                .map_err(unavailable)?;
+                .map_err(transport_error)?;
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 let now = chrono::Utc::now();
@@ -274,9 +333,14 @@ impl ControlPlane for LocalControlPlane {
                             .expect("log path cache")
                             .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
                     }
-                    out.push(self.gw.assignment(c).await.map_err(unavailable)?);
+                    match self.gw.assignment(c).await {
+                        Ok(a) => out.push(a),
+                        Err(e) => self.gw.undeliverable(c, e).await,
+                    }
                 }
-                return Ok(out);
+                if !out.is_empty() {
+                    return Ok(out);
+                }
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
@@ -286,6 +350,14 @@ impl ControlPlane for LocalControlPlane {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+
+    async fn ack(&self, ti_id: i64, attempt: &str) -> Result<bool, TransportError> {
+        if self.remote_agent.is_none() {
+            // An in-process claim cannot be lost on the way: it was acknowledged as it was made.
+            return Ok(true);
+        }
+        Ok(self.heartbeat(ti_id, attempt).await?.keep_running)
     }
 
     async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError> {

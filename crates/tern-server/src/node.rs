@@ -184,7 +184,12 @@ impl Node {
                 },
             );
             let token = shutdown.clone();
-            handles.push(tokio::spawn(async move { agent.run(token).await }));
+            handles.push(tokio::spawn(async move {
+                // The local agent's claims are never refused: it serves no site.
+                if let Err(e) = agent.run(token).await {
+                    tracing::error!("the local agent stopped: {e}");
+                }
+            }));
         }
         if roles.http {
             let (addr, h) = crate::http::serve(

@@ -162,6 +162,12 @@ impl Scheduler {
         if self.store.promote_and_admit().await? || lost > 0 || timed_out > 0 {
             self.events.work_queued();
         }
+        let ended = self.store.finish_settled_runs().await?;
+        if ended > 0 {
+            tracing::warn!(ended, "ended runs whose tasks were all final");
+            self.events.run_finished.notify_waiters();
+            self.events.work_queued();
+        }
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
-use crate::time::{from_ms, now_ms};
+use crate::time::from_ms;
 use crate::{Result, Store, StoreError};
 
 /// The queue every agent of site `site` serves.
@@ -95,7 +95,7 @@ fn valid_site(site: &str) -> bool {
 const AGENT_COLUMNS: &str =
     "id, name, site, queues, version, address, created_at, last_seen, revoked_at, connections";
 
-fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow> {
+fn agent_row(r: &sqlx::any::AnyRow, now: i64) -> Result<AgentRow> {
     Ok(AgentRow {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
@@ -109,7 +109,7 @@ fn agent_row(r: &sqlx::any::AnyRow) -> Result<AgentRow> {
         connections: serde_json::from_str(&r.try_get::<String, _>("connections")?)?,
         connected: r
             .try_get::<Option<i64>, _>("last_seen")?
-            .is_some_and(|t| t >= now_ms() - CONNECTED_WINDOW.as_millis() as i64),
+            .is_some_and(|t| t >= now - CONNECTED_WINDOW.as_millis() as i64),
         running: 0,
     })
 }
@@ -140,7 +140,7 @@ impl Store {
             }
         }
         let code = random_secret(12);
-        let now = now_ms();
+        let now = self.now_ms();
         let expires = now + ttl.as_millis() as i64;
         sqlx::query(
             "INSERT INTO activation_codes (code_hash, site, queues, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
@@ -162,7 +162,7 @@ impl Store {
 
     /// The activation codes, newest first (at most `limit`).
     pub async fn list_activations(&self, limit: i64) -> Result<Vec<ActivationInfo>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let rows = sqlx::query(
             "SELECT id, site, queues, created_at, expires_at, used_at, agent_id FROM activation_codes ORDER BY id DESC LIMIT $1",
         )
@@ -194,7 +194,7 @@ impl Store {
     /// Cancels a code that has not been used: it expires now. A used code is a conflict (revoke
     /// its agent instead).
     pub async fn cancel_activation(&self, id: i64) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let row = sqlx::query("SELECT used_at, expires_at FROM activation_codes WHERE id = $1")
             .bind(id)
@@ -226,7 +226,7 @@ impl Store {
         version: &str,
         address: &str,
     ) -> Result<Activated> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let row = sqlx::query("SELECT id, site, queues, expires_at, used_at FROM activation_codes WHERE code_hash = $1")
             .bind(secret_hash(code))
@@ -289,11 +289,11 @@ impl Store {
         else {
             return Ok(None);
         };
-        let mut agent = agent_row(&row)?;
+        let mut agent = agent_row(&row, self.now_ms())?;
         if agent.revoked {
             return Ok(None);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         // Writing `last_seen` on every call (every log chunk) would make each call a write;
         // once per few seconds is enough to tell connected agents from gone ones.
         let stale = agent
@@ -332,7 +332,7 @@ impl Store {
             .ok_or_else(|| {
                 StoreError::NotFound(format!("no agent {id}; `tern agents list` shows them"))
             })?;
-        agent_row(&row)
+        agent_row(&row, self.now_ms())
     }
 
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>> {
@@ -341,7 +341,7 @@ impl Store {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(agent_row)
+            .map(|r| agent_row(r, self.now_ms()))
             .collect::<Result<_>>()?;
         let held = sqlx::query(
             "SELECT worker, COUNT(*) FROM task_instances WHERE state = 'running' AND worker LIKE 'agent-%' GROUP BY worker",
@@ -367,7 +367,7 @@ impl Store {
         let done =
             sqlx::query("UPDATE agents SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                 .bind(id)
-                .bind(now_ms())
+                .bind(self.now_ms())
                 .execute(&self.pool)
                 .await?;
         if done.rows_affected() == 0 {
@@ -389,6 +389,49 @@ pub fn agent_worker_name(id: i64) -> String {
     format!("agent-{id}")
 }
 
+/// The remote agent a `worker` label names, if it names one.
+pub fn agent_id_of_worker(worker: &str) -> Option<i64> {
+    worker.strip_prefix("agent-")?.parse().ok()
+}
+
+impl Store {
+    /// Fails with [`StoreError::Revoked`] when agent `id` is revoked or unknown. Inside a
+    /// transaction the agent's row is share-locked (PostgreSQL) until it ends.
+    pub(crate) async fn refuse_revoked_agent(
+        &self,
+        tx: Option<&mut sqlx::Transaction<'static, sqlx::Any>>,
+        id: i64,
+    ) -> Result<()> {
+        let lock = match (&tx, self.backend()) {
+            (Some(_), crate::Backend::Postgres) => " FOR SHARE",
+            _ => "",
+        };
+        let sql = format!("SELECT revoked_at FROM agents WHERE id = $1{lock}");
+        let q = sqlx::query_scalar::<_, Option<i64>>(&sql).bind(id);
+        let revoked_at = match tx {
+            Some(tx) => q.fetch_optional(&mut **tx).await?,
+            None => q.fetch_optional(&self.pool).await?,
+        };
+        match revoked_at {
+            Some(None) => Ok(()),
+            Some(Some(_)) => Err(StoreError::Revoked(format!(
+                "agent {id} was revoked; activate it again with a new code"
+            ))),
+            None => Err(StoreError::Revoked(format!("agent {id} is unknown"))),
+        }
+    }
+
+    /// How many agents have been revoked: a cheap way for a server to notice a revocation
+    /// made by another process.
+    pub async fn revoked_agent_count(&self) -> Result<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM agents WHERE revoked_at IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 /// An agent counts as connected when it called within this window (a claim long-poll lasts at
 /// most 30 s, so a live agent calls at least that often).
 pub const CONNECTED_WINDOW: Duration = Duration::from_secs(60);
@@ -401,7 +444,7 @@ impl Store {
     /// the note once one is connected, and fails those queued longer than `queue_timeout` (if
     /// set). Returns how many were failed.
     pub async fn review_site_queues(&self, queue_timeout: Option<Duration>) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let connected_since = now - CONNECTED_WINDOW.as_millis() as i64;
         let rows = sqlx::query(
             "SELECT DISTINCT queue FROM task_instances WHERE state = 'queued' AND queue LIKE 'site:%'",

@@ -10,6 +10,7 @@ use sqlx::{AnyPool, Executor, Transaction};
 
 use tern_core::DagSpec;
 
+use crate::time::{Clock, SystemClock};
 use crate::Result;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -63,6 +64,8 @@ pub struct Store {
     /// Queues this process's SQLite writers without SQLite's busy handler, which sleeps in
     /// millisecond steps when the write lock is taken.
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
+    /// Where every state change reads "now" (injected in tests).
+    clock: Arc<dyn Clock>,
 }
 
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
@@ -123,6 +126,7 @@ impl Store {
             backend,
             specs: Arc::default(),
             sqlite_writer: Arc::default(),
+            clock: Arc::new(SystemClock),
         })
     }
 
@@ -158,6 +162,18 @@ impl Store {
         Ok(store)
     }
 
+    /// The same store reading the time from `clock` (tests move a [`crate::ManualClock`]
+    /// instead of sleeping).
+    pub fn with_clock(mut self, clock: impl Clock) -> Store {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Now, in UTC epoch milliseconds, by the store's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -173,14 +189,6 @@ impl Store {
             }
             Backend::Postgres => (self.pool.begin().await?, None),
         })
-    }
-
-    /// `FOR UPDATE SKIP LOCKED` where the database has it.
-    pub(crate) fn skip_locked(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        }
     }
 
     /// Serialises the work on one DAG run across processes (PostgreSQL row lock; SQLite

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::time::{from_ms, now_ms};
+use crate::time::from_ms;
 use crate::{Result, Store, StoreError};
 
 /// A stored connection. `secret` is the caller's ciphertext of the URI and extra fields.
@@ -41,7 +41,7 @@ const COLUMNS: &str = "name, conn_type, host, login, secret, description, create
 impl Store {
     /// Adds a connection, or replaces it when `replace`.
     pub async fn put_connection(&self, c: &StoredConnection, replace: bool) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let exists: Option<String> =
             sqlx::query_scalar("SELECT name FROM connections WHERE name = $1")

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sqlx::Row;
 use tern_core::DagSpec;
 
-use crate::time::{from_ms, now_ms};
+use crate::time::from_ms;
 use crate::{DagRow, ImportErrorRow, Result, Store, StoreError};
 
 /// What a folder sync changed.
@@ -98,7 +98,7 @@ impl Store {
         if changed.is_empty() && to_deactivate.is_empty() && !errors_changed {
             return Ok(report);
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         self.lock_dag_sync(&mut tx).await?;
         for (spec, hash) in changed {

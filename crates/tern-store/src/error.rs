@@ -13,6 +13,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The agent making the call was revoked (or never existed): it must stop.
+    #[error("{0}")]
+    Revoked(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }

@@ -10,6 +10,7 @@
 //! event never waits for a polling tick and a crash never leaves half an event applied.
 
 pub mod agents;
+mod attempts;
 mod connect;
 pub mod connections;
 pub mod dags;
@@ -29,6 +30,6 @@ pub mod users;
 pub use connect::{Backend, Store};
 pub use error::StoreError;
 pub use model::*;
-pub use time::{from_ms, to_ms};
+pub use time::{from_ms, to_ms, Clock, ManualClock, SystemClock};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

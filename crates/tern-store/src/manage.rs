@@ -11,7 +11,6 @@ use std::collections::{BTreeSet, HashSet};
 use sqlx::{Any, Transaction};
 use tern_core::{DagSpec, RunState, TaskState};
 
-use crate::time::now_ms;
 use crate::{Result, Store, StoreError};
 
 /// Which tasks around the named ones a clear also takes.
@@ -31,7 +30,7 @@ impl Store {
         task_ids: &[String],
         scope: ClearScope,
     ) -> Result<Vec<String>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _lock) = self.write_tx().await?;
         self.lock_run(&mut tx, run_pk).await?;
         let spec = self.spec_of_run(&mut tx, run_pk).await?;
@@ -75,7 +74,7 @@ impl Store {
                 state.as_str()
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _lock) = self.write_tx().await?;
         self.lock_run(&mut tx, run_pk).await?;
         let spec = self.spec_of_run(&mut tx, run_pk).await?;
@@ -128,7 +127,7 @@ impl Store {
                 )))
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _lock) = self.write_tx().await?;
         self.lock_run(&mut tx, run_pk).await?;
         let dag_id: String = sqlx::query_scalar("SELECT dag_id FROM dag_runs WHERE id = $1")
@@ -185,7 +184,7 @@ impl Store {
 
     /// Deletes a run with its task instances, tries and outputs (log files stay where they are).
     pub async fn delete_run(&self, run_pk: i64) -> Result<()> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _lock) = self.write_tx().await?;
         self.lock_run(&mut tx, run_pk).await?;
         let dag_id: String = sqlx::query_scalar("SELECT dag_id FROM dag_runs WHERE id = $1")

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tern_core::DagSpec;
 
-use crate::time::{from_ms, now_ms, to_ms};
+use crate::time::{from_ms, to_ms};
 use crate::{Result, Store, TaskInstance};
 
 /// What a notification tells.
@@ -250,7 +250,7 @@ impl Store {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Notification>> {
-        let now = now_ms();
+        let now = self.now_ms();
         // A read first: nothing is due most of the time, and then no write lock is taken.
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM notifications WHERE state = 'pending' AND next_at <= $1 LIMIT 1",
@@ -289,7 +289,7 @@ impl Store {
         tries: u32,
         delivery: &Delivery,
     ) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (state, next_at, error, ended_at) = match delivery {
             Delivery::Sent => ("sent", now, None, Some(now)),
             Delivery::RetryAt { at, error } => ("pending", to_ms(*at), Some(error.as_str()), None),

@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use tern_core::{DataInterval, RunState, TaskState};
 
 use crate::model::parse_state;
-use crate::time::{from_ms, now_ms, to_ms};
+use crate::time::{from_ms, to_ms};
 use crate::{DagRun, NewRun, Result, Store, StoreError, TaskInstance, TaskTry};
 
 pub(crate) const RUN_COLUMNS: &str =
@@ -48,7 +48,7 @@ impl Store {
     pub async fn create_run(&self, new: &NewRun, version_id: i64) -> Result<(DagRun, bool)> {
         let spec = self.spec(version_id).await?;
         let priorities = spec.effective_priorities();
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let pk: i64 = sqlx::query_scalar(
             "INSERT INTO dag_runs (dag_id, run_id, version_id, run_type, state, logical_date, \

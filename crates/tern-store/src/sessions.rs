@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use crate::agents::{random_secret, secret_hash};
-use crate::time::{from_ms, now_ms};
+use crate::time::from_ms;
 use crate::users::User;
 use crate::{Result, Store};
 
@@ -27,7 +27,7 @@ impl Store {
     ) -> Result<(String, String)> {
         let value = random_secret(32);
         let csrf = random_secret(24);
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         // Expired sessions go when new ones come.
         sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
@@ -56,7 +56,7 @@ impl Store {
              WHERE s.id_hash = $1 AND s.expires_at > $2 AND u.disabled_at IS NULL",
         )
         .bind(secret_hash(value))
-        .bind(now_ms())
+        .bind(self.now_ms())
         .fetch_optional(&self.pool)
         .await?;
         let Some(r) = row else { return Ok(None) };

@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use crate::time::now_ms;
 use crate::{Result, Store};
 
 /// A snapshot of what is in the database.
@@ -23,7 +22,7 @@ pub struct Stats {
 
 impl Store {
     pub async fn stats(&self) -> Result<Stats> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut s = Stats::default();
         for r in sqlx::query("SELECT state, COUNT(*) AS n FROM task_instances GROUP BY state")
             .fetch_all(&self.pool)

@@ -15,8 +15,8 @@ use tern_core::trigger::{evaluate, Readiness};
 use tern_core::{DagSpec, TaskState, UpstreamSummary};
 
 use crate::model::parse_state;
-use crate::time::{from_ms, now_ms};
-use crate::{Applied, Claimed, Result, Store, TaskInstance, TryResult};
+use crate::time::from_ms;
+use crate::{Claimed, Result, Store, TaskInstance};
 
 pub(crate) const TI_COLUMNS: &str =
     "id, run_pk, dag_id, run_id, task_id, state, try_number, max_tries, queue, pool, \
@@ -392,22 +392,40 @@ impl Store {
         if q.fetch_optional(&self.pool).await?.is_none() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let remote_agent = crate::agents::agent_id_of_worker(worker);
+        if let Some(id) = remote_agent {
+            self.refuse_revoked_agent(None, id).await?;
+        }
+        let now = self.now_ms();
         let prefix = new_attempt_token();
-        // A sensor's next poke (`sensor_since` set) continues its try.
-        let set = "state = 'running', \
+        // A sensor's next poke (`sensor_since` set) continues its try. A remote agent's claim
+        // stays unacknowledged until the agent confirms it received it (its first heartbeat):
+        // a claim lost on the way then goes back to the queue without using a try.
+        let set = format!(
+            "state = 'running', \
              try_number = try_number + CASE WHEN sensor_since IS NULL THEN 1 ELSE 0 END, \
              attempt = $1 || '-' || CAST(task_instances.id AS TEXT), lease_until = $2, worker = $3, started_at = $4, \
-             ended_at = NULL, note = NULL";
+             ended_at = NULL, note = NULL, acked = {}",
+            i64::from(remote_agent.is_none())
+        );
         let pick = format!(
             "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) \
              ORDER BY priority DESC, queued_at, id LIMIT $5",
             placeholders(6, queues.len())
         );
-        let sql =
-            self.backend()
-                .claim_sql("task_instances", set, &pick, "state = 'queued'", TI_COLUMNS);
+        let sql = self.backend().claim_sql(
+            "task_instances",
+            &set,
+            &pick,
+            "state = 'queued'",
+            TI_COLUMNS,
+        );
         let (mut tx, _write_lock) = self.write_tx().await?;
+        if let Some(id) = remote_agent {
+            // Under a share lock of the agent's row: a revocation waits for this claim to
+            // commit, then fails what it claimed.
+            self.refuse_revoked_agent(Some(&mut tx), id).await?;
+        }
         let mut q = sqlx::query(&sql)
             .bind(&prefix)
             .bind(now + lease.as_millis() as i64)
@@ -464,7 +482,8 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Extends the lease of a running attempt. False when the attempt is no longer current:
+    /// Extends the lease of a running attempt, and acknowledges its claim (an agent's first
+    /// heartbeat confirms it received the task). False when the attempt is no longer current:
     /// the agent must stop the task.
     pub async fn heartbeat(
         &self,
@@ -474,11 +493,12 @@ impl Store {
         lease: Duration,
     ) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE task_instances SET lease_until = $3 WHERE id = $1 AND attempt = $2 AND state = 'running' AND worker = $4",
+            "UPDATE task_instances SET lease_until = $3, acked = 1 \
+             WHERE id = $1 AND attempt = $2 AND state = 'running' AND worker = $4",
         )
         .bind(ti_id)
         .bind(attempt)
-        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(self.now_ms() + lease.as_millis() as i64)
         .bind(worker)
         .execute(&self.pool)
         .await?;
@@ -489,7 +509,7 @@ impl Store {
     /// a control plane starts: its agents could not heartbeat while it was down, and their
     /// attempts must not be declared lost before they had a chance to report.
     pub async fn extend_remote_leases(&self, lease: Duration) -> Result<u64> {
-        let until = now_ms() + lease.as_millis() as i64;
+        let until = self.now_ms() + lease.as_millis() as i64;
         let (mut tx, _write_lock) = self.write_tx().await?;
         let n = sqlx::query(
             "UPDATE task_instances SET lease_until = $1 WHERE state = 'running' AND worker LIKE 'agent-%' AND lease_until < $1",
@@ -502,345 +522,11 @@ impl Store {
         Ok(n)
     }
 
-    /// Records the result of an attempt and, in the same transaction, its consequences:
-    /// retry or final state, downstream readiness, admission, run completion. A result for an
-    /// attempt that is no longer current is noted on its try and changes nothing else.
-    pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
-        self.complete_by(ti_id, attempt, None, result).await
-    }
-
-    /// [`Store::complete`], accepted only from `worker` when given: an agent can end only the
-    /// attempts it holds.
-    pub async fn complete_by(
-        &self,
-        ti_id: i64,
-        attempt: &str,
-        worker: Option<&str>,
-        result: &TryResult,
-    ) -> Result<Applied> {
-        let now = now_ms();
-        let (mut tx, _write_lock) = self.write_tx().await?;
-        let sql = format!("SELECT {TI_COLUMNS} FROM task_instances WHERE id = $1");
-        let Some(row) = sqlx::query(&sql)
-            .bind(ti_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(Applied::default());
-        };
-        let mut ti = ti_row(&row)?;
-        if self.backend() == crate::Backend::Postgres {
-            // Serialise with other results of the same run, then read the instance again.
-            self.lock_run(&mut tx, ti.run_pk).await?;
-            ti = ti_row(&sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?)?;
-        }
-        let holder_differs = worker.is_some_and(|w| ti.worker.as_deref() != Some(w));
-        if ti.state != TaskState::Running
-            || ti.attempt.as_deref() != Some(attempt)
-            || holder_differs
-        {
-            let verdict = if result.success { "success" } else { "failure" };
-            sqlx::query(
-                "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
-            )
-            .bind(ti_id)
-            .bind(attempt)
-            .bind(format!(" (late result ignored: {verdict})"))
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            return Ok(Applied::default());
-        }
-        for (key, value) in &result.outputs {
-            sqlx::query(
-                "INSERT INTO task_outputs (ti_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(ti_id)
-            .bind(key)
-            .bind(value.to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
-        let mut applied = self.end_attempt(&mut tx, &ti, result, now).await?;
-        tx.commit().await?;
-        applied.ran_for = ti
-            .started_at
-            .map(|s| std::time::Duration::from_millis((now - s.timestamp_millis()).max(0) as u64));
-        Ok(applied)
-    }
-
-    /// Ends the current attempt of a running instance and applies the consequences.
-    async fn end_attempt(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        ti: &TaskInstance,
-        result: &TryResult,
-        now: i64,
-    ) -> Result<Applied> {
-        let version_id: i64 = sqlx::query_scalar("SELECT version_id FROM dag_runs WHERE id = $1")
-            .bind(ti.run_pk)
-            .fetch_one(&mut **tx)
-            .await?;
-        let spec = self.spec(version_id).await?;
-        let task = spec.task(&ti.task_id);
-        let sensor = task.and_then(|t| match &t.kind {
-            tern_core::TaskKind::Sensor(s) => Some(s),
-            _ => None,
-        });
-        if let (Some(after), Some(sensor), false) =
-            (result.reschedule_after, sensor, result.success)
-        {
-            let since = self.sensor_since(tx, ti, now).await?;
-            let deadline = since.saturating_add(sensor.timeout_ms as i64);
-            if now < deadline {
-                return self
-                    .reschedule(
-                        tx,
-                        ti,
-                        result,
-                        now,
-                        since,
-                        (now + after.as_millis() as i64).min(deadline),
-                    )
-                    .await;
-            }
-            let waited = tern_core::format_duration(Duration::from_millis((now - since) as u64));
-            let why = result.note.as_deref().unwrap_or("condition not met");
-            let (state, note) = if sensor.soft_fail {
-                (
-                    TaskState::Skipped,
-                    format!("sensor timed out after {waited} ({why}); skipped (soft_fail)"),
-                )
-            } else {
-                (
-                    TaskState::Failed,
-                    format!("sensor timed out after {waited} ({why}); not retried"),
-                )
-            };
-            return self
-                .settle(tx, ti, &spec, result, now, state, None, Some(note))
-                .await;
-        }
-        let (state, ready_at) = if result.success {
-            (TaskState::Success, None)
-        } else if result.retryable && ti.try_number < ti.max_tries {
-            let delay = task
-                .map(|t| tern_core::retry::retry_delay(t, ti.try_number))
-                .unwrap_or_default();
-            (TaskState::UpForRetry, Some(now + delay.as_millis() as i64))
-        } else {
-            (TaskState::Failed, None)
-        };
-        let note = match (state, &result.note) {
-            (TaskState::UpForRetry, Some(n)) => Some(format!(
-                "{n}; retry {} of {} after {}",
-                ti.try_number,
-                ti.max_tries - 1,
-                tern_core::format_duration(Duration::from_millis(
-                    (ready_at.unwrap_or(now) - now) as u64
-                ))
-            )),
-            (_, n) => n.clone(),
-        };
-        self.settle(tx, ti, &spec, result, now, state, ready_at, note)
-            .await
-    }
-
-    /// When the current try of a sensor made its first poke, in milliseconds.
-    async fn sensor_since(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        ti: &TaskInstance,
-        now: i64,
-    ) -> Result<i64> {
-        let since: Option<i64> =
-            sqlx::query_scalar("SELECT sensor_since FROM task_instances WHERE id = $1")
-                .bind(ti.id)
-                .fetch_one(&mut **tx)
-                .await?;
-        Ok(since
-            .or(ti.started_at.map(|t| t.timestamp_millis()))
-            .unwrap_or(now))
-    }
-
-    /// Ends a sensor's poke whose condition did not hold: the instance waits, slot-free, as
-    /// `up_for_reschedule` until `due`, keeping its try (with `sensor_since` set, the next
-    /// poke's claim does not count a new try, and it appends to the same log).
-    async fn reschedule(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        ti: &TaskInstance,
-        result: &TryResult,
-        now: i64,
-        since: i64,
-        due: i64,
-    ) -> Result<Applied> {
-        let why = result.note.as_deref().unwrap_or("condition not met");
-        let note = format!(
-            "poke: {why}; next poke in {}",
-            tern_core::format_duration(Duration::from_millis((due - now).max(0) as u64))
-        );
-        sqlx::query(
-            "UPDATE task_instances SET state = 'up_for_reschedule', \
-             ended_at = $2, note = $3, ready_at = $4, lease_until = NULL, sensor_since = $5, \
-             pokes = pokes + 1 WHERE id = $1",
-        )
-        .bind(ti.id)
-        .bind(now)
-        .bind(&note)
-        .bind(due)
-        .bind(since)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "UPDATE task_tries SET state = 'up_for_reschedule', ended_at = $3, note = $4 \
-             WHERE ti_id = $1 AND try_number = $2",
-        )
-        .bind(ti.id)
-        .bind(i64::from(ti.try_number))
-        .bind(now)
-        .bind(&note)
-        .execute(&mut **tx)
-        .await?;
-        let queued_queues = self.admit(tx, now).await?;
-        Ok(Applied {
-            accepted: true,
-            retry_pending: true,
-            queued_any: !queued_queues.is_empty(),
-            queued_queues,
-            ..Applied::default()
-        })
-    }
-
-    /// Moves an ended attempt's instance to `state` and applies the consequences: downstream
-    /// readiness and run completion for a final state, then admission.
-    #[allow(clippy::too_many_arguments)]
-    async fn settle(
-        &self,
-        tx: &mut Transaction<'static, Any>,
-        ti: &TaskInstance,
-        spec: &tern_core::DagSpec,
-        result: &TryResult,
-        now: i64,
-        state: TaskState,
-        ready_at: Option<i64>,
-        note: Option<String>,
-    ) -> Result<Applied> {
-        sqlx::query(
-            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
-             sensor_since = NULL WHERE id = $1",
-        )
-        .bind(ti.id)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(&note)
-        .bind(ready_at)
-        .execute(&mut **tx)
-        .await?;
-        let (try_state, try_note) = if state == TaskState::UpForRetry {
-            (TaskState::Failed, result.note.clone())
-        } else {
-            (state, note.clone())
-        };
-        sqlx::query(
-            "UPDATE task_tries SET state = $3, ended_at = $4, exit_code = $5, note = $6 WHERE ti_id = $1 AND try_number = $2",
-        )
-        .bind(ti.id)
-        .bind(i64::from(ti.try_number))
-        .bind(try_state.as_str())
-        .bind(now)
-        .bind(result.exit_code.map(i64::from))
-        .bind(&try_note)
-        .execute(&mut **tx)
-        .await?;
-        if state == TaskState::UpForRetry {
-            self.enqueue_retry_notifications(tx, ti, spec, result.note.as_deref(), ready_at, now)
-                .await?;
-        }
-        let mut applied = Applied {
-            accepted: true,
-            retry_pending: state == TaskState::UpForRetry,
-            ..Applied::default()
-        };
-        if state.is_finished() {
-            let states = self
-                .evaluate(tx, ti.run_pk, spec, Some(&[ti.task_id.as_str()]), now)
-                .await?;
-            applied.run_finished = self
-                .finish_run_if_done(tx, ti.run_pk, spec, states, now)
-                .await?;
-        }
-        applied.queued_queues = self.admit(tx, now).await?;
-        applied.queued_any = !applied.queued_queues.is_empty();
-        Ok(applied)
-    }
-
-    /// Fails, or schedules for retry, every running attempt whose lease has expired: its agent
-    /// stopped heartbeating. Returns how many attempts were marked lost.
-    pub async fn expire_leases(&self) -> Result<usize> {
-        let now = now_ms();
-        let sql = format!(
-            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND lease_until < $1 {}",
-            self.skip_locked()
-        );
-        let (mut tx, _write_lock) = self.write_tx().await?;
-        let lost: Vec<TaskInstance> = sqlx::query(&sql)
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(ti_row)
-            .collect::<Result<_>>()?;
-        for ti in &lost {
-            let result = TryResult {
-                success: false,
-                retryable: true,
-                note: Some(format!(
-                    "attempt lost: agent {} stopped reporting and its lease expired",
-                    ti.worker.as_deref().unwrap_or("?")
-                )),
-                ..TryResult::default()
-            };
-            self.end_attempt(&mut tx, ti, &result, now).await?;
-        }
-        tx.commit().await?;
-        Ok(lost.len())
-    }
-
-    /// Ends every running attempt held by `worker` (an agent known to be gone, such as the
-    /// local agent of a control plane that restarted) as a retryable failure with `note`.
-    pub async fn fail_attempts_of_worker(&self, worker: &str, note: &str) -> Result<usize> {
-        let now = now_ms();
-        let sql = format!(
-            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'running' AND worker = $1"
-        );
-        let (mut tx, _write_lock) = self.write_tx().await?;
-        let held: Vec<TaskInstance> = sqlx::query(&sql)
-            .bind(worker)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(ti_row)
-            .collect::<Result<_>>()?;
-        for ti in &held {
-            let result = TryResult {
-                success: false,
-                retryable: true,
-                note: Some(note.to_string()),
-                ..TryResult::default()
-            };
-            self.end_attempt(&mut tx, ti, &result, now).await?;
-        }
-        tx.commit().await?;
-        Ok(held.len())
-    }
-
     /// Periodic housekeeping: retries whose delay has passed become `scheduled`, queued runs
     /// start where `max_active_runs` allows, and `scheduled` instances are admitted. Returns
     /// whether any task instance became queued.
     pub async fn promote_and_admit(&self) -> Result<bool> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         sqlx::query("UPDATE task_instances SET state = 'scheduled', ready_at = NULL WHERE state IN ('up_for_retry', 'up_for_reschedule') AND ready_at <= $1")
             .bind(now)
@@ -933,38 +619,6 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?)
-    }
-}
-
-impl Store {
-    /// Fails (without retry) the instances of `queue` queued before `before`: nothing could
-    /// run them in time. The reason names the timeout and `why`.
-    pub async fn fail_queued_before(&self, queue: &str, before: i64, why: &str) -> Result<usize> {
-        let now = now_ms();
-        let sql = format!(
-            "SELECT {TI_COLUMNS} FROM task_instances WHERE state = 'queued' AND queue = $1 AND queued_at < $2"
-        );
-        let (mut tx, _write_lock) = self.write_tx().await?;
-        let stale: Vec<TaskInstance> = sqlx::query(&sql)
-            .bind(queue)
-            .bind(before)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(ti_row)
-            .collect::<Result<_>>()?;
-        for ti in &stale {
-            // Ended like a failed attempt, so downstream tasks and the run follow as usual.
-            let result = TryResult {
-                success: false,
-                retryable: false,
-                note: Some(format!("queue timeout: {why}")),
-                ..TryResult::default()
-            };
-            self.end_attempt(&mut tx, ti, &result, now).await?;
-        }
-        tx.commit().await?;
-        Ok(stale.len())
     }
 }
 

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use crate::agents::secret_hash;
-use crate::time::{from_ms, now_ms};
+use crate::time::from_ms;
 use crate::{Result, Store, StoreError};
 
 /// A user. `role` is one of `admin`, `op`, `user`, `viewer` (the server defines what each may do).
@@ -86,7 +86,7 @@ impl Store {
             .bind(username)
             .bind(role)
             .bind(password_hash)
-            .bind(now_ms())
+            .bind(self.now_ms())
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| match e {
@@ -133,7 +133,7 @@ impl Store {
             ))
         })?;
         let value = format!("tern_{}", crate::agents::random_secret(24));
-        let now = now_ms();
+        let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) \
@@ -164,7 +164,7 @@ impl Store {
     /// The user a token value belongs to, if the token is known, not revoked, not expired, and
     /// its user not disabled.
     pub async fn authenticate_token(&self, value: &str) -> Result<Option<User>> {
-        let now = now_ms();
+        let now = self.now_ms();
         let sql =
             "SELECT t.id AS token_id, t.last_used_at, u.id, u.username, u.role, u.password_hash, \
                    u.created_at, u.disabled_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
@@ -222,7 +222,7 @@ impl Store {
             "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
         )
         .bind(id)
-        .bind(now_ms())
+        .bind(self.now_ms())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -241,7 +241,7 @@ impl Store {
         sqlx::query(
             "INSERT INTO audit_log (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(now_ms())
+        .bind(self.now_ms())
         .bind(actor)
         .bind(action)
         .bind(target)

@@ -36,11 +36,14 @@ impl Agent {
 
     /// Runs until `shutdown` is cancelled. Then it stops claiming, stops the attempts it runs
     /// (their results say the agent shut down, so they are retried per policy) and returns once
-    /// they are reported.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    /// they are reported. Returns early with [`TransportError::Revoked`] when the control
+    /// plane no longer accepts this agent (its running attempts are stopped first).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), TransportError> {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
         let mut running = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
+        let stop_all = shutdown.child_token();
+        let mut outcome = Ok(());
         loop {
             let first = tokio::select! {
                 p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
@@ -63,12 +66,18 @@ impl Agent {
                         let permit = permits.pop().expect("never more tasks than permits");
                         let cp = self.cp.clone();
                         let exec = self.cfg.exec.clone();
-                        let stop = shutdown.child_token();
+                        let stop = stop_all.child_token();
                         running.spawn(async move {
                             run_attempt(cp, a, exec, stop).await;
                             drop(permit);
                         });
                     }
+                }
+                Err(e @ TransportError::Revoked(_)) => {
+                    tracing::error!(agent = %self.cfg.name, "{e}; stopping");
+                    stop_all.cancel();
+                    outcome = Err(e);
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(agent = %self.cfg.name, "claim failed: {e}; retrying in {backoff:?}");
@@ -80,42 +89,114 @@ impl Agent {
                 }
             }
         }
+        stop_all.cancel();
         while running.join_next().await.is_some() {}
+        outcome
     }
 }
 
-/// Runs one claimed attempt with heartbeats and reports its end.
+/// An attempt stops itself when no lease renewal has been accepted for this share of the
+/// lease: the control plane may declare it lost once the whole lease has passed, and its retry
+/// must never overlap it.
+const FENCE_AT: f64 = 0.85;
+
+/// Confirms a claim before its task starts, retrying a lost call for a while. `Some(sent)`
+/// (when the confirmed call was sent) when the task may start.
+async fn acknowledge(cp: &dyn ControlPlane, a: &Assignment) -> Option<std::time::Instant> {
+    let give_up = std::time::Instant::now() + Duration::from_millis(a.lease_ms / 3);
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let sent = std::time::Instant::now();
+        match cp.ack(a.ti_id, &a.attempt).await {
+            Ok(true) => return Some(sent),
+            Ok(false) => {
+                tracing::warn!(ti = a.ti_id, "claim is no longer current; not starting it");
+                return None;
+            }
+            Err(e @ (TransportError::Refused(_) | TransportError::Revoked(_))) => {
+                tracing::warn!(ti = a.ti_id, "claim refused: {e}; not starting it");
+                return None;
+            }
+            Err(e) if std::time::Instant::now() + wait >= give_up => {
+                tracing::warn!(
+                    ti = a.ti_id,
+                    "could not confirm the claim ({e}); not starting it, the control plane will queue it again"
+                );
+                return None;
+            }
+            Err(_) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+        }
+    }
+}
+
+/// Runs one claimed attempt with heartbeats and reports its end. The claim is confirmed
+/// first; while the task runs, its lease is renewed every third of the lease, and the task is
+/// stopped when no renewal was accepted for [`FENCE_AT`] of the lease.
 pub async fn run_attempt(
     cp: Arc<dyn ControlPlane>,
     a: Assignment,
     exec: ExecOptions,
     stop: CancellationToken,
 ) {
+    let Some(acked_at) = acknowledge(cp.as_ref(), &a).await else {
+        cp.abandon(a.ti_id, &a.attempt).await;
+        return;
+    };
     let cancel = stop.child_token();
+    let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sink = ChunkedSink::start(cp.clone(), a.ti_id, a.attempt.clone());
     let heartbeat = {
         let cp = cp.clone();
         let cancel = cancel.clone();
+        let fenced = fenced.clone();
         let (ti, attempt) = (a.ti_id, a.attempt.clone());
-        let every = Duration::from_millis((a.lease_ms / 3).max(100));
+        let lease = Duration::from_millis(a.lease_ms.max(300));
+        let every = lease / 3;
+        let fence_after = lease.mul_f64(FENCE_AT);
         tokio::spawn(async move {
+            let mut renewed = acked_at;
             loop {
-                tokio::time::sleep(every).await;
-                match cp.heartbeat(ti, &attempt).await {
-                    Ok(r) if !r.keep_running => {
+                let fence_at = renewed + fence_after;
+                let next = (std::time::Instant::now() + every).min(fence_at);
+                tokio::time::sleep_until(next.into()).await;
+                if std::time::Instant::now() >= fence_at {
+                    tracing::warn!(ti, "no lease renewal accepted for {fence_after:?}; stopping the task so no retry overlaps it");
+                    fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+                    cancel.cancel();
+                    return;
+                }
+                let sent = std::time::Instant::now();
+                // A renewal that hangs counts as failed when the fence comes due.
+                let answer = tokio::time::timeout(
+                    fence_at.saturating_duration_since(sent),
+                    cp.heartbeat(ti, &attempt),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(r)) if !r.keep_running => {
                         tracing::warn!(ti, "attempt is no longer current; stopping it");
                         cancel.cancel();
                         return;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(ti, "heartbeat failed: {e}"),
+                    Ok(Ok(_)) => renewed = sent,
+                    Ok(Err(e)) => tracing::warn!(ti, "heartbeat failed: {e}"),
+                    Err(_) => tracing::warn!(ti, "heartbeat got no answer in time"),
                 }
             }
         })
     };
     let mut completion = execute(&a, &exec, &sink, &cancel).await;
     heartbeat.abort();
-    if stop.is_cancelled() && !completion.success {
+    if fenced.load(std::sync::atomic::Ordering::SeqCst) && !completion.success {
+        completion.retryable = true;
+        completion.reason = Some(format!(
+            "stopped by its agent: no lease renewal was accepted for {} (the control plane was unreachable), so the task was stopped before its lease ran out and a retry could overlap it",
+            tern_core::format_duration(Duration::from_millis(a.lease_ms).mul_f64(FENCE_AT))
+        ));
+    } else if stop.is_cancelled() && !completion.success {
         completion.retryable = true;
         completion.reason = Some("interrupted: the agent shut down while the task ran".into());
     }
@@ -124,7 +205,7 @@ pub async fn run_attempt(
     for _ in 0..8 {
         match cp.complete(completion.clone()).await {
             Ok(_) => return,
-            Err(TransportError::Refused(e)) => {
+            Err(e @ (TransportError::Refused(_) | TransportError::Revoked(_))) => {
                 tracing::warn!(ti = a.ti_id, "result refused: {e}");
                 return;
             }

@@ -103,6 +103,9 @@ async fn post<B: Serialize, R: DeserializeOwned>(
     let message = serde_json::from_str::<ErrorBody>(&text)
         .map(|b| format!("{} ({})", b.message, b.code))
         .unwrap_or(text);
+    if status == reqwest::StatusCode::UNAUTHORIZED && token.is_some() {
+        return Err(TransportError::Revoked(format!("{status}: {message}")));
+    }
     if status.is_server_error() || status.as_u16() == 429 {
         Err(TransportError::Unavailable(format!(
             "{url}: {status}: {message}"

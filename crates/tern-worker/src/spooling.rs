@@ -284,4 +284,12 @@ impl ControlPlane for SpoolingControlPlane {
     async fn report(&self, report: Report) -> Result<ReportReply, TransportError> {
         self.inner.report(report).await
     }
+
+    async fn abandon(&self, ti_id: i64, attempt: &str) {
+        self.running
+            .lock()
+            .expect("running")
+            .remove(&key(ti_id, attempt));
+        self.spool.lock().await.release(ti_id, attempt);
+    }
 }

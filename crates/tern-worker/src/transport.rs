@@ -14,6 +14,9 @@ pub enum TransportError {
     Unavailable(String),
     #[error("control plane refused the call: {0}")]
     Refused(String),
+    /// The agent's credential is revoked or unknown: nothing it sends will be accepted again.
+    #[error("the control plane does not accept this agent any more: {0}")]
+    Revoked(String),
 }
 
 /// The calls an agent makes. Implemented in-process by the control plane itself and over
@@ -24,6 +27,15 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// empty list when there were none.
     async fn claim(&self, wait: Duration, max: usize) -> Result<Vec<Assignment>, TransportError>;
     async fn heartbeat(&self, ti_id: i64, attempt: &str) -> Result<HeartbeatReply, TransportError>;
+    /// Confirms that the agent received a claimed attempt and is about to start it; false
+    /// when the attempt is no longer current. A claim never confirmed goes back to its queue
+    /// without using a try. Over the wire this is the first heartbeat.
+    async fn ack(&self, ti_id: i64, attempt: &str) -> Result<bool, TransportError> {
+        Ok(self.heartbeat(ti_id, attempt).await?.keep_running)
+    }
+    /// The agent will not run a claimed attempt after all (it could not confirm it): forget
+    /// what was kept about it. Nothing is sent.
+    async fn abandon(&self, _ti_id: i64, _attempt: &str) {}
     async fn log(&self, chunk: LogChunk) -> Result<(), TransportError>;
     async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError>;
     /// Tells the control plane what the agent holds and which connections it has; renews the

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use tern_core::{RunState, RunType, TaskState, TriggerRule};
-use tern_store::{ImportErrorRow, NewRun, Store, StoreError, TryResult};
+use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
 pub use crate::notifications::*;
@@ -305,18 +305,26 @@ pub async fn stale_attempt_cannot_change_state(store: Store) {
 }
 
 pub async fn expired_lease_marks_attempt_lost(store: Store) {
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
     let v = setup(&store, dag("lost", vec![task("a", &[])])).await;
     let (run, _) = store.create_run(&new_run("lost", "r1"), v).await.unwrap();
     let c = store
-        .claim(&queues(), "agent-7", Duration::ZERO)
+        .claim(&queues(), "local-7", LEASE)
         .await
         .unwrap()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock.advance(LEASE - Duration::from_millis(1));
+    assert_eq!(
+        store.expire_leases().await.unwrap(),
+        0,
+        "the lease still runs"
+    );
+    clock.advance(Duration::from_millis(2));
     assert_eq!(store.expire_leases().await.unwrap(), 1);
     let ti = store.task_instance(run.pk, "a").await.unwrap();
     assert_eq!(ti.state, TaskState::Failed);
-    assert!(ti.note.unwrap().contains("agent agent-7 stopped reporting"));
+    assert!(ti.note.unwrap().contains("agent local-7 stopped reporting"));
     assert!(
         !store
             .complete(c.ti.id, &c.attempt, &ok())
@@ -324,6 +332,221 @@ pub async fn expired_lease_marks_attempt_lost(store: Store) {
             .unwrap()
             .accepted
     );
+    assert_eq!(
+        store.get_run("lost", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+}
+
+/// An agent registered for `site` and the worker label of its attempts.
+async fn site_agent(store: &Store, site: &str) -> (tern_store::agents::Activated, String) {
+    let code = store
+        .create_activation(site, &[], Duration::from_secs(600))
+        .await
+        .unwrap();
+    let a = store
+        .activate(&code.code, "box", "0.1.0", "127.0.0.1")
+        .await
+        .unwrap();
+    let worker = tern_store::agents::agent_worker_name(a.agent.id);
+    (a, worker)
+}
+
+fn site_task(id: &str, site: &str, retries: u32) -> tern_core::TaskSpec {
+    let mut t = task(id, &[]);
+    t.queue = format!("site:{site}");
+    t.retries = retries;
+    t.retry_delay_ms = 0;
+    t
+}
+
+pub async fn an_unacknowledged_remote_claim_goes_back_without_using_a_try(store: Store) {
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
+    let (a, worker) = site_agent(&store, "oslo").await;
+    let v = setup(&store, dag("ack", vec![site_task("t", "oslo", 0)])).await;
+    let (run, _) = store.create_run(&new_run("ack", "r1"), v).await.unwrap();
+    // The claim's answer is lost on the way: the agent never confirms it.
+    let lost = store
+        .claim(&a.agent.queues, &worker, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lost.ti.try_number, 1);
+    clock.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let ti = store.task_instance(run.pk, "t").await.unwrap();
+    assert_eq!(ti.state, TaskState::Queued, "{:?}", ti.note);
+    assert_eq!(ti.try_number, 0, "no try was used");
+    assert!(ti.note.unwrap().contains("never started"));
+    assert!(store.task_tries(ti.id).await.unwrap().is_empty());
+    // A late confirmation of the lost claim is refused.
+    assert!(!store
+        .heartbeat(lost.ti.id, &lost.attempt, &worker, LEASE)
+        .await
+        .unwrap());
+    // Delivered again, confirmed (the first heartbeat), then silent: now a try is used.
+    let c = store
+        .claim(&a.agent.queues, &worker, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.ti.try_number, 1);
+    assert!(store
+        .heartbeat(c.ti.id, &c.attempt, &worker, LEASE)
+        .await
+        .unwrap());
+    clock.advance(LEASE + Duration::from_millis(1));
+    assert_eq!(store.expire_leases().await.unwrap(), 1);
+    let ti = store.task_instance(run.pk, "t").await.unwrap();
+    assert_eq!(ti.state, TaskState::Failed);
+    assert_eq!(ti.try_number, 1);
+    // A claim the control plane could not hand out is released at once, also without a try.
+    store
+        .clear_tasks(run.pk, &["t".into()], Default::default())
+        .await
+        .unwrap();
+    let c = store
+        .claim(&a.agent.queues, &worker, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.release_claim(c.ti.id, &c.attempt).await.unwrap());
+    assert!(!store.release_claim(c.ti.id, &c.attempt).await.unwrap());
+    let ti = store.task_instance(run.pk, "t").await.unwrap();
+    assert_eq!((ti.state, ti.try_number), (TaskState::Queued, 1));
+}
+
+pub async fn a_revoked_agent_is_given_no_work(store: Store) {
+    let (a, worker) = site_agent(&store, "lima").await;
+    let v = setup(&store, dag("rev", vec![site_task("t", "lima", 0)])).await;
+    store.revoke_agent(a.agent.id).await.unwrap();
+    let (run, _) = store.create_run(&new_run("rev", "r1"), v).await.unwrap();
+    let err = store
+        .claim(&a.agent.queues, &worker, LEASE)
+        .await
+        .expect_err("a revoked agent's claim is refused");
+    assert!(matches!(err, StoreError::Revoked(_)), "{err}");
+    assert_eq!(state_of(&store, run.pk, "t").await, TaskState::Queued);
+    // A worker label naming no registered agent is refused the same way.
+    assert!(matches!(
+        store.claim(&a.agent.queues, "agent-999", LEASE).await,
+        Err(StoreError::Revoked(_))
+    ));
+}
+
+pub async fn a_queue_timeout_spares_claimed_work_and_earlier_tries(store: Store) {
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
+    let mut t = task("t", &[]);
+    t.retries = 1;
+    t.retry_delay_ms = 0;
+    let v = setup(&store, dag("qt", vec![t])).await;
+    let (run, _) = store.create_run(&new_run("qt", "r1"), v).await.unwrap();
+    let first = store
+        .claim(&queues(), "local-1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .complete(first.ti.id, &first.attempt, &fail(true))
+        .await
+        .unwrap();
+    store.promote_and_admit().await.unwrap();
+    assert_eq!(state_of(&store, run.pk, "t").await, TaskState::Queued);
+    clock.advance(Duration::from_secs(60));
+    // Claimed meanwhile: the timeout leaves it alone.
+    let second = store
+        .claim(&queues(), "local-1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let cutoff = store.now_ms();
+    assert_eq!(
+        store
+            .fail_queued_before("default", cutoff, "test")
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(state_of(&store, run.pk, "t").await, TaskState::Running);
+    // Queued again and timed out: the earlier tries keep their own records.
+    store
+        .complete(second.ti.id, &second.attempt, &fail(true))
+        .await
+        .unwrap();
+    store
+        .clear_tasks(run.pk, &["t".into()], Default::default())
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(60));
+    let cutoff = store.now_ms();
+    assert_eq!(
+        store
+            .fail_queued_before("default", cutoff, "nobody came")
+            .await
+            .unwrap(),
+        1
+    );
+    let ti = store.task_instance(run.pk, "t").await.unwrap();
+    assert_eq!(ti.state, TaskState::Failed);
+    assert!(ti.note.unwrap().contains("nobody came"));
+    let tries = store.task_tries(ti.id).await.unwrap();
+    assert_eq!(tries.len(), 2);
+    assert!(
+        tries.iter().all(|t| t.state == TaskState::Failed
+            && t.note.as_deref().is_some_and(|n| n.contains("exit code 1"))),
+        "{tries:?}"
+    );
+    assert_eq!(
+        store.get_run("qt", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+}
+
+pub async fn housekeeping_ends_runs_whose_tasks_are_all_final(store: Store) {
+    let v = setup(
+        &store,
+        dag("stuck", vec![task("a", &[]), task("b", &["a"])]),
+    )
+    .await;
+    let (run, _) = store.create_run(&new_run("stuck", "r1"), v).await.unwrap();
+    let c = store
+        .claim(&queues(), "local-1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    // What a crash between two statements of an older version could leave: `a` ended, but
+    // nothing looked at `b` or the run.
+    store
+        .debug_set_state(c.ti.id, TaskState::Success)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.finish_settled_runs().await.unwrap(),
+        0,
+        "b can still run"
+    );
+    assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Queued);
+    let b = store
+        .claim(&queues(), "local-1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .debug_set_state(b.ti.id, TaskState::Success)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run("stuck", "r1").await.unwrap().state,
+        RunState::Running
+    );
+    assert_eq!(store.finish_settled_runs().await.unwrap(), 1);
+    assert_eq!(
+        store.get_run("stuck", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    assert_eq!(store.finish_settled_runs().await.unwrap(), 0);
 }
 
 pub async fn concurrent_claimers_never_share_a_task(store: Store) {
@@ -656,49 +879,53 @@ pub async fn concurrent_syncs_of_a_new_dag_make_one_version(store: Store) {
 }
 
 pub async fn only_the_holding_agent_reports_and_restart_extends_leases(store: Store) {
-    let v = setup(&store, dag("held", vec![task("a", &[])])).await;
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
+    let (holder, w1) = site_agent(&store, "held").await;
+    let (_other, w2) = site_agent(&store, "held").await;
+    let v = setup(&store, dag("held", vec![site_task("a", "held", 0)])).await;
     let (run, _) = store.create_run(&new_run("held", "r1"), v).await.unwrap();
     let c = store
-        .claim(&queues(), "agent-1", Duration::ZERO)
+        .claim(&holder.agent.queues, &w1, LEASE)
         .await
         .unwrap()
         .unwrap();
     // Another agent quoting the right token is still not the holder.
     assert!(!store
-        .heartbeat(c.ti.id, &c.attempt, "agent-2", LEASE)
+        .heartbeat(c.ti.id, &c.attempt, &w2, LEASE)
         .await
         .unwrap());
     assert!(store
-        .current_log_path(c.ti.id, &c.attempt, "agent-2")
+        .current_log_path(c.ti.id, &c.attempt, &w2)
         .await
         .unwrap()
         .is_none());
     let foreign = store
-        .complete_by(c.ti.id, &c.attempt, Some("agent-2"), &ok())
+        .complete_by(c.ti.id, &c.attempt, Some(&w2), &ok())
         .await
         .unwrap();
     assert!(!foreign.accepted);
     assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Running);
     // A restarting control plane gives the expired lease another period instead of losing it.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    clock.advance(LEASE + Duration::from_millis(1));
     assert_eq!(store.extend_remote_leases(LEASE).await.unwrap(), 1);
     assert_eq!(store.expire_leases().await.unwrap(), 0);
     assert!(store
-        .current_log_path(c.ti.id, &c.attempt, "agent-1")
+        .current_log_path(c.ti.id, &c.attempt, &w1)
         .await
         .unwrap()
         .is_some());
     assert!(store
-        .heartbeat(c.ti.id, &c.attempt, "agent-1", LEASE)
+        .heartbeat(c.ti.id, &c.attempt, &w1, LEASE)
         .await
         .unwrap());
     let own = store
-        .complete_by(c.ti.id, &c.attempt, Some("agent-1"), &ok())
+        .complete_by(c.ti.id, &c.attempt, Some(&w1), &ok())
         .await
         .unwrap();
     assert!(own.accepted);
     assert!(store
-        .current_log_path(c.ti.id, &c.attempt, "agent-1")
+        .current_log_path(c.ti.id, &c.attempt, &w1)
         .await
         .unwrap()
         .is_none());

@@ -218,7 +218,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
     });
     let link_stop = CancellationToken::new();
     let link = tokio::spawn(cp.clone().keep_link(link_stop.clone()));
-    agent.run(shutdown.clone()).await;
+    let outcome = agent.run(shutdown.clone()).await;
     // Give the spool a last chance to reach the control plane before exiting.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while !cp.spool_is_empty().await && cp.link_is_up() {
@@ -228,5 +228,13 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
     .await;
     link_stop.cancel();
     let _ = link.await;
+    if let Err(e) = outcome {
+        eprintln!(
+            "error: {e}\n  hint: an operator revoked this agent (or it was never activated here); \
+             create a new activation code with `tern agents activation create --site {}` and start the agent with --activation CODE",
+            cred.site
+        );
+        return Ok(1);
+    }
     Ok(0)
 }

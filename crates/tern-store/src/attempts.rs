@@ -1,0 +1,607 @@
+//! Ending attempts: the one path that every result, lost lease, dead or revoked agent and
+//! queue timeout takes, and the housekeeping that ends runs whose tasks are all final.
+//!
+//! Each attempt ends in a transaction of its own that locks the run row first (PostgreSQL;
+//! SQLite serialises writers), reads the task instance again under that lock, checks what the
+//! caller expected of it ([`Expect`]: state, attempt token, holder, lease) and writes with the
+//! same conditions, failing if no row matched. Two paths ending attempts of one run therefore
+//! take turns, each sees what the other wrote, and exactly one of them ends the run.
+//!
+//! Lock order, everywhere: the run row, then task-instance rows, then the admission lock.
+
+use std::time::Duration;
+
+use sqlx::{Any, Row, Transaction};
+use tern_core::TaskState;
+
+use crate::tasks::{ti_row, TI_COLUMNS};
+use crate::{Applied, Result, Store, StoreError, TaskInstance, TryResult};
+
+/// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
+/// holds under the run lock, nothing is changed.
+#[derive(Debug, Default)]
+struct Expect<'a> {
+    /// `running` (an attempt ends) or `queued` (a queue timeout).
+    state: Option<TaskState>,
+    attempt: Option<&'a str>,
+    worker: Option<&'a str>,
+    /// The lease must have run out before this time.
+    lease_ended_by: Option<i64>,
+    /// The instance must have been queued before this time.
+    queued_before: Option<i64>,
+    /// A result from the agent: a refused one is noted on its try ("late result ignored").
+    from_agent: bool,
+    /// Put the claim back in its queue instead of ending the attempt.
+    release: bool,
+}
+
+/// What [`Store::end_one`] did.
+enum Ended {
+    /// The attempt ended and its consequences were applied.
+    Applied(Applied),
+    /// The claim was never acknowledged: the instance went back to its queue, no try used.
+    Released,
+    /// The instance was not as expected: nothing changed.
+    NotCurrent,
+}
+
+impl Store {
+    /// `FOR UPDATE` where the database has row locks.
+    fn for_update(&self) -> &'static str {
+        match self.backend() {
+            crate::Backend::Sqlite => "",
+            crate::Backend::Postgres => "FOR UPDATE",
+        }
+    }
+
+    /// Ends one task instance's attempt (or queued wait) with `result`, if it is still as
+    /// `expect` says, in a transaction of its own under the run's lock.
+    async fn end_one(&self, ti_id: i64, expect: &Expect<'_>, result: &TryResult) -> Result<Ended> {
+        let now = self.now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let Some(run_pk) =
+            sqlx::query_scalar::<_, i64>("SELECT run_pk FROM task_instances WHERE id = $1")
+                .bind(ti_id)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(Ended::NotCurrent);
+        };
+        self.lock_run(&mut tx, run_pk).await?;
+        let sql = format!(
+            "SELECT {TI_COLUMNS}, lease_until, acked FROM task_instances WHERE id = $1 {}",
+            self.for_update()
+        );
+        let row = sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?;
+        let ti = ti_row(&row)?;
+        let lease_until: Option<i64> = row.try_get("lease_until")?;
+        let acked = row.try_get::<i64, _>("acked")? != 0;
+        let queued_at = ti.queued_at.map(|t| t.timestamp_millis());
+        let holds = expect.state.is_none_or(|s| s == ti.state)
+            && expect
+                .attempt
+                .is_none_or(|a| ti.attempt.as_deref() == Some(a))
+            && expect
+                .worker
+                .is_none_or(|w| ti.worker.as_deref() == Some(w))
+            && expect
+                .lease_ended_by
+                .is_none_or(|t| lease_until.is_some_and(|l| l < t))
+            && expect
+                .queued_before
+                .is_none_or(|t| queued_at.is_some_and(|q| q < t));
+        if !holds {
+            if let (true, Some(attempt)) = (expect.from_agent, expect.attempt) {
+                let verdict = if result.success { "success" } else { "failure" };
+                sqlx::query(
+                    "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
+                )
+                .bind(ti_id)
+                .bind(attempt)
+                .bind(format!(" (late result ignored: {verdict})"))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+            }
+            return Ok(Ended::NotCurrent);
+        }
+        if expect.release || (expect.lease_ended_by.is_some() && !acked) {
+            self.release_unacked(&mut tx, &ti, now).await?;
+            tx.commit().await?;
+            return Ok(Ended::Released);
+        }
+        for (key, value) in &result.outputs {
+            sqlx::query(
+                "INSERT INTO task_outputs (ti_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(ti_id)
+            .bind(key)
+            .bind(value.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut applied = self.end_attempt(&mut tx, &ti, result, now).await?;
+        tx.commit().await?;
+        applied.ran_for = ti
+            .started_at
+            .map(|s| Duration::from_millis((now - s.timestamp_millis()).max(0) as u64));
+        Ok(Ended::Applied(applied))
+    }
+
+    /// Puts a claim its agent never acknowledged back in its queue: the task never started,
+    /// so the try is given back (a sensor's continuing try keeps its number) and its try
+    /// record goes.
+    async fn release_unacked(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        now: i64,
+    ) -> Result<()> {
+        let note = format!(
+            "claimed by {} but never started (the claim did not reach it); queued again without using a try",
+            ti.worker.as_deref().unwrap_or("?")
+        );
+        let done = sqlx::query(
+            "UPDATE task_instances SET state = 'queued', \
+             try_number = try_number - CASE WHEN sensor_since IS NULL THEN 1 ELSE 0 END, \
+             attempt = NULL, worker = NULL, lease_until = NULL, acked = 1, started_at = NULL, \
+             queued_at = $3, note = $4 WHERE id = $1 AND state = 'running' AND attempt = $2",
+        )
+        .bind(ti.id)
+        .bind(ti.attempt.as_deref())
+        .bind(now)
+        .bind(&note)
+        .execute(&mut **tx)
+        .await?;
+        expect_one_row(done.rows_affected(), ti)?;
+        sqlx::query(
+            "DELETE FROM task_tries WHERE ti_id = $1 AND attempt = $2 AND NOT EXISTS \
+             (SELECT 1 FROM task_instances WHERE id = $1 AND sensor_since IS NOT NULL)",
+        )
+        .bind(ti.id)
+        .bind(ti.attempt.as_deref())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "UPDATE task_tries SET state = 'up_for_reschedule', note = $3 WHERE ti_id = $1 AND attempt = $2",
+        )
+        .bind(ti.id)
+        .bind(ti.attempt.as_deref())
+        .bind(&note)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a claimed attempt that never started back in its queue without using a try (the
+    /// control plane could not hand it to its agent). False when it was no longer current.
+    pub async fn release_claim(&self, ti_id: i64, attempt: &str) -> Result<bool> {
+        let expect = Expect {
+            state: Some(TaskState::Running),
+            attempt: Some(attempt),
+            release: true,
+            ..Expect::default()
+        };
+        Ok(matches!(
+            self.end_one(ti_id, &expect, &TryResult::default()).await?,
+            Ended::Released
+        ))
+    }
+
+    /// Records the result of an attempt and, in the same transaction, its consequences:
+    /// retry or final state, downstream readiness, admission, run completion. A result for an
+    /// attempt that is no longer current is noted on its try and changes nothing else.
+    pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
+        self.complete_by(ti_id, attempt, None, result).await
+    }
+
+    /// [`Store::complete`], accepted only from `worker` when given: an agent can end only the
+    /// attempts it holds.
+    pub async fn complete_by(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: Option<&str>,
+        result: &TryResult,
+    ) -> Result<Applied> {
+        let expect = Expect {
+            state: Some(TaskState::Running),
+            attempt: Some(attempt),
+            worker,
+            from_agent: true,
+            ..Expect::default()
+        };
+        Ok(match self.end_one(ti_id, &expect, result).await? {
+            Ended::Applied(applied) => applied,
+            Ended::Released | Ended::NotCurrent => Applied::default(),
+        })
+    }
+
+    /// Fails, or schedules for retry, every running attempt whose lease has expired: its agent
+    /// stopped heartbeating. A claim whose agent never acknowledged it goes back to its queue
+    /// without using a try. Returns how many attempts were ended or released.
+    pub async fn expire_leases(&self) -> Result<usize> {
+        let now = self.now_ms();
+        let candidates = sqlx::query(
+            "SELECT id, attempt, worker FROM task_instances WHERE state = 'running' AND lease_until < $1 \
+             ORDER BY run_pk, id",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut n = 0;
+        for r in candidates {
+            let (id, attempt): (i64, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+            let worker: Option<String> = r.try_get(2)?;
+            let result = TryResult {
+                success: false,
+                retryable: true,
+                note: Some(format!(
+                    "attempt lost: agent {} stopped reporting and its lease expired",
+                    worker.as_deref().unwrap_or("?")
+                )),
+                ..TryResult::default()
+            };
+            let expect = Expect {
+                state: Some(TaskState::Running),
+                attempt: attempt.as_deref(),
+                lease_ended_by: Some(now),
+                ..Expect::default()
+            };
+            if !matches!(self.end_one(id, &expect, &result).await?, Ended::NotCurrent) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends every running attempt held by `worker` (an agent known to be gone, such as the
+    /// local agent of a control plane that restarted) as a retryable failure with `note`.
+    pub async fn fail_attempts_of_worker(&self, worker: &str, note: &str) -> Result<usize> {
+        let held = sqlx::query(
+            "SELECT id, attempt FROM task_instances WHERE state = 'running' AND worker = $1 ORDER BY run_pk, id",
+        )
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?;
+        let result = TryResult {
+            success: false,
+            retryable: true,
+            note: Some(note.to_string()),
+            ..TryResult::default()
+        };
+        let mut n = 0;
+        for r in held {
+            let (id, attempt): (i64, Option<String>) = (r.try_get(0)?, r.try_get(1)?);
+            let expect = Expect {
+                state: Some(TaskState::Running),
+                attempt: attempt.as_deref(),
+                worker: Some(worker),
+                ..Expect::default()
+            };
+            if matches!(self.end_one(id, &expect, &result).await?, Ended::Applied(_)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Fails (without retry) the instances of `queue` queued before `before`: nothing could
+    /// run them in time. The reason names the timeout and `why`. An instance an agent claimed
+    /// meanwhile is left alone.
+    pub async fn fail_queued_before(&self, queue: &str, before: i64, why: &str) -> Result<usize> {
+        let stale: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM task_instances WHERE state = 'queued' AND queue = $1 AND queued_at < $2 ORDER BY run_pk, id",
+        )
+        .bind(queue)
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        let result = TryResult {
+            success: false,
+            retryable: false,
+            note: Some(format!("queue timeout: {why}")),
+            ..TryResult::default()
+        };
+        let mut n = 0;
+        for id in stale {
+            let expect = Expect {
+                state: Some(TaskState::Queued),
+                queued_before: Some(before),
+                ..Expect::default()
+            };
+            if matches!(self.end_one(id, &expect, &result).await?, Ended::Applied(_)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Housekeeping's safety net: every running run with nothing in flight (no task scheduled,
+    /// queued, running or waiting to retry) is judged again under its lock: tasks whose
+    /// upstream tasks are all done are scheduled or settled, and a run whose tasks are all
+    /// final ends. Returns how many runs ended. (Every path that ends an attempt already does
+    /// this in its own transaction; this catches what a crash or an older version left.)
+    pub async fn finish_settled_runs(&self) -> Result<usize> {
+        let candidates: Vec<i64> = sqlx::query_scalar(
+            "SELECT r.id FROM dag_runs r WHERE r.state = 'running' AND NOT EXISTS \
+             (SELECT 1 FROM task_instances t WHERE t.run_pk = r.id \
+              AND t.state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')) \
+             ORDER BY r.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut ended = 0;
+        for run_pk in candidates {
+            let now = self.now_ms();
+            let (mut tx, _write_lock) = self.write_tx().await?;
+            self.lock_run(&mut tx, run_pk).await?;
+            let row = sqlx::query("SELECT state, version_id FROM dag_runs WHERE id = $1")
+                .bind(run_pk)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { continue };
+            if row.try_get::<String, _>(0)? != "running" {
+                continue;
+            }
+            let spec = self.spec(row.try_get(1)?).await?;
+            let states = self.evaluate(&mut tx, run_pk, &spec, None, now).await?;
+            if self
+                .finish_run_if_done(&mut tx, run_pk, &spec, states, now)
+                .await?
+            {
+                ended += 1;
+            }
+            self.admit(&mut tx, now).await?;
+            tx.commit().await?;
+        }
+        Ok(ended)
+    }
+}
+
+impl Store {
+    /// For tests of recovery: sets an instance's state with none of the consequences, as a
+    /// crash between two statements of an older version could have left it.
+    #[doc(hidden)]
+    pub async fn debug_set_state(&self, ti_id: i64, state: TaskState) -> Result<()> {
+        sqlx::query(
+            "UPDATE task_instances SET state = $2, attempt = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(ti_id)
+        .bind(state.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// A guarded write must change exactly the one row it read under the run lock.
+fn expect_one_row(rows: u64, ti: &TaskInstance) -> Result<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "task instance {} ({}.{}) changed under its run lock; nothing was written",
+            ti.id, ti.dag_id, ti.task_id
+        )))
+    }
+}
+
+impl Store {
+    /// Ends the current attempt of a running instance and applies the consequences.
+    async fn end_attempt(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        result: &TryResult,
+        now: i64,
+    ) -> Result<Applied> {
+        let version_id: i64 = sqlx::query_scalar("SELECT version_id FROM dag_runs WHERE id = $1")
+            .bind(ti.run_pk)
+            .fetch_one(&mut **tx)
+            .await?;
+        let spec = self.spec(version_id).await?;
+        let task = spec.task(&ti.task_id);
+        let sensor = task.and_then(|t| match &t.kind {
+            tern_core::TaskKind::Sensor(s) => Some(s),
+            _ => None,
+        });
+        if let (Some(after), Some(sensor), false) =
+            (result.reschedule_after, sensor, result.success)
+        {
+            let since = self.sensor_since(tx, ti, now).await?;
+            let deadline = since.saturating_add(sensor.timeout_ms as i64);
+            if now < deadline {
+                return self
+                    .reschedule(
+                        tx,
+                        ti,
+                        result,
+                        now,
+                        since,
+                        (now + after.as_millis() as i64).min(deadline),
+                    )
+                    .await;
+            }
+            let waited = tern_core::format_duration(Duration::from_millis((now - since) as u64));
+            let why = result.note.as_deref().unwrap_or("condition not met");
+            let (state, note) = if sensor.soft_fail {
+                (
+                    TaskState::Skipped,
+                    format!("sensor timed out after {waited} ({why}); skipped (soft_fail)"),
+                )
+            } else {
+                (
+                    TaskState::Failed,
+                    format!("sensor timed out after {waited} ({why}); not retried"),
+                )
+            };
+            return self
+                .settle(tx, ti, &spec, result, now, state, None, Some(note))
+                .await;
+        }
+        let (state, ready_at) = if result.success {
+            (TaskState::Success, None)
+        } else if result.retryable && ti.try_number < ti.max_tries {
+            let delay = task
+                .map(|t| tern_core::retry::retry_delay(t, ti.try_number))
+                .unwrap_or_default();
+            (TaskState::UpForRetry, Some(now + delay.as_millis() as i64))
+        } else {
+            (TaskState::Failed, None)
+        };
+        let note = match (state, &result.note) {
+            (TaskState::UpForRetry, Some(n)) => Some(format!(
+                "{n}; retry {} of {} after {}",
+                ti.try_number,
+                ti.max_tries - 1,
+                tern_core::format_duration(Duration::from_millis(
+                    (ready_at.unwrap_or(now) - now) as u64
+                ))
+            )),
+            (_, n) => n.clone(),
+        };
+        self.settle(tx, ti, &spec, result, now, state, ready_at, note)
+            .await
+    }
+
+    /// When the current try of a sensor made its first poke, in milliseconds.
+    async fn sensor_since(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        now: i64,
+    ) -> Result<i64> {
+        let since: Option<i64> =
+            sqlx::query_scalar("SELECT sensor_since FROM task_instances WHERE id = $1")
+                .bind(ti.id)
+                .fetch_one(&mut **tx)
+                .await?;
+        Ok(since
+            .or(ti.started_at.map(|t| t.timestamp_millis()))
+            .unwrap_or(now))
+    }
+
+    /// Ends a sensor's poke whose condition did not hold: the instance waits, slot-free, as
+    /// `up_for_reschedule` until `due`, keeping its try (with `sensor_since` set, the next
+    /// poke's claim does not count a new try, and it appends to the same log).
+    async fn reschedule(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        result: &TryResult,
+        now: i64,
+        since: i64,
+        due: i64,
+    ) -> Result<Applied> {
+        let why = result.note.as_deref().unwrap_or("condition not met");
+        let note = format!(
+            "poke: {why}; next poke in {}",
+            tern_core::format_duration(Duration::from_millis((due - now).max(0) as u64))
+        );
+        let done = sqlx::query(
+            "UPDATE task_instances SET state = 'up_for_reschedule', \
+             ended_at = $2, note = $3, ready_at = $4, lease_until = NULL, sensor_since = $5, \
+             pokes = pokes + 1 WHERE id = $1 AND state = $6 AND COALESCE(attempt, '') = $7",
+        )
+        .bind(ti.id)
+        .bind(now)
+        .bind(&note)
+        .bind(due)
+        .bind(since)
+        .bind(ti.state.as_str())
+        .bind(ti.attempt.clone().unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+        expect_one_row(done.rows_affected(), ti)?;
+        sqlx::query(
+            "UPDATE task_tries SET state = 'up_for_reschedule', ended_at = $3, note = $4 \
+             WHERE ti_id = $1 AND try_number = $2",
+        )
+        .bind(ti.id)
+        .bind(i64::from(ti.try_number))
+        .bind(now)
+        .bind(&note)
+        .execute(&mut **tx)
+        .await?;
+        let queued_queues = self.admit(tx, now).await?;
+        Ok(Applied {
+            accepted: true,
+            retry_pending: true,
+            queued_any: !queued_queues.is_empty(),
+            queued_queues,
+            ..Applied::default()
+        })
+    }
+
+    /// Moves an ended attempt's instance to `state` and applies the consequences: downstream
+    /// readiness and run completion for a final state, then admission.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        spec: &tern_core::DagSpec,
+        result: &TryResult,
+        now: i64,
+        state: TaskState,
+        ready_at: Option<i64>,
+        note: Option<String>,
+    ) -> Result<Applied> {
+        let done = sqlx::query(
+            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
+             sensor_since = NULL WHERE id = $1 AND state = $6 AND COALESCE(attempt, '') = $7",
+        )
+        .bind(ti.id)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(&note)
+        .bind(ready_at)
+        .bind(ti.state.as_str())
+        .bind(ti.attempt.clone().unwrap_or_default())
+        .execute(&mut **tx)
+        .await?;
+        expect_one_row(done.rows_affected(), ti)?;
+        let (try_state, try_note) = if state == TaskState::UpForRetry {
+            (TaskState::Failed, result.note.clone())
+        } else {
+            (state, note.clone())
+        };
+        // A queued instance that times out never started a try of its own: its last try's record
+        // (if any) stays as it was.
+        if ti.state == TaskState::Running {
+            sqlx::query(
+                "UPDATE task_tries SET state = $3, ended_at = $4, exit_code = $5, note = $6 WHERE ti_id = $1 AND try_number = $2",
+            )
+            .bind(ti.id)
+            .bind(i64::from(ti.try_number))
+            .bind(try_state.as_str())
+            .bind(now)
+            .bind(result.exit_code.map(i64::from))
+            .bind(&try_note)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if state == TaskState::UpForRetry {
+            self.enqueue_retry_notifications(tx, ti, spec, result.note.as_deref(), ready_at, now)
+                .await?;
+        }
+        let mut applied = Applied {
+            accepted: true,
+            retry_pending: state == TaskState::UpForRetry,
+            ..Applied::default()
+        };
+        if state.is_finished() {
+            let states = self
+                .evaluate(tx, ti.run_pk, spec, Some(&[ti.task_id.as_str()]), now)
+                .await?;
+            applied.run_finished = self
+                .finish_run_if_done(tx, ti.run_pk, spec, states, now)
+                .await?;
+        }
+        applied.queued_queues = self.admit(tx, now).await?;
+        applied.queued_any = !applied.queued_queues.is_empty();
+        Ok(applied)
+    }
+}
