@@ -126,9 +126,20 @@ impl Node {
         let worker_name = local_worker_name();
         let mut handles = Vec::new();
         let mut http_addr = None;
-        if roles.local_agent {
+        let groups = if roles.local_agent {
+            // First end what tries of a killed predecessor left running, then retry them.
+            let dir = cfg.home.join("run").join("groups");
+            let groups = tern_worker::groups::GroupRegistry::open(&dir).with_context(|| {
+                format!("cannot open the process-group folder {}", dir.display())
+            })?;
+            groups
+                .end_leftovers()
+                .with_context(|| format!("cannot read {}", dir.display()))?;
             recover_dead_local_agents(&store, &worker_name).await?;
-        }
+            Some(Arc::new(groups))
+        } else {
+            None
+        };
         if roles.local_agent || roles.http {
             handles.push(tokio::spawn(gateway.clone().watch_queues(shutdown.clone())));
         }
@@ -175,6 +186,7 @@ impl Node {
                     exec: ExecOptions {
                         python: cfg.agent.python.clone(),
                         kill_grace: cfg.kill_grace()?,
+                        groups,
                         ..ExecOptions::default()
                     }
                     .with_connections(

@@ -36,6 +36,17 @@ impl Store {
         let spec = self.spec_of_run(&mut tx, run_pk).await?;
         let chosen = expand(&spec, task_ids, scope)?;
         for task in spec.tasks.iter().filter(|t| chosen.contains(&t.task_id)) {
+            // A try running now ends here: its attempt loses its token below, so nothing it
+            // reports later is taken.
+            sqlx::query(
+                "UPDATE task_tries SET state = 'failed', ended_at = $3, note = 'cleared by an operator while it ran' \
+                 WHERE ended_at IS NULL AND ti_id = (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $2)",
+            )
+            .bind(run_pk)
+            .bind(&task.task_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query(
                 "UPDATE task_instances SET state = 'none', note = NULL, ready_at = NULL, queued_at = NULL, \
                  started_at = NULL, ended_at = NULL, attempt = NULL, worker = NULL, lease_until = NULL, \

@@ -28,6 +28,8 @@ pub struct ExecOptions {
     pub connections: Arc<Connections>,
     /// Masks their secrets in every log line, reason and output.
     pub masker: Arc<Masker>,
+    /// Notes the process group of every running try (see [`crate::groups`]).
+    pub groups: Option<Arc<crate::groups::GroupRegistry>>,
 }
 
 impl Default for ExecOptions {
@@ -37,6 +39,7 @@ impl Default for ExecOptions {
             kill_grace: Duration::from_secs(5),
             connections: Arc::default(),
             masker: Arc::default(),
+            groups: None,
         }
     }
 }
@@ -441,6 +444,7 @@ async fn run_process(
         timeout,
         kill_grace: opts.kill_grace,
         mask: opts.masker.clone(),
+        groups: opts.groups.clone().map(|g| (g, a.attempt.clone())),
     };
     let end = process::run(spec, sink, cancel).await;
     if let (Some((runtime, name)), ProcessEnd::TimedOut(_) | ProcessEnd::Cancelled) =
@@ -507,5 +511,12 @@ fn task_env(a: &Assignment, output_file: &std::path::Path) -> BTreeMap<String, S
         ),
         ("TERN_DATA_INTERVAL_END".into(), iso(c.data_interval_end)),
         ("TERN_OUTPUT".into(), output_file.display().to_string()),
+        (crate::groups::ATTEMPT_VAR.into(), a.attempt.clone()),
+        // The same for every try of this task in this run (retries and re-runs after a
+        // crash): a key for effects that must happen once.
+        (
+            "TERN_IDEMPOTENCY_KEY".into(),
+            format!("{}/{}/{}", a.dag_id, a.run_id, a.task_id),
+        ),
     ])
 }

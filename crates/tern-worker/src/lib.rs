@@ -10,6 +10,7 @@ pub mod connections;
 pub mod container;
 pub mod data;
 pub mod executor;
+pub mod groups;
 pub mod http_transport;
 pub mod logsink;
 pub mod mask;

@@ -1,6 +1,7 @@
 //! Running a task's child process: a clean environment, its own process group (so a timeout
-//! or cancellation kills everything it started), output captured line by line, and death with
-//! the agent (a killed agent leaves no task running behind it).
+//! or cancellation kills everything it started, and what it left running ends with it),
+//! output captured line by line, and death with the agent (the process itself by
+//! `PR_SET_PDEATHSIG`; its children by the next agent, through [`crate::groups`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub struct ProcessSpec<'a> {
     pub kill_grace: Duration,
     /// The secrets the sink masks: long lines are cut where no secret is split.
     pub mask: std::sync::Arc<Masker>,
+    /// Where the process group is noted while it runs, with the try's attempt token, so an
+    /// agent started after a crash can end what this try left behind.
+    pub groups: Option<(std::sync::Arc<crate::groups::GroupRegistry>, String)>,
 }
 
 /// How a process ended.
@@ -138,6 +142,12 @@ pub async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
+    let _registered = spec.groups.as_ref().and_then(|(registry, attempt)| {
+        registry
+            .record(pid, attempt)
+            .inspect_err(|e| tracing::warn!("cannot note the task's process group: {e}"))
+            .ok()
+    });
     let spec_mask = spec.mask.clone();
     if let (Some(input), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
@@ -166,6 +176,9 @@ pub async fn run(
     tokio::pin!(waited);
     let end = tokio::select! {
         status = &mut waited => {
+            // What the task started and left running (with its output sent elsewhere) ends
+            // with it: nothing of a finished try may overlap the next.
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             return match status {
                 Ok(s) => ProcessEnd::Exited(s),
                 Err(e) => ProcessEnd::SpawnFailed(format!("waiting for the process failed: {e}")),

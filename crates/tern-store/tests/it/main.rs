@@ -1,5 +1,6 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 
+mod model;
 mod notifications;
 mod suite;
 
@@ -43,6 +44,8 @@ store_suite!(
     a_revoked_agent_is_given_no_work,
     a_queue_timeout_spares_claimed_work_and_earlier_tries,
     housekeeping_ends_runs_whose_tasks_are_all_final,
+    task_state_machine_keeps_its_invariants,
+    racing_ends_of_the_last_tasks_always_end_the_run,
     only_the_holding_agent_reports_and_restart_extends_leases,
     sensor_pokes_keep_their_try_and_free_their_slot,
     sensor_timeout_fails_without_retries_or_skips_with_soft_fail,

@@ -9,6 +9,7 @@ use tern_core::{RunState, RunType, TaskState, TriggerRule};
 use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
+pub use crate::model::*;
 pub use crate::notifications::*;
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -1327,4 +1328,44 @@ pub async fn sessions_and_ui_read_models(store: Store) {
     let cells = store.grid_cells(&pks).await.unwrap();
     assert_eq!(cells.len(), 8);
     assert!(cells.iter().all(|c| pks.contains(&c.run_pk)));
+}
+
+/// The last two tasks of a run end at the same moment on different paths (a result and a
+/// lease expiry): whichever commits second must see the first and end the run.
+pub async fn racing_ends_of_the_last_tasks_always_end_the_run(store: Store) {
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
+    let v = setup(&store, dag("race2", vec![task("x", &[]), task("y", &[])])).await;
+    for i in 0..40 {
+        let run_id = format!("r{i}");
+        let (run, _) = store
+            .create_run(&new_run("race2", &run_id), v)
+            .await
+            .unwrap();
+        let mut claimed = Vec::new();
+        while let Some(c) = store.claim(&queues(), "local-1", LEASE).await.unwrap() {
+            claimed.push(c);
+        }
+        assert_eq!(claimed.len(), 2);
+        let (x, y) = (claimed[0].clone(), claimed[1].clone());
+        // x renews its lease; y falls silent.
+        clock.advance(LEASE / 2);
+        assert!(store
+            .heartbeat(x.ti.id, &x.attempt, "local-1", LEASE)
+            .await
+            .unwrap());
+        clock.advance(LEASE / 2 + Duration::from_millis(1));
+        let (a, b) = (store.clone(), store.clone());
+        let done = tokio::spawn(async move { a.complete(x.ti.id, &x.attempt, &ok()).await });
+        let lost = tokio::spawn(async move { b.expire_leases().await });
+        assert!(done.await.unwrap().unwrap().accepted);
+        assert_eq!(lost.await.unwrap().unwrap(), 1);
+        let _ = y;
+        assert_eq!(
+            store.get_run("race2", &run_id).await.unwrap().state,
+            RunState::Failed,
+            "run {i} ended"
+        );
+        assert_eq!(state_of(&store, run.pk, "y").await, TaskState::Failed);
+    }
 }

@@ -179,9 +179,17 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot open the spool in {}", args.dir.display()))?;
     let names = connections.names();
     let cp = SpoolingControlPlane::new(Arc::new(http), spool, names.clone());
+    // End what tries of a killed predecessor left running before any retry can start here.
+    let groups_dir = args.dir.join("groups");
+    let groups = tern_worker::groups::GroupRegistry::open(&groups_dir)
+        .with_context(|| format!("cannot open {}", groups_dir.display()))?;
+    groups
+        .end_leftovers()
+        .with_context(|| format!("cannot read {}", groups_dir.display()))?;
     let exec = ExecOptions {
         python: settings.python.clone().unwrap_or_else(|| "python3".into()),
         kill_grace: duration(&settings.kill_grace, "kill_grace", Duration::from_secs(5))?,
+        groups: Some(Arc::new(groups)),
         ..ExecOptions::default()
     }
     .with_connections(connections);

@@ -126,3 +126,63 @@ fn ctrl_c_stops_running_tasks_and_they_retry_after_restart() {
     assert_eq!(run_state(&v), "success");
     assert_eq!(task(&v, "long")["try_number"], 2);
 }
+
+#[test]
+fn what_a_killed_try_left_running_is_ended_before_its_retry() {
+    let t = Tern::new();
+    let gc_pid = t.path().join("grandchild.pid");
+    let side = t.path().join("side.txt");
+    t.write_dag(
+        "orphan.star",
+        &format!(
+            r#"
+d = dag(id = "orphan")
+shell(id = "t", retries = 1, retry_delay = "0s",
+      cmd = "if [ $TERN_TRY_NUMBER = 1 ]; then sh -c 'echo $$ > {gc}; sleep 30; echo late >> {side}' > /dev/null 2>&1 & echo started; sleep 60; else echo retry >> {side}; fi")
+"#,
+            gc = gc_pid.display(),
+            side = side.display()
+        ),
+    );
+    let sa = t.standalone();
+    let run_id = t.trigger("orphan", None);
+    let start = Instant::now();
+    let grandchild: i32 = loop {
+        if let Some(pid) = std::fs::read_to_string(&gc_pid)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            break pid;
+        }
+        assert!(start.elapsed() < DEADLINE, "the first try never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sa.signal(Signal::SIGKILL);
+    let _ = sa.wait_exit();
+    // The task's own shell died with the control plane; its child did not.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !process_gone_within(grandchild, Duration::from_millis(200)),
+        "the grandchild is expected to outlive a kill -9 (that is the case under test)"
+    );
+    let _sa2 = t.standalone();
+    let v = t.wait_run("orphan", &run_id, "the retried run to end", finished);
+    assert_eq!(run_state(&v), "success");
+    assert!(
+        process_gone(grandchild),
+        "the killed try's grandchild was not ended on restart"
+    );
+    assert_eq!(std::fs::read_to_string(&side).unwrap(), "retry\n");
+}
+
+fn process_gone_within(pid: i32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.is_empty() || status.contains("State:\tZ") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
