@@ -168,6 +168,7 @@ async fn claim(
     Json(req): Json<ClaimRequest>,
 ) -> Result<Json<Vec<tern_protocol::Assignment>>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
+    let _polling = gw.polling(agent.id);
     let wait = Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
     let got = control_plane(&gw, &agent)
         .claim(wait, req.max.clamp(1, 256))

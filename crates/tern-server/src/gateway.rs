@@ -38,6 +38,27 @@ pub struct Gateway {
     pub secrets: Option<Arc<crate::secrets::SecretBox>>,
     /// Runs by key: the parts an assignment needs never change once a run exists.
     runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
+    /// Remote agents waiting in a claim long-poll on this server, with how many polls each.
+    polling: Arc<Mutex<HashMap<i64, usize>>>,
+}
+
+/// An open claim long-poll of a remote agent; counted until dropped (also when the agent
+/// hangs up and the request is dropped).
+pub struct Polling {
+    polling: Arc<Mutex<HashMap<i64, usize>>>,
+    agent: i64,
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        let mut map = self.polling.lock().expect("polling agents");
+        if let Some(n) = map.get_mut(&self.agent) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.agent);
+            }
+        }
+    }
 }
 
 /// What templates of a task of `run` see (besides the task's own identity).
@@ -89,6 +110,43 @@ impl Gateway {
             log_seqs: Arc::default(),
             secrets: None,
             runs: Arc::default(),
+            polling: Arc::default(),
+        }
+    }
+
+    /// Counts agent `agent` as waiting in a long-poll until the returned value is dropped.
+    pub fn polling(&self, agent: i64) -> Polling {
+        *self
+            .polling
+            .lock()
+            .expect("polling agents")
+            .entry(agent)
+            .or_default() += 1;
+        Polling {
+            polling: self.polling.clone(),
+            agent,
+        }
+    }
+
+    /// Marks the agents waiting in this server's long-polls as seen every
+    /// [`tern_store::agents::SEEN_REFRESH`]: an agent's liveness follows its open poll, so a
+    /// stopped agent stops counting as connected within seconds.
+    pub async fn keep_agents_seen(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tern_store::agents::SEEN_REFRESH) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let ids: Vec<i64> = self
+                .polling
+                .lock()
+                .expect("polling agents")
+                .keys()
+                .copied()
+                .collect();
+            if let Err(e) = self.store.touch_agents(&ids).await {
+                tracing::warn!("cannot mark waiting agents as seen: {e}");
+            }
         }
     }
 
@@ -103,22 +161,24 @@ impl Gateway {
         let mut changes = self.store.change_watch();
         let mut revoked = self.store.revoked_agent_count().await.ok();
         let mut revocations_checked = tokio::time::Instant::now();
+        let mut revocation_due = false;
         loop {
             let hinted = tokio::select! {
                 _ = self.events.work.notified() => true,
                 _ = tokio::time::sleep(poll) => false,
                 _ = shutdown.cancelled() => return,
             };
-            if !hinted && !changes.changed(&self.store).await {
-                continue;
-            }
-            match self.store.queued_queues().await {
-                Ok(queues) => self.events.wake_queues(&queues),
-                Err(e) => tracing::warn!("queue watcher: {e}"),
+            if hinted || changes.changed(&self.store).await {
+                revocation_due = true;
+                match self.store.queued_queues().await {
+                    Ok(queues) => self.events.wake_queues(&queues),
+                    Err(e) => tracing::warn!("queue watcher: {e}"),
+                }
             }
             // A revocation by another process (the CLI) ends the revoked agent's waiting claim.
-            if revocations_checked.elapsed() >= REVOCATION_CHECK {
+            if revocation_due && revocations_checked.elapsed() >= REVOCATION_CHECK {
                 revocations_checked = tokio::time::Instant::now();
+                revocation_due = false;
                 if let Ok(n) = self.store.revoked_agent_count().await {
                     if revoked.is_some_and(|r| r != n) {
                         self.events.agents_revoked.notify_waiters();

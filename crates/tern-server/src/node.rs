@@ -143,6 +143,11 @@ impl Node {
         if roles.local_agent || roles.http {
             handles.push(tokio::spawn(gateway.clone().watch_queues(shutdown.clone())));
         }
+        if roles.http {
+            handles.push(tokio::spawn(
+                gateway.clone().keep_agents_seen(shutdown.clone()),
+            ));
+        }
         if roles.scheduler {
             // Remote agents could not heartbeat while no control plane ran: give their
             // attempts one lease to report before any is declared lost.

@@ -421,6 +421,25 @@ impl Store {
         }
     }
 
+    /// Marks agents as seen now (those waiting in a claim long-poll), in one statement.
+    pub async fn touch_agents(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!(
+            "UPDATE agents SET last_seen = $1 WHERE id IN ({list}) AND revoked_at IS NULL"
+        ))
+        .bind(self.now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// How many agents have been revoked: a cheap way for a server to notice a revocation
     /// made by another process.
     pub async fn revoked_agent_count(&self) -> Result<i64> {
@@ -432,12 +451,16 @@ impl Store {
     }
 }
 
-/// An agent counts as connected when it called within this window (a claim long-poll lasts at
-/// most 30 s, so a live agent calls at least that often).
-pub const CONNECTED_WINDOW: Duration = Duration::from_secs(60);
+/// An agent counts as connected when it was seen within this window: a call, or a claim
+/// long-poll that is still open (servers refresh `last_seen` of waiting agents every
+/// [`SEEN_REFRESH`]), so a stopped agent stops counting within seconds.
+pub const CONNECTED_WINDOW: Duration = Duration::from_secs(12);
 
-/// `last_seen` is refreshed at most this often per agent.
-const LAST_SEEN_RESOLUTION_MS: i64 = 5_000;
+/// How often a server marks the agents waiting in its claim long-polls as seen.
+pub const SEEN_REFRESH: Duration = Duration::from_secs(4);
+
+/// `last_seen` is refreshed by calls at most this often per agent.
+const LAST_SEEN_RESOLUTION_MS: i64 = 4_000;
 
 impl Store {
     /// Notes on every queued site task whose site has no connected agent why it waits, clears

@@ -379,6 +379,11 @@ impl Store {
         if queues.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
+        // A revoked agent is refused even when there is nothing to claim.
+        let remote_agent = crate::agents::agent_id_of_worker(worker);
+        if let Some(id) = remote_agent {
+            self.refuse_revoked_agent(None, id).await?;
+        }
         // A read first: when nothing is queued (the common case for a waiting agent) no write
         // lock is taken.
         let probe = format!(
@@ -391,10 +396,6 @@ impl Store {
         }
         if q.fetch_optional(&self.pool).await?.is_none() {
             return Ok(Vec::new());
-        }
-        let remote_agent = crate::agents::agent_id_of_worker(worker);
-        if let Some(id) = remote_agent {
-            self.refuse_revoked_agent(None, id).await?;
         }
         let now = self.now_ms();
         let prefix = new_attempt_token();

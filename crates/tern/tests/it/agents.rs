@@ -273,3 +273,92 @@ shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
         .log("site", &run_id, "work", Some(2))
         .contains("second try on the site"));
 }
+
+#[test]
+fn a_revoked_idle_agent_stops_at_once_and_never_gets_the_next_task() {
+    let t = Tern::new();
+    t.write_dag("hybrid.star", HYBRID);
+    let (_sa, url) = start_server(&t);
+    let dir = t.path().join("agent");
+    let code = new_code(&t, "10m");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
+    c.args(["agent", "--server", &url, "--dir"])
+        .arg(&dir)
+        .args(["--activation", &code]);
+    let mut agent = AgentProc(
+        c.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until it is activated and waiting in its long poll.
+    let start = Instant::now();
+    while t.json(&["agents", "list"])[0]["connected"] != true {
+        assert!(start.elapsed() < DEADLINE, "the agent never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Revoked by the CLI (another process than the server): the waiting poll ends now.
+    let revoked_at = Instant::now();
+    t.ok(&["agents", "revoke", "1"]);
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(10),
+            "the revoked agent is still running (its 25 s poll must not be waited out)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    use std::io::Read;
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("revoked"), "{err}");
+    assert!(err.contains("activation create"), "says what to do: {err}");
+    // Work for its site is never handed to it.
+    let run_id = t.trigger("hybrid", None);
+    t.wait_run("hybrid", &run_id, "the cloud task", |v| {
+        task(v, "cloud")["state"] == "success"
+    });
+    let v = t.json(&["runs", "show", "hybrid", &run_id]);
+    assert_eq!(task(&v, "site")["state"], "queued", "{v:#}");
+    assert_eq!(task(&v, "site")["try_number"], 0, "{v:#}");
+}
+
+#[test]
+fn a_stopped_agent_stops_counting_as_connected_within_seconds() {
+    let t = Tern::new();
+    t.write_dag("hybrid.star", HYBRID);
+    let (_sa, url) = start_server(&t);
+    let code = new_code(&t, "10m");
+    let agent = start_agent(&url, Some(&code), &t.path().join("agent"));
+    let start = Instant::now();
+    while t.json(&["agents", "list"])[0]["connected"] != true {
+        assert!(start.elapsed() < DEADLINE, "the agent never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Idle in its long poll for longer than the connected window: still connected.
+    std::thread::sleep(Duration::from_secs(14));
+    assert_eq!(
+        t.json(&["agents", "list"])[0]["connected"],
+        true,
+        "a waiting agent is connected"
+    );
+    drop(agent); // kill -9
+    let killed = Instant::now();
+    while t.json(&["agents", "list"])[0]["connected"] != false {
+        assert!(
+            killed.elapsed() < Duration::from_secs(20),
+            "a killed agent still counts as connected after 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

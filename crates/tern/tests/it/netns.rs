@@ -294,12 +294,33 @@ fn a_link_cut_longer_than_the_lease_loses_the_attempt_and_the_retry_runs_after_i
     if !is_root() {
         return;
     }
-    // Two retries: a claim answered while the link is still down can itself be lost.
+    let pidfile = std::env::temp_dir().join(format!("tern-first-try-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
     let (t, ns, run_id) = site_task_running(
         "4s",
-        2,
-        "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try; sleep 20; echo first try done; else echo second try; fi",
+        1,
+        &format!(
+            "if [ $TERN_TRY_NUMBER = 1 ]; then echo first try; echo $$ > {}; sleep 20; echo first try done; else echo second try; fi",
+            pidfile.display()
+        ),
     );
+    let first_pid: i32 = {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(pid) = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the first try never wrote its pid"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let _ = std::fs::remove_file(&pidfile);
     ns.link(false);
     // The control plane gives up on the silent agent when the lease runs out...
     let v = t.wait_run("site", &run_id, "the attempt to be lost", |v| {
@@ -313,17 +334,23 @@ fn a_link_cut_longer_than_the_lease_loses_the_attempt_and_the_retry_runs_after_i
             .contains("lease expired"),
         "{v:#}"
     );
-    // ...and the retry waits for the site, which comes back.
+    // ...by which time the agent, unable to renew, has already stopped the try itself: a
+    // retry can never overlap it.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{first_pid}")).exists(),
+        "the first try still runs after its lease ran out"
+    );
+    // The retry waits for the site, which comes back. A claim answered into the cut link is
+    // given back without using a try, so exactly one retry runs.
     ns.link(true);
     let v = t.wait_run("site", &run_id, "the retry", finished);
     assert_eq!(run_state(&v), "success", "{v:#}");
-    let last = task(&v, "work")["try_number"].as_u64().unwrap() as u32;
-    assert!(last >= 2, "{v:#}");
+    assert_eq!(task(&v, "work")["try_number"], 2, "{v:#}");
     assert!(t
-        .log("site", &run_id, "work", Some(last))
+        .log("site", &run_id, "work", Some(2))
         .contains("second try"));
-    // The first try was stopped by the agent once it heard the attempt was lost; its late
-    // result is recorded on the try and changed nothing.
+    // The first try's own result (spooled during the cut) says why it stopped, and is
+    // recorded on the try without changing anything.
     t.wait_run("site", &run_id, "the late result to be recorded", |v| {
         v["tries"]["work"][0]["note"]
             .as_str()
@@ -333,4 +360,42 @@ fn a_link_cut_longer_than_the_lease_loses_the_attempt_and_the_retry_runs_after_i
     assert!(!t
         .log("site", &run_id, "work", Some(1))
         .contains("first try done"));
+}
+
+#[test]
+fn a_claim_answered_into_a_cut_link_is_delivered_again_without_using_a_try() {
+    if !is_root() {
+        return;
+    }
+    let t = Tern::new();
+    t.with_lease("3s");
+    t.write_dag(
+        "site.star",
+        "d = dag(id = \"site\")\nshell(id = \"work\", queue = \"site:warsaw\", retries = 0, cmd = \"echo ran\")\n",
+    );
+    let ns = cloud_and_site(&t);
+    // The agent is idle, waiting in its long poll; the link goes down under it.
+    let start = std::time::Instant::now();
+    while t.json(&["agents", "list"])[0]["connected"] != true {
+        assert!(start.elapsed() < DEADLINE, "the agent never connected");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    ns.link(false);
+    let run_id = t.trigger("site", None);
+    // The waiting poll is answered with the task, into the cut link: claimed, never received.
+    t.wait_run("site", &run_id, "the claim", |v| {
+        task(v, "work")["state"] == "running"
+    });
+    // Unconfirmed, it goes back to the queue when its lease runs out, with no try used.
+    let v = t.wait_run("site", &run_id, "the claim to be given back", |v| {
+        task(v, "work")["state"] == "queued"
+    });
+    assert_eq!(task(&v, "work")["try_number"], 0, "{v:#}");
+    eprintln!("agents: {:#}", t.json(&["agents", "list"]));
+    ns.link(true);
+    let v = t.wait_run("site", &run_id, "the run", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(task(&v, "work")["try_number"], 1, "{v:#}");
+    assert!(t.log("site", &run_id, "work", Some(1)).contains("ran"));
 }
