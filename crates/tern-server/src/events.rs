@@ -24,6 +24,8 @@ pub struct Events {
     /// An agent was revoked (here or by another process): waiting claims of remote agents
     /// look again, so a revoked agent is refused at once.
     pub agents_revoked: Notify,
+    /// The roles of this process and their last beats (see [`crate::supervise`]).
+    pub roles: Arc<crate::supervise::RoleBoard>,
 }
 
 impl Events {

@@ -144,8 +144,9 @@ impl Gateway {
                 .keys()
                 .copied()
                 .collect();
-            if let Err(e) = self.store.touch_agents(&ids).await {
-                tracing::warn!("cannot mark waiting agents as seen: {e}");
+            match self.store.touch_agents(&ids).await {
+                Ok(()) => self.events.roles.beat("agent_liveness"),
+                Err(e) => tracing::warn!("cannot mark waiting agents as seen: {e}"),
             }
         }
     }
@@ -168,6 +169,7 @@ impl Gateway {
                 _ = tokio::time::sleep(poll) => false,
                 _ = shutdown.cancelled() => return,
             };
+            self.events.roles.beat("queue_watcher");
             if hinted || changes.changed(&self.store).await {
                 revocation_due = true;
                 match self.store.queued_queues().await {

@@ -19,12 +19,20 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 struct AppState {
     store: Store,
+    roles: std::sync::Arc<crate::supervise::RoleBoard>,
 }
+
+/// `/health` answers within this, whatever the database does.
+const HEALTH_DB_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest an HTTP request may take to start its answer (a claim long-poll waits at most
+/// 30 s; streams such as a live log answer at once and are not cut).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn router(
     store: Store,
     gateway: crate::gateway::Gateway,
     options: crate::state::WebOptions,
+    roles: std::sync::Arc<crate::supervise::RoleBoard>,
 ) -> Router {
     let shared = crate::state::AppState {
         store: store.clone(),
@@ -35,46 +43,54 @@ pub fn router(
     };
     Router::new()
         .route("/health", get(health))
-        .with_state(AppState { store })
+        .with_state(AppState { store, roles })
         .merge(crate::api::router(shared.clone()))
         .merge(crate::ui::router(shared))
         .merge(crate::agent_api::router(gateway))
+        // A panicking handler answers 500 and the server goes on; a request that never
+        // answers is cut.
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
 }
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
-    match s.store.ping().await {
-        Ok(()) => {
-            // A scheduler that has not finished a pass for a minute is stuck.
-            let idle = crate::metrics::metrics().scheduler_idle_seconds();
-            let scheduler = match idle {
-                None => json!("none"),
-                Some(s) if s < 60.0 => json!("ok"),
-                Some(_) => json!("stale"),
-            };
-            let status = if scheduler == "stale" {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::OK
-            };
-            (
-                status,
-                Json(json!({
-                    "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
-                    "database": "ok",
-                    "scheduler": scheduler,
-                    "scheduler_last_pass_seconds_ago": idle,
-                    "version": env!("CARGO_PKG_VERSION"),
-                })),
-            )
-        }
-        Err(e) => {
+    let roles = s.roles.report();
+    let db = tokio::time::timeout(HEALTH_DB_TIMEOUT, s.store.ping()).await;
+    let database = match db {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
             tracing::error!("health check: {e}");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "database": "unreachable"})),
-            )
+            "unreachable"
         }
-    }
+        Err(_) => "no answer within 1 s",
+    };
+    // A scheduler that has not finished a pass for a minute is stuck.
+    let idle = crate::metrics::metrics().scheduler_idle_seconds();
+    let scheduler = match idle {
+        None => json!("none"),
+        Some(s) if s < 60.0 => json!("ok"),
+        Some(_) => json!("stale"),
+    };
+    let ok = database == "ok" && scheduler != "stale" && s.roles.all_running();
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ok { "ok" } else { "unavailable" },
+            "database": database,
+            "scheduler": scheduler,
+            "scheduler_last_pass_seconds_ago": idle,
+            "roles": roles,
+            "version": env!("CARGO_PKG_VERSION"),
+        })),
+    )
 }
 
 /// Binds `addr` and serves until `shutdown`, over HTTPS when `tls` names a PEM certificate
@@ -85,6 +101,7 @@ pub async fn serve(
     addr: &str,
     tls: Option<(&Path, &Path)>,
     dags_folder: Option<std::path::PathBuf>,
+    roles: std::sync::Arc<crate::supervise::RoleBoard>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = std::net::TcpListener::bind(addr).map_err(|e| {
@@ -96,7 +113,8 @@ pub async fn serve(
         dags_folder,
         tls: tls.is_some(),
     };
-    let app = router(store, gateway, options).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        router(store, gateway, options, roles).into_make_service_with_connect_info::<SocketAddr>();
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
     tokio::spawn(async move {

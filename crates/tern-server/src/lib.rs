@@ -6,7 +6,8 @@
 //! - [`trigger`] creates manual runs with validated conf and params;
 //! - [`http`] serves the HTTP endpoints: [`api`] (REST, OpenAPI), [`ui`] (web pages),
 //!   [`agent_api`] (agents), all sharing [`state::AppState`];
-//! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`).
+//! - [`node`] wires the roles of one process together (`standalone`, `server`, `dags test`),
+//!   each run and watched by [`supervise`].
 
 pub mod agent_api;
 pub mod api;
@@ -25,6 +26,7 @@ pub mod notify;
 pub mod scheduler;
 pub mod secrets;
 pub mod state;
+pub mod supervise;
 pub mod trigger;
 pub mod ui;
 

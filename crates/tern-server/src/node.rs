@@ -17,6 +17,7 @@ use crate::events::Events;
 use crate::gateway::Gateway;
 use crate::logs::LogStore;
 use crate::scheduler::Scheduler;
+use crate::supervise::Supervisor;
 
 /// Which roles a process runs.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +45,10 @@ pub struct Node {
     pub http_addr: Option<SocketAddr>,
     pub worker_name: String,
     shutdown: CancellationToken,
-    handles: Vec<JoinHandle<()>>,
+    supervisor: JoinHandle<()>,
+    /// Cancelled when a role stopped on its own; [`Node::failure`] says which and why.
+    failed: CancellationToken,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 /// The name of this process's local agent, unique per host and process so a restarted process
@@ -124,7 +128,7 @@ impl Node {
         ));
         let shutdown = CancellationToken::new();
         let worker_name = local_worker_name();
-        let mut handles = Vec::new();
+        let mut roles_sup = Supervisor::new(events.roles.clone());
         let mut http_addr = None;
         let groups = if roles.local_agent {
             // First end what tries of a killed predecessor left running, then retry them.
@@ -141,12 +145,16 @@ impl Node {
             None
         };
         if roles.local_agent || roles.http {
-            handles.push(tokio::spawn(gateway.clone().watch_queues(shutdown.clone())));
+            roles_sup.spawn(
+                "queue_watcher",
+                gateway.clone().watch_queues(shutdown.clone()),
+            );
         }
         if roles.http {
-            handles.push(tokio::spawn(
+            roles_sup.spawn(
+                "agent_liveness",
                 gateway.clone().keep_agents_seen(shutdown.clone()),
-            ));
+            );
         }
         if roles.scheduler {
             // Remote agents could not heartbeat while no control plane ran: give their
@@ -175,10 +183,10 @@ impl Node {
                 housekeeping_interval: cfg.housekeeping_interval()?,
                 queue_timeout: cfg.queue_timeout()?,
             };
-            handles.push(tokio::spawn(scheduler.run(shutdown.clone())));
+            roles_sup.spawn("scheduler", scheduler.run(shutdown.clone()));
             let notifier =
                 crate::notify::Notifier::from_config(cfg, store.clone(), gateway.secrets.clone())?;
-            handles.push(tokio::spawn(notifier.run(shutdown.clone())));
+            roles_sup.spawn("notifier", notifier.run(shutdown.clone()));
         }
         if roles.local_agent {
             let cp = Arc::new(gateway.for_agent(&worker_name, cfg.agent.queues.clone()));
@@ -201,12 +209,12 @@ impl Node {
                 },
             );
             let token = shutdown.clone();
-            handles.push(tokio::spawn(async move {
+            roles_sup.spawn("local_agent", async move {
                 // The local agent's claims are never refused: it serves no site.
                 if let Err(e) = agent.run(token).await {
                     tracing::error!("the local agent stopped: {e}");
                 }
-            }));
+            });
         }
         if roles.http {
             let (addr, h) = crate::http::serve(
@@ -218,12 +226,20 @@ impl Node {
                     .as_deref()
                     .zip(cfg.server.tls_key.as_deref()),
                 Some(cfg.dags_folder()),
+                events.roles.clone(),
                 shutdown.clone(),
             )
             .await?;
             http_addr = Some(addr);
-            handles.push(h);
+            roles_sup.spawn("http", async move {
+                if let Err(e) = h.await {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            });
         }
+        let failed = roles_sup.failed.clone();
+        let failure = roles_sup.failure_slot();
+        let supervisor = tokio::spawn(roles_sup.watch(shutdown.clone()));
         Ok(Node {
             store,
             events,
@@ -231,7 +247,9 @@ impl Node {
             http_addr,
             worker_name,
             shutdown,
-            handles,
+            supervisor,
+            failed,
+            failure,
         })
     }
 
@@ -252,12 +270,21 @@ impl Node {
         }
     }
 
+    /// Resolves when a role stopped on its own (a panic, an error): the process must end.
+    /// Returns which role and why.
+    pub async fn failure(&self) -> String {
+        self.failed.cancelled().await;
+        self.failure
+            .lock()
+            .expect("failure")
+            .clone()
+            .unwrap_or_else(|| "a role stopped".into())
+    }
+
     /// Stops every role: the agent stops its running attempts and reports them, then the rest
     /// ends.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        for h in self.handles {
-            let _ = h.await;
-        }
+        let _ = self.supervisor.await;
     }
 }

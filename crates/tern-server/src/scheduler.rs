@@ -64,6 +64,7 @@ impl Scheduler {
                 tracing::error!("scheduler housekeeping failed: {e}");
             }
             crate::metrics::metrics().scheduler_pass(pass_started.elapsed());
+            self.events.roles.beat("scheduler");
             let now = Utc::now();
             let mut sleep = self.housekeeping_interval;
             let next_retry = self.store.next_retry_due().await.unwrap_or_else(|e| {

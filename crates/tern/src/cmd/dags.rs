@@ -247,6 +247,10 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
     let outcome = tokio::select! {
         r = node.wait_run(dag_id, &run.run_id) => Some(r?),
         _ = super::interrupted() => None,
+        why = node.failure() => {
+            node.shutdown().await;
+            anyhow::bail!("{why}");
+        }
     };
     node.shutdown().await;
     let Some(run) = outcome else {
@@ -371,6 +375,11 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
                 bar.abandon_with_message("interrupted: run the same command again to resume");
                 node.shutdown().await;
                 return Ok(130);
+            }
+            why = node.failure() => {
+                bar.abandon_with_message("stopped: run the same command again to resume");
+                node.shutdown().await;
+                anyhow::bail!("{why}");
             }
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }

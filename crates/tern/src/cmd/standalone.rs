@@ -60,9 +60,17 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     eprintln!(
         "Press Ctrl-C to stop. Try `tern dags list` and `tern runs list` in another terminal."
     );
-    stop.await;
+    let failure = tokio::select! {
+        _ = stop => None,
+        why = node.failure() => Some(why),
+    };
     eprintln!("tern: stopping; running tasks are stopped and will be retried per their policy");
     node.shutdown().await;
+    if let Some(why) = failure {
+        // Exit with the error so a service manager (systemd, a container runtime) restarts
+        // the whole process rather than leaving one that looks healthy and does nothing.
+        anyhow::bail!("{why}; tern stopped so that its service manager restarts it");
+    }
     Ok(0)
 }
 

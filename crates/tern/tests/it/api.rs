@@ -270,4 +270,24 @@ fn metrics_need_a_token_and_count_what_happened() {
     assert_eq!(status, 200);
     assert_eq!(health["database"], "ok");
     assert_eq!(health["scheduler"], "ok", "{health}");
+    // Every role of the process is listed as running, those that beat with a recent beat.
+    for role in [
+        "scheduler",
+        "notifier",
+        "queue_watcher",
+        "local_agent",
+        "http",
+        "agent_liveness",
+    ] {
+        assert_eq!(
+            health["roles"][role]["state"], "running",
+            "{role}: {health}"
+        );
+    }
+    assert!(
+        health["roles"]["scheduler"]["last_beat_seconds_ago"]
+            .as_f64()
+            .is_some_and(|s| s < 30.0),
+        "{health}"
+    );
 }
