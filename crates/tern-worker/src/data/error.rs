@@ -25,6 +25,23 @@ impl DataError {
     }
 }
 
+/// An error with its whole cause chain ("error sending request: client error (Connect):
+/// tcp connect error: Connection refused"), skipping a cause whose text the message already
+/// holds.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// SQLSTATE classes that no retry can fix: syntax and access errors, unknown objects, data and
 /// constraint errors, a write in a read-only transaction, an unknown database.
 fn permanent_sqlstate(state: &str) -> bool {
@@ -72,8 +89,10 @@ pub fn from_sqlx(context: &str, e: sqlx::Error) -> DataError {
         sqlx::Error::Configuration(_)
         | sqlx::Error::ColumnDecode { .. }
         | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::TypeNotFound { .. } => DataError::permanent(format!("{context}: {e}")),
-        _ => DataError::transient(format!("{context}: {e}")),
+        | sqlx::Error::TypeNotFound { .. } => {
+            DataError::permanent(format!("{context}: {}", error_chain(&e)))
+        }
+        _ => DataError::transient(format!("{context}: {}", error_chain(&e))),
     }
 }
 
@@ -81,7 +100,7 @@ pub fn from_sqlx(context: &str, e: sqlx::Error) -> DataError {
 /// permanent, anything else (refused connections, timeouts, 5xx) may pass on retry.
 pub fn from_object_store(context: &str, e: object_store::Error) -> DataError {
     use object_store::Error as E;
-    let text = e.to_string();
+    let text = error_chain(&e);
     let permanent = match &e {
         E::NotFound { .. }
         | E::PermissionDenied { .. }
@@ -114,6 +133,26 @@ pub fn from_object_store(context: &str, e: object_store::Error) -> DataError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cause_chain_is_kept_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("error sending request")]
+        struct Outer(#[source] std::io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("upload failed: Connection refused")]
+        struct Repeats(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Outer(io)),
+            "error sending request: Connection refused"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused");
+        assert_eq!(
+            error_chain(&Repeats(io)),
+            "upload failed: Connection refused"
+        );
+    }
 
     #[test]
     fn sqlstate_classes() {

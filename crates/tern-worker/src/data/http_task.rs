@@ -103,10 +103,12 @@ pub async fn run_http(
         req = req.body(render(r, "body", b)?);
     }
     sink.line(&format!("tern: {method} {url}"));
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| DataError::transient(format!("{method} {url} failed: {e}")))?;
+    let resp = req.send().await.map_err(|e| {
+        DataError::transient(format!(
+            "{method} {url} failed: {}",
+            super::error::error_chain(&e)
+        ))
+    })?;
     let status = resp.status().as_u16();
     sink.line(&format!("tern: answered {}", resp.status()));
     if !status_expected(status, &spec.expected_status) {
@@ -128,11 +130,12 @@ pub async fn run_http(
     let mut body = Vec::new();
     let mut truncated = false;
     let mut resp = resp;
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        DataError::transient(format!(
+            "reading the answer failed: {}",
+            super::error::error_chain(&e)
+        ))
+    })? {
         let room = spec.max_body_bytes.saturating_sub(body.len() as u64) as usize;
         if chunk.len() > room {
             body.extend_from_slice(&chunk[..room]);
@@ -176,11 +179,12 @@ async fn save_body(
     let mut bytes = 0u64;
     let mut w = std::io::BufWriter::with_capacity(256 * 1024, out);
     let copied = async {
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| DataError::transient(format!("reading the answer failed: {e}")))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            DataError::transient(format!(
+                "reading the answer failed: {}",
+                super::error::error_chain(&e)
+            ))
+        })? {
             w.write_all(&chunk).map_err(write_err)?;
             bytes += chunk.len() as u64;
             std::future::poll_fn(|cx| pending.poll_ready(cx)).await?;

@@ -128,7 +128,14 @@ pub async fn poke(
             sink.line(&format!("tern: poking {} {}", p.method, p.url));
             let resp = match p.req.send().await {
                 Ok(resp) => resp,
-                Err(e) => return Ok(not_yet(format!("{} {} failed: {e}", p.method, p.url))),
+                Err(e) => {
+                    return Ok(not_yet(format!(
+                        "{} {} failed: {}",
+                        p.method,
+                        p.url,
+                        super::error::error_chain(&e)
+                    )))
+                }
             };
             let status = resp.status().as_u16();
             if !super::http_task::status_expected(status, expected_status) {

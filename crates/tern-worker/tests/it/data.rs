@@ -394,9 +394,10 @@ async fn exports_reach_an_s3_bucket_and_bucket_errors_are_permanent() {
             held.push(s);
         }
     });
-    for endpoint in [
-        format!("http://{hang_addr}"),
-        "http://127.0.0.1:1".to_string(),
+    // The failure reason keeps the cause: a time-out, a refused connection.
+    for (endpoint, cause) in [
+        (format!("http://{hang_addr}"), "timed out"),
+        ("http://127.0.0.1:1".to_string(), "Connection refused"),
     ] {
         let uri = format!(
             "s3://AKTEST:secret-key-test@datalake?endpoint={endpoint}&region=us-east-1&timeout=1s"
@@ -414,6 +415,11 @@ async fn exports_reach_an_s3_bucket_and_bucket_errors_are_permanent() {
         assert!(!done.success, "{endpoint}");
         assert!(done.retryable, "{endpoint}: {:?}", done.reason);
         assert!(log.contains("cannot reach bucket datalake"), "{log}");
+        let reason = done.reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains(cause),
+            "{endpoint}: the cause is dropped: {reason}"
+        );
     }
     assert!(!s3.object("datalake", "z.csv").exists());
 }
