@@ -99,6 +99,74 @@ async fn recover_dead_local_agents(store: &Store, me: &str) -> anyhow::Result<()
     Ok(())
 }
 
+/// How often a server records that it is alive.
+const NODE_BEAT: Duration = Duration::from_secs(1);
+/// A server that could not record a beat for this long stops its local attempts (fences).
+const NODE_FENCE: Duration = Duration::from_secs(3);
+/// A server silent for this long is failed over by the others (its local attempts end as
+/// retryable failures). Longer than [`NODE_FENCE`], so a server cut off from the database has
+/// stopped its tasks by then.
+const NODE_SILENCE: Duration = Duration::from_secs(6);
+
+/// The `node_heartbeat` role: beats every [`NODE_BEAT`] (a process with a local agent), fails
+/// over silent servers (a process with a scheduler), and fences the local agent when the
+/// database has been out of reach for [`NODE_FENCE`].
+async fn node_heartbeat(
+    store: Store,
+    events: Arc<Events>,
+    me: String,
+    roles: Roles,
+    fence: tokio::sync::watch::Sender<u64>,
+    shutdown: CancellationToken,
+) {
+    let mut last_ok = tokio::time::Instant::now();
+    let mut fenced = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(NODE_BEAT) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let beat = if roles.local_agent {
+            tokio::time::timeout(NODE_BEAT, store.node_heartbeat(&me, &me)).await
+        } else {
+            Ok(Ok(()))
+        };
+        match beat {
+            Ok(Ok(())) => {
+                last_ok = tokio::time::Instant::now();
+                fenced = false;
+                events.roles.beat("node_heartbeat");
+            }
+            Ok(Err(e)) => tracing::warn!("cannot record this server's heartbeat: {e}"),
+            Err(_) => tracing::warn!("recording this server's heartbeat took over {NODE_BEAT:?}"),
+        }
+        if roles.local_agent && !fenced && last_ok.elapsed() >= NODE_FENCE {
+            tracing::error!(
+                "no heartbeat recorded for {:?}: stopping this server's running tasks before another server fails them over",
+                last_ok.elapsed()
+            );
+            fence.send_modify(|g| *g += 1);
+            fenced = true;
+        }
+        if roles.scheduler {
+            match store.fail_over_silent_nodes(&me, NODE_SILENCE).await {
+                Ok(failed) => {
+                    for (node, attempts) in failed {
+                        tracing::warn!(
+                            node,
+                            attempts,
+                            "failed over a server that stopped heartbeating"
+                        );
+                        events.work_queued();
+                        events.scheduler.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!("cannot fail over silent servers: {e}"),
+            }
+        }
+    }
+}
+
 impl Node {
     /// Opens the store, migrates it, and starts the requested roles.
     pub async fn start(cfg: &Config, roles: Roles) -> anyhow::Result<Node> {
@@ -129,6 +197,9 @@ impl Node {
         let shutdown = CancellationToken::new();
         let worker_name = local_worker_name();
         let mut roles_sup = Supervisor::new(events.roles.clone());
+        // Moves when this process lost the database for too long: the local agent then stops
+        // its attempts before another server can fail them over.
+        let (fence_tx, fence_rx) = tokio::sync::watch::channel(0u64);
         let mut http_addr = None;
         let groups = if roles.local_agent {
             // First end what tries of a killed predecessor left running, then retry them.
@@ -206,6 +277,7 @@ impl Node {
                         Connections::resolve(&Default::default(), "", std::env::vars())
                             .context("a TERN_CONN_<NAME> variable of the control plane")?,
                     ),
+                    fence: Some(fence_rx.clone()),
                 },
             );
             let token = shutdown.clone();
@@ -236,6 +308,19 @@ impl Node {
                     std::panic::resume_unwind(e.into_panic());
                 }
             });
+        }
+        if roles.local_agent || roles.scheduler {
+            roles_sup.spawn(
+                "node_heartbeat",
+                node_heartbeat(
+                    store.clone(),
+                    events.clone(),
+                    worker_name.clone(),
+                    roles,
+                    fence_tx,
+                    shutdown.clone(),
+                ),
+            );
         }
         let failed = roles_sup.failed.clone();
         let failure = roles_sup.failure_slot();
@@ -282,9 +367,12 @@ impl Node {
     }
 
     /// Stops every role: the agent stops its running attempts and reports them, then the rest
-    /// ends.
+    /// ends, and the process leaves the list of live servers.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.supervisor.await;
+        if let Err(e) = self.store.remove_node(&self.worker_name).await {
+            tracing::warn!("cannot remove this server from the list of live servers: {e}");
+        }
     }
 }

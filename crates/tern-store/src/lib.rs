@@ -17,6 +17,7 @@ pub mod dags;
 mod error;
 pub mod manage;
 pub mod model;
+pub mod nodes;
 pub mod notifications;
 pub mod overview;
 pub mod pools;

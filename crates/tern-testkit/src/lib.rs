@@ -3,6 +3,7 @@
 //! with a deadline instead of fixed sleeps.
 
 pub mod azure;
+pub mod chaos;
 pub mod notify;
 pub mod s3;
 

@@ -22,6 +22,9 @@ pub struct AgentConfig {
     /// How long one claim call waits for work before asking again.
     pub claim_wait: Duration,
     pub exec: ExecOptions,
+    /// Moves when the agent must stop every running attempt at once (its process lost the
+    /// metadata database for too long, so another server may fail its work over).
+    pub fence: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 pub struct Agent {
@@ -67,8 +70,9 @@ impl Agent {
                         let cp = self.cp.clone();
                         let exec = self.cfg.exec.clone();
                         let stop = stop_all.child_token();
+                        let fence = self.cfg.fence.clone();
                         running.spawn(async move {
-                            run_attempt(cp, a, exec, stop).await;
+                            run_attempt(cp, a, exec, stop, fence).await;
                             drop(permit);
                         });
                     }
@@ -140,13 +144,15 @@ pub async fn run_attempt(
     a: Assignment,
     exec: ExecOptions,
     stop: CancellationToken,
+    mut fence: Option<tokio::sync::watch::Receiver<u64>>,
 ) {
     let Some(acked_at) = acknowledge(cp.as_ref(), &a).await else {
         cp.abandon(a.ti_id, &a.attempt).await;
         return;
     };
     let cancel = stop.child_token();
-    let fenced = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Why the agent stopped the attempt itself, if it did.
+    let fenced: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let sink = ChunkedSink::start(cp.clone(), a.ti_id, a.attempt.clone());
     let heartbeat = {
         let cp = cp.clone();
@@ -158,14 +164,32 @@ pub async fn run_attempt(
         let fence_after = lease.mul_f64(FENCE_AT);
         tokio::spawn(async move {
             let mut renewed = acked_at;
+            let fence_now = |why: String| {
+                tracing::warn!(ti, "{why}");
+                *fenced.lock().expect("fence reason") = Some(why);
+                cancel.cancel();
+            };
             loop {
                 let fence_at = renewed + fence_after;
                 let next = (std::time::Instant::now() + every).min(fence_at);
-                tokio::time::sleep_until(next.into()).await;
+                let fence_moved = async {
+                    match fence.as_mut() {
+                        Some(f) => f.changed().await.is_ok(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    true = fence_moved => {
+                        fence_now("stopped by its agent: the server running it lost the metadata database, so another server may fail the task over; stopped so no retry overlaps it".into());
+                        return;
+                    }
+                }
                 if std::time::Instant::now() >= fence_at {
-                    tracing::warn!(ti, "no lease renewal accepted for {fence_after:?}; stopping the task so no retry overlaps it");
-                    fenced.store(true, std::sync::atomic::Ordering::SeqCst);
-                    cancel.cancel();
+                    fence_now(format!(
+                        "stopped by its agent: no lease renewal was accepted for {} (the control plane was unreachable), so the task was stopped before its lease ran out and a retry could overlap it",
+                        tern_core::format_duration(fence_after)
+                    ));
                     return;
                 }
                 let sent = std::time::Instant::now();
@@ -190,12 +214,10 @@ pub async fn run_attempt(
     };
     let mut completion = execute(&a, &exec, &sink, &cancel).await;
     heartbeat.abort();
-    if fenced.load(std::sync::atomic::Ordering::SeqCst) && !completion.success {
+    let fenced = fenced.lock().expect("fence reason").take();
+    if let (Some(why), false) = (fenced, completion.success) {
         completion.retryable = true;
-        completion.reason = Some(format!(
-            "stopped by its agent: no lease renewal was accepted for {} (the control plane was unreachable), so the task was stopped before its lease ran out and a retry could overlap it",
-            tern_core::format_duration(Duration::from_millis(a.lease_ms).mul_f64(FENCE_AT))
-        ));
+        completion.reason = Some(why);
     } else if stop.is_cancelled() && !completion.success {
         completion.retryable = true;
         completion.reason = Some("interrupted: the agent shut down while the task ran".into());

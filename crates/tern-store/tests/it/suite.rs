@@ -1369,3 +1369,69 @@ pub async fn racing_ends_of_the_last_tasks_always_end_the_run(store: Store) {
         assert_eq!(state_of(&store, run.pk, "y").await, TaskState::Failed);
     }
 }
+
+pub async fn a_silent_server_is_failed_over_and_a_live_one_is_not(store: Store) {
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
+    let mut t = task("t", &[]);
+    t.retries = 1;
+    t.retry_delay_ms = 0;
+    let v = setup(&store, dag("nodes", vec![t])).await;
+    let (run, _) = store.create_run(&new_run("nodes", "r1"), v).await.unwrap();
+    store.node_heartbeat("a", "local-a-1").await.unwrap();
+    store.node_heartbeat("b", "local-b-2").await.unwrap();
+    let c = store
+        .claim(&queues(), "local-a-1", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    clock.advance(Duration::from_secs(3));
+    store.node_heartbeat("b", "local-b-2").await.unwrap();
+    let silence = Duration::from_secs(5);
+    assert!(store
+        .fail_over_silent_nodes("b", silence)
+        .await
+        .unwrap()
+        .is_empty());
+    clock.advance(Duration::from_secs(3));
+    store.node_heartbeat("b", "local-b-2").await.unwrap();
+    // a has been silent for 6 s, b beat just now.
+    let failed = store.fail_over_silent_nodes("b", silence).await.unwrap();
+    assert_eq!(failed, vec![("a".to_string(), 1)]);
+    let ti = store.task_instance(run.pk, "t").await.unwrap();
+    assert_eq!(ti.state, TaskState::UpForRetry);
+    assert!(ti.note.unwrap().contains("stopped heartbeating"));
+    assert!(
+        !store
+            .complete(c.ti.id, &c.attempt, &ok())
+            .await
+            .unwrap()
+            .accepted
+    );
+    // Gone from the list: nothing more to fail over.
+    assert!(store
+        .fail_over_silent_nodes("b", silence)
+        .await
+        .unwrap()
+        .is_empty());
+    // A server never fails itself over, however long since its last beat; another does.
+    clock.advance(Duration::from_secs(60));
+    assert!(store
+        .fail_over_silent_nodes("b", silence)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.fail_over_silent_nodes("c", silence).await.unwrap(),
+        vec![("b".to_string(), 0)]
+    );
+    // A clean stop leaves the list at once.
+    store.node_heartbeat("d", "local-d-4").await.unwrap();
+    store.remove_node("d").await.unwrap();
+    clock.advance(Duration::from_secs(60));
+    assert!(store
+        .fail_over_silent_nodes("c", silence)
+        .await
+        .unwrap()
+        .is_empty());
+}

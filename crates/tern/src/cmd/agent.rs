@@ -204,6 +204,8 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
                 .max(1),
             claim_wait: duration(&settings.claim_wait, "claim_wait", Duration::from_secs(25))?,
             exec,
+            // A remote agent is fenced by its leases alone.
+            fence: None,
         },
     );
     eprintln!(

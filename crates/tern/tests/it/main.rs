@@ -5,6 +5,7 @@ mod harness;
 mod agents;
 mod api;
 mod browser;
+mod chaos;
 mod cli_errors;
 mod dag_files;
 mod data_tasks;
