@@ -26,8 +26,8 @@ use tern_server::{Config, Node, Roles};
 
 #[derive(Parser)]
 struct Args {
-    /// Workloads to run (default: all): chain40 fan200 parse memory throughput claimlatency
-    /// remotechain40 remotefan200 agents1000
+    /// Workloads to run (default: all but chaos): chain40 fan200 parse memory throughput
+    /// claimlatency remotechain40 remotefan200 agents1000 ui; chaos (the long chaos suite)
     workloads: Vec<String>,
     /// Repetitions per workload.
     #[arg(long, default_value_t = 7)]
@@ -261,6 +261,42 @@ async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
     Ok((10_000.0 / secs, cpu / 10_000.0))
 }
 
+/// The long chaos suite: 50 kills of `standalone` on SQLite, then 50 kills of one of two
+/// servers on PostgreSQL, each under 1,000 tasks (see `tern_testkit::chaos`).
+async fn chaos(tern: &Path) -> anyhow::Result<()> {
+    use tern_testkit::chaos::Chaos;
+    let base = Chaos {
+        tern: tern.to_path_buf(),
+        database_url: None,
+        servers: 1,
+        rounds: 50,
+        runs: 10,
+        tasks_per_run: 100,
+        max_down: Duration::from_millis(500),
+        seed: 1,
+    };
+    let sqlite = base.clone();
+    let report = tokio::task::spawn_blocking(move || sqlite.run()).await?;
+    println!("chaos sqlite, standalone:       {}", report.summary());
+    for p in &report.problems {
+        println!("  problem: {p}");
+    }
+    let db = tern_testkit::TestDb::postgres().await;
+    let pg = Chaos {
+        database_url: Some(db.url.clone()),
+        servers: 2,
+        max_down: Duration::from_secs(8),
+        seed: 2,
+        ..base
+    };
+    let report = tokio::task::spawn_blocking(move || pg.run()).await?;
+    println!("chaos postgres, two servers:    {}", report.summary());
+    for p in &report.problems {
+        println!("  problem: {p}");
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
@@ -392,6 +428,8 @@ async fn main() -> anyhow::Result<()> {
             }
             "agents1000" => remote::agents1000(&args.tern, 1000, 100, 20, 3).await?,
             "ui" => ui::ui(args.runs).await?,
+            // Not in the default set (it takes minutes): `bench/run chaos`.
+            "chaos" => chaos(&args.tern).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
         }
     }

@@ -451,7 +451,12 @@ impl ControlPlane for LocalControlPlane {
         if !self.gw.first_delivery(&chunk) {
             return Ok(());
         }
-        self.gw.logs.append(&path, &chunk.text).map_err(unavailable)
+        // File I/O off the async threads: a slow disk must not stall claims and results.
+        let logs = self.gw.logs.clone();
+        tokio::task::spawn_blocking(move || logs.append(&path, &chunk.text))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)
     }
 
     async fn complete(&self, c: Completion) -> Result<CompletionReply, TransportError> {

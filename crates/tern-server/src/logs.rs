@@ -55,12 +55,54 @@ impl LogStore {
 
     /// The log from byte `offset` on; empty when it does not exist (yet).
     pub fn read(&self, rel: &str, offset: u64) -> std::io::Result<String> {
-        let bytes = match std::fs::read(self.path(rel)?) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Ok(self.read_from(rel, offset, u64::MAX)?.0)
+    }
+
+    /// At most `max` bytes of the log from byte `offset` on, cut at a character boundary,
+    /// and how many bytes that was (the next offset is `offset` plus that). Only those bytes
+    /// are read: a live tail costs what is new, not the whole file.
+    pub fn read_from(&self, rel: &str, offset: u64, max: u64) -> std::io::Result<(String, u64)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = match std::fs::File::open(self.path(rel)?) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((String::new(), 0)),
             Err(e) => return Err(e),
         };
-        let start = (offset as usize).min(bytes.len());
-        Ok(String::from_utf8_lossy(&bytes[start..]).into_owned())
+        f.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::new();
+        f.take(max).read_to_end(&mut bytes)?;
+        // Do not split a character: leave an incomplete one at the end for the next read.
+        let keep = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => bytes.len(),
+        };
+        bytes.truncate(keep);
+        Ok((String::from_utf8_lossy(&bytes).into_owned(), keep as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_from_an_offset_without_splitting_characters() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogStore::new(dir.path());
+        logs.append("d/r/t.1.log", "héllo\n").unwrap();
+        assert_eq!(logs.read("d/r/t.1.log", 0).unwrap(), "héllo\n");
+        // "é" is two bytes: a read of two bytes stops before it.
+        assert_eq!(
+            logs.read_from("d/r/t.1.log", 0, 2).unwrap(),
+            ("h".to_string(), 1)
+        );
+        assert_eq!(
+            logs.read_from("d/r/t.1.log", 1, 2).unwrap(),
+            ("é".to_string(), 2)
+        );
+        assert_eq!(logs.read("d/r/t.1.log", 3).unwrap(), "llo\n");
+        assert_eq!(logs.read("d/r/t.1.log", 99).unwrap(), "");
+        assert_eq!(logs.read("d/r/missing.log", 0).unwrap(), "");
     }
 }

@@ -117,6 +117,19 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    // No statement, lock wait or idle transaction holds a connection (and the
+                    // rows it locked) forever: past these the database ends it with an error
+                    // that the caller reports or retries.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "SET statement_timeout = '60s'; SET lock_timeout = '15s'; \
+                                 SET idle_in_transaction_session_timeout = '60s';",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect_with(opts)
                     .await?
             }
@@ -269,6 +282,31 @@ impl Store {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
         }
         Ok(start.elapsed())
+    }
+
+    /// The time limits of a pooled session: PostgreSQL's statement, lock and idle-transaction
+    /// timeouts; SQLite's busy timeout (milliseconds).
+    #[doc(hidden)]
+    pub async fn debug_session_settings(&self) -> Result<Vec<String>> {
+        if self.backend == Backend::Sqlite {
+            let ms: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(vec![ms.to_string()]);
+        }
+        let mut out = Vec::new();
+        for name in [
+            "statement_timeout",
+            "lock_timeout",
+            "idle_in_transaction_session_timeout",
+        ] {
+            out.push(
+                sqlx::query_scalar(&format!("SHOW {name}"))
+                    .fetch_one(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     #[doc(hidden)]

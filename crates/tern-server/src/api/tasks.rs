@@ -195,12 +195,21 @@ async fn task_log(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Viewer, "reading task logs")?;
     let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
-    let content = s.logs.read(&path, q.offset).map_err(log_read_error)?;
-    let next = q.offset + content.len() as u64;
+    let logs = s.logs.clone();
+    let offset = q.offset;
+    let (content, read) =
+        tokio::task::spawn_blocking(move || logs.read_from(&path, offset, u64::MAX))
+            .await
+            .map_err(|e| log_read_error(std::io::Error::other(e)))?
+            .map_err(log_read_error)?;
+    let next = q.offset + read;
     Ok(Json(
         json!({"content": content, "next_offset": next, "ended": ended}),
     ))
 }
+
+/// Most bytes one live-log event carries; a long backlog goes out in several.
+const STREAM_CHUNK: u64 = 256 * 1024;
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}/stream",
     tag = "tasks",
@@ -233,9 +242,16 @@ async fn task_log_stream(
                         (s, offset, true),
                     ));
                 };
-                let text = s.logs.read(&path, offset).unwrap_or_default();
-                if !text.is_empty() {
-                    let next = offset + text.len() as u64;
+                let logs = s.logs.clone();
+                let (text, read) = tokio::task::spawn_blocking(move || {
+                    logs.read_from(&path, offset, STREAM_CHUNK)
+                })
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default();
+                if read > 0 {
+                    let next = offset + read;
                     let ev = Event::default()
                         .event("log")
                         .id(next.to_string())

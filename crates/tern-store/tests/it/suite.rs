@@ -1435,3 +1435,12 @@ pub async fn a_silent_server_is_failed_over_and_a_live_one_is_not(store: Store) 
         .unwrap()
         .is_empty());
 }
+
+pub async fn database_sessions_have_time_limits(store: Store) {
+    let limits = store.debug_session_settings().await.unwrap();
+    let expected: &[&str] = match store.backend() {
+        tern_store::Backend::Sqlite => &["10000"],
+        tern_store::Backend::Postgres => &["1min", "15s", "1min"],
+    };
+    assert_eq!(limits, expected);
+}
