@@ -40,6 +40,8 @@ pub struct Gateway {
     runs: Arc<Mutex<HashMap<i64, Arc<tern_store::DagRun>>>>,
     /// Remote agents waiting in a claim long-poll on this server, with how many polls each.
     polling: Arc<Mutex<HashMap<i64, usize>>>,
+    /// Where the local agent records how its tries ended before reporting them.
+    pub ended: Option<Arc<tern_worker::ended::EndedRecords>>,
 }
 
 /// An open claim long-poll of a remote agent; counted until dropped (also when the agent
@@ -111,6 +113,7 @@ impl Gateway {
             secrets: None,
             runs: Arc::default(),
             polling: Arc::default(),
+            ended: None,
         }
     }
 
@@ -459,6 +462,14 @@ impl ControlPlane for LocalControlPlane {
             .map_err(unavailable)
     }
 
+    async fn ended(&self, c: &Completion) {
+        if let (None, Some(records)) = (self.remote_agent, &self.gw.ended) {
+            if let Err(e) = records.record(c) {
+                tracing::warn!(ti = c.ti_id, "cannot record the try's end: {e}");
+            }
+        }
+    }
+
     async fn complete(&self, c: Completion) -> Result<CompletionReply, TransportError> {
         let result = TryResult {
             success: c.success,
@@ -484,6 +495,9 @@ impl ControlPlane for LocalControlPlane {
                 "failed"
             };
             crate::metrics::metrics().try_ended(outcome, ran);
+        }
+        if let (None, Some(records)) = (self.remote_agent, &self.gw.ended) {
+            records.forget(c.ti_id, &c.attempt);
         }
         self.gw
             .log_paths

@@ -167,6 +167,31 @@ async fn node_heartbeat(
     }
 }
 
+/// Delivers the results a killed predecessor recorded but did not report: those tries
+/// finished, so they are not run again.
+async fn deliver_recorded_ends(
+    store: &Store,
+    ended: &tern_worker::ended::EndedRecords,
+) -> anyhow::Result<()> {
+    for c in ended.take_leftovers()? {
+        let result = tern_store::TryResult {
+            success: c.success,
+            retryable: c.retryable,
+            exit_code: c.exit_code,
+            note: c.reason.clone(),
+            outputs: c.outputs.clone(),
+            reschedule_after: c.reschedule_after_ms.map(Duration::from_millis),
+        };
+        let applied = store.complete(c.ti_id, &c.attempt, &result).await?;
+        tracing::info!(
+            ti = c.ti_id,
+            accepted = applied.accepted,
+            "delivered the result of a try that ended just before this process's predecessor stopped"
+        );
+    }
+    Ok(())
+}
+
 impl Node {
     /// Opens the store, migrates it, and starts the requested roles.
     pub async fn start(cfg: &Config, roles: Roles) -> anyhow::Result<Node> {
@@ -210,6 +235,11 @@ impl Node {
             groups
                 .end_leftovers()
                 .with_context(|| format!("cannot read {}", dir.display()))?;
+            let ended_dir = cfg.home.join("run").join("ended");
+            let ended = tern_worker::ended::EndedRecords::open(&ended_dir)
+                .with_context(|| format!("cannot open {}", ended_dir.display()))?;
+            deliver_recorded_ends(&store, &ended).await?;
+            gateway.ended = Some(Arc::new(ended));
             recover_dead_local_agents(&store, &worker_name).await?;
             Some(Arc::new(groups))
         } else {

@@ -363,6 +363,11 @@ impl Chaos {
                             .get(&(run.clone(), task.clone(), *tr))
                             .cloned()
                             .unwrap_or_default();
+                        if std::env::var_os("TERN_CHAOS_VERBOSE").is_some() {
+                            eprintln!(
+                                "chaos: re-run of {run}.{task}: try {tr} finished, then: {note}"
+                            );
+                        }
                         if !(note.contains("interrupted")
                             || note.contains("lost")
                             || note.contains("stopped"))

@@ -222,6 +222,7 @@ pub async fn run_attempt(
         completion.retryable = true;
         completion.reason = Some("interrupted: the agent shut down while the task ran".into());
     }
+    cp.ended(&completion).await;
     sink.finish().await;
     let mut wait = Duration::from_millis(100);
     for _ in 0..8 {

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod connections;
 pub mod container;
 pub mod data;
+pub mod ended;
 pub mod executor;
 pub mod groups;
 pub mod http_transport;

@@ -17,6 +17,14 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tern_protocol::{Completion, HeldAttempt, LogChunk};
 
+/// What a `held/` marker holds: the attempt (written when it was claimed), or how it ended
+/// (written the moment its process exited).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Marker {
+    Ended(Completion),
+}
+
 /// One spooled call.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -118,8 +126,14 @@ impl Spool {
                 s.attempts.insert(key, state);
             }
         }
-        for held in s.held_markers()? {
-            if !finished.contains(&(held.ti_id, held.attempt.clone())) {
+        for (held, ended) in s.markers()? {
+            if finished.contains(&(held.ti_id, held.attempt.clone())) {
+                continue;
+            }
+            if let Some(c) = ended {
+                // The task had ended; only its report was missing.
+                s.append(Entry::Complete(c))?;
+            } else {
                 s.append(Entry::Complete(Completion {
                     ti_id: held.ti_id,
                     attempt: held.attempt.clone(),
@@ -155,6 +169,22 @@ impl Spool {
         )
     }
 
+    /// Records in the attempt's marker how it ended, before the result is sent: an agent
+    /// killed before the control plane has it delivers this result at its next start
+    /// instead of failing the attempt.
+    pub fn record_end(&mut self, c: &Completion) -> io::Result<()> {
+        let path = self.held_path(c.ti_id, &c.attempt);
+        if !path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        fs::write(
+            &tmp,
+            serde_json::to_vec(&Marker::Ended(c.clone())).expect("serialisable"),
+        )?;
+        fs::rename(tmp, path)
+    }
+
     /// Forgets an attempt whose end the control plane has received (or refused).
     pub fn release(&mut self, ti_id: i64, attempt: &str) {
         let _ = fs::remove_file(self.held_path(ti_id, attempt));
@@ -162,11 +192,27 @@ impl Spool {
 
     /// Attempts marked held, from this run or an earlier one.
     pub fn held_markers(&self) -> io::Result<Vec<HeldAttempt>> {
+        Ok(self.markers()?.into_iter().map(|(h, _)| h).collect())
+    }
+
+    /// Held attempts with how they ended, if that was recorded.
+    fn markers(&self) -> io::Result<Vec<(HeldAttempt, Option<Completion>)>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(&self.held_dir)? {
-            let bytes = fs::read(entry?.path())?;
-            if let Ok(h) = serde_json::from_slice(&bytes) {
-                out.push(h);
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "tmp") {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let bytes = fs::read(&path)?;
+            if let Ok(Marker::Ended(c)) = serde_json::from_slice(&bytes) {
+                let h = HeldAttempt {
+                    ti_id: c.ti_id,
+                    attempt: c.attempt.clone(),
+                };
+                out.push((h, Some(c)));
+            } else if let Ok(h) = serde_json::from_slice::<HeldAttempt>(&bytes) {
+                out.push((h, None));
             }
         }
         Ok(out)
@@ -314,6 +360,38 @@ mod tests {
             other => panic!("expected a result, got {other:?}"),
         }
         assert!(s.has(7, "ab-7"));
+    }
+
+    #[test]
+    fn a_restart_delivers_the_recorded_end_of_a_finished_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+            s.hold(&HeldAttempt {
+                ti_id: 7,
+                attempt: "ab-7".into(),
+            })
+            .unwrap();
+            // The command ended; the agent died before reporting it.
+            s.record_end(&Completion {
+                ti_id: 7,
+                attempt: "ab-7".into(),
+                success: true,
+                retryable: false,
+                exit_code: Some(0),
+                reason: None,
+                outputs: Default::default(),
+                reschedule_after_ms: None,
+            })
+            .unwrap();
+        }
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let entries = s.entries(7, "ab-7").unwrap();
+        match &entries[..] {
+            [Entry::Complete(c)] => assert!(c.success && c.exit_code == Some(0)),
+            other => panic!("expected the recorded result, got {other:?}"),
+        }
+        assert_eq!(s.held_markers().unwrap().len(), 1);
     }
 
     #[test]

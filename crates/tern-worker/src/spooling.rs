@@ -285,6 +285,15 @@ impl ControlPlane for SpoolingControlPlane {
         self.inner.report(report).await
     }
 
+    async fn ended(&self, completion: &Completion) {
+        if let Err(e) = self.spool.lock().await.record_end(completion) {
+            tracing::warn!(
+                ti = completion.ti_id,
+                "cannot record the attempt's end: {e}"
+            );
+        }
+    }
+
     async fn abandon(&self, ti_id: i64, attempt: &str) {
         self.running
             .lock()

@@ -33,6 +33,10 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn ack(&self, ti_id: i64, attempt: &str) -> Result<bool, TransportError> {
         Ok(self.heartbeat(ti_id, attempt).await?.keep_running)
     }
+    /// Records durably that an attempt ended with `completion`, before it is reported: if the
+    /// agent dies before the control plane has the result, the next start delivers it instead
+    /// of running the finished command again.
+    async fn ended(&self, _completion: &Completion) {}
     /// The agent will not run a claimed attempt after all (it could not confirm it): forget
     /// what was kept about it. Nothing is sent.
     async fn abandon(&self, _ti_id: i64, _attempt: &str) {}

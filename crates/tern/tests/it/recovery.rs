@@ -186,3 +186,63 @@ fn process_gone_within(pid: i32, limit: Duration) -> bool {
     }
     false
 }
+
+#[test]
+fn a_result_recorded_before_a_kill_is_delivered_on_restart_not_run_again() {
+    let t = Tern::new();
+    let token_file = t.path().join("attempt.txt");
+    let ran = t.path().join("ran.txt");
+    t.write_dag(
+        "once.star",
+        &format!(
+            r#"
+d = dag(id = "once")
+shell(id = "t", retries = 3, retry_delay = "0s",
+      cmd = "echo run >> {ran}; echo $TERN_ATTEMPT > {tok}; sleep 60")
+"#,
+            ran = ran.display(),
+            tok = token_file.display()
+        ),
+    );
+    let sa = t.standalone();
+    let run_id = t.trigger("once", None);
+    let start = Instant::now();
+    let attempt = loop {
+        if let Ok(s) = std::fs::read_to_string(&token_file) {
+            if !s.trim().is_empty() {
+                break s.trim().to_string();
+            }
+        }
+        assert!(start.elapsed() < DEADLINE, "the try never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    sa.signal(Signal::SIGKILL);
+    let _ = sa.wait_exit();
+    // What the agent writes the moment a task's process exits, when the kill came before the
+    // result reached the database: the end, recorded by a process that is now gone.
+    let v = t.json(&["runs", "show", "once", &run_id]);
+    let ti_id = task(&v, "t")["id"].as_i64().unwrap();
+    let dir = t.path().join("run").join("ended");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join(format!("999999999.{ti_id}.{attempt}.json")),
+        format!(
+            r#"{{"ti_id": {ti_id}, "attempt": "{attempt}", "success": true, "retryable": false, "exit_code": 0, "reason": null, "outputs": {{}}}}"#
+        ),
+    )
+    .unwrap();
+    let _sa2 = t.standalone();
+    let v = t.wait_run("once", &run_id, "the run to end", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(task(&v, "t")["try_number"], 1, "no second try: {v:#}");
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap(),
+        "run\n",
+        "the command ran once"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "the record was used up"
+    );
+}
