@@ -5,6 +5,7 @@
 pub mod azure;
 pub mod chaos;
 pub mod notify;
+pub mod postgres;
 pub mod s3;
 
 use std::collections::BTreeMap;

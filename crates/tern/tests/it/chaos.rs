@@ -54,3 +54,53 @@ fn kill_9_of_one_of_two_servers_on_postgres_loses_and_doubles_nothing() {
     });
     drop(db);
 }
+
+/// PostgreSQL restarted, then down for several seconds, under a workload: tern reconnects by
+/// itself, `/health` says the database is out (and answers at once), and every task ends with
+/// at most one recorded success.
+#[test]
+fn a_postgres_restart_and_outage_are_survived_and_reported() {
+    use crate::harness::{finished, http, run_state, Tern};
+    use std::time::Instant;
+    let pg = tern_testkit::postgres::PrivatePostgres::start();
+    let mut t = Tern::new();
+    t.database_url = Some(pg.url("postgres"));
+    t.write_dag(
+        "steady.star",
+        "d = dag(id = \"steady\", max_active_tasks = 8)\nfor i in range(120):\n    shell(id = \"t%d\" % i, retries = 10, retry_delay = \"0s\", cmd = \"sleep 0.1; echo done\")\n",
+    );
+    let (_server, url) = crate::links::server_on(&t, 0);
+    let run_id = t.trigger("steady", None);
+    std::thread::sleep(Duration::from_millis(800));
+    pg.restart();
+    std::thread::sleep(Duration::from_millis(800));
+    pg.stop();
+    // While it is down, health answers at once and says so.
+    let down_since = Instant::now();
+    let mut reported = 0;
+    while down_since.elapsed() < Duration::from_secs(6) {
+        let asked = Instant::now();
+        let (status, body) = http(&url, "GET", "/health", &[], "");
+        let took = asked.elapsed();
+        assert!(took < Duration::from_secs(3), "/health took {took:?}");
+        if status == 503 && body.contains("\"database\"") && !body.contains("\"database\":\"ok\"") {
+            reported += 1;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(reported > 0, "/health never reported the database outage");
+    pg.start_again();
+    let v = t.wait_run("steady", &run_id, "the run after the outage", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    for (task, tries) in v["tries"].as_object().unwrap() {
+        let successes = tries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "success")
+            .count();
+        assert_eq!(successes, 1, "{task}: {tries:#}");
+    }
+    let (status, _) = http(&url, "GET", "/health", &[], "");
+    assert_eq!(status, 200, "health is back with the database");
+}
