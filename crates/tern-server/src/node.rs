@@ -241,6 +241,9 @@ impl Node {
             deliver_recorded_ends(&store, &ended).await?;
             gateway.ended = Some(Arc::new(ended));
             recover_dead_local_agents(&store, &worker_name).await?;
+            // On the list of live servers before the local agent takes any work, so a server
+            // that dies in its first second is failed over too.
+            store.node_heartbeat(&worker_name, &worker_name).await?;
             Some(Arc::new(groups))
         } else {
             None

@@ -104,3 +104,52 @@ fn a_postgres_restart_and_outage_are_survived_and_reported() {
     let (status, _) = http(&url, "GET", "/health", &[], "");
     assert_eq!(status, 200, "health is back with the database");
 }
+
+/// Two servers on one PostgreSQL with a long lease: one is killed while its local agent runs a
+/// task, and stays down. The survivor fails the task over when the dead server's heartbeats
+/// stop (seconds), not when the 5-minute lease would run out.
+#[test]
+fn a_dead_servers_work_is_failed_over_within_seconds() {
+    use crate::harness::{finished, run_state, task, Tern};
+    use std::time::Instant;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(tern_testkit::TestDb::postgres());
+    let mut t = Tern::new();
+    t.database_url = Some(db.url.clone());
+    t.with_lease("5m");
+    t.write_dag(
+        "long.star",
+        "d = dag(id = \"long\")\nshell(id = \"t\", retries = 1, retry_delay = \"0s\", cmd = \"if [ $TERN_TRY_NUMBER = 1 ]; then sleep 60; fi; echo ok\")\n",
+    );
+    let (mut a, _) = crate::links::server_on(&t, 0);
+    let run_id = t.trigger("long", None);
+    t.wait_run("long", &run_id, "the first try on the first server", |v| {
+        task(v, "t")["state"] == "running"
+    });
+    // Only now the second server starts: the task is surely held by the first.
+    let (_b, _) = crate::links::server_on(&t, 0);
+    let _ = a.child.kill(); // SIGKILL
+    let _ = a.child.wait();
+    let killed = Instant::now();
+    let v = t.wait_run(
+        "long",
+        &run_id,
+        "the retry on the surviving server",
+        finished,
+    );
+    let took = killed.elapsed();
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert_eq!(task(&v, "t")["try_number"], 2, "{v:#}");
+    assert!(
+        v["tries"]["t"][0]["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains("stopped heartbeating"),
+        "{v:#}"
+    );
+    assert!(
+        took < Duration::from_secs(30),
+        "failover took {took:?}; the lease is 5 minutes, heartbeats stop after seconds"
+    );
+    drop(db);
+}
