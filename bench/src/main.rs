@@ -270,7 +270,8 @@ async fn chaos(tern: &Path) -> anyhow::Result<()> {
         database_url: None,
         servers: 1,
         rounds: 50,
-        runs: 10,
+        // Enough work that all 50 kills land while tasks run (about a minute on one server).
+        runs: 30,
         tasks_per_run: 100,
         max_down: Duration::from_millis(500),
         seed: 1,
@@ -285,6 +286,7 @@ async fn chaos(tern: &Path) -> anyhow::Result<()> {
     let pg = Chaos {
         database_url: Some(db.url.clone()),
         servers: 2,
+        runs: 60,
         max_down: Duration::from_secs(8),
         seed: 2,
         ..base

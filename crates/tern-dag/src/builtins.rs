@@ -581,7 +581,48 @@ fn parse_params(v: Value, errs: &mut Vec<String>) -> BTreeMap<String, ParamSpec>
     out
 }
 
+/// Deepest nesting of lists and dicts a JSON-like value (params, conf defaults) may have:
+/// deeper values are refused before they are converted (the conversion recurses), and every
+/// reader of the stored value can parse it back.
+pub(crate) const MAX_JSON_DEPTH: usize = 32;
+
+/// Most values a JSON-like value may hold (shared sub-lists count once per place).
+const MAX_JSON_NODES: usize = 1_000_000;
+
+/// Whether `v` nests lists, tuples or dicts deeper than `limit`, or holds more than
+/// [`MAX_JSON_NODES`] values (walked without recursion, so a cycle or a value that shares one
+/// list many times ends the walk too).
+fn nested_deeper_than(v: Value, limit: usize) -> bool {
+    let mut stack = vec![(v, 1usize)];
+    let mut visited = 0usize;
+    while let Some((v, depth)) = stack.pop() {
+        visited += 1;
+        if visited > MAX_JSON_NODES {
+            return true;
+        }
+        let children: Vec<Value> = if let Some(l) = ListRef::from_value(v) {
+            l.iter().collect()
+        } else if let Some(t) = TupleRef::from_value(v) {
+            t.iter().collect()
+        } else if let Some(d) = DictRef::from_value(v) {
+            d.iter().map(|(_, x)| x).collect()
+        } else {
+            continue;
+        };
+        if !children.is_empty() && depth >= limit {
+            return true;
+        }
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    false
+}
+
 fn to_json(what: &str, v: Value) -> Result<serde_json::Value, String> {
+    if nested_deeper_than(v, MAX_JSON_DEPTH) {
+        return Err(format!(
+            "{what} is nested deeper than {MAX_JSON_DEPTH} levels of lists and dicts (or holds over a million values); flatten it"
+        ));
+    }
     v.to_json_value().map_err(|e| {
         format!("{what} must be JSON-like (None, bool, int, float, string, list, dict): {e}")
     })

@@ -117,7 +117,27 @@ impl Session {
         if !canon.starts_with(&self.root_canon) {
             return Err(ReadError::Outside);
         }
-        fs::read_to_string(&canon).map_err(|e| ReadError::Io(e.to_string()))
+        // Only regular files, and only up to the size limit, checked before anything is read:
+        // opening a FIFO would block the load forever, and a huge (or sparse) file must not be
+        // read into memory to find out it is too large.
+        let meta = fs::metadata(&canon).map_err(|e| ReadError::Io(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(ReadError::Io(
+                "not a regular file (a FIFO, socket or device cannot be read as a DAG file)".into(),
+            ));
+        }
+        if meta.len() > MAX_SOURCE as u64 {
+            return Err(ReadError::Io(format!(
+                "the file is larger than {} MiB",
+                MAX_SOURCE >> 20
+            )));
+        }
+        let mut text = String::new();
+        use std::io::Read;
+        fs::File::open(&canon)
+            .and_then(|f| f.take(MAX_SOURCE as u64 + 1).read_to_string(&mut text))
+            .map_err(|e| ReadError::Io(e.to_string()))?;
+        Ok(text)
     }
 
     /// Evaluates one file; with `freeze`, returns its frozen module for `load()`.

@@ -60,3 +60,68 @@ fn the_shape_check_ignores_strings_and_comments() {
     let r = tern_dag::load_folder(dir.path());
     assert!(r.errors.is_empty(), "{:?}", error_lines(&r));
 }
+
+#[test]
+fn a_fifo_is_refused_without_blocking_the_load() {
+    let dir = folder(&[
+        ("a_fine.star", "dag(id = \"fine\")\n"),
+        (
+            "d.star",
+            "load(\"_lib/pipe.star\", \"x\")\ndag(id = \"d\")\n",
+        ),
+    ]);
+    std::fs::create_dir_all(dir.path().join("_lib")).unwrap();
+    let pipe = dir.path().join("_lib/pipe.star");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    // Also a FIFO named like a DAG file at the top.
+    std::process::Command::new("mkfifo")
+        .arg(dir.path().join("top.star"))
+        .status()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(tern_dag::load_folder(&path));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the load must not block on a FIFO");
+    assert_eq!(r.dags.len(), 1, "{:?}", r.errors);
+    let errs = error_lines(&r);
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("d.star:1:") && e.contains("not a regular file")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_huge_sparse_file_is_refused_before_it_is_read() {
+    let dir = folder(&[("a_fine.star", "dag(id = \"fine\")\n")]);
+    let f = std::fs::File::create(dir.path().join("d.star")).unwrap();
+    f.set_len(2 << 30).unwrap(); // 2 GiB, sparse
+    let r = tern_dag::load_folder(dir.path());
+    assert_eq!(r.dags.len(), 1);
+    let errs = error_lines(&r);
+    assert_eq!(
+        errs,
+        vec!["d.star:0: cannot read: the file is larger than 10 MiB"]
+    );
+}
+
+#[test]
+fn params_nested_too_deep_are_an_import_error() {
+    let e = only_error(
+        "p = 1\nfor i in range(200):\n    p = [p]\ndag(id = \"d\", params = {\"deep\": p})\n",
+    );
+    assert!(e.contains("nested deeper than 32 levels"), "{e}");
+    // A list shared many times is bounded too (it would be 2^40 values once written out).
+    let e = only_error(
+        "p = [0]\nfor i in range(30):\n    p = [p, p]\ndag(id = \"d\", params = {\"wide\": p})\n",
+    );
+    assert!(e.contains("nested deeper than 32 levels"), "{e}");
+}
