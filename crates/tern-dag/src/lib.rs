@@ -14,6 +14,7 @@
 
 mod builtins;
 mod draft;
+pub mod isolate;
 mod loader;
 mod validate;
 mod values;
@@ -90,18 +91,38 @@ fn on_eval_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     }
 }
 
-/// [`load_folder`] with options.
-pub fn load_folder_with(dir: &Path, options: &LoadOptions) -> LoadResult {
-    on_eval_thread(|| load_folder_here(dir, options))
+/// [`load_folder`] with options. In a child process when the program asked for it
+/// ([`isolate::isolate_with`]).
+pub fn load_folder_with(dir: &Path, _options: &LoadOptions) -> LoadResult {
+    match isolate::evaluator() {
+        Some(exe) => isolate::load_folder(exe, dir),
+        None => load_folder_in_process(dir),
+    }
 }
 
-fn load_folder_here(dir: &Path, _options: &LoadOptions) -> LoadResult {
-    let (files, mut errors) = loader::walk(dir);
+/// [`load_folder`] in this process.
+pub(crate) fn load_folder_in_process(dir: &Path) -> LoadResult {
+    on_eval_thread(|| load_folder_here(dir))
+}
+
+fn load_folder_here(dir: &Path) -> LoadResult {
+    let (files, errors) = loader::walk(dir);
     let session = loader::Session::new(dir);
+    let per_file = files.iter().map(|f| session.process_file(f)).collect();
+    merge(files, per_file, errors)
+}
+
+/// The load result of `files` (sorted) from what each declared and its errors, in the same
+/// order, after the folder's own `errors`: a dag id already declared by an earlier file is an
+/// error of the later one.
+pub(crate) fn merge(
+    files: Vec<String>,
+    per_file: Vec<(Vec<DagSpec>, Vec<ImportError>)>,
+    mut errors: Vec<ImportError>,
+) -> LoadResult {
     let mut dags: Vec<DagSpec> = Vec::new();
     let mut seen: HashMap<String, (String, u32)> = HashMap::new();
-    for file in &files {
-        let (specs, errs) = session.process_file(file);
+    for (specs, errs) in per_file {
         errors.extend(errs);
         for spec in specs {
             if let Some((first_file, first_line)) = seen.get(&spec.dag_id) {
@@ -132,12 +153,20 @@ pub fn load_file(dir: &Path, rel: &str) -> LoadResult {
     load_file_with(dir, rel, &LoadOptions::default())
 }
 
-/// [`load_file`] with options.
-pub fn load_file_with(dir: &Path, rel: &str, options: &LoadOptions) -> LoadResult {
-    on_eval_thread(|| load_file_here(dir, rel, options))
+/// [`load_file`] with options. In a child process when the program asked for it.
+pub fn load_file_with(dir: &Path, rel: &str, _options: &LoadOptions) -> LoadResult {
+    match isolate::evaluator() {
+        Some(exe) => isolate::load_file(exe, dir, rel),
+        None => load_file_in_process(dir, rel),
+    }
 }
 
-fn load_file_here(dir: &Path, rel: &str, _options: &LoadOptions) -> LoadResult {
+/// [`load_file`] in this process.
+pub(crate) fn load_file_in_process(dir: &Path, rel: &str) -> LoadResult {
+    on_eval_thread(|| load_file_here(dir, rel))
+}
+
+fn load_file_here(dir: &Path, rel: &str) -> LoadResult {
     let rel_norm = match loader::resolve_rel("", rel) {
         Ok(r) => r,
         Err(m) => {

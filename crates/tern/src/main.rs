@@ -13,6 +13,15 @@ use clap::Parser;
 
 fn main() {
     memory::configure_allocator();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(tern_dag::isolate::CHILD_ARG) {
+        // A child that evaluates DAG files for its parent (see `tern_dag::isolate`).
+        std::process::exit(tern_dag::isolate::child_main(&args[2..]));
+    }
+    // Every DAG file is evaluated in such a child, so no file can take this process down.
+    if let Ok(exe) = std::env::current_exe() {
+        tern_dag::isolate::isolate_with(exe);
+    }
     let cli = cli::Cli::parse();
     let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| cli.log_level.clone());
     let builder = tracing_subscriber::fmt()

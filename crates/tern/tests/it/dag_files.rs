@@ -74,3 +74,80 @@ for i in range(3):
     assert_eq!(show["spec"]["tasks"].as_array().unwrap().len(), 3);
     assert_eq!(show["spec"]["start_date"], "2025-12-31T23:00:00Z");
 }
+
+/// Files written to crash or exhaust the evaluator (a stack overflow in `json.encode`, a
+/// 16 GB list, params nested 2,000 deep, a FIFO): each is an import error of its own file,
+/// and the running server, its other DAGs and every later command carry on.
+#[test]
+fn hostile_files_are_import_errors_and_the_server_survives_them() {
+    let t = Tern::new();
+    t.write_dag(
+        "good.star",
+        "d = dag(id = \"good\")\nshell(id = \"a\", cmd = \"echo fine\")\n",
+    );
+    let mut sa = t.standalone();
+    t.write_dag(
+        "deep_json.star",
+        "x = []\nfor i in range(3000):\n    x = [x]\ns = json.encode(x)\ndag(id = \"deep\")\n",
+    );
+    t.write_dag("bomb.star", "x = [0] * 2000000000\ndag(id = \"bomb\")\n");
+    t.write_dag(
+        "deep_params.star",
+        "p = 1\nfor i in range(2000):\n    p = [p]\ndag(id = \"dp\", params = {\"p\": p})\n",
+    );
+    let fifo = t.dags.join("_lib");
+    std::fs::create_dir_all(&fifo).unwrap();
+    assert!(std::process::Command::new("mkfifo")
+        .arg(fifo.join("pipe.star"))
+        .status()
+        .unwrap()
+        .success());
+    t.write_dag(
+        "fifo_user.star",
+        "load(\"_lib/pipe.star\", \"x\")\ndag(id = \"fu\")\n",
+    );
+    let start = Instant::now();
+    let errors = loop {
+        let errors = t.json(&["dags", "errors"]);
+        if errors.as_array().map(|a| a.len()) == Some(4) {
+            break errors;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "errors never listed: {errors:#}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = errors.to_string();
+    for file in [
+        "deep_json.star",
+        "bomb.star",
+        "deep_params.star",
+        "fifo_user.star",
+    ] {
+        assert!(text.contains(file), "{file} missing from {text}");
+    }
+    assert!(text.contains("crashed the evaluator"), "{text}");
+    assert!(text.contains("nested deeper than 32 levels"), "{text}");
+    assert!(text.contains("not a regular file"), "{text}");
+    // The server is alive and still runs the good DAG.
+    assert!(sa.child.try_wait().unwrap().is_none(), "the server died");
+    let run_id = t.trigger("good", None);
+    let v = t.wait_run("good", &run_id, "the good DAG", finished);
+    assert_eq!(run_state(&v), "success");
+    // Removing the files clears their errors without a restart.
+    for f in [
+        "deep_json.star",
+        "bomb.star",
+        "deep_params.star",
+        "fifo_user.star",
+    ] {
+        std::fs::remove_file(t.dags.join(f)).unwrap();
+    }
+    let start = Instant::now();
+    while t.json(&["dags", "errors"]).as_array().map(|a| a.len()) != Some(0) {
+        assert!(start.elapsed() < DEADLINE, "errors were not cleared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sa.child.try_wait().unwrap().is_none(), "the server died");
+}
