@@ -25,7 +25,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         if !secs.is_finite() || secs < 0.0 {
             return Err(err("it must be a non-negative number of seconds"));
         }
-        return Ok(Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).map_err(|_| err("it is too long"));
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -58,7 +58,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
                 )))
             }
         };
-        total += Duration::from_secs_f64(secs);
+        total = Duration::try_from_secs_f64(secs)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| err("it is too long"))?;
     }
     Ok(total)
 }
@@ -86,6 +89,18 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_lengths_are_an_error_not_a_panic() {
+        for input in [
+            "100000000000000000000000d",
+            "1e300",
+            "99999999999999999999w5s",
+        ] {
+            let e = parse_duration(input).unwrap_err();
+            assert!(e.to_string().contains("too long"), "{input}: {e}");
+        }
+    }
 
     #[test]
     fn parses_the_forms_users_write() {

@@ -13,6 +13,9 @@ pub struct Pool {
     pub used: i64,
 }
 
+/// Most slots a pool may have (more than any machine runs at once).
+pub const MAX_POOL_SLOTS: i64 = 1_000_000;
+
 impl Store {
     pub async fn list_pools(&self) -> Result<Vec<Pool>> {
         sqlx::query(
@@ -34,11 +37,11 @@ impl Store {
         .collect()
     }
 
-    /// Creates or resizes a pool.
+    /// Creates or resizes a pool (0 to [`MAX_POOL_SLOTS`] slots).
     pub async fn set_pool(&self, name: &str, slots: i64, description: &str) -> Result<()> {
-        if slots < 0 {
+        if !(0..=MAX_POOL_SLOTS).contains(&slots) {
             return Err(StoreError::Invalid(format!(
-                "pool {name:?}: slots must be 0 or more, got {slots}"
+                "pool {name:?}: slots must be from 0 to {MAX_POOL_SLOTS}, got {slots}"
             )));
         }
         sqlx::query(

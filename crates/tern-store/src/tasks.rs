@@ -281,7 +281,12 @@ impl Store {
             };
             map.insert(r.try_get(1)?, r.try_get(2)?);
         }
-        let mut free_total: i64 = pool_free.values().filter(|f| **f > 0).sum();
+        // Saturating: a pool stored with an absurd size must not overflow the sum and stop
+        // every pool.
+        let mut free_total: i64 = pool_free
+            .values()
+            .filter(|f| **f > 0)
+            .fold(0i64, |a, f| a.saturating_add(*f));
         let mut admitted: Vec<i64> = Vec::new();
         let mut queues: Vec<String> = Vec::new();
         let mut missing_pool: Vec<(i64, String)> = Vec::new();
@@ -292,7 +297,7 @@ impl Store {
             if free_total <= 0 {
                 break;
             }
-            let limit = (free_total * 4 + 32).min(4096);
+            let limit = free_total.saturating_mul(4).saturating_add(32).min(4096);
             let rows = sqlx::query(
                 "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue FROM task_instances ti \
                  JOIN dag_runs r ON r.id = ti.run_pk \

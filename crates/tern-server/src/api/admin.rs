@@ -36,6 +36,9 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_log))
 }
 
+/// Longest a token may be made to last, in days (ten years; or no expiry at all).
+pub const MAX_TOKEN_DAYS: i64 = 3650;
+
 fn bad(message: impl Into<String>, hint: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message, hint)
 }
@@ -59,7 +62,7 @@ pub struct PoolBody {
 
 #[utoipa::path(put, path = "/api/v1/pools/{name}", tag = "admin", request_body = PoolBody,
     params(("name" = String, Path, description = "Pool name")),
-    responses((status = 200, description = "Created or resized"), (status = 400, description = "Negative slots")))]
+    responses((status = 200, description = "Created or resized"), (status = 400, description = "Slots outside 0 to 1,000,000")))]
 async fn put_pool(
     State(s): State<AppState>,
     caller: Caller,
@@ -445,7 +448,12 @@ async fn create_token(
         caller.require(Role::Admin, "creating a token for another user")?;
     }
     let expires = match t.expires_days {
-        Some(d) if d < 1 => return Err(bad("expires_days must be at least 1", "")),
+        Some(d) if !(1..=MAX_TOKEN_DAYS).contains(&d) => {
+            return Err(bad(
+                format!("expires_days must be from 1 to {MAX_TOKEN_DAYS}, got {d}"),
+                "leave it out for a token that does not expire",
+            ))
+        }
         Some(d) => Some(chrono::Utc::now() + chrono::Duration::days(d)),
         None => None,
     };

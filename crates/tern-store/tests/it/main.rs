@@ -48,6 +48,7 @@ store_suite!(
     racing_ends_of_the_last_tasks_always_end_the_run,
     a_silent_server_is_failed_over_and_a_live_one_is_not,
     database_sessions_have_time_limits,
+    pool_sizes_are_bounded_at_the_edge,
     only_the_holding_agent_reports_and_restart_extends_leases,
     sensor_pokes_keep_their_try_and_free_their_slot,
     sensor_timeout_fails_without_retries_or_skips_with_soft_fail,

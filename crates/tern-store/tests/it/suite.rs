@@ -1444,3 +1444,24 @@ pub async fn database_sessions_have_time_limits(store: Store) {
     };
     assert_eq!(limits, expected);
 }
+
+pub async fn pool_sizes_are_bounded_at_the_edge(store: Store) {
+    let err = store
+        .set_pool("huge", i64::MAX, "")
+        .await
+        .expect_err("an absurd pool is refused");
+    assert!(err.to_string().contains("from 0 to 1000000"), "{err}");
+    assert!(store.set_pool("neg", -1, "").await.is_err());
+    // The largest allowed pools together still admit work.
+    store
+        .set_pool("default_pool", tern_store::pools::MAX_POOL_SLOTS, "")
+        .await
+        .unwrap();
+    store
+        .set_pool("other", tern_store::pools::MAX_POOL_SLOTS, "")
+        .await
+        .unwrap();
+    let v = setup(&store, dag("big", vec![task("a", &[])])).await;
+    let (run, _) = store.create_run(&new_run("big", "r1"), v).await.unwrap();
+    assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Queued);
+}

@@ -85,6 +85,12 @@ pub async fn tokens(cfg: Config, cmd: TokensCmd) -> anyhow::Result<i32> {
                 None => None,
                 Some(e) => {
                     let d = tern_core::parse_duration(&e).context("--expires")?;
+                    let max = tern_server::api::admin::MAX_TOKEN_DAYS;
+                    if d > std::time::Duration::from_secs(max as u64 * 86_400) {
+                        anyhow::bail!(
+                            "--expires {e}: a token lasts at most {max} days; leave --expires out for one that does not expire"
+                        );
+                    }
                     Some(chrono::Utc::now() + chrono::Duration::from_std(d)?)
                 }
             };

@@ -291,3 +291,42 @@ fn metrics_need_a_token_and_count_what_happened() {
         "{health}"
     );
 }
+
+#[test]
+fn absurd_numbers_are_refused_with_a_clear_error() {
+    let t = Tern::new();
+    let (_sa, url) = server_on(&t, 0);
+    let admin = t.ok(&["tokens", "create", "admin"]).trim().to_string();
+    // A token lasting a billion days: 400 with {code, message, hint}, not a dropped connection.
+    let (status, body) = call(
+        &url,
+        "POST",
+        "/api/v1/tokens",
+        Some(&admin),
+        r#"{"name": "forever", "expires_days": 1000000000}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("from 1 to 3650"),
+        "{body}"
+    );
+    assert!(body["hint"].is_string(), "{body}");
+    // The same through the CLI: an error, not a panic.
+    let out = t.run(&["tokens", "create", "admin", "--expires", "100000000d"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("at most 3650 days"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // A pool of i64::MAX slots is refused; every pool keeps admitting work.
+    let (status, body) = call(
+        &url,
+        "PUT",
+        "/api/v1/pools/huge",
+        Some(&admin),
+        r#"{"slots": 9223372036854775807}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    let out = t.run(&["pools", "set", "huge", "9223372036854775807"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("from 0 to 1000000"));
+}
