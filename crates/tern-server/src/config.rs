@@ -283,3 +283,17 @@ mod tests {
         assert!(e.message.contains("https://tern.example.com"), "{e}");
     }
 }
+
+/// A database URL with its password hidden, for banners and `config show`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}

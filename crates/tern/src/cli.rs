@@ -243,8 +243,18 @@ pub enum ConnectionsCmd {
     /// sqlite:///path, s3://bucket?endpoint=…&region=…, file:///folder, https://….
     Add {
         name: String,
+        /// The URI (visible to other users in `ps` while the command runs: prefer
+        /// --uri-stdin for one with a password).
+        #[arg(
+            long,
+            required_unless_present = "uri_stdin",
+            conflicts_with = "uri_stdin"
+        )]
+        uri: Option<String>,
+        /// Read the URI from the first line of standard input (keeps its password off the
+        /// command line).
         #[arg(long)]
-        uri: String,
+        uri_stdin: bool,
         /// Extra fields as a JSON object, e.g. '{"sslmode": "require"}'.
         #[arg(long)]
         extra: Option<String>,

@@ -16,10 +16,25 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
         ConnectionsCmd::Add {
             name,
             uri,
+            uri_stdin,
             extra,
             description,
             replace,
         } => {
+            let uri = match (uri, uri_stdin) {
+                (Some(u), _) => u,
+                (None, _) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the URI from standard input (--uri-stdin)")?;
+                    let line = line.trim().to_string();
+                    if line.is_empty() {
+                        anyhow::bail!("--uri-stdin: standard input held no URI; pipe it in, e.g. `printf '%s\\n' \"$URI\" | tern connections add NAME --uri-stdin`");
+                    }
+                    line
+                }
+            };
             let extra = match extra {
                 None => Default::default(),
                 Some(text) => match serde_json::from_str(&text).context("--extra")? {

@@ -59,23 +59,9 @@ pub async fn config(cfg: Config, cmd: ConfigCmd) -> anyhow::Result<i32> {
         ConfigCmd::Show => {
             let mut shown = cfg.clone();
             shown.dags_folder = Some(cfg.dags_folder());
-            shown.database_url = Some(mask_url(&cfg.database_url()));
+            shown.database_url = Some(tern_server::config::mask_url(&cfg.database_url()));
             print!("{}", toml::to_string_pretty(&shown)?);
         }
     }
     Ok(0)
-}
-
-/// Hides the password of a database URL.
-fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
-    }
 }

@@ -56,7 +56,10 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
         "  dags:     {} ({dag_count} DAGs, {errors} import errors)",
         dags.display()
     );
-    eprintln!("  database: {}", cfg.database_url());
+    eprintln!(
+        "  database: {}",
+        tern_server::config::mask_url(&cfg.database_url())
+    );
     eprintln!(
         "Press Ctrl-C to stop. Try `tern dags list` and `tern runs list` in another terminal."
     );

@@ -110,3 +110,74 @@ fn config_show_masks_the_database_password() {
     );
     assert!(!out.contains("hunter2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_start_banner_never_shows_the_database_password() {
+    use std::io::BufRead;
+    let db = tern_testkit::TestDb::postgres().await;
+    // The machine's PostgreSQL trusts loopback, so any password works: a canary.
+    let url = db.url.replacen(
+        "postgres://postgres@",
+        "postgres://postgres:canary-pw-7731@",
+        1,
+    );
+    let t = Tern::new();
+    let mut child = t
+        .command(&["--database-url", &url, "server", "--port", "0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let banner = tokio::task::block_in_place(|| {
+        let mut seen = String::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.trim_start().starts_with("database:") {
+                break;
+            }
+        }
+        seen
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(banner.contains("postgres:***@127.0.0.1"), "{banner}");
+    assert!(!banner.contains("canary-pw-7731"), "{banner}");
+}
+
+#[test]
+fn a_connection_uri_can_come_from_standard_input() {
+    use std::io::Write;
+    let t = Tern::new();
+    let mut child = t
+        .command(&["connections", "add", "wh", "--uri-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While it waits for the URI, its command line holds no secret.
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains("stdin-pw-5512"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"postgres://etl:stdin-pw-5512@db.example:5432/dw\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = t.ok(&["connections", "show", "wh"]);
+    assert!(shown.contains("db.example"), "{shown}");
+    assert!(!shown.contains("stdin-pw-5512"), "{shown}");
+    // Neither --uri nor --uri-stdin: clap says what is missing.
+    let out = t.run(&["connections", "add", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--uri"));
+}
