@@ -260,6 +260,20 @@ impl Config {
     }
 }
 
+/// A database URL with its password hidden, for banners and `config show`.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,19 +295,5 @@ mod tests {
         let e = cfg.validate().unwrap_err();
         assert_eq!(e.key, "notifications.base_url");
         assert!(e.message.contains("https://tern.example.com"), "{e}");
-    }
-}
-
-/// A database URL with its password hidden, for banners and `config show`.
-pub fn mask_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
     }
 }
