@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -101,18 +102,19 @@ fn check_version(headers: &HeaderMap) -> Result<(), AgentError> {
         return Err(AgentError(
             StatusCode::BAD_REQUEST,
             "protocol_version",
-            format!("agent protocol {theirs:?} is not compatible with the control plane's {PROTOCOL_VERSION}; upgrade the agent"),
+            format!("agent protocol {theirs:?} is not compatible with this control plane's; upgrade the agent (or the server) to the same tern release"),
         ));
     }
     Ok(())
 }
 
+/// The calling agent, from its credential (checked first: an anonymous caller learns nothing,
+/// not even the protocol version), then its protocol version.
 async fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
     addr: SocketAddr,
 ) -> Result<AgentRow, AgentError> {
-    check_version(headers)?;
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -124,7 +126,8 @@ async fn authenticate(
                 "missing agent credential".into(),
             )
         })?;
-    gw.store
+    let agent = gw
+        .store
         .authenticate_agent(token, &addr.ip().to_string())
         .await?
         .ok_or_else(|| {
@@ -134,7 +137,15 @@ async fn authenticate(
                 "unknown or revoked agent credential; activate the agent again with a new code"
                     .into(),
             )
-        })
+        })?;
+    check_version(headers)?;
+    Ok(agent)
+}
+
+/// A request body, read only after the caller is known.
+fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, AgentError> {
+    b.map(|Json(v)| v)
+        .map_err(|e| AgentError(StatusCode::BAD_REQUEST, "invalid", e.body_text()))
 }
 
 fn control_plane(gw: &Gateway, agent: &AgentRow) -> crate::gateway::LocalControlPlane {
@@ -165,9 +176,10 @@ async fn claim(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(req): Json<ClaimRequest>,
+    req: Result<Json<ClaimRequest>, JsonRejection>,
 ) -> Result<Json<Vec<tern_protocol::Assignment>>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
+    let req = body(req)?;
     let _polling = gw.polling(agent.id);
     let wait = Duration::from_millis(req.wait_ms).min(MAX_CLAIM_WAIT);
     let got = control_plane(&gw, &agent)
@@ -180,9 +192,10 @@ async fn heartbeat(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(req): Json<HeartbeatRequest>,
+    req: Result<Json<HeartbeatRequest>, JsonRejection>,
 ) -> Result<Json<tern_protocol::HeartbeatReply>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
+    let req = body(req)?;
     Ok(Json(
         control_plane(&gw, &agent)
             .heartbeat(req.ti_id, &req.attempt)
@@ -194,10 +207,10 @@ async fn log(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(chunk): Json<LogChunk>,
+    chunk: Result<Json<LogChunk>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
-    control_plane(&gw, &agent).log(chunk).await?;
+    control_plane(&gw, &agent).log(body(chunk)?).await?;
     Ok(Json(serde_json::json!({})))
 }
 
@@ -205,19 +218,20 @@ async fn complete(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(c): Json<Completion>,
+    c: Result<Json<Completion>, JsonRejection>,
 ) -> Result<Json<tern_protocol::CompletionReply>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
-    Ok(Json(control_plane(&gw, &agent).complete(c).await?))
+    Ok(Json(control_plane(&gw, &agent).complete(body(c)?).await?))
 }
 
 async fn report(
     State(gw): State<Gateway>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(r): Json<Report>,
+    r: Result<Json<Report>, JsonRejection>,
 ) -> Result<Json<ReportReply>, AgentError> {
     let agent = authenticate(&gw, &headers, addr).await?;
+    let r = body(r)?;
     let held = r.held.len();
     let reply = control_plane(&gw, &agent).report(r).await?;
     tracing::info!(

@@ -79,7 +79,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, _doc) = api_routes().split_for_parts();
     api.route("/metrics", get(metrics))
-        .route("/api/v1/docs", get(docs_page))
+        .route(
+            "/api/v1/docs",
+            get(docs_page).layer(axum::middleware::from_fn(crate::ui::security_headers)),
+        )
         .layer(axum::middleware::from_fn(measure))
         .with_state(state)
 }
@@ -196,8 +199,8 @@ async fn openapi_json(caller: Caller) -> Result<Json<utoipa::openapi::OpenApi>, 
     Ok(Json(openapi()))
 }
 
-/// Browsable API docs: a static page that reads `/api/v1/openapi.json` (with the browser's
-/// session) and lists every route with its parameters.
-async fn docs_page() -> Html<&'static str> {
+/// Browsable API docs, for logged-in users (the login page otherwise): a static page that
+/// reads `/api/v1/openapi.json` with the browser's session and lists every route.
+async fn docs_page(_viewer: crate::ui::session::Viewer) -> Html<&'static str> {
     Html(include_str!("../ui/static/api-docs.html"))
 }

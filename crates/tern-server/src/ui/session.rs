@@ -24,25 +24,43 @@ use serde_json::json;
 use crate::auth::{cookie, same_secret, Role, SESSION_COOKIE};
 use crate::state::AppState;
 
-/// Failed logins allowed per address or user name within [`WINDOW`].
+/// Failed logins allowed per address within [`WINDOW`]; then that address waits.
 pub const MAX_FAILURES: usize = 5;
 pub const WINDOW: Duration = Duration::from_secs(300);
+/// Failed logins for one user name (from any address) before each further try of that name
+/// waits a back-off (1 s, doubling, at most [`MAX_USER_BACKOFF`]) after the last failure: an
+/// attacker spraying from many addresses is slowed, and the real user is never locked out for
+/// longer than that.
+pub const USER_FAILURES_BEFORE_BACKOFF: usize = 10;
+pub const MAX_USER_BACKOFF: Duration = Duration::from_secs(30);
+/// Keys the limiter remembers; past this the oldest are forgotten first.
+pub const LIMITER_KEYS: usize = 100_000;
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 const LOGIN_COOKIE: &str = "tern_login";
 
-/// Remembers recent failed logins by key (address or user name).
+/// Remembers recent failed logins by key (`ip:ADDRESS`, `user:NAME`), at most
+/// [`LIMITER_KEYS`] keys, forgetting the oldest first.
 #[derive(Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    inner: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    by_key: HashMap<String, Vec<Instant>>,
+    /// Keys in the order they were first remembered.
+    order: std::collections::VecDeque<String>,
 }
 
 impl LoginLimiter {
-    /// Whether `key` may try now; how long to wait if not.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let mut map = self.failures.lock().expect("limiter lock");
+    /// Whether an address may try now; how long to wait if not.
+    pub fn check_address(&self, key: &str) -> Result<(), Duration> {
+        let mut f = self.inner.lock().expect("limiter lock");
         let now = Instant::now();
-        let list = map.entry(key.to_string()).or_default();
+        let Some(list) = f.by_key.get_mut(key) else {
+            return Ok(());
+        };
         list.retain(|t| now.duration_since(*t) < WINDOW);
         if list.len() >= MAX_FAILURES {
             return Err(WINDOW.saturating_sub(now.duration_since(list[0])));
@@ -50,16 +68,50 @@ impl LoginLimiter {
         Ok(())
     }
 
-    pub fn failed(&self, key: &str) {
-        let mut map = self.failures.lock().expect("limiter lock");
-        if map.len() > 100_000 {
-            map.clear();
+    /// Whether a user name may be tried now (see [`USER_FAILURES_BEFORE_BACKOFF`]).
+    pub fn check_user(&self, key: &str) -> Result<(), Duration> {
+        let mut f = self.inner.lock().expect("limiter lock");
+        let now = Instant::now();
+        let Some(list) = f.by_key.get_mut(key) else {
+            return Ok(());
+        };
+        list.retain(|t| now.duration_since(*t) < WINDOW);
+        let over = list.len().saturating_sub(USER_FAILURES_BEFORE_BACKOFF - 1);
+        if over == 0 {
+            return Ok(());
         }
-        map.entry(key.to_string()).or_default().push(Instant::now());
+        let backoff = Duration::from_secs(1u64 << (over - 1).min(10)).min(MAX_USER_BACKOFF);
+        let since = now.duration_since(*list.last().expect("over > 0"));
+        if since < backoff {
+            return Err(backoff - since);
+        }
+        Ok(())
+    }
+
+    pub fn failed(&self, key: &str) {
+        let mut f = self.inner.lock().expect("limiter lock");
+        if !f.by_key.contains_key(key) {
+            while f.by_key.len() >= LIMITER_KEYS {
+                match f.order.pop_front() {
+                    Some(oldest) => {
+                        f.by_key.remove(&oldest);
+                    }
+                    None => break,
+                }
+            }
+            f.order.push_back(key.to_string());
+        }
+        f.by_key
+            .entry(key.to_string())
+            .or_default()
+            .push(Instant::now());
     }
 
     pub fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("limiter lock").remove(key);
+        let mut f = self.inner.lock().expect("limiter lock");
+        if f.by_key.remove(key).is_some() {
+            f.order.retain(|k| k != key);
+        }
     }
 }
 
@@ -164,10 +216,20 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-/// Only local paths are followed after login (no open redirect).
+/// Only paths of this site are followed after login (no open redirect): an absolute path,
+/// not `//host` nor `/\\host`, with no control character (browsers drop tabs and newlines,
+/// so `/\t/evil.example` would leave the site) and of sane length.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && n.len() <= 2048
+                && !n[1..].starts_with(['/', '\\'])
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control()) =>
+        {
+            n.into()
+        }
         _ => "/dags".into(),
     }
 }
@@ -225,8 +287,12 @@ pub async fn login(
     }
     let by_addr = format!("ip:{}", addr.ip());
     let by_user = format!("user:{}", f.username);
-    for key in [&by_addr, &by_user] {
-        if let Err(wait) = s.login_limiter.check(key) {
+    let checks = [
+        s.login_limiter.check_address(&by_addr),
+        s.login_limiter.check_user(&by_user),
+    ];
+    for check in checks {
+        if let Err(wait) = check {
             let msg = format!(
                 "Too many failed logins; try again in {} s.",
                 wait.as_secs().max(1)
@@ -317,3 +383,74 @@ pub async fn logout(
 /// An argon2id hash of a random password nobody knows, for unknown user names.
 static DUMMY_HASH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| crate::auth::hash_password(&crate::auth::random_password()));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_of_this_site_are_followed_after_login() {
+        for ok in ["/dags", "/dags/d/runs/r?x=1", "/api/v1/docs"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/a\r\nSet-Cookie: x=1",
+            "https://evil.example",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/dags", "{bad:?}");
+        }
+        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(5000)))), "/dags");
+    }
+
+    #[test]
+    fn one_address_waits_but_a_user_is_only_slowed() {
+        let l = LoginLimiter::default();
+        for _ in 0..MAX_FAILURES {
+            assert!(l.check_address("ip:10.0.0.9").is_ok());
+            l.failed("ip:10.0.0.9");
+        }
+        assert!(
+            l.check_address("ip:10.0.0.9").is_err(),
+            "that address waits"
+        );
+        assert!(
+            l.check_address("ip:10.0.0.10").is_ok(),
+            "another address does not"
+        );
+        // Failures for one user from many addresses: after the allowance, each try waits a
+        // back-off of seconds, never a lock-out of minutes.
+        for _ in 0..USER_FAILURES_BEFORE_BACKOFF - 1 {
+            l.failed("user:admin");
+            assert!(l.check_user("user:admin").is_ok());
+        }
+        for _ in 0..20 {
+            l.failed("user:admin");
+            let wait = l.check_user("user:admin").expect_err("backs off");
+            assert!(wait <= MAX_USER_BACKOFF, "{wait:?}");
+        }
+        l.succeeded("user:admin");
+        assert!(l.check_user("user:admin").is_ok());
+    }
+
+    #[test]
+    fn the_limiter_forgets_its_oldest_keys_first() {
+        let l = LoginLimiter::default();
+        for i in 0..LIMITER_KEYS + 10 {
+            l.failed(&format!("ip:{i}"));
+        }
+        let f = l.inner.lock().unwrap();
+        assert_eq!(f.by_key.len(), LIMITER_KEYS);
+        assert!(!f.by_key.contains_key("ip:0"), "the oldest is gone");
+        assert!(f.by_key.contains_key(&format!("ip:{}", LIMITER_KEYS + 9)));
+        assert!(
+            f.by_key.contains_key("ip:10"),
+            "only as many as needed were forgotten"
+        );
+    }
+}

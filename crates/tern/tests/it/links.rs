@@ -376,6 +376,18 @@ fn agents_one_minor_version_apart_are_served_and_another_major_is_refused() {
         r#"{"wait_ms": 0, "max": 1}"#,
     );
     assert_eq!(status, 401, "{text}");
+    // The credential is checked first: an anonymous caller with a malformed body or another
+    // protocol version learns neither what the body should be nor the server's version.
+    for (version, body) in [("9.0", r#"{"wait_ms": 0, "max": 1}"#), ("1.1", "{")] {
+        let (status, text) = post_raw(
+            &url,
+            "/agent/v1/claim",
+            &[("x-tern-protocol", version)],
+            body,
+        );
+        assert_eq!(status, 401, "{version} {body}: {text}");
+        assert!(!text.contains(tern_protocol::PROTOCOL_VERSION), "{text}");
+    }
 }
 
 #[test]

@@ -437,10 +437,40 @@ fn sessions_need_their_csrf_token_and_failed_logins_are_limited() {
         headers.iter().any(|h| h == "location: /login?next=/dags/d"),
         "{headers:?}"
     );
-    for open in ["/health", "/static/app.css", "/static/app.js", "/login"] {
+    for open in [
+        "/health",
+        "/static/app.css",
+        "/static/app.js",
+        "/static/api-docs.js",
+        "/login",
+    ] {
         assert_eq!(exchange(&url, "GET", open, &[], "", "").0, 200, "{open}");
     }
     assert_eq!(exchange(&url, "GET", "/metrics", &[], "", "").0, 401);
+    // The API docs page is for logged-in users too.
+    let (status, headers, _) = exchange(&url, "GET", "/api/v1/docs", &[], "", "");
+    assert_eq!(status, 303);
+    assert!(
+        headers
+            .iter()
+            .any(|h| h == "location: /login?next=/api/v1/docs"),
+        "{headers:?}"
+    );
+    // Every page and asset of the UI carries the browser protections.
+    for path in ["/login", "/static/app.js", "/dags/d"] {
+        let (_, headers, _) = exchange(&url, "GET", path, &[], "", "");
+        for h in [
+            "content-security-policy: default-src 'self'",
+            "x-frame-options: deny",
+            "x-content-type-options: nosniff",
+            "referrer-policy: same-origin",
+        ] {
+            assert!(
+                headers.iter().any(|x| x.starts_with(h)),
+                "{path}: no {h} in {headers:?}"
+            );
+        }
+    }
 }
 
 #[test]
