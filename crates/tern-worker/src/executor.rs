@@ -371,7 +371,7 @@ async fn run_process(
     let mut container = None;
     let (program, args, stdin) = match kind {
         ProcessKind::Shell { cmd } => {
-            let cmd = r.render("cmd", cmd)?;
+            let cmd = r.render_shell("cmd", cmd)?;
             sink.line(&format!("tern: running: {cmd}"));
             ("sh".to_string(), vec!["-c".into(), cmd], None)
         }

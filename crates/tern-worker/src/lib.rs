@@ -18,6 +18,7 @@ pub mod mask;
 pub mod outputs;
 pub mod process;
 pub mod sandbox;
+pub mod shellsafe;
 pub mod spool;
 pub mod spooling;
 pub mod template;

@@ -19,7 +19,25 @@ pub struct TemplateError {
 /// Renders the templated fields of one task attempt.
 pub struct Renderer {
     env: Environment<'static>,
+    /// The same, for shell commands: values that tern did not make are marked for escaping
+    /// (see [`crate::shellsafe`]).
+    shell_env: Environment<'static>,
     ctx: Value,
+}
+
+/// A value tern made itself (dates, ids of the DAG file): rendered as it is everywhere.
+fn ours(s: String) -> Value {
+    Value::from_safe_string(s)
+}
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    // `{{ value | raw }}`: the author vouches for the value; it goes into a command as it is.
+    env.add_filter("raw", |v: Value| Value::from_safe_string(v.to_string()));
+    env
 }
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -30,24 +48,35 @@ impl Renderer {
     /// A renderer for attempt `a`; `conn` is what `{{ conn.NAME.… }}` reads (public fields of
     /// the agent's connections).
     pub fn new(a: &Assignment, conn: &serde_json::Value) -> Renderer {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        let env = environment();
+        let mut shell_env = environment();
+        shell_env.set_formatter(|out, _state, value| {
+            use minijinja::value::ValueKind;
+            match value.kind() {
+                ValueKind::Number | ValueKind::Bool | ValueKind::None => {
+                    write!(out, "{value}").map_err(minijinja::Error::from)
+                }
+                _ if value.is_safe() => write!(out, "{value}").map_err(minijinja::Error::from),
+                _ => out
+                    .write_str(&crate::shellsafe::mark(&value.to_string()))
+                    .map_err(minijinja::Error::from),
+            }
+        });
         let c = &a.context;
         let ld = c.logical_date;
         let ctx = minijinja::context! {
-            ds => ld.format("%Y-%m-%d").to_string(),
-            ds_nodash => ld.format("%Y%m%d").to_string(),
-            ts => iso(ld),
-            ts_nodash => ld.format("%Y%m%dT%H%M%S").to_string(),
-            logical_date => iso(ld),
-            data_interval_start => iso(c.data_interval_start),
-            data_interval_end => iso(c.data_interval_end),
+            ds => ours(ld.format("%Y-%m-%d").to_string()),
+            ds_nodash => ours(ld.format("%Y%m%d").to_string()),
+            ts => ours(iso(ld)),
+            ts_nodash => ours(ld.format("%Y%m%dT%H%M%S").to_string()),
+            logical_date => ours(iso(ld)),
+            data_interval_start => ours(iso(c.data_interval_start)),
+            data_interval_end => ours(iso(c.data_interval_end)),
+            // A run id can be chosen by whoever triggers the run: not ours.
             run_id => a.run_id.clone(),
-            run_type => c.run_type.clone(),
-            dag_id => a.dag_id.clone(),
-            task_id => a.task_id.clone(),
+            run_type => ours(c.run_type.clone()),
+            dag_id => ours(a.dag_id.clone()),
+            task_id => ours(a.task_id.clone()),
             try_number => a.try_number,
             params => json_map(&c.params),
             conf => json(&c.conf),
@@ -59,7 +88,27 @@ impl Renderer {
                     .collect::<BTreeMap<String, Value>>(),
             ),
         };
-        Renderer { env, ctx }
+        Renderer {
+            env,
+            shell_env,
+            ctx,
+        }
+    }
+
+    /// Renders a shell command: every value that tern did not make itself (params, conf,
+    /// outputs, the run id, connection fields) arrives escaped for where it stands, so it is
+    /// text, never code, unless written `{{ value | raw }}`.
+    pub fn render_shell(&self, field: &str, source: &str) -> Result<String, TemplateError> {
+        if !source.contains("{{") && !source.contains("{%") {
+            return Ok(source.to_string());
+        }
+        self.shell_env
+            .render_str(source, &self.ctx)
+            .map(|marked| crate::shellsafe::escape_marked(&marked))
+            .map_err(|e| TemplateError {
+                field: field.to_string(),
+                message: describe(&e),
+            })
     }
 
     /// Renders `source`; a plain string without `{{`/`{%` is returned as is.

@@ -335,3 +335,55 @@ fn every_example_dag_runs_to_success() {
         );
     }
 }
+
+/// A param given at trigger time is text in the shipped example's shell command, never code:
+/// the `$(…)` a caller sends is printed, not run.
+#[test]
+fn a_param_cannot_inject_code_into_a_shell_command() {
+    let t = Tern::new();
+    t.write_dag(
+        "manual_report.star",
+        include_str!("../../../../examples/dags/manual_report.star"),
+    );
+    let owned = std::env::temp_dir().join(format!("tern-owned-{}", std::process::id()));
+    let _ = std::fs::remove_file(&owned);
+    let hostile = format!("$(id > {0}); `id > {0}`; '; id > {0}; '", owned.display());
+    let conf = serde_json::json!({"params": {"country": hostile, "limit": 3}}).to_string();
+    let _sa = t.standalone();
+    let run_id = t.trigger("manual_report", Some(&conf));
+    let v = t.wait_run("manual_report", &run_id, "the report", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert!(!owned.exists(), "a param ran as code");
+    // The value arrived as the same text.
+    let log = t.log("manual_report", &run_id, "show_query", None);
+    assert!(
+        log.contains(&format!("WHERE country = '{hostile}' LIMIT 3")),
+        "{log}"
+    );
+    // `| raw` is the author's explicit way to put a value in as code.
+    let raw = std::env::temp_dir().join(format!("tern-raw-{}", std::process::id()));
+    let _ = std::fs::remove_file(&raw);
+    t.write_dag(
+        "raw.star",
+        &format!(
+            "d = dag(id = \"raw\", params = {{\"c\": \"touch {}\"}})\nshell(id = \"t\", cmd = \"{{{{ params.c | raw }}}}\")\n",
+            raw.display()
+        ),
+    );
+    let start = std::time::Instant::now();
+    let run_id = loop {
+        let out = t.run(&["dags", "trigger", "raw"]);
+        if out.status.success() {
+            break String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        assert!(
+            start.elapsed() < crate::harness::DEADLINE,
+            "the raw DAG never loaded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let v = t.wait_run("raw", &run_id, "the raw run", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert!(raw.exists(), "| raw puts the value in as written");
+    let _ = std::fs::remove_file(&raw);
+}
