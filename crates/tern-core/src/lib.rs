@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod duration;
+pub mod ids;
 pub mod params;
 pub mod retry;
 pub mod schedule;

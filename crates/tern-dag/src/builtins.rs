@@ -176,23 +176,9 @@ pub(crate) fn suggest_or_list(word: &str, candidates: &[&str], list_intro: &str)
     }
 }
 
-/// Whether `id` is a valid DAG or task id: `[A-Za-z0-9_.-]+`, at most 250 characters.
+/// Whether `id` is a valid DAG or task id (see [`tern_core::ids`]).
 pub(crate) fn check_id(id: &str) -> Result<(), String> {
-    if id.is_empty() {
-        return Err("the id is empty".into());
-    }
-    if id.len() > 250 {
-        return Err(format!("the id `{id}` is longer than 250 characters"));
-    }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(format!(
-            "invalid id `{id}`: character {c:?} is not allowed; use letters, digits, `_`, `.` and `-`"
-        ));
-    }
-    Ok(())
+    tern_core::ids::check_id(id)
 }
 
 fn ctx_state(eval: &Evaluator) -> anyhow::Result<Shared> {

@@ -47,6 +47,7 @@ pub fn router(
         .merge(crate::api::router(shared.clone()))
         .merge(crate::ui::router(shared))
         .merge(crate::agent_api::router(gateway))
+        .layer(axum::middleware::from_fn(refuse_control_characters))
         // A panicking handler answers 500 and the server goes on; a request that never
         // answers is cut.
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -54,6 +55,29 @@ pub fn router(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+}
+
+/// A path whose decoded form holds a control character (a NUL, a newline) names nothing
+/// tern has: 400 before any handler or database sees it.
+async fn refuse_control_characters(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    if decoded.chars().any(char::is_control) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({
+                "code": "invalid",
+                "message": "the path holds a control character",
+                "hint": "ids are letters, digits, `_`, `.`, `-` (run ids also `:` and `+`)",
+            })),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {

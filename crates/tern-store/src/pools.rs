@@ -39,6 +39,16 @@ impl Store {
 
     /// Creates or resizes a pool (0 to [`MAX_POOL_SLOTS`] slots).
     pub async fn set_pool(&self, name: &str, slots: i64, description: &str) -> Result<()> {
+        tern_core::ids::check_id(name)
+            .map_err(|e| StoreError::Invalid(format!("pool name: {e}")))?;
+        if description
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(StoreError::Invalid(format!(
+                "pool {name:?}: the description holds a control character"
+            )));
+        }
         if !(0..=MAX_POOL_SLOTS).contains(&slots) {
             return Err(StoreError::Invalid(format!(
                 "pool {name:?}: slots must be from 0 to {MAX_POOL_SLOTS}, got {slots}"

@@ -46,6 +46,8 @@ impl Store {
     /// once if `max_active_runs` allows, its root tasks are queued in the same transaction.
     /// Returns the run and whether any task became queued.
     pub async fn create_run(&self, new: &NewRun, version_id: i64) -> Result<(DagRun, bool)> {
+        tern_core::ids::check_run_id(&new.run_id)
+            .map_err(|e| StoreError::Invalid(format!("run id: {e}")))?;
         let spec = self.spec(version_id).await?;
         let priorities = spec.effective_priorities();
         let now = self.now_ms();

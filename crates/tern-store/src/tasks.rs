@@ -82,16 +82,18 @@ pub(crate) fn values_list(
         .join(", ")
 }
 
-fn sanitize(part: &str) -> String {
-    part.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// A path segment for an id that no other id shares (percent-encoding of everything but
+/// letters, digits and `-_.+`): runs `a:b` and `a_b` never share a log.
+fn path_segment(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for b in part.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.+".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 impl Store {
@@ -451,9 +453,9 @@ impl Store {
             let ti = ti_row(row)?;
             let log_path = format!(
                 "{}/{}/{}.{}.log",
-                sanitize(&ti.dag_id),
-                sanitize(&ti.run_id),
-                sanitize(&ti.task_id),
+                path_segment(&ti.dag_id),
+                path_segment(&ti.run_id),
+                path_segment(&ti.task_id),
                 ti.try_number
             );
             let attempt = ti.attempt.clone().unwrap_or_default();

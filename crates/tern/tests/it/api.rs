@@ -330,3 +330,64 @@ fn absurd_numbers_are_refused_with_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("from 0 to 1000000"));
 }
+
+#[test]
+fn ids_follow_one_grammar_and_logs_of_similar_runs_never_mix() {
+    let t = Tern::new();
+    t.write_dag(
+        "d.star",
+        "dag(id = \"d\")\nshell(id = \"t\", cmd = \"echo run=$TERN_RUN_ID\")\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let admin = t.ok(&["tokens", "create", "admin"]).trim().to_string();
+    let start = std::time::Instant::now();
+    while call(&url, "GET", "/api/v1/dags/d", Some(&admin), "").0 != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the DAG never loaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Ids outside the grammar: 400 with {code, message, hint}, nothing created.
+    for bad in ["a/b", "", "..", "a\u{0}b", "a b"] {
+        let body = serde_json::json!({"dag_run_id": bad}).to_string();
+        let (status, v) = call(&url, "POST", "/api/v1/dags/d/dagRuns", Some(&admin), &body);
+        assert_eq!(status, 400, "{bad:?}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("id"), "{v}");
+    }
+    // `a:b` and `a_b` are both valid, and each run's log holds only its own lines.
+    for id in ["a:b", "a_b"] {
+        let body = serde_json::json!({"dag_run_id": id}).to_string();
+        let (status, v) = call(&url, "POST", "/api/v1/dags/d/dagRuns", Some(&admin), &body);
+        assert_eq!(status, 201, "{id}: {v}");
+    }
+    for id in ["a:b", "a_b"] {
+        t.wait_run("d", id, "the run", crate::harness::finished);
+        let log = t.log("d", id, "t", None);
+        assert!(log.contains(&format!("run={id}")), "{id}: {log}");
+        let other = if id == "a:b" { "a_b" } else { "a:b" };
+        assert!(
+            !log.contains(&format!("run={other}")),
+            "{id} shows {other}'s log: {log}"
+        );
+    }
+    // A NUL in a path or a body is a 400, never a 503.
+    let (status, v) = call(&url, "GET", "/api/v1/dags/a%00b", Some(&admin), "");
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = call(
+        &url,
+        "PUT",
+        "/api/v1/pools/p1",
+        Some(&admin),
+        r#"{"slots": 1, "description": "a\u0000b"}"#,
+    );
+    assert_eq!(status, 400, "{v}");
+    let (status, v) = call(
+        &url,
+        "PUT",
+        "/api/v1/pools/a..b%2Fc",
+        Some(&admin),
+        r#"{"slots": 1}"#,
+    );
+    assert_eq!(status, 400, "{v}");
+}
