@@ -58,6 +58,24 @@ impl LogStore {
         Ok(self.read_from(rel, offset, u64::MAX)?.0)
     }
 
+    /// The size of a log in bytes (0 when it does not exist yet).
+    pub fn len(&self, rel: &str) -> std::io::Result<u64> {
+        match std::fs::metadata(self.path(rel)?) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file of a log, for streaming it (`None` when it does not exist yet).
+    pub fn file(&self, rel: &str) -> std::io::Result<Option<std::fs::File>> {
+        match std::fs::File::open(self.path(rel)?) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// At most `max` bytes of the log from byte `offset` on, cut at a character boundary,
     /// and how many bytes that was (the next offset is `offset` plus that). Only those bytes
     /// are read: a live tail costs what is new, not the whole file.

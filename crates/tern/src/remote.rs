@@ -225,7 +225,13 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
             loop {
                 let v = r.get(&format!("{base}/logs/{try_number}?offset={offset}")).await?;
                 print!("{}", v["content"].as_str().unwrap_or(""));
-                offset = v["next_offset"].as_u64().unwrap_or(offset);
+                let next = v["next_offset"].as_u64().unwrap_or(offset);
+                // The server answers a page at a time: read on while the log goes on.
+                let more = v["more"] == true && next > offset;
+                offset = next;
+                if more {
+                    continue;
+                }
                 if !a.follow || v["ended"] == true {
                     break;
                 }

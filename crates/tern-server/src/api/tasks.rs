@@ -30,6 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_task_instance, patch_task_instance))
         .routes(routes!(task_log))
         .routes(routes!(task_log_stream))
+        .routes(routes!(task_log_download))
         .routes(routes!(run_outputs))
 }
 
@@ -139,7 +140,15 @@ pub struct LogQuery {
     /// Byte offset to read from (the `next_offset` of the previous answer).
     #[serde(default)]
     offset: u64,
+    /// Most bytes to answer with (default and maximum 1 MiB); `more` says whether the log
+    /// goes on.
+    #[serde(default)]
+    limit: Option<u64>,
 }
+
+/// Most bytes of log in one JSON answer: a reader of a huge log pages through it, so a
+/// request never holds more than this.
+const LOG_PAGE: u64 = 1 << 20;
 
 /// The log file of one try, and whether the try has ended.
 pub(crate) async fn log_of_try(
@@ -185,7 +194,7 @@ fn log_read_error(e: std::io::Error) -> ApiError {
     params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
            ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)"),
            LogQuery),
-    responses((status = 200, description = "`{content, next_offset, ended}`: the log from `offset` on"),
+    responses((status = 200, description = "`{content, next_offset, more, ended}`: up to `limit` bytes (1 MiB) of the log from `offset` on; `more` when it goes on"),
               (status = 404, description = "No such try")))]
 async fn task_log(
     State(s): State<AppState>,
@@ -197,15 +206,137 @@ async fn task_log(
     let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
     let logs = s.logs.clone();
     let offset = q.offset;
-    let (content, read) =
-        tokio::task::spawn_blocking(move || logs.read_from(&path, offset, u64::MAX))
-            .await
-            .map_err(|e| log_read_error(std::io::Error::other(e)))?
-            .map_err(log_read_error)?;
+    let limit = q.limit.unwrap_or(LOG_PAGE).clamp(1, LOG_PAGE);
+    let (content, read, size) = tokio::task::spawn_blocking(move || {
+        let (text, read) = logs.read_from(&path, offset, limit)?;
+        Ok::<_, std::io::Error>((text, read, logs.len(&path)?))
+    })
+    .await
+    .map_err(|e| log_read_error(std::io::Error::other(e)))?
+    .map_err(log_read_error)?;
     let next = q.offset + read;
-    Ok(Json(
-        json!({"content": content, "next_offset": next, "ended": ended}),
-    ))
+    Ok(Json(json!({
+        "content": content,
+        "next_offset": next,
+        "more": next < size,
+        "ended": ended,
+    })))
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}/download",
+    tag = "tasks",
+    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
+           ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)")),
+    responses((status = 200, description = "The try's whole log as a text file, streamed"),
+              (status = 206, description = "The part a `Range: bytes=N-M` header asked for"),
+              (status = 404, description = "No such try"),
+              (status = 416, description = "The range starts past the end")))]
+async fn task_log_download(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    use std::io::{Read, Seek, SeekFrom};
+    caller.require(Role::Viewer, "reading task logs")?;
+    let (path, _) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let file = s.logs.file(&path).map_err(log_read_error)?;
+    let size = match &file {
+        Some(f) => f.metadata().map_err(log_read_error)?.len(),
+        None => 0,
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, size));
+    let (start, end) = match range {
+        Some(Ok(r)) => r,
+        Some(Err(())) => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response())
+        }
+        None => (0, size),
+    };
+    let name =
+        format!("{dag_id}.{run_id}.{task_id}.{try_number}.log").replace(['"', '\\', '/'], "_");
+    let len = end - start;
+    // Sent in 64 KiB pieces read as the client takes them: a huge log costs no memory.
+    let stream = futures::stream::unfold((file, start, len), |(file, pos, left)| async move {
+        let mut f = file?;
+        if left == 0 {
+            return None;
+        }
+        let want = left.min(64 * 1024);
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want as usize];
+            f.seek(SeekFrom::Start(pos))?;
+            let n = f.read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>((f, buf))
+        })
+        .await;
+        match read {
+            Ok(Ok((f, buf))) if !buf.is_empty() => {
+                let n = buf.len() as u64;
+                Some((Ok::<_, std::io::Error>(buf), (Some(f), pos + n, left - n)))
+            }
+            _ => None,
+        }
+    });
+    let mut resp = axum::body::Body::from_stream(stream).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        header::ACCEPT_RANGES,
+        header::HeaderValue::from_static("bytes"),
+    );
+    h.insert(header::CONTENT_LENGTH, len.into());
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    if range.is_some() {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = header::HeaderValue::from_str(&format!(
+            "bytes {start}-{}/{size}",
+            end.saturating_sub(1)
+        )) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(resp)
+}
+
+/// `bytes=N-`, `bytes=N-M` or `bytes=-N` of a file of `size` bytes, as `[start, end)`;
+/// `Err` when it starts past the end; `None` for a header that is not one such range.
+fn parse_range(v: &str, size: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = v.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size)
+        }
+        (s, "") => (s.parse().ok()?, size),
+        (s, e) => (
+            s.parse().ok()?,
+            e.parse::<u64>().ok()?.saturating_add(1).min(size),
+        ),
+    };
+    if start >= size || start >= end {
+        return Some(Err(()));
+    }
+    Some(Ok((start, end)))
 }
 
 /// Most bytes one live-log event carries; a long backlog goes out in several.

@@ -41,17 +41,32 @@ pub async fn run(cfg: Config, a: LogsArgs) -> anyhow::Result<i32> {
                 }
             }
         };
-        let text = logs.read(&t.log_path, offset)?;
-        offset += text.len() as u64;
-        print!("{text}");
-        std::io::stdout().flush()?;
+        offset = print_from(&logs, &t.log_path, offset)?;
         if !a.follow || t.ended_at.is_some() {
             if a.follow {
                 // One last read: chunks sent just before the end.
-                print!("{}", logs.read(&t.log_path, offset)?);
+                print_from(&logs, &t.log_path, offset)?;
             }
             return Ok(0);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Prints a log from `offset` to its current end, a megabyte at a time (a huge log never sits
+/// in memory whole); returns the offset after it.
+fn print_from(
+    logs: &tern_server::logs::LogStore,
+    path: &str,
+    mut offset: u64,
+) -> anyhow::Result<u64> {
+    loop {
+        let (text, read) = logs.read_from(path, offset, 1 << 20)?;
+        if read == 0 {
+            return Ok(offset);
+        }
+        offset += read;
+        print!("{text}");
+        std::io::stdout().flush()?;
     }
 }

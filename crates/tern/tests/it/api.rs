@@ -391,3 +391,114 @@ fn ids_follow_one_grammar_and_logs_of_similar_runs_never_mix() {
     );
     assert_eq!(status, 400, "{v}");
 }
+
+/// The peak resident memory of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A 30 MB log is read a page at a time and downloaded as a stream (with ranges): readers
+/// cost the server bounded memory, not the log's size each.
+#[test]
+fn big_logs_are_paged_and_streamed_in_bounded_memory() {
+    let t = Tern::new();
+    t.write_dag(
+        "big.star",
+        "dag(id = \"big\")\nshell(id = \"t\", cmd = \"i=0; while [ $i -lt 8 ]; do yes 0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz | head -n 50000; i=$((i+1)); done\")\n",
+    );
+    let (sa, url) = server_on(&t, 0);
+    let admin = t.ok(&["tokens", "create", "admin"]).trim().to_string();
+    let run_id = t.trigger("big", None);
+    t.wait_run("big", &run_id, "the run", crate::harness::finished);
+    let base = format!("/api/v1/dags/big/dagRuns/{run_id}/taskInstances/t/logs/1");
+    let pid = sa.child.id();
+    let before = peak_rss(pid);
+    // Four readers at once, each paging through the whole log.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, admin, base) = (url.clone(), admin.clone(), base.clone());
+            std::thread::spawn(move || {
+                let mut offset = 0u64;
+                let mut text = String::new();
+                loop {
+                    let (status, v) = call(
+                        &url,
+                        "GET",
+                        &format!("{base}?offset={offset}"),
+                        Some(&admin),
+                        "",
+                    );
+                    assert_eq!(status, 200, "{v}");
+                    let page = v["content"].as_str().unwrap();
+                    assert!(page.len() <= 1 << 20, "a page of {} bytes", page.len());
+                    text.push_str(page);
+                    offset = v["next_offset"].as_u64().unwrap();
+                    if v["more"] != true {
+                        break text;
+                    }
+                }
+            })
+        })
+        .collect();
+    let texts: Vec<String> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert!(texts[0].len() > 25_000_000, "{}", texts[0].len());
+    assert!(texts.iter().all(|x| x == &texts[0]));
+    let grew = peak_rss(pid).saturating_sub(before);
+    assert!(
+        grew < 40 << 20,
+        "four readers of a {} MB log raised the server's peak memory by {} MB",
+        texts[0].len() >> 20,
+        grew >> 20
+    );
+    // The download is the same bytes; a range is exactly its slice.
+    let auth = format!("Bearer {admin}");
+    let (status, headers, body) = crate::harness::exchange(
+        &url,
+        "GET",
+        &format!("{base}/download"),
+        &[("Authorization", &auth)],
+        "",
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .iter()
+            .any(|h| h.starts_with("content-disposition: attachment")),
+        "{headers:?}"
+    );
+    assert_eq!(body.len(), texts[0].len());
+    assert!(body == texts[0]);
+    let (status, headers, body) = crate::harness::exchange(
+        &url,
+        "GET",
+        &format!("{base}/download"),
+        &[("Authorization", &auth), ("Range", "bytes=100-149")],
+        "",
+        "",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(body, texts[0][100..150]);
+    assert!(
+        headers
+            .iter()
+            .any(|h| h == &format!("content-range: bytes 100-149/{}", texts[0].len())),
+        "{headers:?}"
+    );
+    let (status, _, _) = crate::harness::exchange(
+        &url,
+        "GET",
+        &format!("{base}/download"),
+        &[("Authorization", &auth), ("Range", "bytes=999999999-")],
+        "",
+        "",
+    );
+    assert_eq!(status, 416);
+}
