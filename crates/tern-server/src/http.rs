@@ -47,6 +47,7 @@ pub fn router(
         .merge(crate::api::router(shared.clone()))
         .merge(crate::ui::router(shared))
         .merge(crate::agent_api::router(gateway))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(axum::middleware::from_fn(refuse_control_characters))
         // A panicking handler answers 500 and the server goes on; a request that never
         // answers is cut.
@@ -55,6 +56,55 @@ pub fn router(
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
+}
+
+/// Every refusal of an API or agent call is `{code, message, hint}` JSON, also those made
+/// before a handler runs (a path segment of the wrong type, a query that does not parse, an
+/// unknown route or method).
+async fn json_errors(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let api = {
+        let p = req.uri().path();
+        p.starts_with("/api/") || p.starts_with("/agent/")
+    };
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !api || !status.is_client_error() || is_json {
+        return resp;
+    }
+    let text = axum::body::to_bytes(resp.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let (code, default) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "no such route"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take that method")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "the request body is too large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send JSON with content-type application/json",
+        ),
+        _ => ("invalid", "the request is malformed"),
+    };
+    (
+        status,
+        Json(json!({
+            "code": code,
+            "message": if text.is_empty() { default.to_string() } else { text },
+            "hint": "see /api/v1/docs for each route's parameters and body",
+        })),
+    )
+        .into_response()
 }
 
 /// A path whose decoded form holds a control character (a NUL, a newline) names nothing
