@@ -312,7 +312,24 @@ a >> b
     assert!(text_of(&c, "h1").await.contains("paused"));
     shot(&c, "09-paused").await;
 
+    // The API docs page runs its (external) script under the page's CSP and lists the routes
+    // in visible text.
+    c.goto(&format!("{url}/api/v1/docs")).await.unwrap();
+    let start = Instant::now();
+    loop {
+        let ops = text_of(&c, "#ops").await;
+        if ops.contains("/api/v1/dags/{dag_id}/dagRuns") {
+            break;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "the API docs never listed the routes: {ops}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shot(&c, "10-api-docs").await;
     // Logging out ends the session.
+    c.goto(&format!("{url}/dags")).await.unwrap();
     click(&c, "#logout").await;
     until_at(&c, "the login page after logging out", |p| {
         p.starts_with("/login")
