@@ -16,17 +16,7 @@ pub struct EndedRecords {
 }
 
 fn name(pid: u32, ti_id: i64, attempt: &str) -> String {
-    let safe: String = attempt
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{pid}.{ti_id}.{safe}.json")
+    format!("{pid}.{}.json", crate::spool::file_name(ti_id, attempt))
 }
 
 impl EndedRecords {

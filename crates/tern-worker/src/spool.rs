@@ -51,7 +51,8 @@ pub struct Spool {
     attempts: BTreeMap<(i64, String), AttemptState>,
 }
 
-fn file_name(ti_id: i64, attempt: &str) -> String {
+/// A file name for an attempt (its token with anything but letters, digits and `-` replaced).
+pub(crate) fn file_name(ti_id: i64, attempt: &str) -> String {
     let safe: String = attempt
         .chars()
         .map(|c| {

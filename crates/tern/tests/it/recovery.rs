@@ -146,17 +146,7 @@ shell(id = "t", retries = 1, retry_delay = "0s",
     );
     let sa = t.standalone();
     let run_id = t.trigger("orphan", None);
-    let start = Instant::now();
-    let grandchild: i32 = loop {
-        if let Some(pid) = std::fs::read_to_string(&gc_pid)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-        {
-            break pid;
-        }
-        assert!(start.elapsed() < DEADLINE, "the first try never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
     sa.signal(Signal::SIGKILL);
     let _ = sa.wait_exit();
     // The task's own shell died with the control plane; its child did not.
@@ -173,6 +163,23 @@ shell(id = "t", retries = 1, retry_delay = "0s",
         "the killed try's grandchild was not ended on restart"
     );
     assert_eq!(std::fs::read_to_string(&side).unwrap(), "retry\n");
+}
+
+/// The first line a task writes to `path`, once it has written one.
+fn first_line(path: &std::path::Path) -> String {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.ends_with('\n') {
+            return text.lines().next().unwrap_or("").trim().to_string();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} was never written",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn process_gone_within(pid: i32, limit: Duration) -> bool {
@@ -206,16 +213,7 @@ shell(id = "t", retries = 3, retry_delay = "0s",
     );
     let sa = t.standalone();
     let run_id = t.trigger("once", None);
-    let start = Instant::now();
-    let attempt = loop {
-        if let Ok(s) = std::fs::read_to_string(&token_file) {
-            if !s.trim().is_empty() {
-                break s.trim().to_string();
-            }
-        }
-        assert!(start.elapsed() < DEADLINE, "the try never started");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let attempt = first_line(&token_file);
     sa.signal(Signal::SIGKILL);
     let _ = sa.wait_exit();
     // What the agent writes the moment a task's process exits, when the kill came before the
