@@ -19,8 +19,8 @@ pub use duration::{format_duration, parse_duration, DurationError};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
 pub use sensor::{SensorCheck, SensorTask};
 pub use spec::{
-    CsvOptions, DagSpec, ExportFormat, HttpTask, ParamSpec, ParquetCompression, SqlTask,
-    SqlToLakeTask, TaskKind, TaskSpec,
+    CsvOptions, DagSpec, ExportFormat, HttpTask, ParamRules, ParamSpec, ParquetCompression,
+    SqlTask, SqlToLakeTask, TaskKind, TaskSpec,
 };
 pub use state::{RunState, RunType, TaskState};
 pub use trigger::{TriggerRule, UpstreamSummary};

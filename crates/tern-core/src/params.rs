@@ -18,6 +18,39 @@ pub enum ParamError {
     },
     #[error("unknown param {name:?}; the DAG declares: {declared}")]
     Unknown { name: String, declared: String },
+    #[error("param {name:?}: {message}")]
+    Rule { name: String, message: String },
+}
+
+/// Why `v` breaks `rules`, if it does. A pattern that does not compile is reported as such
+/// (DAG files are checked for that when they load).
+pub fn check_rules(rules: &crate::spec::ParamRules, v: &Value) -> Result<(), String> {
+    if let Some(allowed) = &rules.r#enum {
+        if !allowed.contains(v) {
+            let list = allowed
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(format!("{v} is not one of {list}"));
+        }
+    }
+    if let Value::String(s) = v {
+        if let Some(max) = rules.max_length {
+            let n = s.chars().count() as u64;
+            if n > max {
+                return Err(format!("{n} characters, at most {max} allowed"));
+            }
+        }
+        if let Some(p) = &rules.pattern {
+            let re = regex::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| format!("the pattern {p:?} is not a valid regular expression: {e}"))?;
+            if !re.is_match(s) {
+                return Err(format!("{s:?} does not match the pattern {p:?}"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -86,6 +119,12 @@ pub fn resolve_params(
                 });
             }
         }
+        if let Some(v) = out.get(k) {
+            check_rules(&spec.rules, v).map_err(|message| ParamError::Rule {
+                name: k.clone(),
+                message,
+            })?;
+        }
     }
     Ok(out)
 }
@@ -114,6 +153,7 @@ mod tests {
                 default: json!(10),
                 r#type: Some("integer".into()),
                 description: None,
+                rules: Default::default(),
             },
         );
         m.insert(
@@ -122,9 +162,32 @@ mod tests {
                 default: json!("Spain"),
                 r#type: Some("string".into()),
                 description: None,
+                rules: crate::spec::ParamRules {
+                    r#enum: None,
+                    pattern: Some("[A-Z][a-z]+( [A-Z][a-z]+)*".into()),
+                    max_length: Some(30),
+                },
             },
         );
         m
+    }
+
+    #[test]
+    fn string_rules_are_checked_on_every_trigger() {
+        let ok = resolve_params(&declared(), &json!({"params": {"country": "New Zealand"}}));
+        assert!(ok.is_ok(), "{ok:?}");
+        for bad in ["$(id > owned.txt)", "poland", &"A".repeat(31)] {
+            let e = resolve_params(&declared(), &json!({"params": {"country": bad}})).unwrap_err();
+            assert!(matches!(e, ParamError::Rule { .. }), "{bad}: {e}");
+        }
+        let rules = crate::spec::ParamRules {
+            r#enum: Some(vec![json!("eu"), json!("us")]),
+            ..Default::default()
+        };
+        assert!(check_rules(&rules, &json!("eu")).is_ok());
+        assert!(check_rules(&rules, &json!("asia"))
+            .unwrap_err()
+            .contains("not one of \"eu\", \"us\""));
     }
 
     #[test]

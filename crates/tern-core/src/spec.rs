@@ -62,6 +62,29 @@ pub struct ParamSpec {
     pub r#type: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Constraints on a value given at trigger time (checked on every trigger).
+    #[serde(default, skip_serializing_if = "ParamRules::is_empty")]
+    pub rules: ParamRules,
+}
+
+/// What a param's value must satisfy, as Airflow's `Param` (JSON Schema) has it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParamRules {
+    /// The value must be one of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub r#enum: Option<Vec<serde_json::Value>>,
+    /// A string value must match this regular expression whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// A string value may have at most this many characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+}
+
+impl ParamRules {
+    pub fn is_empty(&self) -> bool {
+        self.r#enum.is_none() && self.pattern.is_none() && self.max_length.is_none()
+    }
 }
 
 /// One task of a DAG.

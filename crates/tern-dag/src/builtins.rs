@@ -623,11 +623,13 @@ fn parse_param(name: &str, v: Value) -> Result<ParamSpec, String> {
             default,
             r#type,
             description: None,
+            rules: Default::default(),
         });
     };
     let mut default = serde_json::Value::Null;
     let mut r#type = None;
     let mut description = None;
+    let mut rules = tern_core::ParamRules::default();
     for (k, val) in d.iter() {
         match k.unpack_str() {
             Some("default") => default = to_json(&format!("param `{name}` default"), val)?,
@@ -637,13 +639,38 @@ fn parse_param(name: &str, v: Value) -> Result<ParamSpec, String> {
             Some("description") => {
                 description = Some(to_string(&format!("params.{name}.description"), val)?)
             }
+            Some("enum") if val.is_none() => {}
+            Some("enum") => match to_json(&format!("params.{name}.enum"), val)? {
+                serde_json::Value::Array(items) if !items.is_empty() => rules.r#enum = Some(items),
+                _ => return Err(format!("param `{name}`: `enum` must be a non-empty list")),
+            },
+            Some("pattern") if val.is_none() => {}
+            Some("pattern") => {
+                let p = to_string(&format!("params.{name}.pattern"), val)?;
+                rules.pattern = Some(p);
+            }
+            Some("max_length" | "maxLength") if val.is_none() => {}
+            Some("max_length" | "maxLength") => {
+                let n = to_int(&format!("params.{name}.max_length"), val)?;
+                if n < 0 {
+                    return Err(format!("param `{name}`: `max_length` must be 0 or more"));
+                }
+                rules.max_length = Some(n as u64);
+            }
             other => {
                 let key = other.map(str::to_string).unwrap_or_else(|| k.to_repr());
                 return Err(format!(
                     "param `{name}`: unknown key `{key}`{}",
                     suggest_or_list(
                         &key,
-                        &["default", "type", "description"],
+                        &[
+                            "default",
+                            "type",
+                            "description",
+                            "enum",
+                            "pattern",
+                            "max_length"
+                        ],
                         "a param spec has"
                     )
                 ));
@@ -671,10 +698,26 @@ fn parse_param(name: &str, v: Value) -> Result<ParamSpec, String> {
             }
         }
     }
+    // The rules must hold for the default too (a pattern that does not compile says so here).
+    if !default.is_null() {
+        tern_core::params::check_rules(&rules, &default)
+            .map_err(|e| format!("param `{name}`: the default breaks its own rules: {e}"))?;
+    } else if let Some(p) = &rules.pattern {
+        tern_core::params::check_rules(&rules, &serde_json::Value::String(String::new()))
+            .or_else(|e| {
+                if e.contains("not a valid") {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| format!("param `{name}`: {e}; pattern {p:?}"))?;
+    }
     Ok(ParamSpec {
         default,
         r#type,
         description,
+        rules,
     })
 }
 

@@ -72,7 +72,14 @@ impl Store {
             "SELECT {TI_COLUMNS}, lease_until, acked FROM task_instances WHERE id = $1 {}",
             self.for_update()
         );
-        let row = sqlx::query(&sql).bind(ti_id).fetch_one(&mut *tx).await?;
+        // (Gone if its run was deleted meanwhile.)
+        let Some(row) = sqlx::query(&sql)
+            .bind(ti_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Ended::NotCurrent);
+        };
         let ti = ti_row(&row)?;
         let lease_until: Option<i64> = row.try_get("lease_until")?;
         let acked = row.try_get::<i64, _>("acked")? != 0;

@@ -125,3 +125,26 @@ fn params_nested_too_deep_are_an_import_error() {
     );
     assert!(e.contains("nested deeper than 32 levels"), "{e}");
 }
+
+#[test]
+fn param_rules_are_checked_when_the_file_loads() {
+    let e =
+        only_error("dag(id = \"d\", params = {\"c\": {\"default\": \"x\", \"pattern\": \"(\"}})\n");
+    assert!(e.contains("not a valid regular expression"), "{e}");
+    let e = only_error(
+        "dag(id = \"d\", params = {\"c\": {\"default\": \"toolong\", \"max_length\": 3}})\n",
+    );
+    assert!(e.contains("the default breaks its own rules"), "{e}");
+    let e =
+        only_error("dag(id = \"d\", params = {\"c\": {\"default\": \"eu\", \"enum\": \"eu\"}})\n");
+    assert!(e.contains("`enum` must be a non-empty list"), "{e}");
+    let dir = crate::folder(&[(
+        "d.star",
+        "dag(id = \"d\", params = {\"r\": {\"default\": \"eu\", \"enum\": [\"eu\", \"us\"], \"pattern\": \"[a-z]+\", \"maxLength\": 2}})\n",
+    )]);
+    let r = tern_dag::load_folder(dir.path());
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let rules = &r.dags[0].params["r"].rules;
+    assert_eq!(rules.max_length, Some(2));
+    assert_eq!(rules.r#enum.as_ref().unwrap().len(), 2);
+}

@@ -25,8 +25,7 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
                 (Some(u), _) => u,
                 (None, _) => {
                     let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
+                    read_secret_line("connection URI (not shown): ", &mut line)
                         .context("reading the URI from standard input (--uri-stdin)")?;
                     let line = line.trim().to_string();
                     if line.is_empty() {
@@ -131,4 +130,34 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Reads one line from standard input. At a terminal it prompts on stderr and does not echo
+/// what is typed (the line may hold a password).
+fn read_secret_line(prompt: &str, line: &mut String) -> std::io::Result<()> {
+    use std::io::{IsTerminal, Write};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        stdin.read_line(line)?;
+        return Ok(());
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    // SAFETY: termios calls on standard input with a struct owned here; echo is restored
+    // before returning.
+    unsafe {
+        let mut term: libc::termios = std::mem::zeroed();
+        let has_term = libc::tcgetattr(libc::STDIN_FILENO, &mut term) == 0;
+        if has_term {
+            let mut quiet = term;
+            quiet.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet);
+        }
+        let read = stdin.read_line(line);
+        if has_term {
+            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &term);
+        }
+        eprintln!();
+        read.map(|_| ())
+    }
 }

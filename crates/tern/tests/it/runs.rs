@@ -341,15 +341,35 @@ fn every_example_dag_runs_to_success() {
 #[test]
 fn a_param_cannot_inject_code_into_a_shell_command() {
     let t = Tern::new();
+    // The shipped example without its param rules (which refuse such a value at trigger).
+    let example = include_str!("../../../../examples/dags/manual_report.star");
+    let start = example.find("\"country\": {").unwrap();
+    let end = start + example[start..].find("},").unwrap() + 2;
     t.write_dag(
         "manual_report.star",
-        include_str!("../../../../examples/dags/manual_report.star"),
+        &example.replace(
+            &example[start..end],
+            "\"country\": {\"default\": \"Spain\", \"type\": \"string\"},",
+        ),
+    );
+    t.write_dag(
+        "shipped/manual_report_checked.star",
+        &example.replace("id = \"manual_report\"", "id = \"manual_report_checked\""),
     );
     let owned = std::env::temp_dir().join(format!("tern-owned-{}", std::process::id()));
     let _ = std::fs::remove_file(&owned);
     let hostile = format!("$(id > {0}); `id > {0}`; '; id > {0}; '", owned.display());
     let conf = serde_json::json!({"params": {"country": hostile, "limit": 3}}).to_string();
     let _sa = t.standalone();
+    // The shipped example's own rules refuse the value at the door.
+    let out = t.run(&["dags", "trigger", "manual_report_checked", "--conf", &conf]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("invalid conf for DAG \"manual_report_checked\": param \"country\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let run_id = t.trigger("manual_report", Some(&conf));
     let v = t.wait_run("manual_report", &run_id, "the report", finished);
     assert_eq!(run_state(&v), "success", "{v:#}");
