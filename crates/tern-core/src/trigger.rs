@@ -42,6 +42,29 @@ impl TriggerRule {
     pub fn parse(name: &str) -> Option<TriggerRule> {
         serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
     }
+
+    /// The rule's name as DAG files write it (`all_success`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerRule::AllSuccess => "all_success",
+            TriggerRule::AllFailed => "all_failed",
+            TriggerRule::AllDone => "all_done",
+            TriggerRule::AllSkipped => "all_skipped",
+            TriggerRule::OneSuccess => "one_success",
+            TriggerRule::OneFailed => "one_failed",
+            TriggerRule::OneDone => "one_done",
+            TriggerRule::NoneFailed => "none_failed",
+            TriggerRule::NoneFailedMinOneSuccess => "none_failed_min_one_success",
+            TriggerRule::NoneSkipped => "none_skipped",
+            TriggerRule::Always => "always",
+        }
+    }
+}
+
+impl std::fmt::Display for TriggerRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Counts of a task's direct upstream instances by outcome.
@@ -219,6 +242,13 @@ pub fn evaluate(rule: TriggerRule, up: UpstreamSummary) -> Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for name in TriggerRule::NAMES {
+            assert_eq!(TriggerRule::parse(name).unwrap().as_str(), *name);
+        }
+    }
     use TaskState::*;
 
     /// One row per (rule, upstream states) with the expected decision, Airflow's table.

@@ -41,6 +41,19 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Command {
+    /// Whether the command only reads and prints (no server, agent or task process): such a
+    /// command ends quietly when its output is closed early (`tern dags list | head`).
+    pub fn only_prints(&self) -> bool {
+        match self {
+            Command::Standalone(_) | Command::Server(_) | Command::Agent(_) => false,
+            Command::Dags(DagsCmd::Test { .. } | DagsCmd::Backfill(_)) => false,
+            Command::Tasks(_) => false,
+            _ => true,
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the whole system in one process: scheduler, local agent, HTTP server, on SQLite.

@@ -23,6 +23,15 @@ fn main() {
         tern_dag::isolate::isolate_with(exe);
     }
     let cli = cli::Cli::parse();
+    if cli.command.only_prints() {
+        // Die quietly of SIGPIPE when the reader goes away, as `ls` does, instead of panicking
+        // on the failed write. (Not for commands that run tasks: writing to a task that exited
+        // must stay an error, not end tern.)
+        // SAFETY: signal(2) with the default disposition, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| cli.log_level.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

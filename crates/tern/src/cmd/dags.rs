@@ -101,7 +101,7 @@ async fn show(cfg: &Config, dag_id: &str, out: Output) -> anyhow::Result<i32> {
                 t.task_id.clone(),
                 t.kind.name().into(),
                 t.upstream.join(","),
-                format!("{:?}", t.trigger_rule).to_lowercase(),
+                t.trigger_rule.to_string(),
                 t.retries.to_string(),
                 t.queue.clone(),
             ]
@@ -294,6 +294,13 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
         );
     }
     let spec = store.spec(dag.latest_version_id).await?;
+    if spec.schedule == tern_core::Schedule::None {
+        bail!(
+            "DAG {:?} has no schedule, so it has no intervals to backfill; trigger runs with `tern dags trigger {}` (with --logical-date for a past date)",
+            a.dag_id,
+            a.dag_id
+        );
+    }
     let tz = parse_timezone(&spec.timezone)?;
     let from = parse_local_date(&a.from, tz).context("--from")?;
     let to = parse_local_date(&a.to, tz).context("--to")?;

@@ -181,3 +181,71 @@ fn a_connection_uri_can_come_from_standard_input() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--uri"));
 }
+
+#[test]
+fn dags_show_names_trigger_rules_as_written_and_backfill_needs_a_schedule() {
+    let t = Tern::new();
+    t.write_dag(
+        "m.star",
+        "d = dag(id = \"m\")\na = shell(id = \"a\", cmd = \"true\")\nb = shell(id = \"b\", cmd = \"true\", trigger_rule = \"none_failed_min_one_success\")\na >> b\n",
+    );
+    let shown = t.ok(&["dags", "show", "m"]);
+    assert!(shown.contains("all_success"), "{shown}");
+    assert!(shown.contains("none_failed_min_one_success"), "{shown}");
+    assert!(!shown.contains("allsuccess"), "{shown}");
+    let out = t.run(&[
+        "dags",
+        "backfill",
+        "m",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-01-03",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("has no schedule"), "{err}");
+    assert!(
+        t.json(&["runs", "list"]).as_array().unwrap().is_empty(),
+        "no run was made"
+    );
+}
+
+#[test]
+fn a_closed_pipe_ends_a_listing_quietly() {
+    use std::io::Read;
+    let t = Tern::new();
+    // Far more output than a pipe holds, so the writer meets the closed end.
+    for i in 0..1500 {
+        t.write_dag(&format!("d{i}.star"), &format!("dag(id = \"d{i}\")\n"));
+    }
+    let mut child = t
+        .command(&["dags", "list", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, then hang up, as `head` does.
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(13),
+        "{status:?}: {err}"
+    );
+}
