@@ -45,12 +45,14 @@ impl Command {
     /// Whether the command only reads and prints (no server, agent or task process): such a
     /// command ends quietly when its output is closed early (`tern dags list | head`).
     pub fn only_prints(&self) -> bool {
-        match self {
-            Command::Standalone(_) | Command::Server(_) | Command::Agent(_) => false,
-            Command::Dags(DagsCmd::Test { .. } | DagsCmd::Backfill(_)) => false,
-            Command::Tasks(_) => false,
-            _ => true,
-        }
+        !matches!(
+            self,
+            Command::Standalone(_)
+                | Command::Server(_)
+                | Command::Agent(_)
+                | Command::Dags(DagsCmd::Test { .. } | DagsCmd::Backfill(_))
+                | Command::Tasks(_)
+        )
     }
 }
 
