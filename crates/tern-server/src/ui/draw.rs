@@ -135,7 +135,9 @@ pub fn graph(spec: &DagSpec, states: &HashMap<String, String>) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "<svg class=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">"
+        "<svg class=\"graph\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\
+         <defs><marker id=\"arrow\" viewBox=\"0 0 8 8\" refX=\"8\" refY=\"4\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\">\
+         <path class=\"arrow\" d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>"
     );
     for t in &spec.tasks {
         let (x2, y2) = pos[t.task_id.as_str()];
@@ -145,7 +147,7 @@ pub fn graph(spec: &DagSpec, states: &HashMap<String, String>) -> String {
                 let mid = (sx + ex) / 2;
                 let _ = write!(
                     out,
-                    "<path class=\"edge\" d=\"M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}\"/>"
+                    "<path class=\"edge\" marker-end=\"url(#arrow)\" d=\"M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}\"/>"
                 );
             }
         }

@@ -180,6 +180,20 @@ a >> b
     // Every page needs a login; the login comes back to the page asked for.
     c.goto(&format!("{url}/dags/web")).await.unwrap();
     until_at(&c, "the login page", |p| p.starts_with("/login")).await;
+    // The fields stand one under the other, each under its label, aligned.
+    let layout = c
+        .execute(
+            "const u = document.getElementById('username').getBoundingClientRect(); \
+             const p = document.getElementById('password').getBoundingClientRect(); \
+             return [u.left, p.left, u.bottom <= p.top, u.width, p.width, getComputedStyle(document.getElementById('username')).display];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(layout[0], layout[1], "fields not aligned: {layout:?}");
+    assert_eq!(layout[2], true, "password not under user: {layout:?}");
+    assert_eq!(layout[3], layout[4], "{layout:?}");
+    assert_eq!(layout[5], "block", "{layout:?}");
     with_element(
         &c,
         "#username",
@@ -206,6 +220,39 @@ a >> b
     click(&c, "#login").await;
     until_at(&c, "the DAG page after login", |p| p == "/dags/web").await;
     shot(&c, "01-dag-page").await;
+
+    // The graph of a DAG that never ran: every label is drawn in another colour than its box,
+    // and every edge ends in an arrowhead.
+    c.goto(&format!("{url}/dags/web?tab=graph")).await.unwrap();
+    with_element(&c, "#graph g.node", |el| async move { el.text().await }).await;
+    let colours = c
+        .execute(
+            "return [...document.querySelectorAll('#graph g.node')].map(g => [getComputedStyle(g.querySelector('text')).fill, getComputedStyle(g.querySelector('rect')).fill]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let colours = colours.as_array().unwrap();
+    assert_eq!(colours.len(), 2, "{colours:?}");
+    for pair in colours {
+        assert_ne!(pair[0], pair[1], "a label in its box's colour: {pair:?}");
+    }
+    let arrows = c
+        .execute(
+            "return [...document.querySelectorAll('#graph path.edge')].map(e => getComputedStyle(e).markerEnd);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let arrows = arrows.as_array().unwrap();
+    assert!(!arrows.is_empty());
+    assert!(
+        arrows
+            .iter()
+            .all(|m| m.as_str().is_some_and(|m| m.contains("arrow"))),
+        "{arrows:?}"
+    );
+    shot(&c, "01b-graph-never-run").await;
 
     // The DAG list shows it with its tag.
     c.goto(&format!("{url}/dags")).await.unwrap();
@@ -275,6 +322,19 @@ a >> b
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Streamed lines follow each other with no empty line between them.
+    let raw = c
+        .execute(
+            "return document.getElementById('log-text').textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let raw = raw.as_str().unwrap();
+    assert!(
+        !raw.contains("\n\n"),
+        "empty lines in the live log: {raw:?}"
+    );
     shot(&c, "07-task-log").await;
 
     // Clearing the task runs it again: a second try appears, and it succeeds.

@@ -126,7 +126,8 @@
     pre._es = es;
     es.addEventListener("log", (e) => {
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-      pre.textContent += e.data + "\n";
+      // The text already ends its lines; an event may also end mid-line (a long line).
+      pre.textContent += e.data;
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     });
     es.addEventListener("end", () => { es.close(); pre.dataset.ended = "1"; });
