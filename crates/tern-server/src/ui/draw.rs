@@ -270,7 +270,12 @@ mod tests {
             &spec,
             &HashMap::from([("b".to_string(), "failed".to_string())]),
         );
-        assert_eq!(svg.matches("<path").count(), 3);
+        assert_eq!(svg.matches("<path class=\"edge\"").count(), 3);
+        assert_eq!(
+            svg.matches("marker-end=\"url(#arrow)\"").count(),
+            3,
+            "each edge has an arrowhead"
+        );
         assert!(svg.contains("node s-failed\" data-task=\"b\""));
         assert!(svg.contains("&lt;x&gt;"), "task ids are escaped");
     }
