@@ -61,6 +61,22 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// The connection types tern can use: databases, object stores, webhooks and mail servers.
+pub const KNOWN_SCHEMES: &[&str] = &[
+    "postgres",
+    "postgresql",
+    "mysql",
+    "mariadb",
+    "sqlite",
+    "s3",
+    "azure",
+    "file",
+    "http",
+    "https",
+    "smtp",
+    "smtps",
+];
+
 impl Connection {
     pub fn parse(
         name: &str,
@@ -82,6 +98,20 @@ impl Connection {
                 "not a URI ({e}); write e.g. postgres://user:password@host:5432/db"
             ))
         })?;
+        match url.scheme() {
+            s if KNOWN_SCHEMES.contains(&s) => {}
+            "gs" | "gcs" => {
+                return Err(err(
+                    "gs:// is not supported; reach Google Cloud Storage through its S3-compatible API with an HMAC key: s3://BUCKET?endpoint=https://storage.googleapis.com&region=auto".into(),
+                ))
+            }
+            other => {
+                return Err(err(format!(
+                    "unknown connection type {other:?}; use one of {}",
+                    KNOWN_SCHEMES.join(", ")
+                )))
+            }
+        }
         let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().to_string();
         let path = url.path().trim_start_matches('/');
         Ok(Connection {
@@ -253,6 +283,43 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_and_unsupported_types_are_refused_with_the_way_out() {
+        let parse = |uri: &str| {
+            Connection::parse(
+                "c",
+                "test",
+                &ConnectionConfig {
+                    uri: uri.into(),
+                    extra: Default::default(),
+                },
+            )
+        };
+        let typo = parse("postgress://u:p@h/db").unwrap_err().to_string();
+        assert!(
+            typo.contains("unknown connection type \"postgress\""),
+            "{typo}"
+        );
+        assert!(typo.contains("postgres,"), "{typo}");
+        let gs = parse("gs://bucket").unwrap_err().to_string();
+        assert!(
+            gs.contains("gs:// is not supported")
+                && gs.contains("endpoint=https://storage.googleapis.com"),
+            "{gs}"
+        );
+        for ok in [
+            "postgres://u@h/db",
+            "mariadb://u@h/db",
+            "sqlite:///x.db",
+            "s3://b",
+            "file:///tmp",
+            "https://h/x",
+            "smtp://h:587",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+    }
 
     #[test]
     fn file_and_environment_connections_resolve_with_their_secrets() {

@@ -249,3 +249,25 @@ fn a_closed_pipe_ends_a_listing_quietly() {
         "{status:?}: {err}"
     );
 }
+
+#[test]
+fn connections_add_refuses_misspelled_and_unsupported_types() {
+    let t = Tern::new();
+    for (uri, says) in [
+        (
+            "postgress://u:p@db/x",
+            "unknown connection type \"postgress\"",
+        ),
+        ("gs://bucket", "gs:// is not supported"),
+    ] {
+        let out = t.run(&["connections", "add", "c", "--uri", uri]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{uri} was saved");
+        assert!(err.contains(says), "{uri}: {err}");
+    }
+    assert!(t
+        .json(&["connections", "list"])
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
