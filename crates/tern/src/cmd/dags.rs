@@ -170,6 +170,14 @@ async fn trigger_cmd(cfg: &Config, a: TriggerArgs) -> anyhow::Result<i32> {
         run_type: None,
     };
     let (run, _) = trigger(&store, &req).await?;
+    store
+        .audit(
+            &super::cli_actor(),
+            "run.trigger",
+            &format!("{}/{}", a.dag_id, run.run_id),
+            "cli",
+        )
+        .await?;
     if a.out.output == Output::Json && !a.wait {
         println!(
             "{}",

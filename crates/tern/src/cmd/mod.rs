@@ -107,3 +107,13 @@ pub fn interrupt_signal() -> impl std::future::Future<Output = ()> {
         }
     }
 }
+
+/// Who a change made from the local CLI is recorded as in the audit log: `cli:USER`, or
+/// `cli:uid-N` when `$USER` is not set (a service, a container).
+pub(crate) fn cli_actor() -> String {
+    match std::env::var("USER") {
+        Ok(u) if !u.is_empty() => format!("cli:{u}"),
+        // SAFETY: getuid(2) cannot fail and touches no memory.
+        _ => format!("cli:uid-{}", unsafe { libc::getuid() }),
+    }
+}

@@ -6,16 +6,9 @@ use anyhow::Context;
 use tern_server::auth::{hash_password, random_password, Role};
 use tern_server::Config;
 
+use super::cli_actor;
 use crate::cli::{TokensCmd, UsersCmd};
 use crate::output::print;
-
-/// Who the audit log names for a command run on this machine.
-fn cli_actor() -> String {
-    format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    )
-}
 
 pub async fn users(cfg: Config, cmd: UsersCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;

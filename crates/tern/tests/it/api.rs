@@ -502,3 +502,39 @@ fn big_logs_are_paged_and_streamed_in_bounded_memory() {
     );
     assert_eq!(status, 416);
 }
+
+#[test]
+fn a_trigger_from_the_local_cli_is_in_the_audit_log_even_without_user() {
+    let t = Tern::new();
+    t.write_dag(
+        "d.star",
+        "dag(id = \"d\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let admin = t.ok(&["tokens", "create", "admin"]).trim().to_string();
+    let out = t
+        .command(&["dags", "trigger", "d"])
+        .env_remove("USER")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (status, v) = call(&url, "GET", "/api/v1/audit", Some(&admin), "");
+    assert_eq!(status, 200, "{v}");
+    let entries = v["entries"]
+        .as_array()
+        .or(v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let entry = entries
+        .iter()
+        .find(|e| e["action"] == "run.trigger")
+        .unwrap_or_else(|| panic!("no run.trigger entry in {v}"));
+    assert_eq!(entry["target"], format!("d/{run_id}"), "{entry}");
+    let uid = nix::unistd::getuid();
+    assert_eq!(entry["actor"], format!("cli:uid-{uid}"), "{entry}");
+}
