@@ -60,10 +60,6 @@ fn local_worker_name() -> String {
     format!("local-{host}-{}", std::process::id())
 }
 
-fn pid_alive(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
 /// Fails the attempts left running by local agents of this host whose process is gone (the
 /// control plane was killed or stopped mid-run), so they retry per policy now rather than
 /// after their lease expires.
@@ -75,11 +71,11 @@ async fn recover_dead_local_agents(store: &Store, me: &str) -> anyhow::Result<()
     for worker in store.running_workers().await? {
         let Some(pid) = worker
             .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid_alive(pid) {
+        if tern_worker::process::alive(pid) {
             continue;
         }
         let n = store

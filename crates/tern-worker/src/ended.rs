@@ -48,10 +48,7 @@ impl EndedRecords {
             let path = entry?.path();
             let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             let owner = file.split('.').next().and_then(|p| p.parse::<u32>().ok());
-            let live = owner.is_some_and(|pid| {
-                pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
-            });
-            if live {
+            if owner.is_some_and(|pid| !crate::process::left_by_gone_process(pid)) {
                 continue;
             }
             if path.extension().is_some_and(|e| e == "json") {

@@ -68,9 +68,9 @@ impl GroupRegistry {
             };
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let mut lines = text.lines();
-            let owner = lines.next().and_then(|l| l.trim().parse::<i32>().ok());
+            let owner = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
             let attempt = lines.next().unwrap_or("").trim().to_string();
-            if owner.is_some_and(|pid| pid != std::process::id() as i32 && alive(pid)) {
+            if owner.is_some_and(|pid| !crate::process::left_by_gone_process(pid)) {
                 continue;
             }
             if !attempt.is_empty() && group_runs_attempt(pgid, &attempt) {
@@ -86,10 +86,6 @@ impl GroupRegistry {
         }
         Ok(killed)
     }
-}
-
-fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Whether a live process of group `pgid` carries `TERN_ATTEMPT=attempt`.

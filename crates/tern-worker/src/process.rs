@@ -15,6 +15,18 @@ use tokio_util::sync::CancellationToken;
 use crate::logsink::LogSink;
 use crate::mask::Masker;
 
+/// Whether process `pid` exists (a zombie counts until it is reaped).
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Whether the agent process `pid` that left a record behind is gone: not running, or this
+/// very process, which has started no try yet when it looks (a predecessor with the same id,
+/// as an agent that always runs as pid 1 in a container).
+pub fn left_by_gone_process(pid: u32) -> bool {
+    pid == std::process::id() || !alive(pid)
+}
+
 /// A command to run for a task.
 pub struct ProcessSpec<'a> {
     pub program: &'a str,
