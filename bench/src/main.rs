@@ -9,10 +9,15 @@
 //! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
 //!   (see [`remote`]);
 //! - `ui`: server time of the DAG list with 1,000 DAGs and of the grid, graph and run page of a
-//!   10,000-task DAG (see [`ui`]).
+//!   10,000-task DAG (see [`ui`]);
+//! - `floor`: the machine's own limit for the same work with no orchestrator (see [`floor`]);
+//!   chain40, fan200 and throughput print theirs beside their figures;
+//! - `empty`, `wide`, `idlecpu`, `cli`: the speed issue's workloads (see [`scale`]).
 
 mod export;
+mod floor;
 mod remote;
+mod scale;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -68,7 +73,7 @@ pub(crate) fn config(home: &Path, dags: &Path, db: Option<String>) -> Config {
     cfg
 }
 
-fn chain_dag(n: usize) -> String {
+pub(crate) fn chain_dag(n: usize) -> String {
     let mut s = String::from("d = dag(id = \"chain40\")\nprev = None\n");
     s.push_str(&format!(
         "for i in range({n}):\n    t = shell(id = \"t%d\" % i, cmd = \"true\")\n    if prev:\n        prev >> t\n    prev = t\n"
@@ -307,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Args::parse();
     let all = [
+        "floor",
         "chain40",
         "fan200",
         "parse",
@@ -317,6 +323,10 @@ async fn main() -> anyhow::Result<()> {
         "remotefan200",
         "agents1000",
         "ui",
+        "empty",
+        "wide",
+        "idlecpu",
+        "cli",
     ];
     let chosen: Vec<&str> = if args.workloads.is_empty() {
         all.to_vec()
@@ -355,12 +365,17 @@ async fn main() -> anyhow::Result<()> {
             }
             "chain40" => {
                 let (times, tls) = trigger_to_success(&chain_dag(40), "chain40", args.runs).await?;
-                summary("chain40 trigger->success", "s", times);
+                let floor = floor::median_secs(args.runs, || floor::sequential(40));
+                scale::summary_vs("chain40 trigger->success", "s", times, floor);
                 remote::print_timelines(&tls, true);
             }
             "fan200" => {
                 let (times, tls) = trigger_to_success(&fan_dag(200), "fan200", args.runs).await?;
-                summary("fan200 trigger->success", "s", times);
+                // 1 → 200 at the DAG's max_active_tasks (32) → 1.
+                let floor = floor::median_secs(args.runs, || {
+                    floor::sequential(1) + floor::parallel(200, 32) + floor::sequential(1)
+                });
+                scale::summary_vs("fan200 trigger->success", "s", times, floor);
                 remote::print_timelines(&tls, false);
             }
             "parse" => {
@@ -392,7 +407,8 @@ async fn main() -> anyhow::Result<()> {
                     rates.push(rate);
                     cpus.push(cpu);
                 }
-                summary("throughput sqlite 10k", "tasks/s", rates);
+                let floor_rate = floor::parallel_rate(10_000);
+                scale::summary_vs("throughput sqlite 10k", "tasks/s", rates, floor_rate);
                 summary("  CPU per task (agent+children)", "ms", cpus);
                 let (mut rates, mut cpus) = (Vec::new(), Vec::new());
                 for _ in 0..args.runs.min(5) {
@@ -401,7 +417,7 @@ async fn main() -> anyhow::Result<()> {
                     rates.push(rate);
                     cpus.push(cpu);
                 }
-                summary("throughput postgres 10k", "tasks/s", rates);
+                scale::summary_vs("throughput postgres 10k", "tasks/s", rates, floor_rate);
                 summary("  CPU per task (agent+children)", "ms", cpus);
                 let _ = &args.pg;
             }
@@ -430,6 +446,18 @@ async fn main() -> anyhow::Result<()> {
             }
             "agents1000" => remote::agents1000(&args.tern, 1000, 100, 20, 3).await?,
             "ui" => ui::ui(args.runs).await?,
+            "floor" => floor::report(&args.tern, args.runs),
+            "empty" => scale::empty(args.runs.min(5)).await?,
+            "wide" => {
+                // TERN_BENCH_WIDE=N: another width (to see how the cost grows with it).
+                let n = std::env::var("TERN_BENCH_WIDE")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(10_000);
+                scale::wide(args.runs.min(3), n).await?
+            }
+            "idlecpu" => scale::idle_cpu(&args.tern, args.runs.min(3)).await?,
+            "cli" => scale::cli(&args.tern, args.runs).await?,
             // Not in the default set (it takes minutes): `bench/run chaos`.
             "chaos" => chaos(&args.tern).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),

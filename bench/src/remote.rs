@@ -213,6 +213,7 @@ impl LatencySamples {
 async fn latency_samples(
     store: &Store,
     signal: Option<&tern_server::events::Events>,
+    poke_home: Option<&Path>,
     samples: usize,
     max_pause: Duration,
 ) -> anyhow::Result<LatencySamples> {
@@ -236,6 +237,9 @@ async fn latency_samples(
         anyhow::ensure!(queued, "the trigger queued nothing");
         if let Some(events) = signal {
             events.work_queued();
+        }
+        if let Some(home) = poke_home {
+            tern_server::wake::poke(home);
         }
         let done = poll_run(store, "lat", &run_id).await?;
         anyhow::ensure!(
@@ -288,7 +292,15 @@ pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
             .await?
             .code;
         let _agent = AgentProc::start(tern, &server.url, &code, &dir.path().join("agent"))?;
-        latency_samples(&server.store, None, samples, Duration::from_secs(1)).await?
+        // As `tern dags trigger` does, the trigger pokes the server of the data folder.
+        latency_samples(
+            &server.store,
+            None,
+            Some(&dir.path().join("home")),
+            samples,
+            Duration::from_secs(1),
+        )
+        .await?
     };
 
     // 2. The same control plane in this process: the trigger raises the in-process "work
@@ -307,6 +319,7 @@ pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
         let s = latency_samples(
             &node.store,
             Some(&node.events),
+            None,
             samples,
             Duration::from_millis(100),
         )

@@ -1,0 +1,270 @@
+//! Workloads of the speed issue, each reported beside its floor ([`crate::floor`]) measured in
+//! the same run:
+//!
+//! - `empty`: 10,000 `empty` tasks (no process) in 100 runs × 100, SQLite and PostgreSQL;
+//! - `wide`: one DAG `root >> 10,000 tasks` (`empty`, then shell `true`): the trigger call,
+//!   trigger → success, and root's end → the first child claimed;
+//! - `idlecpu`: a `tern server` process with 50,000 task instances that wait on nothing that
+//!   changes (their queue has no agent): its CPU over 10 s;
+//! - `cli`: what a user types, `tern dags trigger --wait` against `tern standalone`, of chain40
+//!   and of a one-task DAG.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tern_server::trigger::{trigger, TriggerRequest};
+use tern_server::{Node, Roles};
+
+use crate::{config, floor, summary};
+
+/// Prints `xs` and, beside the median, its ratio to `floor` (same unit).
+pub fn summary_vs(name: &str, unit: &str, xs: Vec<f64>, floor: f64) {
+    let mut sorted = xs.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let med = sorted[sorted.len() / 2];
+    summary(name, unit, xs);
+    println!(
+        "{:<28} floor {floor:>9.3} {unit}  median / floor = {:.2}",
+        "",
+        med / floor
+    );
+}
+
+/// 10,000 tasks of `kind` (a task expression taking `"t%d" % i` as id): 100 runs of a 100-task
+/// DAG, all triggered at once. Returns tasks per second.
+pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(
+        dags.join("t.star"),
+        format!("d = dag(id = \"tp\", max_active_runs = 100, max_active_tasks = 1000)\nfor i in range(100):\n    {task}\n"),
+    )?;
+    let cfg = config(dir.path(), &dags, db_url);
+    let node = Node::start(
+        &cfg,
+        Roles {
+            http: false,
+            ..Roles::STANDALONE
+        },
+    )
+    .await?;
+    let start = Instant::now();
+    for i in 0..100 {
+        let req = TriggerRequest {
+            dag_id: "tp".into(),
+            run_id: Some(format!("tp{i}")),
+            ..Default::default()
+        };
+        trigger(&node.store, &req).await?;
+        node.events.work_queued();
+    }
+    for i in 0..100 {
+        let run = node.wait_run("tp", &format!("tp{i}")).await?;
+        anyhow::ensure!(run.state == tern_core::RunState::Success);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    node.shutdown().await;
+    Ok(10_000.0 / secs)
+}
+
+/// `empty`: 10,000 `empty` tasks on SQLite and on PostgreSQL.
+pub async fn empty(runs: usize) -> anyhow::Result<()> {
+    for pg in [false, true] {
+        let mut rates = Vec::new();
+        for _ in 0..runs {
+            let db = if pg {
+                Some(tern_testkit::TestDb::postgres().await)
+            } else {
+                None
+            };
+            rates.push(
+                throughput_of(
+                    db.as_ref().map(|d| d.url.clone()),
+                    "empty(id = \"t%d\" % i)",
+                )
+                .await?,
+            );
+        }
+        let name = if pg {
+            "empty 10k postgres"
+        } else {
+            "empty 10k sqlite"
+        };
+        summary(name, "tasks/s", rates);
+    }
+    Ok(())
+}
+
+/// `wide`: one run of `root >> N tasks` of `kind`, `runs` times (a fresh run each time).
+pub async fn wide(runs: usize, n: usize) -> anyhow::Result<()> {
+    for (kind, task) in [
+        ("empty", "empty(id = \"t%d\" % i)"),
+        ("shell", "shell(id = \"t%d\" % i, cmd = \"true\")"),
+    ] {
+        let dir = tempfile::tempdir()?;
+        let dags = dir.path().join("dags");
+        std::fs::create_dir_all(&dags)?;
+        std::fs::write(
+            dags.join("w.star"),
+            format!(
+                "d = dag(id = \"wide\", max_active_tasks = 100000)\nroot = shell(id = \"root\", cmd = \"true\")\n\
+                 for i in range({n}):\n    root >> {task}\n"
+            ),
+        )?;
+        let mut cfg = config(dir.path(), &dags, None);
+        cfg.agent.concurrency = floor::width();
+        let node = Node::start(
+            &cfg,
+            Roles {
+                http: false,
+                ..Roles::STANDALONE
+            },
+        )
+        .await?;
+        let (mut trig, mut total, mut gap, mut rate) = (vec![], vec![], vec![], vec![]);
+        for i in 0..runs {
+            let req = TriggerRequest {
+                dag_id: "wide".into(),
+                run_id: Some(format!("w{i}")),
+                ..Default::default()
+            };
+            let start = Instant::now();
+            let (_, queued) = trigger(&node.store, &req).await?;
+            trig.push(start.elapsed().as_secs_f64() * 1000.0);
+            if queued {
+                node.events.work_queued();
+            }
+            let run = node.wait_run("wide", &format!("w{i}")).await?;
+            let secs = start.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                run.state == tern_core::RunState::Success,
+                "wide run {i} ended {}",
+                run.state
+            );
+            total.push(secs);
+            rate.push(n as f64 / secs);
+            let tis = node.store.task_instances(run.pk).await?;
+            let root_end = tis
+                .iter()
+                .find(|t| t.task_id == "root")
+                .and_then(|t| t.ended_at)
+                .context("root has no end")?;
+            let first_child = tis
+                .iter()
+                .filter(|t| t.task_id != "root")
+                .filter_map(|t| t.started_at)
+                .min()
+                .context("no child started")?;
+            gap.push((first_child - root_end).num_milliseconds() as f64);
+        }
+        node.shutdown().await;
+        summary(&format!("wide {n} {kind}: trigger call"), "ms", trig);
+        summary(&format!("wide {n} {kind}: trigger->success"), "s", total);
+        summary(&format!("wide {n} {kind}: tasks/s"), "tasks/s", rate);
+        summary(&format!("wide {n} {kind}: root end->1st claim"), "ms", gap);
+    }
+    Ok(())
+}
+
+fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+/// Runs `tern ARGS --home HOME --dags DAGS` and checks it succeeded.
+fn tern_cmd(tern: &Path, home: &Path, dags: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(tern)
+        .args(args)
+        .arg("--home")
+        .arg(home)
+        .arg("--dags")
+        .arg(dags)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", tern.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tern {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `idlecpu`: 5 runs × 10,000 tasks on a queue no agent serves, then `tern server`'s CPU.
+pub async fn idle_cpu(tern: &Path, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(
+        dags.join("idle.star"),
+        "d = dag(id = \"idle\", max_active_runs = 10)\nfor i in range(10000):\n    shell(id = \"t%d\" % i, cmd = \"true\", queue = \"nowhere\")\n",
+    )?;
+    for i in 0..5 {
+        tern_cmd(
+            tern,
+            &home,
+            &dags,
+            &["dags", "trigger", "idle", "--run-id", &format!("idle{i}")],
+        )?;
+    }
+    let server = crate::remote::ServerProc::start(tern, &home, &dags).await?;
+    let waiting: i64 = {
+        let runs = server.store.list_runs(Some("idle"), None, 10).await?;
+        let mut n = 0;
+        for r in runs {
+            n += server.store.task_instances(r.pk).await?.len() as i64;
+        }
+        n
+    };
+    anyhow::ensure!(
+        waiting == 50_000,
+        "expected 50,000 waiting instances, found {waiting}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut cpu = Vec::new();
+    for _ in 0..runs {
+        let c0 = proc_cpu_s(server.pid())?;
+        let t0 = Instant::now();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        cpu.push((proc_cpu_s(server.pid())? - c0) / t0.elapsed().as_secs_f64() * 100.0);
+    }
+    summary("idle server, 50k waiting: CPU", "% core", cpu);
+    Ok(())
+}
+
+/// `cli`: `tern dags trigger --wait` against `tern standalone`, as a user types it.
+pub async fn cli(tern: &Path, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(dags.join("chain40.star"), crate::chain_dag(40))?;
+    std::fs::write(
+        dags.join("one.star"),
+        "d = dag(id = \"one\")\nshell(id = \"t\", cmd = \"true\")\n",
+    )?;
+    let _server = crate::remote::ServerProc::start(tern, &home, &dags).await?;
+    for (dag, tasks) in [("one", 1), ("chain40", 40)] {
+        // One warm-up run, not counted.
+        tern_cmd(tern, &home, &dags, &["dags", "trigger", dag, "--wait"])?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            let start = Instant::now();
+            tern_cmd(tern, &home, &dags, &["dags", "trigger", dag, "--wait"])?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        let floor = floor::median_secs(runs, || floor::sequential(tasks) + floor::cli_start(tern));
+        summary_vs(&format!("cli trigger --wait {dag}"), "s", times, floor);
+    }
+    Ok(())
+}
