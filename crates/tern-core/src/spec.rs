@@ -51,6 +51,41 @@ pub struct DagSpec {
     pub on_retry: Vec<String>,
     /// Tasks in a topological order: every task comes after all of its upstream tasks.
     pub tasks: Vec<TaskSpec>,
+    /// Lookups derived from `tasks`, computed on first use (never stored or compared).
+    #[serde(skip)]
+    pub index: SpecIndex,
+}
+
+/// Lookups derived from a spec's tasks (position by id, direct downstream tasks, effective
+/// priorities), computed once on first use: the scheduler asks them for every result, and
+/// recomputing them made each result cost as much as the DAG is large. A spec is not changed
+/// once its index is in use (the store hands out shared, immutable specs); a clone starts with
+/// an empty index.
+#[derive(Default)]
+pub struct SpecIndex(std::sync::OnceLock<Index>);
+
+struct Index {
+    position: HashMap<String, usize>,
+    downstream: HashMap<String, Vec<String>>,
+    priorities: HashMap<String, i64>,
+}
+
+impl Clone for SpecIndex {
+    fn clone(&self) -> Self {
+        SpecIndex::default()
+    }
+}
+
+impl PartialEq for SpecIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for SpecIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpecIndex")
+    }
 }
 
 /// A declared DAG parameter: its default and, optionally, the type a value must have.
@@ -348,26 +383,57 @@ impl TaskKind {
 
 impl DagSpec {
     pub fn task(&self, task_id: &str) -> Option<&TaskSpec> {
-        self.tasks.iter().find(|t| t.task_id == task_id)
+        self.index()
+            .position
+            .get(task_id)
+            .and_then(|i| self.tasks.get(*i))
+            .filter(|t| t.task_id == task_id)
     }
 
     /// Direct downstream task ids of every task.
-    pub fn downstream_map(&self) -> HashMap<&str, Vec<&str>> {
-        let mut map: HashMap<&str, Vec<&str>> = HashMap::new();
-        for t in &self.tasks {
-            map.entry(t.task_id.as_str()).or_default();
-            for up in &t.upstream {
-                map.entry(up.as_str()).or_default().push(t.task_id.as_str());
-            }
-        }
-        map
+    pub fn downstream_map(&self) -> &HashMap<String, Vec<String>> {
+        &self.index().downstream
     }
 
     /// Priority of each task as Airflow's default `downstream` weight rule computes it: the
     /// task's own weight plus the weights of every task downstream of it, so long chains start
     /// first.
-    pub fn effective_priorities(&self) -> HashMap<String, i64> {
-        let down = self.downstream_map();
+    pub fn effective_priorities(&self) -> &HashMap<String, i64> {
+        &self.index().priorities
+    }
+
+    fn index(&self) -> &Index {
+        self.index.0.get_or_init(|| {
+            let position: HashMap<String, usize> = self
+                .tasks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.task_id.clone(), i))
+                .collect();
+            let mut downstream: HashMap<String, Vec<String>> = HashMap::new();
+            for t in &self.tasks {
+                downstream.entry(t.task_id.clone()).or_default();
+                for up in &t.upstream {
+                    downstream
+                        .entry(up.clone())
+                        .or_default()
+                        .push(t.task_id.clone());
+                }
+            }
+            let priorities = self.compute_priorities(&position, &downstream);
+            Index {
+                position,
+                downstream,
+                priorities,
+            }
+        })
+    }
+
+    fn compute_priorities(
+        &self,
+        position: &HashMap<String, usize>,
+        down: &HashMap<String, Vec<String>>,
+    ) -> HashMap<String, i64> {
         let mut out: HashMap<String, i64> = HashMap::new();
         // Tasks are topologically ordered, so walking backwards sees downstream tasks first;
         // the set of descendants is collected per task to count shared descendants once.
@@ -375,15 +441,15 @@ impl DagSpec {
         for t in self.tasks.iter().rev() {
             let mut set = std::collections::BTreeSet::new();
             for d in down.get(t.task_id.as_str()).into_iter().flatten() {
-                set.insert(*d);
-                if let Some(ds) = descendants.get(d) {
+                set.insert(d.as_str());
+                if let Some(ds) = descendants.get(d.as_str()) {
                     set.extend(ds.iter().copied());
                 }
             }
             let weight = t.priority_weight
                 + set
                     .iter()
-                    .filter_map(|d| self.task(d))
+                    .filter_map(|d| position.get(*d).map(|i| &self.tasks[*i]))
                     .map(|d| d.priority_weight)
                     .sum::<i64>();
             out.insert(t.task_id.clone(), weight);
@@ -456,6 +522,7 @@ mod tests {
             on_success: vec![],
             on_retry: vec![],
             tasks,
+            index: Default::default(),
         }
     }
 

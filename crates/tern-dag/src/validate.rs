@@ -93,6 +93,7 @@ pub(crate) fn build_dag(d: &DagDraft, file: &str) -> Result<DagSpec, Vec<Problem
         on_success: d.on_success.clone(),
         on_retry: d.on_retry.clone(),
         tasks,
+        index: Default::default(),
     })
 }
 

@@ -1,6 +1,6 @@
 //! In-process signals between the parts of a control plane: work was queued (wake the queue
-//! watcher, which wakes the agents of the queues that have work), DAGs changed (recompute
-//! schedules), a run finished (wake waiters).
+//! watcher, which wakes the agents of the queues that have work), admission was left to the
+//! admitter, DAGs changed (recompute schedules), a run finished (wake waiters).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,9 @@ pub struct Events {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
     /// The set or versions of DAGs changed, or a DAG was paused or unpaused.
     pub dags: Notify,
+    /// A result left admission to the admitter (the admission lock was busy): one stored
+    /// permit, so results that arrive while it admits are covered by its next pass.
+    pub admission: Notify,
     /// A DAG run finished.
     pub run_finished: Notify,
     /// A retry was scheduled: the scheduler recomputes when to wake.
@@ -58,6 +61,9 @@ impl Events {
     pub fn applied(&self, applied: &tern_store::Applied) {
         // The result's transaction knows which queues got work: wake those directly.
         self.wake_queues(&applied.queued_queues);
+        if applied.admission_deferred {
+            self.admission.notify_one();
+        }
         if applied.run_finished {
             self.run_finished.notify_waiters();
         }

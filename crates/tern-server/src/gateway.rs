@@ -16,10 +16,11 @@ use tern_worker::{ControlPlane, TransportError};
 use crate::events::Events;
 use crate::logs::LogStore;
 
-/// How often the queue watcher looks for work queued by another process (a CLI trigger,
-/// another server): SQLite answers "did anything change?" almost for free; PostgreSQL is asked
-/// which queues have work.
-const WATCH_SQLITE: Duration = Duration::from_millis(5);
+/// How often the queue watcher looks for work queued by another process (another server, a
+/// program writing to the database): SQLite answers "did anything change?" almost for free;
+/// PostgreSQL is asked which queues have work. The CLI does not wait for this: it pokes the
+/// servers of its data folder (see [`crate::wake`]).
+const WATCH_SQLITE: Duration = Duration::from_millis(50);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
 /// How often, at most, the queue watcher looks for revocations made by another process.
 const REVOCATION_CHECK: Duration = Duration::from_millis(250);
@@ -189,6 +190,31 @@ impl Gateway {
                         self.events.agents_revoked.notify_waiters();
                     }
                     revoked = Some(n);
+                }
+            }
+        }
+    }
+
+    /// Admits what results left to it (see [`tern_store::Applied::admission_deferred`]): on
+    /// PostgreSQL a result does not wait for the admission lock another transaction holds;
+    /// this one pass, waiting for the lock, admits for all the results that arrived meanwhile.
+    pub async fn admit_deferred(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = self.events.admission.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.events.roles.beat("admitter");
+            match self.store.admit_now().await {
+                Ok(queues) => self.events.wake_queues(&queues),
+                Err(e) => {
+                    // Housekeeping admits too; try again soon rather than wait for it.
+                    tracing::warn!("admission failed, retrying: {e}");
+                    self.events.admission.notify_one();
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
                 }
             }
         }

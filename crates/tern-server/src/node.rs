@@ -249,6 +249,11 @@ impl Node {
                 "queue_watcher",
                 gateway.clone().watch_queues(shutdown.clone()),
             );
+            roles_sup.spawn("admitter", gateway.clone().admit_deferred(shutdown.clone()));
+            roles_sup.spawn(
+                "wake_listener",
+                crate::wake::listen(cfg.home.clone(), events.clone(), shutdown.clone()),
+            );
         }
         if roles.http {
             roles_sup.spawn(

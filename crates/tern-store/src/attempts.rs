@@ -532,12 +532,13 @@ impl Store {
         .bind(&note)
         .execute(&mut **tx)
         .await?;
-        let queued_queues = self.admit(tx, now).await?;
+        let admitted = self.try_admit(tx, now).await?;
         Ok(Applied {
             accepted: true,
             retry_pending: true,
-            queued_any: !queued_queues.is_empty(),
-            queued_queues,
+            queued_any: admitted.as_ref().is_some_and(|q| !q.is_empty()),
+            admission_deferred: admitted.is_none(),
+            queued_queues: admitted.unwrap_or_default(),
             ..Applied::default()
         })
     }
@@ -607,7 +608,9 @@ impl Store {
                 .finish_run_if_done(tx, ti.run_pk, spec, states, now)
                 .await?;
         }
-        applied.queued_queues = self.admit(tx, now).await?;
+        let admitted = self.try_admit(tx, now).await?;
+        applied.admission_deferred = admitted.is_none();
+        applied.queued_queues = admitted.unwrap_or_default();
         applied.queued_any = !applied.queued_queues.is_empty();
         Ok(applied)
     }

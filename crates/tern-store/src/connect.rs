@@ -233,6 +233,22 @@ impl Store {
         Ok(())
     }
 
+    /// Takes the admission lock if nobody holds it, without waiting (PostgreSQL; SQLite
+    /// already serialises writers, so it is always free there). A result whose transaction
+    /// finds it taken leaves admission to the admitter, which waits for it.
+    pub(crate) async fn try_lock_admission(
+        &self,
+        tx: &mut Transaction<'static, sqlx::Any>,
+    ) -> Result<bool> {
+        if self.backend == Backend::Postgres {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(727100001)")
+                .fetch_one(&mut **tx)
+                .await?;
+            return Ok(got);
+        }
+        Ok(true)
+    }
+
     /// Serialises DAG folder syncs across processes, so two of them never both write version N
     /// of a DAG (PostgreSQL; SQLite already serialises writers).
     pub(crate) async fn lock_dag_sync(

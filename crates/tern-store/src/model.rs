@@ -116,6 +116,10 @@ pub struct Applied {
     pub queued_queues: Vec<String>,
     /// Whether the run finished.
     pub run_finished: bool,
+    /// Whether admission was left to the admitter: another transaction held the admission
+    /// lock (PostgreSQL), so the result did not wait for it. Call [`crate::Store::admit_now`]
+    /// (the server's admitter does) to queue what this result made ready.
+    pub admission_deferred: bool,
     /// Whether the attempt failed with tries left: a retry is due later.
     pub retry_pending: bool,
     /// How long the ended attempt ran (for the task-duration metric).

@@ -12,7 +12,7 @@ use rand::RngCore;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tern_core::trigger::{evaluate, Readiness};
-use tern_core::{DagSpec, TaskState, UpstreamSummary};
+use tern_core::{DagSpec, TaskKind, TaskState, UpstreamSummary};
 
 use crate::model::parse_state;
 use crate::time::from_ms;
@@ -115,7 +115,7 @@ impl Store {
         if let Some(seeds) = seeds {
             if seeds
                 .iter()
-                .all(|s| down.get(s).is_none_or(|d| d.is_empty()))
+                .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
             {
                 return Ok(None);
             }
@@ -132,10 +132,13 @@ impl Store {
             None => spec.tasks.iter().map(|t| t.task_id.as_str()).collect(),
             Some(seeds) => seeds
                 .iter()
-                .flat_map(|s| down.get(s).into_iter().flatten().copied())
+                .flat_map(|s| down.get(*s).into_iter().flatten().map(String::as_str))
                 .collect(),
         };
         let mut to_schedule: Vec<&str> = Vec::new();
+        // `empty` tasks that may run are done here, as Airflow's scheduler does with
+        // `EmptyOperator`: no pool slot, no agent, no process.
+        let mut done_here: Vec<&str> = Vec::new();
         let mut settled: Vec<(&str, TaskState)> = Vec::new();
         // Tasks are in topological order, so one pass sees a task after everything upstream.
         for task in &spec.tasks {
@@ -150,6 +153,11 @@ impl Store {
             );
             match evaluate(task.trigger_rule, summary) {
                 Readiness::Wait => {}
+                Readiness::Run if matches!(task.kind, TaskKind::Empty) => {
+                    done_here.push(id);
+                    states.insert(id.to_string(), TaskState::Success);
+                    candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
+                }
                 Readiness::Run => {
                     to_schedule.push(id);
                     states.insert(id.to_string(), TaskState::Scheduled);
@@ -158,7 +166,7 @@ impl Store {
                     let st = r.settled_state().expect("skip and upstream_failed settle");
                     settled.push((id, st));
                     states.insert(id.to_string(), st);
-                    candidates.extend(down.get(id).into_iter().flatten().copied());
+                    candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
                 }
             }
         }
@@ -168,6 +176,18 @@ impl Store {
                 placeholders(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(run_pk);
+            for id in chunk {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        for chunk in done_here.chunks(500) {
+            let sql = format!(
+                "UPDATE task_instances SET state = 'success', started_at = $2, ended_at = $2, note = NULL \
+                 WHERE run_pk = $1 AND task_id IN ({})",
+                placeholders(3, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(run_pk).bind(now);
             for id in chunk {
                 q = q.bind(*id);
             }
@@ -204,15 +224,17 @@ impl Store {
         let states = match states {
             Some(s) => s,
             None => {
-                // Counting is cheaper than reading every state; read them only once done.
-                let open: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 \
-                     AND state NOT IN ('success', 'failed', 'upstream_failed', 'skipped', 'removed')",
+                // One probe of the in-flight index answers "not yet" while anything of the run
+                // waits or runs (the common case, whatever the run's size); every state is read
+                // only when nothing is in flight.
+                let in_flight: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM task_instances WHERE run_pk = $1 \
+                     AND state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') LIMIT 1",
                 )
                 .bind(run_pk)
-                .fetch_one(&mut **tx)
+                .fetch_optional(&mut **tx)
                 .await?;
-                if open > 0 {
+                if in_flight.is_some() {
                     return Ok(false);
                 }
                 let mut all = HashMap::new();
@@ -258,13 +280,56 @@ impl Store {
     }
 
     /// Moves `scheduled` instances to `queued`, highest priority first, while their pool has
-    /// free slots and their DAG is under `max_active_tasks`. Returns the queues that got work.
+    /// free slots and their DAG is under `max_active_tasks`. Waits for the admission lock.
+    /// Returns the queues that got work.
     pub(crate) async fn admit(
         &self,
         tx: &mut Transaction<'static, Any>,
         now: i64,
     ) -> Result<Vec<String>> {
         self.lock_admission(tx).await?;
+        self.admit_locked(tx, now).await
+    }
+
+    /// [`Store::admit`] if the admission lock is free now; `None` when another transaction
+    /// holds it (PostgreSQL): the caller leaves admission to the admitter
+    /// ([`Store::admit_now`]) instead of waiting, so results never queue up behind one lock.
+    pub(crate) async fn try_admit(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        now: i64,
+    ) -> Result<Option<Vec<String>>> {
+        if !self.try_lock_admission(tx).await? {
+            return Ok(None);
+        }
+        Ok(Some(self.admit_locked(tx, now).await?))
+    }
+
+    /// Admission in a transaction of its own, waiting for the admission lock: what the
+    /// admitter runs after results that left admission to it. Returns the queues that got
+    /// work.
+    pub async fn admit_now(&self) -> Result<Vec<String>> {
+        let now = self.now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let queues = self.admit(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(queues)
+    }
+
+    /// For tests: holds the admission lock (PostgreSQL) until the returned transaction is
+    /// dropped, as a long admission in another process would.
+    #[doc(hidden)]
+    pub async fn debug_hold_admission_lock(&self) -> Result<Transaction<'static, Any>> {
+        let mut tx = self.pool.begin().await?;
+        self.lock_admission(&mut tx).await?;
+        Ok(tx)
+    }
+
+    async fn admit_locked(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        now: i64,
+    ) -> Result<Vec<String>> {
         // Free slots per pool and running instances per DAG, in one statement.
         let usage = format!(
             "SELECT 'pool', name, slots - (SELECT COUNT(*) FROM task_instances t \
@@ -292,6 +357,32 @@ impl Store {
         let mut admitted: Vec<i64> = Vec::new();
         let mut queues: Vec<String> = Vec::new();
         let mut missing_pool: Vec<(i64, String)> = Vec::new();
+        // DAGs at their limit (the highest `max_active_tasks` of their running versions) and
+        // pools with no free slot are left out of the candidate query, so instances waiting
+        // on them cost nothing, however many there are.
+        let mut dag_limit: HashMap<String, i64> = HashMap::new();
+        if free_total > 0 {
+            for r in sqlx::query(
+                "SELECT DISTINCT dag_id, version_id FROM dag_runs WHERE state = 'running'",
+            )
+            .fetch_all(&mut **tx)
+            .await?
+            {
+                let spec = self.spec(r.try_get(1)?).await?;
+                let limit = dag_limit.entry(r.try_get(0)?).or_insert(0);
+                *limit = (*limit).max(i64::from(spec.max_active_tasks));
+            }
+        }
+        let mut full_dags: Vec<String> = dag_used
+            .iter()
+            .filter(|(d, used)| dag_limit.get(*d).is_some_and(|l| **used >= *l))
+            .map(|(d, _)| d.clone())
+            .collect();
+        let mut full_pools: Vec<String> = pool_free
+            .iter()
+            .filter(|(_, free)| **free <= 0)
+            .map(|(p, _)| p.clone())
+            .collect();
         // Read the most urgent candidates a page at a time, a page about as large as the free
         // capacity: admission stays cheap however many instances wait.
         let mut after: Option<(i64, i64)> = None;
@@ -299,19 +390,34 @@ impl Store {
             if free_total <= 0 {
                 break;
             }
-            let limit = free_total.saturating_mul(4).saturating_add(32).min(4096);
-            let rows = sqlx::query(
+            let limit = free_total.saturating_add(32).min(4096);
+            let mut sql = String::from(
                 "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue FROM task_instances ti \
                  JOIN dag_runs r ON r.id = ti.run_pk \
-                 WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3)) \
-                 ORDER BY ti.priority DESC, ti.id LIMIT $4",
-            )
-            .bind(i64::from(after.is_some()))
-            .bind(after.map(|a| a.0).unwrap_or(0))
-            .bind(after.map(|a| a.1).unwrap_or(0))
-            .bind(limit)
-            .fetch_all(&mut **tx)
-            .await?;
+                 WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3))",
+            );
+            if !full_dags.is_empty() {
+                sql += &format!(
+                    " AND ti.dag_id NOT IN ({})",
+                    placeholders(5, full_dags.len())
+                );
+            }
+            if !full_pools.is_empty() {
+                sql += &format!(
+                    " AND ti.pool NOT IN ({})",
+                    placeholders(5 + full_dags.len(), full_pools.len())
+                );
+            }
+            sql += " ORDER BY ti.priority DESC, ti.id LIMIT $4";
+            let mut q = sqlx::query(&sql)
+                .bind(i64::from(after.is_some()))
+                .bind(after.map(|a| a.0).unwrap_or(0))
+                .bind(after.map(|a| a.1).unwrap_or(0))
+                .bind(limit);
+            for name in full_dags.iter().chain(&full_pools) {
+                q = q.bind(name);
+            }
+            let rows = q.fetch_all(&mut **tx).await?;
             let page_len = rows.len() as i64;
             for r in rows {
                 let id: i64 = r.try_get(0)?;
@@ -323,8 +429,18 @@ impl Store {
                     missing_pool.push((id, pool));
                     continue;
                 };
-                let used = dag_used.entry(dag).or_default();
-                if *free <= 0 || *used >= i64::from(spec.max_active_tasks) {
+                if *free <= 0 {
+                    if !full_pools.contains(&pool) {
+                        full_pools.push(pool);
+                    }
+                    continue;
+                }
+                let used = dag_used.entry(dag.clone()).or_default();
+                if *used >= i64::from(spec.max_active_tasks) {
+                    if dag_limit.get(&dag).is_none_or(|l| *used >= *l) && !full_dags.contains(&dag)
+                    {
+                        full_dags.push(dag);
+                    }
                     continue;
                 }
                 *free -= 1;
@@ -352,10 +468,19 @@ impl Store {
         }
         for chunk in admitted.chunks(500) {
             let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
-            let sql = format!(
-                "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN ({})",
-                ids.join(",")
-            );
+            // On PostgreSQL an instance another transaction is changing right now (a clear, a
+            // mark) is skipped rather than waited for: that transaction admits after it.
+            let sql = match self.backend() {
+                crate::Backend::Postgres => format!(
+                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN \
+                     (SELECT id FROM task_instances WHERE id IN ({}) AND state = 'scheduled' FOR UPDATE SKIP LOCKED)",
+                    ids.join(",")
+                ),
+                crate::Backend::Sqlite => format!(
+                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN ({}) AND state = 'scheduled'",
+                    ids.join(",")
+                ),
+            };
             sqlx::query(&sql).bind(now).execute(&mut **tx).await?;
         }
         Ok(queues)

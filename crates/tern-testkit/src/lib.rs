@@ -132,11 +132,29 @@ pub fn dag(dag_id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
         on_success: vec![],
         on_retry: vec![],
         tasks,
+        index: Default::default(),
     }
 }
 
-/// An `empty` task with the given upstream task ids.
+/// A task that an agent must run (a shell `true`), with the given upstream task ids: the
+/// store's tests drive its claims and results by hand. (An `empty` task never reaches an
+/// agent: the scheduler marks it done, see [`empty`].)
 pub fn task(task_id: &str, upstream: &[&str]) -> TaskSpec {
+    let mut t = TaskSpec::new(
+        task_id,
+        TaskKind::Shell {
+            cmd: "true".into(),
+            env: BTreeMap::new(),
+            cwd: None,
+            sandbox: None,
+        },
+    );
+    t.upstream = upstream.iter().map(|s| s.to_string()).collect();
+    t
+}
+
+/// An `empty` task with the given upstream task ids.
+pub fn empty(task_id: &str, upstream: &[&str]) -> TaskSpec {
     let mut t = TaskSpec::new(task_id, TaskKind::Empty);
     t.upstream = upstream.iter().map(|s| s.to_string()).collect();
     t
@@ -145,12 +163,9 @@ pub fn task(task_id: &str, upstream: &[&str]) -> TaskSpec {
 /// A `shell` task running `cmd` with the given upstream task ids.
 pub fn shell(task_id: &str, cmd: &str, upstream: &[&str]) -> TaskSpec {
     let mut t = task(task_id, upstream);
-    t.kind = TaskKind::Shell {
-        cmd: cmd.into(),
-        env: BTreeMap::new(),
-        cwd: None,
-        sandbox: None,
-    };
+    if let TaskKind::Shell { cmd: c, .. } = &mut t.kind {
+        *c = cmd.into();
+    }
     t
 }
 

@@ -2,60 +2,58 @@
 //! reported: if the agent is killed in between, the next start delivers the recorded result
 //! instead of running a finished command again. Written without `fsync` (a killed process
 //! loses nothing it wrote; a machine crash may, and then the task runs again: delivery stays at
-//! least once). Each record names the process that wrote it, so several agents may share the
-//! folder and each replays only what dead ones left.
+//! least once). Records go to the journal of the process that wrote them (see
+//! [`crate::journal`]), so several agents may share the folder and each replays only what dead
+//! ones left.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tern_protocol::Completion;
 
+use crate::journal::{self, Journal};
+
 #[derive(Debug)]
 pub struct EndedRecords {
-    dir: PathBuf,
+    dir: std::path::PathBuf,
+    journal: Journal,
 }
 
-fn name(pid: u32, ti_id: i64, attempt: &str) -> String {
-    format!("{pid}.{}.json", crate::spool::file_name(ti_id, attempt))
+fn key(ti_id: i64, attempt: &str) -> String {
+    crate::spool::file_name(ti_id, attempt)
 }
 
 impl EndedRecords {
     pub fn open(dir: &Path) -> io::Result<EndedRecords> {
-        std::fs::create_dir_all(dir)?;
         Ok(EndedRecords {
             dir: dir.to_path_buf(),
+            journal: Journal::open(dir)?,
         })
     }
 
-    /// Records how an attempt ended (written whole, then renamed into place).
+    /// Records how an attempt ended.
     pub fn record(&self, c: &Completion) -> io::Result<()> {
-        let path = self.dir.join(name(std::process::id(), c.ti_id, &c.attempt));
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(c).expect("serialisable"))?;
-        std::fs::rename(tmp, path)
+        self.journal.add(
+            &key(c.ti_id, &c.attempt),
+            &serde_json::to_string(c).expect("serialisable"),
+        )
     }
 
     /// Forgets an attempt whose result the control plane has taken (or refused).
     pub fn forget(&self, ti_id: i64, attempt: &str) {
-        let _ = std::fs::remove_file(self.dir.join(name(std::process::id(), ti_id, attempt)));
+        self.journal.remove(&key(ti_id, attempt));
     }
 
     /// Takes the records left by processes that are gone (including an earlier process with
-    /// this one's id): each is removed as it is returned, so it is delivered once.
+    /// this one's id): each journal is removed once read, so a record is delivered once.
     pub fn take_leftovers(&self) -> io::Result<Vec<Completion>> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let owner = file.split('.').next().and_then(|p| p.parse::<u32>().ok());
-            if owner.is_some_and(|pid| !crate::process::left_by_gone_process(pid)) {
-                continue;
-            }
-            if path.extension().is_some_and(|e| e == "json") {
-                if let Ok(c) = serde_json::from_slice::<Completion>(&std::fs::read(&path)?) {
-                    out.push(c);
-                }
-            }
+        for (path, entries) in journal::leftovers(&self.dir)? {
+            out.extend(
+                entries
+                    .iter()
+                    .filter_map(|(_, json)| serde_json::from_str::<Completion>(json).ok()),
+            );
             let _ = std::fs::remove_file(&path);
         }
         Ok(out)
@@ -86,13 +84,19 @@ mod tests {
         rec.record(&done(1)).unwrap();
         rec.record(&done(2)).unwrap();
         rec.forget(2, "tok-1");
-        // Another live process's record stays.
+        // Another live process's journal stays.
         let live = std::os::unix::process::parent_id();
         std::fs::write(
-            dir.path().join(name(live, 3, "tok-1")),
-            serde_json::to_vec(&done(3)).unwrap(),
+            dir.path().join(format!("{live}.journal")),
+            format!(
+                "+ {} {}\n",
+                key(3, "tok-1"),
+                serde_json::to_string(&done(3)).unwrap()
+            ),
         )
         .unwrap();
+        // This process's own journal counts as a gone predecessor's here (a restarted agent
+        // with the same id reads it before it records anything).
         let taken = rec.take_leftovers().unwrap();
         assert_eq!(taken.iter().map(|c| c.ti_id).collect::<Vec<_>>(), vec![1]);
         assert!(rec.take_leftovers().unwrap().is_empty());

@@ -3,18 +3,21 @@
 //!
 //! Every task process leads a process group of its own and dies with its agent
 //! (`PR_SET_PDEATHSIG`), but the signal reaches only that process: its own children would
-//! live on after a `kill -9` of the agent and overlap the retry. So each try writes a file
-//! `<pgid>` (the agent's pid and the try's attempt token) while it runs. At start an agent
-//! looks at the files whose agent is gone: a group with a process still carrying that
-//! attempt's `TERN_ATTEMPT` in its environment is killed whole. (A process id is never reused
+//! live on after a `kill -9` of the agent and overlap the retry. So each try notes its group
+//! and attempt token in the agent's journal (`<agent pid>.journal`, see [`crate::journal`])
+//! while it runs. At start an agent replays the journals of agents that are gone: a group with
+//! a process still carrying that attempt's `TERN_ATTEMPT` in its environment is killed whole. (A process id is never reused
 //! while it names a live process group, and the environment check rules out a group that
 //! came and went.)
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
+
+use crate::journal::{self, Journal};
 
 /// The variable that marks every process of a try (and is inherited by its children).
 pub const ATTEMPT_VAR: &str = "TERN_ATTEMPT";
@@ -22,65 +25,59 @@ pub const ATTEMPT_VAR: &str = "TERN_ATTEMPT";
 #[derive(Debug)]
 pub struct GroupRegistry {
     dir: PathBuf,
+    journal: Arc<Journal>,
 }
 
-/// A try's entry in the registry; removed when dropped.
+/// A try's entry in the registry; closed when dropped.
 pub struct Registered {
-    path: PathBuf,
+    journal: Arc<Journal>,
+    pgid: u32,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        self.journal.remove(&self.pgid.to_string());
     }
 }
 
 impl GroupRegistry {
     /// The registry in `dir` (created if missing).
     pub fn open(dir: &Path) -> io::Result<GroupRegistry> {
-        std::fs::create_dir_all(dir)?;
         Ok(GroupRegistry {
             dir: dir.to_path_buf(),
+            journal: Arc::new(Journal::open(dir)?),
         })
     }
 
     /// Notes that process group `pgid` runs the try `attempt` of this process.
     pub fn record(&self, pgid: u32, attempt: &str) -> io::Result<Registered> {
-        let path = self.dir.join(pgid.to_string());
-        std::fs::write(&path, format!("{}\n{attempt}\n", std::process::id()))?;
-        Ok(Registered { path })
+        self.journal.add(&pgid.to_string(), attempt)?;
+        Ok(Registered {
+            journal: self.journal.clone(),
+            pgid,
+        })
     }
 
     /// Kills every group left by tries of agents that are gone; returns how many groups were
-    /// killed. Entries of other live agents sharing the folder are left alone; an entry with
-    /// this process's own id is a predecessor's (an agent that always runs as pid 1 in a
-    /// container), since this process has started no try yet when it calls this.
+    /// killed. Journals of other live agents sharing the folder are left alone; this process's
+    /// own id is a predecessor's (an agent that always runs as pid 1 in a container), since
+    /// this process has started no try yet when it calls this.
     pub fn end_leftovers(&self) -> io::Result<usize> {
         let mut killed = 0;
-        for entry in std::fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            let Some(pgid) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.parse::<i32>().ok())
-            else {
-                continue;
-            };
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let mut lines = text.lines();
-            let owner = lines.next().and_then(|l| l.trim().parse::<u32>().ok());
-            let attempt = lines.next().unwrap_or("").trim().to_string();
-            if owner.is_some_and(|pid| !crate::process::left_by_gone_process(pid)) {
-                continue;
-            }
-            if !attempt.is_empty() && group_runs_attempt(pgid, &attempt) {
-                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-                killed += 1;
-                tracing::warn!(
-                    pgid,
-                    attempt,
-                    "ended the processes a stopped agent's try left running"
-                );
+        for (path, entries) in journal::leftovers(&self.dir)? {
+            for (pgid, attempt) in entries {
+                let Ok(pgid) = pgid.parse::<i32>() else {
+                    continue;
+                };
+                if !attempt.is_empty() && group_runs_attempt(pgid, &attempt) {
+                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+                    killed += 1;
+                    tracing::warn!(
+                        pgid,
+                        attempt,
+                        "ended the processes a stopped agent's try left running"
+                    );
+                }
             }
             let _ = std::fs::remove_file(&path);
         }
@@ -135,22 +132,30 @@ mod tests {
             .spawn()
             .unwrap();
         let pgid = child.id();
-        // Owned by another live agent (the test runner's parent stands in for one): kept.
+        // In the journal of another live agent (the test runner's parent stands in for one):
+        // kept.
         let live = std::os::unix::process::parent_id();
-        std::fs::write(
-            dir.path().join(pgid.to_string()),
-            format!("{live}\ntok-1\n"),
-        )
-        .unwrap();
+        let live_journal = dir.path().join(format!("{live}.journal"));
+        std::fs::write(&live_journal, format!("+ {pgid} tok-1\n")).unwrap();
         assert_eq!(reg.end_leftovers().unwrap(), 0);
         assert!(child.try_wait().unwrap().is_none());
-        // Owned by an agent that is gone.
-        std::fs::write(dir.path().join(pgid.to_string()), "999999999\ntok-1\n").unwrap();
-        // A different attempt's marker is not ours: the group is left alone.
-        std::fs::write(dir.path().join("1"), "999999999\nother\n").unwrap();
+        std::fs::remove_file(&live_journal).unwrap();
+        // In the journal of an agent that is gone; a different attempt's marker is not ours
+        // (that group is left alone), and a closed entry is not looked at.
+        std::fs::write(
+            dir.path().join("999999999.journal"),
+            format!("+ 1 other\n+ 2 tok-2\n- 2\n+ {pgid} tok-1\n"),
+        )
+        .unwrap();
         assert_eq!(reg.end_leftovers().unwrap(), 1);
         let status = child.wait().unwrap();
         assert!(!status.success(), "killed: {status:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // A try of this process is in its own journal until its entry is dropped.
+        let entry = reg.record(4242, "tok-3").unwrap();
+        let own = dir.path().join(format!("{}.journal", std::process::id()));
+        assert_eq!(journal::replay(&own).unwrap().len(), 1);
+        drop(entry);
+        assert!(journal::replay(&own).unwrap().is_empty());
     }
 }

@@ -13,6 +13,7 @@ pub mod ended;
 pub mod executor;
 pub mod groups;
 pub mod http_transport;
+pub mod journal;
 pub mod logsink;
 pub mod mask;
 pub mod outputs;

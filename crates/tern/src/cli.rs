@@ -42,6 +42,16 @@ pub struct Cli {
 }
 
 impl Command {
+    /// Whether the servers of the data folder are poked when the command ends (every command
+    /// but the long-running ones): what it changed (a run, a clear, a new DAG version found by
+    /// its folder sync) is acted on at once, not at the servers' next poll.
+    pub fn changes_the_database(&self) -> bool {
+        !matches!(
+            self,
+            Command::Standalone(_) | Command::Server(_) | Command::Agent(_)
+        )
+    }
+
     /// Whether the command only reads and prints (no server, agent or task process): such a
     /// command ends quietly when its output is closed early (`tern dags list | head`).
     pub fn only_prints(&self) -> bool {

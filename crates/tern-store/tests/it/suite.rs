@@ -165,6 +165,134 @@ pub async fn chain_advances_on_completion_without_a_tick(store: Store) {
     assert!(run.ended_at.is_some());
 }
 
+/// `empty` tasks never reach an agent: the scheduler marks them done when their trigger rule
+/// lets them run, in the same transaction, and goes on downstream (Airflow's `EmptyOperator`).
+pub async fn empty_tasks_are_done_by_the_scheduler(store: Store) {
+    use tern_testkit::empty;
+    // start (empty) >> work >> join (empty) >> end (empty); skip (empty, all_failed) after work.
+    let mut skip = empty("only_if_failed", &["work"]);
+    skip.trigger_rule = TriggerRule::AllFailed;
+    let v = setup(
+        &store,
+        dag(
+            "e",
+            vec![
+                empty("start", &[]),
+                task("work", &["start"]),
+                empty("join", &["work"]),
+                empty("end", &["join"]),
+                skip,
+            ],
+        ),
+    )
+    .await;
+    let (run, queued) = store.create_run(&new_run("e", "r1"), v).await.unwrap();
+    assert!(
+        queued,
+        "work is queued at the trigger, behind the empty start"
+    );
+    assert_eq!(state_of(&store, run.pk, "start").await, TaskState::Success);
+    let start = store.task_instance(run.pk, "start").await.unwrap();
+    assert_eq!(start.try_number, 0, "no try: no agent ran it");
+    assert!(start.started_at.is_some() && start.ended_at.is_some());
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.task_id, "work", "only the real task reaches an agent");
+    let applied = store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    assert!(
+        applied.run_finished,
+        "the empty tasks after it end with its result"
+    );
+    assert!(store.claim(&queues(), "w", LEASE).await.unwrap().is_none());
+    assert_eq!(state_of(&store, run.pk, "join").await, TaskState::Success);
+    assert_eq!(state_of(&store, run.pk, "end").await, TaskState::Success);
+    assert_eq!(
+        state_of(&store, run.pk, "only_if_failed").await,
+        TaskState::Skipped
+    );
+    assert_eq!(
+        store.get_run("e", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    // A DAG of only empty tasks ends at its trigger.
+    let v = setup(
+        &store,
+        dag("only", vec![empty("a", &[]), empty("b", &["a"])]),
+    )
+    .await;
+    let (run, queued) = store.create_run(&new_run("only", "r1"), v).await.unwrap();
+    assert!(!queued);
+    assert_eq!(run.state, RunState::Success, "{run:?}");
+}
+
+/// A result never waits for the admission lock: when another transaction holds it
+/// (PostgreSQL), the result is recorded at once and admission is left to `admit_now`.
+pub async fn a_result_leaves_admission_to_the_admitter_when_the_lock_is_busy(store: Store) {
+    let v = setup(&store, dag("adm", vec![task("a", &[]), task("b", &["a"])])).await;
+    let (run, _) = store.create_run(&new_run("adm", "r1"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    let hold = store.debug_hold_admission_lock().await.unwrap();
+    let applied = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.complete(c.ti.id, &c.attempt, &ok()),
+    )
+    .await
+    .expect("the result does not wait for the admission lock")
+    .unwrap();
+    assert!(applied.accepted);
+    match store.backend() {
+        tern_store::Backend::Postgres => {
+            assert!(applied.admission_deferred, "{applied:?}");
+            assert!(applied.queued_queues.is_empty());
+            assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Scheduled);
+        }
+        // SQLite serialises writers: the lock is always free inside a transaction.
+        tern_store::Backend::Sqlite => assert!(!applied.admission_deferred),
+    }
+    drop(hold);
+    let queues_with_work = store.admit_now().await.unwrap();
+    if applied.admission_deferred {
+        assert_eq!(queues_with_work, vec!["default".to_string()]);
+    }
+    assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Queued);
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.task_id, "b");
+}
+
+/// A DAG at its `max_active_tasks` never starves another DAG, however many of its (more
+/// urgent) instances wait: admission leaves full DAGs out of its candidate query instead of
+/// reading their instances page after page.
+pub async fn a_full_dag_does_not_starve_other_dags(store: Store) {
+    store.set_pool("default_pool", 3, "").await.unwrap();
+    let mut big = dag(
+        "big",
+        (0..700)
+            .map(|i| {
+                let mut t = task(&format!("t{i}"), &[]);
+                t.priority_weight = 10;
+                t
+            })
+            .collect(),
+    );
+    big.max_active_tasks = 1;
+    let vb = setup(&store, big).await;
+    let vs = setup(&store, dag("small", vec![task("only", &[])])).await;
+    store.create_run(&new_run("big", "r1"), vb).await.unwrap();
+    let (small, _) = store.create_run(&new_run("small", "r1"), vs).await.unwrap();
+    assert_eq!(
+        state_of(&store, small.pk, "only").await,
+        TaskState::Queued,
+        "the small DAG's task is admitted beside the full one"
+    );
+    // And housekeeping's admission, with both present, admits nothing more of the full DAG.
+    store.promote_and_admit().await.unwrap();
+    let mut claimed = Vec::new();
+    while let Some(c) = store.claim(&queues(), "w", LEASE).await.unwrap() {
+        claimed.push(c.ti.dag_id.clone());
+    }
+    claimed.sort();
+    assert_eq!(claimed, vec!["big".to_string(), "small".to_string()]);
+}
+
 pub async fn failure_propagates_by_trigger_rules(store: Store) {
     let mut cleanup = task("cleanup", &["b"]);
     cleanup.trigger_rule = TriggerRule::AllDone;

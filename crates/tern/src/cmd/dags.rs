@@ -189,29 +189,53 @@ async fn trigger_cmd(cfg: &Config, a: TriggerArgs) -> anyhow::Result<i32> {
     if !a.wait {
         return Ok(0);
     }
-    eprintln!(
-        "waiting for {} {} (a scheduler must be running: `tern standalone`)",
-        a.dag_id, run.run_id
-    );
+    // The servers of this folder start it now rather than at their next poll.
+    tern_server::wake::poke(&cfg.home);
+    eprintln!("waiting for {} {}", a.dag_id, run.run_id);
     let run = wait_for_run(&store, &a.dag_id, &run.run_id).await?;
     report_run(&store, &run).await?;
     Ok(if run.state == RunState::Success { 0 } else { 1 })
 }
 
-/// Polls the store until the run ends (the run may be executed by another process).
+/// Waits until the run ends (it is executed by another process): the run is read again only
+/// when the database changed (SQLite tells that for the price of one pragma, so a run's end is
+/// seen within a few milliseconds), and at most every 20 ms on PostgreSQL. If nothing ran it
+/// after a while, says once that a scheduler must be running.
 async fn wait_for_run(
     store: &Store,
     dag_id: &str,
     run_id: &str,
 ) -> anyhow::Result<tern_store::DagRun> {
+    let poll = match store.backend() {
+        tern_store::Backend::Sqlite => Duration::from_millis(2),
+        tern_store::Backend::Postgres => Duration::from_millis(20),
+    };
+    let started = std::time::Instant::now();
+    let mut hinted = false;
+    let mut changes = store.change_watch();
     loop {
-        let run = store.get_run(dag_id, run_id).await?;
-        if run.state.is_finished() {
-            return Ok(run);
+        if changes.changed(store).await {
+            let run = store.get_run(dag_id, run_id).await?;
+            if run.state.is_finished() {
+                return Ok(run);
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !hinted && started.elapsed() >= NO_SCHEDULER_HINT_AFTER {
+            hinted = true;
+            let run = store.get_run(dag_id, run_id).await?;
+            let tis = store.task_instances(run.pk).await?;
+            if !tis.iter().any(|t| t.started_at.is_some()) {
+                eprintln!(
+                    "{dag_id} {run_id} has not started yet: is a scheduler running (`tern standalone` or `tern server` on this data folder)?"
+                );
+            }
+        }
+        tokio::time::sleep(poll).await;
     }
 }
+
+/// How long `--wait` waits for a run to start before it asks whether a scheduler runs.
+const NO_SCHEDULER_HINT_AFTER: Duration = Duration::from_secs(5);
 
 /// Prints a finished run's outcome and each task's state to stderr.
 pub async fn report_run(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<()> {

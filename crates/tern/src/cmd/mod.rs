@@ -27,7 +27,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     if remote {
         return crate::remote::run(&cli.server[0], cli.token, cli.command).await;
     }
-    match cli.command {
+    let home = cfg.home.clone();
+    let pokes = cli.command.changes_the_database();
+    let code = match cli.command {
         Command::Standalone(args) => standalone::run(cfg, args, true).await,
         Command::Server(args) => standalone::run(cfg, args, false).await,
         Command::Agent(mut args) => {
@@ -50,7 +52,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tokens(c) => users::tokens(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,
         Command::Config(c) => misc::config(cfg, c).await,
+    };
+    if pokes {
+        // The servers of this data folder look at what changed at once.
+        tern_server::wake::poke(&home);
     }
+    code
 }
 
 /// Opens (and migrates) the metadata database of `cfg`.

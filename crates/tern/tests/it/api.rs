@@ -275,6 +275,8 @@ fn metrics_need_a_token_and_count_what_happened() {
         "scheduler",
         "notifier",
         "queue_watcher",
+        "admitter",
+        "wake_listener",
         "local_agent",
         "http",
         "agent_liveness",

@@ -223,10 +223,10 @@ shell(id = "t", retries = 3, retry_delay = "0s",
     let dir = t.path().join("run").join("ended");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
-        dir.join(format!("999999999.{ti_id}.{attempt}.json")),
+        dir.join("999999999.journal"),
         format!(
-            r#"{{"ti_id": {ti_id}, "attempt": "{attempt}", "success": true, "retryable": false, "exit_code": 0, "reason": null, "outputs": {{}}}}"#
-        ),
+            r#"+ {ti_id}.{attempt} {{"ti_id": {ti_id}, "attempt": "{attempt}", "success": true, "retryable": false, "exit_code": 0, "reason": null, "outputs": {{}}}}"#
+        ) + "\n",
     )
     .unwrap();
     let _sa2 = t.standalone();
