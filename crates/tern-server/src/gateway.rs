@@ -19,8 +19,9 @@ use crate::logs::LogStore;
 /// How often the queue watcher looks for work queued by another process (another server, a
 /// program writing to the database): SQLite answers "did anything change?" almost for free;
 /// PostgreSQL is asked which queues have work. The CLI does not wait for this: it pokes the
-/// servers of its data folder (see [`crate::wake`]).
-const WATCH_SQLITE: Duration = Duration::from_millis(50);
+/// servers of its data folder (see [`crate::wake`]). (A 50 ms SQLite poll measured chain40
+/// 25–60% slower, for a reason not found yet; see BENCHMARKS.md.)
+const WATCH_SQLITE: Duration = Duration::from_millis(5);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
 /// How often, at most, the queue watcher looks for revocations made by another process.
 const REVOCATION_CHECK: Duration = Duration::from_millis(250);
