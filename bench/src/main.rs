@@ -215,7 +215,7 @@ fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
     Ok(out)
 }
 
-fn cpu_ms() -> f64 {
+pub(crate) fn cpu_ms() -> f64 {
     let mut total = 0.0;
     for who in [libc::RUSAGE_SELF, libc::RUSAGE_CHILDREN] {
         // SAFETY: getrusage writes into the struct we pass.
@@ -225,45 +225,6 @@ fn cpu_ms() -> f64 {
         total += ms(u.ru_utime) + ms(u.ru_stime);
     }
     total
-}
-
-/// 10,000 `true` tasks: 100 runs of a 100-task DAG (fan-out), all triggered at once.
-async fn throughput(db_url: Option<String>) -> anyhow::Result<(f64, f64)> {
-    let dir = tempfile::tempdir()?;
-    let dags = dir.path().join("dags");
-    std::fs::create_dir_all(&dags)?;
-    std::fs::write(
-        dags.join("t.star"),
-        "d = dag(id = \"tp\", max_active_runs = 100, max_active_tasks = 1000)\nfor i in range(100):\n    shell(id = \"t%d\" % i, cmd = \"true\")\n",
-    )?;
-    let cfg = config(dir.path(), &dags, db_url);
-    let node = Node::start(
-        &cfg,
-        Roles {
-            http: false,
-            ..Roles::STANDALONE
-        },
-    )
-    .await?;
-    let cpu0 = cpu_ms();
-    let start = Instant::now();
-    for i in 0..100 {
-        let req = TriggerRequest {
-            dag_id: "tp".into(),
-            run_id: Some(format!("tp{i}")),
-            ..Default::default()
-        };
-        trigger(&node.store, &req).await?;
-        node.events.work_queued();
-    }
-    for i in 0..100 {
-        let run = node.wait_run("tp", &format!("tp{i}")).await?;
-        anyhow::ensure!(run.state == tern_core::RunState::Success);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let cpu = cpu_ms() - cpu0;
-    node.shutdown().await;
-    Ok((10_000.0 / secs, cpu / 10_000.0))
 }
 
 /// The long chaos suite: 50 kills of `standalone` on SQLite, then 50 kills of one of two
@@ -403,7 +364,7 @@ async fn main() -> anyhow::Result<()> {
             "throughput" => {
                 let (mut rates, mut cpus) = (Vec::new(), Vec::new());
                 for _ in 0..args.runs.min(5) {
-                    let (rate, cpu) = throughput(None).await?;
+                    let (rate, cpu) = scale::throughput_of(None, scale::SHELL_TASK).await?;
                     rates.push(rate);
                     cpus.push(cpu);
                 }
@@ -413,7 +374,8 @@ async fn main() -> anyhow::Result<()> {
                 let (mut rates, mut cpus) = (Vec::new(), Vec::new());
                 for _ in 0..args.runs.min(5) {
                     let db = tern_testkit::TestDb::postgres().await;
-                    let (rate, cpu) = throughput(Some(db.url.clone())).await?;
+                    let (rate, cpu) =
+                        scale::throughput_of(Some(db.url.clone()), scale::SHELL_TASK).await?;
                     rates.push(rate);
                     cpus.push(cpu);
                 }

@@ -434,7 +434,7 @@ pub async fn remote_trigger_to_success(
 }
 
 /// CPU time (user + system) of process `pid` so far, in seconds.
-fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let rest = &stat[stat.rfind(')').context("bad /proc stat")? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -19,6 +19,10 @@ use tern_server::{Node, Roles};
 
 use crate::{config, floor, summary};
 
+/// The workloads' task expressions (`i` is the task's number).
+pub const EMPTY_TASK: &str = "empty(id = \"t%d\" % i)";
+pub const SHELL_TASK: &str = "shell(id = \"t%d\" % i, cmd = \"true\")";
+
 /// Prints `xs` and, beside the median, its ratio to `floor` (same unit).
 pub fn summary_vs(name: &str, unit: &str, xs: Vec<f64>, floor: f64) {
     let mut sorted = xs.clone();
@@ -32,9 +36,10 @@ pub fn summary_vs(name: &str, unit: &str, xs: Vec<f64>, floor: f64) {
     );
 }
 
-/// 10,000 tasks of `kind` (a task expression taking `"t%d" % i` as id): 100 runs of a 100-task
-/// DAG, all triggered at once. Returns tasks per second.
-pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result<f64> {
+/// 10,000 tasks of `task` (a task expression taking `"t%d" % i` as id): 100 runs of a 100-task
+/// DAG, all triggered at once. Returns tasks per second and the CPU per task of this process
+/// and its children (the agent and the tasks' processes), in ms.
+pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
@@ -51,6 +56,7 @@ pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result
         },
     )
     .await?;
+    let cpu0 = crate::cpu_ms();
     let start = Instant::now();
     for i in 0..100 {
         let req = TriggerRequest {
@@ -66,8 +72,9 @@ pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result
         anyhow::ensure!(run.state == tern_core::RunState::Success);
     }
     let secs = start.elapsed().as_secs_f64();
+    let cpu = crate::cpu_ms() - cpu0;
     node.shutdown().await;
-    Ok(10_000.0 / secs)
+    Ok((10_000.0 / secs, cpu / 10_000.0))
 }
 
 /// `empty`: 10,000 `empty` tasks on SQLite and on PostgreSQL.
@@ -80,13 +87,8 @@ pub async fn empty(runs: usize) -> anyhow::Result<()> {
             } else {
                 None
             };
-            rates.push(
-                throughput_of(
-                    db.as_ref().map(|d| d.url.clone()),
-                    "empty(id = \"t%d\" % i)",
-                )
-                .await?,
-            );
+            let (rate, _) = throughput_of(db.as_ref().map(|d| d.url.clone()), EMPTY_TASK).await?;
+            rates.push(rate);
         }
         let name = if pg {
             "empty 10k postgres"
@@ -100,10 +102,7 @@ pub async fn empty(runs: usize) -> anyhow::Result<()> {
 
 /// `wide`: one run of `root >> N tasks` of `kind`, `runs` times (a fresh run each time).
 pub async fn wide(runs: usize, n: usize) -> anyhow::Result<()> {
-    for (kind, task) in [
-        ("empty", "empty(id = \"t%d\" % i)"),
-        ("shell", "shell(id = \"t%d\" % i, cmd = \"true\")"),
-    ] {
+    for (kind, task) in [("empty", EMPTY_TASK), ("shell", SHELL_TASK)] {
         let dir = tempfile::tempdir()?;
         let dags = dir.path().join("dags");
         std::fs::create_dir_all(&dags)?;
@@ -169,17 +168,6 @@ pub async fn wide(runs: usize, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').context("stat format")? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks / hz)
-}
-
 /// Runs `tern ARGS --home HOME --dags DAGS` and checks it succeeded.
 fn tern_cmd(tern: &Path, home: &Path, dags: &Path, args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(tern)
@@ -233,10 +221,12 @@ pub async fn idle_cpu(tern: &Path, runs: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut cpu = Vec::new();
     for _ in 0..runs {
-        let c0 = proc_cpu_s(server.pid())?;
+        let c0 = crate::remote::proc_cpu_s(server.pid())?;
         let t0 = Instant::now();
         tokio::time::sleep(Duration::from_secs(10)).await;
-        cpu.push((proc_cpu_s(server.pid())? - c0) / t0.elapsed().as_secs_f64() * 100.0);
+        cpu.push(
+            (crate::remote::proc_cpu_s(server.pid())? - c0) / t0.elapsed().as_secs_f64() * 100.0,
+        );
     }
     summary("idle server, 50k waiting: CPU", "% core", cpu);
     Ok(())

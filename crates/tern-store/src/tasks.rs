@@ -96,6 +96,33 @@ fn path_segment(part: &str) -> String {
     out
 }
 
+/// Applies `set` (an SQL `SET` list; with `now`, `$2` in it is bound to it) to the instances of
+/// run `run_pk` named in `task_ids`, in statements of at most 500 ids.
+async fn set_tasks(
+    tx: &mut Transaction<'static, Any>,
+    run_pk: i64,
+    task_ids: &[&str],
+    set: &str,
+    now: Option<i64>,
+) -> Result<()> {
+    let first_id = 2 + usize::from(now.is_some());
+    for chunk in task_ids.chunks(500) {
+        let sql = format!(
+            "UPDATE task_instances SET {set} WHERE run_pk = $1 AND task_id IN ({})",
+            placeholders(first_id, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(run_pk);
+        if let Some(now) = now {
+            q = q.bind(now);
+        }
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Applies trigger rules to the not-yet-started tasks of a run: tasks that may run become
     /// `scheduled`, tasks that never will are settled (`skipped` / `upstream_failed`) and their
@@ -170,29 +197,22 @@ impl Store {
                 }
             }
         }
-        for chunk in to_schedule.chunks(500) {
-            let sql = format!(
-                "UPDATE task_instances SET state = 'scheduled', note = NULL WHERE run_pk = $1 AND task_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(run_pk);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        for chunk in done_here.chunks(500) {
-            let sql = format!(
-                "UPDATE task_instances SET state = 'success', started_at = $2, ended_at = $2, note = NULL \
-                 WHERE run_pk = $1 AND task_id IN ({})",
-                placeholders(3, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(run_pk).bind(now);
-            for id in chunk {
-                q = q.bind(*id);
-            }
-            q.execute(&mut **tx).await?;
-        }
+        set_tasks(
+            tx,
+            run_pk,
+            &to_schedule,
+            "state = 'scheduled', note = NULL",
+            None,
+        )
+        .await?;
+        set_tasks(
+            tx,
+            run_pk,
+            &done_here,
+            "state = 'success', started_at = $2, ended_at = $2, note = NULL",
+            Some(now),
+        )
+        .await?;
         for (id, st) in settled {
             let note = match st {
                 TaskState::UpstreamFailed => "an upstream task failed",
