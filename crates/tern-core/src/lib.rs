@@ -5,6 +5,7 @@
 
 pub mod container;
 pub mod duration;
+pub mod flow;
 pub mod ids;
 pub mod params;
 pub mod retry;
@@ -16,6 +17,7 @@ pub mod trigger;
 
 pub use container::{ContainerTask, Mount, Sandbox};
 pub use duration::{format_duration, parse_duration, DurationError};
+pub use flow::{Flow, Skips};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
 pub use sensor::{SensorCheck, SensorTask};
 pub use spec::{

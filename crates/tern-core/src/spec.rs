@@ -142,6 +142,13 @@ pub struct TaskSpec {
     pub pool: String,
     /// The declared weight. The scheduler orders by [`DagSpec::effective_priorities`].
     pub priority_weight: i64,
+    /// Exit codes that end a try `skipped` instead of failed (shell, python, container; a
+    /// DAG file's shell and python tasks default to `[99]`, as Airflow's `BashOperator`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip_on_exit_code: Vec<i32>,
+    /// What a successful try decides about the tasks downstream: a branch or a short circuit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<crate::flow::Flow>,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -180,6 +187,9 @@ pub enum TaskKind {
     },
     /// Does nothing and succeeds: a join or a placeholder.
     Empty,
+    /// Done by the scheduler like `empty`; skips its direct downstream tasks unless the run is
+    /// the latest scheduled one or was triggered by hand (Airflow's `LatestOnlyOperator`).
+    LatestOnly,
     /// Runs SQL statements on a Postgres, MySQL/MariaDB or SQLite connection.
     Sql(SqlTask),
     /// Streams a query's rows into an object store as CSV, JSON lines or Parquet.
@@ -356,6 +366,7 @@ impl TaskKind {
             TaskKind::Shell { .. } => "shell",
             TaskKind::Python { .. } => "python",
             TaskKind::Empty => "empty",
+            TaskKind::LatestOnly => "latest_only",
             TaskKind::Sql(_) => "sql",
             TaskKind::SqlToLake(_) => "sql_to_lake",
             TaskKind::Http(_) => "http",
@@ -495,7 +506,19 @@ impl TaskSpec {
             queue: DEFAULT_QUEUE.to_string(),
             pool: DEFAULT_POOL.to_string(),
             priority_weight: 1,
+            skip_on_exit_code: Vec::new(),
+            flow: None,
         }
+    }
+
+    /// Whether a try that exited with `code` is skipped rather than failed.
+    pub fn skips_on_exit(&self, code: i32) -> bool {
+        code != 0 && self.skip_on_exit_code.contains(&code)
+    }
+
+    /// Whether the scheduler completes the task itself, without an agent.
+    pub fn done_by_scheduler(&self) -> bool {
+        matches!(self.kind, TaskKind::Empty | TaskKind::LatestOnly)
     }
 }
 

@@ -14,6 +14,7 @@ pub enum TriggerRule {
     AllSuccess,
     AllFailed,
     AllDone,
+    AllDoneMinOneSuccess,
     AllSkipped,
     OneSuccess,
     OneFailed,
@@ -29,6 +30,7 @@ impl TriggerRule {
         "all_success",
         "all_failed",
         "all_done",
+        "all_done_min_one_success",
         "all_skipped",
         "one_success",
         "one_failed",
@@ -49,6 +51,7 @@ impl TriggerRule {
             TriggerRule::AllSuccess => "all_success",
             TriggerRule::AllFailed => "all_failed",
             TriggerRule::AllDone => "all_done",
+            TriggerRule::AllDoneMinOneSuccess => "all_done_min_one_success",
             TriggerRule::AllSkipped => "all_skipped",
             TriggerRule::OneSuccess => "one_success",
             TriggerRule::OneFailed => "one_failed",
@@ -166,6 +169,19 @@ pub fn evaluate(rule: TriggerRule, up: UpstreamSummary) -> Readiness {
                 Run
             } else {
                 Wait
+            }
+        }
+        // Airflow 3.1's rule: a skipped upstream task skips it (as with `all_success`); once
+        // every upstream task is done it runs if one of them succeeded.
+        TriggerRule::AllDoneMinOneSuccess => {
+            if up.skipped > 0 {
+                Skip
+            } else if !done {
+                Wait
+            } else if up.success > 0 {
+                Run
+            } else {
+                UpstreamFailed
             }
         }
         TriggerRule::AllSkipped => {
@@ -293,6 +309,16 @@ mod tests {
             ("none_skipped", &[Success, Failed], r),
             ("none_skipped", &[Skipped, Running], s),
             ("none_skipped", &[Success, Running], w),
+            ("all_done_min_one_success", &[Success, Failed], r),
+            (
+                "all_done_min_one_success",
+                &[Success, UpstreamFailed, Failed],
+                r,
+            ),
+            ("all_done_min_one_success", &[Success, Running], w),
+            ("all_done_min_one_success", &[Failed, Failed], u),
+            ("all_done_min_one_success", &[Skipped, Running], s),
+            ("all_done_min_one_success", &[Success, Skipped], s),
             ("always", &[Running, Queued], r),
             ("all_success", &[], r),
             ("all_success", &[Removed, Success], r),

@@ -43,8 +43,27 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
 ];
 
 const TASK_FIELDS: &[&str] = &["id", "upstream", "dag"];
-const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox"];
-const PYTHON_FIELDS: &[&str] = &["code", "script", "args", "env", "cwd", "sandbox"];
+const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox", "skip_on_exit_code"];
+const PYTHON_FIELDS: &[&str] = &[
+    "code",
+    "script",
+    "args",
+    "env",
+    "cwd",
+    "sandbox",
+    "skip_on_exit_code",
+];
+/// `branch()` and `short_circuit()` run a shell command (`cmd`) or Python (`code`/`script`).
+const DECIDER_FIELDS: &[&str] = &[
+    "cmd",
+    "code",
+    "script",
+    "args",
+    "env",
+    "cwd",
+    "sandbox",
+    "skip_on_exit_code",
+];
 const SQL_FIELDS: &[&str] = &[
     "conn",
     "sql",
@@ -872,6 +891,43 @@ fn declare_task<'v>(
     eval: &mut Evaluator<'v, '_, '_>,
     kind: impl FnOnce(&Kwargs<'v>, &mut Vec<String>) -> KindDraft,
 ) -> anyhow::Result<TaskRef> {
+    declare_task_with(call, kind_fields, kwargs, eval, None, kind)
+}
+
+/// `skip_on_exit_code`: an int, a list of ints, or `None` (never skip). Exit code 0 is a
+/// success and cannot be listed.
+fn to_exit_codes(field: &str, v: Value) -> Result<Vec<i32>, String> {
+    if v.is_none() {
+        return Ok(Vec::new());
+    }
+    let items = if v.get_type() == "int" {
+        vec![v]
+    } else {
+        list_items(field, v).map_err(|_| type_err(field, "an exit code or a list of them", v))?
+    };
+    items
+        .into_iter()
+        .map(|x| {
+            let n = to_int(field, x)?;
+            match i32::try_from(n) {
+                Ok(c @ 1..=255) => Ok(c),
+                _ => Err(format!(
+                    "`{field}`: {n} is not an exit code that can mean a skip (1 to 255)"
+                )),
+            }
+        })
+        .collect()
+}
+
+/// Declares a task; `flow` makes it a branch or a short circuit.
+fn declare_task_with<'v>(
+    call: &'static str,
+    kind_fields: &[&str],
+    kwargs: SmallMap<String, Value<'v>>,
+    eval: &mut Evaluator<'v, '_, '_>,
+    flow: Option<tern_core::Flow>,
+    kind: impl FnOnce(&Kwargs<'v>, &mut Vec<String>) -> KindDraft,
+) -> anyhow::Result<TaskRef> {
     let state = ctx_state(eval)?;
     let main_file = state.lock().main_file.clone();
     let (loc, main_line) = call_loc(eval, &main_file);
@@ -939,6 +995,19 @@ fn declare_task<'v>(
         }
     }
     let kind = kind(&args, &mut errs);
+    // An explicit `None` means "never skip" (Airflow's spelling), so it is read raw.
+    let skip_on_exit_code = match args.map.get("skip_on_exit_code") {
+        Some(v) if kind_fields.contains(&"skip_on_exit_code") => {
+            match to_exit_codes("skip_on_exit_code", *v) {
+                Ok(codes) => Some(codes),
+                Err(e) => {
+                    errs.push(e);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
 
     let mut st = state.lock();
     let dag = &mut st.dags[dag_idx];
@@ -959,6 +1028,8 @@ fn declare_task<'v>(
         kind,
         common,
         upstream,
+        skip_on_exit_code,
+        flow,
     });
     for e in errs {
         st.problem(&loc, main_line, Some(dag_idx), format!("task `{id}`: {e}"));
@@ -988,23 +1059,7 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<TaskRef> {
-        declare_task("shell()", SHELL_FIELDS, kwargs, eval, |args, errs| {
-            let cmd = match args.field("cmd", errs, to_string) {
-                Some(c) => c,
-                None => {
-                    if args.get("cmd").is_none() {
-                        errs.push("`cmd` is required: shell(id = ..., cmd = \"echo hi\")".into());
-                    }
-                    String::new()
-                }
-            };
-            KindDraft::Shell {
-                cmd,
-                env: args.field("env", errs, to_env).unwrap_or_default(),
-                cwd: args.field("cwd", errs, to_string),
-                sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
-            }
-        })
+        declare_task("shell()", SHELL_FIELDS, kwargs, eval, shell_kind)
     }
 
     /// A task that runs Python code: inline `code`, or a `script` file next to the DAG file.
@@ -1012,26 +1067,54 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
         #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<TaskRef> {
-        declare_task("python()", PYTHON_FIELDS, kwargs, eval, |args, errs| {
-            let code = args.field("code", errs, to_string);
-            let script = args.field("script", errs, to_string);
-            match (args.get("code"), args.get("script")) {
-                (Some(_), Some(_)) => errs.push("give either `code` or `script`, not both".into()),
-                (None, None) => errs.push(
-                    "needs `code` (inline Python) or `script` (a .py file path relative to the DAG file)"
-                        .into(),
-                ),
-                _ => {}
-            }
-            KindDraft::Python {
-                code,
-                script,
-                args: args.field("args", errs, to_text_list).unwrap_or_default(),
-                env: args.field("env", errs, to_env).unwrap_or_default(),
-                cwd: args.field("cwd", errs, to_string),
-                sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
-            }
-        })
+        declare_task("python()", PYTHON_FIELDS, kwargs, eval, python_kind)
+    }
+
+    /// A shell or python task whose output `follow` names the direct downstream tasks to run;
+    /// the others are skipped.
+    fn branch<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        let flow = tern_core::Flow::Branch;
+        declare_task_with(
+            "branch()",
+            DECIDER_FIELDS,
+            kwargs,
+            eval,
+            Some(flow),
+            decider_kind,
+        )
+    }
+
+    /// A shell or python task whose falsy output `condition` skips what is downstream.
+    fn short_circuit<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        let ignore = match kwargs.get("ignore_downstream_trigger_rules") {
+            None => Ok(true),
+            Some(v) if v.is_none() => Ok(true),
+            Some(v) => to_bool("ignore_downstream_trigger_rules", *v),
+        };
+        let mut fields = DECIDER_FIELDS.to_vec();
+        fields.push("ignore_downstream_trigger_rules");
+        let flow = tern_core::Flow::ShortCircuit {
+            ignore_downstream_trigger_rules: *ignore.as_ref().unwrap_or(&true),
+        };
+        declare_task_with(
+            "short_circuit()",
+            &fields,
+            kwargs,
+            eval,
+            Some(flow),
+            |args, errs| {
+                if let Err(e) = ignore {
+                    errs.push(e);
+                }
+                decider_kind(args, errs)
+            },
+        )
     }
 
     /// A task that runs SQL statements on a connection.
@@ -1197,6 +1280,90 @@ fn tern_builtins(builder: &mut GlobalsBuilder) {
         eval: &mut Evaluator<'v, '_, '_>,
     ) -> anyhow::Result<TaskRef> {
         declare_task("empty()", &[], kwargs, eval, |_, _| KindDraft::Empty)
+    }
+
+    /// Done by the scheduler; skips its direct downstream tasks in every run but the latest
+    /// scheduled one (and manual runs).
+    fn latest_only<'v>(
+        #[starlark(kwargs)] kwargs: SmallMap<String, Value<'v>>,
+        eval: &mut Evaluator<'v, '_, '_>,
+    ) -> anyhow::Result<TaskRef> {
+        declare_task("latest_only()", &[], kwargs, eval, |_, _| {
+            KindDraft::LatestOnly
+        })
+    }
+}
+
+fn shell_kind(args: &Kwargs, errs: &mut Vec<String>) -> KindDraft {
+    let cmd = match args.field("cmd", errs, to_string) {
+        Some(c) => c,
+        None => {
+            if args.get("cmd").is_none() {
+                errs.push("`cmd` is required: shell(id = ..., cmd = \"echo hi\")".into());
+            }
+            String::new()
+        }
+    };
+    KindDraft::Shell {
+        cmd,
+        env: args.field("env", errs, to_env).unwrap_or_default(),
+        cwd: args.field("cwd", errs, to_string),
+        sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
+    }
+}
+
+fn python_kind(args: &Kwargs, errs: &mut Vec<String>) -> KindDraft {
+    let code = args.field("code", errs, to_string);
+    let script = args.field("script", errs, to_string);
+    match (args.get("code"), args.get("script")) {
+        (Some(_), Some(_)) => errs.push("give either `code` or `script`, not both".into()),
+        (None, None) => errs.push(
+            "needs `code` (inline Python) or `script` (a .py file path relative to the DAG file)"
+                .into(),
+        ),
+        _ => {}
+    }
+    KindDraft::Python {
+        code,
+        script,
+        args: args.field("args", errs, to_text_list).unwrap_or_default(),
+        env: args.field("env", errs, to_env).unwrap_or_default(),
+        cwd: args.field("cwd", errs, to_string),
+        sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
+    }
+}
+
+/// A branch or short circuit: a shell task with `cmd`, a python task with `code` or `script`.
+fn decider_kind(args: &Kwargs, errs: &mut Vec<String>) -> KindDraft {
+    let python = args.get("code").is_some() || args.get("script").is_some();
+    match (args.get("cmd").is_some(), python) {
+        (true, true) => {
+            errs.push("give `cmd` (a shell command) or `code`/`script` (Python), not both".into());
+            shell_kind(args, errs)
+        }
+        (true, false) => {
+            if args.get("args").is_some() {
+                errs.push("`args` applies to Python (`code` or `script`), not to `cmd`".into());
+            }
+            shell_kind(args, errs)
+        }
+        (false, true) => python_kind(args, errs),
+        (false, false) => {
+            errs.push(
+                "needs `cmd` (a shell command) or `code`/`script` (Python) that writes its decision to $TERN_OUTPUT"
+                    .into(),
+            );
+            shell_kind_unchecked()
+        }
+    }
+}
+
+fn shell_kind_unchecked() -> KindDraft {
+    KindDraft::Shell {
+        cmd: String::new(),
+        env: Default::default(),
+        cwd: None,
+        sandbox: None,
     }
 }
 

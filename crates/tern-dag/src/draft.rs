@@ -66,6 +66,7 @@ pub(crate) enum KindDraft {
         sandbox: Option<tern_core::Sandbox>,
     },
     Empty,
+    LatestOnly,
     /// A kind the loader has nothing more to do for (sql, sql_to_lake).
     Ready(tern_core::TaskKind),
 }
@@ -88,6 +89,10 @@ pub(crate) struct TaskDraft {
     pub kind: KindDraft,
     pub common: CommonFields,
     pub upstream: Vec<Upstream>,
+    /// As written; `None` takes the kind's default (`[99]` for shell and python).
+    pub skip_on_exit_code: Option<Vec<i32>>,
+    /// Set by `branch()` and `short_circuit()`.
+    pub flow: Option<tern_core::Flow>,
 }
 
 #[derive(Debug, Clone)]

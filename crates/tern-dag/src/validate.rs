@@ -137,8 +137,14 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             sandbox: sandbox.clone(),
         },
         KindDraft::Empty => TaskKind::Empty,
+        KindDraft::LatestOnly => TaskKind::LatestOnly,
         KindDraft::Ready(k) => k.clone(),
     };
+    // Airflow's `BashOperator` skips on exit code 99; tern's shell and python tasks do too.
+    let skip_on_exit_code = t.skip_on_exit_code.clone().unwrap_or_else(|| match kind {
+        TaskKind::Shell { .. } | TaskKind::Python { .. } => vec![99],
+        _ => Vec::new(),
+    });
     TaskSpec {
         task_id: t.id.clone(),
         line: t.main_line,
@@ -167,6 +173,8 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             .or_else(|| def.pool.clone())
             .unwrap_or_else(|| DEFAULT_POOL.to_string()),
         priority_weight: c.priority_weight.or(def.priority_weight).unwrap_or(1),
+        skip_on_exit_code,
+        flow: t.flow,
     }
 }
 

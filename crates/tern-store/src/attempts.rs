@@ -353,7 +353,9 @@ impl Store {
                 continue;
             }
             let spec = self.spec(row.try_get(1)?).await?;
-            let states = self.evaluate(&mut tx, run_pk, &spec, None, now).await?;
+            let states = self
+                .evaluate(&mut tx, run_pk, &spec, None, None, now)
+                .await?;
             if self
                 .finish_run_if_done(&mut tx, run_pk, &spec, states, now)
                 .await?
@@ -445,9 +447,52 @@ impl Store {
                 )
             };
             return self
-                .settle(tx, ti, &spec, result, now, state, None, Some(note))
+                .settle(tx, ti, &spec, result, now, state, None, Some(note), None)
                 .await;
         }
+        if !result.success
+            && result
+                .exit_code
+                .is_some_and(|code| task.is_some_and(|t| t.skips_on_exit(code)))
+        {
+            let why = result.note.as_deref().unwrap_or("exit code");
+            let note = format!("skipped: {why} (skip_on_exit_code)");
+            return self
+                .settle(
+                    tx,
+                    ti,
+                    &spec,
+                    result,
+                    now,
+                    TaskState::Skipped,
+                    None,
+                    Some(note),
+                    None,
+                )
+                .await;
+        }
+        // A branch or short circuit decides from its outputs which downstream tasks are
+        // skipped; a decision that cannot be used fails the try (retried per its policy).
+        let mut skips = None;
+        let unusable;
+        let result = match (result.success, task) {
+            (true, Some(t)) => match spec.flow_skips(t, &result.outputs) {
+                Ok(s) => {
+                    skips = s;
+                    result
+                }
+                Err(why) => {
+                    unusable = TryResult {
+                        success: false,
+                        retryable: true,
+                        note: Some(why),
+                        ..result.clone()
+                    };
+                    &unusable
+                }
+            },
+            _ => result,
+        };
         let (state, ready_at) = if result.success {
             (TaskState::Success, None)
         } else if result.retryable && ti.try_number < ti.max_tries {
@@ -469,8 +514,18 @@ impl Store {
             )),
             (_, n) => n.clone(),
         };
-        self.settle(tx, ti, &spec, result, now, state, ready_at, note)
-            .await
+        self.settle(
+            tx,
+            ti,
+            &spec,
+            result,
+            now,
+            state,
+            ready_at,
+            note,
+            skips.as_ref(),
+        )
+        .await
     }
 
     /// When the current try of a sensor made its first poke, in milliseconds.
@@ -556,6 +611,7 @@ impl Store {
         state: TaskState,
         ready_at: Option<i64>,
         note: Option<String>,
+        skips: Option<&tern_core::Skips>,
     ) -> Result<Applied> {
         let done = sqlx::query(
             "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
@@ -602,7 +658,14 @@ impl Store {
         };
         if state.is_finished() {
             let states = self
-                .evaluate(tx, ti.run_pk, spec, Some(&[ti.task_id.as_str()]), now)
+                .evaluate(
+                    tx,
+                    ti.run_pk,
+                    spec,
+                    Some(&[ti.task_id.as_str()]),
+                    skips,
+                    now,
+                )
                 .await?;
             applied.run_finished = self
                 .finish_run_if_done(tx, ti.run_pk, spec, states, now)

@@ -233,7 +233,7 @@ impl Store {
         .bind(run_pk)
         .execute(&mut **tx)
         .await?;
-        let states = self.evaluate(tx, run_pk, spec, seeds, now).await?;
+        let states = self.evaluate(tx, run_pk, spec, seeds, None, now).await?;
         self.finish_run_if_done(tx, run_pk, spec, states, now)
             .await?;
         Ok(())

@@ -157,7 +157,7 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
             running.insert(dag, count + 1);
-            let states = self.evaluate(tx, pk, &spec, None, now).await?;
+            let states = self.evaluate(tx, pk, &spec, None, None, now).await?;
             self.finish_run_if_done(tx, pk, &spec, states, now).await?;
         }
         Ok(())

@@ -12,7 +12,7 @@ use rand::RngCore;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tern_core::trigger::{evaluate, Readiness};
-use tern_core::{DagSpec, TaskKind, TaskState, UpstreamSummary};
+use tern_core::{DagSpec, Skips, TaskKind, TaskState, UpstreamSummary};
 
 use crate::model::parse_state;
 use crate::time::from_ms;
@@ -123,26 +123,47 @@ async fn set_tasks(
     Ok(())
 }
 
+/// Adds a decision's skipped tasks to `forced` (a task keeps the first note it got) and to the
+/// tasks the pass looks at.
+fn force_skips<'s>(
+    spec: &'s DagSpec,
+    forced: &mut HashMap<&'s str, String>,
+    candidates: &mut HashSet<&'s str>,
+    decided: &Skips,
+) {
+    for t in &decided.tasks {
+        if let Some(t) = spec.task(t) {
+            forced
+                .entry(t.task_id.as_str())
+                .or_insert_with(|| decided.note.clone());
+            candidates.insert(t.task_id.as_str());
+        }
+    }
+}
+
 impl Store {
     /// Applies trigger rules to the not-yet-started tasks of a run: tasks that may run become
     /// `scheduled`, tasks that never will are settled (`skipped` / `upstream_failed`) and their
     /// own downstream tasks are looked at in the same pass. With `seeds`, only tasks downstream of
     /// those are considered (the event path); without, every task is (run start, clear).
-    /// Returns the states of all task instances of the run after the pass, or `None` when
-    /// the seeds have no downstream task and nothing had to be read.
+    /// `skips` (a branch's or short circuit's decision) are skipped first, if they have not
+    /// started. Returns the states of all task instances of the run after the pass, or `None`
+    /// when the seeds have no downstream task and nothing had to be read.
     pub(crate) async fn evaluate(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         spec: &DagSpec,
         seeds: Option<&[&str]>,
+        skips: Option<&Skips>,
         now: i64,
     ) -> Result<Option<HashMap<String, TaskState>>> {
         let down = spec.downstream_map();
         if let Some(seeds) = seeds {
-            if seeds
-                .iter()
-                .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
+            if skips.is_none()
+                && seeds
+                    .iter()
+                    .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
             {
                 return Ok(None);
             }
@@ -162,28 +183,53 @@ impl Store {
                 .flat_map(|s| down.get(*s).into_iter().flatten().map(String::as_str))
                 .collect(),
         };
+        // Tasks a decision skips, with the note they get.
+        let mut forced: HashMap<&str, String> = HashMap::new();
+        if let Some(skips) = skips {
+            force_skips(spec, &mut forced, &mut candidates, skips);
+        }
+        let mut run_facts: Option<(tern_core::RunType, chrono::DateTime<chrono::Utc>)> = None;
         let mut to_schedule: Vec<&str> = Vec::new();
-        // `empty` tasks that may run are done here, as Airflow's scheduler does with
-        // `EmptyOperator`: no pool slot, no agent, no process.
+        // `empty` and `latest_only` tasks that may run are done here, as Airflow's scheduler
+        // does with `EmptyOperator`: no pool slot, no agent, no process.
         let mut done_here: Vec<&str> = Vec::new();
-        let mut settled: Vec<(&str, TaskState)> = Vec::new();
+        let mut settled: Vec<(&str, TaskState, String)> = Vec::new();
         // Tasks are in topological order, so one pass sees a task after everything upstream.
         for task in &spec.tasks {
             let id = task.task_id.as_str();
             if !candidates.contains(id) || states.get(id) != Some(&TaskState::None) {
                 continue;
             }
-            let summary = UpstreamSummary::from_states(
-                task.upstream
-                    .iter()
-                    .map(|u| states.get(u).copied().unwrap_or(TaskState::Removed)),
-            );
-            match evaluate(task.trigger_rule, summary) {
+            let readiness = if forced.contains_key(id) {
+                Readiness::Skip
+            } else {
+                let summary = UpstreamSummary::from_states(
+                    task.upstream
+                        .iter()
+                        .map(|u| states.get(u).copied().unwrap_or(TaskState::Removed)),
+                );
+                evaluate(task.trigger_rule, summary)
+            };
+            match readiness {
                 Readiness::Wait => {}
-                Readiness::Run if matches!(task.kind, TaskKind::Empty) => {
+                Readiness::Run if task.done_by_scheduler() => {
                     done_here.push(id);
                     states.insert(id.to_string(), TaskState::Success);
                     candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
+                    if matches!(task.kind, TaskKind::LatestOnly) {
+                        let (run_type, interval_end) = match run_facts {
+                            Some(f) => f,
+                            None => *run_facts.insert(self.run_facts(tx, run_pk).await?),
+                        };
+                        if !spec.is_latest_run(run_type, interval_end, crate::time::from_ms(now)) {
+                            force_skips(
+                                spec,
+                                &mut forced,
+                                &mut candidates,
+                                &spec.latest_only_skips(id),
+                            );
+                        }
+                    }
                 }
                 Readiness::Run => {
                     to_schedule.push(id);
@@ -191,7 +237,12 @@ impl Store {
                 }
                 r @ (Readiness::Skip | Readiness::UpstreamFailed) => {
                     let st = r.settled_state().expect("skip and upstream_failed settle");
-                    settled.push((id, st));
+                    let note = match (forced.get(id), st) {
+                        (Some(why), _) => why.clone(),
+                        (None, TaskState::UpstreamFailed) => "an upstream task failed".into(),
+                        (None, _) => "skipped by its trigger rule".into(),
+                    };
+                    settled.push((id, st, note));
                     states.insert(id.to_string(), st);
                     candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
                 }
@@ -213,11 +264,7 @@ impl Store {
             Some(now),
         )
         .await?;
-        for (id, st) in settled {
-            let note = match st {
-                TaskState::UpstreamFailed => "an upstream task failed",
-                _ => "skipped by its trigger rule",
-            };
+        for (id, st, note) in settled {
             sqlx::query("UPDATE task_instances SET state = $3, ended_at = $4, note = $5 WHERE run_pk = $1 AND task_id = $2")
                 .bind(run_pk)
                 .bind(id)
@@ -228,6 +275,23 @@ impl Store {
                 .await?;
         }
         Ok(Some(states))
+    }
+
+    /// A run's type and data-interval end (what `latest_only` decides by).
+    async fn run_facts(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+    ) -> Result<(tern_core::RunType, chrono::DateTime<chrono::Utc>)> {
+        let row = sqlx::query("SELECT run_type, interval_end FROM dag_runs WHERE id = $1")
+            .bind(run_pk)
+            .fetch_one(&mut **tx)
+            .await?;
+        let run_type: String = row.try_get(0)?;
+        let run_type = run_type
+            .parse::<tern_core::RunType>()
+            .map_err(crate::StoreError::Corrupt)?;
+        Ok((run_type, from_ms(row.try_get(1)?)))
     }
 
     /// Ends a run whose task instances are all final: failed if any leaf task failed or had an

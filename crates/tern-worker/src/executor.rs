@@ -121,7 +121,7 @@ async fn run_masked(
         a.task.kind.name()
     ));
     let result = match &a.task.kind {
-        TaskKind::Empty => Ok(Ran::Done),
+        TaskKind::Empty | TaskKind::LatestOnly => Ok(Ran::Done),
         TaskKind::Sql(_) | TaskKind::SqlToLake(_) | TaskKind::Http(_) => {
             Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
         }
@@ -247,6 +247,11 @@ async fn run_masked(
     }
     if c.success {
         sink.line("tern: task succeeded");
+    } else if c.exit_code.is_some_and(|code| a.task.skips_on_exit(code)) {
+        sink.line(&format!(
+            "tern: task skipped: {} is in its skip_on_exit_code",
+            c.reason.as_deref().unwrap_or("its exit code")
+        ));
     } else if let Some(ms) = c.reschedule_after_ms {
         sink.line(&format!(
             "tern: not yet ({}); next poke in {}",

@@ -13,7 +13,16 @@ use crate::draft::KindDraft;
 use crate::values::TaskRef;
 
 const CONTAINER_FIELDS: &[&str] = &[
-    "image", "command", "args", "env", "mounts", "memory", "cpus", "network", "runtime",
+    "image",
+    "command",
+    "args",
+    "env",
+    "mounts",
+    "memory",
+    "cpus",
+    "network",
+    "runtime",
+    "skip_on_exit_code",
 ];
 const RUNTIMES: &[&str] = &["podman", "docker"];
 

@@ -3,6 +3,7 @@
 
 mod fixtures_err;
 mod fixtures_ok;
+mod flow;
 mod language;
 mod limits;
 mod scale;

@@ -1,5 +1,6 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 
+mod flow;
 mod model;
 mod notifications;
 mod suite;
@@ -39,6 +40,12 @@ store_suite!(
     a_full_dag_does_not_starve_other_dags,
     a_result_leaves_admission_to_the_admitter_when_the_lock_is_busy,
     failure_propagates_by_trigger_rules,
+    a_branch_runs_only_the_tasks_it_chose,
+    a_branch_that_chooses_an_unknown_task_fails_its_try,
+    a_short_circuit_skips_downstream_by_its_mode,
+    an_exit_code_in_skip_on_exit_code_skips_the_task,
+    latest_only_skips_all_but_the_latest_scheduled_run,
+    skips_propagate_through_every_trigger_rule_as_a_full_reevaluation_says,
     retries_wait_for_their_delay_then_run_again,
     permanent_failure_skips_retries,
     stale_attempt_cannot_change_state,
