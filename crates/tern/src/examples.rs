@@ -5,6 +5,10 @@ use std::path::Path;
 
 const FILES: &[(&str, &str)] = &[
     (
+        "branching.star",
+        include_str!("../../../examples/dags/branching.star"),
+    ),
+    (
         "hello.star",
         include_str!("../../../examples/dags/hello.star"),
     ),

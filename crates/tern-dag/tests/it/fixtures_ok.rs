@@ -295,7 +295,10 @@ fn the_shipped_examples_load() {
     let r = tern_dag::load_folder(&dir);
     assert!(r.errors.is_empty(), "{:#?}", error_lines(&r));
     let ids: Vec<&str> = r.dags.iter().map(|d| d.dag_id.as_str()).collect();
-    assert_eq!(ids, ["hello", "manual_report", "regional_exports"]);
+    assert_eq!(
+        ids,
+        ["branching", "hello", "manual_report", "regional_exports"]
+    );
     let d = dag(&r, "regional_exports");
     assert_eq!(d.tasks.len(), 6);
     assert_eq!(d.tasks.last().unwrap().task_id, "summarize");

@@ -9,6 +9,7 @@ mod chaos;
 mod cli_errors;
 mod dag_files;
 mod data_tasks;
+mod flow;
 mod fuzz;
 mod hybrid_etl;
 mod links;

@@ -324,7 +324,10 @@ fn every_example_dag_runs_to_success() {
         .iter()
         .map(|d| d["dag_id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, ["hello", "manual_report", "regional_exports"]);
+    assert_eq!(
+        ids,
+        ["branching", "hello", "manual_report", "regional_exports"]
+    );
     assert!(t.json(&["dags", "errors"]).as_array().unwrap().is_empty());
     for id in &ids {
         let out = t.run(&["dags", "test", id]);
