@@ -4,7 +4,10 @@
 //! DAG's time zone (so `0 2 * * *` in `Europe/Madrid` stays at 02:00 local across DST). The run
 //! for an interval is created once the interval has ended; its *logical date* is the start of the
 //! interval. With `catchup` every interval since `start_date` gets a run; without it only the
-//! latest complete one does. Manual runs get the latest complete interval before the trigger
+//! latest complete one does. After an interval that does not end on a fire time (the schedule
+//! changed), the next one starts at the latest fire at or before that end. Across DST, a cron
+//! with a fixed time of day stays at that local time and one that fires several times a day
+//! steps in absolute time (see `Ticks`), as Airflow's cron timetables do. Manual runs get the latest complete interval before the trigger
 //! time, and the trigger time as logical date.
 
 use std::str::FromStr;
@@ -70,7 +73,7 @@ impl Schedule {
         }
     }
 
-    fn cron(&self) -> Result<Option<croner::Cron>, ScheduleError> {
+    fn cron(&self) -> Result<Option<Ticks>, ScheduleError> {
         let Schedule::Cron(text) = self else {
             return Ok(None);
         };
@@ -87,30 +90,8 @@ impl Schedule {
             return Err(bad(format!("it has {fields} fields, expected 5")));
         }
         croner::Cron::from_str(expr)
-            .map(Some)
+            .map(|cron| Some(Ticks::new(cron)))
             .map_err(|e| bad(e.to_string()))
-    }
-
-    fn fire_after(
-        cron: &croner::Cron,
-        tz: Tz,
-        t: DateTime<Utc>,
-        inclusive: bool,
-    ) -> Option<DateTime<Utc>> {
-        cron.find_next_occurrence(&t.with_timezone(&tz), inclusive)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
-    }
-
-    fn fire_before(
-        cron: &croner::Cron,
-        tz: Tz,
-        t: DateTime<Utc>,
-        inclusive: bool,
-    ) -> Option<DateTime<Utc>> {
-        cron.find_previous_occurrence(&t.with_timezone(&tz), inclusive)
-            .ok()
-            .map(|d| d.with_timezone(&Utc))
     }
 
     /// The next interval a scheduled run should be created for, given the end of the last
@@ -124,23 +105,21 @@ impl Schedule {
     ) -> Option<DataInterval> {
         let cron = self.cron().ok()??;
         let tz = bounds.tz;
-        let earliest = bounds
-            .start_date
-            .and_then(|s| Self::fire_after(&cron, tz, s, true));
+        let earliest = bounds.start_date.and_then(|s| cron.after(tz, s, true));
         let start = if bounds.catchup {
             match (last_end, earliest) {
-                (Some(l), _) => l,
+                (Some(l), _) => cron.align_back(tz, l),
                 (None, Some(e)) => e,
-                (None, None) => Self::latest_complete_start(&cron, tz, now)?,
+                (None, None) => cron.latest_complete_start(tz, now)?,
             }
         } else {
-            let latest = Self::latest_complete_start(&cron, tz, now)?;
+            let latest = cron.latest_complete_start(tz, now)?;
             let mut s = latest;
             if let Some(e) = earliest {
                 s = s.max(e);
             }
             if let Some(l) = last_end {
-                s = s.max(l);
+                s = s.max(cron.align_back(tz, l));
             }
             s
         };
@@ -149,26 +128,16 @@ impl Schedule {
                 return None;
             }
         }
-        let end = Self::fire_after(&cron, tz, start, false)?;
+        let end = cron.after(tz, start, false)?;
         Some(DataInterval { start, end })
-    }
-
-    /// Start of the latest interval that has completed by `now`.
-    fn latest_complete_start(
-        cron: &croner::Cron,
-        tz: Tz,
-        now: DateTime<Utc>,
-    ) -> Option<DateTime<Utc>> {
-        let last_fire = Self::fire_before(cron, tz, now, true)?;
-        Self::fire_before(cron, tz, last_fire, false)
     }
 
     /// The data interval of a run triggered by hand at `now`: the latest complete interval for a
     /// cron schedule, `[now, now]` otherwise.
     pub fn manual_interval(&self, tz: Tz, now: DateTime<Utc>) -> DataInterval {
         if let Ok(Some(cron)) = self.cron() {
-            if let Some(start) = Self::latest_complete_start(&cron, tz, now) {
-                if let Some(end) = Self::fire_after(&cron, tz, start, false) {
+            if let Some(start) = cron.latest_complete_start(tz, now) {
+                if let Some(end) = cron.after(tz, start, false) {
                     return DataInterval { start, end };
                 }
             }
@@ -194,18 +163,94 @@ impl Schedule {
             }];
         };
         let mut out = Vec::new();
-        let mut start = match Self::fire_after(&cron, tz, from, true) {
+        let mut start = match cron.after(tz, from, true) {
             Some(s) => s,
             None => return out,
         };
         while start <= to {
-            let Some(end) = Self::fire_after(&cron, tz, start, false) else {
+            let Some(end) = cron.after(tz, start, false) else {
                 break;
             };
             out.push(DataInterval { start, end });
             start = end;
         }
         out
+    }
+}
+
+/// A cron expression's fire times in a time zone, as Airflow computes them. A *fixed* schedule
+/// (its fires share hour and minute, e.g. daily at 02:30) fires at that local time, so it
+/// stays there across DST and fires once at a repeated time (the first occurrence). Any other
+/// schedule (hourly, every 15 minutes, "0 0,12 * * *") steps by its local distance in absolute
+/// time, so across the fall-back it walks through both occurrences of the repeated hour and
+/// across the spring-forward it skips nothing that exists.
+struct Ticks {
+    cron: croner::Cron,
+    fixed: bool,
+}
+
+impl Ticks {
+    fn new(cron: croner::Cron) -> Ticks {
+        // Peek at the first two fires after a fixed instant, as Airflow peeks after now.
+        let from = DateTime::<Utc>::from_timestamp(978_307_200, 0).unwrap_or_default();
+        let a = cron.find_next_occurrence(&from, false).ok();
+        let b = a.and_then(|a| cron.find_next_occurrence(&a, false).ok());
+        let fixed = match (a, b) {
+            (Some(a), Some(b)) => {
+                use chrono::Timelike;
+                a.hour() == b.hour() && a.minute() == b.minute()
+            }
+            _ => true,
+        };
+        Ticks { cron, fixed }
+    }
+
+    /// The first fire after `t` (or at `t` with `inclusive`).
+    fn after(&self, tz: Tz, t: DateTime<Utc>, inclusive: bool) -> Option<DateTime<Utc>> {
+        if self.fixed {
+            return self
+                .cron
+                .find_next_occurrence(&t.with_timezone(&tz), inclusive)
+                .ok()
+                .map(|d| d.with_timezone(&Utc));
+        }
+        let local = t.with_timezone(&tz).naive_local();
+        let next = self
+            .cron
+            .find_next_occurrence(&local.and_utc(), inclusive)
+            .ok()?
+            .naive_utc();
+        Some(t + (next - local))
+    }
+
+    /// The last fire before `t` (or at `t` with `inclusive`).
+    fn before(&self, tz: Tz, t: DateTime<Utc>, inclusive: bool) -> Option<DateTime<Utc>> {
+        if self.fixed {
+            return self
+                .cron
+                .find_previous_occurrence(&t.with_timezone(&tz), inclusive)
+                .ok()
+                .map(|d| d.with_timezone(&Utc));
+        }
+        let local = t.with_timezone(&tz).naive_local();
+        let prev = self
+            .cron
+            .find_previous_occurrence(&local.and_utc(), inclusive)
+            .ok()?
+            .naive_utc();
+        Some(t - (local - prev))
+    }
+
+    /// The latest fire at or before `t`: where the interval after a previous one starts when
+    /// that one does not end on a fire (the schedule changed since), as in Airflow.
+    fn align_back(&self, tz: Tz, t: DateTime<Utc>) -> DateTime<Utc> {
+        self.before(tz, t, true).unwrap_or(t)
+    }
+
+    /// Start of the latest interval that has completed by `now`.
+    fn latest_complete_start(&self, tz: Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let last_fire = self.before(tz, now, true)?;
+        self.before(tz, last_fire, false)
     }
 }
 
@@ -391,5 +436,158 @@ mod tests {
         );
         assert!(parse_local_date("01/02/2026", tz).is_err());
         assert!(parse_timezone("Mars/Olympus").is_err());
+    }
+
+    /// Every interval of `cron` in `tz` whose start lies in `[from, to]`, checked to be
+    /// contiguous and each of `minutes` length.
+    fn walk(cron: &str, tz: &str, from: &str, to: &str, minutes: i64) -> Vec<DataInterval> {
+        let s = Schedule::parse(cron).unwrap();
+        let iv = s.intervals_between(parse_timezone(tz).unwrap(), utc(from), utc(to));
+        for w in iv.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "{cron} in {tz}: contiguous");
+        }
+        for i in &iv {
+            assert_eq!(
+                (i.end - i.start).num_minutes(),
+                minutes,
+                "{cron} in {tz}: {} -> {}",
+                i.start,
+                i.end
+            );
+        }
+        iv
+    }
+
+    #[test]
+    fn sub_hourly_and_hourly_crons_walk_both_occurrences_of_a_repeated_hour() {
+        // Madrid falls back at 03:00 CEST (01:00 UTC) on 2026-10-25; New York at 02:00 EDT
+        // (06:00 UTC) on 2026-11-01. Three hours of UTC time hold three hours of intervals.
+        let iv = walk(
+            "*/15 * * * *",
+            "Europe/Madrid",
+            "2026-10-24T23:30:00Z",
+            "2026-10-25T02:15:00Z",
+            15,
+        );
+        assert_eq!(iv.len(), 12);
+        assert!(
+            iv.iter().any(|i| i.start == utc("2026-10-25T01:00:00Z")),
+            "02:00 CET, the second 02:00"
+        );
+        let iv = walk(
+            "0 * * * *",
+            "Europe/Madrid",
+            "2026-10-24T23:00:00Z",
+            "2026-10-25T02:00:00Z",
+            60,
+        );
+        assert_eq!(iv.len(), 4);
+        let iv = walk(
+            "*/30 * * * *",
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            "2026-11-01T07:30:00Z",
+            30,
+        );
+        assert_eq!(iv.len(), 8);
+        // And spring forward skips only the hour that does not exist.
+        walk(
+            "*/15 * * * *",
+            "Europe/Madrid",
+            "2026-03-29T00:00:00Z",
+            "2026-03-29T02:00:00Z",
+            15,
+        );
+        walk(
+            "*/20 * * * *",
+            "America/New_York",
+            "2026-03-08T06:00:00Z",
+            "2026-03-08T08:00:00Z",
+            20,
+        );
+        walk(
+            "0 * * * *",
+            "America/New_York",
+            "2026-03-08T05:00:00Z",
+            "2026-03-08T09:00:00Z",
+            60,
+        );
+    }
+
+    #[test]
+    fn a_daily_cron_at_a_repeated_local_time_fires_once_at_its_first_occurrence() {
+        let s = Schedule::parse("30 1 * * *").unwrap();
+        let ny = parse_timezone("America/New_York").unwrap();
+        // 01:30 happens twice on 2026-11-01 in New York: 05:30 UTC (EDT) and 06:30 (EST).
+        let iv = s.intervals_between(ny, utc("2026-10-31T00:00:00Z"), utc("2026-11-02T00:00:00Z"));
+        let starts: Vec<_> = iv.iter().map(|i| i.start).collect();
+        assert_eq!(
+            starts,
+            [utc("2026-10-31T05:30:00Z"), utc("2026-11-01T05:30:00Z")],
+            "once a day, at the first 01:30"
+        );
+        assert_eq!((iv[1].end - iv[1].start).num_hours(), 25);
+        assert_eq!(
+            iv[1].end,
+            utc("2026-11-02T06:30:00Z"),
+            "01:30 EST the next day"
+        );
+        let madrid = parse_timezone("Europe/Madrid").unwrap();
+        let s = Schedule::parse("30 2 * * *").unwrap();
+        let iv = s.intervals_between(
+            madrid,
+            utc("2026-10-25T00:00:00Z"),
+            utc("2026-10-25T12:00:00Z"),
+        );
+        assert_eq!(iv.len(), 1);
+        assert_eq!(iv[0].start, utc("2026-10-25T00:30:00Z"), "02:30 CEST");
+    }
+
+    #[test]
+    fn no_interval_ends_before_it_starts_across_a_year_of_dst_changes() {
+        for tz in ["Europe/Madrid", "America/New_York", "Australia/Sydney"] {
+            let tz = parse_timezone(tz).unwrap();
+            for cron in [
+                "*/15 * * * *",
+                "0 * * * *",
+                "30 2 * * *",
+                "0 0,12 * * *",
+                "45 1 * * 0",
+            ] {
+                let s = Schedule::parse(cron).unwrap();
+                let iv = s.intervals_between(
+                    tz,
+                    utc("2026-01-01T00:00:00Z"),
+                    utc("2026-12-31T00:00:00Z"),
+                );
+                assert!(!iv.is_empty());
+                for w in iv.windows(2) {
+                    assert_eq!(w[0].end, w[1].start, "{cron}: contiguous");
+                }
+                assert!(iv.iter().all(|i| i.end > i.start), "{cron} in {tz}");
+            }
+        }
+    }
+
+    #[test]
+    fn after_an_unaligned_interval_the_next_starts_at_the_latest_tick_before_its_end() {
+        // The previous run's interval ended at 05:00 (the schedule was "0 5 * * *" then); with
+        // "0 2 * * *" the next interval starts at 02:00 that day, not at 05:00.
+        let s = Schedule::parse("0 2 * * *").unwrap();
+        let now = utc("2026-01-10T00:00:00Z");
+        for catchup in [true, false] {
+            let b = bounds("UTC", Some("2026-01-01T00:00:00Z"), catchup);
+            let i = s
+                .next_interval(&b, Some(utc("2026-01-09T05:00:00Z")), now)
+                .unwrap();
+            assert_eq!(i.start, utc("2026-01-09T02:00:00Z"), "catchup = {catchup}");
+            assert_eq!(i.end, utc("2026-01-10T02:00:00Z"));
+        }
+        // An aligned end is its own latest tick: nothing changes.
+        let b = bounds("UTC", Some("2026-01-01T00:00:00Z"), true);
+        let i = s
+            .next_interval(&b, Some(utc("2026-01-03T02:00:00Z")), now)
+            .unwrap();
+        assert_eq!(i.start, utc("2026-01-03T02:00:00Z"));
     }
 }
