@@ -56,6 +56,30 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 impl DagSpec {
+    /// `names` with each group id replaced by the tasks of `direct` in that group (a group with
+    /// none of them stays, to be reported as not directly downstream).
+    fn expand_groups(&self, names: Vec<String>, direct: &[String]) -> Vec<String> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let in_group: Vec<String> = if self.groups.iter().any(|g| g.group_id == name) {
+                direct
+                    .iter()
+                    .filter(|d| self.task(d).is_some_and(|t| t.in_group(&name)))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if in_group.is_empty() {
+                out.push(name);
+            } else {
+                out.extend(in_group);
+            }
+        }
+        out.dedup();
+        out
+    }
+
     /// Every task downstream of `task_id`, direct or not, in the spec's topological order.
     pub fn descendants(&self, task_id: &str) -> Vec<String> {
         let down = self.downstream_map();
@@ -78,6 +102,8 @@ impl DagSpec {
     /// What a successful try of `task` with `outputs` skips. `Ok(None)` when the task decides
     /// nothing (or decided to let everything run); `Err` says why the decision is unusable
     /// (the try then fails as if its command had).
+    ///
+    /// A branch may name a group: it then follows the group's tasks directly downstream of it.
     pub fn flow_skips(
         &self,
         task: &TaskSpec,
@@ -93,7 +119,7 @@ impl DagSpec {
             .unwrap_or_default();
         match flow {
             Flow::Branch => {
-                let follow = branch_follow(task, outputs)?;
+                let follow = self.expand_groups(branch_follow(task, outputs)?, direct);
                 let unknown: Vec<&str> = follow
                     .iter()
                     .filter(|f| !direct.contains(f))
@@ -155,8 +181,9 @@ impl DagSpec {
     }
 
     /// Whether a run is the one `latest_only` lets through: a manual run, a DAG without a
-    /// schedule, the last interval before `end_date`, or a run whose *next* interval contains
-    /// `now` (`interval_end < now <= next interval's end`), as Airflow's `LatestOnlyOperator`.
+    /// schedule, the last run before `end_date`, or a run whose successor is not due yet
+    /// (`interval_end < now <=` the next run's creation time: for a cron, the next interval's
+    /// end), as Airflow's `LatestOnlyOperator`.
     pub fn is_latest_run(
         &self,
         run_type: RunType,
@@ -166,18 +193,16 @@ impl DagSpec {
         if run_type == RunType::Manual {
             return true;
         }
-        let Ok(tz) = crate::schedule::parse_timezone(&self.timezone) else {
-            return true;
+        // The window of the run after this one: (this run's interval end or tick, the next
+        // run's creation time].
+        let bounds = crate::schedule::ScheduleBounds {
+            catchup: true,
+            ..self.schedule_bounds()
         };
-        let next = self
-            .schedule
-            .intervals_between(tz, interval_end, interval_end)
-            .into_iter()
-            .next()
-            .filter(|i| i.end > i.start && self.end_date.is_none_or(|e| i.start <= e));
-        match next {
+        match self.schedule.next_run(&bounds, Some(interval_end), now) {
             None => true,
-            Some(next) => next.start < now && now <= next.end,
+            Some(next) if next.run_after <= interval_end => true,
+            Some(next) => interval_end < now && now <= next.run_after,
         }
     }
 
@@ -259,6 +284,7 @@ mod tests {
             on_success: vec![],
             on_retry: vec![],
             tasks,
+            groups: Vec::new(),
             index: Default::default(),
         }
     }
@@ -279,6 +305,45 @@ mod tests {
         ]);
         s.tasks[1].flow = Some(flow);
         s
+    }
+
+    #[test]
+    fn a_branch_that_names_a_group_follows_its_tasks_directly_downstream() {
+        let mut s = spec(&[
+            ("a", &[]),
+            ("b", &["a"]),
+            ("load.x", &["b"]),
+            ("load.y", &["b"]),
+            ("load.inner.z", &["b"]),
+            ("load.after", &["load.x"]),
+            ("other", &["b"]),
+        ]);
+        s.tasks[1].flow = Some(Flow::Branch);
+        for (t, g) in [(2, "load"), (3, "load"), (4, "load.inner"), (5, "load")] {
+            s.tasks[t].group = Some(g.into());
+        }
+        s.groups = ["load", "load.inner", "empty"]
+            .map(|g| crate::GroupSpec {
+                group_id: g.into(),
+                tooltip: None,
+            })
+            .to_vec();
+        let b = s.task("b").unwrap().clone();
+        let got = s
+            .flow_skips(&b, &outputs(json!({"follow": "load"})))
+            .unwrap();
+        assert_eq!(got.unwrap().tasks, vec!["other"]);
+        let got = s
+            .flow_skips(&b, &outputs(json!({"follow": "load.inner"})))
+            .unwrap();
+        assert_eq!(got.unwrap().tasks, vec!["load.x", "load.y", "other"]);
+        let e = s
+            .flow_skips(&b, &outputs(json!({"follow": "empty"})))
+            .unwrap_err();
+        assert!(
+            e.contains("`empty`, which is not directly downstream"),
+            "{e}"
+        );
     }
 
     #[test]

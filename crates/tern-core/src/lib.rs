@@ -21,8 +21,8 @@ pub use flow::{Flow, Skips};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
 pub use sensor::{SensorCheck, SensorTask};
 pub use spec::{
-    CsvOptions, DagSpec, ExportFormat, HttpTask, ParamRules, ParamSpec, ParquetCompression,
-    SqlTask, SqlToLakeTask, TaskKind, TaskSpec,
+    CsvOptions, DagSpec, ExportFormat, GroupSpec, HttpTask, ParamRules, ParamSpec,
+    ParquetCompression, SqlTask, SqlToLakeTask, TaskKind, TaskSpec,
 };
 pub use state::{RunState, RunType, TaskState};
 pub use trigger::{TriggerRule, UpstreamSummary};

@@ -51,6 +51,9 @@ pub struct DagSpec {
     pub on_retry: Vec<String>,
     /// Tasks in a topological order: every task comes after all of its upstream tasks.
     pub tasks: Vec<TaskSpec>,
+    /// The task groups, outer groups before the groups inside them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupSpec>,
     /// Lookups derived from `tasks`, computed on first use (never stored or compared).
     #[serde(skip)]
     pub index: SpecIndex,
@@ -122,6 +125,16 @@ impl ParamRules {
     }
 }
 
+/// A task group: a name for a set of tasks (and groups), shown together in the UI, linked as a
+/// whole (`g >> t`) and followed as a whole by a branch. Its id is its parent's id, a dot, and
+/// its own name (`extract.tables`), and its tasks' ids start with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSpec {
+    pub group_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tooltip: Option<String>,
+}
+
 /// One task of a DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -149,6 +162,9 @@ pub struct TaskSpec {
     /// What a successful try decides about the tasks downstream: a branch or a short circuit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<crate::flow::Flow>,
+    /// The innermost group the task belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -393,6 +409,17 @@ impl TaskKind {
 }
 
 impl DagSpec {
+    /// What limits the DAG's schedule: its time zone (UTC if the name is unknown, which
+    /// validation prevents), start and end dates, catchup.
+    pub fn schedule_bounds(&self) -> crate::schedule::ScheduleBounds {
+        crate::schedule::ScheduleBounds {
+            tz: crate::schedule::parse_timezone(&self.timezone).unwrap_or(chrono_tz::UTC),
+            start_date: self.start_date,
+            end_date: self.end_date,
+            catchup: self.catchup,
+        }
+    }
+
     pub fn task(&self, task_id: &str) -> Option<&TaskSpec> {
         self.index()
             .position
@@ -508,7 +535,18 @@ impl TaskSpec {
             priority_weight: 1,
             skip_on_exit_code: Vec::new(),
             flow: None,
+            group: None,
         }
+    }
+
+    /// Whether the task is in group `group_id`, directly or through a group inside it.
+    pub fn in_group(&self, group_id: &str) -> bool {
+        self.group.as_deref().is_some_and(|g| {
+            g == group_id
+                || (g.len() > group_id.len()
+                    && g.starts_with(group_id)
+                    && g.as_bytes()[group_id.len()] == b'.')
+        })
     }
 
     /// Whether a try that exited with `code` is skipped rather than failed.
@@ -545,6 +583,7 @@ mod tests {
             on_success: vec![],
             on_retry: vec![],
             tasks,
+            groups: Vec::new(),
             index: Default::default(),
         }
     }

@@ -23,10 +23,12 @@ use tern_core::schedule::{parse_local_date, parse_timezone};
 use tern_core::{parse_duration, ParamSpec, Schedule, TriggerRule};
 
 use crate::draft::{CommonFields, DagDraft, KindDraft, Loc, Shared, TaskDraft, Upstream};
-use crate::values::{DagRef, TaskRef};
+use crate::values::{DagRef, GroupRef, TaskRef};
 
 mod container;
+mod groups;
 mod notify;
+mod schedules;
 mod sensors;
 
 /// Task fields every task kind accepts and `default_args` may set.
@@ -42,7 +44,7 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
     "priority_weight",
 ];
 
-const TASK_FIELDS: &[&str] = &["id", "upstream", "dag"];
+const TASK_FIELDS: &[&str] = &["id", "upstream", "dag", "group"];
 const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox", "skip_on_exit_code"];
 const PYTHON_FIELDS: &[&str] = &[
     "code",
@@ -142,6 +144,8 @@ pub(crate) fn globals() -> &'static Globals {
         .with(tern_builtins)
         .with(sensors::sensor_builtins)
         .with(container::container_builtins)
+        .with(schedules::schedule_builtins)
+        .with(groups::group_builtins)
         .build()
     })
 }
@@ -787,11 +791,19 @@ fn declare_dag<'v>(
     }
     args.unknown("dag()", &[DAG_FIELDS], &mut errs);
 
-    let schedule = args
-        .field("schedule", &mut errs, |f, v| {
-            to_string(f, v).and_then(|s| Schedule::parse(&s).map_err(|e| e.to_string()))
-        })
-        .unwrap_or(Schedule::None);
+    // A cron string is checked here (its errors come first, as written); a schedule value
+    // once the time zone and start date are known.
+    let mut schedule = Schedule::None;
+    let mut schedule_value = None;
+    match args.get("schedule") {
+        Some(v) if schedules::is_schedule_value(v) => schedule_value = Some(v),
+        Some(_) => {
+            if let Some(s) = args.field("schedule", &mut errs, schedules::to_cron_schedule) {
+                schedule = s;
+            }
+        }
+        None => {}
+    }
     let timezone = args
         .field("timezone", &mut errs, to_string)
         .unwrap_or_else(|| "UTC".to_string());
@@ -815,6 +827,12 @@ fn declare_dag<'v>(
     if let (Some(s), Some(e)) = (start_date, end_date) {
         if e < s {
             errs.push("`end_date` is before `start_date`".into());
+        }
+    }
+    if let Some(v) = schedule_value {
+        match schedules::resolve_value(v, tz, start_date) {
+            Ok(s) => schedule = s,
+            Err(e) => errs.push(e),
         }
     }
     let catchup = args.field("catchup", &mut errs, to_bool).unwrap_or(false);
@@ -874,6 +892,9 @@ fn declare_dag<'v>(
         defaults,
         tasks: Vec::new(),
         by_id: Default::default(),
+        groups: Vec::new(),
+        group_ids: Default::default(),
+        building: Vec::new(),
     });
     st.current = Some(idx);
     drop(st);
@@ -934,7 +955,26 @@ fn declare_task_with<'v>(
     let args = Kwargs { map: kwargs };
     let id = args.id(call, "extract")?;
 
-    // The DAG: explicit `dag=`, else the latest dag(...).
+    // The group: explicit `group=`, else the one a `group(..., build =)` call is filling.
+    let explicit_group = match args.get("group") {
+        Some(v) => {
+            let g = v.downcast_ref::<GroupRef>().ok_or_else(|| {
+                anyhow!(
+                    "task `{id}`: `group` must be a group value returned by group(...), got {}",
+                    v.get_type()
+                )
+            })?;
+            if !g.state.same(&state) {
+                return Err(anyhow!(
+                    "task `{id}`: group `{}` was declared while evaluating another file; declare tasks in the file that declares their group",
+                    g.group_id
+                ));
+            }
+            Some((g.dag, g.idx))
+        }
+        None => None,
+    };
+    // The DAG: explicit `dag=`, else the group's, else the latest dag(...).
     let dag_idx = match args.get("dag") {
         Some(v) => {
             let d = v.downcast_ref::<DagRef>().ok_or_else(|| {
@@ -948,13 +988,29 @@ fn declare_task_with<'v>(
             }
             d.idx
         }
-        None => state.lock().current.ok_or_else(|| {
-            anyhow!("task `{id}` is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
-        })?,
+        None => match explicit_group {
+            Some((dag, _)) => dag,
+            None => state.lock().current.ok_or_else(|| {
+                anyhow!("task `{id}` is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
+            })?,
+        },
+    };
+    if explicit_group.is_some_and(|(dag, _)| dag != dag_idx) {
+        return Err(anyhow!(
+            "task `{id}`: its group belongs to another DAG than its `dag`"
+        ));
+    }
+    let group = explicit_group
+        .map(|(_, g)| g)
+        .or_else(|| state.lock().dags[dag_idx].building.last().copied());
+    let local_id = id;
+    let id = match group {
+        Some(g) => format!("{}.{local_id}", state.lock().dags[dag_idx].groups[g].id),
+        None => local_id.clone(),
     };
 
     let mut errs = Vec::new();
-    if let Err(e) = check_id(&id) {
+    if let Err(e) = check_id(&local_id) {
         errs.push(e);
     }
     args.unknown(call, &[TASK_FIELDS, kind_fields, COMMON_FIELDS], &mut errs);
@@ -968,17 +1024,39 @@ fn declare_task_with<'v>(
     }
     let mut upstream = Vec::new();
     if let Some(v) = args.get("upstream") {
-        let items = if v.downcast_ref::<TaskRef>().is_some() || v.unpack_str().is_some() {
+        let items = if crate::values::as_node(v).is_some() || v.unpack_str().is_some() {
             Ok(vec![v])
         } else {
             list_items("upstream", v)
         };
         match items {
-            Err(_) => errs.push(type_err("upstream", "a list of tasks or task ids", v)),
+            Err(_) => errs.push(type_err(
+                "upstream",
+                "a list of tasks, groups or task ids",
+                v,
+            )),
             Ok(items) => {
                 for x in items {
                     if let Some(s) = x.unpack_str() {
                         upstream.push(Upstream::Name(s.to_string()));
+                    } else if let Some(g) = x.downcast_ref::<GroupRef>() {
+                        let st = state.lock();
+                        if !(g.state.same(&state) && g.dag == dag_idx) {
+                            errs.push(format!(
+                                "upstream {g} belongs to another DAG; tasks can only depend on tasks of their own DAG"
+                            ));
+                        } else {
+                            match crate::values::node_tasks(
+                                &st,
+                                &crate::values::Node::Group(g),
+                                true,
+                            ) {
+                                Ok(leaves) => {
+                                    upstream.extend(leaves.into_iter().map(Upstream::Task))
+                                }
+                                Err(e) => errs.push(e.to_string()),
+                            }
+                        }
                     } else if let Some(t) = x.downcast_ref::<TaskRef>() {
                         if t.state.same(&state) && t.dag == dag_idx {
                             upstream.push(Upstream::Task(t.idx));
@@ -988,7 +1066,7 @@ fn declare_task_with<'v>(
                             ));
                         }
                     } else {
-                        errs.push(type_err("upstream[]", "a task or a task id", x));
+                        errs.push(type_err("upstream[]", "a task, a group or a task id", x));
                     }
                 }
             }
@@ -1011,8 +1089,14 @@ fn declare_task_with<'v>(
 
     let mut st = state.lock();
     let dag = &mut st.dags[dag_idx];
+    common.fill_from(&dag.group_defaults(group));
     let dag_id = dag.id.clone();
     let idx = dag.tasks.len();
+    if dag.group_ids.contains_key(&id) {
+        errs.push(format!(
+            "`{id}` is already the id of a group in dag `{dag_id}`; task and group ids must differ"
+        ));
+    }
     if let Some(&prev) = dag.by_id.get(&id) {
         let where_ = dag.tasks[prev].loc.describe_from(&loc.file);
         errs.push(format!(
@@ -1030,6 +1114,7 @@ fn declare_task_with<'v>(
         upstream,
         skip_on_exit_code,
         flow,
+        group,
     });
     for e in errs {
         st.problem(&loc, main_line, Some(dag_idx), format!("task `{id}`: {e}"));

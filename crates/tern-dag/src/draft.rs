@@ -45,6 +45,26 @@ pub(crate) struct CommonFields {
     pub priority_weight: Option<i64>,
 }
 
+impl CommonFields {
+    /// Sets every field not set here to `other`'s value.
+    pub fn fill_from(&mut self, other: &CommonFields) {
+        macro_rules! fill {
+            ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = other.$f.clone(); } )* };
+        }
+        fill!(
+            trigger_rule,
+            retries,
+            retry_delay_ms,
+            retry_exponential_backoff,
+            max_retry_delay_ms,
+            execution_timeout_ms,
+            queue,
+            pool,
+            priority_weight
+        );
+    }
+}
+
 /// What a declared task does, before the loader has read script files.
 #[derive(Debug, Clone)]
 pub(crate) enum KindDraft {
@@ -93,6 +113,18 @@ pub(crate) struct TaskDraft {
     pub skip_on_exit_code: Option<Vec<i32>>,
     /// Set by `branch()` and `short_circuit()`.
     pub flow: Option<tern_core::Flow>,
+    /// The innermost group (an index into the DAG's `groups`).
+    pub group: Option<usize>,
+}
+
+/// A `group(...)`: its full id (`outer.inner`), the group it is in, and the task defaults it
+/// gives its tasks (merged with its parent's).
+#[derive(Debug, Clone)]
+pub(crate) struct GroupDraft {
+    pub id: String,
+    pub parent: Option<usize>,
+    pub defaults: CommonFields,
+    pub tooltip: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,12 +151,73 @@ pub(crate) struct DagDraft {
     /// at; it is reported and skipped).
     pub tasks: Vec<TaskDraft>,
     pub by_id: HashMap<String, usize>,
+    pub groups: Vec<GroupDraft>,
+    pub group_ids: HashMap<String, usize>,
+    /// The groups `group(..., build = f)` calls are filling, innermost last: tasks declared
+    /// meanwhile without `group =` go into the last one.
+    pub building: Vec<usize>,
 }
 
 impl DagDraft {
     /// Whether task `idx` is the first (kept) declaration of its id.
     pub fn is_kept(&self, idx: usize) -> bool {
         self.by_id.get(&self.tasks[idx].id) == Some(&idx)
+    }
+
+    /// Whether task `idx` is in group `g`, directly or through groups inside it.
+    pub fn in_group(&self, idx: usize, g: usize) -> bool {
+        let mut cur = self.tasks[idx].group;
+        while let Some(c) = cur {
+            if c == g {
+                return true;
+            }
+            cur = self.groups[c].parent;
+        }
+        false
+    }
+
+    /// The kept tasks of group `g` with no upstream task inside it (Airflow's roots), in
+    /// declaration order.
+    pub fn group_roots(&self, g: usize) -> Vec<usize> {
+        let members: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| self.is_kept(i) && self.in_group(i, g))
+            .collect();
+        members
+            .iter()
+            .copied()
+            .filter(|&i| {
+                !self.tasks[i].upstream.iter().any(|u| match u {
+                    Upstream::Task(j) => members.contains(j),
+                    Upstream::Name(n) => self.by_id.get(n).is_some_and(|j| members.contains(j)),
+                })
+            })
+            .collect()
+    }
+
+    /// The kept tasks of group `g` no task inside it depends on (Airflow's leaves).
+    pub fn group_leaves(&self, g: usize) -> Vec<usize> {
+        let members: Vec<usize> = (0..self.tasks.len())
+            .filter(|&i| self.is_kept(i) && self.in_group(i, g))
+            .collect();
+        let mut has_down = vec![false; self.tasks.len()];
+        for &i in &members {
+            for u in &self.tasks[i].upstream {
+                let j = match u {
+                    Upstream::Task(j) => Some(*j),
+                    Upstream::Name(n) => self.by_id.get(n).copied(),
+                };
+                if let Some(j) = j {
+                    has_down[j] = true;
+                }
+            }
+        }
+        members.into_iter().filter(|&i| !has_down[i]).collect()
+    }
+
+    /// The task defaults that apply to a task in group `g`: the group's, then its parents'.
+    pub fn group_defaults(&self, g: Option<usize>) -> CommonFields {
+        g.map(|g| self.groups[g].defaults.clone())
+            .unwrap_or_default()
     }
 }
 

@@ -93,6 +93,14 @@ pub(crate) fn build_dag(d: &DagDraft, file: &str) -> Result<DagSpec, Vec<Problem
         on_success: d.on_success.clone(),
         on_retry: d.on_retry.clone(),
         tasks,
+        groups: d
+            .groups
+            .iter()
+            .map(|g| tern_core::GroupSpec {
+                group_id: g.id.clone(),
+                tooltip: g.tooltip.clone(),
+            })
+            .collect(),
         index: Default::default(),
     })
 }
@@ -175,6 +183,7 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
         priority_weight: c.priority_weight.or(def.priority_weight).unwrap_or(1),
         skip_on_exit_code,
         flow: t.flow,
+        group: t.group.map(|g| d.groups[g].id.clone()),
     }
 }
 

@@ -1,5 +1,7 @@
 //! The Starlark values DAG code holds: `task` (returned by `shell`/`python`/`empty`, supports
-//! `>>`, `<<`, `set_upstream`, `set_downstream`, `.task_id`, `.dag_id`) and `dag` (returned by
+//! `>>`, `<<`, `set_upstream`, `set_downstream`, `.task_id`, `.dag_id`), `group` (returned by
+//! `group(...)`, linked like a task: as an upstream it stands for its leaves, as a downstream
+//! for its roots, both taken when the link is made, as in Airflow) and `dag` (returned by
 //! `dag(...)`, usable as a task's `dag=` argument).
 //!
 //! Both are handles into the evaluation's [`FileState`](crate::draft::FileState): they carry no
@@ -32,6 +34,30 @@ pub(crate) struct TaskRef {
     pub dag_id: String,
 }
 starlark_simple_value!(TaskRef);
+
+/// A declared task group.
+#[derive(ProvidesStaticType, NoSerialize, Allocative, StarlarkPagablePanic)]
+pub(crate) struct GroupRef {
+    #[allocative(skip)]
+    pub state: Shared,
+    pub dag: usize,
+    pub idx: usize,
+    pub group_id: String,
+    pub dag_id: String,
+}
+starlark_simple_value!(GroupRef);
+
+impl fmt::Debug for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupRef({}.{})", self.dag_id, self.group_id)
+    }
+}
+
+impl fmt::Display for GroupRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<group {}.{}>", self.dag_id, self.group_id)
+    }
+}
 
 /// A declared DAG.
 #[derive(ProvidesStaticType, NoSerialize, Allocative, StarlarkPagablePanic)]
@@ -67,17 +93,57 @@ impl fmt::Display for DagRef {
     }
 }
 
-/// The tasks a `>>`/`<<` operand or `set_upstream` argument names: one task, or a list/tuple of
-/// tasks.
-fn operand_tasks<'v>(v: Value<'v>) -> anyhow::Result<Vec<&'v TaskRef>> {
+/// One end of a dependency: a task or a group.
+#[derive(Clone, Copy)]
+pub(crate) enum Node<'v> {
+    Task(&'v TaskRef),
+    Group(&'v GroupRef),
+}
+
+impl Node<'_> {
+    fn state(&self) -> &Shared {
+        match self {
+            Node::Task(t) => &t.state,
+            Node::Group(g) => &g.state,
+        }
+    }
+
+    fn dag(&self) -> usize {
+        match self {
+            Node::Task(t) => t.dag,
+            Node::Group(g) => g.dag,
+        }
+    }
+}
+
+impl fmt::Display for Node<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Task(t) => t.fmt(f),
+            Node::Group(g) => g.fmt(f),
+        }
+    }
+}
+
+/// A task or group value as a [`Node`].
+pub(crate) fn as_node(v: Value<'_>) -> Option<Node<'_>> {
+    if let Some(t) = v.downcast_ref::<TaskRef>() {
+        return Some(Node::Task(t));
+    }
+    v.downcast_ref::<GroupRef>().map(Node::Group)
+}
+
+/// The tasks and groups a `>>`/`<<` operand or `set_upstream` argument names: one, or a
+/// list/tuple of them.
+fn operand_nodes<'v>(v: Value<'v>) -> anyhow::Result<Vec<Node<'v>>> {
     let bad = |what: &str| {
         anyhow::anyhow!(
-            "dependencies link tasks: expected a task or a list of tasks, got {what}; \
+            "dependencies link tasks: expected a task, a group or a list of them, got {what}; \
              note that `[a, b] >> c` is not supported, write `c << [a, b]`"
         )
     };
-    if let Some(t) = v.downcast_ref::<TaskRef>() {
-        return Ok(vec![t]);
+    if let Some(n) = as_node(v) {
+        return Ok(vec![n]);
     }
     let items = if let Some(l) = ListRef::from_value(v) {
         l.content().to_vec()
@@ -88,30 +154,64 @@ fn operand_tasks<'v>(v: Value<'v>) -> anyhow::Result<Vec<&'v TaskRef>> {
     };
     items
         .into_iter()
-        .map(|x| x.downcast_ref::<TaskRef>().ok_or_else(|| bad(x.get_type())))
+        .map(|x| as_node(x).ok_or_else(|| bad(x.get_type())))
         .collect()
 }
 
+/// The task indices a node stands for: itself, or a group's leaves (`as_upstream`) or roots.
+pub(crate) fn node_tasks(
+    st: &crate::draft::FileState,
+    n: &Node,
+    as_upstream: bool,
+) -> anyhow::Result<Vec<usize>> {
+    match n {
+        Node::Task(t) => Ok(vec![t.idx]),
+        Node::Group(g) => {
+            let dag = &st.dags[g.dag];
+            let tasks = if as_upstream {
+                dag.group_leaves(g.idx)
+            } else {
+                dag.group_roots(g.idx)
+            };
+            if tasks.is_empty() {
+                anyhow::bail!(
+                    "group `{}` has no tasks yet: declare its tasks before linking it",
+                    g.group_id
+                );
+            }
+            Ok(tasks)
+        }
+    }
+}
+
 /// Makes every task in `ups` an upstream of every task in `downs`.
-fn link(ups: &[&TaskRef], downs: &[&TaskRef]) -> anyhow::Result<()> {
+fn link(ups: &[Node], downs: &[Node]) -> anyhow::Result<()> {
     for (u, d) in ups.iter().flat_map(|u| downs.iter().map(move |d| (u, d))) {
-        if !u.state.same(&d.state) {
+        if !u.state().same(d.state()) {
             anyhow::bail!(
                 "cannot link {u} and {d}: they were declared while evaluating different files"
             );
         }
-        if u.dag != d.dag {
+        if u.dag() != d.dag() {
             anyhow::bail!(
                 "cannot link {u} and {d}: tasks of different DAGs cannot depend on each other"
             );
         }
     }
     if let Some(first) = ups.first().or(downs.first()) {
-        let mut st = first.state.lock();
+        let mut st = first.state().lock();
+        let mut up_tasks = Vec::new();
+        for u in ups {
+            up_tasks.extend(node_tasks(&st, u, true)?);
+        }
+        let mut down_tasks = Vec::new();
         for d in downs {
-            let task = &mut st.dags[d.dag].tasks[d.idx];
+            down_tasks.extend(node_tasks(&st, d, false)?.into_iter().map(|i| (d.dag(), i)));
+        }
+        for (dag, d) in down_tasks {
+            let task = &mut st.dags[dag].tasks[d];
             task.upstream
-                .extend(ups.iter().map(|u| Upstream::Task(u.idx)));
+                .extend(up_tasks.iter().map(|&u| Upstream::Task(u)));
         }
     }
     Ok(())
@@ -119,20 +219,21 @@ fn link(ups: &[&TaskRef], downs: &[&TaskRef]) -> anyhow::Result<()> {
 
 starlark::methods_static!(TASK_METHODS = task_methods);
 starlark::methods_static!(DAG_METHODS = dag_methods);
+starlark::methods_static!(GROUP_METHODS = group_methods);
 
 #[starlark_value(type = "task")]
 impl<'v> StarlarkValue<'v> for TaskRef {
     /// `a >> b`: `b` runs after `a`; evaluates to `b` so chains work.
     fn right_shift(&self, other: Value<'v>, _heap: Heap<'v>) -> starlark::Result<Value<'v>> {
-        let downs = operand_tasks(other).map_err(starlark::Error::new_other)?;
-        link(&[self], &downs).map_err(starlark::Error::new_other)?;
+        let downs = operand_nodes(other).map_err(starlark::Error::new_other)?;
+        link(&[Node::Task(self)], &downs).map_err(starlark::Error::new_other)?;
         Ok(other)
     }
 
     /// `a << b`: `a` runs after `b`; evaluates to `b`.
     fn left_shift(&self, other: Value<'v>, _heap: Heap<'v>) -> starlark::Result<Value<'v>> {
-        let ups = operand_tasks(other).map_err(starlark::Error::new_other)?;
-        link(&ups, &[self]).map_err(starlark::Error::new_other)?;
+        let ups = operand_nodes(other).map_err(starlark::Error::new_other)?;
+        link(&ups, &[Node::Task(self)]).map_err(starlark::Error::new_other)?;
         Ok(other)
     }
 
@@ -144,6 +245,33 @@ impl<'v> StarlarkValue<'v> for TaskRef {
 
     fn get_methods() -> Option<&'static Methods> {
         Some(TASK_METHODS.methods())
+    }
+}
+
+#[starlark_value(type = "group")]
+impl<'v> StarlarkValue<'v> for GroupRef {
+    /// `g >> b`: `b` runs after the group's leaves; evaluates to `b`.
+    fn right_shift(&self, other: Value<'v>, _heap: Heap<'v>) -> starlark::Result<Value<'v>> {
+        let downs = operand_nodes(other).map_err(starlark::Error::new_other)?;
+        link(&[Node::Group(self)], &downs).map_err(starlark::Error::new_other)?;
+        Ok(other)
+    }
+
+    /// `g << b`: the group's roots run after `b`; evaluates to `b`.
+    fn left_shift(&self, other: Value<'v>, _heap: Heap<'v>) -> starlark::Result<Value<'v>> {
+        let ups = operand_nodes(other).map_err(starlark::Error::new_other)?;
+        link(&ups, &[Node::Group(self)]).map_err(starlark::Error::new_other)?;
+        Ok(other)
+    }
+
+    fn equals(&self, other: Value<'v>) -> starlark::Result<bool> {
+        Ok(other
+            .downcast_ref::<GroupRef>()
+            .is_some_and(|o| o.state.same(&self.state) && o.dag == self.dag && o.idx == self.idx))
+    }
+
+    fn get_methods() -> Option<&'static Methods> {
+        Some(GROUP_METHODS.methods())
     }
 }
 
@@ -176,15 +304,44 @@ fn task_methods(builder: &mut MethodsBuilder) {
 
     /// `a.set_upstream(b)` is `a << b`.
     fn set_upstream<'v>(this: &TaskRef, other: Value<'v>) -> anyhow::Result<NoneType> {
-        let ups = operand_tasks(other)?;
-        link(&ups, &[this])?;
+        let ups = operand_nodes(other)?;
+        link(&ups, &[Node::Task(this)])?;
         Ok(NoneType)
     }
 
     /// `a.set_downstream(b)` is `a >> b`.
     fn set_downstream<'v>(this: &TaskRef, other: Value<'v>) -> anyhow::Result<NoneType> {
-        let downs = operand_tasks(other)?;
-        link(&[this], &downs)?;
+        let downs = operand_nodes(other)?;
+        link(&[Node::Task(this)], &downs)?;
+        Ok(NoneType)
+    }
+}
+
+#[starlark_module]
+fn group_methods(builder: &mut MethodsBuilder) {
+    /// The group's id (`outer.inner` for a nested group).
+    #[starlark(attribute)]
+    fn group_id(this: &GroupRef) -> anyhow::Result<String> {
+        Ok(this.group_id.clone())
+    }
+
+    /// The id of the DAG the group belongs to.
+    #[starlark(attribute)]
+    fn dag_id(this: &GroupRef) -> anyhow::Result<String> {
+        Ok(this.dag_id.clone())
+    }
+
+    /// `g.set_upstream(b)` is `g << b`.
+    fn set_upstream<'v>(this: &GroupRef, other: Value<'v>) -> anyhow::Result<NoneType> {
+        let ups = operand_nodes(other)?;
+        link(&ups, &[Node::Group(this)])?;
+        Ok(NoneType)
+    }
+
+    /// `g.set_downstream(b)` is `g >> b`.
+    fn set_downstream<'v>(this: &GroupRef, other: Value<'v>) -> anyhow::Result<NoneType> {
+        let downs = operand_nodes(other)?;
+        link(&[Node::Group(this)], &downs)?;
         Ok(NoneType)
     }
 }

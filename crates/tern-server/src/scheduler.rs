@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use tern_core::schedule::{parse_timezone, ScheduleBounds};
-use tern_core::{DataInterval, RunType};
+use tern_core::schedule::NextRun;
+use tern_core::RunType;
 use tern_store::{NewRun, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +26,8 @@ pub struct Scheduler {
     pub queue_timeout: Option<Duration>,
 }
 
-/// The next scheduled interval of each schedulable DAG.
-type DueMap = HashMap<String, (i64, DataInterval)>;
+/// The next scheduled run of each schedulable DAG, with the DAG version it belongs to.
+type DueMap = HashMap<String, (i64, NextRun)>;
 
 impl Scheduler {
     pub async fn run(self, shutdown: CancellationToken) {
@@ -71,7 +71,12 @@ impl Scheduler {
                 tracing::error!("reading retry times failed: {e}");
                 None
             });
-            if let Some(first) = due.values().map(|(_, i)| i.end).chain(next_retry).min() {
+            if let Some(first) = due
+                .values()
+                .map(|(_, r)| r.run_after)
+                .chain(next_retry)
+                .min()
+            {
                 let until = (first - now).to_std().unwrap_or(Duration::ZERO);
                 sleep = sleep.min(until);
             }
@@ -90,24 +95,24 @@ impl Scheduler {
         for (dag_id, version_id) in self.store.schedulable_dags().await? {
             let spec = self.store.spec(version_id).await?;
             let last = self.store.last_scheduled_interval_end(&dag_id).await?;
-            if let Some(i) = next_interval(&spec, last, now) {
-                map.insert(dag_id, (version_id, i));
+            if let Some(r) = next_run(&spec, last, now) {
+                map.insert(dag_id, (version_id, r));
             }
         }
         Ok(map)
     }
 
-    /// Creates a run for every interval that has ended, oldest first; several schedulers may do
-    /// this at once, the store's unique key keeps it to one run per interval.
+    /// Creates every run whose time has come, oldest first; several schedulers may do this at
+    /// once, the store's unique key keeps it to one run per logical date.
     async fn create_due_runs(&self, due: &mut DueMap) -> tern_store::Result<()> {
         let now = Utc::now();
         let ready: Vec<String> = due
             .iter()
-            .filter(|(_, (_, i))| i.end <= now)
+            .filter(|(_, (_, r))| r.run_after <= now)
             .map(|(d, _)| d.clone())
             .collect();
         for dag_id in ready {
-            let Some((version_id, interval)) = due.get(&dag_id).copied() else {
+            let Some((version_id, due_run)) = due.get(&dag_id).copied() else {
                 continue;
             };
             let spec = self.store.spec(version_id).await?;
@@ -118,11 +123,13 @@ impl Scheduler {
                 dag_id: dag_id.clone(),
                 run_id: format!(
                     "scheduled__{}",
-                    interval.start.to_rfc3339_opts(SecondsFormat::Secs, true)
+                    due_run
+                        .logical_date
+                        .to_rfc3339_opts(SecondsFormat::Secs, true)
                 ),
                 run_type: RunType::Scheduled,
-                logical_date: interval.start,
-                data_interval: interval,
+                logical_date: due_run.logical_date,
+                data_interval: due_run.data_interval,
                 conf: serde_json::json!({}),
                 params,
             };
@@ -136,9 +143,9 @@ impl Scheduler {
                 Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
-            match next_interval(&spec, Some(interval.end), now) {
-                Some(i) => {
-                    due.insert(dag_id, (version_id, i));
+            match next_run(&spec, Some(due_run.data_interval.end), now) {
+                Some(r) => {
+                    due.insert(dag_id, (version_id, r));
                 }
                 None => {
                     due.remove(&dag_id);
@@ -173,17 +180,46 @@ impl Scheduler {
     }
 }
 
-pub(crate) fn next_interval(
+/// The next run the scheduler creates for `spec`, after the one whose data interval ended at
+/// `last_end`.
+pub(crate) fn next_run(
     spec: &tern_core::DagSpec,
     last_end: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> Option<DataInterval> {
-    let tz = parse_timezone(&spec.timezone).ok()?;
-    let bounds = ScheduleBounds {
-        tz,
-        start_date: spec.start_date,
-        end_date: spec.end_date,
+) -> Option<NextRun> {
+    spec.schedule
+        .next_run(&spec.schedule_bounds(), last_end, now)
+}
+
+/// The next runs a DAG's schedule will make, as `tern dags next`, the API and the DAG page show
+/// them.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Upcoming {
+    pub dag_id: String,
+    /// The schedule as the DAG file writes it.
+    pub schedule: String,
+    pub timezone: String,
+    pub is_paused: bool,
+    pub catchup: bool,
+    /// Oldest first; empty for `none`, a list of times that has run out, or a passed
+    /// `end_date`.
+    pub runs: Vec<NextRun>,
+}
+
+/// The next `n` runs of `dag_id` after its last scheduled one, from its latest version.
+pub async fn upcoming_runs(store: &Store, dag_id: &str, n: usize) -> tern_store::Result<Upcoming> {
+    let dag = store.get_dag(dag_id).await?;
+    let spec = store.spec(dag.latest_version_id).await?;
+    let last = store.last_scheduled_interval_end(dag_id).await?;
+    let runs = spec
+        .schedule
+        .upcoming(&spec.schedule_bounds(), last, Utc::now(), n);
+    Ok(Upcoming {
+        dag_id: dag_id.to_string(),
+        schedule: spec.schedule.describe(),
+        timezone: spec.timezone.clone(),
+        is_paused: dag.is_paused,
         catchup: spec.catchup,
-    };
-    spec.schedule.next_interval(&bounds, last_end, now)
+        runs,
+    })
 }

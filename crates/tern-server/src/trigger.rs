@@ -51,9 +51,10 @@ pub async fn trigger(store: &Store, req: &TriggerRequest) -> Result<(DagRun, boo
     })?;
     let now = Utc::now();
     let logical_date = req.logical_date.unwrap_or(now);
-    let tz = tern_core::schedule::parse_timezone(&spec.timezone).unwrap_or(chrono_tz::UTC);
     let run_type = req.run_type.unwrap_or(RunType::Manual);
-    let data_interval = spec.schedule.manual_interval(tz, logical_date);
+    let data_interval = spec
+        .schedule
+        .manual_interval(&spec.schedule_bounds(), logical_date);
     let run_id = req.run_id.clone().unwrap_or_else(|| {
         format!(
             "{}__{}",

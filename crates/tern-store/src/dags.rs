@@ -147,7 +147,7 @@ impl Store {
             .bind(&spec.dag_id)
             .bind(&spec.file)
             .bind(version_id)
-            .bind(spec.schedule.as_text())
+            .bind(spec.schedule.describe())
             .bind(&spec.timezone)
             .bind(now)
             .execute(&mut *tx)

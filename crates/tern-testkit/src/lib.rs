@@ -132,6 +132,7 @@ pub fn dag(dag_id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
         on_success: vec![],
         on_retry: vec![],
         tasks,
+        groups: Vec::new(),
         index: Default::default(),
     }
 }

@@ -170,6 +170,16 @@ pub enum DagsCmd {
     Unpause { dag_id: String },
     /// Create and run the runs of every interval between two dates.
     Backfill(BackfillArgs),
+    /// Print the next runs the schedule will make: logical dates, data intervals, and when
+    /// each is created.
+    Next {
+        dag_id: String,
+        /// How many runs (1–100).
+        #[arg(long, short = 'n', default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+        n: u16,
+        #[command(flatten)]
+        out: OutputArg,
+    },
     /// List DAG files that failed to load, with file, line and reason.
     Errors(OutputArg),
 }

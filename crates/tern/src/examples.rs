@@ -9,6 +9,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../examples/dags/branching.star"),
     ),
     (
+        "grouped_etl.star",
+        include_str!("../../../examples/dags/grouped_etl.star"),
+    ),
+    (
         "hello.star",
         include_str!("../../../examples/dags/hello.star"),
     ),

@@ -1,6 +1,6 @@
 //! The CLI against a remote control plane: with `--server URL` and a token (`--token` or
 //! `TERN_TOKEN`), the everyday commands call the REST API instead of opening the metadata
-//! database: `dags list|trigger|pause|unpause|errors`, `runs list|show`, `logs`, `pools
+//! database: `dags list|next|trigger|pause|unpause|errors`, `runs list|show`, `logs`, `pools
 //! list|set|delete`, `connections list|delete`, `agents list|revoke`, `tokens list|create|revoke`,
 //! `users list`. Other commands work on the database directly and say so.
 
@@ -125,6 +125,11 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 vec![format!("{}:{}", s(&e["file"]), s(&e["line"])), s(&e["message"])]
             });
             print(o.output, &["where", "error"], table, &v["import_errors"]);
+        }
+        Command::Dags(DagsCmd::Next { dag_id, n, out }) => {
+            let v = r.get(&format!("/api/v1/dags/{}/next?n={n}", seg(&dag_id))).await?;
+            let next = serde_json::from_value(v).context("the server's answer to dags next")?;
+            crate::cmd::dags::print_upcoming(out.output, &next);
         }
         Command::Dags(DagsCmd::Pause { dag_id }) => pause(&r, &dag_id, true).await?,
         Command::Dags(DagsCmd::Unpause { dag_id }) => pause(&r, &dag_id, false).await?,

@@ -297,7 +297,13 @@ fn the_shipped_examples_load() {
     let ids: Vec<&str> = r.dags.iter().map(|d| d.dag_id.as_str()).collect();
     assert_eq!(
         ids,
-        ["branching", "hello", "manual_report", "regional_exports"]
+        [
+            "branching",
+            "grouped_etl",
+            "hello",
+            "manual_report",
+            "regional_exports"
+        ]
     );
     let d = dag(&r, "regional_exports");
     assert_eq!(d.tasks.len(), 6);

@@ -323,7 +323,7 @@ fn wrong_types_and_missing_ids_are_clear() {
         [
             "d.star:2: task `a`: `retries` must be an int, got string",
             "d.star:2: task `a`: `queue` must be a string, got int",
-            "d.star:2: task `a`: `upstream` must be a list of tasks or task ids, got int",
+            "d.star:2: task `a`: `upstream` must be a list of tasks, groups or task ids, got int",
         ]
     );
     assert_eq!(

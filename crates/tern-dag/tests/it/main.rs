@@ -4,9 +4,11 @@
 mod fixtures_err;
 mod fixtures_ok;
 mod flow;
+mod groups;
 mod language;
 mod limits;
 mod scale;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -498,6 +498,7 @@ async fn revoke_token(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// How many entries, newest first (1–1000, default 100).
     #[serde(default = "default_limit")]
@@ -513,8 +514,9 @@ fn default_limit() -> i64 {
 async fn audit_log(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Admin, "reading the audit log")?;
     let entries = s
         .store

@@ -1,7 +1,7 @@
 //! DAG routes: list (search, tag, paused filters and pagination), detail, source, versions,
-//! pause/unpause, import errors.
+//! next scheduled runs, pause/unpause, import errors.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -22,10 +22,12 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_dag, patch_dag))
         .routes(routes!(dag_source))
         .routes(routes!(dag_versions))
+        .routes(routes!(dag_next_runs))
         .routes(routes!(import_errors))
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DagListQuery {
     /// Only DAGs whose id contains this text (case-insensitive).
@@ -104,8 +106,9 @@ pub async fn dag_summaries(
 async fn list_dags(
     State(s): State<AppState>,
     caller: Caller,
-    Query(q): Query<DagListQuery>,
+    q: Result<Query<DagListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "listing DAGs")?;
     let page = dag_summaries(&s, &q).await.map_err(ApiError::from_store)?;
     Ok(Json(json!({"dags": page.dags, "total": page.total})))
@@ -248,4 +251,38 @@ async fn import_errors(State(s): State<AppState>, caller: Caller) -> Result<Json
         .await
         .map_err(ApiError::from_store)?;
     Ok(Json(json!({"import_errors": errors})))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NextQuery {
+    /// How many runs (1–100, default 5).
+    pub n: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/dags/{dag_id}/next", tag = "dags", params(("dag_id" = String, Path, description = "DAG id"), NextQuery),
+    responses((status = 200, description = "`{dag_id, schedule, timezone, is_paused, catchup, runs: [{logical_date, data_interval: {start, end}, run_after}]}`: the next runs the schedule makes, oldest first"),
+              (status = 400, description = "`n` out of range"), (status = 404, description = "No such DAG")))]
+async fn dag_next_runs(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+    q: Result<Query<NextQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
+    caller.require(Role::Viewer, "reading a DAG's next runs")?;
+    let n = q.n.unwrap_or(5);
+    if !(1..=100).contains(&n) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("n = {n} is out of range"),
+            "ask for 1 to 100 runs",
+        ));
+    }
+    let next = crate::scheduler::upcoming_runs(&s.store, &dag_id, n)
+        .await
+        .map_err(ApiError::from_store)?;
+    Ok(Json(serde_json::to_value(next).unwrap_or_default()))
 }

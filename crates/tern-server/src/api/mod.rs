@@ -13,7 +13,7 @@ pub mod dags;
 pub mod runs;
 pub mod tasks;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Html;
@@ -129,6 +129,18 @@ pub(crate) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> 
             "bad_request",
             e.body_text(),
             "send a JSON object with Content-Type: application/json",
+        )
+    })
+}
+
+/// Query parameters, or a 400 that says which one is wrong.
+pub(crate) fn query<T>(q: Result<axum::extract::Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(v)| v).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            e.body_text(),
+            "see /api/v1/docs for the route's query parameters",
         )
     })
 }

@@ -1,7 +1,7 @@
 //! DAG run routes: list, trigger (with conf), detail, mark success/failed, delete, and
 //! clearing tasks of a run (with their downstream or upstream tasks).
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -27,6 +27,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RunListQuery {
     /// Only runs in this state (`queued`, `running`, `success`, `failed`).
@@ -42,8 +43,9 @@ async fn list_runs(
     State(s): State<AppState>,
     caller: Caller,
     Path(dag_id): Path<String>,
-    Query(q): Query<RunListQuery>,
+    q: Result<Query<RunListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "listing runs")?;
     let state = q
         .state

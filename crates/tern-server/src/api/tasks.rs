@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -135,6 +135,7 @@ pub(crate) async fn mark(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Byte offset to read from (the `next_offset` of the previous answer).
@@ -200,8 +201,9 @@ async fn task_log(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
     let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
     let logs = s.logs.clone();
@@ -353,8 +355,9 @@ async fn task_log_stream(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
     log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
     let stream = futures::stream::unfold((s, q.offset, false), move |(s, offset, done)| {

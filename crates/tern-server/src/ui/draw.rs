@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write;
 
 use chrono::{DateTime, Utc};
-use tern_core::DagSpec;
+use tern_core::{DagSpec, TaskState};
 use tern_store::overview::GridCell;
 use tern_store::DagRun;
 
@@ -50,6 +50,10 @@ pub fn seg(s: &str) -> String {
 /// The grid: one row per task (DAG order), one column per run (oldest left). Cells are bare
 /// `<td class="c s-STATE">` (a 10,000-task grid stays small); the page script turns a click on
 /// one into its task instance's URL from the row's task and the column's run.
+///
+/// Task groups get a header row (`tr.grp`, its cells the group's summary state with counts in
+/// the title) followed by their tasks and inner groups; every row names the groups it sits in
+/// (`data-in`), so the page script can collapse and expand them.
 pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
     let mut by: HashMap<(i64, &str), &GridCell> = HashMap::with_capacity(cells.len());
     for c in cells {
@@ -73,47 +77,203 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
         let _ = write!(out, " ({})\"></a></th>", r.state.as_str());
     }
     out.push_str("</tr></thead><tbody>");
-    for t in &spec.tasks {
-        let _ = write!(
-            out,
-            "<tr data-t=\"{}\"><td class=\"task\">",
-            seg(&t.task_id)
-        );
-        push_esc(&mut out, &t.task_id);
-        out.push_str("</td>");
-        for r in runs {
-            match by.get(&(r.pk, t.task_id.as_str())) {
-                Some(c) => {
-                    let _ = write!(out, "<td class=\"c s-{}\"></td>", c.state.as_str());
+    for row in grid_rows(spec) {
+        match row {
+            GridRow::Task { idx, groups } => {
+                let t = &spec.tasks[idx];
+                let _ = write!(out, "<tr data-t=\"{}\"", seg(&t.task_id));
+                push_in(&mut out, &groups);
+                let _ = write!(out, "><td class=\"task d{}\">", groups.len().min(8));
+                // Inside a group the row shows the task's own name; the title has its id.
+                let shown = t
+                    .group
+                    .as_deref()
+                    .and_then(|g| t.task_id.strip_prefix(g))
+                    .map(|r| r.trim_start_matches('.'))
+                    .unwrap_or(&t.task_id);
+                if shown.len() != t.task_id.len() {
+                    out.push_str("<span title=\"");
+                    push_esc(&mut out, &t.task_id);
+                    out.push_str("\">");
+                    push_esc(&mut out, shown);
+                    out.push_str("</span>");
+                } else {
+                    push_esc(&mut out, &t.task_id);
                 }
-                None => out.push_str("<td></td>"),
+                out.push_str("</td>");
+                for r in runs {
+                    match by.get(&(r.pk, t.task_id.as_str())) {
+                        Some(c) => {
+                            let _ = write!(out, "<td class=\"c s-{}\"></td>", c.state.as_str());
+                        }
+                        None => out.push_str("<td></td>"),
+                    }
+                }
+                out.push_str("</tr>");
+            }
+            GridRow::Group { group, groups } => {
+                out.push_str("<tr class=\"grp\" data-grp=\"");
+                push_esc(&mut out, group);
+                out.push('"');
+                push_in(&mut out, &groups);
+                let _ = write!(out, "><td class=\"task d{}\"><button type=\"button\" class=\"grp-toggle\" aria-expanded=\"false\">", groups.len().min(8));
+                let name = group.rsplit('.').next().unwrap_or(group);
+                push_esc(&mut out, name);
+                out.push_str("</button></td>");
+                let members: Vec<&str> = spec
+                    .tasks
+                    .iter()
+                    .filter(|t| t.in_group(group))
+                    .map(|t| t.task_id.as_str())
+                    .collect();
+                for r in runs {
+                    let states = members
+                        .iter()
+                        .filter_map(|m| by.get(&(r.pk, *m)).map(|c| c.state));
+                    match group_state(states) {
+                        Some((state, counts)) => {
+                            out.push_str("<td class=\"g s-");
+                            out.push_str(state.as_str());
+                            out.push_str("\" title=\"");
+                            push_esc(&mut out, &counts);
+                            out.push_str("\"></td>");
+                        }
+                        None => out.push_str("<td></td>"),
+                    }
+                }
+                out.push_str("</tr>");
             }
         }
-        out.push_str("</tr>");
     }
     out.push_str("</tbody></table>");
     out
 }
 
-/// Layers by longest path from a root; tasks come in topological order.
-fn layers(spec: &DagSpec) -> (HashMap<&str, usize>, Vec<Vec<&str>>) {
-    let mut layer: HashMap<&str, usize> = HashMap::with_capacity(spec.tasks.len());
-    for t in &spec.tasks {
-        let l = t
-            .upstream
+/// ` data-in="outer outer.inner"`: the groups a row sits in, outermost first.
+fn push_in(out: &mut String, groups: &[&str]) {
+    if groups.is_empty() {
+        return;
+    }
+    out.push_str(" data-in=\"");
+    push_esc(out, &groups.join(" "));
+    out.push('"');
+}
+
+/// A row of the grid, with the groups it sits in (outermost first).
+enum GridRow<'a> {
+    Task {
+        idx: usize,
+        groups: Vec<&'a str>,
+    },
+    Group {
+        group: &'a str,
+        groups: Vec<&'a str>,
+    },
+}
+
+/// The grid's rows: tasks in DAG order, each group's header where its first task would be,
+/// followed by everything inside it.
+fn grid_rows(spec: &DagSpec) -> Vec<GridRow<'_>> {
+    if spec.groups.is_empty() {
+        return (0..spec.tasks.len())
+            .map(|idx| GridRow::Task {
+                idx,
+                groups: Vec::new(),
+            })
+            .collect();
+    }
+    // What each group (or the top, `None`) holds, in order of first appearance.
+    #[derive(Clone, Copy)]
+    enum Item<'a> {
+        Task(usize),
+        Group(&'a str),
+    }
+    let mut children: HashMap<Option<&str>, Vec<Item>> = HashMap::new();
+    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let chain = |t: &tern_core::TaskSpec| -> Vec<&str> {
+        let mut c: Vec<&str> = spec
+            .groups
             .iter()
-            .filter_map(|u| layer.get(u.as_str()))
-            .map(|l| l + 1)
-            .max()
-            .unwrap_or(0);
-        layer.insert(&t.task_id, l);
+            .map(|g| g.group_id.as_str())
+            .filter(|g| t.in_group(g))
+            .collect();
+        c.sort_by_key(|g| g.len());
+        c
+    };
+    for (idx, t) in spec.tasks.iter().enumerate() {
+        let groups = chain(t);
+        let mut parent: Option<&str> = None;
+        for g in &groups {
+            if seen.insert(g) {
+                children.entry(parent).or_default().push(Item::Group(g));
+            }
+            parent = Some(g);
+        }
+        children.entry(parent).or_default().push(Item::Task(idx));
     }
-    let depth = layer.values().max().map(|m| m + 1).unwrap_or(0);
-    let mut cols: Vec<Vec<&str>> = vec![Vec::new(); depth];
-    for t in &spec.tasks {
-        cols[layer[t.task_id.as_str()]].push(&t.task_id);
+    let mut rows = Vec::with_capacity(spec.tasks.len() + seen.len());
+    let mut stack: Vec<(Option<&str>, usize, Vec<&str>)> = vec![(None, 0, Vec::new())];
+    while let Some((at, pos, groups)) = stack.pop() {
+        let Some(item) = children.get(&at).and_then(|c| c.get(pos)).copied() else {
+            continue;
+        };
+        stack.push((at, pos + 1, groups.clone()));
+        match item {
+            Item::Task(idx) => rows.push(GridRow::Task { idx, groups }),
+            Item::Group(g) => {
+                rows.push(GridRow::Group {
+                    group: g,
+                    groups: groups.clone(),
+                });
+                let mut inner = groups;
+                inner.push(g);
+                stack.push((Some(g), 0, inner));
+            }
+        }
     }
-    (layer, cols)
+    rows
+}
+
+/// A group's state in one run from its tasks' (Airflow's order: a failure shows first, then
+/// work in progress, then waiting; all skipped is skipped, otherwise done is success), with
+/// the counts by state for the cell's title.
+fn group_state(states: impl Iterator<Item = TaskState>) -> Option<(TaskState, String)> {
+    let mut counts: Vec<(TaskState, usize)> = Vec::new();
+    for s in states {
+        match counts.iter_mut().find(|(c, _)| *c == s) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((s, 1)),
+        }
+    }
+    if counts.is_empty() {
+        return None;
+    }
+    let has = |s: TaskState| counts.iter().any(|(c, _)| *c == s);
+    use TaskState as S;
+    let state = [
+        S::Failed,
+        S::UpstreamFailed,
+        S::UpForRetry,
+        S::Running,
+        S::Queued,
+        S::Scheduled,
+        S::UpForReschedule,
+        S::None,
+    ]
+    .into_iter()
+    .find(|s| has(*s))
+    .unwrap_or(if counts.iter().all(|(c, _)| *c == S::Skipped) {
+        S::Skipped
+    } else {
+        S::Success
+    });
+    counts.sort_by_key(|(s, _)| s.as_str());
+    let text = counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some((state, text))
 }
 
 const NODE_W: usize = 170;
@@ -121,13 +281,110 @@ const NODE_H: usize = 30;
 const GAP_X: usize = 60;
 const GAP_Y: usize = 14;
 
-/// The graph as SVG, nodes coloured by `states` (of one run) when given.
-pub fn graph(spec: &DagSpec, states: &HashMap<String, String>) -> String {
-    let (_, cols) = layers(spec);
-    let mut pos: HashMap<&str, (usize, usize)> = HashMap::new();
+/// A node of the drawn graph: a task, or a closed task group standing for all its tasks.
+struct GraphNode<'a> {
+    id: &'a str,
+    /// `Some` for a closed group: its tasks' summary state and counts.
+    group: Option<(TaskState, String)>,
+    state: &'a str,
+}
+
+/// The graph as SVG, nodes coloured by `states` (of one run) when given. Task groups not in
+/// `open` are drawn as one node (a link that opens it; the page lists open groups to close),
+/// with edges to and from their tasks merged.
+pub fn graph(
+    spec: &DagSpec,
+    states: &HashMap<String, String>,
+    open: &std::collections::HashSet<String>,
+    link: &dyn Fn(&str) -> String,
+) -> String {
+    // The node each task is drawn as: itself, or the outermost closed group it is in.
+    let closed: Vec<&str> = {
+        let mut g: Vec<&str> = spec
+            .groups
+            .iter()
+            .map(|g| g.group_id.as_str())
+            .filter(|g| !open.contains(*g))
+            .collect();
+        g.sort_by_key(|g| g.len());
+        g
+    };
+    let node_of = |t: &'_ tern_core::TaskSpec| -> usize {
+        closed
+            .iter()
+            .position(|g| t.in_group(g))
+            .map(|i| spec.tasks.len() + i)
+            .unwrap_or(usize::MAX)
+    };
+    let mut index: HashMap<usize, usize> = HashMap::new();
+    let mut nodes: Vec<GraphNode> = Vec::new();
+    let mut task_node: Vec<usize> = Vec::with_capacity(spec.tasks.len());
+    for (i, t) in spec.tasks.iter().enumerate() {
+        let key = match node_of(t) {
+            usize::MAX => i,
+            k => k,
+        };
+        let n = *index.entry(key).or_insert_with(|| {
+            nodes.push(match key.checked_sub(spec.tasks.len()) {
+                None => GraphNode {
+                    id: &t.task_id,
+                    group: None,
+                    state: states.get(&t.task_id).map(String::as_str).unwrap_or("none"),
+                },
+                Some(g) => {
+                    let g = closed[g];
+                    let members = spec.tasks.iter().filter(|m| m.in_group(g)).map(|m| {
+                        states
+                            .get(&m.task_id)
+                            .and_then(|s| s.parse::<TaskState>().ok())
+                            .unwrap_or(TaskState::None)
+                    });
+                    let summary = group_state(members).unwrap_or((TaskState::None, String::new()));
+                    GraphNode {
+                        id: g,
+                        group: Some(summary),
+                        state: "none",
+                    }
+                }
+            });
+            nodes.len() - 1
+        });
+        task_node.push(n);
+    }
+    let pos_of: HashMap<&str, usize> = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.task_id.as_str(), i))
+        .collect();
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    for (i, t) in spec.tasks.iter().enumerate() {
+        for u in &t.upstream {
+            if let Some(&j) = pos_of.get(u.as_str()) {
+                let e = (task_node[j], task_node[i]);
+                if e.0 != e.1 && !edges.contains(&e) {
+                    edges.push(e);
+                }
+            }
+        }
+    }
+    // Layers by longest path; nodes come in first-task order, which is topological unless
+    // closing a group made a cycle (then a node goes one past the layers known so far).
+    let mut layer = vec![0usize; nodes.len()];
+    let mut forward: Vec<(usize, usize)> = edges.iter().copied().filter(|(a, b)| a < b).collect();
+    forward.sort_by_key(|&(_, b)| b);
+    for (a, b) in forward {
+        layer[b] = layer[b].max(layer[a] + 1);
+    }
+    let depth = layer.iter().max().map(|m| m + 1).unwrap_or(0);
+    let mut cols: Vec<Vec<usize>> = vec![Vec::new(); depth];
+    for (n, l) in layer.iter().enumerate() {
+        cols[*l].push(n);
+    }
+    let mut pos: Vec<(usize, usize)> = vec![(0, 0); nodes.len()];
     for (x, col) in cols.iter().enumerate() {
-        for (y, id) in col.iter().enumerate() {
-            pos.insert(id, (x * (NODE_W + GAP_X) + 10, y * (NODE_H + GAP_Y) + 10));
+        for (y, &n) in col.iter().enumerate() {
+            pos[n] = (x * (NODE_W + GAP_X) + 10, y * (NODE_H + GAP_Y) + 10);
         }
     }
     let width = cols.len() * (NODE_W + GAP_X) + 20;
@@ -139,34 +396,54 @@ pub fn graph(spec: &DagSpec, states: &HashMap<String, String>) -> String {
          <defs><marker id=\"arrow\" viewBox=\"0 0 8 8\" refX=\"8\" refY=\"4\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\">\
          <path class=\"arrow\" d=\"M0,0 L8,4 L0,8 z\"/></marker></defs>"
     );
-    for t in &spec.tasks {
-        let (x2, y2) = pos[t.task_id.as_str()];
-        for u in &t.upstream {
-            if let Some(&(x1, y1)) = pos.get(u.as_str()) {
-                let (sx, sy, ex, ey) = (x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2);
-                let mid = (sx + ex) / 2;
-                let _ = write!(
-                    out,
-                    "<path class=\"edge\" marker-end=\"url(#arrow)\" d=\"M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}\"/>"
-                );
-            }
-        }
-    }
-    for t in &spec.tasks {
-        let (x, y) = pos[t.task_id.as_str()];
-        let st = states.get(&t.task_id).map(String::as_str).unwrap_or("none");
+    for &(a, b) in &edges {
+        let ((x1, y1), (x2, y2)) = (pos[a], pos[b]);
+        let (sx, sy, ex, ey) = (x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2);
+        let mid = (sx + ex) / 2;
         let _ = write!(
             out,
-            "<g class=\"node s-{st}\" data-task=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" height=\"{NODE_H}\" rx=\"5\"/><text x=\"{}\" y=\"{}\">",
-            esc(&t.task_id),
-            x + 8,
-            y + 19
+            "<path class=\"edge\" marker-end=\"url(#arrow)\" d=\"M{sx},{sy} C{mid},{sy} {mid},{ey} {ex},{ey}\"/>"
         );
-        let label: String = t.task_id.chars().take(22).collect();
-        push_esc(&mut out, &label);
-        out.push_str("</text><title>");
-        push_esc(&mut out, &format!("{} ({st})", t.task_id));
-        out.push_str("</title></g>");
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        let (x, y) = pos[n];
+        match &node.group {
+            None => {
+                let st = node.state;
+                let _ = write!(
+                    out,
+                    "<g class=\"node s-{st}\" data-task=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" height=\"{NODE_H}\" rx=\"5\"/><text x=\"{}\" y=\"{}\">",
+                    esc(node.id),
+                    x + 8,
+                    y + 19
+                );
+                let label: String = node.id.chars().take(22).collect();
+                push_esc(&mut out, &label);
+                out.push_str("</text><title>");
+                push_esc(&mut out, &format!("{} ({st})", node.id));
+                out.push_str("</title></g>");
+            }
+            Some((st, counts)) => {
+                out.push_str("<a href=\"");
+                push_esc(&mut out, &link(node.id));
+                let _ = write!(
+                    out,
+                    "\"><g class=\"node group s-{}\" data-group=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{NODE_W}\" height=\"{NODE_H}\" rx=\"12\"/><text x=\"{}\" y=\"{}\">",
+                    st.as_str(),
+                    esc(node.id),
+                    x + 8,
+                    y + 19
+                );
+                let label: String = format!("▸ {}", node.id).chars().take(22).collect();
+                push_esc(&mut out, &label);
+                out.push_str("</text><title>");
+                push_esc(
+                    &mut out,
+                    &format!("group {} ({counts}); click to open", node.id),
+                );
+                out.push_str("</title></g></a>");
+            }
+        }
     }
     out.push_str("</svg>");
     out
@@ -255,20 +532,31 @@ mod tests {
         );
     }
 
+    /// The x of node `attr` (`data-task="c"` or `data-group="g"`) in an SVG graph.
+    fn x_of(svg: &str, attr: &str) -> usize {
+        let at = svg.find(attr).unwrap_or_else(|| panic!("{attr} in {svg}"));
+        let rest = &svg[at..];
+        let x = &rest[rest.find("x=\"").unwrap() + 3..];
+        x[..x.find('"').unwrap()].parse().unwrap()
+    }
+
     #[test]
     fn graph_lays_out_by_longest_path() {
         let spec = tern_testkit_free_dag();
-        let (layer, cols) = layers(&spec);
-        assert_eq!(layer["a"], 0);
-        assert_eq!(layer["b"], 1);
-        assert_eq!(
-            layer["c"], 2,
-            "c waits for b, so it sits after b even though a feeds it too"
-        );
-        assert_eq!(cols.len(), 3);
         let svg = graph(
             &spec,
             &HashMap::from([("b".to_string(), "failed".to_string())]),
+            &Default::default(),
+            &|g| format!("?open={g}"),
+        );
+        let (a, b, c) = (
+            x_of(&svg, "data-task=\"a\""),
+            x_of(&svg, "data-task=\"b\""),
+            x_of(&svg, "data-task=\"c\""),
+        );
+        assert!(
+            a < b && b < c,
+            "c waits for b, so it sits after b even though a feeds it too: {a} {b} {c}"
         );
         assert_eq!(svg.matches("<path class=\"edge\"").count(), 3);
         assert_eq!(
@@ -278,6 +566,55 @@ mod tests {
         );
         assert!(svg.contains("node s-failed\" data-task=\"b\""));
         assert!(svg.contains("&lt;x&gt;"), "task ids are escaped");
+    }
+
+    #[test]
+    fn a_closed_group_is_one_node_with_merged_edges_and_its_tasks_summary() {
+        let mut spec = tern_testkit_free_dag();
+        spec.tasks.clear();
+        for (id, up, group) in [
+            ("a", vec![], None),
+            ("g.x", vec!["a"], Some("g")),
+            ("g.y", vec!["a"], Some("g")),
+            ("g.in.z", vec!["g.x", "g.y"], Some("g.in")),
+            ("b", vec!["g.in.z", "g.y"], None),
+        ] {
+            let mut t = tern_core::TaskSpec::new(id, tern_core::TaskKind::Empty);
+            t.upstream = up.into_iter().map(String::from).collect();
+            t.group = group.map(String::from);
+            spec.tasks.push(t);
+        }
+        spec.groups = ["g", "g.in"]
+            .map(|g| tern_core::GroupSpec {
+                group_id: g.into(),
+                tooltip: None,
+            })
+            .to_vec();
+        let states = HashMap::from([
+            ("g.x".to_string(), "success".to_string()),
+            ("g.y".to_string(), "failed".to_string()),
+        ]);
+        let link = |g: &str| format!("?tab=graph&open={g}");
+        let closed = graph(&spec, &states, &Default::default(), &link);
+        assert_eq!(closed.matches("<g class=\"node").count(), 3, "{closed}");
+        assert_eq!(
+            closed.matches("<path class=\"edge\"").count(),
+            2,
+            "a -> g -> b: {closed}"
+        );
+        assert!(closed.contains("<a href=\"?tab=graph&amp;open=g\"><g class=\"node group s-failed\" data-group=\"g\""), "{closed}");
+        assert!(closed.contains("1 failed, 1 none, 1 success"), "{closed}");
+        assert!(x_of(&closed, "data-task=\"a\"") < x_of(&closed, "data-group=\"g\""));
+        assert!(x_of(&closed, "data-group=\"g\"") < x_of(&closed, "data-task=\"b\""));
+        // Opening the outer group shows its tasks and the inner group closed.
+        let open = std::collections::HashSet::from(["g".to_string()]);
+        let svg = graph(&spec, &states, &open, &link);
+        assert!(
+            svg.contains("data-task=\"g.x\"") && svg.contains("data-group=\"g.in\""),
+            "{svg}"
+        );
+        assert!(!svg.contains("data-task=\"g.in.z\""));
+        assert_eq!(svg.matches("<path class=\"edge\"").count(), 6, "{svg}");
     }
 
     fn tern_testkit_free_dag() -> DagSpec {

@@ -80,8 +80,8 @@ pub async fn dag_list(
             if let Ok(spec) = s.store.spec(v).await {
                 d["next_run"] =
                     json!(
-                        crate::scheduler::next_interval(&spec, last_ends.get(&id).copied(), now)
-                            .map(|i| i.end)
+                        crate::scheduler::next_run(&spec, last_ends.get(&id).copied(), now)
+                            .map(|r| r.run_after)
                     );
             }
         }
@@ -108,6 +108,9 @@ pub struct DagQuery {
     /// The run whose states colour the graph (default the newest).
     #[serde(default)]
     run: Option<String>,
+    /// The task groups the graph shows opened (comma-separated ids).
+    #[serde(default)]
+    open: Option<String>,
 }
 
 pub async fn dag_page(
@@ -130,6 +133,27 @@ pub async fn dag_page(
         "tags": spec.tags, "description": spec.description, "task_count": spec.tasks.len(),
         "url": format!("/dags/{}", seg(&dag_id)),
     });
+    // The next runs in the DAG's zone with its offset: the header shows the first, the
+    // schedule tab ten.
+    let shown = if tab == "schedule" { 10 } else { 1 };
+    if let Ok(next) = crate::scheduler::upcoming_runs(&s.store, &dag_id, shown).await {
+        let tz = tern_core::schedule::parse_timezone(&next.timezone).unwrap_or(chrono_tz::UTC);
+        let local = |t: chrono::DateTime<Utc>| {
+            t.with_timezone(&tz)
+                .format("%Y-%m-%d %H:%M %:z")
+                .to_string()
+        };
+        ctx["next_runs"] = json!(next
+            .runs
+            .iter()
+            .map(|r| json!({
+                "logical_date": local(r.logical_date),
+                "start": local(r.data_interval.start),
+                "end": local(r.data_interval.end),
+                "run_after": local(r.run_after),
+            }))
+            .collect::<Vec<_>>());
+    }
     match tab.as_str() {
         "grid" => {
             let cap = (GRID_CELLS / spec.tasks.len().max(1)).max(1);
@@ -169,7 +193,39 @@ pub async fn dag_page(
                 ctx["graph_run"] = json!(run.run_id);
             }
             ctx["run_ids"] = json!(runs.iter().map(|r| &r.run_id).collect::<Vec<_>>());
-            ctx["graph"] = json!(draw::graph(&spec, &states));
+            // Groups are drawn closed unless named in `open` (comma-separated).
+            let open: Vec<String> = q
+                .open
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .filter(|g| spec.groups.iter().any(|s| s.group_id == *g))
+                .map(str::to_string)
+                .collect();
+            let base = format!("/dags/{}?tab=graph", seg(&dag_id));
+            let run_part = chosen
+                .map(|r| format!("&run={}", seg(&r.run_id)))
+                .unwrap_or_default();
+            let url_with = |groups: Vec<&str>| {
+                let list: Vec<String> = groups.iter().map(|g| seg(g)).collect();
+                format!("{base}{run_part}&open={}", list.join(","))
+            };
+            let opener = |g: &str| {
+                let mut all: Vec<&str> = open.iter().map(String::as_str).collect();
+                all.push(g);
+                url_with(all)
+            };
+            let open_set: std::collections::HashSet<String> = open.iter().cloned().collect();
+            ctx["graph"] = json!(draw::graph(&spec, &states, &open_set, &opener));
+            ctx["open_param"] = json!(open.join(","));
+            ctx["open_groups"] = json!(open
+                .iter()
+                .map(|g| json!({
+                    "group_id": g,
+                    // Closing a group closes the groups inside it too.
+                    "close": url_with(open.iter().map(String::as_str).filter(|o| *o != g && !o.starts_with(&format!("{g}."))).collect()),
+                }))
+                .collect::<Vec<_>>());
         }
         "code" => match crate::api::dags::read_source(&s, &dag_id).await {
             Ok((file, source)) => {
@@ -201,6 +257,8 @@ pub async fn dag_page(
                 })
                 .collect::<Vec<_>>());
         }
+        // Filled above, with the header's next run.
+        "schedule" => {}
         _ => return error_page(&viewer, StatusCode::NOT_FOUND, "no such tab"),
     }
     render("dag.html", ctx)

@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use tern_core::schedule::{parse_local_date, parse_timezone};
 use tern_core::{RunState, RunType};
+use tern_server::scheduler::Upcoming;
 use tern_server::trigger::{trigger, TriggerRequest};
 use tern_server::{Config, Node, Roles};
 use tern_store::{NewRun, Store, StoreError};
@@ -23,7 +24,58 @@ pub async fn run(cfg: Config, cmd: DagsCmd) -> anyhow::Result<i32> {
         DagsCmd::Trigger(a) => trigger_cmd(&cfg, a).await,
         DagsCmd::Test { dag_id, conf } => test(&cfg, &dag_id, conf.as_deref()).await,
         DagsCmd::Backfill(a) => backfill(&cfg, a).await,
+        DagsCmd::Next { dag_id, n, out } => {
+            let store = super::open_synced(&cfg).await?;
+            let next = tern_server::scheduler::upcoming_runs(&store, &dag_id, n.into()).await?;
+            print_upcoming(out.output, &next);
+            Ok(0)
+        }
     }
+}
+
+/// What `tern dags next` prints, whether it asked the database or a server.
+pub fn print_upcoming(out: Output, next: &Upcoming) {
+    if out == Output::Table {
+        let paused = if next.is_paused { ", paused" } else { "" };
+        println!(
+            "{}: {} ({}{paused})",
+            next.dag_id, next.schedule, next.timezone
+        );
+        if next.runs.is_empty() {
+            println!("no more scheduled runs");
+            return;
+        }
+    }
+    // In the DAG's zone with its offset, so a DST change shows.
+    let tz = parse_timezone(&next.timezone).unwrap_or(chrono_tz::UTC);
+    let local = |t: chrono::DateTime<chrono::Utc>| {
+        t.with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M:%S%:z")
+            .to_string()
+    };
+    let rows = next
+        .runs
+        .iter()
+        .map(|r| {
+            vec![
+                local(r.logical_date),
+                local(r.data_interval.start),
+                local(r.data_interval.end),
+                local(r.run_after),
+            ]
+        })
+        .collect();
+    print(
+        out,
+        &[
+            "LOGICAL DATE",
+            "INTERVAL START",
+            "INTERVAL END",
+            "RUNS AFTER",
+        ],
+        rows,
+        next,
+    );
 }
 
 async fn list(cfg: &Config, out: Output) -> anyhow::Result<i32> {
@@ -74,7 +126,21 @@ async fn show(cfg: &Config, dag_id: &str, out: Output) -> anyhow::Result<i32> {
     if let Some(d) = &spec.description {
         println!("about      {d}");
     }
-    println!("schedule   {} ({})", spec.schedule.as_text(), spec.timezone);
+    println!(
+        "schedule   {} ({})",
+        spec.schedule.describe(),
+        spec.timezone
+    );
+    let next = tern_server::scheduler::upcoming_runs(&store, dag_id, 1).await?;
+    match next.runs.first() {
+        Some(r) => println!(
+            "next run   {} (interval {} to {}; `tern dags next {dag_id}` for more)",
+            output::time(Some(r.logical_date)),
+            output::time(Some(r.data_interval.start)),
+            output::time(Some(r.data_interval.end)),
+        ),
+        None => println!("next run   -"),
+    }
     println!("start      {}", output::time(spec.start_date));
     println!("catchup    {}", spec.catchup);
     println!("paused     {}", dag.is_paused);
@@ -252,9 +318,16 @@ pub async fn report_run(store: &Store, run: &tern_store::DagRun) -> anyhow::Resu
         run.state,
         output::duration(run.started_at, run.ended_at)
     );
-    for ti in store.task_instances(run.pk).await? {
+    let tis = store.task_instances(run.pk).await?;
+    let width = tis
+        .iter()
+        .map(|t| t.task_id.len())
+        .max()
+        .unwrap_or(0)
+        .max(24);
+    for ti in tis {
         eprintln!(
-            "  {:<24} {:<16} try {}{}",
+            "  {:<width$} {:<16} try {}{}",
             ti.task_id,
             ti.state.as_str(),
             ti.try_number,
@@ -346,9 +419,11 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
     let conf = super::parse_conf(a.conf.as_deref())?;
     let params = tern_core::params::resolve_params(&spec.params, &conf)
         .map_err(|e| anyhow::anyhow!("invalid conf for DAG {:?}: {e}", a.dag_id))?;
-    let intervals = spec.schedule.intervals_between(tz, from, to);
+    let runs = spec
+        .schedule
+        .runs_between(&spec.schedule_bounds(), from, to);
     anyhow::ensure!(
-        !intervals.is_empty(),
+        !runs.is_empty(),
         "no schedule interval of {} starts between {} and {}",
         a.dag_id,
         a.from,
@@ -356,17 +431,18 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
     );
     let mut run_ids = Vec::new();
     let mut created = 0;
-    for i in &intervals {
+    for r in &runs {
         let run_id = format!(
             "backfill__{}",
-            i.start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            r.logical_date
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         );
         let new = NewRun {
             dag_id: a.dag_id.clone(),
             run_id: run_id.clone(),
             run_type: RunType::Backfill,
-            logical_date: i.start,
-            data_interval: *i,
+            logical_date: r.logical_date,
+            data_interval: r.data_interval,
             conf: conf.clone(),
             params: serde_json::Value::Object(params.clone()),
         };
@@ -381,15 +457,15 @@ async fn backfill(cfg: &Config, a: BackfillArgs) -> anyhow::Result<i32> {
     eprintln!(
         "backfill of {}: {} interval(s), {created} new run(s), {} already there",
         a.dag_id,
-        intervals.len(),
-        intervals.len() - created
+        runs.len(),
+        runs.len() - created
     );
     if a.no_run {
         return Ok(0);
     }
     let node = start_runner(cfg, &store).await?;
     node.events.work_queued();
-    let bar = indicatif::ProgressBar::new(intervals.len() as u64);
+    let bar = indicatif::ProgressBar::new(runs.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:40} {pos}/{len} runs finished ({msg}) {elapsed}",

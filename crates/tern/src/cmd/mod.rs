@@ -3,7 +3,7 @@
 mod agent;
 mod agents;
 mod connections;
-mod dags;
+pub(crate) mod dags;
 mod logs;
 mod misc;
 mod notifications;

@@ -35,7 +35,9 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
     let conf = super::parse_conf(conf.as_deref())?;
     let params = tern_core::params::resolve_params(&spec.params, &conf)
         .map_err(|e| anyhow::anyhow!("invalid conf for DAG {dag_id:?}: {e}"))?;
-    let interval = spec.schedule.manual_interval(tz, logical_date);
+    let interval = spec
+        .schedule
+        .manual_interval(&spec.schedule_bounds(), logical_date);
     let external_state = tern_server::gateway::external_state(&store, &task, logical_date).await?;
     let a = Assignment {
         ti_id: 0,

@@ -402,3 +402,212 @@ a >> b
     .await;
     c.close().await.unwrap();
 }
+
+/// Logs in through the form and waits to be at `path`.
+async fn log_in(c: &Client, url: &str, password: &str, path: &str) {
+    c.goto(&format!("{url}{path}")).await.unwrap();
+    until_at(c, "the login page", |p| p.starts_with("/login")).await;
+    with_element(
+        c,
+        "#username",
+        |el| async move { el.send_keys("admin").await },
+    )
+    .await;
+    with_element(
+        c,
+        "#password",
+        |el| async move { el.send_keys(password).await },
+    )
+    .await;
+    click(c, "#login").await;
+    until_at(c, "the page after login", |p| p == path).await;
+}
+
+/// Whether the element `css` is shown (laid out, not `display: none` itself or by a parent).
+async fn shown(c: &Client, css: &str) -> bool {
+    let v = c
+        .execute(
+            "const e = document.querySelector(arguments[0]); return e !== null && e.getClientRects().length > 0;",
+            vec![json!(css)],
+        )
+        .await
+        .unwrap();
+    v == json!(true)
+}
+
+/// Groups in the grid open and close (and stay as left across live refreshes), a group's cell
+/// shows its tasks' summary state, and the graph draws a closed group as one node that opens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_groups_fold_and_unfold_in_the_grid_and_the_graph() {
+    let t = Tern::new();
+    t.write_dag(
+        "g.star",
+        r#"dag(id = "grouped", params = {"target": {"default": "lake", "type": "string"}})
+def extract_tables():
+    for table in ["orders", "users"]:
+        shell(id = table, cmd = "true")
+extract = group("extract", build = extract_tables)
+route = branch(id = "route", cmd = "echo 'follow={{ params.target }}' >> $TERN_OUTPUT")
+warehouse = group("warehouse")
+stage = shell(id = "stage", group = warehouse, cmd = "true")
+checks = group("checks", group = warehouse)
+shell(id = "rows", group = checks, cmd = "true")
+lake = group("lake")
+shell(id = "parquet", group = lake, cmd = "true")
+done = empty(id = "done", trigger_rule = "none_failed_min_one_success")
+stage >> checks
+extract >> route
+route >> [warehouse, lake]
+done << [warehouse, lake]
+"#,
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let run = t.trigger("grouped", None);
+    let done = t.wait_run(
+        "grouped",
+        &run,
+        "the grouped run to end",
+        crate::harness::finished,
+    );
+    assert_eq!(crate::harness::run_state(&done), "success", "{done:#}");
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/dags/grouped").await;
+
+    // Closed groups: their rows are there, their tasks' rows are not shown.
+    with_element(&c, "#grid tr.grp[data-grp=extract]", |el| async move {
+        el.text().await
+    })
+    .await;
+    assert!(shown(&c, "#grid tr.grp[data-grp=extract]").await);
+    assert!(!shown(&c, "#grid tr[data-t='extract.orders']").await);
+    assert!(shown(&c, "#grid tr[data-t=route]").await);
+    // A group's cell is its tasks' state: extract ran, warehouse was skipped by the branch.
+    let class = |css: &'static str| {
+        let c = &c;
+        async move {
+            with_element(c, css, |el| async move { el.attr("class").await })
+                .await
+                .unwrap_or_default()
+        }
+    };
+    assert_eq!(
+        class("#grid tr.grp[data-grp=extract] td.g").await,
+        "g s-success"
+    );
+    assert_eq!(
+        class("#grid tr.grp[data-grp=warehouse] td.g").await,
+        "g s-skipped"
+    );
+    assert_eq!(
+        class("#grid tr.grp[data-grp=lake] td.g").await,
+        "g s-success"
+    );
+    let title = with_element(&c, "#grid tr.grp[data-grp=extract] td.g", |el| async move {
+        el.attr("title").await
+    })
+    .await;
+    assert_eq!(title.as_deref(), Some("2 success"));
+    shot(&c, "20-grid-groups-closed").await;
+
+    // Opening warehouse shows its task and its (closed) inner group, not the inner tasks.
+    click(&c, "#grid tr.grp[data-grp=warehouse] button.grp-toggle").await;
+    assert!(shown(&c, "#grid tr[data-t='warehouse.stage']").await);
+    assert!(shown(&c, "#grid tr.grp[data-grp='warehouse.checks']").await);
+    assert!(!shown(&c, "#grid tr[data-t='warehouse.checks.rows']").await);
+    let expanded = with_element(
+        &c,
+        "#grid tr.grp[data-grp=warehouse] button",
+        |el| async move { el.attr("aria-expanded").await },
+    )
+    .await;
+    assert_eq!(expanded.as_deref(), Some("true"));
+    // The task's row shows its own name, indented under the group.
+    let (name, indent) = {
+        let v = c
+            .execute(
+                "const td = document.querySelector(\"#grid tr[data-t='warehouse.stage'] td.task\"); return [td.textContent, parseFloat(getComputedStyle(td).paddingLeft)];",
+                vec![],
+            )
+            .await
+            .unwrap();
+        (v[0].as_str().unwrap().to_string(), v[1].as_f64().unwrap())
+    };
+    assert_eq!(name, "stage");
+    assert!(indent >= 14.0, "{indent}");
+    shot(&c, "21-grid-warehouse-open").await;
+    // A live refresh (every 3 s) keeps what is open.
+    let _ = c
+        .execute(
+            "document.querySelector(\"#grid tr.grp[data-grp=extract] td.g\").className = 'g s-stale';",
+            vec![],
+        )
+        .await;
+    until(&c, "a live refresh of the grid", |html| {
+        !html.contains("s-stale")
+    })
+    .await;
+    assert!(shown(&c, "#grid tr[data-t='warehouse.stage']").await);
+    assert!(!shown(&c, "#grid tr[data-t='extract.orders']").await);
+    // Closing it hides its rows again.
+    click(&c, "#grid tr.grp[data-grp=warehouse] button.grp-toggle").await;
+    assert!(!shown(&c, "#grid tr[data-t='warehouse.stage']").await);
+
+    // The graph: closed groups are single nodes, labelled in a colour other than their box.
+    c.goto(&format!("{url}/dags/grouped?tab=graph"))
+        .await
+        .unwrap();
+    with_element(
+        &c,
+        "#graph g.node.group[data-group=extract]",
+        |el| async move { el.text().await },
+    )
+    .await;
+    let nodes = c
+        .execute(
+            "return [...document.querySelectorAll('#graph g.node')].map(g => [g.dataset.task || ('group:' + g.dataset.group), getComputedStyle(g.querySelector('text')).fill, getComputedStyle(g.querySelector('rect')).fill]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let nodes = nodes.as_array().unwrap().clone();
+    let names: Vec<&str> = nodes.iter().map(|n| n[0].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "group:extract",
+            "route",
+            "group:warehouse",
+            "group:lake",
+            "done"
+        ],
+        "{nodes:?}"
+    );
+    for n in &nodes {
+        assert_ne!(n[1], n[2], "a label in its box's colour: {n:?}");
+    }
+    shot(&c, "22-graph-groups-closed").await;
+    click(&c, "#graph g.node.group[data-group=warehouse]").await;
+    until(&c, "warehouse opened in the graph", |html| {
+        html.contains("data-task=\"warehouse.stage\"")
+            && html.contains("data-group=\"warehouse.checks\"")
+    })
+    .await;
+    assert!(c
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap_or("")
+        .contains("open=warehouse"));
+    assert!(text_of(&c, "#open-groups").await.contains("warehouse"));
+    shot(&c, "23-graph-warehouse-open").await;
+    click(&c, "#open-groups a").await;
+    until(&c, "warehouse closed again", |html| {
+        html.contains("data-group=\"warehouse\"") && !html.contains("data-task=\"warehouse.stage\"")
+    })
+    .await;
+    c.close().await.unwrap();
+}

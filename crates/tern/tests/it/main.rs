@@ -17,5 +17,6 @@ mod netns;
 mod notifications;
 mod recovery;
 mod runs;
+mod schedules;
 mod sensors;
 mod web;

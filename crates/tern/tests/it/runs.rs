@@ -326,7 +326,13 @@ fn every_example_dag_runs_to_success() {
         .collect();
     assert_eq!(
         ids,
-        ["branching", "hello", "manual_report", "regional_exports"]
+        [
+            "branching",
+            "grouped_etl",
+            "hello",
+            "manual_report",
+            "regional_exports"
+        ]
     );
     assert!(t.json(&["dags", "errors"]).as_array().unwrap().is_empty());
     for id in &ids {

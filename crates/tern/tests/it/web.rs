@@ -12,7 +12,13 @@ use crate::links::server_on;
 const ROLES: [&str; 4] = ["viewer", "user", "op", "admin"];
 const CANARY: &str = "canary-Zq81xPw";
 
-fn json_call(url: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+pub(crate) fn json_call(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, Value) {
     let auth = format!("Bearer {token}");
     let (status, _, text) = exchange(
         url,
@@ -45,7 +51,7 @@ fn attr(html: &str, marker: &str) -> String {
 }
 
 /// Logs in through the login form; returns the session cookie and the page's CSRF token.
-fn login(url: &str, user: &str, password: &str) -> Result<(String, String), u16> {
+pub(crate) fn login(url: &str, user: &str, password: &str) -> Result<(String, String), u16> {
     let (_, headers, page) = exchange(url, "GET", "/login", &[], "text/plain", "");
     let bound = cookie_value(&headers, "tern_login").unwrap();
     let token = attr(&page, "name=\"csrf\" value=\"");
@@ -619,7 +625,7 @@ fn activation_codes_are_listed_without_the_code_and_can_be_cancelled() {
 }
 
 /// `tern --server URL --token T …` from a machine with no metadata database of its own.
-fn remote(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+pub(crate) fn remote(url: &str, token: &str, args: &[&str]) -> std::process::Output {
     let elsewhere = tempfile::tempdir().unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
         .arg("--home")

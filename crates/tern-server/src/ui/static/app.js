@@ -96,6 +96,33 @@
     td.title = decodeURIComponent(t.task) + " · " + decodeURIComponent(t.run) + " · " + td.className.replace(/.*s-/, "");
   });
 
+  // Task groups in the grid: collapsed until opened; what is open is kept per DAG for the tab's
+  // life (and across live refreshes). A row is hidden when any group it sits in is closed.
+  function openGroups(table) {
+    try { return new Set(JSON.parse(sessionStorage.getItem("tern-open:" + table.dataset.dag) || "[]")); } catch (_) { return new Set(); }
+  }
+  function applyGroups() {
+    for (const table of document.querySelectorAll("table.grid")) {
+      const open = openGroups(table);
+      for (const tr of table.querySelectorAll("tr[data-in]")) {
+        tr.hidden = tr.dataset.in.split(" ").some((g) => !open.has(g));
+      }
+      for (const tr of table.querySelectorAll("tr.grp")) {
+        const b = tr.querySelector("button.grp-toggle");
+        if (b) b.setAttribute("aria-expanded", open.has(tr.dataset.grp) ? "true" : "false");
+      }
+    }
+  }
+  document.addEventListener("click", (ev) => {
+    const b = ev.target.closest("table.grid button.grp-toggle");
+    if (!b) return;
+    const table = b.closest("table.grid"), g = b.closest("tr").dataset.grp, open = openGroups(table);
+    if (open.has(g)) open.delete(g); else open.add(g);
+    sessionStorage.setItem("tern-open:" + table.dataset.dag, JSON.stringify([...open]));
+    applyGroups();
+  });
+  document.addEventListener("DOMContentLoaded", applyGroups);
+
   // Live regions: elements with data-live and an id are swapped for fresh ones every few
   // seconds while the tab is visible, without reloading the page.
   let busy = false;
@@ -114,6 +141,7 @@
         const fresh = doc.getElementById(el.id);
         if (fresh && fresh.innerHTML !== el.innerHTML) el.innerHTML = fresh.innerHTML;
       }
+      applyGroups();
     } catch (_) { /* offline for a moment */ } finally { busy = false; }
   }
   setInterval(refresh, 3000);
