@@ -283,6 +283,8 @@ mod tests {
             on_failure: vec![],
             on_success: vec![],
             on_retry: vec![],
+            dagrun_timeout_ms: None,
+            max_consecutive_failed_dag_runs: 0,
             tasks,
             groups: Vec::new(),
             index: Default::default(),

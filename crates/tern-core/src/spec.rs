@@ -49,6 +49,14 @@ pub struct DagSpec {
     /// Connections notified when a task of this DAG goes up for retry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_retry: Vec<String>,
+    /// A run still going this long after it started fails; its unfinished tasks are skipped
+    /// (running ones stopped), as Airflow's `dagrun_timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dagrun_timeout_ms: Option<u64>,
+    /// Pause the DAG once this many runs in a row have failed (0: never), as Airflow's
+    /// `max_consecutive_failed_dag_runs`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_consecutive_failed_dag_runs: u32,
     /// Tasks in a topological order: every task comes after all of its upstream tasks.
     pub tasks: Vec<TaskSpec>,
     /// The task groups, outer groups before the groups inside them.
@@ -57,6 +65,10 @@ pub struct DagSpec {
     /// Lookups derived from `tasks`, computed on first use (never stored or compared).
     #[serde(skip)]
     pub index: SpecIndex,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Lookups derived from a spec's tasks (position by id, direct downstream tasks, effective
@@ -582,6 +594,8 @@ mod tests {
             on_failure: vec![],
             on_success: vec![],
             on_retry: vec![],
+            dagrun_timeout_ms: None,
+            max_consecutive_failed_dag_runs: 0,
             tasks,
             groups: Vec::new(),
             index: Default::default(),

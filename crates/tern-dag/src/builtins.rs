@@ -116,6 +116,8 @@ const DAG_FIELDS: &[&str] = &[
     "on_failure",
     "on_success",
     "on_retry",
+    "dagrun_timeout",
+    "max_consecutive_failed_dag_runs",
 ];
 
 const PARAM_TYPES: &[&str] = &["string", "integer", "number", "boolean", "array", "object"];
@@ -854,6 +856,15 @@ fn declare_dag<'v>(
         Some(v) => parse_params(v, &mut errs),
         None => BTreeMap::new(),
     };
+    let dagrun_timeout_ms = args.field("dagrun_timeout", &mut errs, to_duration_ms);
+    if dagrun_timeout_ms == Some(0) {
+        errs.push("`dagrun_timeout` must be more than 0 s (leave it out for none)".into());
+    }
+    let max_consecutive_failed_dag_runs = args
+        .field("max_consecutive_failed_dag_runs", &mut errs, |f, v| {
+            to_u32_min(f, v, 0)
+        })
+        .unwrap_or(0);
     let [on_failure, on_success, on_retry] = ["on_failure", "on_success", "on_retry"].map(|f| {
         args.field(f, &mut errs, notify::to_conn_names)
             .unwrap_or_default()
@@ -889,6 +900,8 @@ fn declare_dag<'v>(
         on_failure,
         on_success,
         on_retry,
+        dagrun_timeout_ms,
+        max_consecutive_failed_dag_runs,
         defaults,
         tasks: Vec::new(),
         by_id: Default::default(),

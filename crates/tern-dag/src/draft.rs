@@ -146,6 +146,8 @@ pub(crate) struct DagDraft {
     pub on_failure: Vec<String>,
     pub on_success: Vec<String>,
     pub on_retry: Vec<String>,
+    pub dagrun_timeout_ms: Option<u64>,
+    pub max_consecutive_failed_dag_runs: u32,
     pub defaults: CommonFields,
     /// Every declared task, duplicates included (a duplicate is the one `by_id` does not point
     /// at; it is reported and skipped).

@@ -92,6 +92,8 @@ pub(crate) fn build_dag(d: &DagDraft, file: &str) -> Result<DagSpec, Vec<Problem
         on_failure: d.on_failure.clone(),
         on_success: d.on_success.clone(),
         on_retry: d.on_retry.clone(),
+        dagrun_timeout_ms: d.dagrun_timeout_ms,
+        max_consecutive_failed_dag_runs: d.max_consecutive_failed_dag_runs,
         tasks,
         groups: d
             .groups

@@ -170,6 +170,15 @@ impl Scheduler {
         if self.store.promote_and_admit().await? || lost > 0 || timed_out > 0 {
             self.events.work_queued();
         }
+        let timed_out_runs = self.store.time_out_runs().await?;
+        if timed_out_runs > 0 {
+            tracing::warn!(
+                timed_out_runs,
+                "runs failed: they exceeded their dagrun_timeout"
+            );
+            self.events.run_finished.notify_waiters();
+            self.events.work_queued();
+        }
         let ended = self.store.finish_settled_runs().await?;
         if ended > 0 {
             tracing::warn!(ended, "ended runs whose tasks were all final");

@@ -9,6 +9,7 @@
 //! apply their consequences (downstream readiness, admission to queues, run completion), so an
 //! event never waits for a polling tick and a crash never leaves half an event applied.
 
+mod across_runs;
 pub mod agents;
 mod attempts;
 mod connect;

@@ -146,35 +146,8 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {run_pk}")))?;
-        for (from, to) in [
-            (
-                "('running', 'queued', 'up_for_retry', 'up_for_reschedule')",
-                running,
-            ),
-            ("('none', 'scheduled')", waiting),
-        ] {
-            let sql = format!(
-                "UPDATE task_instances SET state = $2, note = $3, ended_at = $4, ready_at = NULL, attempt = NULL, \
-                 lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND state IN {from}"
-            );
-            sqlx::query(&sql)
-                .bind(run_pk)
-                .bind(to)
-                .bind(note)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ended_at IS NULL AND ti_id IN \
-             (SELECT id FROM task_instances WHERE run_pk = $1)",
-        )
-        .bind(run_pk)
-        .bind(running)
-        .bind(now)
-        .bind(note)
-        .execute(&mut *tx)
-        .await?;
+        self.end_unfinished_tasks(&mut tx, run_pk, running, waiting, note, now)
+            .await?;
         let was: String = sqlx::query_scalar("SELECT state FROM dag_runs WHERE id = $1")
             .bind(run_pk)
             .fetch_one(&mut *tx)
@@ -190,6 +163,51 @@ impl Store {
         }
         self.admit(&mut tx, now).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends every unfinished task instance of a run: those that started (running, queued, up
+    /// for retry or reschedule) become `running_to`, those that had not `waiting_to`, each with
+    /// `note`; their attempts end, so an agent still running one learns at its next heartbeat
+    /// that it is no longer current and stops it, and its result is refused.
+    pub(crate) async fn end_unfinished_tasks(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        running_to: &str,
+        waiting_to: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<()> {
+        for (from, to) in [
+            (
+                "('running', 'queued', 'up_for_retry', 'up_for_reschedule')",
+                running_to,
+            ),
+            ("('none', 'scheduled')", waiting_to),
+        ] {
+            let sql = format!(
+                "UPDATE task_instances SET state = $2, note = $3, ended_at = $4, ready_at = NULL, attempt = NULL, \
+                 lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND state IN {from}"
+            );
+            sqlx::query(&sql)
+                .bind(run_pk)
+                .bind(to)
+                .bind(note)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ended_at IS NULL AND ti_id IN \
+             (SELECT id FROM task_instances WHERE run_pk = $1)",
+        )
+        .bind(run_pk)
+        .bind(running_to)
+        .bind(now)
+        .bind(note)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

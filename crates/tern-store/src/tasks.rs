@@ -358,6 +358,9 @@ impl Store {
         if done.rows_affected() == 1 {
             self.enqueue_run_notifications(tx, run_pk, spec, failed, now)
                 .await?;
+            if failed {
+                self.pause_after_failures(tx, spec).await?;
+            }
             Box::pin(self.start_queued_runs(tx, Some(&spec.dag_id), now)).await?;
         }
         Ok(done.rows_affected() == 1)

@@ -131,6 +131,8 @@ pub fn dag(dag_id: &str, tasks: Vec<TaskSpec>) -> DagSpec {
         on_failure: vec![],
         on_success: vec![],
         on_retry: vec![],
+        dagrun_timeout_ms: None,
+        max_consecutive_failed_dag_runs: 0,
         tasks,
         groups: Vec::new(),
         index: Default::default(),

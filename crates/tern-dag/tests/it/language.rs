@@ -484,3 +484,27 @@ fn f_strings_escape_template_braces_by_doubling() {
     };
     assert_eq!(cmd, "echo {{ ds }} part 3");
 }
+
+#[test]
+fn dagrun_timeout_and_max_consecutive_failed_dag_runs_are_read_and_checked() {
+    let d = one_dag(
+        "dag(id = \"d\", dagrun_timeout = \"1h30m\", max_consecutive_failed_dag_runs = 3)\nempty(id = \"a\")\n",
+    );
+    assert_eq!(d.dagrun_timeout_ms, Some(5_400_000));
+    assert_eq!(d.max_consecutive_failed_dag_runs, 3);
+    let d = one_dag("dag(id = \"d\")\nempty(id = \"a\")\n");
+    assert_eq!(
+        (d.dagrun_timeout_ms, d.max_consecutive_failed_dag_runs),
+        (None, 0)
+    );
+    let errs = errors_of(
+        "dag(id = \"d\", dagrun_timeout = \"0s\", max_consecutive_failed_dag_runs = -1)\n",
+    );
+    assert_eq!(
+        errs,
+        [
+            "d.star:1: dag `d`: `dagrun_timeout` must be more than 0 s (leave it out for none)",
+            "d.star:1: dag `d`: `max_consecutive_failed_dag_runs` must be at least 0, got -1",
+        ]
+    );
+}

@@ -1,5 +1,6 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 
+mod across_runs;
 mod flow;
 mod model;
 mod notifications;
@@ -82,4 +83,6 @@ store_suite!(
     notification_claims_retry_lapse_and_give_up,
     concurrent_notification_claimers_never_share_a_row,
     marking_by_hand_notifies_only_when_the_run_is_judged_again,
+    a_run_past_its_dagrun_timeout_fails_and_its_running_task_is_stopped,
+    a_dag_pauses_after_its_last_n_runs_failed,
 );

@@ -1,7 +1,7 @@
 //! Model-based property test of the task state machine: random sequences of what agents,
 //! housekeeping and operators do (claim, confirm, heartbeat, results current and stale, lease
-//! expiry with a clock the test moves, queue timeout, release, clear, mark, revoke, a dead
-//! worker) against the real store, with the invariants checked after every step:
+//! expiry with a clock the test moves, queue timeout, a run's `dagrun_timeout`, release,
+//! clear, mark, revoke, a dead worker) against the real store, with the invariants checked after every step:
 //!
 //! - at most one current attempt per task instance, and a running instance has a lease;
 //! - a result is accepted only from the current attempt of its holder;
@@ -47,6 +47,8 @@ enum Step {
     Revoke,
     WorkerDied(usize),
     FinishSettled,
+    /// Housekeeping's `dagrun_timeout` check (every other case's DAG times out 20 s after its start).
+    TimeOutRuns,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -64,6 +66,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Revoke),
         1 => (0..WORKERS).prop_map(Step::WorkerDied),
         1 => Just(Step::FinishSettled),
+        1 => Just(Step::TimeOutRuns),
     ]
 }
 
@@ -95,6 +98,8 @@ struct Case {
 static CASES: AtomicU32 = AtomicU32::new(0);
 /// Steps applied across all cases, to show the test did its work.
 static STEPS: AtomicU32 = AtomicU32::new(0);
+/// Runs ended by their `dagrun_timeout`, to show that path was taken.
+static TIMED_OUT: AtomicU32 = AtomicU32::new(0);
 
 fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
@@ -127,7 +132,9 @@ impl Case {
         let d = mk("d", &["b", "s"], 0);
         let mut e = mk("e", &["d"], 0);
         e.trigger_rule = TriggerRule::AllDone;
-        let spec = dag(&dag_id, vec![a, b, s, d, e]);
+        let mut spec = dag(&dag_id, vec![a, b, s, d, e]);
+        // Every other case's DAG has a timeout short enough to be reached in most of them.
+        spec.dagrun_timeout_ms = n.is_multiple_of(2).then_some(20_000);
         store
             .sync_dags(std::slice::from_ref(&spec), &[])
             .await
@@ -280,6 +287,10 @@ impl Case {
             }
             Step::Housekeep => {
                 s.promote_and_admit().await.unwrap();
+            }
+            Step::TimeOutRuns => {
+                let n = s.time_out_runs().await.unwrap();
+                TIMED_OUT.fetch_add(n as u32, Ordering::SeqCst);
             }
             Step::QueueTimeout(age) => {
                 let before = s.now_ms() - age as i64;
@@ -463,6 +474,10 @@ pub async fn task_state_machine_keeps_its_invariants(store: Store) {
         panic!("{e}");
     }
     let (cases_run, steps) = (CASES.load(Ordering::SeqCst), STEPS.load(Ordering::SeqCst));
-    eprintln!("model: {cases_run} cases, {steps} steps, invariants held after each");
+    let timed_out = TIMED_OUT.load(Ordering::SeqCst);
+    eprintln!(
+        "model: {cases_run} cases, {steps} steps, {timed_out} runs timed out, invariants held after each"
+    );
     assert!(cases_run >= cases && steps >= cases, "the property ran");
+    assert!(timed_out > 0, "no case reached its dagrun_timeout");
 }

@@ -9,6 +9,7 @@ use tern_core::{RunState, RunType, TaskState, TriggerRule};
 use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
+pub use crate::across_runs::*;
 pub use crate::flow::*;
 pub use crate::model::*;
 pub use crate::notifications::*;

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod across_runs;
 mod agents;
 mod api;
 mod browser;
