@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::state::TaskState;
+
 use crate::schedule::Schedule;
 use crate::trigger::TriggerRule;
 
@@ -177,6 +179,15 @@ pub struct TaskSpec {
     /// The innermost group the task belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// A setup task: creates what the work needs; its teardowns run when it succeeded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup: bool,
+    /// A teardown task: cleans up after the work (trigger rule `all_done_setup_success`); its
+    /// failure does not fail the run unless `on_failure_fail_dagrun`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub teardown: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_failure_fail_dagrun: bool,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -440,6 +451,28 @@ impl DagSpec {
             .filter(|t| t.task_id == task_id)
     }
 
+    /// Whether a run whose task instances all ended in `states` failed, as Airflow decides:
+    /// a leaf task failed or had an upstream failure. Teardowns do not count (a work task
+    /// whose only downstream tasks are teardowns is a leaf), unless `on_failure_fail_dagrun`.
+    pub fn run_failed(&self, states: &HashMap<String, TaskState>) -> bool {
+        let down = self.downstream_map();
+        let failed = |id: &str| {
+            matches!(
+                states.get(id),
+                Some(TaskState::Failed | TaskState::UpstreamFailed)
+            )
+        };
+        self.tasks.iter().any(|t| {
+            if t.teardown {
+                return t.on_failure_fail_dagrun && failed(&t.task_id);
+            }
+            let leaf = down
+                .get(t.task_id.as_str())
+                .is_none_or(|d| d.iter().all(|x| self.task(x).is_some_and(|x| x.teardown)));
+            leaf && failed(&t.task_id)
+        })
+    }
+
     /// Direct downstream task ids of every task.
     pub fn downstream_map(&self) -> &HashMap<String, Vec<String>> {
         &self.index().downstream
@@ -548,6 +581,9 @@ impl TaskSpec {
             skip_on_exit_code: Vec::new(),
             flow: None,
             group: None,
+            setup: false,
+            teardown: false,
+            on_failure_fail_dagrun: false,
         }
     }
 
@@ -606,6 +642,39 @@ mod tests {
         let mut t = TaskSpec::new(id, TaskKind::Empty);
         t.upstream = up.iter().map(|s| s.to_string()).collect();
         t
+    }
+
+    #[test]
+    fn a_teardown_does_not_decide_the_run_unless_told_to() {
+        use crate::state::TaskState::*;
+        let mut setup = task("create", &[]);
+        setup.setup = true;
+        let work = task("work", &["create"]);
+        let mut teardown = task("delete", &["create", "work"]);
+        teardown.teardown = true;
+        let mut d = dag(vec![setup, work, teardown]);
+        let states = |w, t| {
+            HashMap::from([
+                ("create".to_string(), Success),
+                ("work".to_string(), w),
+                ("delete".to_string(), t),
+            ])
+        };
+        assert!(
+            !d.run_failed(&states(Success, Failed)),
+            "a failed teardown alone"
+        );
+        assert!(
+            d.run_failed(&states(Failed, Success)),
+            "the work before the teardown is a leaf"
+        );
+        assert!(!d.run_failed(&states(Success, Success)));
+        d.tasks[2].on_failure_fail_dagrun = true;
+        let d: DagSpec = serde_json::from_value(serde_json::to_value(&d).unwrap()).unwrap();
+        assert!(
+            d.run_failed(&states(Success, Failed)),
+            "on_failure_fail_dagrun"
+        );
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub enum TriggerRule {
     NoneFailedMinOneSuccess,
     NoneSkipped,
     Always,
+    /// A teardown's rule: once every upstream task is done it runs if one of its upstream
+    /// setup tasks succeeded (or it has none); all setups skipped skips it, none succeeded is
+    /// an upstream failure.
+    AllDoneSetupSuccess,
 }
 
 impl TriggerRule {
@@ -39,6 +43,7 @@ impl TriggerRule {
         "none_failed_min_one_success",
         "none_skipped",
         "always",
+        "all_done_setup_success",
     ];
 
     pub fn parse(name: &str) -> Option<TriggerRule> {
@@ -60,6 +65,7 @@ impl TriggerRule {
             TriggerRule::NoneFailedMinOneSuccess => "none_failed_min_one_success",
             TriggerRule::NoneSkipped => "none_skipped",
             TriggerRule::Always => "always",
+            TriggerRule::AllDoneSetupSuccess => "all_done_setup_success",
         }
     }
 }
@@ -80,12 +86,30 @@ pub struct UpstreamSummary {
     pub skipped: usize,
     /// Removed upstream tasks count as done and are otherwise ignored.
     pub removed: usize,
+    /// Of the upstream tasks, how many are setup tasks, and how many of those succeeded or
+    /// were skipped (what `all_done_setup_success` reads).
+    pub setups: usize,
+    pub setup_success: usize,
+    pub setup_skipped: usize,
 }
 
 impl UpstreamSummary {
     pub fn from_states(states: impl IntoIterator<Item = TaskState>) -> Self {
+        Self::from_upstream(states.into_iter().map(|s| (s, false)))
+    }
+
+    /// From each upstream task's state and whether it is a setup task.
+    pub fn from_upstream(states: impl IntoIterator<Item = (TaskState, bool)>) -> Self {
         let mut s = UpstreamSummary::default();
-        for st in states {
+        for (st, setup) in states {
+            if setup {
+                s.setups += 1;
+                match st {
+                    TaskState::Success => s.setup_success += 1,
+                    TaskState::Skipped => s.setup_skipped += 1,
+                    _ => {}
+                }
+            }
             s.total += 1;
             match st {
                 TaskState::Success => s.success += 1,
@@ -252,6 +276,17 @@ pub fn evaluate(rule: TriggerRule, up: UpstreamSummary) -> Readiness {
             }
         }
         TriggerRule::Always => Run,
+        TriggerRule::AllDoneSetupSuccess => {
+            if !done {
+                Wait
+            } else if up.setups > 0 && up.setup_skipped >= up.setups {
+                Skip
+            } else if up.setups > 0 && up.setup_success == 0 {
+                UpstreamFailed
+            } else {
+                Run
+            }
+        }
     }
 }
 
@@ -323,6 +358,34 @@ mod tests {
             ("all_success", &[], r),
             ("all_success", &[Removed, Success], r),
         ];
+        // A teardown after two work tasks (one failed) and setups: Airflow's table.
+        let teardown = |states: &[(TaskState, bool)]| {
+            evaluate(
+                TriggerRule::AllDoneSetupSuccess,
+                UpstreamSummary::from_upstream(states.iter().copied()),
+            )
+        };
+        assert_eq!(
+            teardown(&[(Success, true), (Failed, false)]),
+            r,
+            "runs though work failed"
+        );
+        assert_eq!(teardown(&[(Success, true), (Running, false)]), w);
+        assert_eq!(teardown(&[(Skipped, true), (Skipped, false)]), s);
+        assert_eq!(teardown(&[(Failed, true), (UpstreamFailed, false)]), u);
+        assert_eq!(
+            teardown(&[(Failed, true), (Success, true), (UpstreamFailed, false)]),
+            r
+        );
+        assert_eq!(
+            teardown(&[(Skipped, true), (Failed, true), (Failed, false)]),
+            u
+        );
+        assert_eq!(
+            teardown(&[(Failed, false), (Success, false)]),
+            r,
+            "no setups: all done"
+        );
         for (rule, states, expect) in rows {
             let rule = TriggerRule::parse(rule).unwrap();
             let got = evaluate(rule, UpstreamSummary::from_states(states.iter().copied()));

@@ -30,6 +30,7 @@ mod groups;
 mod notify;
 mod schedules;
 mod sensors;
+pub(crate) mod setup_teardown;
 
 /// Task fields every task kind accepts and `default_args` may set.
 pub(crate) const COMMON_FIELDS: &[&str] = &[
@@ -44,7 +45,15 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
     "priority_weight",
 ];
 
-const TASK_FIELDS: &[&str] = &["id", "upstream", "dag", "group"];
+const TASK_FIELDS: &[&str] = &[
+    "id",
+    "upstream",
+    "dag",
+    "group",
+    "setup",
+    "teardown",
+    "on_failure_fail_dagrun",
+];
 const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox", "skip_on_exit_code"];
 const PYTHON_FIELDS: &[&str] = &[
     "code",
@@ -1086,6 +1095,18 @@ fn declare_task_with<'v>(
         }
     }
     let kind = kind(&args, &mut errs);
+    let explicit_trigger_rule = common.trigger_rule.is_some();
+    let setup = args.field("setup", &mut errs, to_bool).unwrap_or(false);
+    let teardown = args.field("teardown", &mut errs, to_bool).unwrap_or(false);
+    let on_failure_fail_dagrun = args
+        .field("on_failure_fail_dagrun", &mut errs, to_bool)
+        .unwrap_or(false);
+    errs.extend(crate::builtins::setup_teardown::check(
+        setup,
+        teardown,
+        on_failure_fail_dagrun,
+        common.trigger_rule,
+    ));
     // An explicit `None` means "never skip" (Airflow's spelling), so it is read raw.
     let skip_on_exit_code = match args.map.get("skip_on_exit_code") {
         Some(v) if kind_fields.contains(&"skip_on_exit_code") => {
@@ -1128,6 +1149,10 @@ fn declare_task_with<'v>(
         skip_on_exit_code,
         flow,
         group,
+        explicit_trigger_rule,
+        setup,
+        teardown,
+        on_failure_fail_dagrun,
     });
     for e in errs {
         st.problem(&loc, main_line, Some(dag_idx), format!("task `{id}`: {e}"));

@@ -115,6 +115,11 @@ pub(crate) struct TaskDraft {
     pub flow: Option<tern_core::Flow>,
     /// The innermost group (an index into the DAG's `groups`).
     pub group: Option<usize>,
+    /// Whether the call itself set `trigger_rule` (not `default_args`).
+    pub explicit_trigger_rule: bool,
+    pub setup: bool,
+    pub teardown: bool,
+    pub on_failure_fail_dagrun: bool,
 }
 
 /// A `group(...)`: its full id (`outer.inner`), the group it is in, and the task defaults it

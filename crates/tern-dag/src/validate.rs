@@ -160,10 +160,15 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
         line: t.main_line,
         kind,
         upstream: ups.iter().map(|&j| d.tasks[j].id.clone()).collect(),
-        trigger_rule: c
-            .trigger_rule
-            .or(def.trigger_rule)
-            .unwrap_or(TriggerRule::AllSuccess),
+        // A teardown's rule is always Airflow's `all_done_setup_success` (a `default_args`
+        // rule does not reach it; setting another one on it is an error).
+        trigger_rule: if t.teardown {
+            TriggerRule::AllDoneSetupSuccess
+        } else {
+            c.trigger_rule
+                .or(def.trigger_rule)
+                .unwrap_or(TriggerRule::AllSuccess)
+        },
         retries: c.retries.or(def.retries).unwrap_or(0),
         retry_delay_ms: c.retry_delay_ms.or(def.retry_delay_ms).unwrap_or(300_000),
         retry_exponential_backoff: c
@@ -186,6 +191,9 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
         skip_on_exit_code,
         flow: t.flow,
         group: t.group.map(|g| d.groups[g].id.clone()),
+        setup: t.setup,
+        teardown: t.teardown,
+        on_failure_fail_dagrun: t.on_failure_fail_dagrun,
     }
 }
 

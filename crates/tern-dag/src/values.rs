@@ -14,7 +14,7 @@ use starlark::environment::{Methods, MethodsBuilder};
 use starlark::starlark_module;
 use starlark::starlark_simple_value;
 use starlark::values::list::ListRef;
-use starlark::values::none::NoneType;
+use starlark::values::none::{NoneOr, NoneType};
 use starlark::values::tuple::TupleRef;
 use starlark::values::{
     Heap, NoSerialize, ProvidesStaticType, StarlarkPagablePanic, StarlarkValue, Value, ValueLike,
@@ -314,6 +314,56 @@ fn task_methods(builder: &mut MethodsBuilder) {
         let downs = operand_nodes(other)?;
         link(&[Node::Task(this)], &downs)?;
         Ok(NoneType)
+    }
+
+    /// Makes the task a teardown of `setups` (a task or a list; each becomes a setup task and
+    /// runs before it); evaluates to the task, as Airflow's `as_teardown`.
+    fn as_teardown<'v>(
+        this: Value<'v>,
+        #[starlark(require = named, default = NoneOr::None)] setups: NoneOr<Value<'v>>,
+        #[starlark(require = named, default = false)] on_failure_fail_dagrun: bool,
+    ) -> anyhow::Result<Value<'v>> {
+        let me = this
+            .downcast_ref::<TaskRef>()
+            .ok_or_else(|| anyhow::anyhow!("as_teardown() is a method of tasks"))?;
+        let setups = match setups.into_option() {
+            Some(v) => operand_nodes(v)?,
+            None => Vec::new(),
+        };
+        {
+            let mut st = me.state.lock();
+            let t = &st.dags[me.dag].tasks[me.idx];
+            let own_rule = t
+                .explicit_trigger_rule
+                .then_some(t.common.trigger_rule)
+                .flatten();
+            let errs = crate::builtins::setup_teardown::check(
+                t.setup,
+                true,
+                on_failure_fail_dagrun,
+                own_rule,
+            );
+            if let Some(e) = errs.into_iter().next() {
+                anyhow::bail!("task `{}`: {e}", me.task_id);
+            }
+            let t = &mut st.dags[me.dag].tasks[me.idx];
+            t.teardown = true;
+            t.on_failure_fail_dagrun |= on_failure_fail_dagrun;
+            for s in &setups {
+                let Node::Task(s) = s else {
+                    anyhow::bail!("as_teardown(setups = ...) takes tasks, got {s}");
+                };
+                if s.state.same(&me.state) && s.dag == me.dag {
+                    let task = &mut st.dags[s.dag].tasks[s.idx];
+                    if task.teardown {
+                        anyhow::bail!("{s} is a teardown; it cannot also be a setup");
+                    }
+                    task.setup = true;
+                }
+            }
+        }
+        link(&setups, &[Node::Task(me)])?;
+        Ok(this)
     }
 }
 

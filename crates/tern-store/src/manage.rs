@@ -313,5 +313,32 @@ fn expand(spec: &DagSpec, task_ids: &[String], scope: ClearScope) -> Result<Hash
             spec.task(t).map(|t| t.upstream.clone()).unwrap_or_default()
         }));
     }
+    // As in Airflow, clearing work clears the setups it depends on and their teardowns, so the
+    // work runs again with what it needs and is cleaned up after.
+    let work: HashSet<String> = chosen
+        .iter()
+        .filter(|t| spec.task(t).is_some_and(|t| !t.setup && !t.teardown))
+        .cloned()
+        .collect();
+    if !work.is_empty() {
+        let ancestors = walk(&work, &|t| {
+            spec.task(t).map(|t| t.upstream.clone()).unwrap_or_default()
+        });
+        let setups: HashSet<String> = ancestors
+            .into_iter()
+            .filter(|t| spec.task(t).is_some_and(|t| t.setup))
+            .collect();
+        let down = spec.downstream_map();
+        let teardowns: Vec<String> = walk(&setups, &|t| {
+            down.get(t)
+                .map(|d| d.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default()
+        })
+        .into_iter()
+        .filter(|t| spec.task(t).is_some_and(|t| t.teardown))
+        .collect();
+        chosen.extend(setups);
+        chosen.extend(teardowns);
+    }
     Ok(chosen)
 }

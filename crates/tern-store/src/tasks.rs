@@ -203,11 +203,12 @@ impl Store {
             let readiness = if forced.contains_key(id) {
                 Readiness::Skip
             } else {
-                let summary = UpstreamSummary::from_states(
-                    task.upstream
-                        .iter()
-                        .map(|u| states.get(u).copied().unwrap_or(TaskState::Removed)),
-                );
+                let summary = UpstreamSummary::from_upstream(task.upstream.iter().map(|u| {
+                    (
+                        states.get(u).copied().unwrap_or(TaskState::Removed),
+                        spec.task(u).is_some_and(|t| t.setup),
+                    )
+                }));
                 evaluate(task.trigger_rule, summary)
             };
             match readiness {
@@ -335,17 +336,7 @@ impl Store {
         if states.values().any(|s| !s.is_finished()) {
             return Ok(false);
         }
-        let down = spec.downstream_map();
-        let failed = spec
-            .tasks
-            .iter()
-            .filter(|t| down.get(t.task_id.as_str()).is_none_or(|d| d.is_empty()))
-            .any(|t| {
-                matches!(
-                    states.get(&t.task_id),
-                    Some(TaskState::Failed | TaskState::UpstreamFailed)
-                )
-            });
+        let failed = spec.run_failed(&states);
         let state = if failed { "failed" } else { "success" };
         let done = sqlx::query(
             "UPDATE dag_runs SET state = $2, ended_at = $3 WHERE id = $1 AND state = 'running'",

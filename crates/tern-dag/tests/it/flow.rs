@@ -95,3 +95,66 @@ latest_only(id = "h", cmd = "x")
         );
     }
 }
+
+#[test]
+fn setup_and_teardown_tasks_are_declared_by_flag_or_as_teardown() {
+    let d = one_dag(
+        r#"
+dag(id = "d", default_args = {"trigger_rule": "all_done"})
+create = shell(id = "create", cmd = "true", setup = True)
+bucket = shell(id = "bucket", cmd = "true")
+work = shell(id = "work", cmd = "true")
+delete = shell(id = "delete", cmd = "true").as_teardown(setups = [create, bucket], on_failure_fail_dagrun = True)
+drop = shell(id = "drop", cmd = "true", teardown = True)
+create >> work >> delete
+bucket >> work
+work >> drop
+"#,
+    );
+    assert!(
+        task(&d, "create").setup && task(&d, "bucket").setup,
+        "as_teardown marks its setups"
+    );
+    let delete = task(&d, "delete");
+    assert!(delete.teardown && delete.on_failure_fail_dagrun);
+    assert_eq!(delete.trigger_rule, TriggerRule::AllDoneSetupSuccess);
+    let mut ups = delete.upstream.clone();
+    ups.sort();
+    assert_eq!(ups, ["bucket", "create", "work"]);
+    let drop = task(&d, "drop");
+    assert!(drop.teardown && !drop.on_failure_fail_dagrun);
+    assert_eq!(
+        drop.trigger_rule,
+        TriggerRule::AllDoneSetupSuccess,
+        "default_args' rule does not reach a teardown"
+    );
+    assert_eq!(task(&d, "work").trigger_rule, TriggerRule::AllDone);
+    let errs = errors_of(
+        r#"
+dag(id = "d")
+shell(id = "a", cmd = "true", setup = True, teardown = True)
+shell(id = "b", cmd = "true", teardown = True, trigger_rule = "all_success")
+shell(id = "c", cmd = "true", on_failure_fail_dagrun = True)
+shell(id = "e", cmd = "true", trigger_rule = "one_failed").as_teardown()
+"#,
+    );
+    assert_eq!(errs.len(), 4, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("d.star:3: task `a`: a task cannot be both `setup` and `teardown`"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].starts_with(
+            "d.star:4: task `b`: a teardown's trigger rule is always all_done_setup_success"
+        ),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].starts_with("d.star:5: task `c`: `on_failure_fail_dagrun` is for teardown tasks"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[3].contains("task `e`: a teardown's trigger rule is always all_done_setup_success"),
+        "{errs:#?}"
+    );
+}

@@ -342,6 +342,82 @@ pub async fn latest_only_skips_all_but_the_latest_scheduled_run(store: Store) {
     assert_eq!(state(&store, run.pk, "work").await.0, TaskState::Queued);
 }
 
+/// create (setup) >> work >> delete (teardown of create), with other >> work: the teardown
+/// runs although the work failed, the run fails for the work and not for the teardown, and
+/// clearing the work clears the setup and the teardown with it.
+pub async fn a_teardown_runs_after_failed_work_and_clearing_work_clears_its_setup(store: Store) {
+    let mut create = task("create", &[]);
+    create.setup = true;
+    let work = task("work", &["create", "other"]);
+    let other = task("other", &[]);
+    let mut delete = task("delete", &["create", "work"]);
+    delete.teardown = true;
+    delete.trigger_rule = TriggerRule::AllDoneSetupSuccess;
+    let v = version(&store, dag("st", vec![create, other, work, delete])).await;
+    let (run, _) = store.create_run(&run_of("st", "r1"), v).await.unwrap();
+    let fail = TryResult {
+        success: false,
+        retryable: false,
+        note: Some("exit code 1".into()),
+        ..TryResult::default()
+    };
+    let ok = success_with(json!({}));
+    for (task_id, result) in [("create", &ok), ("other", &ok), ("work", &fail)] {
+        let c = store
+            .claim(&["default".to_string()], "w", LEASE)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{task_id} should be queued"));
+        assert_eq!(c.ti.task_id, task_id);
+        store.complete(c.ti.id, &c.attempt, result).await.unwrap();
+    }
+    assert_eq!(
+        state(&store, run.pk, "delete").await.0,
+        TaskState::Queued,
+        "cleans up after failed work"
+    );
+    let (id, attempt) = claim(&store, "default", "delete").await;
+    store.complete(id, &attempt, &fail).await.unwrap();
+    assert_eq!(
+        store.get_run("st", "r1").await.unwrap().state,
+        RunState::Failed,
+        "the work failed"
+    );
+    // Clearing the work takes its setup and teardown (not `other`, which it does not need again).
+    let cleared = store
+        .clear_tasks(run.pk, &["work".into()], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(cleared, ["create", "work", "delete"]);
+    for (task_id, result) in [("create", &ok), ("work", &ok), ("delete", &fail)] {
+        let (id, attempt) = claim(&store, "default", task_id).await;
+        store.complete(id, &attempt, result).await.unwrap();
+    }
+    assert_eq!(
+        store.get_run("st", "r1").await.unwrap().state,
+        RunState::Success,
+        "a failed teardown does not fail the run"
+    );
+    // A setup that fails leaves nothing to clean up: the teardown does not run.
+    let (run, _) = store.create_run(&run_of("st", "r2"), v).await.unwrap();
+    for (task_id, result) in [("create", &fail), ("other", &ok)] {
+        let (id, attempt) = claim(&store, "default", task_id).await;
+        store.complete(id, &attempt, result).await.unwrap();
+    }
+    assert_eq!(
+        state(&store, run.pk, "work").await.0,
+        TaskState::UpstreamFailed
+    );
+    assert_eq!(
+        state(&store, run.pk, "delete").await.0,
+        TaskState::UpstreamFailed
+    );
+    assert_eq!(
+        store.get_run_by_pk(run.pk).await.unwrap().state,
+        RunState::Failed
+    );
+}
+
 // ---- the property ----------------------------------------------------------------------
 
 /// What a task of a random DAG does when it runs.
@@ -363,6 +439,9 @@ struct Node {
     ups: Vec<usize>,
     rule: TriggerRule,
     role: Role,
+    setup: bool,
+    /// A teardown (rule `all_done_setup_success`), and whether its failure fails the run.
+    teardown: Option<bool>,
 }
 
 const RULES: &[TriggerRule] = &[
@@ -378,6 +457,7 @@ const RULES: &[TriggerRule] = &[
     TriggerRule::NoneFailedMinOneSuccess,
     TriggerRule::NoneSkipped,
     TriggerRule::Always,
+    TriggerRule::AllDoneSetupSuccess,
 ];
 
 fn node(i: usize) -> impl Strategy<Value = Node> {
@@ -388,20 +468,29 @@ fn node(i: usize) -> impl Strategy<Value = Node> {
         2 => (any::<bool>(), any::<bool>())
             .prop_map(|(condition, ignore_rules)| Role::ShortCircuit { condition, ignore_rules }),
     ];
+    // 0: work, 1: setup, 2: teardown, 3: teardown that fails the run when it fails.
+    let kind = prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)];
     (
         proptest::collection::vec(proptest::bool::weighted(0.45), i),
         0..RULES.len(),
         role,
+        kind,
     )
-        .prop_map(|(ups, rule, role)| Node {
+        .prop_map(|(ups, rule, role, kind)| Node {
             ups: ups
                 .iter()
                 .enumerate()
                 .filter(|(_, up)| **up)
                 .map(|(j, _)| j)
                 .collect(),
-            rule: RULES[rule],
+            rule: if kind >= 2 {
+                TriggerRule::AllDoneSetupSuccess
+            } else {
+                RULES[rule]
+            },
             role,
+            setup: kind == 1,
+            teardown: (kind >= 2).then_some(kind == 3),
         })
 }
 
@@ -447,8 +536,12 @@ impl Model<'_> {
                 if self.states[i] != TaskState::None {
                     continue;
                 }
-                let up =
-                    UpstreamSummary::from_states(self.nodes[i].ups.iter().map(|u| self.states[*u]));
+                let up = UpstreamSummary::from_upstream(
+                    self.nodes[i]
+                        .ups
+                        .iter()
+                        .map(|u| (self.states[*u], self.nodes[*u].setup)),
+                );
                 let next = match evaluate(self.nodes[i].rule, up) {
                     Readiness::Wait => continue,
                     Readiness::Run if matches!(self.nodes[i].role, Role::Empty) => {
@@ -546,6 +639,9 @@ async fn run_graph(store: &Store, nodes: &[Node]) -> Result<(), TestCaseError> {
             };
             t.queue = queue.clone();
             t.trigger_rule = nd.rule;
+            t.setup = nd.setup;
+            t.teardown = nd.teardown.is_some();
+            t.on_failure_fail_dagrun = nd.teardown == Some(true);
             t.skip_on_exit_code = vec![99];
             t.flow = match nd.role {
                 Role::Branch(_) => Some(Flow::Branch),
@@ -593,14 +689,24 @@ async fn run_graph(store: &Store, nodes: &[Node]) -> Result<(), TestCaseError> {
         );
     }
     prop_assert_eq!(&got, &want, "final states differ for {:?}", nodes);
-    let leaves_failed = (0..nodes.len())
-        .filter(|i| model.downstream(*i).is_empty())
-        .any(|i| {
-            matches!(
-                model.states[i],
-                TaskState::Failed | TaskState::UpstreamFailed
-            )
-        });
+    // Airflow's rule: the run fails when a leaf failed, where teardowns are not leaves (a
+    // task followed only by teardowns is one) unless they fail the run when they fail.
+    let failed = |i: usize| {
+        matches!(
+            model.states[i],
+            TaskState::Failed | TaskState::UpstreamFailed
+        )
+    };
+    let leaves_failed = (0..nodes.len()).any(|i| match nodes[i].teardown {
+        Some(fails_run) => fails_run && failed(i),
+        None => {
+            model
+                .downstream(i)
+                .iter()
+                .all(|d| nodes[*d].teardown.is_some())
+                && failed(i)
+        }
+    });
     let run_state = store.get_run(&dag_id, "r").await.unwrap().state;
     let expect = if leaves_failed {
         RunState::Failed

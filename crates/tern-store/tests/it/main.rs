@@ -42,6 +42,7 @@ store_suite!(
     a_result_leaves_admission_to_the_admitter_when_the_lock_is_busy,
     failure_propagates_by_trigger_rules,
     a_branch_runs_only_the_tasks_it_chose,
+    a_teardown_runs_after_failed_work_and_clearing_work_clears_its_setup,
     a_branch_that_chooses_an_unknown_task_fails_its_try,
     a_short_circuit_skips_downstream_by_its_mode,
     an_exit_code_in_skip_on_exit_code_skips_the_task,
