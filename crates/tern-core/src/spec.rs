@@ -188,6 +188,14 @@ pub struct TaskSpec {
     pub teardown: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub on_failure_fail_dagrun: bool,
+    /// Runs only once the same task succeeded or was skipped in the DAG's previous run (by
+    /// logical date), as Airflow's `depends_on_past`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub depends_on_past: bool,
+    /// Also waits for the previous run's direct downstream tasks of it (implies
+    /// `depends_on_past`), as Airflow's `wait_for_downstream`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait_for_downstream: bool,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -584,6 +592,8 @@ impl TaskSpec {
             setup: false,
             teardown: false,
             on_failure_fail_dagrun: false,
+            depends_on_past: false,
+            wait_for_downstream: false,
         }
     }
 

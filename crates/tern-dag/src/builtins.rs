@@ -43,6 +43,8 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
     "queue",
     "pool",
     "priority_weight",
+    "depends_on_past",
+    "wait_for_downstream",
 ];
 
 const TASK_FIELDS: &[&str] = &[
@@ -516,6 +518,8 @@ pub(crate) fn set_common(c: &mut CommonFields, key: &str, v: Value) -> Option<Re
             }
         }),
         "priority_weight" => to_int(key, v).map(|w| c.priority_weight = Some(w)),
+        "depends_on_past" => to_bool(key, v).map(|b| c.depends_on_past = Some(b)),
+        "wait_for_downstream" => to_bool(key, v).map(|b| c.wait_for_downstream = Some(b)),
         _ => return None,
     };
     Some(r)

@@ -43,6 +43,8 @@ pub(crate) struct CommonFields {
     pub queue: Option<String>,
     pub pool: Option<String>,
     pub priority_weight: Option<i64>,
+    pub depends_on_past: Option<bool>,
+    pub wait_for_downstream: Option<bool>,
 }
 
 impl CommonFields {
@@ -60,7 +62,9 @@ impl CommonFields {
             execution_timeout_ms,
             queue,
             pool,
-            priority_weight
+            priority_weight,
+            depends_on_past,
+            wait_for_downstream
         );
     }
 }

@@ -194,6 +194,16 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
         setup: t.setup,
         teardown: t.teardown,
         on_failure_fail_dagrun: t.on_failure_fail_dagrun,
+        // As in Airflow, waiting for the previous run's downstream tasks implies waiting for
+        // the previous run's own instance.
+        depends_on_past: c.depends_on_past.or(def.depends_on_past).unwrap_or(false)
+            || c.wait_for_downstream
+                .or(def.wait_for_downstream)
+                .unwrap_or(false),
+        wait_for_downstream: c
+            .wait_for_downstream
+            .or(def.wait_for_downstream)
+            .unwrap_or(false),
     }
 }
 

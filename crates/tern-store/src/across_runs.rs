@@ -1,6 +1,9 @@
-//! What one run's life does beyond itself: a run that outlives its DAG's `dagrun_timeout`
-//! fails (its unfinished tasks skipped, running ones stopped), and a DAG whose last
-//! `max_consecutive_failed_dag_runs` runs all failed is paused — both as Airflow does.
+//! What one run's life does beyond itself, as Airflow does: a run that outlives its DAG's
+//! `dagrun_timeout` fails (its unfinished tasks skipped, running ones stopped); a DAG whose last
+//! `max_consecutive_failed_dag_runs` runs all failed is paused; a `depends_on_past` task waits
+//! for the same task in the previous run (by logical date) to have succeeded or been skipped
+//! (and with `wait_for_downstream` for that instance's direct downstream tasks too), and is
+//! judged again when they end.
 //!
 //! A timed-out run ends under the run lock, through the same task-ending step as marking a run
 //! failed by hand, so a result from an attempt that was running is refused like any stale one;
@@ -8,7 +11,7 @@
 //! itself.
 
 use sqlx::{Any, Row, Transaction};
-use tern_core::{format_duration, DagSpec};
+use tern_core::{format_duration, DagSpec, TaskSpec};
 
 use crate::{Result, Store};
 
@@ -20,7 +23,127 @@ fn timeout_note(timeout_ms: u64) -> String {
     )
 }
 
+/// The previous run of the run being judged, read once per pass (`None` inside: there is none).
+#[derive(Default)]
+pub(crate) struct PastRun(Option<Option<i64>>);
+
+/// States that let the next run's `depends_on_past` instance go.
+fn lets_next_run_go(state: Option<&str>) -> bool {
+    matches!(state, None | Some("success" | "skipped" | "removed"))
+}
+
 impl Store {
+    /// Why `task` may not run yet in run `run_pk` because of the previous run, or `None` when
+    /// it may: there is no previous run, the task was not in it, or it (and with
+    /// `wait_for_downstream` its direct downstream tasks there) succeeded or was skipped.
+    pub(crate) async fn past_blocks(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        task: &TaskSpec,
+        past: &mut PastRun,
+    ) -> Result<Option<String>> {
+        let prev = match past.0 {
+            Some(p) => p,
+            None => {
+                let p: Option<i64> = sqlx::query_scalar(
+                    "SELECT p.id FROM dag_runs p, dag_runs r WHERE r.id = $1 AND p.dag_id = r.dag_id \
+                     AND (p.logical_date < r.logical_date OR (p.logical_date = r.logical_date AND p.id < r.id)) \
+                     ORDER BY p.logical_date DESC, p.id DESC LIMIT 1",
+                )
+                .bind(run_pk)
+                .fetch_optional(&mut **tx)
+                .await?;
+                *past.0.insert(p)
+            }
+        };
+        let Some(prev) = prev else {
+            return Ok(None);
+        };
+        let mut ids = vec![task.task_id.as_str()];
+        if task.wait_for_downstream {
+            ids.extend(
+                spec.downstream_map()
+                    .get(&task.task_id)
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+        }
+        for id in ids {
+            let state: Option<String> = sqlx::query_scalar(
+                "SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = $2",
+            )
+            .bind(prev)
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if !lets_next_run_go(state.as_deref()) {
+                let what = if id == task.task_id {
+                    "depends_on_past".to_string()
+                } else {
+                    format!("wait_for_downstream of `{}`", task.task_id)
+                };
+                return Ok(Some(format!(
+                    "waiting for the previous run's `{id}` to succeed or be skipped ({what})"
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// After tasks `ended` of run `run_pk` succeeded or were skipped: judges the DAG's next run
+    /// (by logical date) again when one of its `depends_on_past` tasks may have waited for them.
+    pub(crate) async fn wake_next_run(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        ended: &[&str],
+        now: i64,
+    ) -> Result<()> {
+        if ended.is_empty() || !spec.tasks.iter().any(|t| t.depends_on_past) {
+            return Ok(());
+        }
+        let waited_for = spec.tasks.iter().any(|t| {
+            t.depends_on_past
+                && (ended.contains(&t.task_id.as_str())
+                    || (t.wait_for_downstream
+                        && spec
+                            .downstream_map()
+                            .get(&t.task_id)
+                            .is_some_and(|d| d.iter().any(|x| ended.contains(&x.as_str())))))
+        });
+        if !waited_for {
+            return Ok(());
+        }
+        let next = sqlx::query(
+            "SELECT n.id, n.version_id, n.state FROM dag_runs n, dag_runs r WHERE r.id = $1 AND n.dag_id = r.dag_id \
+             AND (n.logical_date > r.logical_date OR (n.logical_date = r.logical_date AND n.id > r.id)) \
+             ORDER BY n.logical_date, n.id LIMIT 1",
+        )
+        .bind(run_pk)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(next) = next else {
+            return Ok(());
+        };
+        let (next_pk, version_id, state): (i64, i64, String) =
+            (next.try_get(0)?, next.try_get(1)?, next.try_get(2)?);
+        if state != "running" {
+            return Ok(());
+        }
+        self.lock_run(tx, next_pk).await?;
+        let next_spec = self.spec(version_id).await?;
+        let states = self
+            .evaluate(tx, next_pk, &next_spec, None, None, now)
+            .await?;
+        self.finish_run_if_done(tx, next_pk, &next_spec, states, now)
+            .await?;
+        Ok(())
+    }
+
     /// Fails every running run older than its DAG version's `dagrun_timeout`. Returns how
     /// many ended.
     pub async fn time_out_runs(&self) -> Result<usize> {

@@ -670,6 +670,10 @@ impl Store {
             applied.run_finished = self
                 .finish_run_if_done(tx, ti.run_pk, spec, states, now)
                 .await?;
+            if matches!(state, TaskState::Success | TaskState::Skipped) {
+                self.wake_next_run(tx, ti.run_pk, spec, &[ti.task_id.as_str()], now)
+                    .await?;
+            }
         }
         let admitted = self.try_admit(tx, now).await?;
         applied.admission_deferred = admitted.is_none();

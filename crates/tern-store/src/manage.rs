@@ -119,6 +119,10 @@ impl Store {
         .await?;
         self.judge_again(&mut tx, run_pk, &spec, Some(&[task_id]), now)
             .await?;
+        if state == TaskState::Success {
+            self.wake_next_run(&mut tx, run_pk, &spec, &[task_id], now)
+                .await?;
+        }
         self.admit(&mut tx, now).await?;
         tx.commit().await?;
         Ok(())

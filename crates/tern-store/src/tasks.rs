@@ -194,6 +194,9 @@ impl Store {
         // does with `EmptyOperator`: no pool slot, no agent, no process.
         let mut done_here: Vec<&str> = Vec::new();
         let mut settled: Vec<(&str, TaskState, String)> = Vec::new();
+        // Tasks that may run but wait for the previous run (`depends_on_past`), with why.
+        let mut blocked: Vec<(&str, String)> = Vec::new();
+        let mut past = crate::across_runs::PastRun::default();
         // Tasks are in topological order, so one pass sees a task after everything upstream.
         for task in &spec.tasks {
             let id = task.task_id.as_str();
@@ -211,6 +214,12 @@ impl Store {
                 }));
                 evaluate(task.trigger_rule, summary)
             };
+            if readiness == Readiness::Run && task.depends_on_past {
+                if let Some(why) = self.past_blocks(tx, run_pk, spec, task, &mut past).await? {
+                    blocked.push((id, why));
+                    continue;
+                }
+            }
             match readiness {
                 Readiness::Wait => {}
                 Readiness::Run if task.done_by_scheduler() => {
@@ -265,16 +274,36 @@ impl Store {
             Some(now),
         )
         .await?;
-        for (id, st, note) in settled {
+        for (id, st, note) in &settled {
             sqlx::query("UPDATE task_instances SET state = $3, ended_at = $4, note = $5 WHERE run_pk = $1 AND task_id = $2")
                 .bind(run_pk)
-                .bind(id)
+                .bind(*id)
                 .bind(st.as_str())
                 .bind(now)
                 .bind(note)
                 .execute(&mut **tx)
                 .await?;
         }
+        for (id, why) in blocked {
+            sqlx::query("UPDATE task_instances SET note = $3 WHERE run_pk = $1 AND task_id = $2 AND state = 'none'")
+                .bind(run_pk)
+                .bind(id)
+                .bind(why)
+                .execute(&mut **tx)
+                .await?;
+        }
+        // Tasks that ended here may be what the next run's `depends_on_past` tasks wait for.
+        let ended: Vec<&str> = done_here
+            .iter()
+            .copied()
+            .chain(
+                settled
+                    .iter()
+                    .filter(|(_, st, _)| *st == TaskState::Skipped)
+                    .map(|(id, _, _)| *id),
+            )
+            .collect();
+        Box::pin(self.wake_next_run(tx, run_pk, spec, &ended, now)).await?;
         Ok(Some(states))
     }
 

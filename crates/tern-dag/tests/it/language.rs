@@ -508,3 +508,21 @@ fn dagrun_timeout_and_max_consecutive_failed_dag_runs_are_read_and_checked() {
         ]
     );
 }
+
+#[test]
+fn depends_on_past_and_wait_for_downstream_are_task_fields_and_default_args() {
+    let d = one_dag(
+        r#"
+dag(id = "d", default_args = {"depends_on_past": True})
+empty(id = "a")
+empty(id = "b", depends_on_past = False)
+empty(id = "c", depends_on_past = False, wait_for_downstream = True)
+"#,
+    );
+    assert!(task(&d, "a").depends_on_past && !task(&d, "a").wait_for_downstream);
+    assert!(!task(&d, "b").depends_on_past);
+    assert!(
+        task(&d, "c").depends_on_past && task(&d, "c").wait_for_downstream,
+        "wait_for_downstream implies depends_on_past, as in Airflow"
+    );
+}

@@ -175,3 +175,105 @@ pub async fn a_dag_pauses_after_its_last_n_runs_failed(store: Store) {
         "{audit:?}"
     );
 }
+
+/// Claims the queued instance of `task` in `run_pk` (there must be one).
+async fn claim_of(store: &Store, run_pk: i64, task: &str) -> (i64, String) {
+    let ti = store.task_instance(run_pk, task).await.unwrap();
+    assert_eq!(
+        ti.state,
+        TaskState::Queued,
+        "{task} of run {run_pk}: {ti:?}"
+    );
+    loop {
+        let c = store
+            .claim(&queues(), "w", LEASE)
+            .await
+            .unwrap()
+            .expect("queued work");
+        if c.ti.id == ti.id {
+            return (c.ti.id, c.attempt);
+        }
+        // Another queued instance: give it back for later.
+        assert!(store.release_claim(c.ti.id, &c.attempt).await.unwrap());
+    }
+}
+
+async fn ti_state(store: &Store, run_pk: i64, task: &str) -> (TaskState, Option<String>) {
+    let ti = store.task_instance(run_pk, task).await.unwrap();
+    (ti.state, ti.note)
+}
+
+/// Asserts `task` of `run_pk` waits with a note naming what it waits for.
+async fn waits(store: &Store, run_pk: i64, task: &str, on: &str, why: &str) {
+    let (state, note) = ti_state(store, run_pk, task).await;
+    let note = note.unwrap_or_default();
+    assert_eq!(state, TaskState::None, "{task}: {note}");
+    assert!(
+        note == format!("waiting for the previous run's `{on}` to succeed or be skipped {why}"),
+        "{task}: {note}"
+    );
+}
+
+pub async fn depends_on_past_waits_for_the_previous_run_and_wakes_when_it_ends(store: Store) {
+    let mut a = task("a", &[]);
+    a.depends_on_past = true;
+    let v = version(&store, dag("dp", vec![a, task("b", &["a"])])).await;
+    let ok = TryResult {
+        success: true,
+        ..TryResult::default()
+    };
+    let fail = TryResult {
+        success: false,
+        retryable: false,
+        note: Some("exit code 1".into()),
+        ..TryResult::default()
+    };
+    let (r1, _) = store.create_run(&run_at("dp", "r1", 0), v).await.unwrap();
+    let (r2, _) = store.create_run(&run_at("dp", "r2", 1), v).await.unwrap();
+    // The first run has no past; the second waits, and says why.
+    assert_eq!(ti_state(&store, r1.pk, "a").await.0, TaskState::Queued);
+    waits(&store, r2.pk, "a", "a", "(depends_on_past)").await;
+    let (id, attempt) = claim_of(&store, r1.pk, "a").await;
+    store.complete(id, &attempt, &fail).await.unwrap();
+    // A failure in the past keeps it waiting.
+    waits(&store, r2.pk, "a", "a", "(depends_on_past)").await;
+    // An operator marks the past success: the next run goes on.
+    store
+        .mark_task(r1.pk, "a", TaskState::Success, "fixed by hand")
+        .await
+        .unwrap();
+    assert_eq!(
+        ti_state(&store, r2.pk, "a").await,
+        (TaskState::Queued, None)
+    );
+    // A result wakes the next run too.
+    let (r3, _) = store.create_run(&run_at("dp", "r3", 2), v).await.unwrap();
+    assert_eq!(ti_state(&store, r3.pk, "a").await.0, TaskState::None);
+    let (id, attempt) = claim_of(&store, r2.pk, "a").await;
+    store.complete(id, &attempt, &ok).await.unwrap();
+    assert_eq!(ti_state(&store, r3.pk, "a").await.0, TaskState::Queued);
+    // `b` has no depends_on_past: it ran in r2 as soon as its upstream allowed.
+    assert_eq!(ti_state(&store, r2.pk, "b").await.0, TaskState::Queued);
+}
+
+pub async fn wait_for_downstream_also_waits_for_the_previous_runs_direct_downstream(store: Store) {
+    let mut w = task("w", &[]);
+    w.depends_on_past = true;
+    w.wait_for_downstream = true;
+    let v = version(&store, dag("wd", vec![w, task("x", &["w"])])).await;
+    let ok = TryResult {
+        success: true,
+        ..TryResult::default()
+    };
+    let (r1, _) = store.create_run(&run_at("wd", "r1", 0), v).await.unwrap();
+    let (r2, _) = store.create_run(&run_at("wd", "r2", 1), v).await.unwrap();
+    let (id, attempt) = claim_of(&store, r1.pk, "w").await;
+    store.complete(id, &attempt, &ok).await.unwrap();
+    waits(&store, r2.pk, "w", "x", "(wait_for_downstream of `w`)").await;
+    let (id, attempt) = claim_of(&store, r1.pk, "x").await;
+    store.complete(id, &attempt, &ok).await.unwrap();
+    assert_eq!(
+        ti_state(&store, r2.pk, "w").await,
+        (TaskState::Queued, None)
+    );
+}

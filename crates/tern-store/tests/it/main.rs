@@ -86,4 +86,6 @@ store_suite!(
     marking_by_hand_notifies_only_when_the_run_is_judged_again,
     a_run_past_its_dagrun_timeout_fails_and_its_running_task_is_stopped,
     a_dag_pauses_after_its_last_n_runs_failed,
+    depends_on_past_waits_for_the_previous_run_and_wakes_when_it_ends,
+    wait_for_downstream_also_waits_for_the_previous_runs_direct_downstream,
 );
