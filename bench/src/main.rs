@@ -466,6 +466,7 @@ pub async fn exec_only(runs: usize) -> Vec<f64> {
         lease_ms: 30_000,
         connections: Default::default(),
         external_state: None,
+        variables: Default::default(),
     };
     let opts = tern_worker::ExecOptions::default();
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tern_core::TaskSpec;
 
-/// `major.minor` of this protocol.
-pub const PROTOCOL_VERSION: &str = "1.2";
+/// `major.minor` of this protocol (1.3 added [`Assignment::variables`]).
+pub const PROTOCOL_VERSION: &str = "1.3";
 
 /// A task instance handed to an agent: everything needed to run it with no other lookup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +39,47 @@ pub struct Assignment {
     /// (protocol 1.2).
     #[serde(default)]
     pub external_state: Option<String>,
+    /// The control plane's variables the task's templates name (`var.value.KEY`,
+    /// `var.json.KEY`), in clear (protocol 1.3). An agent's own variable of the same key wins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, VariableSpec>,
+}
+
+/// A variable's value, and whether it is secret (then masked in every log line).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+pub struct VariableSpec {
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for VariableSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.secret {
+            f.write_str("VariableSpec { secret }")
+        } else {
+            write!(f, "VariableSpec {{ value: {:?} }}", self.value)
+        }
+    }
+}
+
+/// The variable keys templates in `text` name: `var.value.KEY` and `var.json.KEY...`.
+pub fn variable_keys(text: &str) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    for prefix in ["var.value.", "var.json."] {
+        let mut rest = text;
+        while let Some(at) = rest.find(prefix) {
+            rest = &rest[at + prefix.len()..];
+            let key: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !key.is_empty() {
+                keys.insert(key);
+            }
+        }
+    }
+    keys
 }
 
 /// A connection sent with an assignment: its URI and extra fields.

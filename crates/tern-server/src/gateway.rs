@@ -268,6 +268,10 @@ impl Gateway {
         })?;
         let outputs = self.store.run_outputs(run.pk).await?;
         let connections = self.stored_connections(&task.kind).await?;
+        let variables = match &self.secrets {
+            Some(secrets) => crate::variables::for_task(&self.store, secrets, &task).await?,
+            None => Default::default(),
+        };
         let external_state = external_state(&self.store, &task, run.logical_date).await?;
         Ok(Assignment {
             ti_id: c.ti.id,
@@ -282,6 +286,7 @@ impl Gateway {
             lease_ms: self.lease.as_millis() as u64,
             connections,
             external_state,
+            variables,
         })
     }
 

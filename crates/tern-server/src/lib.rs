@@ -29,6 +29,7 @@ pub mod state;
 pub mod supervise;
 pub mod trigger;
 pub mod ui;
+pub mod variables;
 pub mod wake;
 
 pub use config::Config;

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod tasks;
 mod time;
 pub mod users;
+pub mod variables;
 
 pub use connect::{Backend, Store};
 pub use error::StoreError;

@@ -17,6 +17,7 @@ use crate::mask::{Masker, MaskingSink};
 use crate::outputs::parse_outputs;
 use crate::process::{self, ProcessEnd, ProcessSpec};
 use crate::template::{Renderer, TemplateError};
+use crate::variables::Variables;
 
 /// Settings of the agent that shape how tasks run.
 #[derive(Debug, Clone)]
@@ -26,7 +27,9 @@ pub struct ExecOptions {
     pub kill_grace: Duration,
     /// The agent's site-local connections.
     pub connections: Arc<Connections>,
-    /// Masks their secrets in every log line, reason and output.
+    /// The agent's site-local variables.
+    pub variables: Arc<Variables>,
+    /// Masks the secrets of both in every log line, reason and output.
     pub masker: Arc<Masker>,
     /// Notes the process group of every running try (see [`crate::groups`]).
     pub groups: Option<Arc<crate::groups::GroupRegistry>>,
@@ -38,6 +41,7 @@ impl Default for ExecOptions {
             python: "python3".into(),
             kill_grace: Duration::from_secs(5),
             connections: Arc::default(),
+            variables: Arc::default(),
             masker: Arc::default(),
             groups: None,
         }
@@ -47,8 +51,20 @@ impl Default for ExecOptions {
 impl ExecOptions {
     /// Uses `connections` for tasks and masks their secrets.
     pub fn with_connections(mut self, connections: Connections) -> ExecOptions {
-        self.masker = Arc::new(Masker::new(connections.secrets()));
         self.connections = Arc::new(connections);
+        self.remask()
+    }
+
+    /// Uses `variables` for templates and masks the secret ones.
+    pub fn with_variables(mut self, variables: Variables) -> ExecOptions {
+        self.variables = Arc::new(variables);
+        self.remask()
+    }
+
+    fn remask(mut self) -> ExecOptions {
+        let mut secrets = self.connections.secrets();
+        secrets.extend(self.variables.secrets());
+        self.masker = Arc::new(Masker::new(secrets));
         self
     }
 }
@@ -61,16 +77,16 @@ pub async fn execute(
     sink: &dyn LogSink,
     cancel: &CancellationToken,
 ) -> Completion {
-    // Connections sent with the assignment join the agent's own for this attempt, and their
-    // secrets are masked like the agent's.
-    let merged;
+    // Connections and variables sent with the assignment join the agent's own for this
+    // attempt (the agent's win), and their secrets are masked like the agent's.
+    let merged_conns;
     let opts = if a.connections.is_empty() {
         opts
     } else {
         match opts.connections.with_fallback(&a.connections) {
             Ok(c) => {
-                merged = opts.clone().with_connections(c);
-                &merged
+                merged_conns = opts.clone().with_connections(c);
+                &merged_conns
             }
             Err(e) => {
                 tracing::warn!(
@@ -80,6 +96,14 @@ pub async fn execute(
                 opts
             }
         }
+    };
+    let merged_vars;
+    let opts = if a.variables.is_empty() {
+        opts
+    } else {
+        let v = opts.variables.with_fallback(&a.variables);
+        merged_vars = opts.clone().with_variables(v);
+        &merged_vars
     };
     let masked = MaskingSink {
         inner: sink,
@@ -126,7 +150,11 @@ async fn run_masked(
             Ok(Ran::Data(run_data(a, opts, sink, cancel).await))
         }
         TaskKind::Sensor(s) => {
-            let r = Renderer::new(a, &opts.connections.template_value());
+            let r = Renderer::new(
+                a,
+                &opts.connections.template_value(),
+                &opts.variables.template_value(),
+            );
             let poke = data::sensor::poke(a, &opts.connections, &r, sink, s, chrono::Utc::now());
             Ok(match bounded(a, cancel, poke).await {
                 Ok(data::sensor::Poke::Met(outputs)) => Ran::Data(Ok(outputs)),
@@ -289,7 +317,11 @@ async fn run_data(
     sink: &dyn LogSink,
     cancel: &CancellationToken,
 ) -> Result<serde_json::Map<String, serde_json::Value>, DataError> {
-    let r = Renderer::new(a, &opts.connections.template_value());
+    let r = Renderer::new(
+        a,
+        &opts.connections.template_value(),
+        &opts.variables.template_value(),
+    );
     let conns = &opts.connections;
     let work = async {
         match &a.task.kind {
@@ -351,7 +383,11 @@ async fn run_process(
     cwd: Option<&str>,
     sandbox: Option<&tern_core::Sandbox>,
 ) -> Result<Ran, Unstartable> {
-    let r = Renderer::new(a, &opts.connections.template_value());
+    let r = Renderer::new(
+        a,
+        &opts.connections.template_value(),
+        &opts.variables.template_value(),
+    );
     let setup_err = |what: &str, e: String| Unstartable::Setup(format!("{what}: {e}"));
     let workdir = tempfile::Builder::new()
         .prefix("tern-task-")

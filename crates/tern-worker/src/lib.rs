@@ -24,6 +24,7 @@ pub mod spool;
 pub mod spooling;
 pub mod template;
 pub mod transport;
+pub mod variables;
 
 pub use agent::{Agent, AgentConfig};
 pub use executor::{execute, ExecOptions};

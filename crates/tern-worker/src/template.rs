@@ -46,8 +46,9 @@ fn iso(t: DateTime<Utc>) -> String {
 
 impl Renderer {
     /// A renderer for attempt `a`; `conn` is what `{{ conn.NAME.… }}` reads (public fields of
-    /// the agent's connections).
-    pub fn new(a: &Assignment, conn: &serde_json::Value) -> Renderer {
+    /// the agent's connections), `var` what `{{ var.value.KEY }}` and `{{ var.json.KEY }}` read
+    /// (see [`crate::variables::Variables::template_value`]).
+    pub fn new(a: &Assignment, conn: &serde_json::Value, var: &serde_json::Value) -> Renderer {
         let env = environment();
         let mut shell_env = environment();
         shell_env.set_formatter(|out, _state, value| {
@@ -81,6 +82,8 @@ impl Renderer {
             params => json_map(&c.params),
             conf => json(&c.conf),
             conn => json(conn),
+            // Variables come from whoever set them: not ours (escaped in shell commands).
+            var => json(var),
             outputs => Value::from(
                 c.outputs
                     .iter()
@@ -204,12 +207,17 @@ mod tests {
             lease_ms: 30_000,
             connections: Default::default(),
             external_state: None,
+            variables: Default::default(),
         }
     }
 
     #[test]
     fn renders_the_documented_variables() {
-        let r = Renderer::new(&assignment(), &serde_json::json!({}));
+        let r = Renderer::new(
+            &assignment(),
+            &serde_json::json!({}),
+            &serde_json::json!({"value": {}, "json": {}}),
+        );
         let cases = [
             ("{{ ds }}", "2026-01-02"),
             ("{{ ds_nodash }}", "20260102"),
@@ -237,7 +245,11 @@ mod tests {
 
     #[test]
     fn undefined_names_are_errors_naming_the_field() {
-        let r = Renderer::new(&assignment(), &serde_json::json!({}));
+        let r = Renderer::new(
+            &assignment(),
+            &serde_json::json!({}),
+            &serde_json::json!({"value": {}, "json": {}}),
+        );
         let e = r.render("cmd", "echo {{ outputs.nope.rows }}").unwrap_err();
         assert_eq!(e.field, "cmd");
         assert!(e.to_string().contains("template error in field cmd"), "{e}");

@@ -95,6 +95,9 @@ pub enum Command {
     /// Manage the connections the control plane keeps (encrypted at rest).
     #[command(subcommand)]
     Connections(ConnectionsCmd),
+    /// Manage variables (`{{ var.value.KEY }}` in templates; secret ones encrypted at rest).
+    #[command(subcommand)]
+    Variables(VariablesCmd),
     /// DAG notifications (on_failure, on_success, on_retry) and how their sending went.
     #[command(subcommand)]
     Notifications(NotificationsCmd),
@@ -270,6 +273,40 @@ pub struct LogsArgs {
     /// Keep printing new lines until the try ends.
     #[arg(long, short = 'f')]
     pub follow: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VariablesCmd {
+    /// Set a variable (add it or replace its value).
+    Set {
+        /// Letters, digits and `_` (templates read it as var.value.KEY).
+        key: String,
+        /// The value (visible in `ps` while the command runs: for a secret prefer --value-stdin).
+        #[arg(
+            required_unless_present = "value_stdin",
+            conflicts_with = "value_stdin"
+        )]
+        value: Option<String>,
+        /// Read the value from standard input (one line).
+        #[arg(long)]
+        value_stdin: bool,
+        /// Encrypt it at rest, never show it in listings or the API, mask it in task logs.
+        #[arg(long)]
+        secret: bool,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Print a variable's value.
+    Get {
+        key: String,
+        /// Print a secret variable's value (locally only: the API never sends it back).
+        #[arg(long)]
+        reveal: bool,
+    },
+    /// List variables (secret values hidden).
+    List(OutputArg),
+    /// Delete a variable.
+    Delete { key: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,6 @@
 //! The CLI against a remote control plane: with `--server URL` and a token (`--token` or
 //! `TERN_TOKEN`), the everyday commands call the REST API instead of opening the metadata
-//! database: `dags list|next|trigger|pause|unpause|errors`, `runs list|show`, `logs`, `pools
+//! database: `dags list|next|trigger|pause|unpause|errors`, `variables set|get|list|delete`, `runs list|show`, `logs`, `pools
 //! list|set|delete`, `connections list|delete`, `agents list|revoke`, `tokens list|create|revoke`,
 //! `users list`. Other commands work on the database directly and say so.
 
@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{
     AgentsCmd, Command, ConnectionsCmd, DagsCmd, Output, PoolsCmd, RunsCmd, TokensCmd, UsersCmd,
+    VariablesCmd,
 };
 use crate::output::print;
 
@@ -267,6 +268,42 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
             r.call(reqwest::Method::DELETE, &format!("/api/v1/pools/{}", seg(&name)), None)
                 .await?;
             println!("pool {name} deleted");
+        }
+        Command::Variables(VariablesCmd::Set {
+            key,
+            value,
+            value_stdin: _,
+            secret,
+            description,
+        }) => {
+            let value = crate::cmd::variables::read_value(value)?;
+            r.call(
+                reqwest::Method::PUT,
+                &format!("/api/v1/variables/{}", seg(&key)),
+                Some(json!({"value": value, "secret": secret, "description": description})),
+            )
+            .await?;
+            crate::cmd::variables::print_set(&key, secret);
+        }
+        Command::Variables(VariablesCmd::Get { key, reveal }) => {
+            let v = r.get(&format!("/api/v1/variables/{}", seg(&key))).await?;
+            match v["value"].as_str() {
+                Some(value) if v["is_secret"] != true => println!("{value}"),
+                _ if reveal => bail!(
+                    "the API never sends a secret variable's value back; run `tern variables get {key} --reveal` where the control plane's secret key is"
+                ),
+                _ => bail!("variable {key:?} is secret; its value is not shown"),
+            }
+        }
+        Command::Variables(VariablesCmd::List(o)) => {
+            let v = r.get("/api/v1/variables").await?;
+            let vars = v["variables"].as_array().cloned().unwrap_or_default();
+            crate::cmd::variables::print_list(o.output, &vars);
+        }
+        Command::Variables(VariablesCmd::Delete { key }) => {
+            r.call(reqwest::Method::DELETE, &format!("/api/v1/variables/{}", seg(&key)), None)
+                .await?;
+            eprintln!("variable {key} deleted");
         }
         Command::Connections(ConnectionsCmd::List(o)) => {
             let v = r.get("/api/v1/connections").await?;

@@ -6,12 +6,14 @@
 //! - [`dags`]: DAGs, their source, versions and import errors;
 //! - [`runs`]: DAG runs (list, trigger, detail, mark, delete) and clearing tasks;
 //! - [`tasks`]: task instances (list, detail with tries, mark), logs and outputs;
-//! - [`admin`]: pools, agents and activation codes, connections, users, tokens, the audit log.
+//! - [`admin`]: pools, agents and activation codes, connections, users, tokens, the audit log;
+//! - [`variables`]: variables (secret values never sent back).
 
 pub mod admin;
 pub mod dags;
 pub mod runs;
 pub mod tasks;
+pub mod variables;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::State;
@@ -69,6 +71,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .merge(runs::routes())
         .merge(tasks::routes())
         .merge(admin::routes())
+        .merge(variables::routes())
 }
 
 /// The OpenAPI document of the API, as served at `/api/v1/openapi.json`.

@@ -22,6 +22,19 @@ pub async fn pools(State(s): State<AppState>, viewer: Viewer) -> Response {
     }
 }
 
+pub async fn variables(State(s): State<AppState>, viewer: Viewer) -> Response {
+    match s.store.list_variables().await {
+        Ok(vars) => render(
+            "variables.html",
+            json!({
+                "me": viewer.context(), "nav": "variables",
+                "variables": vars.iter().map(crate::api::variables::variable_json).collect::<Vec<_>>(),
+            }),
+        ),
+        Err(e) => store_fail(&viewer, e),
+    }
+}
+
 pub async fn agents(State(s): State<AppState>, viewer: Viewer) -> Response {
     let agents = match s.store.list_agents().await {
         Ok(a) => a,

@@ -35,6 +35,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("run.html", include_str!("templates/run.html")),
         ("task.html", include_str!("templates/task.html")),
         ("pools.html", include_str!("templates/pools.html")),
+        ("variables.html", include_str!("templates/variables.html")),
         ("agents.html", include_str!("templates/agents.html")),
         (
             "connections.html",
@@ -122,6 +123,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pools", get(admin_pages::pools))
         .route("/agents", get(admin_pages::agents))
         .route("/connections", get(admin_pages::connections))
+        .route("/variables", get(admin_pages::variables))
         .route("/users", get(admin_pages::users))
         .route("/audit", get(admin_pages::audit))
         .route("/static/app.css", get(css))

@@ -535,8 +535,10 @@ fn rendered_fields(
         lease_ms: 0,
         connections: Default::default(),
         external_state: None,
+        variables: Default::default(),
     };
-    let r = tern_worker::template::Renderer::new(&a, &json!({}));
+    // Variables are not read here: a template naming one shows that it is undefined.
+    let r = tern_worker::template::Renderer::new(&a, &json!({}), &json!({"value": {}, "json": {}}));
     let mut out = Vec::new();
     walk(&kind, "", &mut |field, text| {
         if text.contains("{{") || text.contains("{%") {

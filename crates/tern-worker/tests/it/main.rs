@@ -57,6 +57,7 @@ pub fn assignment(kind: TaskKind) -> Assignment {
         lease_ms: 30_000,
         connections: Default::default(),
         external_state: None,
+        variables: Default::default(),
     }
 }
 

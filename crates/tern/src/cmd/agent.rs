@@ -37,6 +37,9 @@ struct AgentFile {
     /// Site-local connections by name.
     #[serde(default)]
     connections: BTreeMap<String, ConnectionConfig>,
+    /// Site-local variables by key; they win over the control plane's and never leave the site.
+    #[serde(default)]
+    variables: BTreeMap<String, tern_worker::variables::VariableConfig>,
 }
 
 fn settings_path(dir: &Path) -> PathBuf {
@@ -192,7 +195,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         groups: Some(Arc::new(groups)),
         ..ExecOptions::default()
     }
-    .with_connections(connections);
+    .with_connections(connections)
+    .with_variables(tern_worker::variables::Variables::from_config(
+        &settings.variables,
+    ));
     let agent = Agent::new(
         cp.clone(),
         AgentConfig {

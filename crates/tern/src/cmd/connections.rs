@@ -134,7 +134,7 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
 
 /// Reads one line from standard input. At a terminal it prompts on stderr and does not echo
 /// what is typed (the line may hold a password).
-fn read_secret_line(prompt: &str, line: &mut String) -> std::io::Result<()> {
+pub(crate) fn read_secret_line(prompt: &str, line: &mut String) -> std::io::Result<()> {
     use std::io::{IsTerminal, Write};
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {

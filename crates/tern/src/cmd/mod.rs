@@ -11,6 +11,7 @@ mod runs;
 mod standalone;
 mod tasks;
 mod users;
+pub(crate) mod variables;
 
 use anyhow::Context;
 use tern_store::Store;
@@ -48,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pools(c) => misc::pools(cfg, c).await,
         Command::Connections(c) => connections::run(cfg, c).await,
         Command::Notifications(c) => notifications::run(cfg, c).await,
+        Command::Variables(c) => variables::run(cfg, c).await,
         Command::Users(c) => users::users(cfg, c).await,
         Command::Tokens(c) => users::tokens(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,

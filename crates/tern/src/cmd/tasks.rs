@@ -61,6 +61,7 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         lease_ms: 0,
         connections: Default::default(),
         external_state,
+        variables: Default::default(),
     };
     let opts = ExecOptions {
         python: cfg.agent.python.clone(),

@@ -50,7 +50,7 @@ impl Drop for AgentProc {
     }
 }
 
-fn start_agent(url: &str, code: Option<&str>, dir: &std::path::Path) -> AgentProc {
+pub fn start_agent(url: &str, code: Option<&str>, dir: &std::path::Path) -> AgentProc {
     let mut c = Command::new(env!("CARGO_BIN_EXE_tern"));
     c.args(["agent", "--server", url, "--dir"]).arg(dir);
     if let Some(code) = code {

@@ -611,3 +611,50 @@ done << [warehouse, lake]
     .await;
     c.close().await.unwrap();
 }
+
+/// The variables page: an operator sets a plain and a secret variable from the form; the
+/// plain value is shown, the secret one only as a badge, never in the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variables_are_set_from_the_page_and_a_secret_is_never_shown() {
+    let t = Tern::new();
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/variables").await;
+    for (key, value, secret) in [
+        ("region", "eu-west-1", false),
+        ("api_token", "sh-99-hidden", true),
+    ] {
+        type_into(&c, "#variable-form input[name=key]", key).await;
+        type_into(&c, "#variable-form input[name=value]", value).await;
+        if secret {
+            click(&c, "#variable-form input[name=secret]").await;
+        }
+        click(&c, "#variable-form button[type=submit]").await;
+        until(&c, &format!("{key} listed"), |html| {
+            html.contains(&format!("<tr data-key=\"{key}\">"))
+        })
+        .await;
+    }
+    let shown = text_of(&c, "#variables tr[data-key=region] code.value").await;
+    assert_eq!(shown, "eu-west-1");
+    let badge = text_of(&c, "#variables tr[data-key=api_token] .badge").await;
+    assert_eq!(badge, "secret");
+    let visible = c
+        .execute(
+            "const b = document.querySelector('#variables tr[data-key=api_token] .badge'); return b.getClientRects().length > 0;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(visible, json!(true));
+    assert!(!c.source().await.unwrap().contains("sh-99-hidden"));
+    shot(&c, "30-variables").await;
+    assert_eq!(
+        t.ok(&["variables", "get", "api_token", "--reveal"]).trim(),
+        "sh-99-hidden"
+    );
+    c.close().await.unwrap();
+}

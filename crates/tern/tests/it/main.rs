@@ -20,4 +20,5 @@ mod recovery;
 mod runs;
 mod schedules;
 mod sensors;
+mod variables;
 mod web;

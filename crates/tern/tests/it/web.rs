@@ -187,6 +187,9 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
         "GET /api/v1/users",
         "POST /api/v1/tokens",
         "GET /api/v1/audit",
+        "GET /api/v1/variables",
+        "PUT /api/v1/variables/{key}",
+        "GET /api/v1/dags/{dag_id}/next",
     ] {
         assert!(
             documented.iter().any(|d| d == expected),
@@ -257,6 +260,20 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
             String::new(),
             "op",
         ),
+        ("GET", "/api/v1/variables".into(), String::new(), "viewer"),
+        (
+            "PUT",
+            "/api/v1/variables/region".into(),
+            r#"{"value": "eu"}"#.into(),
+            "op",
+        ),
+        (
+            "GET",
+            "/api/v1/variables/region".into(),
+            String::new(),
+            "viewer",
+        ),
+        ("GET", "/api/v1/dags/d/next".into(), String::new(), "viewer"),
         ("GET", "/api/v1/users".into(), String::new(), "admin"),
         ("GET", "/api/v1/audit".into(), String::new(), "admin"),
     ];
