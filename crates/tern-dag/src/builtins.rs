@@ -966,6 +966,62 @@ fn to_exit_codes(field: &str, v: Value) -> Result<Vec<i32>, String> {
         .collect()
 }
 
+/// Where a task or group goes: its DAG (`dag =`, else its group's, else the latest `dag(...)`)
+/// and its group (`group =`, else the one a `group(..., build =)` call is filling). `who` names
+/// it in errors (``task `x` ``).
+fn placement(args: &Kwargs, state: &Shared, who: &str) -> anyhow::Result<(usize, Option<usize>)> {
+    let explicit_group = match args.get("group") {
+        Some(v) => {
+            let g = v.downcast_ref::<GroupRef>().ok_or_else(|| {
+                anyhow!(
+                    "{who}: `group` must be a group value returned by group(...), got {}",
+                    v.get_type()
+                )
+            })?;
+            if !g.state.same(state) {
+                return Err(anyhow!(
+                    "{who}: group `{}` was declared while evaluating another file; declare what goes in a group in the file that declares it",
+                    g.group_id
+                ));
+            }
+            Some((g.dag, g.idx))
+        }
+        None => None,
+    };
+    let dag_idx = match args.get("dag") {
+        Some(v) => {
+            let d = v.downcast_ref::<DagRef>().ok_or_else(|| {
+                anyhow!(
+                    "{who}: `dag` must be a dag value returned by dag(...), got {}",
+                    v.get_type()
+                )
+            })?;
+            if !d.state.same(state) {
+                return Err(anyhow!(
+                    "{who}: dag `{}` was declared while evaluating another file; declare tasks in the file that declares their DAG",
+                    d.dag_id
+                ));
+            }
+            d.idx
+        }
+        None => match explicit_group {
+            Some((dag, _)) => dag,
+            None => state.lock().current.ok_or_else(|| {
+                anyhow!("{who} is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
+            })?,
+        },
+    };
+    if explicit_group.is_some_and(|(dag, _)| dag != dag_idx) {
+        return Err(anyhow!(
+            "{who}: its group belongs to another DAG than its `dag`"
+        ));
+    }
+    let group = explicit_group
+        .map(|(_, g)| g)
+        .or_else(|| state.lock().dags[dag_idx].building.last().copied());
+    Ok((dag_idx, group))
+}
+
 /// Declares a task; `flow` makes it a branch or a short circuit.
 fn declare_task_with<'v>(
     call: &'static str,
@@ -981,54 +1037,7 @@ fn declare_task_with<'v>(
     let args = Kwargs { map: kwargs };
     let id = args.id(call, "extract")?;
 
-    // The group: explicit `group=`, else the one a `group(..., build =)` call is filling.
-    let explicit_group = match args.get("group") {
-        Some(v) => {
-            let g = v.downcast_ref::<GroupRef>().ok_or_else(|| {
-                anyhow!(
-                    "task `{id}`: `group` must be a group value returned by group(...), got {}",
-                    v.get_type()
-                )
-            })?;
-            if !g.state.same(&state) {
-                return Err(anyhow!(
-                    "task `{id}`: group `{}` was declared while evaluating another file; declare tasks in the file that declares their group",
-                    g.group_id
-                ));
-            }
-            Some((g.dag, g.idx))
-        }
-        None => None,
-    };
-    // The DAG: explicit `dag=`, else the group's, else the latest dag(...).
-    let dag_idx = match args.get("dag") {
-        Some(v) => {
-            let d = v.downcast_ref::<DagRef>().ok_or_else(|| {
-                anyhow!("task `{id}`: `dag` must be a dag value returned by dag(...), got {}", v.get_type())
-            })?;
-            if !d.state.same(&state) {
-                return Err(anyhow!(
-                    "task `{id}`: dag `{}` was declared while evaluating another file; declare tasks in the file that declares their DAG",
-                    d.dag_id
-                ));
-            }
-            d.idx
-        }
-        None => match explicit_group {
-            Some((dag, _)) => dag,
-            None => state.lock().current.ok_or_else(|| {
-                anyhow!("task `{id}` is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
-            })?,
-        },
-    };
-    if explicit_group.is_some_and(|(dag, _)| dag != dag_idx) {
-        return Err(anyhow!(
-            "task `{id}`: its group belongs to another DAG than its `dag`"
-        ));
-    }
-    let group = explicit_group
-        .map(|(_, g)| g)
-        .or_else(|| state.lock().dags[dag_idx].building.last().copied());
+    let (dag_idx, group) = placement(&args, &state, &format!("task `{id}`"))?;
     let local_id = id;
     let id = match group {
         Some(g) => format!("{}.{local_id}", state.lock().dags[dag_idx].groups[g].id),

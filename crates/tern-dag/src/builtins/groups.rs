@@ -8,10 +8,10 @@ use starlark::collections::SmallMap;
 use starlark::environment::GlobalsBuilder;
 use starlark::eval::Evaluator;
 use starlark::starlark_module;
-use starlark::values::{Value, ValueLike};
+use starlark::values::Value;
 
 use super::{
-    call_loc, check_id, ctx_state, parse_default_args, to_string, DagRef, GroupRef, Kwargs,
+    call_loc, check_id, ctx_state, parse_default_args, placement, to_string, GroupRef, Kwargs,
 };
 use crate::draft::GroupDraft;
 
@@ -53,47 +53,7 @@ fn declare_group<'v>(
     }
     args.unknown("group()", &[GROUP_FIELDS], &mut errs);
 
-    let parent = match args.get("group") {
-        Some(v) => {
-            let g = v.downcast_ref::<GroupRef>().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "group `{local_id}`: `group` must be a group value returned by group(...), got {}",
-                    v.get_type()
-                )
-            })?;
-            if !g.state.same(&state) {
-                anyhow::bail!("group `{local_id}`: its parent group was declared while evaluating another file");
-            }
-            Some((g.dag, g.idx))
-        }
-        None => None,
-    };
-    let dag_idx = match args.get("dag") {
-        Some(v) => {
-            let d = v.downcast_ref::<DagRef>().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "group `{local_id}`: `dag` must be a dag value returned by dag(...), got {}",
-                    v.get_type()
-                )
-            })?;
-            if !d.state.same(&state) {
-                anyhow::bail!("group `{local_id}`: dag `{}` was declared while evaluating another file", d.dag_id);
-            }
-            d.idx
-        }
-        None => match parent {
-            Some((dag, _)) => dag,
-            None => state.lock().current.ok_or_else(|| {
-                anyhow::anyhow!("group `{local_id}` is declared before any dag(...): call dag(...) first or pass `dag = <a dag value>`")
-            })?,
-        },
-    };
-    if parent.is_some_and(|(dag, _)| dag != dag_idx) {
-        anyhow::bail!("group `{local_id}`: its parent group belongs to another DAG than its `dag`");
-    }
-    let parent = parent
-        .map(|(_, g)| g)
-        .or_else(|| state.lock().dags[dag_idx].building.last().copied());
+    let (dag_idx, parent) = placement(&args, &state, &format!("group `{local_id}`"))?;
     let mut defaults = match args.get("default_args") {
         Some(v) => parse_default_args(v, &mut errs),
         None => Default::default(),

@@ -10,6 +10,8 @@ use tern_core::{RunState, RunType, TaskState};
 use tern_store::{ManualClock, NewRun, Store, TryResult};
 use tern_testkit::{dag, task};
 
+use crate::flow::version;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 fn run_at(dag_id: &str, run_id: &str, secs: i64) -> NewRun {
@@ -23,14 +25,6 @@ fn run_at(dag_id: &str, run_id: &str, secs: i64) -> NewRun {
         conf: json!({}),
         params: json!({}),
     }
-}
-
-async fn version(store: &Store, spec: tern_core::DagSpec) -> i64 {
-    store
-        .sync_dags(std::slice::from_ref(&spec), &[])
-        .await
-        .unwrap();
-    store.latest_spec(&spec.dag_id).await.unwrap().0
 }
 
 fn queues() -> Vec<String> {

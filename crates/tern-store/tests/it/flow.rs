@@ -33,7 +33,7 @@ fn run_of(dag_id: &str, run_id: &str) -> NewRun {
     }
 }
 
-async fn version(store: &Store, spec: tern_core::DagSpec) -> i64 {
+pub(crate) async fn version(store: &Store, spec: tern_core::DagSpec) -> i64 {
     store
         .sync_dags(std::slice::from_ref(&spec), &[])
         .await
