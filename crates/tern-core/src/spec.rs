@@ -231,6 +231,14 @@ pub enum TaskKind {
         /// Run under bubblewrap.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sandbox: Option<crate::Sandbox>,
+        /// Packages to install (pip requirement specifiers): the task runs in a virtual
+        /// environment with them, built once per set by the agent that runs it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        requirements: Vec<String>,
+        /// `3.12`: run with `python3.12` (in a virtual environment) instead of the agent's
+        /// default interpreter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        python_version: Option<String>,
     },
     /// Does nothing and succeeds: a join or a placeholder.
     Empty,

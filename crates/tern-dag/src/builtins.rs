@@ -65,6 +65,9 @@ const PYTHON_FIELDS: &[&str] = &[
     "cwd",
     "sandbox",
     "skip_on_exit_code",
+    "requirements",
+    "requirements_file",
+    "python_version",
 ];
 /// `branch()` and `short_circuit()` run a shell command (`cmd`) or Python (`code`/`script`).
 const DECIDER_FIELDS: &[&str] = &[
@@ -1459,6 +1462,19 @@ fn python_kind(args: &Kwargs, errs: &mut Vec<String>) -> KindDraft {
         ),
         _ => {}
     }
+    let requirements = args
+        .field("requirements", errs, |f, v| {
+            let reqs = to_string_list(f, v)?;
+            reqs.iter()
+                .try_for_each(|r| crate::requirements::check(r))?;
+            Ok(reqs)
+        })
+        .unwrap_or_default();
+    let python_version = args.field("python_version", errs, |f, v| {
+        let s = to_string(f, v)?;
+        crate::requirements::check_python_version(&s)?;
+        Ok(s)
+    });
     KindDraft::Python {
         code,
         script,
@@ -1466,6 +1482,9 @@ fn python_kind(args: &Kwargs, errs: &mut Vec<String>) -> KindDraft {
         env: args.field("env", errs, to_env).unwrap_or_default(),
         cwd: args.field("cwd", errs, to_string),
         sandbox: args.field("sandbox", errs, to_sandbox).flatten(),
+        requirements,
+        requirements_file: args.field("requirements_file", errs, to_string),
+        python_version,
     }
 }
 

@@ -88,6 +88,11 @@ pub(crate) enum KindDraft {
         env: BTreeMap<String, String>,
         cwd: Option<String>,
         sandbox: Option<tern_core::Sandbox>,
+        /// As written plus (after the loader ran) those of `requirements_file`.
+        requirements: Vec<String>,
+        /// A requirements file relative to the DAG file, read by the loader.
+        requirements_file: Option<String>,
+        python_version: Option<String>,
     },
     Empty,
     LatestOnly,

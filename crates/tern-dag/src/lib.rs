@@ -16,6 +16,7 @@ mod builtins;
 mod draft;
 pub mod isolate;
 mod loader;
+mod requirements;
 mod validate;
 mod values;
 

@@ -250,42 +250,64 @@ impl Session {
         for (di, d) in dags.iter_mut().enumerate() {
             for t in &mut d.tasks {
                 let KindDraft::Python {
-                    code: code @ None,
-                    script: Some(script),
+                    code,
+                    script,
+                    requirements,
+                    requirements_file,
                     ..
                 } = &mut t.kind
                 else {
                     continue;
                 };
-                let found = resolve_rel(base, script)
-                    .map_err(|m| format!("script `{script}`: {m}"))
-                    .and_then(|path| match self.read(&path) {
-                        Ok(content) => Ok((path, content)),
-                        Err(ReadError::NotFound) => Err(format!(
-                            "script `{script}` not found (looked for `{path}` in the DAG folder)"
-                        )),
-                        Err(ReadError::Outside) => {
-                            Err(format!("script `{script}` resolves outside the DAG folder"))
+                // Files a python task names, relative to its DAG file and inside the folder.
+                let read_rel = |what: &str, file: &str| {
+                    resolve_rel(base, file)
+                        .map_err(|m| format!("{what} `{file}`: {m}"))
+                        .and_then(|path| match self.read(&path) {
+                            Ok(content) => Ok((path, content)),
+                            Err(ReadError::NotFound) => Err(format!(
+                                "{what} `{file}` not found (looked for `{path}` in the DAG folder)"
+                            )),
+                            Err(ReadError::Outside) => {
+                                Err(format!("{what} `{file}` resolves outside the DAG folder"))
+                            }
+                            Err(ReadError::Io(e)) => {
+                                Err(format!("cannot read {what} `{file}`: {e}"))
+                            }
+                        })
+                };
+                let mut found_problems = Vec::new();
+                if code.is_none() {
+                    if let Some(s) = script.as_mut() {
+                        match read_rel("script", s) {
+                            Ok((path, content)) => {
+                                *code = Some(content);
+                                *s = path;
+                            }
+                            Err(m) => found_problems.push(m),
                         }
-                        Err(ReadError::Io(e)) => Err(format!("cannot read script `{script}`: {e}")),
-                    });
-                match found {
-                    Ok((path, content)) => {
-                        *code = Some(content);
-                        *script = path;
                     }
-                    Err(m) => {
-                        broken[di] = true;
-                        errors.push(problem_error(
-                            Problem {
-                                loc: t.loc.clone(),
-                                main_line: t.main_line,
-                                message: format!("task `{}`: {m}", t.id),
-                                dag: Some(di),
-                            },
-                            rel,
-                        ));
+                }
+                if let Some(file) = requirements_file.take() {
+                    match read_rel("requirements_file", &file).and_then(|(_, text)| {
+                        crate::requirements::parse_file(&text)
+                            .map_err(|m| format!("requirements_file `{file}`: {m}"))
+                    }) {
+                        Ok(reqs) => requirements.extend(reqs),
+                        Err(m) => found_problems.push(m),
                     }
+                }
+                for m in found_problems {
+                    broken[di] = true;
+                    errors.push(problem_error(
+                        Problem {
+                            loc: t.loc.clone(),
+                            main_line: t.main_line,
+                            message: format!("task `{}`: {m}", t.id),
+                            dag: Some(di),
+                        },
+                        rel,
+                    ));
                 }
             }
         }

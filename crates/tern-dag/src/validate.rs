@@ -138,6 +138,9 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             env,
             cwd,
             sandbox,
+            requirements,
+            python_version,
+            ..
         } => TaskKind::Python {
             code: code.clone().unwrap_or_default(),
             script: script.clone(),
@@ -145,6 +148,8 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             env: env.clone(),
             cwd: cwd.clone(),
             sandbox: sandbox.clone(),
+            requirements: requirements.clone(),
+            python_version: python_version.clone(),
         },
         KindDraft::Empty => TaskKind::Empty,
         KindDraft::LatestOnly => TaskKind::LatestOnly,

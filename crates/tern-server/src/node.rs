@@ -305,6 +305,7 @@ impl Node {
                         python: cfg.agent.python.clone(),
                         kill_grace: cfg.kill_grace()?,
                         groups,
+                        venvs: cfg.home.join("venvs"),
                         ..ExecOptions::default()
                     }
                     .with_connections(

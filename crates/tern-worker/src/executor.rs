@@ -33,6 +33,8 @@ pub struct ExecOptions {
     pub masker: Arc<Masker>,
     /// Notes the process group of every running try (see [`crate::groups`]).
     pub groups: Option<Arc<crate::groups::GroupRegistry>>,
+    /// Where python tasks' virtual environments are kept (see [`crate::venv`]).
+    pub venvs: std::path::PathBuf,
 }
 
 impl Default for ExecOptions {
@@ -44,6 +46,7 @@ impl Default for ExecOptions {
             variables: Arc::default(),
             masker: Arc::default(),
             groups: None,
+            venvs: crate::venv::default_root(),
         }
     }
 }
@@ -199,6 +202,8 @@ async fn run_masked(
             env,
             cwd,
             sandbox,
+            requirements,
+            python_version,
             ..
         } => {
             run_process(
@@ -206,7 +211,12 @@ async fn run_masked(
                 opts,
                 sink,
                 cancel,
-                ProcessKind::Python { code, args },
+                ProcessKind::Python {
+                    code,
+                    args,
+                    requirements,
+                    python_version: python_version.as_deref(),
+                },
                 env,
                 cwd.as_deref(),
                 sandbox.as_ref(),
@@ -269,7 +279,7 @@ async fn run_masked(
             }
         },
         Err(e) => {
-            c.retryable = false;
+            c.retryable = matches!(e, Unstartable::Transient(_));
             c.reason = Some(e.to_string());
         }
     }
@@ -364,11 +374,21 @@ enum Unstartable {
     Template(#[from] TemplateError),
     #[error("{0}")]
     Setup(String),
+    /// Could not start now, may next time (a virtual environment whose build failed).
+    #[error("{0}")]
+    Transient(String),
 }
 
 enum ProcessKind<'a> {
-    Shell { cmd: &'a str },
-    Python { code: &'a str, args: &'a [String] },
+    Shell {
+        cmd: &'a str,
+    },
+    Python {
+        code: &'a str,
+        args: &'a [String],
+        requirements: &'a [String],
+        python_version: Option<&'a str>,
+    },
     Container(&'a tern_core::ContainerTask),
 }
 
@@ -416,17 +436,39 @@ async fn run_process(
             sink.line(&format!("tern: running: {cmd}"));
             ("sh".to_string(), vec!["-c".into(), cmd], None)
         }
-        ProcessKind::Python { code, args } => {
+        ProcessKind::Python {
+            code,
+            args,
+            requirements,
+            python_version,
+        } => {
             let mut argv = vec!["-".to_string()];
             for (i, arg) in args.iter().enumerate() {
                 argv.push(r.render(&format!("args[{i}]"), arg)?);
             }
+            let python = if requirements.is_empty() && python_version.is_none() {
+                opts.python.clone()
+            } else {
+                crate::venv::ensure(
+                    &opts.python,
+                    &opts.venvs,
+                    requirements,
+                    python_version,
+                    sink,
+                )
+                .await
+                .map_err(|e| match e {
+                    crate::venv::VenvError::NoInterpreter(m) => Unstartable::Setup(m),
+                    crate::venv::VenvError::BuildFailed(m) => Unstartable::Transient(m),
+                })?
+                .display()
+                .to_string()
+            };
             sink.line(&format!(
-                "tern: running {} with {} argument(s)",
-                opts.python,
+                "tern: running {python} with {} argument(s)",
                 argv.len() - 1
             ));
-            (opts.python.clone(), argv, Some(code.to_string()))
+            (python, argv, Some(code.to_string()))
         }
         ProcessKind::Container(t) => {
             let runtime =

@@ -25,6 +25,7 @@ pub mod spooling;
 pub mod template;
 pub mod transport;
 pub mod variables;
+pub mod venv;
 
 pub use agent::{Agent, AgentConfig};
 pub use executor::{execute, ExecOptions};

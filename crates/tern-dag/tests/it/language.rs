@@ -526,3 +526,49 @@ empty(id = "c", depends_on_past = False, wait_for_downstream = True)
         "wait_for_downstream implies depends_on_past, as in Airflow"
     );
 }
+
+#[test]
+fn python_requirements_come_from_the_call_or_a_file_in_the_folder() {
+    let dir = folder(&[
+        (
+            "etl/d.star",
+            "dag(id = \"d\")\npython(id = \"a\", code = \"pass\", requirements = [\"six==1.16.0\"], requirements_file = \"reqs/etl.txt\", python_version = \"3.11\")\n",
+        ),
+        ("etl/reqs/etl.txt", "# pinned\nrequests>=2,<3  # http\n\nattrs==23.2.0\n"),
+    ]);
+    let r = tern_dag::load_folder(dir.path());
+    assert!(r.errors.is_empty(), "{:#?}", error_lines(&r));
+    let TaskKind::Python {
+        requirements,
+        python_version,
+        ..
+    } = &task(&r.dags[0], "a").kind
+    else {
+        panic!("a python task")
+    };
+    assert_eq!(
+        requirements,
+        &["six==1.16.0", "requests>=2,<3", "attrs==23.2.0"]
+    );
+    assert_eq!(python_version.as_deref(), Some("3.11"));
+    let errs = errors_of(
+        r#"dag(id = "d")
+python(id = "opt", code = "pass", requirements = ["--index-url=http://evil"])
+python(id = "ver", code = "pass", python_version = "three")
+python(id = "nofile", code = "pass", requirements_file = "missing.txt")
+"#,
+    );
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].contains("task `opt`: requirement \"--index-url=http://evil\" is a pip option"),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[1].contains("task `ver`: `python_version` must be major.minor such as \"3.12\""),
+        "{errs:#?}"
+    );
+    assert!(
+        errs[2].contains("task `nofile`: requirements_file `missing.txt` not found"),
+        "{errs:#?}"
+    );
+}

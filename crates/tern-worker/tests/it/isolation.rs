@@ -166,6 +166,8 @@ async fn sandboxed_python_reads_its_code_from_stdin() {
         env: BTreeMap::new(),
         cwd: None,
         sandbox: Some(Sandbox::default()),
+        requirements: vec![],
+        python_version: None,
     }))
     .await;
     assert!(c.success, "{c:?}\n{log}");

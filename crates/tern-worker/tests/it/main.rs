@@ -172,6 +172,8 @@ async fn python_inline_code_with_templated_args() {
         env: BTreeMap::new(),
         cwd: None,
         sandbox: None,
+        requirements: vec![],
+        python_version: None,
     });
     let (c, log) = run(&a).await;
     assert!(c.success, "{log}");

@@ -193,6 +193,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         python: settings.python.clone().unwrap_or_else(|| "python3".into()),
         kill_grace: duration(&settings.kill_grace, "kill_grace", Duration::from_secs(5))?,
         groups: Some(Arc::new(groups)),
+        venvs: args.dir.join("venvs"),
         ..ExecOptions::default()
     }
     .with_connections(connections)

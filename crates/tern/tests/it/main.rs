@@ -16,6 +16,7 @@ mod hybrid_etl;
 mod links;
 mod netns;
 mod notifications;
+mod python_envs;
 mod recovery;
 mod runs;
 mod schedules;

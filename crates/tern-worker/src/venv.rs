@@ -1,0 +1,153 @@
+//! Virtual environments for python tasks with `requirements` or `python_version` (MWAA's
+//! `requirements.txt`, Airflow's `PythonVirtualenvOperator`): one per interpreter and
+//! requirement set, built with `python -m venv` and pip the first time a task needs it, then
+//! reused by every task that asks for the same set. A build that fails leaves nothing behind,
+//! so the next try builds again.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::logsink::LogSink;
+
+/// One build at a time in this process (two tasks asking for the same set wait for one build).
+static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Where environments are kept unless the agent says otherwise: the user's cache folder.
+pub fn default_root() -> PathBuf {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    cache.join("tern").join("venvs")
+}
+
+/// Why there is no environment: a missing interpreter (another try cannot help) or a build
+/// that failed (the index may be back for the next try).
+#[derive(Debug, thiserror::Error)]
+pub enum VenvError {
+    #[error("{0}")]
+    NoInterpreter(String),
+    #[error("{0}")]
+    BuildFailed(String),
+}
+
+/// The interpreter of the environment for `requirements` on `python_version` (or `base`),
+/// built under `root` if it is not there yet; its build is written to `sink`.
+pub async fn ensure(
+    base: &str,
+    root: &Path,
+    requirements: &[String],
+    python_version: Option<&str>,
+    sink: &dyn LogSink,
+) -> Result<PathBuf, VenvError> {
+    let interpreter = match python_version {
+        Some(v) => format!("python{v}"),
+        None => base.to_string(),
+    };
+    let version = tokio::process::Command::new(&interpreter)
+        .args(["-c", "import sys; print(sys.version)"])
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .ok_or_else(|| match python_version {
+            Some(v) => format!(
+                "python_version {v}: this agent has no `{interpreter}`; install Python {v} there or leave python_version out"
+            ),
+            None => format!("cannot run the agent's python `{interpreter}`"),
+        })
+        .map_err(VenvError::NoInterpreter)?;
+    let mut reqs: Vec<&str> = requirements.iter().map(|r| r.trim()).collect();
+    reqs.sort_unstable();
+    reqs.dedup();
+    let mut h = Sha256::new();
+    h.update(version.as_bytes());
+    for r in &reqs {
+        h.update(b"\n");
+        h.update(r.as_bytes());
+    }
+    let key = hex::encode(&h.finalize()[..8]);
+    let dir = root.join(&key);
+    let python = dir.join("bin").join("python");
+    let describe = format!("{} requirement(s) on {interpreter}", reqs.len());
+    if dir.join(".ready").exists() {
+        sink.line(&format!(
+            "tern: reusing virtual environment {key} ({describe})"
+        ));
+        return Ok(python);
+    }
+    let _one_build = BUILDING.lock().await;
+    if dir.join(".ready").exists() {
+        sink.line(&format!(
+            "tern: reusing virtual environment {key} ({describe})"
+        ));
+        return Ok(python);
+    }
+    sink.line(&format!(
+        "tern: building virtual environment {key} ({describe})"
+    ));
+    let building = root.join(format!("{key}.building"));
+    let fail = |what: &str, e: String| {
+        let _ = std::fs::remove_dir_all(&building);
+        VenvError::BuildFailed(format!("building the virtual environment: {what}: {e}"))
+    };
+    let _ = std::fs::remove_dir_all(&building);
+    std::fs::create_dir_all(root).map_err(|e| fail(&root.display().to_string(), e.to_string()))?;
+    let venv = building.display().to_string();
+    run(sink, &interpreter, &["-m", "venv", &venv])
+        .await
+        .map_err(|e| fail("python -m venv", e))?;
+    if !reqs.is_empty() {
+        let file = building.join("requirements.txt");
+        std::fs::write(&file, reqs.join("\n") + "\n")
+            .map_err(|e| fail("requirements.txt", e.to_string()))?;
+        let file = file.display().to_string();
+        let pip = building.join("bin").join("python").display().to_string();
+        run(
+            sink,
+            &pip,
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "-r",
+                &file,
+            ],
+        )
+        .await
+        .map_err(|e| fail("pip install", e))?;
+    }
+    std::fs::write(building.join(".ready"), &version).map_err(|e| fail(".ready", e.to_string()))?;
+    std::fs::rename(&building, &dir).map_err(|e| fail("moving it in place", e.to_string()))?;
+    sink.line(&format!("tern: virtual environment {key} ready"));
+    Ok(python)
+}
+
+/// Runs a build step, its output into the task log; an error says how it ended.
+async fn run(sink: &dyn LogSink, program: &str, args: &[&str]) -> Result<(), String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    for line in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+    {
+        sink.line(line);
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {} ended with {}; see the lines above",
+            args.join(" "),
+            out.status
+        ))
+    }
+}

@@ -1,0 +1,67 @@
+//! Python tasks with their own requirements, through the binary: the agent builds one virtual
+//! environment per set (from PyPI), reuses it for every task that asks for the same set, and a
+//! `python_version` it does not have fails the task with a clear message.
+
+use crate::harness::{finished, run_state, task, Tern};
+
+#[test]
+fn a_python_task_runs_in_a_virtual_env_with_its_requirements_built_once() {
+    let t = Tern::new();
+    t.write_dag(
+        "env.star",
+        r#"dag(id = "env")
+code = "import six, sys\nprint('six', six.__version__, 'venv', sys.prefix != sys.base_prefix)"
+first = python(id = "first", code = code, requirements = ["six==1.16.0"])
+again = python(id = "again", code = code, requirements = [" six==1.16.0"], python_version = "3.11")
+plain = python(id = "plain", code = "import importlib.util as u\nprint('six here:', u.find_spec('six') is not None)")
+future = python(id = "future", code = "print('never')", python_version = "3.99", requirements = ["six==1.16.0"], retries = 1, retry_delay = "1s")
+missing = python(id = "missing", code = "print('never')", requirements = ["tern-no-such-package-q7x==0.0.1"], retries = 1, retry_delay = "1s")
+first >> again
+"#,
+    );
+    let _sa = t.standalone();
+    let run = t.trigger("env", None);
+    let v = t.wait_run("env", &run, "the run to end", finished);
+    let first = t.log("env", &run, "first", None);
+    assert_eq!(task(&v, "first")["state"], "success", "{first}");
+    assert!(first.contains("six 1.16.0 venv True"), "{first}");
+    assert!(first.contains("building virtual environment"), "{first}");
+    let again = t.log("env", &run, "again", None);
+    assert_eq!(task(&v, "again")["state"], "success", "{again}");
+    assert!(again.contains("six 1.16.0 venv True"), "{again}");
+    // python3.11 is the test machine's python3: the same interpreter and set, the same env.
+    assert!(again.contains("reusing virtual environment"), "{again}");
+    let plain = t.log("env", &run, "plain", None);
+    assert!(
+        plain.contains("tern: running python3 with"),
+        "the agent's own python: {plain}"
+    );
+    assert!(
+        !plain.contains("virtual environment"),
+        "no requirements, no env: {plain}"
+    );
+    let future = t.log("env", &run, "future", None);
+    assert_eq!(task(&v, "future")["state"], "failed", "{future}");
+    assert!(
+        future.contains("python_version 3.99: this agent has no `python3.99`"),
+        "{future}"
+    );
+    assert_eq!(
+        task(&v, "future")["try_number"],
+        1,
+        "a missing interpreter is not retried"
+    );
+    // A build that fails is retried (the index may be back), and leaves no environment behind.
+    assert_eq!(task(&v, "missing")["state"], "failed");
+    assert_eq!(task(&v, "missing")["try_number"], 2, "{v:#}");
+    let missing = t.log("env", &run, "missing", Some(2));
+    assert!(
+        missing.contains("building the virtual environment: pip install"),
+        "{missing}"
+    );
+    assert_eq!(
+        std::fs::read_dir(t.path().join("venvs")).unwrap().count(),
+        1
+    );
+    assert_eq!(run_state(&v), "failed");
+}
