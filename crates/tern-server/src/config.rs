@@ -60,6 +60,21 @@ pub struct LocalAgentConfig {
     pub python: String,
     /// Time between SIGTERM and SIGKILL when a task must stop.
     pub kill_grace: String,
+    /// Where python tasks' `requirements` are installed from: a package index URL instead of
+    /// pip's default.
+    pub pip_index_url: Option<String>,
+    /// A folder of wheels; with it (and no `pip_index_url`) installs use only that folder.
+    pub pip_find_links: Option<String>,
+}
+
+impl LocalAgentConfig {
+    /// Where this agent's python environments install their packages from.
+    pub fn pip_source(&self) -> tern_worker::venv::PipSource {
+        tern_worker::venv::PipSource {
+            index_url: self.pip_index_url.clone(),
+            find_links: self.pip_find_links.clone(),
+        }
+    }
 }
 
 /// How DAG notifications (`on_failure`, `on_success`, `on_retry`) are sent.
@@ -129,6 +144,8 @@ impl Default for LocalAgentConfig {
             concurrency: 32,
             python: "python3".into(),
             kill_grace: "5s".into(),
+            pip_index_url: None,
+            pip_find_links: None,
         }
     }
 }

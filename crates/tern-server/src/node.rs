@@ -306,6 +306,7 @@ impl Node {
                         kill_grace: cfg.kill_grace()?,
                         groups,
                         venvs: cfg.home.join("venvs"),
+                        pip: cfg.agent.pip_source(),
                         ..ExecOptions::default()
                     }
                     .with_connections(

@@ -35,6 +35,8 @@ pub struct ExecOptions {
     pub groups: Option<Arc<crate::groups::GroupRegistry>>,
     /// Where python tasks' virtual environments are kept (see [`crate::venv`]).
     pub venvs: std::path::PathBuf,
+    /// Where their packages come from.
+    pub pip: crate::venv::PipSource,
 }
 
 impl Default for ExecOptions {
@@ -47,6 +49,7 @@ impl Default for ExecOptions {
             masker: Arc::default(),
             groups: None,
             venvs: crate::venv::default_root(),
+            pip: Default::default(),
         }
     }
 }
@@ -452,6 +455,7 @@ async fn run_process(
                 crate::venv::ensure(
                     &opts.python,
                     &opts.venvs,
+                    &opts.pip,
                     requirements,
                     python_version,
                     sink,

@@ -10,6 +10,32 @@ use sha2::{Digest, Sha256};
 
 use crate::logsink::LogSink;
 
+/// Where pip installs packages from: pip's own settings when both are `None` (its default
+/// index, `PIP_INDEX_URL`, `pip.conf`); an agent at a site without internet names an index of
+/// its own or a wheel folder.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipSource {
+    pub index_url: Option<String>,
+    /// With no `index_url`, installs use only this folder (`--no-index`).
+    pub find_links: Option<String>,
+}
+
+impl PipSource {
+    fn args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(u) = &self.index_url {
+            a.extend(["--index-url".to_string(), u.clone()]);
+        }
+        if let Some(f) = &self.find_links {
+            a.extend(["--find-links".to_string(), f.clone()]);
+            if self.index_url.is_none() {
+                a.push("--no-index".into());
+            }
+        }
+        a
+    }
+}
+
 /// One build at a time in this process (two tasks asking for the same set wait for one build).
 static BUILDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -37,6 +63,7 @@ pub enum VenvError {
 pub async fn ensure(
     base: &str,
     root: &Path,
+    pip: &PipSource,
     requirements: &[String],
     python_version: Option<&str>,
     sink: &dyn LogSink,
@@ -104,22 +131,22 @@ pub async fn ensure(
         std::fs::write(&file, reqs.join("\n") + "\n")
             .map_err(|e| fail("requirements.txt", e.to_string()))?;
         let file = file.display().to_string();
-        let pip = building.join("bin").join("python").display().to_string();
-        run(
-            sink,
-            &pip,
-            &[
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "-r",
-                &file,
-            ],
-        )
-        .await
-        .map_err(|e| fail("pip install", e))?;
+        let python = building.join("bin").join("python").display().to_string();
+        let mut args: Vec<String> = [
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(pip.args());
+        args.extend(["-r".to_string(), file]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(sink, &python, &args)
+            .await
+            .map_err(|e| fail("pip install", e))?;
     }
     std::fs::write(building.join(".ready"), &version).map_err(|e| fail(".ready", e.to_string()))?;
     std::fs::rename(&building, &dir).map_err(|e| fail("moving it in place", e.to_string()))?;

@@ -37,6 +37,11 @@ struct AgentFile {
     /// Site-local connections by name.
     #[serde(default)]
     connections: BTreeMap<String, ConnectionConfig>,
+    /// A package index for python tasks' `requirements` instead of pip's default.
+    pip_index_url: Option<String>,
+    /// A wheel folder for them; without `pip_index_url`, the only source (a site with no
+    /// internet).
+    pip_find_links: Option<String>,
     /// Site-local variables by key; they win over the control plane's and never leave the site.
     #[serde(default)]
     variables: BTreeMap<String, tern_worker::variables::VariableConfig>,
@@ -194,6 +199,10 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<i32> {
         kill_grace: duration(&settings.kill_grace, "kill_grace", Duration::from_secs(5))?,
         groups: Some(Arc::new(groups)),
         venvs: args.dir.join("venvs"),
+        pip: tern_worker::venv::PipSource {
+            index_url: settings.pip_index_url.clone(),
+            find_links: settings.pip_find_links.clone(),
+        },
         ..ExecOptions::default()
     }
     .with_connections(connections)

@@ -65,3 +65,58 @@ first >> again
     );
     assert_eq!(run_state(&v), "failed");
 }
+
+/// An agent at a site without internet installs from its wheel folder only.
+#[test]
+fn an_agent_with_a_wheel_folder_installs_from_it_only() {
+    let t = Tern::new();
+    let wheels = t.path().join("wheels");
+    let got = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            "-q",
+            "six==1.16.0",
+            "-d",
+        ])
+        .arg(&wheels)
+        .output()
+        .unwrap();
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    t.agent_setting(&format!("pip_find_links = \"{}\"", wheels.display()));
+    t.write_dag(
+        "offline.star",
+        r#"dag(id = "offline")
+python(id = "ok", code = "import six; print('six', six.__version__)", requirements = ["six==1.16.0"])
+python(id = "absent", code = "pass", requirements = ["attrs==23.2.0"])
+"#,
+    );
+    let _sa = t.standalone();
+    let run = t.trigger("offline", None);
+    let v = t.wait_run("offline", &run, "the run to end", finished);
+    let ok = t.log("offline", &run, "ok", None);
+    assert_eq!(task(&v, "ok")["state"], "success", "{ok}");
+    assert!(ok.contains("six 1.16.0"), "{ok}");
+    let links = ok
+        .lines()
+        .find(|l| l.contains("Looking in links:"))
+        .unwrap_or_default();
+    assert!(links.contains(&wheels.display().to_string()), "{ok}");
+    assert!(
+        ok.contains(&format!("Processing {}", wheels.display())),
+        "{ok}"
+    );
+    let absent = t.log("offline", &run, "absent", None);
+    assert_eq!(task(&v, "absent")["state"], "failed", "{absent}");
+    assert!(
+        absent.contains("No matching distribution found for attrs==23.2.0"),
+        "{absent}"
+    );
+}
