@@ -1,7 +1,7 @@
 //! Virtual environments for python tasks with `requirements` or `python_version` (MWAA's
 //! `requirements.txt`, Airflow's `PythonVirtualenvOperator`): one per interpreter and
-//! requirement set, built with `python -m venv` and pip the first time a task needs it, then
-//! reused by every task that asks for the same set. A build that fails leaves nothing behind,
+//! requirement set, built with `uv` when the agent has it (else `python -m venv` and pip) the
+//! first time a task needs it, then reused by every task that asks for the same set. A build that fails leaves nothing behind,
 //! so the next try builds again.
 
 use std::path::{Path, PathBuf};
@@ -72,8 +72,8 @@ pub async fn ensure(
         Some(v) => format!("python{v}"),
         None => base.to_string(),
     };
-    let version = tokio::process::Command::new(&interpreter)
-        .args(["-c", "import sys; print(sys.version)"])
+    let probe = tokio::process::Command::new(&interpreter)
+        .args(["-c", "import sys; print(sys.executable); print(sys.version)"])
         .output()
         .await
         .ok()
@@ -86,6 +86,8 @@ pub async fn ensure(
             None => format!("cannot run the agent's python `{interpreter}`"),
         })
         .map_err(VenvError::NoInterpreter)?;
+    let (executable, version) = probe.split_once('\n').unwrap_or(("", &probe));
+    let version = version.trim().to_string();
     let mut reqs: Vec<&str> = requirements.iter().map(|r| r.trim()).collect();
     reqs.sort_unstable();
     reqs.dedup();
@@ -112,8 +114,11 @@ pub async fn ensure(
         ));
         return Ok(python);
     }
+    // uv when the agent has it (much faster), else python -m venv and pip.
+    let uv = crate::sandbox::find_program("uv", None);
     sink.line(&format!(
-        "tern: building virtual environment {key} ({describe})"
+        "tern: building virtual environment {key} ({describe}) with {}",
+        if uv.is_some() { "uv" } else { "venv and pip" }
     ));
     let building = root.join(format!("{key}.building"));
     let fail = |what: &str, e: String| {
@@ -123,30 +128,60 @@ pub async fn ensure(
     let _ = std::fs::remove_dir_all(&building);
     std::fs::create_dir_all(root).map_err(|e| fail(&root.display().to_string(), e.to_string()))?;
     let venv = building.display().to_string();
-    run(sink, &interpreter, &["-m", "venv", &venv])
+    let interpreter_path = if executable.is_empty() {
+        interpreter.clone()
+    } else {
+        executable.to_string()
+    };
+    match &uv {
+        Some(uv) => run(
+            sink,
+            &uv.display().to_string(),
+            &["venv", "--quiet", "--python", &interpreter_path, &venv],
+        )
         .await
-        .map_err(|e| fail("python -m venv", e))?;
+        .map_err(|e| fail("uv venv", e))?,
+        None => run(sink, &interpreter, &["-m", "venv", &venv])
+            .await
+            .map_err(|e| fail("python -m venv", e))?,
+    }
     if !reqs.is_empty() {
         let file = building.join("requirements.txt");
         std::fs::write(&file, reqs.join("\n") + "\n")
             .map_err(|e| fail("requirements.txt", e.to_string()))?;
         let file = file.display().to_string();
         let python = building.join("bin").join("python").display().to_string();
-        let mut args: Vec<String> = [
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ]
-        .map(String::from)
-        .to_vec();
+        let (program, mut args): (String, Vec<String>) = match &uv {
+            Some(uv) => (
+                uv.display().to_string(),
+                ["pip", "install", "--python", &python]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+            None => (
+                python.clone(),
+                [
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                ]
+                .map(String::from)
+                .to_vec(),
+            ),
+        };
         args.extend(pip.args());
         args.extend(["-r".to_string(), file]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(sink, &python, &args)
+        let step = if uv.is_some() {
+            "uv pip install"
+        } else {
+            "pip install"
+        };
+        run(sink, &program, &args)
             .await
-            .map_err(|e| fail("pip install", e))?;
+            .map_err(|e| fail(step, e))?;
     }
     std::fs::write(building.join(".ready"), &version).map_err(|e| fail(".ready", e.to_string()))?;
     std::fs::rename(&building, &dir).map_err(|e| fail("moving it in place", e.to_string()))?;

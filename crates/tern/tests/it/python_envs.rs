@@ -120,3 +120,60 @@ python(id = "absent", code = "pass", requirements = ["attrs==23.2.0"])
         "{absent}"
     );
 }
+
+/// With `uv` on the agent's PATH the environment is built with it.
+#[test]
+fn an_agent_with_uv_builds_environments_with_it() {
+    let t = Tern::new();
+    // uv from PyPI, in a venv of its own; only its binary goes on the agent's PATH.
+    let tools = t.path().join("uv-venv");
+    for (program, args) in [
+        ("python3", vec!["-m", "venv", tools.to_str().unwrap()]),
+        (
+            tools.join("bin/python").to_str().unwrap(),
+            vec![
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                "uv",
+            ],
+        ),
+    ] {
+        let out = std::process::Command::new(program)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let bin = t.path().join("uv-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(tools.join("bin/uv"), bin.join("uv")).unwrap();
+    t.write_dag(
+        "uv.star",
+        r#"dag(id = "uvd")
+python(id = "p", code = "import six, sys; print('six', six.__version__, sys.prefix != sys.base_prefix)", requirements = ["six==1.16.0"])
+"#,
+    );
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let _sa = crate::harness::Standalone {
+        child: t
+            .command(&["standalone", "--port", "0", "--no-examples"])
+            .env("PATH", path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let run = t.trigger("uvd", None);
+    let v = t.wait_run("uvd", &run, "the run to end", finished);
+    let log = t.log("uvd", &run, "p", None);
+    assert_eq!(run_state(&v), "success", "{log}");
+    assert!(log.contains(") with uv"), "{log}");
+    assert!(log.contains("six 1.16.0 True"), "{log}");
+}
