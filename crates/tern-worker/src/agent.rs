@@ -146,6 +146,11 @@ pub async fn run_attempt(
     stop: CancellationToken,
     mut fence: Option<tokio::sync::watch::Receiver<u64>>,
 ) {
+    // Only a fence that moves from now on stops this attempt: a receiver cloned from the
+    // agent's still holds every earlier move as unseen.
+    if let Some(f) = fence.as_mut() {
+        f.borrow_and_update();
+    }
     let Some(acked_at) = acknowledge(cp.as_ref(), &a).await else {
         cp.abandon(a.ti_id, &a.attempt).await;
         return;

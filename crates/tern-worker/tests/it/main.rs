@@ -12,6 +12,7 @@ use tern_worker::{execute, ExecOptions, LogSink};
 use tokio_util::sync::CancellationToken;
 
 mod data;
+mod fence;
 mod http_save;
 mod isolation;
 mod lake;
