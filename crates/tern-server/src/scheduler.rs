@@ -219,12 +219,22 @@ pub struct Upcoming {
 pub async fn upcoming_runs(store: &Store, dag_id: &str, n: usize) -> tern_store::Result<Upcoming> {
     let dag = store.get_dag(dag_id).await?;
     let spec = store.spec(dag.latest_version_id).await?;
-    let last = store.last_scheduled_interval_end(dag_id).await?;
+    upcoming_of(store, &dag, &spec, n).await
+}
+
+/// [`upcoming_runs`] for a DAG its caller has already read.
+pub async fn upcoming_of(
+    store: &Store,
+    dag: &tern_store::model::DagRow,
+    spec: &tern_core::DagSpec,
+    n: usize,
+) -> tern_store::Result<Upcoming> {
+    let last = store.last_scheduled_interval_end(&dag.dag_id).await?;
     let runs = spec
         .schedule
         .upcoming(&spec.schedule_bounds(), last, Utc::now(), n);
     Ok(Upcoming {
-        dag_id: dag_id.to_string(),
+        dag_id: dag.dag_id.clone(),
         schedule: spec.schedule.describe(),
         timezone: spec.timezone.clone(),
         is_paused: dag.is_paused,

@@ -103,17 +103,15 @@ impl Store {
         ended: &[&str],
         now: i64,
     ) -> Result<()> {
-        if ended.is_empty() || !spec.tasks.iter().any(|t| t.depends_on_past) {
-            return Ok(());
-        }
-        let waited_for = spec.tasks.iter().any(|t| {
+        // Looked up from what ended (a result's path must not scan the whole DAG): an ended
+        // task is waited for by its own next instance, or through `wait_for_downstream` by the
+        // next instance of one of its upstream tasks.
+        let waited_for = ended.iter().filter_map(|id| spec.task(id)).any(|t| {
             t.depends_on_past
-                && (ended.contains(&t.task_id.as_str())
-                    || (t.wait_for_downstream
-                        && spec
-                            .downstream_map()
-                            .get(&t.task_id)
-                            .is_some_and(|d| d.iter().any(|x| ended.contains(&x.as_str())))))
+                || t.upstream
+                    .iter()
+                    .filter_map(|u| spec.task(u))
+                    .any(|u| u.wait_for_downstream)
         });
         if !waited_for {
             return Ok(());

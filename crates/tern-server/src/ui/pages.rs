@@ -136,7 +136,7 @@ pub async fn dag_page(
     // The next runs in the DAG's zone with its offset: the header shows the first, the
     // schedule tab ten.
     let shown = if tab == "schedule" { 10 } else { 1 };
-    if let Ok(next) = crate::scheduler::upcoming_runs(&s.store, &dag_id, shown).await {
+    if let Ok(next) = crate::scheduler::upcoming_of(&s.store, &dag, &spec, shown).await {
         let tz = tern_core::schedule::parse_timezone(&next.timezone).unwrap_or(chrono_tz::UTC);
         let local = |t: chrono::DateTime<Utc>| {
             t.with_timezone(&tz)

@@ -131,7 +131,7 @@ async fn show(cfg: &Config, dag_id: &str, out: Output) -> anyhow::Result<i32> {
         spec.schedule.describe(),
         spec.timezone
     );
-    let next = tern_server::scheduler::upcoming_runs(&store, dag_id, 1).await?;
+    let next = tern_server::scheduler::upcoming_of(&store, &dag, &spec, 1).await?;
     match next.runs.first() {
         Some(r) => println!(
             "next run   {} (interval {} to {}; `tern dags next {dag_id}` for more)",
