@@ -467,6 +467,8 @@ pub async fn exec_only(runs: usize) -> Vec<f64> {
         connections: Default::default(),
         external_state: None,
         variables: Default::default(),
+        map_index: None,
+        map_values: Default::default(),
     };
     let opts = tern_worker::ExecOptions::default();
     let cancel = tokio_util::sync::CancellationToken::new();

@@ -7,6 +7,7 @@ pub mod container;
 pub mod duration;
 pub mod flow;
 pub mod ids;
+pub mod mapping;
 pub mod params;
 pub mod retry;
 pub mod schedule;
@@ -18,11 +19,12 @@ pub mod trigger;
 pub use container::{ContainerTask, Mount, Sandbox};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use flow::{Flow, Skips};
+pub use mapping::{Expand, ExpandKey, MapSource};
 pub use schedule::{DataInterval, Schedule, ScheduleError};
 pub use sensor::{SensorCheck, SensorTask};
 pub use spec::{
     CsvOptions, DagSpec, ExportFormat, GroupSpec, HttpTask, ParamRules, ParamSpec,
     ParquetCompression, SqlTask, SqlToLakeTask, TaskKind, TaskSpec,
 };
-pub use state::{RunState, RunType, TaskState};
+pub use state::{RunState, RunStates, RunType, TaskState};
 pub use trigger::{TriggerRule, UpstreamSummary};

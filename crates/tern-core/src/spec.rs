@@ -10,8 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::state::TaskState;
-
 use crate::schedule::Schedule;
 use crate::trigger::TriggerRule;
 
@@ -196,6 +194,9 @@ pub struct TaskSpec {
     /// `depends_on_past`), as Airflow's `wait_for_downstream`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wait_for_downstream: bool,
+    /// A mapped task: one instance per element set, made when the task is ready to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expand: Option<crate::mapping::Expand>,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -470,14 +471,9 @@ impl DagSpec {
     /// Whether a run whose task instances all ended in `states` failed, as Airflow decides:
     /// a leaf task failed or had an upstream failure. Teardowns do not count (a work task
     /// whose only downstream tasks are teardowns is a leaf), unless `on_failure_fail_dagrun`.
-    pub fn run_failed(&self, states: &HashMap<String, TaskState>) -> bool {
+    pub fn run_failed(&self, states: &crate::state::RunStates) -> bool {
         let down = self.downstream_map();
-        let failed = |id: &str| {
-            matches!(
-                states.get(id),
-                Some(TaskState::Failed | TaskState::UpstreamFailed)
-            )
-        };
+        let failed = |id: &str| states.any_failed(id);
         self.tasks.iter().any(|t| {
             if t.teardown {
                 return t.on_failure_fail_dagrun && failed(&t.task_id);
@@ -602,6 +598,7 @@ impl TaskSpec {
             on_failure_fail_dagrun: false,
             depends_on_past: false,
             wait_for_downstream: false,
+            expand: None,
         }
     }
 
@@ -672,11 +669,11 @@ mod tests {
         teardown.teardown = true;
         let mut d = dag(vec![setup, work, teardown]);
         let states = |w, t| {
-            HashMap::from([
-                ("create".to_string(), Success),
-                ("work".to_string(), w),
-                ("delete".to_string(), t),
-            ])
+            let mut s = crate::state::RunStates::default();
+            s.push("create".to_string(), Success);
+            s.push("work".to_string(), w);
+            s.push("delete".to_string(), t);
+            s
         };
         assert!(
             !d.run_failed(&states(Success, Failed)),

@@ -76,6 +76,77 @@ impl TaskState {
     }
 }
 
+/// The states of a run's task instances, by task: one for a task that is not mapped (or not
+/// expanded yet), one per instance for an expanded mapped task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunStates(std::collections::HashMap<String, Vec<TaskState>>);
+
+impl RunStates {
+    pub fn with_capacity(n: usize) -> RunStates {
+        RunStates(std::collections::HashMap::with_capacity(n))
+    }
+
+    /// Adds the state of one more instance of `task`.
+    pub fn push(&mut self, task: String, state: TaskState) {
+        self.0.entry(task).or_default().push(state);
+    }
+
+    /// The states of `task`'s instances (none when the run has no such task).
+    pub fn of(&self, task: &str) -> &[TaskState] {
+        self.0.get(task).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// What an upstream task counts as for its downstream trigger rules: every instance, less
+    /// the instances of a mapped task that its last expansion no longer has (`removed`); a task
+    /// the run does not have counts as one `removed`.
+    pub fn for_rules(&self, task: &str) -> impl Iterator<Item = TaskState> + '_ {
+        let all = self.of(task);
+        let mapped_and_live = all.len() > 1 && all.iter().any(|s| *s != TaskState::Removed);
+        let missing = all.is_empty().then_some(TaskState::Removed);
+        all.iter()
+            .copied()
+            .filter(move |s| !(mapped_and_live && *s == TaskState::Removed))
+            .chain(missing)
+    }
+
+    /// Whether some instance of `task` has not started (state `none`).
+    pub fn waiting(&self, task: &str) -> bool {
+        self.of(task).contains(&TaskState::None)
+    }
+
+    /// Whether `task`'s instances are all still to start (a mapped task then expands again).
+    pub fn all_waiting(&self, task: &str) -> bool {
+        let all = self.of(task);
+        !all.is_empty() && all.iter().all(|s| *s == TaskState::None)
+    }
+
+    /// Sets `task`'s instances that have not started to `state`.
+    pub fn settle_waiting(&mut self, task: &str, state: TaskState) {
+        if let Some(all) = self.0.get_mut(task) {
+            for s in all.iter_mut().filter(|s| **s == TaskState::None) {
+                *s = state;
+            }
+        }
+    }
+
+    /// Replaces `task`'s instances with `n` instances in `state` (after an expansion).
+    pub fn replace(&mut self, task: &str, n: usize, state: TaskState) {
+        self.0.insert(task.to_string(), vec![state; n]);
+    }
+
+    /// Whether any instance of `task` failed or had an upstream failure.
+    pub fn any_failed(&self, task: &str) -> bool {
+        self.of(task)
+            .iter()
+            .any(|s| matches!(s, TaskState::Failed | TaskState::UpstreamFailed))
+    }
+
+    /// Whether every instance of the run is in a final state.
+    pub fn all_finished(&self) -> bool {
+        self.0.values().flatten().all(|s| s.is_finished())
+    }
+}
+
 string_enum!(
     /// Where a DAG run is in its life.
     RunState {

@@ -27,6 +27,7 @@ use crate::values::{DagRef, GroupRef, TaskRef};
 
 mod container;
 mod groups;
+pub(crate) mod mapping;
 mod notify;
 mod schedules;
 mod sensors;
@@ -55,6 +56,8 @@ const TASK_FIELDS: &[&str] = &[
     "setup",
     "teardown",
     "on_failure_fail_dagrun",
+    "expand",
+    "expand_zip",
 ];
 const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox", "skip_on_exit_code"];
 const PYTHON_FIELDS: &[&str] = &[
@@ -162,6 +165,7 @@ pub(crate) fn globals() -> &'static Globals {
         .with(container::container_builtins)
         .with(schedules::schedule_builtins)
         .with(groups::group_builtins)
+        .with(mapping::mapping_builtins)
         .build()
     })
 }
@@ -1138,6 +1142,19 @@ fn declare_task_with<'v>(
     };
 
     let mut st = state.lock();
+    let (expand, mapped_from) = mapping::read_expand(
+        args.get("expand"),
+        args.get("expand_zip"),
+        call,
+        &state,
+        &st.dags[dag_idx],
+        dag_idx,
+        &mut errs,
+    );
+    if expand.is_some() && (setup || teardown) {
+        errs.push("a setup or teardown task cannot be mapped".into());
+    }
+    upstream.extend(mapped_from);
     let dag = &mut st.dags[dag_idx];
     common.fill_from(&dag.group_defaults(group));
     let dag_id = dag.id.clone();
@@ -1169,6 +1186,7 @@ fn declare_task_with<'v>(
         setup,
         teardown,
         on_failure_fail_dagrun,
+        expand,
     });
     for e in errs {
         st.problem(&loc, main_line, Some(dag_idx), format!("task `{id}`: {e}"));

@@ -129,6 +129,8 @@ pub(crate) struct TaskDraft {
     pub setup: bool,
     pub teardown: bool,
     pub on_failure_fail_dagrun: bool,
+    /// `expand` / `expand_zip`: a mapped task.
+    pub expand: Option<tern_core::Expand>,
 }
 
 /// A `group(...)`: its full id (`outer.inner`), the group it is in, and the task defaults it

@@ -209,6 +209,7 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             .wait_for_downstream
             .or(def.wait_for_downstream)
             .unwrap_or(false),
+        expand: t.expand.clone(),
     }
 }
 

@@ -302,6 +302,15 @@ fn task_methods(builder: &mut MethodsBuilder) {
         Ok(this.dag_id.clone())
     }
 
+    /// `t.output("key")`: the value the task publishes as `key`, for a mapped task's
+    /// `expand` (read at run time; makes the task upstream of the mapped one).
+    fn output(
+        this: &TaskRef,
+        #[starlark(require = pos)] key: &str,
+    ) -> anyhow::Result<crate::builtins::mapping::LateList> {
+        crate::builtins::mapping::output_of(&this.state, this.dag, this.idx, &this.task_id, key)
+    }
+
     /// `a.set_upstream(b)` is `a << b`.
     fn set_upstream<'v>(this: &TaskRef, other: Value<'v>) -> anyhow::Result<NoneType> {
         let ups = operand_nodes(other)?;

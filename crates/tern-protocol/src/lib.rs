@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tern_core::TaskSpec;
 
-/// `major.minor` of this protocol (1.3 added [`Assignment::variables`]).
-pub const PROTOCOL_VERSION: &str = "1.3";
+/// `major.minor` of this protocol (1.3 added [`Assignment::variables`], 1.4
+/// [`Assignment::map_index`] and [`Assignment::map_values`]).
+pub const PROTOCOL_VERSION: &str = "1.4";
 
 /// A task instance handed to an agent: everything needed to run it with no other lookup.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +44,13 @@ pub struct Assignment {
     /// `var.json.KEY`), in clear (protocol 1.3). An agent's own variable of the same key wins.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, VariableSpec>,
+    /// For an instance of a mapped task: its index and the elements it was expanded with
+    /// (key → element), which its templates see as `{{ map_index }}` and `{{ KEY }}`
+    /// (protocol 1.4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_index: Option<u32>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub map_values: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A variable's value, and whether it is secret (then masked in every log line).

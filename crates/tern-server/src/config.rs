@@ -45,6 +45,9 @@ pub struct SchedulerConfig {
     /// How long a site task may wait queued with no connected agent of its site before it fails;
     /// "0s" waits for ever.
     pub queue_timeout: String,
+    /// Most task instances one mapped task may expand to; a longer list fails the task
+    /// (Airflow's `max_map_length`).
+    pub max_map_length: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +135,7 @@ impl Default for SchedulerConfig {
             housekeeping_interval: "1s".into(),
             lease: "30s".into(),
             queue_timeout: "0s".into(),
+            max_map_length: tern_core::mapping::DEFAULT_MAX_MAP_LENGTH,
         }
     }
 }
@@ -241,6 +245,12 @@ impl Config {
         self.housekeeping_interval()?;
         self.lease()?;
         self.queue_timeout()?;
+        if self.scheduler.max_map_length == 0 {
+            return Err(ConfigError {
+                key: "scheduler.max_map_length".into(),
+                message: "must be at least 1 (the default is 1024)".into(),
+            });
+        }
         self.kill_grace()?;
         if let Some(q) = self.agent.queues.iter().find(|q| q.starts_with("site:")) {
             return Err(ConfigError {

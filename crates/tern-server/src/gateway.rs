@@ -273,6 +273,10 @@ impl Gateway {
             None => Default::default(),
         };
         let external_state = external_state(&self.store, &task, run.logical_date).await?;
+        let (map_index, map_values) = match u32::try_from(c.ti.map_index) {
+            Ok(i) => (Some(i), self.store.map_values(c.ti.id).await?),
+            Err(_) => (None, Default::default()),
+        };
         Ok(Assignment {
             ti_id: c.ti.id,
             attempt: c.attempt.clone(),
@@ -287,6 +291,8 @@ impl Gateway {
             connections,
             external_state,
             variables,
+            map_index,
+            map_values,
         })
     }
 

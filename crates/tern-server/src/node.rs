@@ -200,7 +200,8 @@ impl Node {
         })?;
         let store = Store::open(&cfg.database_url())
             .await
-            .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))?;
+            .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))?
+            .with_max_map_length(cfg.scheduler.max_map_length);
         Self::start_with_store(cfg, roles, store).await
     }
 

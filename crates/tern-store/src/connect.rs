@@ -66,6 +66,8 @@ pub struct Store {
     sqlite_writer: Arc<tokio::sync::Mutex<()>>,
     /// Where every state change reads "now" (injected in tests).
     clock: Arc<dyn Clock>,
+    /// Most instances one mapped task may expand to (`scheduler.max_map_length`).
+    pub(crate) max_map_length: usize,
 }
 
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
@@ -140,6 +142,7 @@ impl Store {
             specs: Arc::default(),
             sqlite_writer: Arc::default(),
             clock: Arc::new(SystemClock),
+            max_map_length: tern_core::mapping::DEFAULT_MAX_MAP_LENGTH,
         })
     }
 
@@ -179,6 +182,12 @@ impl Store {
     /// instead of sleeping).
     pub fn with_clock(mut self, clock: impl Clock) -> Store {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Sets the most instances one mapped task may expand to (at least 1).
+    pub fn with_max_map_length(mut self, max: usize) -> Store {
+        self.max_map_length = max.max(1);
         self
     }
 

@@ -17,6 +17,7 @@ pub mod connections;
 pub mod dags;
 mod error;
 pub mod manage;
+mod mapping;
 pub mod model;
 pub mod nodes;
 pub mod notifications;

@@ -18,6 +18,9 @@ use crate::{Result, Store, StoreError};
 pub struct ClearScope {
     pub downstream: bool,
     pub upstream: bool,
+    /// Only this instance of the named (mapped) tasks; the tasks a scope adds are cleared
+    /// whole. `None`: every instance (a mapped task then expands again).
+    pub map_index: Option<i64>,
 }
 
 impl Store {
@@ -35,26 +38,40 @@ impl Store {
         self.lock_run(&mut tx, run_pk).await?;
         let spec = self.spec_of_run(&mut tx, run_pk).await?;
         let chosen = expand(&spec, task_ids, scope)?;
+        let named: HashSet<&str> = task_ids.iter().map(String::as_str).collect();
         for task in spec.tasks.iter().filter(|t| chosen.contains(&t.task_id)) {
+            // -2 matches no instance: "every instance".
+            let only = match scope.map_index {
+                Some(i) if named.contains(task.task_id.as_str()) => {
+                    self.check_instance(&mut tx, run_pk, &task.task_id, i)
+                        .await?;
+                    i
+                }
+                _ => -2,
+            };
             // A try running now ends here: its attempt loses its token below, so nothing it
             // reports later is taken.
             sqlx::query(
                 "UPDATE task_tries SET state = 'failed', ended_at = $3, note = 'cleared by an operator while it ran' \
-                 WHERE ended_at IS NULL AND ti_id = (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $2)",
+                 WHERE ended_at IS NULL AND ti_id IN (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $2 \
+                 AND ($4 = -2 OR map_index = $4))",
             )
             .bind(run_pk)
             .bind(&task.task_id)
             .bind(now)
+            .bind(only)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "UPDATE task_instances SET state = 'none', note = NULL, ready_at = NULL, queued_at = NULL, \
                  started_at = NULL, ended_at = NULL, attempt = NULL, worker = NULL, lease_until = NULL, \
-                 sensor_since = NULL, max_tries = try_number + $3 WHERE run_pk = $1 AND task_id = $2",
+                 sensor_since = NULL, max_tries = try_number + $3 WHERE run_pk = $1 AND task_id = $2 \
+                 AND ($4 = -2 OR map_index = $4)",
             )
             .bind(run_pk)
             .bind(&task.task_id)
             .bind(i64::from(task.retries) + 1)
+            .bind(only)
             .execute(&mut *tx)
             .await?;
         }
@@ -76,6 +93,7 @@ impl Store {
         &self,
         run_pk: i64,
         task_id: &str,
+        map_index: Option<i64>,
         state: TaskState,
         note: &str,
     ) -> Result<()> {
@@ -95,26 +113,38 @@ impl Store {
                 spec.dag_id
             )));
         }
+        // -2 matches no instance: "every instance" (of a mapped task: all of them).
+        let only = match map_index {
+            Some(i) => {
+                self.check_instance(&mut tx, run_pk, task_id, i).await?;
+                i
+            }
+            None => -2,
+        };
         sqlx::query(
             "UPDATE task_instances SET state = $3, note = $4, ended_at = $5, ready_at = NULL, attempt = NULL, \
-             lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND task_id = $2",
+             lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND task_id = $2 \
+             AND ($6 = -2 OR map_index = $6) AND state <> 'removed'",
         )
         .bind(run_pk)
         .bind(task_id)
         .bind(state.as_str())
         .bind(note)
         .bind(now)
+        .bind(only)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
-            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ti_id = \
-             (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $5) AND ended_at IS NULL",
+            "UPDATE task_tries SET state = $2, ended_at = $3, note = $4 WHERE ti_id IN \
+             (SELECT id FROM task_instances WHERE run_pk = $1 AND task_id = $5 AND ($6 = -2 OR map_index = $6)) \
+             AND ended_at IS NULL",
         )
         .bind(run_pk)
         .bind(state.as_str())
         .bind(now)
         .bind(note)
         .bind(task_id)
+        .bind(only)
         .execute(&mut *tx)
         .await?;
         self.judge_again(&mut tx, run_pk, &spec, Some(&[task_id]), now)
@@ -125,6 +155,30 @@ impl Store {
         }
         self.admit(&mut tx, now).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Refuses a map index the task has no instance at.
+    async fn check_instance(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        task_id: &str,
+        map_index: i64,
+    ) -> Result<()> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 AND task_id = $2 AND map_index = $3",
+        )
+        .bind(run_pk)
+        .bind(task_id)
+        .bind(map_index)
+        .fetch_one(&mut **tx)
+        .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "task {task_id:?} has no instance with map_index {map_index} in this run"
+            )));
+        }
         Ok(())
     }
 

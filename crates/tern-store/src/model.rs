@@ -69,6 +69,9 @@ pub struct TaskInstance {
     pub worker: Option<String>,
     /// Why the instance is in its state (a failure reason, what it waits for).
     pub note: Option<String>,
+    /// The instance's index among its mapped task's instances; -1 for a task that is not
+    /// mapped (or not expanded yet), as in Airflow.
+    pub map_index: i64,
 }
 
 /// One try of a task instance.

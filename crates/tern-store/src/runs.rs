@@ -272,18 +272,57 @@ impl Store {
             .collect()
     }
 
+    /// The instance of a task that is not mapped (or of a mapped task with one instance).
     pub async fn task_instance(&self, run_pk: i64, task_id: &str) -> Result<TaskInstance> {
+        self.task_instance_at(run_pk, task_id, None).await
+    }
+
+    /// Instance `map_index` of a mapped task, or with `None` the task's only instance; a
+    /// mapped task with several instances then is an error that says how to name one.
+    pub async fn task_instance_at(
+        &self,
+        run_pk: i64,
+        task_id: &str,
+        map_index: Option<i64>,
+    ) -> Result<TaskInstance> {
+        let mut all = self.task_instances_of(run_pk, task_id).await?;
+        if all.is_empty() {
+            return Err(StoreError::NotFound(format!(
+                "the run has no task {task_id:?}"
+            )));
+        }
+        match map_index {
+            Some(i) => all
+                .into_iter()
+                .find(|t| t.map_index == i)
+                .ok_or_else(|| {
+                    StoreError::NotFound(format!(
+                        "task {task_id:?} has no instance with map_index {i} in this run"
+                    ))
+                }),
+            None if all.len() == 1 => Ok(all.remove(0)),
+            None => Err(StoreError::Invalid(format!(
+                "task {task_id:?} is mapped into {} instances in this run; name one with map_index (0 to {})",
+                all.len(),
+                all.len() - 1
+            ))),
+        }
+    }
+
+    /// Every instance of a task in a run, by map index.
+    pub async fn task_instances_of(&self, run_pk: i64, task_id: &str) -> Result<Vec<TaskInstance>> {
         let sql = format!(
-            "SELECT {} FROM task_instances WHERE run_pk = $1 AND task_id = $2",
+            "SELECT {} FROM task_instances WHERE run_pk = $1 AND task_id = $2 ORDER BY map_index",
             crate::tasks::TI_COLUMNS
         );
-        let row = sqlx::query(&sql)
+        sqlx::query(&sql)
             .bind(run_pk)
             .bind(task_id)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("the run has no task {task_id:?}")))?;
-        crate::tasks::ti_row(&row)
+            .iter()
+            .map(crate::tasks::ti_row)
+            .collect()
     }
 
     /// Every try of a task instance, first try first.
@@ -311,24 +350,58 @@ impl Store {
         .collect()
     }
 
-    /// Outputs published by the tasks of a run: task id → key → value.
+    /// The outputs one task instance published: key → value.
+    pub async fn instance_outputs(
+        &self,
+        ti_id: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let mut out = serde_json::Map::new();
+        for r in sqlx::query("SELECT key, value FROM task_outputs WHERE ti_id = $1")
+            .bind(ti_id)
+            .fetch_all(&self.pool)
+            .await?
+        {
+            out.insert(
+                r.try_get(0)?,
+                serde_json::from_str(&r.try_get::<String, _>(1)?)?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Outputs published by the tasks of a run: task id → key → value; for a mapped task, key
+    /// → the list of its instances' values in index order (`null` where one published none).
     pub async fn run_outputs(
         &self,
         run_pk: i64,
     ) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>> {
         let rows = sqlx::query(
-            "SELECT ti.task_id, o.key, o.value FROM task_outputs o JOIN task_instances ti ON ti.id = o.ti_id \
-             WHERE ti.run_pk = $1",
+            "SELECT ti.task_id, o.key, o.value, ti.map_index FROM task_outputs o JOIN task_instances ti ON ti.id = o.ti_id \
+             WHERE ti.run_pk = $1 AND ti.state <> 'removed'",
         )
         .bind(run_pk)
         .fetch_all(&self.pool)
         .await?;
         let mut out: BTreeMap<String, serde_json::Map<String, serde_json::Value>> = BTreeMap::new();
         for r in rows {
-            let value: String = r.try_get(2)?;
-            out.entry(r.try_get(0)?)
-                .or_default()
-                .insert(r.try_get(1)?, serde_json::from_str(&value)?);
+            let value: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>(2)?)?;
+            let map_index: i64 = r.try_get(3)?;
+            let outputs = out.entry(r.try_get(0)?).or_default();
+            let key: String = r.try_get(1)?;
+            if map_index < 0 {
+                outputs.insert(key, value);
+                continue;
+            }
+            let slot = outputs
+                .entry(key)
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+            if let serde_json::Value::Array(list) = slot {
+                let at = map_index as usize;
+                if list.len() <= at {
+                    list.resize(at + 1, serde_json::Value::Null);
+                }
+                list[at] = value;
+            }
         }
         Ok(out)
     }

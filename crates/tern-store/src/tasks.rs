@@ -12,7 +12,7 @@ use rand::RngCore;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 use tern_core::trigger::{evaluate, Readiness};
-use tern_core::{DagSpec, Skips, TaskKind, TaskState, UpstreamSummary};
+use tern_core::{DagSpec, RunStates, Skips, TaskKind, TaskState, UpstreamSummary};
 
 use crate::model::parse_state;
 use crate::time::from_ms;
@@ -20,7 +20,7 @@ use crate::{Claimed, Result, Store, TaskInstance};
 
 pub(crate) const TI_COLUMNS: &str =
     "id, run_pk, dag_id, run_id, task_id, state, try_number, max_tries, queue, pool, \
-     priority, ready_at, queued_at, started_at, ended_at, attempt, worker, note";
+     priority, ready_at, queued_at, started_at, ended_at, attempt, worker, note, map_index";
 
 const ACTIVE_STATES: &str = "('queued', 'running')";
 
@@ -46,6 +46,7 @@ pub(crate) fn ti_row(r: &AnyRow) -> Result<TaskInstance> {
         attempt: r.try_get("attempt")?,
         worker: r.try_get("worker")?,
         note: r.try_get("note")?,
+        map_index: r.try_get("map_index")?,
     })
 }
 
@@ -97,7 +98,8 @@ fn path_segment(part: &str) -> String {
 }
 
 /// Applies `set` (an SQL `SET` list; with `now`, `$2` in it is bound to it) to the instances of
-/// run `run_pk` named in `task_ids`, in statements of at most 500 ids.
+/// run `run_pk` named in `task_ids` that have not started (all of a task's instances, or the
+/// ones of a mapped task cleared one by one), in statements of at most 500 ids.
 async fn set_tasks(
     tx: &mut Transaction<'static, Any>,
     run_pk: i64,
@@ -108,7 +110,7 @@ async fn set_tasks(
     let first_id = 2 + usize::from(now.is_some());
     for chunk in task_ids.chunks(500) {
         let sql = format!(
-            "UPDATE task_instances SET {set} WHERE run_pk = $1 AND task_id IN ({})",
+            "UPDATE task_instances SET {set} WHERE run_pk = $1 AND state = 'none' AND task_id IN ({})",
             placeholders(first_id, chunk.len())
         );
         let mut q = sqlx::query(&sql).bind(run_pk);
@@ -157,7 +159,7 @@ impl Store {
         seeds: Option<&[&str]>,
         skips: Option<&Skips>,
         now: i64,
-    ) -> Result<Option<HashMap<String, TaskState>>> {
+    ) -> Result<Option<RunStates>> {
         let down = spec.downstream_map();
         if let Some(seeds) = seeds {
             if skips.is_none()
@@ -168,14 +170,7 @@ impl Store {
                 return Ok(None);
             }
         }
-        let rows = sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
-            .bind(run_pk)
-            .fetch_all(&mut **tx)
-            .await?;
-        let mut states: HashMap<String, TaskState> = HashMap::with_capacity(rows.len());
-        for r in rows {
-            states.insert(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
-        }
+        let mut states = self.run_states(tx, run_pk).await?;
         let mut candidates: HashSet<&str> = match seeds {
             None => spec.tasks.iter().map(|t| t.task_id.as_str()).collect(),
             Some(seeds) => seeds
@@ -200,17 +195,15 @@ impl Store {
         // Tasks are in topological order, so one pass sees a task after everything upstream.
         for task in &spec.tasks {
             let id = task.task_id.as_str();
-            if !candidates.contains(id) || states.get(id) != Some(&TaskState::None) {
+            if !candidates.contains(id) || !states.waiting(id) {
                 continue;
             }
             let readiness = if forced.contains_key(id) {
                 Readiness::Skip
             } else {
-                let summary = UpstreamSummary::from_upstream(task.upstream.iter().map(|u| {
-                    (
-                        states.get(u).copied().unwrap_or(TaskState::Removed),
-                        spec.task(u).is_some_and(|t| t.setup),
-                    )
+                let summary = UpstreamSummary::from_upstream(task.upstream.iter().flat_map(|u| {
+                    let setup = spec.task(u).is_some_and(|t| t.setup);
+                    states.for_rules(u).map(move |st| (st, setup))
                 }));
                 evaluate(task.trigger_rule, summary)
             };
@@ -224,7 +217,7 @@ impl Store {
                 Readiness::Wait => {}
                 Readiness::Run if task.done_by_scheduler() => {
                     done_here.push(id);
-                    states.insert(id.to_string(), TaskState::Success);
+                    states.settle_waiting(id, TaskState::Success);
                     candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
                     if matches!(task.kind, TaskKind::LatestOnly) {
                         let (run_type, interval_end) = match run_facts {
@@ -241,9 +234,24 @@ impl Store {
                         }
                     }
                 }
+                // A mapped task whose instances all wait expands now (again, after a clear of
+                // the whole task), over lists that may only exist since its upstream ran.
+                Readiness::Run if task.expand.is_some() && states.all_waiting(id) => {
+                    match self.expand(tx, run_pk, spec, task).await? {
+                        crate::mapping::Expansion::Instances(n) => {
+                            states.replace(id, n, TaskState::Scheduled)
+                        }
+                        crate::mapping::Expansion::Settled(st, note) => {
+                            settled.push((id, st, note));
+                            states.settle_waiting(id, st);
+                            candidates
+                                .extend(down.get(id).into_iter().flatten().map(String::as_str));
+                        }
+                    }
+                }
                 Readiness::Run => {
                     to_schedule.push(id);
-                    states.insert(id.to_string(), TaskState::Scheduled);
+                    states.settle_waiting(id, TaskState::Scheduled);
                 }
                 r @ (Readiness::Skip | Readiness::UpstreamFailed) => {
                     let st = r.settled_state().expect("skip and upstream_failed settle");
@@ -253,7 +261,7 @@ impl Store {
                         (None, _) => "skipped by its trigger rule".into(),
                     };
                     settled.push((id, st, note));
-                    states.insert(id.to_string(), st);
+                    states.settle_waiting(id, st);
                     candidates.extend(down.get(id).into_iter().flatten().map(String::as_str));
                 }
             }
@@ -275,7 +283,7 @@ impl Store {
         )
         .await?;
         for (id, st, note) in &settled {
-            sqlx::query("UPDATE task_instances SET state = $3, ended_at = $4, note = $5 WHERE run_pk = $1 AND task_id = $2")
+            sqlx::query("UPDATE task_instances SET state = $3, ended_at = $4, note = $5 WHERE run_pk = $1 AND task_id = $2 AND state = 'none'")
                 .bind(run_pk)
                 .bind(*id)
                 .bind(st.as_str())
@@ -324,6 +332,23 @@ impl Store {
         Ok((run_type, from_ms(row.try_get(1)?)))
     }
 
+    /// The states of every task instance of a run, by task.
+    pub(crate) async fn run_states(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+    ) -> Result<RunStates> {
+        let rows = sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
+            .bind(run_pk)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut states = RunStates::with_capacity(rows.len());
+        for r in rows {
+            states.push(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
+        }
+        Ok(states)
+    }
+
     /// Ends a run whose task instances are all final: failed if any leaf task failed or had an
     /// upstream failure, success otherwise. Starts the DAG's next queued run. Returns whether
     /// the run ended.
@@ -332,7 +357,7 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         spec: &DagSpec,
-        states: Option<HashMap<String, TaskState>>,
+        states: Option<RunStates>,
         now: i64,
     ) -> Result<bool> {
         let states = match states {
@@ -351,18 +376,10 @@ impl Store {
                 if in_flight.is_some() {
                     return Ok(false);
                 }
-                let mut all = HashMap::new();
-                for r in sqlx::query("SELECT task_id, state FROM task_instances WHERE run_pk = $1")
-                    .bind(run_pk)
-                    .fetch_all(&mut **tx)
-                    .await?
-                {
-                    all.insert(r.try_get(0)?, parse_state(&r.try_get::<String, _>(1)?)?);
-                }
-                all
+                self.run_states(tx, run_pk).await?
             }
         };
-        if states.values().any(|s| !s.is_finished()) {
+        if !states.all_finished() {
             return Ok(false);
         }
         let failed = spec.run_failed(&states);
@@ -683,8 +700,15 @@ impl Store {
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let ti = ti_row(row)?;
+            // A mapped instance's log carries its index after `@`, which no encoded task id
+            // contains.
+            let map_part = if ti.map_index >= 0 {
+                format!("@{}", ti.map_index)
+            } else {
+                String::new()
+            };
             let log_path = format!(
-                "{}/{}/{}.{}.log",
+                "{}/{}/{}{map_part}.{}.log",
                 path_segment(&ti.dag_id),
                 path_segment(&ti.run_id),
                 path_segment(&ti.task_id),

@@ -601,9 +601,18 @@ fn task_env(a: &Assignment, output_file: &std::path::Path) -> BTreeMap<String, S
         (crate::groups::ATTEMPT_VAR.into(), a.attempt.clone()),
         // The same for every try of this task in this run (retries and re-runs after a
         // crash): a key for effects that must happen once.
+        // (A mapped instance's carries its index: each instance is its own piece of work.)
         (
             "TERN_IDEMPOTENCY_KEY".into(),
-            format!("{}/{}/{}", a.dag_id, a.run_id, a.task_id),
+            match a.map_index {
+                Some(i) => format!("{}/{}/{}/{i}", a.dag_id, a.run_id, a.task_id),
+                None => format!("{}/{}/{}", a.dag_id, a.run_id, a.task_id),
+            },
+        ),
+        // -1 for a task that is not mapped, as `{{ map_index }}`.
+        (
+            "TERN_MAP_INDEX".into(),
+            a.map_index.map(i64::from).unwrap_or(-1).to_string(),
         ),
     ])
 }

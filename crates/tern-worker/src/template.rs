@@ -79,6 +79,8 @@ impl Renderer {
             dag_id => ours(a.dag_id.clone()),
             task_id => ours(a.task_id.clone()),
             try_number => a.try_number,
+            // -1 for a task that is not mapped, as in Airflow.
+            map_index => a.map_index.map(i64::from).unwrap_or(-1),
             params => json_map(&c.params),
             conf => json(&c.conf),
             conn => json(conn),
@@ -90,6 +92,13 @@ impl Renderer {
                     .map(|(task, m)| (task.clone(), json_map(m)))
                     .collect::<BTreeMap<String, Value>>(),
             ),
+        };
+        // A mapped instance's elements, by key (names the loader keeps apart from the above);
+        // they come from lists and outputs: not ours (escaped in shell commands).
+        let ctx = if a.map_values.is_empty() {
+            ctx
+        } else {
+            minijinja::context! { ..ctx, ..json_map(&a.map_values) }
         };
         Renderer {
             env,
@@ -208,6 +217,8 @@ mod tests {
             connections: Default::default(),
             external_state: None,
             variables: Default::default(),
+            map_index: None,
+            map_values: Default::default(),
         }
     }
 

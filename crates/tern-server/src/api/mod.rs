@@ -171,17 +171,19 @@ pub(crate) async fn run_tis(
         .map_err(ApiError::from_store)
 }
 
-/// A task instance of a run, with the run, or a 404 naming what is missing.
+/// A task instance of a run (instance `map_index` of a mapped task), with the run, or a 404
+/// naming what is missing.
 pub(crate) async fn find_ti(
     s: &AppState,
     dag_id: &str,
     run_id: &str,
     task_id: &str,
+    map_index: Option<i64>,
 ) -> Result<(tern_store::DagRun, tern_store::TaskInstance), ApiError> {
     let run = find_run(s, dag_id, run_id).await?;
     let ti = s
         .store
-        .task_instance(run.pk, task_id)
+        .task_instance_at(run.pk, task_id, map_index)
         .await
         .map_err(ApiError::from_store)?;
     Ok((run, ti))

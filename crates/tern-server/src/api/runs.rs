@@ -244,6 +244,10 @@ pub struct ClearBody {
     /// Also clear everything upstream of them.
     #[serde(default)]
     include_upstream: bool,
+    /// Only this instance of the named mapped tasks (the tasks `include_*` adds are cleared
+    /// whole). Left out: every instance, and a mapped task expands again.
+    #[serde(default)]
+    map_index: Option<i64>,
 }
 
 /// Clears tasks of a run and records it; returns the cleared task ids.
@@ -294,6 +298,7 @@ async fn clear_tasks(
     let scope = ClearScope {
         downstream: c.include_downstream,
         upstream: c.include_upstream,
+        map_index: c.map_index,
     };
     let cleared = clear(&s, &caller, &dag_id, &run_id, c.task_ids, scope).await?;
     Ok(Json(json!({"cleared": cleared})))

@@ -45,20 +45,26 @@ async fn list_task_instances(
     caller.require(Role::Viewer, "listing task instances")?;
     let run = find_run(&s, &dag_id, &run_id).await?;
     let tis = run_tis(&s, run.pk).await?;
-    Ok(Json(json!({"task_instances": tis})))
+    // `task_instance` when one instance was marked (a task that is not mapped, or one index).
+    let one = (tis.len() == 1).then(|| tis[0].clone());
+    Ok(Json(json!({"task_instance": one, "task_instances": tis})))
 }
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", tag = "tasks",
     params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
-           ("task_id" = String, Path, description = "Task id")),
-    responses((status = 200, description = "`{task_instance, tries, outputs}`"), (status = 404, description = "No such task instance")))]
+           ("task_id" = String, Path, description = "Task id"), InstanceQuery),
+    responses((status = 200, description = "`{task_instance, tries, outputs}`; a mapped task's instance also has `map_values` (the elements it was expanded with)"),
+              (status = 400, description = "A mapped task with several instances and no `map_index`"),
+              (status = 404, description = "No such task instance")))]
 async fn get_task_instance(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    q: Result<Query<InstanceQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "reading a task instance")?;
-    let (run, ti) = find_ti(&s, &dag_id, &run_id, &task_id).await?;
+    let (_, ti) = find_ti(&s, &dag_id, &run_id, &task_id, q.map_index).await?;
     let tries = s
         .store
         .task_tries(ti.id)
@@ -66,15 +72,20 @@ async fn get_task_instance(
         .map_err(ApiError::from_store)?;
     let outputs = s
         .store
-        .run_outputs(run.pk)
+        .instance_outputs(ti.id)
         .await
-        .map_err(ApiError::from_store)?
-        .remove(&task_id)
-        .unwrap_or_default();
+        .map_err(ApiError::from_store)?;
     let tries: Vec<Value> = tries.iter().map(try_json).collect();
-    Ok(Json(
-        json!({"task_instance": ti, "tries": tries, "outputs": outputs}),
-    ))
+    let mut answer = json!({"task_instance": ti, "tries": tries, "outputs": outputs});
+    if ti.map_index >= 0 {
+        answer["map_values"] = Value::Object(
+            s.store
+                .map_values(ti.id)
+                .await
+                .map_err(ApiError::from_store)?,
+        );
+    }
+    Ok(Json(answer))
 }
 
 /// A try without its log's storage path.
@@ -89,20 +100,25 @@ fn try_json(t: &TaskTry) -> Value {
 #[utoipa::path(patch, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", tag = "tasks",
     request_body = MarkBody,
     params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
-           ("task_id" = String, Path, description = "Task id")),
-    responses((status = 200, description = "`{task_instance}` marked"), (status = 400, description = "Bad state"),
+           ("task_id" = String, Path, description = "Task id"), InstanceQuery),
+    responses((status = 200, description = "`{task_instance, task_instances}` marked (every instance of a mapped task unless `map_index` names one; `task_instance` when one was)"),
+              (status = 400, description = "Bad state"),
               (status = 404, description = "No such task instance")))]
 async fn patch_task_instance(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    q: Result<Query<InstanceQuery>, QueryRejection>,
     b: Result<Json<MarkBody>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::User, "marking a task instance")?;
     let m = body(b)?;
     let state: TaskState = mark_state(m.state())?;
-    let ti = mark(&s, &caller, &dag_id, &run_id, &task_id, state).await?;
-    Ok(Json(json!({"task_instance": ti})))
+    let tis = mark(&s, &caller, &dag_id, &run_id, &task_id, q.map_index, state).await?;
+    // `task_instance` when one instance was marked (a task that is not mapped, or one index).
+    let one = (tis.len() == 1).then(|| tis[0].clone());
+    Ok(Json(json!({"task_instance": one, "task_instances": tis})))
 }
 
 /// Marks a task instance and records it.
@@ -112,32 +128,54 @@ pub(crate) async fn mark(
     dag_id: &str,
     run_id: &str,
     task_id: &str,
+    map_index: Option<i64>,
     state: TaskState,
-) -> Result<tern_store::TaskInstance, ApiError> {
+) -> Result<Vec<tern_store::TaskInstance>, ApiError> {
     let run = find_run(s, dag_id, run_id).await?;
     let note = format!("marked {} by {}", state.as_str(), caller.actor());
     s.store
-        .mark_task(run.pk, task_id, state, &note)
+        .mark_task(run.pk, task_id, map_index, state, &note)
         .await
         .map_err(ApiError::from_store)?;
     audit(
         s,
         caller,
         &format!("task.mark_{}", state.as_str()),
-        &format!("{dag_id}/{run_id}/{task_id}"),
+        &match map_index {
+            Some(i) => format!("{dag_id}/{run_id}/{task_id}[{i}]"),
+            None => format!("{dag_id}/{run_id}/{task_id}"),
+        },
         "",
     )
     .await?;
-    s.store
-        .task_instance(run.pk, task_id)
+    let all = s
+        .store
+        .task_instances_of(run.pk, task_id)
         .await
-        .map_err(ApiError::from_store)
+        .map_err(ApiError::from_store)?;
+    Ok(all
+        .into_iter()
+        .filter(|t| map_index.is_none_or(|i| t.map_index == i))
+        .collect())
+}
+
+/// Which instance of a mapped task a route is about.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceQuery {
+    /// The instance of a mapped task (0 to n-1); leave it out for a task that is not mapped.
+    #[serde(default)]
+    map_index: Option<i64>,
 }
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// The instance of a mapped task (0 to n-1); leave it out for a task that is not mapped.
+    #[serde(default)]
+    map_index: Option<i64>,
     /// Byte offset to read from (the `next_offset` of the previous answer).
     #[serde(default)]
     offset: u64,
@@ -157,9 +195,10 @@ pub(crate) async fn log_of_try(
     dag_id: &str,
     run_id: &str,
     task_id: &str,
+    map_index: Option<i64>,
     try_number: u32,
 ) -> Result<(String, bool), ApiError> {
-    let (_, ti) = find_ti(s, dag_id, run_id, task_id).await?;
+    let (_, ti) = find_ti(s, dag_id, run_id, task_id, map_index).await?;
     let tries = s
         .store
         .task_tries(ti.id)
@@ -205,7 +244,7 @@ async fn task_log(
 ) -> Result<Json<Value>, ApiError> {
     let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
-    let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, q.map_index, try_number).await?;
     let logs = s.logs.clone();
     let offset = q.offset;
     let limit = q.limit.unwrap_or(LOG_PAGE).clamp(1, LOG_PAGE);
@@ -228,7 +267,8 @@ async fn task_log(
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}/download",
     tag = "tasks",
     params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id"),
-           ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)")),
+           ("task_id" = String, Path, description = "Task id"), ("try_number" = u32, Path, description = "Try (1-based)"),
+           InstanceQuery),
     responses((status = 200, description = "The try's whole log as a text file, streamed"),
               (status = 206, description = "The part a `Range: bytes=N-M` header asked for"),
               (status = 404, description = "No such try"),
@@ -237,13 +277,15 @@ async fn task_log_download(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id, task_id, try_number)): Path<(String, String, String, u32)>,
+    q: Result<Query<InstanceQuery>, QueryRejection>,
     headers: axum::http::HeaderMap,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::http::header;
     use axum::response::IntoResponse;
     use std::io::{Read, Seek, SeekFrom};
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
-    let (path, _) = log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let (path, _) = log_of_try(&s, &dag_id, &run_id, &task_id, q.map_index, try_number).await?;
     let file = s.logs.file(&path).map_err(log_read_error)?;
     let size = match &file {
         Some(f) => f.metadata().map_err(log_read_error)?.len(),
@@ -264,8 +306,9 @@ async fn task_log_download(
         }
         None => (0, size),
     };
-    let name =
-        format!("{dag_id}.{run_id}.{task_id}.{try_number}.log").replace(['"', '\\', '/'], "_");
+    let instance = q.map_index.map(|i| format!("@{i}")).unwrap_or_default();
+    let name = format!("{dag_id}.{run_id}.{task_id}{instance}.{try_number}.log")
+        .replace(['"', '\\', '/'], "_");
     let len = end - start;
     // Sent in 64 KiB pieces read as the client takes them: a huge log costs no memory.
     let stream = futures::stream::unfold((file, start, len), |(file, pos, left)| async move {
@@ -359,7 +402,8 @@ async fn task_log_stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
-    log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await?;
+    let map_index = q.map_index;
+    log_of_try(&s, &dag_id, &run_id, &task_id, map_index, try_number).await?;
     let stream = futures::stream::unfold((s, q.offset, false), move |(s, offset, done)| {
         let (dag_id, run_id, task_id) = (dag_id.clone(), run_id.clone(), task_id.clone());
         async move {
@@ -369,7 +413,7 @@ async fn task_log_stream(
             let mut waited = Duration::ZERO;
             loop {
                 let Ok((path, ended)) =
-                    log_of_try(&s, &dag_id, &run_id, &task_id, try_number).await
+                    log_of_try(&s, &dag_id, &run_id, &task_id, map_index, try_number).await
                 else {
                     return Some((
                         Ok(Event::default().event("end").data("gone")),

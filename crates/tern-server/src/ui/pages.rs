@@ -467,46 +467,105 @@ pub async fn run_page(
     )
 }
 
+/// `?map_index=N`: which instance of a mapped task a page shows.
+#[derive(serde::Deserialize, Default)]
+pub struct InstanceParam {
+    #[serde(default)]
+    map_index: Option<i64>,
+}
+
 pub async fn task_page(
     State(s): State<AppState>,
     viewer: Viewer,
     Path((dag_id, run_id, task_id)): Path<(String, String, String)>,
+    q: Result<axum::extract::Query<InstanceParam>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let run = match s.store.get_run(&dag_id, &run_id).await {
         Ok(r) => r,
         Err(e) => return store_fail(&viewer, e),
     };
-    let ti = match s.store.task_instance(run.pk, &task_id).await {
-        Ok(t) => t,
+    let all = match s.store.task_instances_of(run.pk, &task_id).await {
+        Ok(all) if !all.is_empty() => all,
+        Ok(_) => {
+            return store_fail(
+                &viewer,
+                tern_store::StoreError::NotFound(format!("the run has no task {task_id:?}")),
+            )
+        }
         Err(e) => return store_fail(&viewer, e),
+    };
+    // A mapped task's page shows one instance (the first unless `map_index` names one) and
+    // lists them all.
+    let wanted = q.ok().and_then(|q| q.0.map_index);
+    let Some(ti) = all
+        .iter()
+        .find(|t| wanted.is_none_or(|i| t.map_index == i))
+        .cloned()
+    else {
+        return store_fail(
+            &viewer,
+            tern_store::StoreError::NotFound(format!(
+                "task {task_id:?} has no instance with map_index {}",
+                wanted.unwrap_or_default()
+            )),
+        );
+    };
+    let page = format!(
+        "/dags/{}/runs/{}/tasks/{}",
+        seg(&dag_id),
+        seg(&run_id),
+        seg(&task_id)
+    );
+    let instances: Vec<Value> = all
+        .iter()
+        .filter(|t| t.map_index >= 0)
+        .map(|t| {
+            json!({"map_index": t.map_index, "state": t.state, "try_number": t.try_number,
+                   "duration": duration(t.started_at, t.ended_at), "note": t.note,
+                   "current": t.id == ti.id,
+                   "url": format!("{page}?map_index={}", t.map_index)})
+        })
+        .collect();
+    let map_values = if ti.map_index >= 0 {
+        s.store.map_values(ti.id).await.unwrap_or_default()
+    } else {
+        Map::new()
     };
     let tries = s.store.task_tries(ti.id).await.unwrap_or_default();
     let run_outputs = s.store.run_outputs(run.pk).await.unwrap_or_default();
-    let outputs = run_outputs.get(&task_id).cloned().unwrap_or_default();
+    let outputs = s.store.instance_outputs(ti.id).await.unwrap_or_default();
     let spec = s.store.spec(run.version_id).await.ok();
     let task = spec.as_ref().and_then(|sp| sp.task(&task_id).cloned());
     let task_spec = task
         .as_ref()
         .map(|t| serde_json::to_string_pretty(&t.kind).unwrap_or_default());
     let rendered = match (&spec, task) {
-        (Some(spec), Some(task)) => rendered_fields(&run, spec, &ti, task, run_outputs),
+        (Some(spec), Some(task)) => {
+            rendered_fields(&run, spec, &ti, task, run_outputs, map_values.clone())
+        }
         _ => Vec::new(),
     };
     let api = format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id));
+    let instance_q = if ti.map_index >= 0 {
+        format!("?map_index={}", ti.map_index)
+    } else {
+        String::new()
+    };
     let tries_json: Vec<Value> = tries
         .iter()
         .map(|t| {
             json!({"try_number": t.try_number, "state": t.state, "worker": t.worker,
                    "started_at": t.started_at, "ended_at": t.ended_at, "exit_code": t.exit_code,
                    "note": t.note, "duration": duration(Some(t.started_at), t.ended_at),
-                   "log_stream": format!("{api}/taskInstances/{}/logs/{}/stream", seg(&task_id), t.try_number)})
+                   "log_stream": format!("{api}/taskInstances/{}/logs/{}/stream{instance_q}", seg(&task_id), t.try_number)})
         })
         .collect();
     render(
         "task.html",
         json!({"me": viewer.context(), "nav": "dags", "run": run, "ti": ti, "tries": tries_json,
                "outputs": outputs, "task_spec": task_spec, "api": api, "rendered": rendered,
-               "task_seg": seg(&task_id),
+               "task_seg": seg(&task_id), "instances": instances, "map_values": map_values,
+               "instance_q": instance_q,
                "run_url": format!("/dags/{}/runs/{}", seg(&dag_id), seg(&run_id)),
                "dag_url": format!("/dags/{}", seg(&dag_id))}),
     )
@@ -520,6 +579,7 @@ fn rendered_fields(
     ti: &tern_store::TaskInstance,
     task: tern_core::TaskSpec,
     outputs: std::collections::BTreeMap<String, Map<String, Value>>,
+    map_values: Map<String, Value>,
 ) -> Vec<Value> {
     let kind = serde_json::to_value(&task.kind).unwrap_or_default();
     let a = tern_protocol::Assignment {
@@ -536,6 +596,8 @@ fn rendered_fields(
         connections: Default::default(),
         external_state: None,
         variables: Default::default(),
+        map_index: u32::try_from(ti.map_index).ok(),
+        map_values,
     };
     // Variables are not read here: a template naming one shows that it is undefined.
     let r = tern_worker::template::Renderer::new(&a, &json!({}), &json!({"value": {}, "json": {}}));

@@ -233,7 +233,7 @@ pub async fn depends_on_past_waits_for_the_previous_run_and_wakes_when_it_ends(s
     waits(&store, r2.pk, "a", "a", "(depends_on_past)").await;
     // An operator marks the past success: the next run goes on.
     store
-        .mark_task(r1.pk, "a", TaskState::Success, "fixed by hand")
+        .mark_task(r1.pk, "a", None, TaskState::Success, "fixed by hand")
         .await
         .unwrap();
     assert_eq!(

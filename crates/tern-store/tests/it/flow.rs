@@ -17,7 +17,7 @@ use tern_testkit::{dag, empty, task};
 
 const LEASE: Duration = Duration::from_secs(30);
 
-fn run_of(dag_id: &str, run_id: &str) -> NewRun {
+pub(crate) fn run_of(dag_id: &str, run_id: &str) -> NewRun {
     let now = Utc::now();
     NewRun {
         dag_id: dag_id.into(),
@@ -41,7 +41,7 @@ pub(crate) async fn version(store: &Store, spec: tern_core::DagSpec) -> i64 {
     store.latest_spec(&spec.dag_id).await.unwrap().0
 }
 
-fn success_with(outputs: Value) -> TryResult {
+pub(crate) fn success_with(outputs: Value) -> TryResult {
     TryResult {
         success: true,
         outputs: outputs.as_object().cloned().unwrap_or_default(),
@@ -49,7 +49,7 @@ fn success_with(outputs: Value) -> TryResult {
     }
 }
 
-fn exited(code: i32) -> TryResult {
+pub(crate) fn exited(code: i32) -> TryResult {
     TryResult {
         success: false,
         retryable: true,
@@ -60,7 +60,7 @@ fn exited(code: i32) -> TryResult {
 }
 
 /// Claims the next queued task of `queue` and checks it is `expect`.
-async fn claim(store: &Store, queue: &str, expect: &str) -> (i64, String) {
+pub(crate) async fn claim(store: &Store, queue: &str, expect: &str) -> (i64, String) {
     let c = store
         .claim(&[queue.to_string()], "w", LEASE)
         .await
@@ -70,7 +70,7 @@ async fn claim(store: &Store, queue: &str, expect: &str) -> (i64, String) {
     (c.ti.id, c.attempt)
 }
 
-async fn state(store: &Store, run_pk: i64, task: &str) -> (TaskState, Option<String>) {
+pub(crate) async fn state(store: &Store, run_pk: i64, task: &str) -> (TaskState, Option<String>) {
     let ti = store.task_instance(run_pk, task).await.unwrap();
     (ti.state, ti.note)
 }

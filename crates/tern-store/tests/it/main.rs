@@ -2,6 +2,7 @@
 
 mod across_runs;
 mod flow;
+mod mapping;
 mod model;
 mod notifications;
 mod suite;
@@ -88,4 +89,8 @@ store_suite!(
     a_dag_pauses_after_its_last_n_runs_failed,
     depends_on_past_waits_for_the_previous_run_and_wakes_when_it_ends,
     wait_for_downstream_also_waits_for_the_previous_runs_direct_downstream,
+    a_mapped_task_expands_over_an_upstream_output_and_its_downstream_sees_the_list,
+    clearing_one_instance_reruns_it_and_clearing_the_task_expands_it_again,
+    a_list_that_is_not_one_fails_the_task_and_params_expand,
+    mapping_sizes_expand_to_the_model_or_skip_or_fail,
 );

@@ -307,6 +307,7 @@ impl Case {
                     ClearScope {
                         downstream,
                         upstream: false,
+                        map_index: None,
                     },
                 )
                 .await
@@ -319,7 +320,7 @@ impl Case {
                 } else {
                     TaskState::Failed
                 };
-                s.mark_task(self.run_pk, TASKS[t], state, "model")
+                s.mark_task(self.run_pk, TASKS[t], None, state, "model")
                     .await
                     .unwrap();
                 self.operator_touched().await;

@@ -315,7 +315,13 @@ pub async fn marking_by_hand_notifies_only_when_the_run_is_judged_again(store: S
         .unwrap();
     // Marking the failed task success ends the run again, as a success: both notify.
     store
-        .mark_task(run.pk, "a", TaskState::Success, "marked success by ana")
+        .mark_task(
+            run.pk,
+            "a",
+            None,
+            TaskState::Success,
+            "marked success by ana",
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -11,6 +11,7 @@ use tern_testkit::{dag, task};
 
 pub use crate::across_runs::*;
 pub use crate::flow::*;
+pub use crate::mapping::*;
 pub use crate::model::*;
 pub use crate::notifications::*;
 
@@ -1279,6 +1280,7 @@ pub async fn clear_reruns_tasks_with_their_downstream_and_reopens_the_run(store:
             ClearScope {
                 downstream: true,
                 upstream: false,
+                map_index: None,
             },
         )
         .await
@@ -1315,6 +1317,7 @@ pub async fn clear_reruns_tasks_with_their_downstream_and_reopens_the_run(store:
             ClearScope {
                 downstream: false,
                 upstream: true,
+                map_index: None,
             },
         )
         .await
@@ -1357,7 +1360,13 @@ pub async fn marking_tasks_and_runs_by_hand(store: Store) {
     let a = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
     // Marking the running task success fences its attempt and lets b go.
     store
-        .mark_task(run.pk, "a", TaskState::Success, "marked success by ana")
+        .mark_task(
+            run.pk,
+            "a",
+            None,
+            TaskState::Success,
+            "marked success by ana",
+        )
         .await
         .unwrap();
     assert!(
@@ -1370,12 +1379,14 @@ pub async fn marking_tasks_and_runs_by_hand(store: Store) {
     assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Success);
     assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Queued);
     assert!(matches!(
-        store.mark_task(run.pk, "b", TaskState::Running, "x").await,
+        store
+            .mark_task(run.pk, "b", None, TaskState::Running, "x")
+            .await,
         Err(StoreError::Invalid(_))
     ));
     assert!(matches!(
         store
-            .mark_task(run.pk, "nope", TaskState::Failed, "x")
+            .mark_task(run.pk, "nope", None, TaskState::Failed, "x")
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -1399,11 +1410,23 @@ pub async fn marking_tasks_and_runs_by_hand(store: Store) {
     assert!(store.claim(&queues(), "w", LEASE).await.unwrap().is_none());
     // Marking failed b success in a finished run judges the run again.
     store
-        .mark_task(run.pk, "b", TaskState::Success, "marked success by ana")
+        .mark_task(
+            run.pk,
+            "b",
+            None,
+            TaskState::Success,
+            "marked success by ana",
+        )
         .await
         .unwrap();
     store
-        .mark_task(run.pk, "c", TaskState::Success, "marked success by ana")
+        .mark_task(
+            run.pk,
+            "c",
+            None,
+            TaskState::Success,
+            "marked success by ana",
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -59,6 +59,8 @@ pub fn assignment(kind: TaskKind) -> Assignment {
         connections: Default::default(),
         external_state: None,
         variables: Default::default(),
+        map_index: None,
+        map_values: Default::default(),
     }
 }
 

@@ -70,9 +70,10 @@ pub async fn open_store(cfg: &tern_server::Config) -> anyhow::Result<Store> {
             cfg.home.display()
         )
     })?;
-    Store::open(&cfg.database_url())
+    Ok(Store::open(&cfg.database_url())
         .await
-        .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))
+        .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))?
+        .with_max_map_length(cfg.scheduler.max_map_length))
 }
 
 /// Opens the store and loads the DAG folder into it, so commands see the files as they are.

@@ -39,6 +39,7 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         .schedule
         .manual_interval(&spec.schedule_bounds(), logical_date);
     let external_state = tern_server::gateway::external_state(&store, &task, logical_date).await?;
+    let (map_index, map_values) = first_instance(&task, &params)?;
     let a = Assignment {
         ti_id: 0,
         attempt: "test".into(),
@@ -62,6 +63,8 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         connections: Default::default(),
         external_state,
         variables: Default::default(),
+        map_index,
+        map_values,
     };
     let opts = ExecOptions {
         python: cfg.agent.python.clone(),
@@ -86,4 +89,42 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         );
     }
     Ok(if c.success { 0 } else { 1 })
+}
+
+/// For a mapped task, the first instance: index 0 with the first element of each list (from the
+/// DAG file or the params); a list that only an upstream task's output gives is an error.
+fn first_instance(
+    task: &tern_core::TaskSpec,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<(Option<u32>, serde_json::Map<String, serde_json::Value>)> {
+    let Some(expand) = &task.expand else {
+        return Ok((None, Default::default()));
+    };
+    let mut lists = Vec::new();
+    for key in &expand.keys {
+        let list = match &key.source {
+            tern_core::MapSource::Values { values } => values.clone(),
+            tern_core::MapSource::Param { name } => params
+                .get(name)
+                .and_then(tern_core::mapping::as_list)
+                .with_context(|| format!("param {name:?} is not a list; pass one with --conf"))?,
+            tern_core::MapSource::Output { .. } => anyhow::bail!(
+                "task {} maps `{}` over {}, which only a run has; test it in a run \
+                 (`tern dags trigger`) or map over a list or a param",
+                task.task_id,
+                key.name,
+                key.source.describe()
+            ),
+        };
+        lists.push(list);
+    }
+    let sets = tern_core::mapping::element_sets(expand, &lists, usize::MAX)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let first = sets.into_iter().next().with_context(|| {
+        format!(
+            "task {} maps over an empty list: nothing to test",
+            task.task_id
+        )
+    })?;
+    Ok((Some(0), first))
 }
