@@ -56,9 +56,9 @@ const TASK_FIELDS: &[&str] = &[
     "setup",
     "teardown",
     "on_failure_fail_dagrun",
-    "expand",
-    "expand_zip",
 ];
+/// Fields of the tasks that can be mapped (see [`mapping`]).
+const MAP_FIELDS: &[&str] = &["expand", "expand_zip"];
 const SHELL_FIELDS: &[&str] = &["cmd", "env", "cwd", "sandbox", "skip_on_exit_code"];
 const PYTHON_FIELDS: &[&str] = &[
     "code",
@@ -542,11 +542,12 @@ impl<'v> Kwargs<'v> {
         self.map.get(name).copied().filter(|v| !v.is_none())
     }
 
-    /// An unknown-field message for every argument not in any of `allowed`.
+    /// An unknown-field message for every argument not in any of `allowed` (the mapping
+    /// fields are left to [`mapping::read_expand`], which says why a task cannot be mapped).
     fn unknown(&self, call: &str, allowed: &[&[&str]], errs: &mut Vec<String>) {
         let all: Vec<&str> = allowed.iter().flat_map(|a| a.iter().copied()).collect();
         for key in self.map.keys() {
-            if !all.contains(&key.as_str()) {
+            if !all.contains(&key.as_str()) && !MAP_FIELDS.contains(&key.as_str()) {
                 let hint = suggest_or_list(key, &all, &format!("{call} accepts"));
                 errs.push(format!("unknown field `{key}` for {call}{hint}"));
             }
@@ -1055,7 +1056,17 @@ fn declare_task_with<'v>(
     if let Err(e) = check_id(&local_id) {
         errs.push(e);
     }
-    args.unknown(call, &[TASK_FIELDS, kind_fields, COMMON_FIELDS], &mut errs);
+    // `expand` on a task that cannot be mapped gets its own message (from `read_expand`).
+    let map_fields = if mapping::unmappable(call).is_some() {
+        &[]
+    } else {
+        MAP_FIELDS
+    };
+    args.unknown(
+        call,
+        &[TASK_FIELDS, kind_fields, COMMON_FIELDS, map_fields],
+        &mut errs,
+    );
     let mut common = CommonFields::default();
     for key in COMMON_FIELDS {
         if let Some(v) = args.get(key) {

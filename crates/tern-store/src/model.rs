@@ -74,6 +74,18 @@ pub struct TaskInstance {
     pub map_index: i64,
 }
 
+impl TaskInstance {
+    /// How the instance is named to people: `load`, or `load[3]` for instance 3 of a mapped
+    /// task.
+    pub fn label(&self) -> String {
+        if self.map_index >= 0 {
+            format!("{}[{}]", self.task_id, self.map_index)
+        } else {
+            self.task_id.clone()
+        }
+    }
+}
+
 /// One try of a task instance.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskTry {

@@ -258,18 +258,27 @@ impl Store {
     }
 
     /// Task instances of a run, in the order their tasks were declared.
+    /// Every task instance of a run in creation order, a mapped task's instances together by
+    /// index.
     pub async fn task_instances(&self, run_pk: i64) -> Result<Vec<TaskInstance>> {
         let sql = format!(
             "SELECT {} FROM task_instances WHERE run_pk = $1 ORDER BY id",
             crate::tasks::TI_COLUMNS
         );
-        sqlx::query(&sql)
+        let mut all: Vec<TaskInstance> = sqlx::query(&sql)
             .bind(run_pk)
             .fetch_all(&self.pool)
             .await?
             .iter()
             .map(crate::tasks::ti_row)
-            .collect()
+            .collect::<Result<_>>()?;
+        // A mapped task's instances stand together where the task does, by index.
+        let mut first: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+        for t in &all {
+            first.entry(t.task_id.clone()).or_insert(t.id);
+        }
+        all.sort_by_key(|t| (first[&t.task_id], t.map_index));
+        Ok(all)
     }
 
     /// The instance of a task that is not mapped (or of a mapped task with one instance).
@@ -302,7 +311,7 @@ impl Store {
                 }),
             None if all.len() == 1 => Ok(all.remove(0)),
             None => Err(StoreError::Invalid(format!(
-                "task {task_id:?} is mapped into {} instances in this run; name one with map_index (0 to {})",
+                "task {task_id:?} is mapped into {} instances in this run; name one with its map index, 0 to {} (`--map-index N` on the command line, `?map_index=N` in the API)",
                 all.len(),
                 all.len() - 1
             ))),

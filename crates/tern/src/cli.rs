@@ -270,6 +270,9 @@ pub struct LogsArgs {
     /// Try number (default: the latest).
     #[arg(long = "try")]
     pub try_number: Option<u32>,
+    /// The instance of a mapped task (0 to n-1; `tern runs show` lists them).
+    #[arg(long = "map-index")]
+    pub map_index: Option<i64>,
     /// Keep printing new lines until the try ends.
     #[arg(long, short = 'f')]
     pub follow: bool,

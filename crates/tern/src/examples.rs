@@ -13,6 +13,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../examples/dags/grouped_etl.star"),
     ),
     (
+        "mapped_etl.star",
+        include_str!("../../../examples/dags/mapped_etl.star"),
+    ),
+    (
         "hello.star",
         include_str!("../../../examples/dags/hello.star"),
     ),

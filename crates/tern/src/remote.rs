@@ -205,7 +205,11 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 println!("{} {} {}", s(&v["dag_run"]["dag_id"]), s(&v["dag_run"]["run_id"]), s(&v["dag_run"]["state"]));
             }
             let table = rows(&v["task_instances"], |t| {
-                vec![s(&t["task_id"]), s(&t["state"]), s(&t["try_number"]), s(&t["note"])]
+                let label = match t["map_index"].as_i64() {
+                    Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
+                    _ => s(&t["task_id"]),
+                };
+                vec![label, s(&t["state"]), s(&t["try_number"]), s(&t["note"])]
             });
             print(out.output, &["task_id", "state", "try", "note"], table, &v);
         }
@@ -216,10 +220,12 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 seg(&a.run_id),
                 seg(&a.task_id)
             );
+            // Every route of a mapped task's instance names it in the query.
+            let instance = a.map_index.map(|i| format!("map_index={i}&")).unwrap_or_default();
             let try_number = match a.try_number {
                 Some(t) => t,
                 None => {
-                    let v = r.get(&base).await?;
+                    let v = r.get(&format!("{base}?{instance}")).await?;
                     v["tries"]
                         .as_array()
                         .and_then(|t| t.last())
@@ -229,7 +235,9 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
             };
             let mut offset = 0u64;
             loop {
-                let v = r.get(&format!("{base}/logs/{try_number}?offset={offset}")).await?;
+                let v = r
+                    .get(&format!("{base}/logs/{try_number}?{instance}offset={offset}"))
+                    .await?;
                 print!("{}", v["content"].as_str().unwrap_or(""));
                 let next = v["next_offset"].as_u64().unwrap_or(offset);
                 // The server answers a page at a time: read on while the log goes on.

@@ -95,7 +95,7 @@ pub(crate) fn output_of(
 }
 
 /// Calls whose tasks cannot be mapped, and why.
-fn unmappable(call: &str) -> Option<&'static str> {
+pub(crate) fn unmappable(call: &str) -> Option<&'static str> {
     match call {
         "empty()" | "latest_only()" => Some("it does no work of its own"),
         "branch()" | "short_circuit()" => {

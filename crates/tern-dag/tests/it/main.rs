@@ -7,6 +7,7 @@ mod flow;
 mod groups;
 mod language;
 mod limits;
+mod mapping;
 mod scale;
 mod schedules;
 

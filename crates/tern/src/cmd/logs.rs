@@ -1,4 +1,4 @@
-//! `tern logs DAG RUN TASK [--try N] [--follow]`.
+//! `tern logs DAG RUN TASK [--map-index I] [--try N] [--follow]`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -12,7 +12,9 @@ pub async fn run(cfg: Config, a: LogsArgs) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
     let logs = LogStore::new(cfg.logs_dir());
     let run = store.get_run(&a.dag_id, &a.run_id).await?;
-    let ti = store.task_instance(run.pk, &a.task_id).await?;
+    let ti = store
+        .task_instance_at(run.pk, &a.task_id, a.map_index)
+        .await?;
     let mut offset = 0u64;
     loop {
         let tries = store.task_tries(ti.id).await?;

@@ -52,7 +52,7 @@ pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
                 let mut tries = serde_json::Map::new();
                 for ti in &tis {
                     tries.insert(
-                        ti.task_id.clone(),
+                        ti.label(),
                         serde_json::to_value(store.task_tries(ti.id).await?)?,
                     );
                 }
@@ -84,7 +84,7 @@ pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
                 .iter()
                 .map(|t| {
                     vec![
-                        t.task_id.clone(),
+                        t.label(),
                         t.state.to_string(),
                         format!("{}/{}", t.try_number, t.max_tries),
                         output::duration(t.started_at, t.ended_at),

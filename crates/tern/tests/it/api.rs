@@ -19,7 +19,13 @@ pub(crate) fn token_for(t: &Tern, name: &str, role: &str) -> String {
         .to_string()
 }
 
-fn call(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) fn call(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()

@@ -14,6 +14,7 @@ mod flow;
 mod fuzz;
 mod hybrid_etl;
 mod links;
+mod mapping;
 mod netns;
 mod notifications;
 mod python_envs;
