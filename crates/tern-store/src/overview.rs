@@ -32,6 +32,8 @@ pub struct GridCell {
     pub try_number: u32,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
+    /// The instance's index in a mapped task; -1 when the task is not mapped.
+    pub map_index: i64,
 }
 
 impl Store {
@@ -77,7 +79,7 @@ impl Store {
         for chunk in run_pks.chunks(200) {
             let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
-                "SELECT run_pk, task_id, state, try_number, started_at, ended_at FROM task_instances \
+                "SELECT run_pk, task_id, state, try_number, started_at, ended_at, map_index FROM task_instances \
                  WHERE run_pk IN ({})",
                 ids.join(",")
             );
@@ -89,6 +91,7 @@ impl Store {
                     try_number: r.try_get::<i64, _>(3)? as u32,
                     started_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
                     ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+                    map_index: r.try_get(6)?,
                 });
             }
         }

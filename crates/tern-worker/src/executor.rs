@@ -141,8 +141,9 @@ async fn run_masked(
         outputs: Default::default(),
         reschedule_after_ms: None,
     };
+    let instance = a.map_index.map(|i| format!("[{i}]")).unwrap_or_default();
     sink.line(&format!(
-        "tern: {}.{} run {} try {} of {} ({})",
+        "tern: {}.{}{instance} run {} try {} of {} ({})",
         a.dag_id,
         a.task_id,
         a.run_id,
@@ -150,6 +151,13 @@ async fn run_masked(
         a.max_tries,
         a.task.kind.name()
     ));
+    if !a.map_values.is_empty() {
+        // This sink masks any secret value among them, like every other line.
+        sink.line(&format!(
+            "tern: expanded with {}",
+            serde_json::Value::Object(a.map_values.clone())
+        ));
+    }
     let result = match &a.task.kind {
         TaskKind::Empty | TaskKind::LatestOnly => Ok(Ran::Done),
         TaskKind::Sql(_) | TaskKind::SqlToLake(_) | TaskKind::Http(_) => {

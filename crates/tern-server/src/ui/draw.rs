@@ -54,10 +54,16 @@ pub fn seg(s: &str) -> String {
 /// Task groups get a header row (`tr.grp`, its cells the group's summary state with counts in
 /// the title) followed by their tasks and inner groups; every row names the groups it sits in
 /// (`data-in`), so the page script can collapse and expand them.
+///
+/// A mapped task's cell stands for all its instances: the summary state (as a group's), the
+/// number of instances as its text and the counts by state in its title (`class="c mapped"`); a
+/// click opens the task page, which lists the instances.
 pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
-    let mut by: HashMap<(i64, &str), &GridCell> = HashMap::with_capacity(cells.len());
+    let mut by: HashMap<(i64, &str), Vec<&GridCell>> = HashMap::with_capacity(cells.len());
     for c in cells {
-        by.insert((c.run_pk, c.task_id.as_str()), c);
+        by.entry((c.run_pk, c.task_id.as_str()))
+            .or_default()
+            .push(c);
     }
     let dag = seg(&spec.dag_id);
     let mut out = String::with_capacity(64 + spec.tasks.len() * (40 + runs.len() * 28));
@@ -102,11 +108,14 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
                 }
                 out.push_str("</td>");
                 for r in runs {
-                    match by.get(&(r.pk, t.task_id.as_str())) {
-                        Some(c) => {
+                    match by.get(&(r.pk, t.task_id.as_str())).map(Vec::as_slice) {
+                        Some([c]) if c.map_index < 0 => {
                             let _ = write!(out, "<td class=\"c s-{}\"></td>", c.state.as_str());
                         }
-                        None => out.push_str("<td></td>"),
+                        Some(instances) if !instances.is_empty() => {
+                            push_mapped_cell(&mut out, instances)
+                        }
+                        _ => out.push_str("<td></td>"),
                     }
                 }
                 out.push_str("</tr>");
@@ -129,7 +138,9 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
                 for r in runs {
                     let states = members
                         .iter()
-                        .filter_map(|m| by.get(&(r.pk, *m)).map(|c| c.state));
+                        .filter_map(|m| by.get(&(r.pk, *m)))
+                        .flatten()
+                        .map(|c| c.state);
                     match group_state(states) {
                         Some((state, counts)) => {
                             out.push_str("<td class=\"g s-");
@@ -147,6 +158,30 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
     }
     out.push_str("</tbody></table>");
     out
+}
+
+/// The cell of a mapped task in one run: its instances' summary state, how many there are, and
+/// the counts by state (instances a later expansion removed are left out).
+fn push_mapped_cell(out: &mut String, instances: &[&GridCell]) {
+    let live: Vec<TaskState> = instances
+        .iter()
+        .map(|c| c.state)
+        .filter(|s| *s != TaskState::Removed)
+        .collect();
+    let n = live.len();
+    match group_state(live.into_iter()) {
+        Some((state, counts)) => {
+            let _ = write!(out, "<td class=\"c mapped s-{}\" title=\"", state.as_str());
+            let shown = if instances.iter().any(|c| c.map_index >= 0) {
+                format!("{n} mapped: {counts}")
+            } else {
+                counts
+            };
+            push_esc(out, &shown);
+            let _ = write!(out, "\"><span>{n}</span></td>");
+        }
+        None => out.push_str("<td></td>"),
+    }
 }
 
 /// ` data-in="outer outer.inner"`: the groups a row sits in, outermost first.

@@ -658,3 +658,94 @@ async fn variables_are_set_from_the_page_and_a_secret_is_never_shown() {
     );
     c.close().await.unwrap();
 }
+
+/// A mapped task's grid cell stands for all its instances (the count shown in a colour that
+/// differs from the cell, the counts by state in its title), its click opens the task page
+/// with the list of instances, and an instance's page shows its elements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_task_shows_one_cell_with_counts_and_its_page_lists_the_instances() {
+    let t = Tern::new();
+    t.write_dag(
+        "m.star",
+        r#"dag(id = "mapped")
+work = shell(id = "work", cmd = "test {{ n }} != 3", expand = {"n": [1, 2, 3, 4]})
+after = shell(id = "after", cmd = "true", trigger_rule = "all_done")
+work >> after
+"#,
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let run = t.trigger("mapped", None);
+    let done = t.wait_run("mapped", &run, "the mapped run", crate::harness::finished);
+    // The leaf (`after`, all_done) decides the run, as in Airflow.
+    assert_eq!(crate::harness::run_state(&done), "success", "{done:#}");
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/dags/mapped").await;
+
+    let cell = "#grid tr[data-t=work] td.c";
+    let (class, title, text) = with_element(&c, cell, |el| async move {
+        Ok((
+            el.attr("class").await?.unwrap_or_default(),
+            el.attr("title").await?.unwrap_or_default(),
+            el.text().await?,
+        ))
+    })
+    .await;
+    assert_eq!(class, "c mapped s-failed", "a failed instance shows first");
+    assert_eq!(title, "4 mapped: 1 failed, 3 success");
+    assert_eq!(text, "4");
+    let colours = c
+        .execute(
+            "const td = document.querySelector(arguments[0]); const n = td.querySelector('span'); \
+             const plain = document.querySelector('#grid tr[data-t=after] td.c').getBoundingClientRect(); \
+             const r = td.getBoundingClientRect(); \
+             return [getComputedStyle(n).color, getComputedStyle(td).backgroundColor, r.width, r.height, plain.width, plain.height];",
+            vec![json!(cell)],
+        )
+        .await
+        .unwrap();
+    assert_ne!(
+        colours[0], colours[1],
+        "the count is readable on the cell: {colours}"
+    );
+    assert_eq!(
+        (colours[2].as_f64(), colours[3].as_f64()),
+        (colours[4].as_f64(), colours[5].as_f64()),
+        "a mapped cell is as large as any other: {colours}"
+    );
+    let after = with_element(&c, "#grid tr[data-t=after] td.c", |el| async move {
+        el.attr("class").await
+    })
+    .await;
+    assert_eq!(
+        after.as_deref(),
+        Some("c s-success"),
+        "a task that is not mapped keeps a bare cell"
+    );
+    shot(&c, "40-grid-mapped-cell").await;
+
+    click(&c, cell).await;
+    until_at(&c, "the mapped task's page", |p| p.ends_with("/tasks/work")).await;
+    let rows = with_element(&c, "#instances tbody", |el| async move { el.text().await }).await;
+    assert_eq!(rows.lines().count(), 4, "{rows}");
+    assert!(shown(&c, "#instances").await);
+    let failed_row = text_of(&c, "#instances tbody tr:nth-child(3)").await;
+    assert!(failed_row.contains("failed"), "{failed_row}");
+    shot(&c, "41-task-page-instances").await;
+
+    click(&c, "#instances tbody tr:nth-child(3) a").await;
+    until(&c, "instance 2's page", |html| {
+        html.contains("id=\"map-index\"")
+    })
+    .await;
+    assert_eq!(text_of(&c, "#map-index").await, "[2]");
+    let body = text_of(&c, "#ti-state").await;
+    assert!(body.contains("Expanded with n = 3"), "{body}");
+    assert!(shown(&c, "#clear-instance").await);
+    let rendered = text_of(&c, "#rendered").await;
+    assert!(rendered.contains("test 3 != 3"), "{rendered}");
+    shot(&c, "42-task-page-one-instance").await;
+    c.close().await.unwrap();
+}
