@@ -286,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
         "ui",
         "empty",
         "wide",
+        "mapped",
         "idlecpu",
         "cli",
     ];
@@ -417,6 +418,14 @@ async fn main() -> anyhow::Result<()> {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(10_000);
                 scale::wide(args.runs.min(3), n).await?
+            }
+            "mapped" => {
+                // TERN_BENCH_MAPPED=N: another length of the mapped list.
+                let n = std::env::var("TERN_BENCH_MAPPED")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1_000);
+                scale::mapped(args.runs.min(5), n).await?
             }
             "idlecpu" => scale::idle_cpu(&args.tern, args.runs.min(3)).await?,
             "cli" => scale::cli(&args.tern, args.runs).await?,

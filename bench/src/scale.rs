@@ -4,6 +4,8 @@
 //! - `empty`: 10,000 `empty` tasks (no process) in 100 runs × 100, SQLite and PostgreSQL;
 //! - `wide`: one DAG `root >> 10,000 tasks` (`empty`, then shell `true`): the trigger call,
 //!   trigger → success, and root's end → the first child claimed;
+//! - `mapped`: a shell task mapped over a 1,000-element list published by its upstream task at
+//!   run time, beside 1,000 declared shell tasks after the same root (`TERN_BENCH_MAPPED=N`);
 //! - `idlecpu`: a `tern server` process with 50,000 task instances that wait on nothing that
 //!   changes (their queue has no agent): its CPU over 10 s;
 //! - `cli`: what a user types, `tern dags trigger --wait` against `tern standalone`, of chain40
@@ -103,68 +105,104 @@ pub async fn empty(runs: usize) -> anyhow::Result<()> {
 /// `wide`: one run of `root >> N tasks` of `kind`, `runs` times (a fresh run each time).
 pub async fn wide(runs: usize, n: usize) -> anyhow::Result<()> {
     for (kind, task) in [("empty", EMPTY_TASK), ("shell", SHELL_TASK)] {
-        let dir = tempfile::tempdir()?;
-        let dags = dir.path().join("dags");
-        std::fs::create_dir_all(&dags)?;
-        std::fs::write(
-            dags.join("w.star"),
-            format!(
-                "d = dag(id = \"wide\", max_active_tasks = 100000)\nroot = shell(id = \"root\", cmd = \"true\")\n\
-                 for i in range({n}):\n    root >> {task}\n"
-            ),
-        )?;
-        let mut cfg = config(dir.path(), &dags, None);
-        cfg.agent.concurrency = floor::width();
-        let node = Node::start(
-            &cfg,
-            Roles {
-                http: false,
-                ..Roles::STANDALONE
-            },
-        )
-        .await?;
-        let (mut trig, mut total, mut gap, mut rate) = (vec![], vec![], vec![], vec![]);
-        for i in 0..runs {
-            let req = TriggerRequest {
-                dag_id: "wide".into(),
-                run_id: Some(format!("w{i}")),
-                ..Default::default()
-            };
-            let start = Instant::now();
-            let (_, queued) = trigger(&node.store, &req).await?;
-            trig.push(start.elapsed().as_secs_f64() * 1000.0);
-            if queued {
-                node.events.work_queued();
-            }
-            let run = node.wait_run("wide", &format!("w{i}")).await?;
-            let secs = start.elapsed().as_secs_f64();
-            anyhow::ensure!(
-                run.state == tern_core::RunState::Success,
-                "wide run {i} ended {}",
-                run.state
-            );
-            total.push(secs);
-            rate.push(n as f64 / secs);
-            let tis = node.store.task_instances(run.pk).await?;
-            let root_end = tis
-                .iter()
-                .find(|t| t.task_id == "root")
-                .and_then(|t| t.ended_at)
-                .context("root has no end")?;
-            let first_child = tis
-                .iter()
-                .filter(|t| t.task_id != "root")
-                .filter_map(|t| t.started_at)
-                .min()
-                .context("no child started")?;
-            gap.push((first_child - root_end).num_milliseconds() as f64);
-        }
-        node.shutdown().await;
-        summary(&format!("wide {n} {kind}: trigger call"), "ms", trig);
-        summary(&format!("wide {n} {kind}: trigger->success"), "s", total);
-        summary(&format!("wide {n} {kind}: tasks/s"), "tasks/s", rate);
-        summary(&format!("wide {n} {kind}: root end->1st claim"), "ms", gap);
+        let source = format!(
+            "d = dag(id = \"wide\", max_active_tasks = 100000)\nroot = shell(id = \"root\", cmd = \"true\")\n\
+             for i in range({n}):\n    root >> {task}\n"
+        );
+        fan_out(runs, n, &format!("wide {n} {kind}"), &source).await?;
     }
+    Ok(())
+}
+
+/// The root of the `mapped` workload's DAGs: it publishes the list `[0, …, n-1]`.
+fn list_root(n: usize) -> String {
+    // The command is `printf 'items=[%s]\n' "$(seq -s, 0 N-1)" >> "$TERN_OUTPUT"`.
+    format!(
+        r#"root = shell(id = "root", cmd = "printf 'items=[%s]\\n' \"$(seq -s, 0 {})\" >> \"$TERN_OUTPUT\"")
+"#,
+        n - 1
+    )
+}
+
+/// `mapped`: a shell task mapped over a list of `n` elements its upstream task publishes at run
+/// time, beside the same `n` shell tasks declared one by one after the same root, in the same
+/// run: the per-task cost of mapping (expansion included) against declared tasks.
+pub async fn mapped(runs: usize, n: usize) -> anyhow::Result<()> {
+    let header = "d = dag(id = \"wide\", max_active_tasks = 100000)\n";
+    let declared = format!(
+        "{header}{}for i in range({n}):\n    root >> {SHELL_TASK}\n",
+        list_root(n)
+    );
+    let mapped = format!(
+        "{header}{}shell(id = \"m\", cmd = \"true\", expand = {{\"i\": root.output(\"items\")}})\n",
+        list_root(n)
+    );
+    fan_out(runs, n, &format!("declared {n} shell"), &declared).await?;
+    fan_out(runs, n, &format!("mapped {n} shell"), &mapped).await?;
+    Ok(())
+}
+
+/// Runs the DAG `wide` of `source` (a root task and `n` tasks after it) `runs` times, each a
+/// fresh run, and prints the trigger call, trigger → success, tasks per second and the root's
+/// end → the first child claimed, named `label`.
+async fn fan_out(runs: usize, n: usize, label: &str, source: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    std::fs::write(dags.join("w.star"), source)?;
+    let mut cfg = config(dir.path(), &dags, None);
+    cfg.agent.concurrency = floor::width();
+    cfg.scheduler.max_map_length = cfg.scheduler.max_map_length.max(n);
+    let node = Node::start(
+        &cfg,
+        Roles {
+            http: false,
+            ..Roles::STANDALONE
+        },
+    )
+    .await?;
+    let (mut trig, mut total, mut gap, mut rate) = (vec![], vec![], vec![], vec![]);
+    for i in 0..runs {
+        let req = TriggerRequest {
+            dag_id: "wide".into(),
+            run_id: Some(format!("w{i}")),
+            ..Default::default()
+        };
+        let start = Instant::now();
+        let (_, queued) = trigger(&node.store, &req).await?;
+        trig.push(start.elapsed().as_secs_f64() * 1000.0);
+        if queued {
+            node.events.work_queued();
+        }
+        let run = node.wait_run("wide", &format!("w{i}")).await?;
+        let secs = start.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            run.state == tern_core::RunState::Success,
+            "{label} run {i} ended {}",
+            run.state
+        );
+        total.push(secs);
+        rate.push(n as f64 / secs);
+        let tis = node.store.task_instances(run.pk).await?;
+        anyhow::ensure!(tis.len() == n + 1, "{label}: {} instances", tis.len());
+        let root_end = tis
+            .iter()
+            .find(|t| t.task_id == "root")
+            .and_then(|t| t.ended_at)
+            .context("root has no end")?;
+        let first_child = tis
+            .iter()
+            .filter(|t| t.task_id != "root")
+            .filter_map(|t| t.started_at)
+            .min()
+            .context("no child started")?;
+        gap.push((first_child - root_end).num_milliseconds() as f64);
+    }
+    node.shutdown().await;
+    summary(&format!("{label}: trigger call"), "ms", trig);
+    summary(&format!("{label}: trigger->success"), "s", total);
+    summary(&format!("{label}: tasks/s"), "tasks/s", rate);
+    summary(&format!("{label}: root end->1st claim"), "ms", gap);
     Ok(())
 }
 

@@ -197,6 +197,10 @@ pub struct TaskSpec {
     /// A mapped task: one instance per element set, made when the task is ready to run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expand: Option<crate::mapping::Expand>,
+    /// Most instances of this task queued or running at once across the DAG's runs (a mapped
+    /// task's instances count one by one), as Airflow's `max_active_tis_per_dag`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_active_tis_per_dag: Option<u32>,
 }
 
 /// What a task does. Fields marked *templated* are rendered with Jinja where the task runs.
@@ -599,6 +603,7 @@ impl TaskSpec {
             depends_on_past: false,
             wait_for_downstream: false,
             expand: None,
+            max_active_tis_per_dag: None,
         }
     }
 

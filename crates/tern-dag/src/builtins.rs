@@ -46,6 +46,7 @@ pub(crate) const COMMON_FIELDS: &[&str] = &[
     "priority_weight",
     "depends_on_past",
     "wait_for_downstream",
+    "max_active_tis_per_dag",
 ];
 
 const TASK_FIELDS: &[&str] = &[
@@ -527,6 +528,9 @@ pub(crate) fn set_common(c: &mut CommonFields, key: &str, v: Value) -> Option<Re
         "priority_weight" => to_int(key, v).map(|w| c.priority_weight = Some(w)),
         "depends_on_past" => to_bool(key, v).map(|b| c.depends_on_past = Some(b)),
         "wait_for_downstream" => to_bool(key, v).map(|b| c.wait_for_downstream = Some(b)),
+        "max_active_tis_per_dag" => {
+            to_u32_min(key, v, 1).map(|n| c.max_active_tis_per_dag = Some(n))
+        }
         _ => return None,
     };
     Some(r)

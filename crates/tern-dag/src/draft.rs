@@ -45,6 +45,7 @@ pub(crate) struct CommonFields {
     pub priority_weight: Option<i64>,
     pub depends_on_past: Option<bool>,
     pub wait_for_downstream: Option<bool>,
+    pub max_active_tis_per_dag: Option<u32>,
 }
 
 impl CommonFields {
@@ -64,7 +65,8 @@ impl CommonFields {
             pool,
             priority_weight,
             depends_on_past,
-            wait_for_downstream
+            wait_for_downstream,
+            max_active_tis_per_dag
         );
     }
 }

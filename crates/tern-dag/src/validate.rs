@@ -210,6 +210,7 @@ fn task_spec(d: &DagDraft, i: usize, ups: &[usize]) -> TaskSpec {
             .or(def.wait_for_downstream)
             .unwrap_or(false),
         expand: t.expand.clone(),
+        max_active_tis_per_dag: c.max_active_tis_per_dag.or(def.max_active_tis_per_dag),
     }
 }
 

@@ -485,6 +485,7 @@ impl Store {
         // pools with no free slot are left out of the candidate query, so instances waiting
         // on them cost nothing, however many there are.
         let mut dag_limit: HashMap<String, i64> = HashMap::new();
+        let mut task_used: HashMap<(String, String), i64> = HashMap::new();
         if free_total > 0 {
             for r in sqlx::query(
                 "SELECT DISTINCT dag_id, version_id FROM dag_runs WHERE state = 'running'",
@@ -516,7 +517,7 @@ impl Store {
             }
             let limit = free_total.saturating_add(32).min(4096);
             let mut sql = String::from(
-                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue FROM task_instances ti \
+                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue, ti.task_id FROM task_instances ti \
                  JOIN dag_runs r ON r.id = ti.run_pk \
                  WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3))",
             );
@@ -566,6 +567,30 @@ impl Store {
                         full_dags.push(dag);
                     }
                     continue;
+                }
+                // A task with `max_active_tis_per_dag` (its instances across runs, a mapped
+                // task's one by one) waits at its limit; counted once per pass when first met.
+                let task_id: String = r.try_get(6)?;
+                if let Some(max) = spec.task(&task_id).and_then(|t| t.max_active_tis_per_dag) {
+                    let key = (dag.clone(), task_id);
+                    let active = match task_used.get(&key) {
+                        Some(n) => *n,
+                        None => {
+                            let n: i64 = sqlx::query_scalar(&format!(
+                                "SELECT COUNT(*) FROM task_instances WHERE dag_id = $1 AND task_id = $2 AND state IN {ACTIVE_STATES}"
+                            ))
+                            .bind(&key.0)
+                            .bind(&key.1)
+                            .fetch_one(&mut **tx)
+                            .await?;
+                            n
+                        }
+                    };
+                    if active >= i64::from(max) {
+                        task_used.insert(key, active);
+                        continue;
+                    }
+                    task_used.insert(key, active + 1);
                 }
                 *free -= 1;
                 *used += 1;

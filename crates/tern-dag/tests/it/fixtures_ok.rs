@@ -302,6 +302,7 @@ fn the_shipped_examples_load() {
             "grouped_etl",
             "hello",
             "manual_report",
+            "mapped_etl",
             "regional_exports"
         ]
     );

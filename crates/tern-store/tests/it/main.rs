@@ -93,4 +93,5 @@ store_suite!(
     clearing_one_instance_reruns_it_and_clearing_the_task_expands_it_again,
     a_list_that_is_not_one_fails_the_task_and_params_expand,
     mapping_sizes_expand_to_the_model_or_skip_or_fail,
+    max_active_tis_per_dag_caps_a_mapped_tasks_instances,
 );

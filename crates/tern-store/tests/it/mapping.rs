@@ -549,3 +549,37 @@ async fn one_size_case(
     );
     Ok(())
 }
+
+/// `max_active_tis_per_dag` caps a task's instances queued or running at once (a mapped
+/// task's one by one, and across runs); each end lets the next one in.
+pub async fn max_active_tis_per_dag_caps_a_mapped_tasks_instances(store: Store) {
+    let mut work = mapped(
+        "work",
+        &[],
+        false,
+        vec![("n", values(json!([1, 2, 3, 4, 5])))],
+    );
+    work.max_active_tis_per_dag = Some(2);
+    let spec = dag("cap", vec![work, task("free", &[])]);
+    let v = version(&store, spec).await;
+    store.create_run(&run_of("cap", "r1"), v).await.unwrap();
+    store.create_run(&run_of("cap", "r2"), v).await.unwrap();
+    let mut running = claim_all(&store).await;
+    let count = |c: &[Claimed], t: &str| c.iter().filter(|c| c.ti.task_id == t).count();
+    assert_eq!(count(&running, "work"), 2, "two of ten instances at once");
+    assert_eq!(count(&running, "free"), 2, "other tasks are not held back");
+    let mut done = 0;
+    while let Some(c) = running.iter().position(|c| c.ti.task_id == "work") {
+        let c = running.remove(c);
+        store
+            .complete(c.ti.id, &c.attempt, &success_with(json!({})))
+            .await
+            .unwrap();
+        done += 1;
+        let more = claim_all(&store).await;
+        assert!(count(&more, "work") <= 1, "one end lets one in");
+        running.extend(more);
+        assert!(count(&running, "work") <= 2);
+    }
+    assert_eq!(done, 10, "every instance of both runs ran");
+}

@@ -331,6 +331,7 @@ fn every_example_dag_runs_to_success() {
             "grouped_etl",
             "hello",
             "manual_report",
+            "mapped_etl",
             "regional_exports"
         ]
     );
