@@ -72,14 +72,20 @@ impl Store {
             );
         }
         for id in ids {
-            let state: Option<String> = sqlx::query_scalar(
-                "SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = $2",
+            // A mapped task lets the next run go once every instance it still has did.
+            let states: Vec<String> = sqlx::query_scalar(
+                "SELECT state FROM task_instances WHERE run_pk = $1 AND task_id = $2 AND state <> 'removed'",
             )
             .bind(prev)
             .bind(id)
-            .fetch_optional(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?;
-            if !lets_next_run_go(state.as_deref()) {
+            let go = if states.is_empty() {
+                lets_next_run_go(None)
+            } else {
+                states.iter().all(|s| lets_next_run_go(Some(s)))
+            };
+            if !go {
                 let what = if id == task.task_id {
                     "depends_on_past".to_string()
                 } else {

@@ -94,4 +94,5 @@ store_suite!(
     a_list_that_is_not_one_fails_the_task_and_params_expand,
     mapping_sizes_expand_to_the_model_or_skip_or_fail,
     max_active_tis_per_dag_caps_a_mapped_tasks_instances,
+    depends_on_past_waits_for_every_instance_of_the_previous_run,
 );

@@ -64,25 +64,36 @@ async fn states_of(store: &Store, run_pk: i64, task: &str) -> Vec<(i64, TaskStat
         .collect()
 }
 
-/// extract >> load (mapped over extract's `tables`) >> report.
-pub async fn a_mapped_task_expands_over_an_upstream_output_and_its_downstream_sees_the_list(
-    store: Store,
-) {
+/// A run `r1` of DAG `dag_id`: extract >> load (mapped, `key` over extract's output `out`) >>
+/// report.
+async fn extract_load_report(
+    store: &Store,
+    dag_id: &str,
+    key: &str,
+    out: &str,
+) -> tern_store::DagRun {
     let spec = dag(
-        "mp",
+        dag_id,
         vec![
             task("extract", &[]),
             mapped(
                 "load",
                 &["extract"],
                 false,
-                vec![("table", output("extract", "tables"))],
+                vec![(key, output("extract", out))],
             ),
             task("report", &["load"]),
         ],
     );
-    let v = version(&store, spec).await;
-    let (run, _) = store.create_run(&run_of("mp", "r1"), v).await.unwrap();
+    let v = version(store, spec).await;
+    store.create_run(&run_of(dag_id, "r1"), v).await.unwrap().0
+}
+
+/// extract >> load (mapped over extract's `tables`) >> report.
+pub async fn a_mapped_task_expands_over_an_upstream_output_and_its_downstream_sees_the_list(
+    store: Store,
+) {
+    let run = extract_load_report(&store, "mp", "table", "tables").await;
     assert_eq!(
         states_of(&store, run.pk, "load").await,
         vec![(-1, TaskState::None)],
@@ -182,21 +193,7 @@ pub async fn a_mapped_task_expands_over_an_upstream_output_and_its_downstream_se
 /// the same element; clearing the whole task with its producer expands over the new list,
 /// keeping the rows it still needs and removing the rest.
 pub async fn clearing_one_instance_reruns_it_and_clearing_the_task_expands_it_again(store: Store) {
-    let spec = dag(
-        "mc",
-        vec![
-            task("extract", &[]),
-            mapped(
-                "load",
-                &["extract"],
-                false,
-                vec![("n", output("extract", "ns"))],
-            ),
-            task("report", &["load"]),
-        ],
-    );
-    let v = version(&store, spec).await;
-    let (run, _) = store.create_run(&run_of("mc", "r1"), v).await.unwrap();
+    let run = extract_load_report(&store, "mc", "n", "ns").await;
     let c = claim_all(&store).await;
     store
         .complete(
@@ -582,4 +579,35 @@ pub async fn max_active_tis_per_dag_caps_a_mapped_tasks_instances(store: Store) 
         assert!(count(&running, "work") <= 2);
     }
     assert_eq!(done, 10, "every instance of both runs ran");
+}
+
+/// `depends_on_past` on a mapped task waits for every instance of the previous run's, and the
+/// last one to succeed lets the next run's task expand.
+pub async fn depends_on_past_waits_for_every_instance_of_the_previous_run(store: Store) {
+    let mut work = mapped("work", &[], false, vec![("n", values(json!([1, 2])))]);
+    work.depends_on_past = true;
+    let v = version(&store, dag("dp", vec![work])).await;
+    store.create_run(&run_of("dp", "r1"), v).await.unwrap();
+    let first = claim_all(&store).await;
+    assert_eq!(first.len(), 2);
+    let (r2, _) = store.create_run(&run_of("dp", "r2"), v).await.unwrap();
+    store
+        .complete(first[0].ti.id, &first[0].attempt, &success_with(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        states_of(&store, r2.pk, "work").await,
+        vec![(-1, TaskState::None)],
+        "one instance of the previous run is still running"
+    );
+    store
+        .complete(first[1].ti.id, &first[1].attempt, &success_with(json!({})))
+        .await
+        .unwrap();
+    store.promote_and_admit().await.unwrap();
+    assert_eq!(
+        states_of(&store, r2.pk, "work").await,
+        vec![(0, TaskState::Queued), (1, TaskState::Queued)],
+        "the last instance's success lets the next run's task expand"
+    );
 }

@@ -9,7 +9,8 @@
 //! - no state moves backwards except by an operator: a final state stays final, an instance
 //!   never returns to `none`, and tries are never given back except for a claim that never
 //!   started;
-//! - a run is final if and only if all its task instances are final.
+//! - a run is final if and only if all its task instances are final (the DAG has a mapped
+//!   task, whose instances appear when it expands and count one by one).
 //!
 //! Runs on SQLite and PostgreSQL through `store_suite!`.
 
@@ -26,7 +27,8 @@ use tern_store::{ManualClock, NewRun, Store, TryResult};
 use tern_testkit::{dag, task};
 
 const LEASE: Duration = Duration::from_secs(10);
-const TASKS: [&str; 5] = ["a", "b", "s", "d", "e"];
+/// `m` is a mapped task (three instances from the run's start; cleared or marked together).
+const TASKS: [&str; 6] = ["a", "b", "s", "m", "d", "e"];
 /// Workers: two local agents and the site agent of the case.
 const WORKERS: usize = 3;
 
@@ -100,6 +102,9 @@ static CASES: AtomicU32 = AtomicU32::new(0);
 static STEPS: AtomicU32 = AtomicU32::new(0);
 /// Runs ended by their `dagrun_timeout`, to show that path was taken.
 static TIMED_OUT: AtomicU32 = AtomicU32::new(0);
+/// Cases whose mapped task expanded, and whose instances ran.
+static EXPANDED: AtomicU32 = AtomicU32::new(0);
+static MAPPED_RAN: AtomicU32 = AtomicU32::new(0);
 
 fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
@@ -129,10 +134,20 @@ impl Case {
         let b = mk("b", &["a"], 0);
         let mut s = mk("s", &[], 1);
         s.queue = format!("site:{site}");
-        let d = mk("d", &["b", "s"], 0);
+        let mut m = mk("m", &[], 1);
+        m.expand = Some(tern_core::Expand {
+            zip: false,
+            keys: vec![tern_core::ExpandKey {
+                name: "x".into(),
+                source: tern_core::MapSource::Values {
+                    values: vec![1.into(), 2.into(), 3.into()],
+                },
+            }],
+        });
+        let d = mk("d", &["b", "s", "m"], 0);
         let mut e = mk("e", &["d"], 0);
         e.trigger_rule = TriggerRule::AllDone;
-        let mut spec = dag(&dag_id, vec![a, b, s, d, e]);
+        let mut spec = dag(&dag_id, vec![a, b, s, m, d, e]);
         // Every other case's DAG has a timeout short enough to be reached in most of them.
         spec.dagrun_timeout_ms = n.is_multiple_of(2).then_some(20_000);
         store
@@ -395,7 +410,9 @@ impl Case {
                 .iter()
                 .filter(|t| t.state == TaskState::Success)
                 .count();
-            if successes > self.allowed_successes[&ti.id] {
+            // An instance a mapped task's expansion made is new here: one success allowed.
+            let allowed = *self.allowed_successes.entry(ti.id).or_insert(1);
+            if successes > allowed {
                 return Err(fail(format!(
                     "{}: {successes} successes on record after {step:?}",
                     ti.task_id
@@ -407,7 +424,11 @@ impl Case {
                     ti.task_id, ti.try_number, ti.max_tries
                 )));
             }
-            let (was, was_try) = self.seen[&ti.id];
+            let (was, was_try) = self
+                .seen
+                .get(&ti.id)
+                .copied()
+                .unwrap_or((TaskState::None, 0));
             if was.is_finished() && ti.state != was {
                 return Err(fail(format!(
                     "{}: final {was:?} became {:?} without an operator ({step:?})",
@@ -451,6 +472,17 @@ async fn run_case(store: &Store, steps: &[Step]) -> Result<(), TestCaseError> {
         case.apply(step).await?;
         case.check(step).await?;
     }
+    let m = case
+        .store
+        .task_instances_of(case.run_pk, "m")
+        .await
+        .unwrap();
+    if m.len() == 3 {
+        EXPANDED.fetch_add(1, Ordering::SeqCst);
+        if m.iter().any(|t| t.try_number > 0) {
+            MAPPED_RAN.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     Ok(())
 }
 
@@ -476,9 +508,15 @@ pub async fn task_state_machine_keeps_its_invariants(store: Store) {
     }
     let (cases_run, steps) = (CASES.load(Ordering::SeqCst), STEPS.load(Ordering::SeqCst));
     let timed_out = TIMED_OUT.load(Ordering::SeqCst);
+    let (expanded, mapped_ran) = (
+        EXPANDED.load(Ordering::SeqCst),
+        MAPPED_RAN.load(Ordering::SeqCst),
+    );
     eprintln!(
-        "model: {cases_run} cases, {steps} steps, {timed_out} runs timed out, invariants held after each"
+        "model: {cases_run} cases, {steps} steps, {timed_out} runs timed out, {expanded} mapped \
+         tasks expanded ({mapped_ran} with instances run), invariants held after each"
     );
     assert!(cases_run >= cases && steps >= cases, "the property ran");
     assert!(timed_out > 0, "no case reached its dagrun_timeout");
+    assert!(mapped_ran > 0, "no case ran an instance of its mapped task");
 }

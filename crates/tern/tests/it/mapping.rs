@@ -24,6 +24,17 @@ fn instances(v: &serde_json::Value, task_id: &str) -> Vec<(i64, String)> {
         .collect()
 }
 
+/// `tern dags trigger DAG [--conf CONF] --wait`: whether the run succeeded, and its id.
+fn trigger_wait(t: &Tern, dag: &str, conf: Option<&str>) -> (bool, String) {
+    let mut args = vec!["dags", "trigger", dag, "--wait"];
+    if let Some(c) = conf {
+        args.extend(["--conf", c]);
+    }
+    let out = t.run(&args);
+    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    (out.status.success(), run_id)
+}
+
 fn success(n: i64) -> Vec<(i64, String)> {
     (0..n).map(|i| (i, "success".to_string())).collect()
 }
@@ -34,13 +45,8 @@ fn the_mapped_example_fans_out_over_a_runtime_list_and_each_instance_has_its_log
     t.write_dag("mapped_etl.star", EXAMPLE);
     let mut sa = t.standalone();
     let url = server_url(&mut sa);
-    let out = t.run(&["dags", "trigger", "mapped_etl", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (ok, run_id) = trigger_wait(&t, "mapped_etl", None);
+    assert!(ok, "the run succeeds");
     let v = t.json(&["runs", "show", "mapped_etl", &run_id]);
     assert_eq!(run_state(&v), "success", "{v:#}");
     assert_eq!(
@@ -121,20 +127,12 @@ fn the_mapped_example_fans_out_over_a_runtime_list_and_each_instance_has_its_log
     assert!(table.contains("extract.pull[5]"), "{table}");
 
     // A param narrows the fan-out; the branch takes the sample load.
-    let out = t.run(&[
-        "dags",
-        "trigger",
+    let (ok, run2) = trigger_wait(
+        &t,
         "mapped_etl",
-        "--conf",
-        r#"{"params": {"mode": "sample", "regions": ["north"]}}"#,
-        "--wait",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        Some(r#"{"params": {"mode": "sample", "regions": ["north"]}}"#),
     );
-    let run2 = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(ok);
     let v = t.json(&["runs", "show", "mapped_etl", &run2]);
     assert_eq!(run_state(&v), "success");
     assert_eq!(instances(&v, "extract.pull"), success(3));
@@ -169,13 +167,8 @@ work >> after
     );
     let mut sa = t.standalone();
     let url = server_url(&mut sa);
-    let out = t.run(&["dags", "trigger", "m", "--wait"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run_id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (ok, run_id) = trigger_wait(&t, "m", None);
+    assert!(ok);
     let token = token_for(&t, "ana", "user");
     let (status, answer) = call(
         &url,
@@ -227,15 +220,8 @@ work >> after
     assert!(log.contains("item 2 try 2"), "{log}");
 
     // Five items with max_map_length = 4: the task fails saying why, and its downstream too.
-    let out = t.run(&[
-        "dags",
-        "trigger",
-        "m",
-        "--conf",
-        r#"{"params": {"items": [1, 2, 3, 4, 5]}}"#,
-        "--wait",
-    ]);
-    assert!(!out.status.success(), "the run fails");
+    let (ok, _) = trigger_wait(&t, "m", Some(r#"{"params": {"items": [1, 2, 3, 4, 5]}}"#));
+    assert!(!ok, "the run fails");
     let runs = t.json(&["runs", "list", "--dag", "m"]);
     let failed = runs
         .as_array()
