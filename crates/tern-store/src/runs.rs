@@ -207,16 +207,17 @@ impl Store {
     ) -> Result<Option<String>> {
         let state: Option<String> = match task_id {
             Some(task_id) => {
-                sqlx::query_scalar(
-                    "SELECT i.state FROM dag_runs r JOIN task_instances i ON i.run_pk = r.id \
-                 WHERE r.dag_id = $1 AND r.logical_date = $2 AND i.task_id = $3 \
-                 ORDER BY r.id DESC LIMIT 1",
+                // Every instance of the task in the newest such run (several for a mapped task).
+                let states: Vec<String> = sqlx::query_scalar(
+                    "SELECT i.state FROM task_instances i WHERE i.task_id = $3 AND i.state <> 'removed' AND i.run_pk = \
+                     (SELECT r.id FROM dag_runs r WHERE r.dag_id = $1 AND r.logical_date = $2 ORDER BY r.id DESC LIMIT 1)",
                 )
                 .bind(dag_id)
                 .bind(to_ms(logical_date))
                 .bind(task_id)
-                .fetch_optional(&self.pool)
-                .await?
+                .fetch_all(&self.pool)
+                .await?;
+                one_state_of(&states)
             }
             None => {
                 sqlx::query_scalar(
@@ -413,5 +414,48 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// The state a sensor sees for a task from its instances' states: the one state of a task that
+/// is not mapped; for a mapped task's instances, `failed` when one failed, `success` when all
+/// ended and one succeeded, `skipped` when all were skipped, else the first unfinished one.
+fn one_state_of(states: &[String]) -> Option<String> {
+    if states.len() <= 1 {
+        return states.first().cloned();
+    }
+    let has = |s: &str| states.iter().any(|x| x == s);
+    let finished = |s: &str| matches!(s, "success" | "failed" | "upstream_failed" | "skipped");
+    if has("failed") || has("upstream_failed") {
+        return Some("failed".into());
+    }
+    if let Some(waiting) = states.iter().find(|s| !finished(s)) {
+        return Some(waiting.clone());
+    }
+    Some(if has("success") { "success" } else { "skipped" }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_state_of;
+
+    fn of(states: &[&str]) -> Option<String> {
+        one_state_of(&states.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_mapped_tasks_instances_read_as_one_state() {
+        assert_eq!(of(&[]), None);
+        assert_eq!(of(&["running"]).as_deref(), Some("running"));
+        assert_eq!(
+            of(&["success", "running", "success"]).as_deref(),
+            Some("running")
+        );
+        assert_eq!(
+            of(&["success", "failed", "running"]).as_deref(),
+            Some("failed")
+        );
+        assert_eq!(of(&["success", "skipped"]).as_deref(), Some("success"));
+        assert_eq!(of(&["skipped", "skipped"]).as_deref(), Some("skipped"));
     }
 }

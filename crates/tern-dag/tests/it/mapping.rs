@@ -114,3 +114,20 @@ shell(id = "y", cmd = "true", dag = two, expand = {"v": x.output("list")})
         "{errs:#?}"
     );
 }
+
+#[test]
+fn every_working_kind_can_be_mapped() {
+    let d = one_dag(
+        r#"
+dag(id = "d")
+sql(id = "q", conn = "db", sql = "select {{ n }}", expand = {"n": [1, 2]})
+http(id = "h", url = "https://example.invalid/{{ page }}", expand = {"page": [1, 2]})
+container(id = "c", image = "localhost/x:1", command = ["echo", "{{ n }}"], expand = {"n": [1]})
+file_sensor(id = "f", path = "/data/{{ name }}.done", expand = {"name": ["a", "b"]})
+python(id = "p", code = "print(1)", args = ["{{ n }}"], expand_zip = {"n": [1, 2]})
+"#,
+    );
+    for id in ["q", "h", "c", "f", "p"] {
+        assert!(task(&d, id).expand.is_some(), "{id}");
+    }
+}

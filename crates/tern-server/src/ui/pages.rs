@@ -438,10 +438,12 @@ pub async fn run_page(
         Ok(t) => t,
         Err(e) => return store_fail(&viewer, e),
     };
+    let labels: Vec<String> = tis.iter().map(|t| t.label()).collect();
     let bars: Vec<draw::Bar<'_>> = tis
         .iter()
-        .map(|t| draw::Bar {
-            task_id: &t.task_id,
+        .zip(&labels)
+        .map(|(t, label)| draw::Bar {
+            task_id: label,
             state: t.state.as_str(),
             start: t.started_at,
             end: t.ended_at,
@@ -454,7 +456,14 @@ pub async fn run_page(
         .iter()
         .map(|t| {
             let mut v = json!(t);
-            v["url"] = json!(format!("{base}/tasks/{}", seg(&t.task_id)));
+            // A mapped task's instances each link to their own page and read `task[i]`.
+            let instance = if t.map_index >= 0 {
+                format!("?map_index={}", t.map_index)
+            } else {
+                String::new()
+            };
+            v["url"] = json!(format!("{base}/tasks/{}{instance}", seg(&t.task_id)));
+            v["label"] = json!(t.label());
             v["duration"] = json!(duration(t.started_at, t.ended_at));
             v
         })
