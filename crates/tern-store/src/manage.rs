@@ -158,7 +158,7 @@ impl Store {
         Ok(())
     }
 
-    /// Refuses a map index the task has no instance at.
+    /// Refuses a map index the task has no instance at (or one its last expansion removed).
     async fn check_instance(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -167,7 +167,7 @@ impl Store {
         map_index: i64,
     ) -> Result<()> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 AND task_id = $2 AND map_index = $3",
+            "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 AND task_id = $2 AND map_index = $3 AND state <> 'removed'",
         )
         .bind(run_pk)
         .bind(task_id)
