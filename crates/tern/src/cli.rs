@@ -61,7 +61,7 @@ impl Command {
                 | Command::Server(_)
                 | Command::Agent(_)
                 | Command::Dags(DagsCmd::Test { .. } | DagsCmd::Backfill(_))
-                | Command::Tasks(_)
+                | Command::Tasks(TasksCmd::Test { .. })
         )
     }
 }
@@ -185,6 +185,8 @@ pub enum DagsCmd {
     },
     /// List DAG files that failed to load, with file, line and reason.
     Errors(OutputArg),
+    /// Print the state of one run (queued, running, success, failed).
+    State { dag_id: String, run_id: String },
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +227,14 @@ pub struct BackfillArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum TasksCmd {
+    /// List a DAG's tasks: kind, trigger rule, upstream tasks, and how a mapped task expands.
+    List {
+        dag_id: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Clear task instances so they run again (Airflow's `tasks clear`); lists them without --yes.
+    Clear(ClearArgs),
     /// Run one task now, without the scheduler and without recording state; log to the terminal.
     Test {
         dag_id: String,
@@ -236,6 +246,56 @@ pub enum TasksCmd {
         #[arg(long)]
         conf: Option<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ClearArgs {
+    pub dag_id: String,
+    /// Only this run (default: every run, or those --start/--end choose).
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    pub run: Option<String>,
+    /// Only tasks whose id matches this regular expression, whole (e.g. `extract\..*`).
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Only runs with a logical date at or after this one (in the DAG's time zone).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Only runs with a logical date at or before this one (in the DAG's time zone).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Also clear everything downstream of the chosen tasks.
+    #[arg(long)]
+    pub downstream: bool,
+    /// Also clear everything upstream of the chosen tasks.
+    #[arg(long)]
+    pub upstream: bool,
+    /// Only task instances that failed or had an upstream failure.
+    #[arg(long)]
+    pub only_failed: bool,
+    /// Only this instance of the chosen mapped tasks.
+    #[arg(long = "map-index")]
+    pub map_index: Option<i64>,
+    /// Clear without asking (without it the command lists what it would clear).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    #[command(flatten)]
+    pub out: OutputArg,
+}
+
+/// How a run can be marked by hand.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MarkState {
+    Success,
+    Failed,
+}
+
+impl From<MarkState> for tern_core::RunState {
+    fn from(m: MarkState) -> Self {
+        match m {
+            MarkState::Success => tern_core::RunState::Success,
+            MarkState::Failed => tern_core::RunState::Failed,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +319,22 @@ pub enum RunsCmd {
         run_id: String,
         #[command(flatten)]
         out: OutputArg,
+    },
+    /// End a run by hand: its unfinished tasks end too (success: all succeed; failed: running
+    /// ones fail, waiting ones are skipped).
+    Mark {
+        dag_id: String,
+        run_id: String,
+        #[arg(value_enum)]
+        state: MarkState,
+    },
+    /// Delete a run with its task instances, tries and outputs (needs --yes).
+    Delete {
+        dag_id: String,
+        run_id: String,
+        /// Delete without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
 }
 

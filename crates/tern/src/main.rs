@@ -2,6 +2,7 @@
 //! module under [`cmd`]. Data goes to stdout, progress and errors to stderr.
 
 mod cli;
+mod client;
 mod cmd;
 mod examples;
 mod memory;

@@ -2,7 +2,9 @@
 //! `TERN_TOKEN`), the everyday commands call the REST API instead of opening the metadata
 //! database: `dags list|next|trigger|pause|unpause|errors`, `variables set|get|list|delete`, `runs list|show`, `logs`, `pools
 //! list|set|delete`, `connections list|delete`, `agents list|revoke`, `tokens list|create|revoke`,
-//! `users list`. Other commands work on the database directly and say so.
+//! `users list`. `tasks list|clear`, `runs mark|delete` and `dags state` go through
+//! [`crate::client::Client`] in both modes. Other commands work on the database directly and
+//! say so.
 
 use std::time::Duration;
 
@@ -42,7 +44,7 @@ impl Remote {
     }
 
     /// Calls the API; a refusal becomes an error with the server's message and hint.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -78,7 +80,7 @@ impl Remote {
         Ok(v)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(reqwest::Method::GET, path, None).await
     }
 }

@@ -7,6 +7,7 @@ pub(crate) mod dags;
 mod logs;
 mod misc;
 mod notifications;
+mod run_ops;
 mod runs;
 mod standalone;
 mod tasks;
@@ -20,6 +21,23 @@ use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = crate::settings::load(&cli)?;
+    if run_ops::handles(&cli.command) {
+        // Written once over the client interface, local or remote.
+        let client = match cli.server.first() {
+            Some(server) => crate::client::Client::Remote(crate::remote::Remote::new(
+                server,
+                cli.token.clone(),
+            )?),
+            None => crate::client::Client::Local(open_synced(&cfg).await?),
+        };
+        let home = cfg.home.clone();
+        let local = cli.server.is_empty();
+        let code = run_ops::run(client, cli.command).await;
+        if local {
+            tern_server::wake::poke(&home);
+        }
+        return code;
+    }
     let remote = !cli.server.is_empty()
         && !matches!(
             cli.command,

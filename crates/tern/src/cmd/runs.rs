@@ -10,6 +10,10 @@ use crate::output::{self, print};
 pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
     match cmd {
+        // Written once for both modes in `run_ops`.
+        RunsCmd::Mark { .. } | RunsCmd::Delete { .. } => {
+            anyhow::bail!("internal error: `runs mark|delete` are run operations")
+        }
         RunsCmd::List {
             dag,
             state,

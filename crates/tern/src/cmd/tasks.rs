@@ -17,7 +17,11 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         task_id,
         date,
         conf,
-    } = cmd;
+    } = cmd
+    else {
+        // `tasks list|clear` are written once for both modes in `run_ops`.
+        anyhow::bail!("internal error: only `tasks test` runs here");
+    };
     let store = super::open_synced(&cfg).await?;
     let (_, spec) = store.latest_spec(&dag_id).await?;
     let task = spec.task(&task_id).cloned().with_context(|| {

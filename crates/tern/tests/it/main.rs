@@ -19,6 +19,7 @@ mod netns;
 mod notifications;
 mod python_envs;
 mod recovery;
+mod run_ops;
 mod runs;
 mod schedules;
 mod sensors;

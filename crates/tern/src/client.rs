@@ -1,0 +1,252 @@
+//! One client interface over the control plane for the commands that inspect and change runs
+//! (`tasks list|clear`, `runs mark|delete`, `dags state`): [`Client::Local`] works on the
+//! metadata database (and records changes in the audit log as `cli:USER`), [`Client::Remote`]
+//! calls the REST API with a token (`--server`). Each command is written once, against this.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tern_core::{DagSpec, RunState, TaskState};
+use tern_server::ui::draw::seg;
+use tern_store::manage::ClearScope;
+use tern_store::Store;
+
+use crate::remote::Remote;
+
+pub enum Client {
+    Local(Store),
+    Remote(Remote),
+}
+
+/// A run as the commands see it.
+pub struct RunRow {
+    pub run_id: String,
+    pub state: RunState,
+    pub logical_date: DateTime<Utc>,
+}
+
+/// A task instance as the commands see it.
+pub struct InstanceRow {
+    pub task_id: String,
+    pub map_index: i64,
+    pub state: TaskState,
+}
+
+/// Most runs one command looks at (newest first), as the API's run listing allows.
+const MAX_RUNS: i64 = 1000;
+
+fn field<T: std::str::FromStr<Err = String>>(v: &Value, name: &str) -> anyhow::Result<T> {
+    let text = v[name]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the server's answer has no `{name}`"))?;
+    text.parse::<T>().map_err(|e| anyhow::anyhow!(e))
+}
+
+impl Client {
+    /// The DAG's latest version.
+    pub async fn spec(&self, dag_id: &str) -> anyhow::Result<DagSpec> {
+        match self {
+            Client::Local(store) => Ok((*store.latest_spec(dag_id).await?.1).clone()),
+            Client::Remote(r) => {
+                let v = r.get(&format!("/api/v1/dags/{}", seg(dag_id))).await?;
+                Ok(serde_json::from_value(v["spec"].clone())?)
+            }
+        }
+    }
+
+    /// The DAG's runs, newest first.
+    pub async fn runs(&self, dag_id: &str) -> anyhow::Result<Vec<RunRow>> {
+        match self {
+            Client::Local(store) => Ok(store
+                .list_runs(Some(dag_id), None, MAX_RUNS)
+                .await?
+                .into_iter()
+                .map(|r| RunRow {
+                    run_id: r.run_id,
+                    state: r.state,
+                    logical_date: r.logical_date,
+                })
+                .collect()),
+            Client::Remote(r) => {
+                let v = r
+                    .get(&format!(
+                        "/api/v1/dags/{}/dagRuns?limit={MAX_RUNS}",
+                        seg(dag_id)
+                    ))
+                    .await?;
+                let mut out = Vec::new();
+                for run in v["dag_runs"].as_array().into_iter().flatten() {
+                    out.push(RunRow {
+                        run_id: run["run_id"].as_str().unwrap_or_default().to_string(),
+                        state: field(run, "state")?,
+                        logical_date: serde_json::from_value(run["logical_date"].clone())?,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// One run, or an error naming it.
+    pub async fn run(&self, dag_id: &str, run_id: &str) -> anyhow::Result<RunRow> {
+        match self {
+            Client::Local(store) => {
+                let r = store.get_run(dag_id, run_id).await?;
+                Ok(RunRow {
+                    run_id: r.run_id,
+                    state: r.state,
+                    logical_date: r.logical_date,
+                })
+            }
+            Client::Remote(r) => {
+                let v = r.get(&run_path(dag_id, run_id)).await?;
+                let run = &v["dag_run"];
+                Ok(RunRow {
+                    run_id: run_id.to_string(),
+                    state: field(run, "state")?,
+                    logical_date: serde_json::from_value(run["logical_date"].clone())?,
+                })
+            }
+        }
+    }
+
+    /// The task instances of a run (a mapped task's one per index).
+    pub async fn instances(&self, dag_id: &str, run_id: &str) -> anyhow::Result<Vec<InstanceRow>> {
+        match self {
+            Client::Local(store) => {
+                let run = store.get_run(dag_id, run_id).await?;
+                Ok(store
+                    .task_instances(run.pk)
+                    .await?
+                    .into_iter()
+                    .map(|t| InstanceRow {
+                        task_id: t.task_id,
+                        map_index: t.map_index,
+                        state: t.state,
+                    })
+                    .collect())
+            }
+            Client::Remote(r) => {
+                let v = r
+                    .get(&format!("{}/taskInstances", run_path(dag_id, run_id)))
+                    .await?;
+                let mut out = Vec::new();
+                for t in v["task_instances"].as_array().into_iter().flatten() {
+                    out.push(InstanceRow {
+                        task_id: t["task_id"].as_str().unwrap_or_default().to_string(),
+                        map_index: t["map_index"].as_i64().unwrap_or(-1),
+                        state: field(t, "state")?,
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Clears `task_ids` of a run (with the scope's downstream/upstream tasks and, for mapped
+    /// tasks, only its instance); returns the task ids cleared.
+    pub async fn clear(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        task_ids: &[String],
+        scope: ClearScope,
+    ) -> anyhow::Result<Vec<String>> {
+        match self {
+            Client::Local(store) => {
+                let run = store.get_run(dag_id, run_id).await?;
+                let cleared = store.clear_tasks(run.pk, task_ids, scope).await?;
+                store
+                    .audit(
+                        &crate::cmd::cli_actor(),
+                        "task.clear",
+                        &format!("{dag_id}/{run_id}"),
+                        &cleared.join(","),
+                    )
+                    .await?;
+                Ok(cleared)
+            }
+            Client::Remote(r) => {
+                let v = r
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("{}/clear", run_path(dag_id, run_id)),
+                        Some(json!({
+                            "task_ids": task_ids,
+                            "include_downstream": scope.downstream,
+                            "include_upstream": scope.upstream,
+                            "map_index": scope.map_index,
+                        })),
+                    )
+                    .await?;
+                Ok(v["cleared"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect())
+            }
+        }
+    }
+
+    /// Ends a run by hand as `success` or `failed` (its unfinished tasks end too).
+    pub async fn mark_run(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        state: RunState,
+    ) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                let run = store.get_run(dag_id, run_id).await?;
+                let actor = crate::cmd::cli_actor();
+                store
+                    .mark_run(run.pk, state, &format!("marked {state} by {actor}"))
+                    .await?;
+                store
+                    .audit(
+                        &actor,
+                        &format!("run.mark_{state}"),
+                        &format!("{dag_id}/{run_id}"),
+                        "",
+                    )
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(
+                    reqwest::Method::PATCH,
+                    &run_path(dag_id, run_id),
+                    Some(json!({"state": state.as_str()})),
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a run with its task instances, tries and outputs.
+    pub async fn delete_run(&self, dag_id: &str, run_id: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                let run = store.get_run(dag_id, run_id).await?;
+                store.delete_run(run.pk).await?;
+                store
+                    .audit(
+                        &crate::cmd::cli_actor(),
+                        "run.delete",
+                        &format!("{dag_id}/{run_id}"),
+                        "",
+                    )
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(reqwest::Method::DELETE, &run_path(dag_id, run_id), None)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run_path(dag_id: &str, run_id: &str) -> String {
+    format!("/api/v1/dags/{}/dagRuns/{}", seg(dag_id), seg(run_id))
+}

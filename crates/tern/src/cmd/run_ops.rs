@@ -1,0 +1,208 @@
+//! `tern tasks list|clear`, `tern runs mark|delete` and `tern dags state`, written once over
+//! [`Client`]: the same code runs on the metadata database or, with `--server`, through the
+//! REST API, and prints the same output.
+
+use anyhow::Context;
+use serde_json::json;
+use tern_core::schedule::{parse_local_date, parse_timezone};
+use tern_core::{RunState, TaskState};
+use tern_store::manage::ClearScope;
+
+use crate::cli::{ClearArgs, Command, DagsCmd, Output, RunsCmd, TasksCmd};
+use crate::client::Client;
+use crate::output::print;
+
+/// Whether `command` is one of this module's (they run through [`Client`] in both modes).
+pub fn handles(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
+            | Command::Runs(RunsCmd::Mark { .. } | RunsCmd::Delete { .. })
+            | Command::Dags(DagsCmd::State { .. })
+    )
+}
+
+pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
+    match command {
+        Command::Tasks(TasksCmd::List { dag_id, out }) => {
+            list_tasks(&client, &dag_id, out.output).await
+        }
+        Command::Tasks(TasksCmd::Clear(args)) => clear(&client, args).await,
+        Command::Runs(RunsCmd::Mark {
+            dag_id,
+            run_id,
+            state,
+        }) => {
+            let state: RunState = state.into();
+            client.mark_run(&dag_id, &run_id, state).await?;
+            println!("{run_id} {}", client.run(&dag_id, &run_id).await?.state);
+            Ok(0)
+        }
+        Command::Runs(RunsCmd::Delete {
+            dag_id,
+            run_id,
+            yes,
+        }) => {
+            let run = client.run(&dag_id, &run_id).await?;
+            anyhow::ensure!(
+                yes,
+                "nothing deleted: run {run_id} of {dag_id} ({}) and its task instances, tries and outputs would go; add --yes",
+                run.state
+            );
+            client.delete_run(&dag_id, &run_id).await?;
+            println!("{run_id} deleted");
+            Ok(0)
+        }
+        Command::Dags(DagsCmd::State { dag_id, run_id }) => {
+            println!("{}", client.run(&dag_id, &run_id).await?.state);
+            Ok(0)
+        }
+        other => anyhow::bail!("internal error: {other:?} is not a run operation"),
+    }
+}
+
+async fn list_tasks(client: &Client, dag_id: &str, out: Output) -> anyhow::Result<i32> {
+    let spec = client.spec(dag_id).await?;
+    let rows = spec
+        .tasks
+        .iter()
+        .map(|t| {
+            let mapped = t
+                .expand
+                .as_ref()
+                .map(|e| {
+                    let keys: Vec<&str> = e.keys.iter().map(|k| k.name.as_str()).collect();
+                    format!(
+                        "{} {}",
+                        if e.zip { "zip" } else { "product" },
+                        keys.join(",")
+                    )
+                })
+                .unwrap_or_default();
+            vec![
+                t.task_id.clone(),
+                t.kind.name().to_string(),
+                t.trigger_rule.as_str().to_string(),
+                t.upstream.join(","),
+                mapped,
+            ]
+        })
+        .collect();
+    let json: Vec<_> = spec
+        .tasks
+        .iter()
+        .map(|t| {
+            json!({"task_id": t.task_id, "kind": t.kind.name(), "trigger_rule": t.trigger_rule.as_str(),
+                   "upstream": t.upstream, "group": t.group, "expand": t.expand})
+        })
+        .collect();
+    print(
+        out,
+        &["task", "kind", "trigger rule", "upstream", "mapped"],
+        rows,
+        &json,
+    );
+    Ok(0)
+}
+
+/// Airflow's `tasks clear`: the tasks whose id matches `--task` (all without it) in the runs
+/// chosen by `--run` or `--start`/`--end` (every run without them), with their downstream or
+/// upstream tasks when asked, only the failed ones with `--only-failed`, and only one instance
+/// of mapped tasks with `--map-index`. Without `--yes` it lists what it would clear.
+async fn clear(client: &Client, a: ClearArgs) -> anyhow::Result<i32> {
+    let spec = client.spec(&a.dag_id).await?;
+    let pattern = match &a.task {
+        Some(p) => Some(
+            regex::Regex::new(&format!("^(?:{p})$"))
+                .with_context(|| format!("--task {p:?} is not a regular expression"))?,
+        ),
+        None => None,
+    };
+    let named: Vec<String> = spec
+        .tasks
+        .iter()
+        .map(|t| t.task_id.clone())
+        .filter(|id| pattern.as_ref().is_none_or(|p| p.is_match(id)))
+        .collect();
+    anyhow::ensure!(
+        !named.is_empty(),
+        "--task {:?} matches no task of DAG {}; `tern tasks list {}` lists them",
+        a.task.as_deref().unwrap_or_default(),
+        a.dag_id,
+        a.dag_id
+    );
+    let tz = parse_timezone(&spec.timezone)?;
+    let bound = |flag: &str, v: &Option<String>| -> anyhow::Result<_> {
+        v.as_deref()
+            .map(|d| parse_local_date(d, tz).with_context(|| format!("--{flag}")))
+            .transpose()
+    };
+    let (start, end) = (bound("start", &a.start)?, bound("end", &a.end)?);
+    let runs = match &a.run {
+        Some(run_id) => vec![client.run(&a.dag_id, run_id).await?],
+        None => client
+            .runs(&a.dag_id)
+            .await?
+            .into_iter()
+            .filter(|r| start.is_none_or(|s| r.logical_date >= s))
+            .filter(|r| end.is_none_or(|e| r.logical_date <= e))
+            .collect(),
+    };
+    let scope = ClearScope {
+        downstream: a.downstream,
+        upstream: a.upstream,
+        map_index: a.map_index,
+    };
+    let mut plan: Vec<(String, Vec<String>)> = Vec::new();
+    for run in &runs {
+        let instances = client.instances(&a.dag_id, &run.run_id).await?;
+        let chosen: Vec<String> = named
+            .iter()
+            .filter(|id| {
+                instances.iter().any(|i| {
+                    &&i.task_id == id
+                        && a.map_index.is_none_or(|m| i.map_index == m)
+                        && (!a.only_failed
+                            || matches!(i.state, TaskState::Failed | TaskState::UpstreamFailed))
+                })
+            })
+            .cloned()
+            .collect();
+        if !chosen.is_empty() {
+            plan.push((run.run_id.clone(), chosen));
+        }
+    }
+    let mut done: Vec<(String, Vec<String>)> = Vec::new();
+    if a.yes {
+        for (run_id, ids) in &plan {
+            let cleared = client.clear(&a.dag_id, run_id, ids, scope).await?;
+            done.push((run_id.clone(), cleared));
+        }
+    }
+    let shown = if a.yes { &done } else { &plan };
+    let rows = shown
+        .iter()
+        .map(|(run, ids)| vec![run.clone(), ids.join(", ")])
+        .collect();
+    let json: Vec<_> = shown
+        .iter()
+        .map(|(run, ids)| json!({"run_id": run, "task_ids": ids}))
+        .collect();
+    print(
+        a.out.output,
+        &["run", if a.yes { "cleared" } else { "would clear" }],
+        rows,
+        &json,
+    );
+    if !a.yes && !plan.is_empty() {
+        eprintln!(
+            "nothing cleared: add --yes to clear these tasks in {} run(s)",
+            plan.len()
+        );
+        return Ok(1);
+    }
+    if plan.is_empty() {
+        eprintln!("no task instance matched: nothing to clear");
+    }
+    Ok(0)
+}
