@@ -13,6 +13,7 @@ pub mod retry;
 pub mod schedule;
 pub mod sensor;
 pub mod spec;
+pub mod spelling;
 pub mod state;
 pub mod trigger;
 

@@ -20,6 +20,8 @@ pub enum ParamError {
     Unknown { name: String, declared: String },
     #[error("param {name:?}: {message}")]
     Rule { name: String, message: String },
+    #[error("conf key {key:?} looks like a typo of {meant:?}; params go in {{\"params\": {{...}}}} or at the top by their declared names, other top-level keys are free-form (read as {{{{ conf.KEY }}}}) and must not be one letter or two from those")]
+    LikelyTypo { key: String, meant: String },
 }
 
 /// Why `v` breaks `rules`, if it does. A pattern that does not compile is reported as such
@@ -107,6 +109,18 @@ pub fn resolve_params(
     for (k, v) in &conf_obj {
         if k != "params" && declared.contains_key(k) {
             out.insert(k.clone(), v.clone());
+        } else if k != "params" {
+            // A free-form key (templates read `{{ conf.KEY }}`), unless it is a near miss of
+            // `params` or of a param's name: such a typo would otherwise vanish silently.
+            let near = std::iter::once("params")
+                .chain(declared.keys().map(String::as_str))
+                .find(|c| k.chars().count() >= 4 && crate::spelling::edit_distance(k, c) <= 2);
+            if let Some(meant) = near {
+                return Err(ParamError::LikelyTypo {
+                    key: k.clone(),
+                    meant: meant.to_string(),
+                });
+            }
         }
     }
     for (k, spec) in declared {
@@ -199,6 +213,28 @@ mod tests {
         assert_eq!(p["country"], json!("Spain"));
         let p = resolve_params(&declared(), &json!({"country": "Poland"})).unwrap();
         assert_eq!(p["country"], json!("Poland"));
+    }
+
+    #[test]
+    fn a_conf_key_one_or_two_letters_from_params_or_a_param_is_a_typo() {
+        for typo in ["parms", "paramz", "countyr", "limits"] {
+            let e = resolve_params(&declared(), &json!({typo: {"limit": 5}})).unwrap_err();
+            assert!(
+                matches!(&e, ParamError::LikelyTypo { key, .. } if key == typo),
+                "{typo}: {e}"
+            );
+        }
+        let e = resolve_params(&declared(), &json!({"parms": {}})).unwrap_err();
+        assert!(
+            e.to_string().contains("looks like a typo of \"params\""),
+            "{e}"
+        );
+        // Free-form keys far from any name stay free-form (`{{ conf.KEY }}`).
+        resolve_params(
+            &declared(),
+            &json!({"note": "x", "source_system": 1, "ab": 2}),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -52,6 +52,19 @@ impl Command {
         )
     }
 
+    /// Whether the command may start with no data folder and make one (the control plane,
+    /// an agent, `db migrate`, `config show`); the others need one to exist.
+    pub fn may_create_the_data_folder(&self) -> bool {
+        matches!(
+            self,
+            Command::Standalone(_)
+                | Command::Server(_)
+                | Command::Agent(_)
+                | Command::Db(_)
+                | Command::Config(_)
+        )
+    }
+
     /// Whether the command only reads and prints (no server, agent or task process): such a
     /// command ends quietly when its output is closed early (`tern dags list | head`).
     pub fn only_prints(&self) -> bool {

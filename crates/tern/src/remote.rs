@@ -152,26 +152,29 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                     Some(body),
                 )
                 .await?;
+            // The same output as the local command: the run (JSON without --wait) or its id,
+            // then with --wait the report on stderr and the exit code.
             let run_id = s(&v["dag_run"]["run_id"]);
+            if a.out.output == Output::Json && !a.wait {
+                println!("{}", serde_json::to_string_pretty(&v["dag_run"])?);
+            } else {
+                println!("{run_id}");
+            }
             if !a.wait {
-                match a.out.output {
-                    Output::Json => println!("{}", serde_json::to_string_pretty(&v["dag_run"])?),
-                    Output::Table => println!("{run_id}"),
-                }
                 return Ok(0);
             }
+            eprintln!("waiting for {} {run_id}", a.dag_id);
             let path = format!("/api/v1/dags/{}/dagRuns/{}", seg(&a.dag_id), seg(&run_id));
+            let mut poll = Duration::from_millis(20);
             loop {
                 let v = r.get(&path).await?;
                 let state = s(&v["dag_run"]["state"]);
                 if state == "success" || state == "failed" {
-                    match a.out.output {
-                        Output::Json => println!("{}", serde_json::to_string_pretty(&v)?),
-                        Output::Table => println!("{run_id} {state}"),
-                    }
+                    report_remote_run(&v, &a.dag_id, &run_id);
                     return Ok(if state == "success" { 0 } else { 1 });
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(poll).await;
+                poll = (poll * 2).min(Duration::from_millis(500));
             }
         }
         Command::Runs(RunsCmd::List {
@@ -371,6 +374,35 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
         ),
     }
     Ok(0)
+}
+
+/// [`crate::cmd::dags::print_report`] of a run read through the API (`{dag_run,
+/// task_instances}`).
+fn report_remote_run(v: &Value, dag_id: &str, run_id: &str) {
+    let when = |f: &str| -> Option<chrono::DateTime<chrono::Utc>> {
+        serde_json::from_value(v["dag_run"][f].clone()).ok()
+    };
+    let lines: Vec<crate::cmd::dags::ReportLine> = v["task_instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| crate::cmd::dags::ReportLine {
+            label: match t["map_index"].as_i64() {
+                Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
+                _ => s(&t["task_id"]),
+            },
+            state: s(&t["state"]),
+            try_number: t["try_number"].as_u64().unwrap_or(0) as u32,
+            note: t["note"].as_str().map(str::to_string),
+        })
+        .collect();
+    crate::cmd::dags::print_report(
+        run_id,
+        dag_id,
+        &s(&v["dag_run"]["state"]),
+        &crate::output::duration(when("started_at"), when("ended_at")),
+        &lines,
+    );
 }
 
 async fn pause(r: &Remote, dag_id: &str, paused: bool) -> anyhow::Result<()> {

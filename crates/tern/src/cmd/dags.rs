@@ -313,30 +313,56 @@ const NO_SCHEDULER_HINT_AFTER: Duration = Duration::from_secs(5);
 
 /// Prints a finished run's outcome and each task's state to stderr.
 pub async fn report_run(store: &Store, run: &tern_store::DagRun) -> anyhow::Result<()> {
-    eprintln!(
-        "run {} of {}: {} in {}",
-        run.run_id,
-        run.dag_id,
-        run.state,
-        output::duration(run.started_at, run.ended_at)
-    );
     let tis = store.task_instances(run.pk).await?;
-    let width = tis
+    let lines: Vec<ReportLine> = tis
+        .into_iter()
+        .map(|t| ReportLine {
+            label: t.label(),
+            state: t.state.to_string(),
+            try_number: t.try_number,
+            note: t.note,
+        })
+        .collect();
+    print_report(
+        &run.run_id,
+        &run.dag_id,
+        run.state.as_str(),
+        &output::duration(run.started_at, run.ended_at),
+        &lines,
+    );
+    Ok(())
+}
+
+/// One task instance in the report of an ended run.
+pub struct ReportLine {
+    pub label: String,
+    pub state: String,
+    pub try_number: u32,
+    pub note: Option<String>,
+}
+
+/// The report `dags trigger --wait` prints (to stderr) when the run ended: one line for the
+/// run, one per task instance; the same whether the run was read locally or through the API.
+pub fn print_report(run_id: &str, dag_id: &str, state: &str, duration: &str, lines: &[ReportLine]) {
+    eprintln!("run {run_id} of {dag_id}: {state} in {duration}");
+    let width = lines
         .iter()
-        .map(|t| t.task_id.len())
+        .map(|l| l.label.len())
         .max()
         .unwrap_or(0)
         .max(24);
-    for ti in tis {
+    for l in lines {
         eprintln!(
             "  {:<width$} {:<16} try {}{}",
-            ti.task_id,
-            ti.state.as_str(),
-            ti.try_number,
-            ti.note.map(|n| format!("  {n}")).unwrap_or_default()
+            l.label,
+            l.state,
+            l.try_number,
+            l.note
+                .as_deref()
+                .map(|n| format!("  {n}"))
+                .unwrap_or_default()
         );
     }
-    Ok(())
 }
 
 async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<i32> {

@@ -21,6 +21,21 @@ use crate::cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     let cfg = crate::settings::load(&cli)?;
+    if cli.server.is_empty()
+        && cli.home.is_none()
+        && cfg.database_url.is_none()
+        && !cfg.home.exists()
+        && !cli.command.may_create_the_data_folder()
+    {
+        // Run elsewhere than where tern was started, a command would otherwise make an empty
+        // `./tern-home` and answer from it as if nothing existed.
+        anyhow::bail!(
+            "no data folder here: ./{} does not exist. Run this where `tern standalone` was started, \
+             point at the folder with --home DIR (or TERN_HOME), or at a running server with \
+             --server URL; `tern standalone` creates one",
+            cfg.home.display()
+        );
+    }
     if run_ops::handles(&cli.command) {
         // Written once over the client interface, local or remote.
         let client = match cli.server.first() {

@@ -51,6 +51,21 @@ empty(id = "a")
         stderr(&out)
     );
 
+    // A top-level key one letter from `params` would vanish silently: refused as a typo.
+    let out = t.run(&[
+        "dags",
+        "trigger",
+        "p",
+        "--conf",
+        r#"{"parms": {"limit": 1}}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("conf key \"parms\" looks like a typo of \"params\""),
+        "{}",
+        stderr(&out)
+    );
+
     let out = t.run(&["dags", "trigger", "p", "--conf", "not json"]);
     assert!(
         stderr(&out).contains("--conf is not valid JSON"),
@@ -270,4 +285,30 @@ fn connections_add_refuses_misspelled_and_unsupported_types() {
         .as_array()
         .unwrap()
         .is_empty());
+}
+
+/// Run where no data folder is (and none named), a command says so instead of making an empty
+/// `./tern-home` and answering from it.
+#[test]
+fn a_command_without_a_data_folder_says_how_to_point_at_one_and_creates_nothing() {
+    let cwd = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args(["dags", "list"])
+        .current_dir(cwd.path())
+        .env_remove("TERN_HOME")
+        .env_remove("TERN_DAGS")
+        .env_remove("TERN_DATABASE_URL")
+        .env_remove("TERN_SERVER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no data folder here") && err.contains("--home"),
+        "{err}"
+    );
+    assert!(
+        !cwd.path().join("tern-home").exists(),
+        "nothing was created"
+    );
 }

@@ -677,14 +677,28 @@ fn the_cli_works_against_a_remote_server_with_a_token() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    let run_id = said.split_whitespace().next().unwrap().to_string();
-    assert!(said.trim_end().ends_with("success"), "{said}");
+    // One output per command whatever the mode: the run id on stdout, the report on stderr.
+    let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!run_id.contains(' '), "only the run id: {run_id}");
+    let report = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        report.contains(&format!("run {run_id} of d: success in")),
+        "{report}"
+    );
     let out = remote(&url, &token, &["logs", "d", &run_id, "a"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("remote-hello"));
     let out = remote(&url, &token, &["runs", "list", "-o", "json"]);
     let runs: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(runs[0]["run_id"], run_id.as_str());
+    let local = t.run(&["dags", "trigger", "d", "--wait"]);
+    let local_report = String::from_utf8_lossy(&local.stderr).to_string();
+    let shape = |r: &str| -> Vec<String> {
+        r.lines()
+            .filter(|l| l.starts_with("  "))
+            .map(|l| l.split_whitespace().take(4).collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(shape(&report), shape(&local_report), "the same task lines");
     assert!(remote(&url, &token, &["dags", "pause", "d"])
         .status
         .success());
