@@ -23,6 +23,9 @@ use crate::supervise::Supervisor;
 #[derive(Debug, Clone, Copy)]
 pub struct Roles {
     pub scheduler: bool,
+    /// Whether the scheduler creates the runs of schedules that came due (off for
+    /// `dags test` and `backfill`, which run only the runs they make).
+    pub schedule_runs: bool,
     /// Whether the scheduler loads the DAG folder (off for runs of an already loaded DAG).
     pub dag_sync: bool,
     pub local_agent: bool,
@@ -32,6 +35,7 @@ pub struct Roles {
 impl Roles {
     pub const STANDALONE: Roles = Roles {
         scheduler: true,
+        schedule_runs: true,
         dag_sync: true,
         local_agent: true,
         http: true,
@@ -288,6 +292,7 @@ impl Node {
                 scan_interval: cfg.dag_scan_interval()?,
                 housekeeping_interval: cfg.housekeeping_interval()?,
                 queue_timeout: cfg.queue_timeout()?,
+                schedule_runs: roles.schedule_runs,
             };
             roles_sup.spawn("scheduler", scheduler.run(shutdown.clone()));
             let notifier =

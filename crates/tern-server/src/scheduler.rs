@@ -24,6 +24,8 @@ pub struct Scheduler {
     pub housekeeping_interval: Duration,
     /// Fail site tasks queued this long with no connected agent of their site.
     pub queue_timeout: Option<Duration>,
+    /// Whether runs of schedules that came due are created here (off: housekeeping only).
+    pub schedule_runs: bool,
 }
 
 /// The next scheduled run of each schedulable DAG, with the DAG version it belongs to.
@@ -91,6 +93,9 @@ impl Scheduler {
 
     async fn due_map(&self) -> tern_store::Result<DueMap> {
         let mut map = HashMap::new();
+        if !self.schedule_runs {
+            return Ok(map);
+        }
         let now = Utc::now();
         for (dag_id, version_id) in self.store.schedulable_dags().await? {
             let spec = self.store.spec(version_id).await?;

@@ -413,8 +413,11 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
 /// Starts what runs already created runs in this process: the scheduler's housekeeping and a
 /// local agent (no DAG loading, no HTTP), for `dags test` and `dags backfill`.
 async fn start_runner(cfg: &Config, store: &Store) -> anyhow::Result<Node> {
+    // Housekeeping for the runs this command makes, and no other run: a due schedule of
+    // another DAG in the folder is not this command's business.
     let roles = Roles {
         scheduler: true,
+        schedule_runs: false,
         dag_sync: false,
         local_agent: true,
         http: false,

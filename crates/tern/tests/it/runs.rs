@@ -417,3 +417,32 @@ fn a_param_cannot_inject_code_into_a_shell_command() {
     assert!(raw.exists(), "| raw puts the value in as written");
     let _ = std::fs::remove_file(&raw);
 }
+
+/// `dags test` runs the DAG under test and nothing else: a due schedule of another DAG in the
+/// folder gets no run from it.
+#[test]
+fn dags_test_touches_only_the_dag_under_test() {
+    let t = Tern::new();
+    t.write_dag(
+        "due.star",
+        "dag(id = \"due\", schedule = \"@hourly\", start_date = \"2026-01-01\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    t.write_dag(
+        "t.star",
+        "dag(id = \"under_test\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let out = t.run(&["dags", "test", "under_test"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = t.json(&["runs", "list"]);
+    let dags: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["dag_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dags, ["under_test"], "{runs}");
+}
