@@ -269,6 +269,47 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a DAG's metadata: its runs with their task instances, tries and outputs, its
+    /// versions, backfills and notifications. A DAG with a run queued or running is refused
+    /// (mark or delete those runs first). If its file still declares it, the next scan of the
+    /// DAG folder brings it back as a new DAG, as in Airflow.
+    pub async fn delete_dag(&self, dag_id: &str) -> Result<()> {
+        let (mut tx, _lock) = self.write_tx().await?;
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT dag_id FROM dags WHERE dag_id = $1")
+                .bind(dag_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("no DAG with id {dag_id:?}")));
+        }
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dag_runs WHERE dag_id = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(dag_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if active > 0 {
+            return Err(StoreError::Conflict(format!(
+                "DAG {dag_id:?} has {active} run(s) queued or running; mark them (`tern runs mark`) or delete them first"
+            )));
+        }
+        for sql in [
+            "DELETE FROM task_outputs WHERE ti_id IN (SELECT id FROM task_instances WHERE dag_id = $1)",
+            "DELETE FROM task_tries WHERE ti_id IN (SELECT id FROM task_instances WHERE dag_id = $1)",
+            "DELETE FROM task_instances WHERE dag_id = $1",
+            "DELETE FROM dag_runs WHERE dag_id = $1",
+            "DELETE FROM notifications WHERE dag_id = $1",
+            "DELETE FROM backfills WHERE dag_id = $1",
+            "DELETE FROM dags WHERE dag_id = $1",
+            "DELETE FROM dag_versions WHERE dag_id = $1",
+        ] {
+            sqlx::query(sql).bind(dag_id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Deletes a run with its task instances, tries and outputs (log files stay where they are).
     pub async fn delete_run(&self, run_pk: i64) -> Result<()> {
         let now = self.now_ms();

@@ -110,6 +110,38 @@ impl Store {
             .transpose()
     }
 
+    /// Deletes a user with their tokens and sessions. The last admin cannot be deleted (nobody
+    /// could manage users any more).
+    pub async fn delete_user(&self, username: &str) -> Result<()> {
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM users WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(role) = role else {
+            return Err(crate::StoreError::NotFound(format!("no user {username:?}")));
+        };
+        if role == "admin" {
+            let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin'")
+                .fetch_one(&mut *tx)
+                .await?;
+            if admins <= 1 {
+                return Err(crate::StoreError::Conflict(format!(
+                    "{username:?} is the last admin; add another admin first"
+                )));
+            }
+        }
+        for sql in [
+            "DELETE FROM api_tokens WHERE user_id = (SELECT id FROM users WHERE username = $1)",
+            "DELETE FROM sessions WHERE user_id = (SELECT id FROM users WHERE username = $1)",
+            "DELETE FROM users WHERE username = $1",
+        ] {
+            sqlx::query(sql).bind(username).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn list_users(&self) -> Result<Vec<User>> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
         sqlx::query(&sql)

@@ -200,6 +200,13 @@ pub enum DagsCmd {
     Errors(OutputArg),
     /// Print the state of one run (queued, running, success, failed).
     State { dag_id: String, run_id: String },
+    /// Delete a DAG's runs, task instances, tries, outputs and versions (needs --yes); a file
+    /// that still declares it brings it back at the next scan.
+    Delete {
+        dag_id: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -474,6 +481,12 @@ pub enum UsersCmd {
         password_stdin: bool,
     },
     List(OutputArg),
+    /// Delete a user with their tokens and sessions (not the last admin; needs --yes).
+    Delete {
+        username: String,
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,5 @@
 //! One client interface over the control plane for the commands that inspect and change runs
-//! (`tasks list|clear`, `runs mark|delete`, `dags state`): [`Client::Local`] works on the
+//! (`tasks list|clear`, `runs mark|delete`, `dags state|delete`, `users delete`): [`Client::Local`] works on the
 //! metadata database (and records changes in the audit log as `cli:USER`), [`Client::Remote`]
 //! calls the REST API with a token (`--server`). Each command is written once, against this.
 
@@ -241,6 +241,50 @@ impl Client {
             Client::Remote(r) => {
                 r.call(reqwest::Method::DELETE, &run_path(dag_id, run_id), None)
                     .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Client {
+    /// Deletes a DAG's metadata (refused while a run is queued or running).
+    pub async fn delete_dag(&self, dag_id: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                store.delete_dag(dag_id).await?;
+                store
+                    .audit(&crate::cmd::cli_actor(), "dag.delete", dag_id, "")
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/dags/{}", seg(dag_id)),
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a user with their tokens and sessions (never the last admin).
+    pub async fn delete_user(&self, username: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                store.delete_user(username).await?;
+                store
+                    .audit(&crate::cmd::cli_actor(), "user.delete", username, "")
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/users/{}", seg(username)),
+                    None,
+                )
+                .await?;
             }
         }
         Ok(())

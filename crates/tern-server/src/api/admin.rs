@@ -31,6 +31,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, delete_connection))
         .routes(routes!(list_users, create_user))
+        .routes(routes!(delete_user))
         .routes(routes!(list_tokens, create_token))
         .routes(routes!(revoke_token))
         .routes(routes!(audit_log))
@@ -339,6 +340,24 @@ async fn list_users(State(s): State<AppState>, caller: Caller) -> Result<Json<Va
     caller.require(Role::Admin, "listing users")?;
     let users = s.store.list_users().await.map_err(ApiError::from_store)?;
     Ok(Json(json!({"users": users})))
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "admin",
+    params(("username" = String, Path, description = "User name")),
+    responses((status = 204, description = "Deleted with their tokens and sessions"),
+              (status = 404, description = "No such user"), (status = 409, description = "The last admin")))]
+async fn delete_user(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(username): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin, "deleting users")?;
+    s.store
+        .delete_user(&username)
+        .await
+        .map_err(ApiError::from_store)?;
+    audit(&s, &caller, "user.delete", &username, "").await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -19,7 +19,7 @@ use crate::state::AppState;
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_dags))
-        .routes(routes!(get_dag, patch_dag))
+        .routes(routes!(get_dag, patch_dag, delete_dag))
         .routes(routes!(dag_source))
         .routes(routes!(dag_versions))
         .routes(routes!(dag_next_runs))
@@ -168,6 +168,24 @@ async fn patch_dag(
     };
     audit(&s, &caller, action, &dag_id, "").await?;
     Ok(Json(json!({"dag_id": dag_id, "is_paused": p.is_paused})))
+}
+
+#[utoipa::path(delete, path = "/api/v1/dags/{dag_id}", tag = "dags",
+    params(("dag_id" = String, Path, description = "DAG id")),
+    responses((status = 204, description = "The DAG's runs, task instances, tries, outputs and versions are deleted (its file, if still there, brings it back at the next scan)"),
+              (status = 404, description = "No such DAG"), (status = 409, description = "A run is queued or running")))]
+async fn delete_dag(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(dag_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Op, "deleting a DAG")?;
+    s.store
+        .delete_dag(&dag_id)
+        .await
+        .map_err(ApiError::from_store)?;
+    audit(&s, &caller, "dag.delete", &dag_id, "").await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The source of a DAG's file, read from the DAG folder (the path cannot leave it).

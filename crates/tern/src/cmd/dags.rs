@@ -19,8 +19,10 @@ pub async fn run(cfg: Config, cmd: DagsCmd) -> anyhow::Result<i32> {
         DagsCmd::List(o) => list(&cfg, o.output).await,
         DagsCmd::Show { dag_id, out } => show(&cfg, &dag_id, out.output).await,
         DagsCmd::Errors(o) => errors(&cfg, o.output).await,
-        // Written once for both modes in `run_ops`.
-        DagsCmd::State { .. } => anyhow::bail!("internal error: `dags state` is a run operation"),
+        // Written once for both modes in `client_ops`.
+        DagsCmd::State { .. } | DagsCmd::Delete { .. } => {
+            anyhow::bail!("internal error: `dags state|delete` are client operations")
+        }
         DagsCmd::Pause { dag_id } => set_paused(&cfg, &dag_id, true).await,
         DagsCmd::Unpause { dag_id } => set_paused(&cfg, &dag_id, false).await,
         DagsCmd::Trigger(a) => trigger_cmd(&cfg, a).await,

@@ -2,12 +2,12 @@
 
 mod agent;
 mod agents;
+mod client_ops;
 mod connections;
 pub(crate) mod dags;
 mod logs;
 mod misc;
 mod notifications;
-mod run_ops;
 mod runs;
 mod standalone;
 mod tasks;
@@ -36,7 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             cfg.home.display()
         );
     }
-    if run_ops::handles(&cli.command) {
+    if client_ops::handles(&cli.command) {
         // Written once over the client interface, local or remote.
         let client = match cli.server.first() {
             Some(server) => crate::client::Client::Remote(crate::remote::Remote::new(
@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         };
         let home = cfg.home.clone();
         let local = cli.server.is_empty();
-        let code = run_ops::run(client, cli.command).await;
+        let code = client_ops::run(client, cli.command).await;
         if local {
             tern_server::wake::poke(&home);
         }

@@ -10,9 +10,9 @@ use crate::output::{self, print};
 pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
     match cmd {
-        // Written once for both modes in `run_ops`.
+        // Written once for both modes in `client_ops`.
         RunsCmd::Mark { .. } | RunsCmd::Delete { .. } => {
-            anyhow::bail!("internal error: `runs mark|delete` are run operations")
+            anyhow::bail!("internal error: `runs mark|delete` are client operations")
         }
         RunsCmd::List {
             dag,

@@ -19,7 +19,7 @@ pub async fn run(cfg: Config, cmd: TasksCmd) -> anyhow::Result<i32> {
         conf,
     } = cmd
     else {
-        // `tasks list|clear` are written once for both modes in `run_ops`.
+        // `tasks list|clear` are written once for both modes in `client_ops`.
         anyhow::bail!("internal error: only `tasks test` runs here");
     };
     let store = super::open_synced(&cfg).await?;

@@ -47,6 +47,10 @@ pub async fn users(cfg: Config, cmd: UsersCmd) -> anyhow::Result<i32> {
                 eprintln!("(the password above is shown once; it is stored only as a hash)");
             }
         }
+        // Written once for both modes in `client_ops`.
+        UsersCmd::Delete { .. } => {
+            anyhow::bail!("internal error: `users delete` is a client operation")
+        }
         UsersCmd::List(o) => {
             let list = store.list_users().await?;
             let rows = list

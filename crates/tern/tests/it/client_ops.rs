@@ -1,4 +1,5 @@
-//! `tern tasks list|clear`, `tern runs mark|delete` and `tern dags state` through the real
+//! `tern tasks list|clear`, `tern runs mark|delete`, `tern dags state|delete` and `tern users
+//! delete` through the real
 //! binary, locally and with `--server` (one code path over the client interface): the same
 //! output either way, changes in the audit log under who made them.
 
@@ -139,6 +140,33 @@ a >> m
     let out = t.run(&["dags", "state", "ops", &run_id]);
     assert!(!out.status.success(), "the run is gone");
 
+    // Deleting a DAG needs --yes and the op role; its file brings it back, without runs.
+    t.ok(&["dags", "trigger", "ops"]);
+    let out = remote(&["dags", "delete", "ops", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs the op role"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = t.run(&["dags", "delete", "ops"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --yes"));
+    let deadline = std::time::Instant::now() + crate::harness::DEADLINE;
+    loop {
+        // Refused while the new run is queued or running, then done.
+        let out = t.run(&["dags", "delete", "ops", "--yes"]);
+        if out.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("queued or running"), "{err}");
+        assert!(std::time::Instant::now() < deadline, "{err}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let runs = t.json(&["runs", "list", "--dag", "ops"]);
+    assert_eq!(runs.as_array().unwrap().len(), 0, "{runs}");
+    let dags = t.json(&["dags", "list"]);
+    assert_eq!(dags[0]["dag_id"], "ops", "the file declares it again");
+
     // Who did what: the local clears as cli:USER, the API's changes as ana.
     let admin = token_for(&t, "root", "admin");
     let (_, audit) = call(&url, "GET", "/api/v1/audit", Some(&admin), "");
@@ -166,5 +194,19 @@ a >> m
             .iter()
             .any(|(a, who)| a == "task.clear" && who.starts_with("cli:")),
         "{entries:?}"
+    );
+
+    // Deleting a user ends their token at once; the last admin stays.
+    let out = t.run(&["users", "delete", "ana"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add --yes"));
+    t.ok(&["users", "delete", "ana", "--yes"]);
+    let out = remote(&["dags", "state", "ops", &run_id]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    t.ok(&["users", "delete", "root", "--yes"]);
+    let out = t.run(&["users", "delete", "admin", "--yes"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("last admin"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

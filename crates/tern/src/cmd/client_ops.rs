@@ -1,4 +1,5 @@
-//! `tern tasks list|clear`, `tern runs mark|delete` and `tern dags state`, written once over
+//! `tern tasks list|clear`, `tern runs mark|delete`, `tern dags state|delete` and `tern users
+//! delete`, written once over
 //! [`Client`]: the same code runs on the metadata database or, with `--server`, through the
 //! REST API, and prints the same output.
 
@@ -8,7 +9,7 @@ use tern_core::schedule::{parse_local_date, parse_timezone};
 use tern_core::{RunState, TaskState};
 use tern_store::manage::ClearScope;
 
-use crate::cli::{ClearArgs, Command, DagsCmd, Output, RunsCmd, TasksCmd};
+use crate::cli::{ClearArgs, Command, DagsCmd, Output, RunsCmd, TasksCmd, UsersCmd};
 use crate::client::Client;
 use crate::output::print;
 
@@ -18,7 +19,8 @@ pub fn handles(command: &Command) -> bool {
         command,
         Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
             | Command::Runs(RunsCmd::Mark { .. } | RunsCmd::Delete { .. })
-            | Command::Dags(DagsCmd::State { .. })
+            | Command::Dags(DagsCmd::State { .. } | DagsCmd::Delete { .. })
+            | Command::Users(UsersCmd::Delete { .. })
     )
 }
 
@@ -57,7 +59,26 @@ pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
             println!("{}", client.run(&dag_id, &run_id).await?.state);
             Ok(0)
         }
-        other => anyhow::bail!("internal error: {other:?} is not a run operation"),
+        Command::Dags(DagsCmd::Delete { dag_id, yes }) => {
+            let runs = client.runs(&dag_id).await?.len();
+            anyhow::ensure!(
+                yes,
+                "nothing deleted: DAG {dag_id} and its {runs} run(s) with their task instances, tries, outputs and versions would go; add --yes"
+            );
+            client.delete_dag(&dag_id).await?;
+            println!("{dag_id} deleted ({runs} run(s))");
+            Ok(0)
+        }
+        Command::Users(UsersCmd::Delete { username, yes }) => {
+            anyhow::ensure!(
+                yes,
+                "nothing deleted: user {username} and their tokens and sessions would go; add --yes"
+            );
+            client.delete_user(&username).await?;
+            println!("{username} deleted");
+            Ok(0)
+        }
+        other => anyhow::bail!("internal error: {other:?} is not a client operation"),
     }
 }
 
