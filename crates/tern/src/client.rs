@@ -291,6 +291,85 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Every DAG, also those no file declares any more, as the API lists them (JSON objects:
+    /// the DAG's row with its tags, description and task count).
+    pub async fn dags(&self) -> anyhow::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        loop {
+            let (page, total) = match self {
+                Client::Local(store) => {
+                    let q = tern_server::api::dags::DagListQuery {
+                        search: None,
+                        tag: None,
+                        paused: None,
+                        include_inactive: true,
+                        limit: Some(1000),
+                        offset: out.len(),
+                    };
+                    let p = tern_server::api::dags::dag_summaries(store, &q).await?;
+                    (p.dags, p.total)
+                }
+                Client::Remote(r) => {
+                    let v = r
+                        .get(&format!(
+                            "/api/v1/dags?include_inactive=true&limit=1000&offset={}",
+                            out.len()
+                        ))
+                        .await?;
+                    let page = v["dags"].as_array().cloned().unwrap_or_default();
+                    (page, v["total"].as_u64().unwrap_or(0) as usize)
+                }
+            };
+            let empty = page.is_empty();
+            out.extend(page);
+            if empty || out.len() >= total {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// How many DAG files fail to load now.
+    pub async fn import_error_count(&self) -> anyhow::Result<usize> {
+        Ok(match self {
+            Client::Local(store) => store.import_errors().await?.len(),
+            Client::Remote(r) => r.get("/api/v1/importErrors").await?["import_errors"]
+                .as_array()
+                .map_or(0, Vec::len),
+        })
+    }
+
+    /// Runs newest first, of one DAG or of all, as the API lists them (JSON objects).
+    pub async fn run_list(
+        &self,
+        dag_id: Option<&str>,
+        state: Option<RunState>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Client::Local(store) => Ok(store
+                .list_runs(dag_id, state, limit)
+                .await?
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?),
+            Client::Remote(r) => {
+                let mut path = format!(
+                    "/api/v1/dags/{}/dagRuns?limit={limit}",
+                    seg(dag_id.unwrap_or("~"))
+                );
+                if let Some(st) = state {
+                    path.push_str(&format!("&state={st}"));
+                }
+                Ok(r.get(&path).await?["dag_runs"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default())
+            }
+        }
+    }
+}
+
 fn run_path(dag_id: &str, run_id: &str) -> String {
     format!("/api/v1/dags/{}/dagRuns/{}", seg(dag_id), seg(run_id))
 }

@@ -109,19 +109,6 @@ fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
 pub async fn run(server: &str, token: Option<String>, command: Command) -> anyhow::Result<i32> {
     let r = Remote::new(server, token)?;
     match command {
-        Command::Dags(DagsCmd::List(o)) => {
-            let v = r.get("/api/v1/dags?limit=1000").await?;
-            let table = rows(&v["dags"], |d| {
-                vec![
-                    s(&d["dag_id"]),
-                    if d["is_paused"] == true { "yes" } else { "no" }.into(),
-                    s(&d["schedule"]),
-                    s(&d["version"]),
-                    s(&d["file"]),
-                ]
-            });
-            print(o.output, &["dag_id", "paused", "schedule", "version", "file"], table, &v["dags"]);
-        }
         Command::Dags(DagsCmd::Errors(o)) => {
             let v = r.get("/api/v1/importErrors").await?;
             let table = rows(&v["import_errors"], |e| {
@@ -176,31 +163,6 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 tokio::time::sleep(poll).await;
                 poll = (poll * 2).min(Duration::from_millis(500));
             }
-        }
-        Command::Runs(RunsCmd::List {
-            dag,
-            state,
-            limit,
-            out,
-        }) => {
-            let mut path = format!(
-                "/api/v1/dags/{}/dagRuns?limit={limit}",
-                seg(dag.as_deref().unwrap_or("~"))
-            );
-            if let Some(st) = state {
-                path.push_str(&format!("&state={}", seg(&st)));
-            }
-            let v = r.get(&path).await?;
-            let table = rows(&v["dag_runs"], |run| {
-                vec![
-                    s(&run["dag_id"]),
-                    s(&run["run_id"]),
-                    s(&run["state"]),
-                    time(&run["logical_date"]),
-                    time(&run["started_at"]),
-                ]
-            });
-            print(out.output, &["dag_id", "run_id", "state", "logical_date", "started"], table, &v["dag_runs"]);
         }
         Command::Runs(RunsCmd::Show { dag_id, run_id, out }) => {
             let v = r

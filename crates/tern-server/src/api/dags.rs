@@ -54,12 +54,13 @@ pub struct DagSummaries {
     pub tags: std::collections::BTreeSet<String>,
 }
 
-/// The DAGs matching `q`, with what lists show of them.
+/// The DAGs matching `q`, with what lists show of them (the API's listing, the UI's DAG list and
+/// `tern dags list`, local or remote).
 pub async fn dag_summaries(
-    s: &AppState,
+    store: &tern_store::Store,
     q: &DagListQuery,
 ) -> Result<DagSummaries, tern_store::StoreError> {
-    let dags = s.store.list_dags().await?;
+    let dags = store.list_dags().await?;
     let search = q.search.as_deref().map(str::to_lowercase);
     let mut out = Vec::new();
     let mut tags = std::collections::BTreeSet::new();
@@ -68,7 +69,7 @@ pub async fn dag_summaries(
             continue;
         }
         // Specs are cached in memory: reading each one costs no query.
-        let spec = s.store.spec(d.latest_version_id).await?;
+        let spec = store.spec(d.latest_version_id).await?;
         if d.is_active {
             tags.extend(spec.tags.iter().cloned());
         }
@@ -110,7 +111,9 @@ async fn list_dags(
 ) -> Result<Json<Value>, ApiError> {
     let q = super::query(q)?;
     caller.require(Role::Viewer, "listing DAGs")?;
-    let page = dag_summaries(&s, &q).await.map_err(ApiError::from_store)?;
+    let page = dag_summaries(&s.store, &q)
+        .await
+        .map_err(ApiError::from_store)?;
     Ok(Json(json!({"dags": page.dags, "total": page.total})))
 }
 

@@ -55,7 +55,7 @@ pub async fn dag_list(
         limit: Some(PAGE),
         offset: q.page * PAGE,
     };
-    let page = match dag_summaries(&s, &filter).await {
+    let page = match dag_summaries(&s.store, &filter).await {
         Ok(v) => v,
         Err(e) => return store_fail(&viewer, e),
     };

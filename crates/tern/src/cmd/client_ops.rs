@@ -11,15 +11,15 @@ use tern_store::manage::ClearScope;
 
 use crate::cli::{ClearArgs, Command, DagsCmd, Output, RunsCmd, TasksCmd, UsersCmd};
 use crate::client::Client;
-use crate::output::print;
+use crate::output::{self, print};
 
 /// Whether `command` is one of this module's (they run through [`Client`] in both modes).
 pub fn handles(command: &Command) -> bool {
     matches!(
         command,
         Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
-            | Command::Runs(RunsCmd::Mark { .. } | RunsCmd::Delete { .. })
-            | Command::Dags(DagsCmd::State { .. } | DagsCmd::Delete { .. })
+            | Command::Runs(RunsCmd::List { .. } | RunsCmd::Mark { .. } | RunsCmd::Delete { .. })
+            | Command::Dags(DagsCmd::List(_) | DagsCmd::State { .. } | DagsCmd::Delete { .. })
             | Command::Users(UsersCmd::Delete { .. })
     )
 }
@@ -28,6 +28,38 @@ pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Tasks(TasksCmd::List { dag_id, out }) => {
             list_tasks(&client, &dag_id, out.output).await
+        }
+        Command::Dags(DagsCmd::List(o)) => list_dags(&client, o.output).await,
+        Command::Runs(RunsCmd::List {
+            dag,
+            state,
+            limit,
+            out,
+        }) => {
+            let state = state
+                .map(|s| s.parse::<RunState>().map_err(anyhow::Error::msg))
+                .transpose()?;
+            let runs = client.run_list(dag.as_deref(), state, limit).await?;
+            let rows = runs
+                .iter()
+                .map(|r| {
+                    vec![
+                        text(&r["dag_id"]),
+                        text(&r["run_id"]),
+                        text(&r["state"]),
+                        text(&r["run_type"]),
+                        output::time(when(&r["logical_date"])),
+                        output::duration(when(&r["started_at"]), when(&r["ended_at"])),
+                    ]
+                })
+                .collect();
+            print(
+                out.output,
+                &["DAG", "RUN", "STATE", "TYPE", "LOGICAL DATE", "DURATION"],
+                rows,
+                &runs,
+            );
+            Ok(0)
         }
         Command::Tasks(TasksCmd::Clear(args)) => clear(&client, args).await,
         Command::Runs(RunsCmd::Mark {
@@ -80,6 +112,49 @@ pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
         }
         other => anyhow::bail!("internal error: {other:?} is not a client operation"),
     }
+}
+
+/// A JSON string field as text (`-` when absent).
+fn text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON time field.
+fn when(v: &serde_json::Value) -> Option<chrono::DateTime<chrono::Utc>> {
+    serde_json::from_value(v.clone()).ok()
+}
+
+async fn list_dags(client: &Client, out: Output) -> anyhow::Result<i32> {
+    let dags = client.dags().await?;
+    let yes_no = |v: &serde_json::Value| if v == true { "yes" } else { "no" }.to_string();
+    let rows = dags
+        .iter()
+        .map(|d| {
+            vec![
+                text(&d["dag_id"]),
+                text(&d["schedule"]),
+                yes_no(&d["is_paused"]),
+                yes_no(&d["is_active"]),
+                text(&d["version"]),
+                text(&d["file"]),
+            ]
+        })
+        .collect();
+    print(
+        out,
+        &["DAG", "SCHEDULE", "PAUSED", "ACTIVE", "VERSION", "FILE"],
+        rows,
+        &dags,
+    );
+    let errors = client.import_error_count().await?;
+    if errors > 0 && out == Output::Table {
+        eprintln!("{errors} DAG file error(s): see `tern dags errors`");
+    }
+    Ok(0)
 }
 
 async fn list_tasks(client: &Client, dag_id: &str, out: Output) -> anyhow::Result<i32> {

@@ -16,12 +16,11 @@ use crate::output::{self, print};
 
 pub async fn run(cfg: Config, cmd: DagsCmd) -> anyhow::Result<i32> {
     match cmd {
-        DagsCmd::List(o) => list(&cfg, o.output).await,
         DagsCmd::Show { dag_id, out } => show(&cfg, &dag_id, out.output).await,
         DagsCmd::Errors(o) => errors(&cfg, o.output).await,
         // Written once for both modes in `client_ops`.
-        DagsCmd::State { .. } | DagsCmd::Delete { .. } => {
-            anyhow::bail!("internal error: `dags state|delete` are client operations")
+        DagsCmd::List(_) | DagsCmd::State { .. } | DagsCmd::Delete { .. } => {
+            anyhow::bail!("internal error: `dags list|state|delete` are client operations")
         }
         DagsCmd::Pause { dag_id } => set_paused(&cfg, &dag_id, true).await,
         DagsCmd::Unpause { dag_id } => set_paused(&cfg, &dag_id, false).await,
@@ -80,35 +79,6 @@ pub fn print_upcoming(out: Output, next: &Upcoming) {
         rows,
         next,
     );
-}
-
-async fn list(cfg: &Config, out: Output) -> anyhow::Result<i32> {
-    let store = super::open_synced(cfg).await?;
-    let dags = store.list_dags().await?;
-    let rows = dags
-        .iter()
-        .map(|d| {
-            vec![
-                d.dag_id.clone(),
-                d.schedule.clone(),
-                if d.is_paused { "yes" } else { "no" }.into(),
-                if d.is_active { "yes" } else { "no" }.into(),
-                d.version.to_string(),
-                d.file.clone(),
-            ]
-        })
-        .collect();
-    print(
-        out,
-        &["DAG", "SCHEDULE", "PAUSED", "ACTIVE", "VERSION", "FILE"],
-        rows,
-        &dags,
-    );
-    let errors = store.import_errors().await?.len();
-    if errors > 0 && out == Output::Table {
-        eprintln!("{errors} DAG file error(s): see `tern dags errors`");
-    }
-    Ok(0)
 }
 
 async fn show(cfg: &Config, dag_id: &str, out: Output) -> anyhow::Result<i32> {

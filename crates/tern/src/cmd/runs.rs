@@ -1,48 +1,17 @@
-//! `tern runs list|show`.
+//! `tern runs show` (the other `runs` commands are in `client_ops`).
 
 use serde_json::json;
-use tern_core::RunState;
 use tern_server::Config;
 
 use crate::cli::{Output, RunsCmd};
-use crate::output::{self, print};
+use crate::output;
 
 pub async fn run(cfg: Config, cmd: RunsCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
     match cmd {
         // Written once for both modes in `client_ops`.
-        RunsCmd::Mark { .. } | RunsCmd::Delete { .. } => {
-            anyhow::bail!("internal error: `runs mark|delete` are client operations")
-        }
-        RunsCmd::List {
-            dag,
-            state,
-            limit,
-            out,
-        } => {
-            let state = state
-                .map(|s| s.parse::<RunState>().map_err(anyhow::Error::msg))
-                .transpose()?;
-            let runs = store.list_runs(dag.as_deref(), state, limit).await?;
-            let rows = runs
-                .iter()
-                .map(|r| {
-                    vec![
-                        r.dag_id.clone(),
-                        r.run_id.clone(),
-                        r.state.to_string(),
-                        r.run_type.to_string(),
-                        output::time(Some(r.logical_date)),
-                        output::duration(r.started_at, r.ended_at),
-                    ]
-                })
-                .collect();
-            print(
-                out.output,
-                &["DAG", "RUN", "STATE", "TYPE", "LOGICAL DATE", "DURATION"],
-                rows,
-                &runs,
-            );
+        RunsCmd::List { .. } | RunsCmd::Mark { .. } | RunsCmd::Delete { .. } => {
+            anyhow::bail!("internal error: `runs list|mark|delete` are client operations")
         }
         RunsCmd::Show {
             dag_id,

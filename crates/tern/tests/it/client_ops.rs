@@ -49,6 +49,24 @@ a >> m
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), local);
     assert_eq!(t.ok(&["dags", "state", "ops", &run_id]).trim(), "failed");
+    // One output per command whatever the mode: the listings print the same.
+    for args in [
+        &["dags", "list"][..],
+        &["runs", "list"][..],
+        &["runs", "list", "--dag", "ops", "-o", "json"][..],
+    ] {
+        let out = remote(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            t.ok(args),
+            "{args:?}"
+        );
+    }
 
     // Without --yes, clear lists what it would clear and changes nothing.
     let out = t.run(&["tasks", "clear", "ops", "--only-failed"]);

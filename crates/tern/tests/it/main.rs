@@ -11,6 +11,7 @@ mod cli_errors;
 mod client_ops;
 mod dag_files;
 mod data_tasks;
+mod deploy;
 mod flow;
 mod fuzz;
 mod hybrid_etl;
