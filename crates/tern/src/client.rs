@@ -370,6 +370,74 @@ impl Client {
     }
 }
 
+impl Client {
+    /// A run as `runs show` prints it: `{run, tasks, outputs, tries}` (the run's record, its
+    /// task instances, their outputs by task, and with `with_tries` every instance's tries by
+    /// label, without their storage paths), the same whichever mode read it.
+    pub async fn run_detail(
+        &self,
+        dag_id: &str,
+        run_id: &str,
+        with_tries: bool,
+    ) -> anyhow::Result<Value> {
+        let mut tries = serde_json::Map::new();
+        let (run, tasks, outputs) = match self {
+            Client::Local(store) => {
+                let run = store.get_run(dag_id, run_id).await?;
+                let tis = store.task_instances(run.pk).await?;
+                if with_tries {
+                    for ti in &tis {
+                        let mut list = serde_json::to_value(store.task_tries(ti.id).await?)?;
+                        strip_log_paths(&mut list);
+                        tries.insert(ti.label(), list);
+                    }
+                }
+                let outputs = serde_json::to_value(store.run_outputs(run.pk).await?)?;
+                (
+                    serde_json::to_value(&run)?,
+                    serde_json::to_value(&tis)?,
+                    outputs,
+                )
+            }
+            Client::Remote(r) => {
+                let path = run_path(dag_id, run_id);
+                let v = r.get(&path).await?;
+                if with_tries {
+                    for t in v["task_instances"].as_array().into_iter().flatten() {
+                        let task = t["task_id"].as_str().unwrap_or_default();
+                        let (label, query) = match t["map_index"].as_i64() {
+                            Some(i) if i >= 0 => {
+                                (format!("{task}[{i}]"), format!("?map_index={i}"))
+                            }
+                            _ => (task.to_string(), String::new()),
+                        };
+                        let ti = r
+                            .get(&format!("{path}/taskInstances/{}{query}", seg(task)))
+                            .await?;
+                        tries.insert(label, ti["tries"].clone());
+                    }
+                }
+                let outputs = r.get(&format!("{path}/outputs")).await?["outputs"].clone();
+                (v["dag_run"].clone(), v["task_instances"].clone(), outputs)
+            }
+        };
+        let mut detail = json!({"run": run, "tasks": tasks, "outputs": outputs});
+        if with_tries {
+            detail["tries"] = Value::Object(tries);
+        }
+        Ok(detail)
+    }
+}
+
+/// Tries as the API shows them: where their logs are stored is the server's business.
+fn strip_log_paths(tries: &mut Value) {
+    for t in tries.as_array_mut().into_iter().flatten() {
+        if let Some(o) = t.as_object_mut() {
+            o.remove("log_path");
+        }
+    }
+}
+
 fn run_path(dag_id: &str, run_id: &str) -> String {
     format!("/api/v1/dags/{}/dagRuns/{}", seg(dag_id), seg(run_id))
 }

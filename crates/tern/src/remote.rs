@@ -1,8 +1,9 @@
 //! The CLI against a remote control plane: with `--server URL` and a token (`--token` or
 //! `TERN_TOKEN`), the everyday commands call the REST API instead of opening the metadata
-//! database: `dags list|next|trigger|pause|unpause|errors`, `variables set|get|list|delete`, `runs list|show`, `logs`, `pools
+//! database: `dags next|trigger|pause|unpause|errors`, `variables set|get|list|delete`, `logs`, `pools
 //! list|set|delete`, `connections list|delete`, `agents list|revoke`, `tokens list|create|revoke`,
-//! `users list`. `tasks list|clear`, `runs mark|delete` and `dags state` go through
+//! `users list`. `dags list|state|delete`, `tasks list|clear`, `runs list|show|mark|delete` and
+//! `users delete` go through
 //! [`crate::client::Client`] in both modes. Other commands work on the database directly and
 //! say so.
 
@@ -12,7 +13,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::cli::{
-    AgentsCmd, Command, ConnectionsCmd, DagsCmd, Output, PoolsCmd, RunsCmd, TokensCmd, UsersCmd,
+    AgentsCmd, Command, ConnectionsCmd, DagsCmd, Output, PoolsCmd, TokensCmd, UsersCmd,
     VariablesCmd,
 };
 use crate::output::print;
@@ -163,22 +164,6 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 tokio::time::sleep(poll).await;
                 poll = (poll * 2).min(Duration::from_millis(500));
             }
-        }
-        Command::Runs(RunsCmd::Show { dag_id, run_id, out }) => {
-            let v = r
-                .get(&format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id)))
-                .await?;
-            if out.output == Output::Table {
-                println!("{} {} {}", s(&v["dag_run"]["dag_id"]), s(&v["dag_run"]["run_id"]), s(&v["dag_run"]["state"]));
-            }
-            let table = rows(&v["task_instances"], |t| {
-                let label = match t["map_index"].as_i64() {
-                    Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
-                    _ => s(&t["task_id"]),
-                };
-                vec![label, s(&t["state"]), s(&t["try_number"]), s(&t["note"])]
-            });
-            print(out.output, &["task_id", "state", "try", "note"], table, &v);
         }
         Command::Logs(a) => {
             let base = format!(

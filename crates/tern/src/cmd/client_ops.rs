@@ -18,10 +18,20 @@ pub fn handles(command: &Command) -> bool {
     matches!(
         command,
         Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
-            | Command::Runs(RunsCmd::List { .. } | RunsCmd::Mark { .. } | RunsCmd::Delete { .. })
+            | Command::Runs(
+                RunsCmd::List { .. }
+                    | RunsCmd::Show { .. }
+                    | RunsCmd::Mark { .. }
+                    | RunsCmd::Delete { .. }
+            )
             | Command::Dags(DagsCmd::List(_) | DagsCmd::State { .. } | DagsCmd::Delete { .. })
             | Command::Users(UsersCmd::Delete { .. })
     )
+}
+
+/// Whether `command` reads DAGs (locally it loads the DAG folder first).
+pub fn reads_dag_files(command: &Command) -> bool {
+    matches!(command, Command::Tasks(_) | Command::Dags(DagsCmd::List(_)))
 }
 
 pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
@@ -30,6 +40,11 @@ pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
             list_tasks(&client, &dag_id, out.output).await
         }
         Command::Dags(DagsCmd::List(o)) => list_dags(&client, o.output).await,
+        Command::Runs(RunsCmd::Show {
+            dag_id,
+            run_id,
+            out,
+        }) => show_run(&client, &dag_id, &run_id, out.output).await,
         Command::Runs(RunsCmd::List {
             dag,
             state,
@@ -126,6 +141,61 @@ fn text(v: &serde_json::Value) -> String {
 /// A JSON time field.
 fn when(v: &serde_json::Value) -> Option<chrono::DateTime<chrono::Utc>> {
     serde_json::from_value(v.clone()).ok()
+}
+
+/// `runs show`: the run and each task instance (JSON: also outputs and tries).
+async fn show_run(client: &Client, dag_id: &str, run_id: &str, out: Output) -> anyhow::Result<i32> {
+    let v = client
+        .run_detail(dag_id, run_id, out == Output::Json)
+        .await?;
+    if out == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    let run = &v["run"];
+    println!(
+        "run        {} of {}",
+        text(&run["run_id"]),
+        text(&run["dag_id"])
+    );
+    println!("state      {}", text(&run["state"]));
+    println!("type       {}", text(&run["run_type"]));
+    println!("logical    {}", output::time(when(&run["logical_date"])));
+    println!(
+        "interval   {} .. {}",
+        output::time(when(&run["data_interval"]["start"])),
+        output::time(when(&run["data_interval"]["end"]))
+    );
+    println!(
+        "duration   {}",
+        output::duration(when(&run["started_at"]), when(&run["ended_at"]))
+    );
+    println!("conf       {}", run["conf"]);
+    println!();
+    let rows: Vec<Vec<String>> = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let label = match t["map_index"].as_i64() {
+                Some(i) if i >= 0 => format!("{}[{i}]", text(&t["task_id"])),
+                _ => text(&t["task_id"]),
+            };
+            vec![
+                label,
+                text(&t["state"]),
+                format!("{}/{}", t["try_number"], t["max_tries"]),
+                output::duration(when(&t["started_at"]), when(&t["ended_at"])),
+                text(&t["worker"]),
+                t["note"].as_str().unwrap_or_default().to_string(),
+            ]
+        })
+        .collect();
+    output::print_table(
+        &["TASK", "STATE", "TRY", "DURATION", "WORKER", "NOTE"],
+        &rows,
+    );
+    Ok(0)
 }
 
 async fn list_dags(client: &Client, out: Output) -> anyhow::Result<i32> {

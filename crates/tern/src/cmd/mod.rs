@@ -8,7 +8,6 @@ pub(crate) mod dags;
 mod logs;
 mod misc;
 mod notifications;
-mod runs;
 mod standalone;
 mod tasks;
 mod users;
@@ -43,7 +42,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 server,
                 cli.token.clone(),
             )?),
-            None => crate::client::Client::Local(open_synced(&cfg).await?),
+            // Commands that read DAGs see the files as they are now; the others only the
+            // database (a large DAG folder is not parsed to list runs).
+            None if client_ops::reads_dag_files(&cli.command) => {
+                crate::client::Client::Local(open_synced(&cfg).await?)
+            }
+            None => crate::client::Client::Local(open_store(&cfg).await?),
         };
         let home = cfg.home.clone();
         let local = cli.server.is_empty();
@@ -77,7 +81,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agents(c) => agents::run(cfg, c).await,
         Command::Dags(c) => dags::run(cfg, c).await,
         Command::Tasks(c) => tasks::run(cfg, c).await,
-        Command::Runs(c) => runs::run(cfg, c).await,
+        // Every `runs` command is a client operation (see `client_ops`).
+        Command::Runs(_) => anyhow::bail!("internal error: `runs` commands are client operations"),
         Command::Logs(a) => logs::run(cfg, a).await,
         Command::Pools(c) => misc::pools(cfg, c).await,
         Command::Connections(c) => connections::run(cfg, c).await,
