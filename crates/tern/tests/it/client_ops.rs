@@ -54,6 +54,8 @@ a >> m
         &["dags", "list"][..],
         &["runs", "list"][..],
         &["runs", "list", "--dag", "ops", "-o", "json"][..],
+        &["runs", "show", "ops", &run_id][..],
+        &["runs", "show", "ops", &run_id, "-o", "json"][..],
     ] {
         let out = remote(args);
         assert!(
