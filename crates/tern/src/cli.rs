@@ -450,6 +450,21 @@ pub enum ConnectionsCmd {
     Test {
         name: String,
     },
+    /// Print every connection as JSON (passwords masked unless --include-secrets), for
+    /// `connections import` elsewhere.
+    Export {
+        /// Include the passwords and secret extra fields in clear (the output is then a secret).
+        #[arg(long)]
+        include_secrets: bool,
+    },
+    /// Add the connections of an export (a JSON file, `-` for standard input); entries whose
+    /// secrets were masked are refused.
+    Import {
+        file: PathBuf,
+        /// Replace connections of the same name.
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]

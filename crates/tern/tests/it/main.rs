@@ -9,6 +9,7 @@ mod browser;
 mod chaos;
 mod cli_errors;
 mod client_ops;
+mod connections;
 mod dag_files;
 mod data_tasks;
 mod deploy;
