@@ -146,8 +146,30 @@ impl Store {
         })
     }
 
-    /// Applies pending migrations. Safe to run from several processes at once.
+    /// Applies pending migrations. Safe to run from several processes at once. A database
+    /// whose schema is newer than this build knows (upgraded by a newer tern) is refused with
+    /// what to do, before anything is changed.
     pub async fn migrate(&self) -> Result<()> {
+        let known = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+        // No table yet (a new database) reads as no version.
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        if let Some(applied) = applied.filter(|a| *a > known) {
+            return Err(crate::StoreError::Invalid(format!(
+                "the metadata database has schema version {applied}, newer than this tern knows \
+                 ({known}): a newer tern upgraded it. Run that version (or a newer one) here; an \
+                 older binary must not write to it"
+            )));
+        }
         match self.backend {
             // sqlx takes no lock on SQLite: two processes opening a new file at once can both
             // try the first migration. Each migration is one transaction, so the loser rolled
@@ -311,6 +333,13 @@ impl Store {
 
     /// The time limits of a pooled session: PostgreSQL's statement, lock and idle-transaction
     /// timeouts; SQLite's busy timeout (milliseconds).
+    /// For tests: runs one statement on the database as it is.
+    #[doc(hidden)]
+    pub async fn debug_execute(&self, sql: &str) -> Result<()> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     #[doc(hidden)]
     pub async fn debug_session_settings(&self) -> Result<Vec<String>> {
         if self.backend == Backend::Sqlite {

@@ -82,6 +82,25 @@ pub async fn migrations_are_idempotent(store: Store) {
     assert!(store.list_dags().await.unwrap().is_empty());
     let pools = store.list_pools().await.unwrap();
     assert_eq!(pools[0].name, "default_pool");
+
+    // A schema from a newer tern: this build refuses it, saying what to do.
+    let blob = match store.backend() {
+        tern_store::Backend::Sqlite => "X'00'",
+        tern_store::Backend::Postgres => "'\\x00'::bytea",
+    };
+    store
+        .debug_execute(&format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99999, 'from a newer tern', TRUE, {blob}, 0)"
+        ))
+        .await
+        .unwrap();
+    let e = store.migrate().await.unwrap_err().to_string();
+    assert!(
+        e.contains("schema version 99999, newer than this tern knows")
+            && e.contains("Run that version"),
+        "{e}"
+    );
 }
 
 pub async fn sync_creates_versions_only_when_specs_change(store: Store) {
