@@ -550,7 +550,8 @@ pub async fn task_page(
         .map(|t| serde_json::to_string_pretty(&t.kind).unwrap_or_default());
     let rendered = match (&spec, task) {
         (Some(spec), Some(task)) => {
-            rendered_fields(&run, spec, &ti, task, run_outputs, map_values.clone())
+            let var = preview_variables(&s, &task).await;
+            rendered_fields(&run, spec, &ti, task, run_outputs, map_values.clone(), &var)
         }
         _ => Vec::new(),
     };
@@ -580,6 +581,23 @@ pub async fn task_page(
     )
 }
 
+/// `var` for the preview of a task's templates: the control plane's variables its templates
+/// name, a secret one shown as `***` (a site agent's own variable wins when the task runs).
+async fn preview_variables(s: &AppState, task: &tern_core::TaskSpec) -> Value {
+    let Some(secrets) = &s.secrets else {
+        return json!({"value": {}, "json": {}});
+    };
+    let mut vars = crate::variables::for_task(&s.store, secrets, task)
+        .await
+        .unwrap_or_default();
+    for v in vars.values_mut().filter(|v| v.secret) {
+        v.value = "***".into();
+    }
+    tern_worker::variables::Variables::default()
+        .with_fallback(&vars)
+        .template_value()
+}
+
 /// The task's templated fields as its current try sees them (`{{ conn.… }}` is left to the
 /// agent, which alone holds site connections): `[{field, value}]` or `[{field, error}]`.
 fn rendered_fields(
@@ -589,6 +607,7 @@ fn rendered_fields(
     task: tern_core::TaskSpec,
     outputs: std::collections::BTreeMap<String, Map<String, Value>>,
     map_values: Map<String, Value>,
+    var: &Value,
 ) -> Vec<Value> {
     let kind = serde_json::to_value(&task.kind).unwrap_or_default();
     let a = tern_protocol::Assignment {
@@ -608,8 +627,7 @@ fn rendered_fields(
         map_index: u32::try_from(ti.map_index).ok(),
         map_values,
     };
-    // Variables are not read here: a template naming one shows that it is undefined.
-    let r = tern_worker::template::Renderer::new(&a, &json!({}), &json!({"value": {}, "json": {}}));
+    let r = tern_worker::template::Renderer::new(&a, &json!({}), var);
     let mut out = Vec::new();
     walk(&kind, "", &mut |field, text| {
         if text.contains("{{") || text.contains("{%") {

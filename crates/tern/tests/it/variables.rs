@@ -49,6 +49,23 @@ shell(id = "typo", cmd = "echo {{ var.value.regoin }}")
         "{log}"
     );
     assert!(!log.contains(SECRET), "{log}");
+    // The task page's preview of its templates reads the same variables, a secret one as ***.
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let (cookie, _) = crate::web::login(&url, "admin", password.trim()).unwrap();
+    let (status, page) = crate::harness::http(
+        &url,
+        "GET",
+        &format!("/dags/v/runs/{run}/tasks/show"),
+        &[("Cookie", &cookie)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("region=eu-west-1 bucket=b1 n=3 token=***"),
+        "the rendered templates: {}",
+        &page[page.find("Rendered").unwrap_or(0)..]
+    );
+    assert!(!page.contains(SECRET));
     let site = t.log("v", &run, "site", None);
     assert!(
         site.contains("site-region=warsaw-dc site-only=local-7"),
