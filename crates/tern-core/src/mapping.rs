@@ -32,6 +32,16 @@ pub const RESERVED_NAMES: &[&str] = &[
     "map_index",
 ];
 
+/// How one instance is named to people: `load` for a task that is not mapped (`map_index`
+/// -1), `load[3]` for instance 3 of a mapped one.
+pub fn instance_label(task_id: &str, map_index: i64) -> String {
+    if map_index >= 0 {
+        format!("{task_id}[{map_index}]")
+    } else {
+        task_id.to_string()
+    }
+}
+
 /// What a mapped task expands over.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Expand {

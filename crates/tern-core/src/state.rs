@@ -76,6 +76,34 @@ impl TaskState {
     }
 }
 
+/// One state standing for several instances (a task group's tasks in the grid, a mapped
+/// task's instances), in Airflow's order: a failure shows first, then work in progress, then
+/// waiting; all skipped is skipped, otherwise all done is success. `None` for no instance.
+pub fn summary_state(states: impl IntoIterator<Item = TaskState>) -> Option<TaskState> {
+    use TaskState as S;
+    let seen: Vec<TaskState> = states.into_iter().collect();
+    if seen.is_empty() {
+        return None;
+    }
+    let first = [
+        S::Failed,
+        S::UpstreamFailed,
+        S::UpForRetry,
+        S::Running,
+        S::Queued,
+        S::Scheduled,
+        S::UpForReschedule,
+        S::None,
+    ]
+    .into_iter()
+    .find(|s| seen.contains(s));
+    Some(first.unwrap_or(if seen.iter().all(|s| *s == S::Skipped) {
+        S::Skipped
+    } else {
+        S::Success
+    }))
+}
+
 /// The states of a run's task instances, by task: one for a task that is not mapped (or not
 /// expanded yet), one per instance for an expanded mapped task.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -40,15 +40,12 @@ impl Store {
         let chosen = expand(&spec, task_ids, scope)?;
         let named: HashSet<&str> = task_ids.iter().map(String::as_str).collect();
         for task in spec.tasks.iter().filter(|t| chosen.contains(&t.task_id)) {
-            // -2 matches no instance: "every instance".
-            let only = match scope.map_index {
-                Some(i) if named.contains(task.task_id.as_str()) => {
-                    self.check_instance(&mut tx, run_pk, &task.task_id, i)
-                        .await?;
-                    i
-                }
-                _ => -2,
-            };
+            let wanted = scope
+                .map_index
+                .filter(|_| named.contains(task.task_id.as_str()));
+            let only = self
+                .instance_filter(&mut tx, run_pk, &task.task_id, wanted)
+                .await?;
             // A try running now ends here: its attempt loses its token below, so nothing it
             // reports later is taken.
             sqlx::query(
@@ -113,14 +110,9 @@ impl Store {
                 spec.dag_id
             )));
         }
-        // -2 matches no instance: "every instance" (of a mapped task: all of them).
-        let only = match map_index {
-            Some(i) => {
-                self.check_instance(&mut tx, run_pk, task_id, i).await?;
-                i
-            }
-            None => -2,
-        };
+        let only = self
+            .instance_filter(&mut tx, run_pk, task_id, map_index)
+            .await?;
         sqlx::query(
             "UPDATE task_instances SET state = $3, note = $4, ended_at = $5, ready_at = NULL, attempt = NULL, \
              lease_until = NULL, sensor_since = NULL WHERE run_pk = $1 AND task_id = $2 \
@@ -158,14 +150,19 @@ impl Store {
         Ok(())
     }
 
-    /// Refuses a map index the task has no instance at (or one its last expansion removed).
-    async fn check_instance(
+    /// The `$N = -2 OR map_index = $N` filter value of an action on `task_id`'s instances:
+    /// `-2` (no index has it) for every instance, else the index, refused when the task has no
+    /// instance there (or one its last expansion removed).
+    async fn instance_filter(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         task_id: &str,
-        map_index: i64,
-    ) -> Result<()> {
+        map_index: Option<i64>,
+    ) -> Result<i64> {
+        let Some(map_index) = map_index else {
+            return Ok(-2);
+        };
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM task_instances WHERE run_pk = $1 AND task_id = $2 AND map_index = $3 AND state <> 'removed'",
         )
@@ -179,7 +176,7 @@ impl Store {
                 "task {task_id:?} has no instance with map_index {map_index} in this run"
             )));
         }
-        Ok(())
+        Ok(map_index)
     }
 
     /// Ends a run by hand as `success` or `failed`. Its unfinished task instances end too:

@@ -78,11 +78,7 @@ impl TaskInstance {
     /// How the instance is named to people: `load`, or `load[3]` for instance 3 of a mapped
     /// task.
     pub fn label(&self) -> String {
-        if self.map_index >= 0 {
-            format!("{}[{}]", self.task_id, self.map_index)
-        } else {
-            self.task_id.clone()
-        }
+        tern_core::mapping::instance_label(&self.task_id, self.map_index)
     }
 }
 

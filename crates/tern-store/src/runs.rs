@@ -258,7 +258,6 @@ impl Store {
         run_row(&row)
     }
 
-    /// Task instances of a run, in the order their tasks were declared.
     /// Every task instance of a run in creation order, a mapped task's instances together by
     /// index.
     pub async fn task_instances(&self, run_pk: i64) -> Result<Vec<TaskInstance>> {
@@ -418,21 +417,17 @@ impl Store {
 }
 
 /// The state a sensor sees for a task from its instances' states: the one state of a task that
-/// is not mapped; for a mapped task's instances, `failed` when one failed, `success` when all
-/// ended and one succeeded, `skipped` when all were skipped, else the first unfinished one.
+/// is not mapped; for a mapped task's instances their summary (`tern_core`'s, as the grid
+/// shows it), an upstream failure among them reading as `failed`.
 fn one_state_of(states: &[String]) -> Option<String> {
     if states.len() <= 1 {
         return states.first().cloned();
     }
-    let has = |s: &str| states.iter().any(|x| x == s);
-    let finished = |s: &str| matches!(s, "success" | "failed" | "upstream_failed" | "skipped");
-    if has("failed") || has("upstream_failed") {
-        return Some("failed".into());
-    }
-    if let Some(waiting) = states.iter().find(|s| !finished(s)) {
-        return Some(waiting.clone());
-    }
-    Some(if has("success") { "success" } else { "skipped" }.into())
+    let parsed = states.iter().filter_map(|s| s.parse::<TaskState>().ok());
+    Some(match tern_core::state::summary_state(parsed)? {
+        TaskState::UpstreamFailed => TaskState::Failed.to_string(),
+        s => s.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -141,11 +141,10 @@ async fn run_masked(
         outputs: Default::default(),
         reschedule_after_ms: None,
     };
-    let instance = a.map_index.map(|i| format!("[{i}]")).unwrap_or_default();
     sink.line(&format!(
-        "tern: {}.{}{instance} run {} try {} of {} ({})",
+        "tern: {}.{} run {} try {} of {} ({})",
         a.dag_id,
-        a.task_id,
+        tern_core::mapping::instance_label(&a.task_id, a.map_index.map_or(-1, i64::from)),
         a.run_id,
         a.try_number,
         a.max_tries,

@@ -1,6 +1,6 @@
 //! One client interface over the control plane for the commands that inspect and change runs
-//! (`tasks list|clear`, `runs mark|delete`, `dags state|delete`, `users delete`): [`Client::Local`] works on the
-//! metadata database (and records changes in the audit log as `cli:USER`), [`Client::Remote`]
+//! (`dags list|state|delete`, `tasks list|clear`, `runs list|show|mark|delete`, `users delete`):
+//! [`Client::Local`] works on the metadata database (and records changes in the audit log as `cli:USER`), [`Client::Remote`]
 //! calls the REST API with a token (`--server`). Each command is written once, against this.
 
 use chrono::{DateTime, Utc};
@@ -34,6 +34,17 @@ pub struct InstanceRow {
 /// Most runs one command looks at (newest first), as the API's run listing allows.
 const MAX_RUNS: i64 = 1000;
 
+impl RunRow {
+    /// From a run record as the API (and `serde`) spells it.
+    fn from_json(run: &Value) -> anyhow::Result<RunRow> {
+        Ok(RunRow {
+            run_id: run["run_id"].as_str().unwrap_or_default().to_string(),
+            state: field(run, "state")?,
+            logical_date: serde_json::from_value(run["logical_date"].clone())?,
+        })
+    }
+}
+
 fn field<T: std::str::FromStr<Err = String>>(v: &Value, name: &str) -> anyhow::Result<T> {
     let text = v[name]
         .as_str()
@@ -55,58 +66,20 @@ impl Client {
 
     /// The DAG's runs, newest first.
     pub async fn runs(&self, dag_id: &str) -> anyhow::Result<Vec<RunRow>> {
-        match self {
-            Client::Local(store) => Ok(store
-                .list_runs(Some(dag_id), None, MAX_RUNS)
-                .await?
-                .into_iter()
-                .map(|r| RunRow {
-                    run_id: r.run_id,
-                    state: r.state,
-                    logical_date: r.logical_date,
-                })
-                .collect()),
-            Client::Remote(r) => {
-                let v = r
-                    .get(&format!(
-                        "/api/v1/dags/{}/dagRuns?limit={MAX_RUNS}",
-                        seg(dag_id)
-                    ))
-                    .await?;
-                let mut out = Vec::new();
-                for run in v["dag_runs"].as_array().into_iter().flatten() {
-                    out.push(RunRow {
-                        run_id: run["run_id"].as_str().unwrap_or_default().to_string(),
-                        state: field(run, "state")?,
-                        logical_date: serde_json::from_value(run["logical_date"].clone())?,
-                    });
-                }
-                Ok(out)
-            }
-        }
+        self.run_list(Some(dag_id), None, MAX_RUNS)
+            .await?
+            .iter()
+            .map(RunRow::from_json)
+            .collect()
     }
 
     /// One run, or an error naming it.
     pub async fn run(&self, dag_id: &str, run_id: &str) -> anyhow::Result<RunRow> {
-        match self {
-            Client::Local(store) => {
-                let r = store.get_run(dag_id, run_id).await?;
-                Ok(RunRow {
-                    run_id: r.run_id,
-                    state: r.state,
-                    logical_date: r.logical_date,
-                })
-            }
-            Client::Remote(r) => {
-                let v = r.get(&run_path(dag_id, run_id)).await?;
-                let run = &v["dag_run"];
-                Ok(RunRow {
-                    run_id: run_id.to_string(),
-                    state: field(run, "state")?,
-                    logical_date: serde_json::from_value(run["logical_date"].clone())?,
-                })
-            }
-        }
+        let run = match self {
+            Client::Local(store) => serde_json::to_value(store.get_run(dag_id, run_id).await?)?,
+            Client::Remote(r) => r.get(&run_path(dag_id, run_id)).await?["dag_run"].take(),
+        };
+        RunRow::from_json(&run)
     }
 
     /// The task instances of a run (a mapped task's one per index).
@@ -245,9 +218,7 @@ impl Client {
         }
         Ok(())
     }
-}
 
-impl Client {
     /// Deletes a DAG's metadata (refused while a run is queued or running).
     pub async fn delete_dag(&self, dag_id: &str) -> anyhow::Result<()> {
         match self {
@@ -289,9 +260,7 @@ impl Client {
         }
         Ok(())
     }
-}
 
-impl Client {
     /// Every DAG, also those no file declares any more, as the API lists them (JSON objects:
     /// the DAG's row with its tags, description and task count).
     pub async fn dags(&self) -> anyhow::Result<Vec<Value>> {
@@ -368,9 +337,7 @@ impl Client {
             }
         }
     }
-}
 
-impl Client {
     /// A run as `runs show` prints it: `{run, tasks, outputs, tries}` (the run's record, its
     /// task instances, their outputs by task, and with `with_tries` every instance's tries by
     /// label, without their storage paths), the same whichever mode read it.
@@ -405,11 +372,12 @@ impl Client {
                 if with_tries {
                     for t in v["task_instances"].as_array().into_iter().flatten() {
                         let task = t["task_id"].as_str().unwrap_or_default();
-                        let (label, query) = match t["map_index"].as_i64() {
-                            Some(i) if i >= 0 => {
-                                (format!("{task}[{i}]"), format!("?map_index={i}"))
-                            }
-                            _ => (task.to_string(), String::new()),
+                        let map_index = t["map_index"].as_i64().unwrap_or(-1);
+                        let label = tern_core::mapping::instance_label(task, map_index);
+                        let query = if map_index >= 0 {
+                            format!("?map_index={map_index}")
+                        } else {
+                            String::new()
                         };
                         let ti = r
                             .get(&format!("{path}/taskInstances/{}{query}", seg(task)))

@@ -334,10 +334,10 @@ fn report_remote_run(v: &Value, dag_id: &str, run_id: &str) {
         .into_iter()
         .flatten()
         .map(|t| crate::cmd::dags::ReportLine {
-            label: match t["map_index"].as_i64() {
-                Some(i) if i >= 0 => format!("{}[{i}]", s(&t["task_id"])),
-                _ => s(&t["task_id"]),
-            },
+            label: tern_core::mapping::instance_label(
+                &s(&t["task_id"]),
+                t["map_index"].as_i64().unwrap_or(-1),
+            ),
             state: s(&t["state"]),
             try_number: t["try_number"].as_u64().unwrap_or(0) as u32,
             note: t["note"].as_str().map(str::to_string),

@@ -141,10 +141,10 @@ pub(crate) async fn mark(
         s,
         caller,
         &format!("task.mark_{}", state.as_str()),
-        &match map_index {
-            Some(i) => format!("{dag_id}/{run_id}/{task_id}[{i}]"),
-            None => format!("{dag_id}/{run_id}/{task_id}"),
-        },
+        &format!(
+            "{dag_id}/{run_id}/{}",
+            tern_core::mapping::instance_label(task_id, map_index.unwrap_or(-1))
+        ),
         "",
     )
     .await?;

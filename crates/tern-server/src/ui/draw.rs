@@ -280,28 +280,7 @@ fn group_state(states: impl Iterator<Item = TaskState>) -> Option<(TaskState, St
             None => counts.push((s, 1)),
         }
     }
-    if counts.is_empty() {
-        return None;
-    }
-    let has = |s: TaskState| counts.iter().any(|(c, _)| *c == s);
-    use TaskState as S;
-    let state = [
-        S::Failed,
-        S::UpstreamFailed,
-        S::UpForRetry,
-        S::Running,
-        S::Queued,
-        S::Scheduled,
-        S::UpForReschedule,
-        S::None,
-    ]
-    .into_iter()
-    .find(|s| has(*s))
-    .unwrap_or(if counts.iter().all(|(c, _)| *c == S::Skipped) {
-        S::Skipped
-    } else {
-        S::Success
-    });
+    let state = tern_core::state::summary_state(counts.iter().map(|(s, _)| *s))?;
     counts.sort_by_key(|(s, _)| s.as_str());
     let text = counts
         .iter()

@@ -457,12 +457,11 @@ pub async fn run_page(
         .map(|t| {
             let mut v = json!(t);
             // A mapped task's instances each link to their own page and read `task[i]`.
-            let instance = if t.map_index >= 0 {
-                format!("?map_index={}", t.map_index)
-            } else {
-                String::new()
-            };
-            v["url"] = json!(format!("{base}/tasks/{}{instance}", seg(&t.task_id)));
+            v["url"] = json!(format!(
+                "{base}/tasks/{}{}",
+                seg(&t.task_id),
+                instance_query(t.map_index)
+            ));
             v["label"] = json!(t.label());
             v["duration"] = json!(duration(t.started_at, t.ended_at));
             v
@@ -474,6 +473,16 @@ pub async fn run_page(
                "dag_url": format!("/dags/{}", seg(&dag_id)), "api": api,
                "duration": duration(run.started_at, run.ended_at)}),
     )
+}
+
+/// The query naming instance `map_index` of a mapped task in a page's or route's URL (none
+/// for a task that is not mapped).
+fn instance_query(map_index: i64) -> String {
+    if map_index >= 0 {
+        format!("?map_index={map_index}")
+    } else {
+        String::new()
+    }
 }
 
 /// `?map_index=N`: which instance of a mapped task a page shows.
@@ -532,7 +541,7 @@ pub async fn task_page(
             json!({"map_index": t.map_index, "state": t.state, "try_number": t.try_number,
                    "duration": duration(t.started_at, t.ended_at), "note": t.note,
                    "current": t.id == ti.id,
-                   "url": format!("{page}?map_index={}", t.map_index)})
+                   "url": format!("{page}{}", instance_query(t.map_index))})
         })
         .collect();
     let map_values = if ti.map_index >= 0 {
@@ -556,11 +565,7 @@ pub async fn task_page(
         _ => Vec::new(),
     };
     let api = format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id));
-    let instance_q = if ti.map_index >= 0 {
-        format!("?map_index={}", ti.map_index)
-    } else {
-        String::new()
-    };
+    let instance_q = instance_query(ti.map_index);
     let tries_json: Vec<Value> = tries
         .iter()
         .map(|t| {

@@ -177,10 +177,10 @@ async fn show_run(client: &Client, dag_id: &str, run_id: &str, out: Output) -> a
         .into_iter()
         .flatten()
         .map(|t| {
-            let label = match t["map_index"].as_i64() {
-                Some(i) if i >= 0 => format!("{}[{i}]", text(&t["task_id"])),
-                _ => text(&t["task_id"]),
-            };
+            let label = tern_core::mapping::instance_label(
+                &text(&t["task_id"]),
+                t["map_index"].as_i64().unwrap_or(-1),
+            );
             vec![
                 label,
                 text(&t["state"]),

@@ -104,7 +104,8 @@ fn first_instance(
     let Some(expand) = &task.expand else {
         return Ok((None, Default::default()));
     };
-    let mut lists = Vec::new();
+    // Instance 0 takes the first element of every list, combined or zipped alike.
+    let mut first = serde_json::Map::new();
     for key in &expand.keys {
         let list = match &key.source {
             tern_core::MapSource::Values { values } => values.clone(),
@@ -120,15 +121,13 @@ fn first_instance(
                 key.source.describe()
             ),
         };
-        lists.push(list);
+        let element = list.into_iter().next().with_context(|| {
+            format!(
+                "task {} maps over an empty list: nothing to test",
+                task.task_id
+            )
+        })?;
+        first.insert(key.name.clone(), element);
     }
-    let sets = tern_core::mapping::element_sets(expand, &lists, usize::MAX)
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let first = sets.into_iter().next().with_context(|| {
-        format!(
-            "task {} maps over an empty list: nothing to test",
-            task.task_id
-        )
-    })?;
     Ok((Some(0), first))
 }
