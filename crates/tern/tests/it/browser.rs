@@ -747,5 +747,17 @@ work >> after
     let rendered = text_of(&c, "#rendered").await;
     assert!(rendered.contains("test 3 != 3"), "{rendered}");
     shot(&c, "42-task-page-one-instance").await;
+
+    // The run page names each instance and links to its own page.
+    c.goto(&format!("{url}/dags/mapped/runs/{run}"))
+        .await
+        .unwrap();
+    let link = with_element(&c, "a[href$='/tasks/work?map_index=2']", |el| async move {
+        el.text().await
+    })
+    .await;
+    assert_eq!(link, "work[2]");
+    assert!(shown(&c, "a[href$='/tasks/work?map_index=2']").await);
+    shot(&c, "43-run-page-instances").await;
     c.close().await.unwrap();
 }
