@@ -12,6 +12,7 @@
 mod across_runs;
 pub mod agents;
 mod attempts;
+pub mod browse;
 mod connect;
 pub mod connections;
 pub mod dags;

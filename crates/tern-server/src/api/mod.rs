@@ -148,6 +148,23 @@ pub(crate) fn query<T>(q: Result<axum::extract::Query<T>, QueryRejection>) -> Re
     })
 }
 
+/// A `state` query parameter as a run or task state, or a 400 listing the states.
+pub(crate) fn state_param<T: std::str::FromStr<Err = String>>(
+    raw: Option<&str>,
+) -> Result<Option<T>, ApiError> {
+    raw.map(|st| {
+        st.parse::<T>().map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                e,
+                "give one of the states the message lists",
+            )
+        })
+    })
+    .transpose()
+}
+
 /// A run by DAG and run id, or a 404 naming them.
 pub(crate) async fn find_run(
     s: &AppState,

@@ -8,6 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tern_core::RunState;
+use tern_store::browse::BrowseFilter;
 use tern_store::manage::ClearScope;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -32,13 +33,19 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct RunListQuery {
     /// Only runs in this state (`queued`, `running`, `success`, `failed`).
     state: Option<String>,
+    /// Only runs whose logical date is at or after this (RFC 3339).
+    logical_date_gte: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only runs whose logical date is at or before this (RFC 3339).
+    logical_date_lte: Option<chrono::DateTime<chrono::Utc>>,
     /// How many runs, newest first (1–1000, default 100).
     limit: Option<i64>,
+    /// How many to skip (for the next page).
+    offset: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns", tag = "runs",
     params(("dag_id" = String, Path, description = "DAG id, or `~` for every DAG"), RunListQuery),
-    responses((status = 200, description = "`{dag_runs}`, newest first"), (status = 400, description = "Unknown state")))]
+    responses((status = 200, description = "`{dag_runs}`, newest logical date first"), (status = 400, description = "Unknown state")))]
 async fn list_runs(
     State(s): State<AppState>,
     caller: Caller,
@@ -47,27 +54,23 @@ async fn list_runs(
 ) -> Result<Json<Value>, ApiError> {
     let q = super::query(q)?;
     caller.require(Role::Viewer, "listing runs")?;
-    let state = q
-        .state
-        .as_deref()
-        .map(|st| {
-            st.parse::<RunState>().map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    e,
-                    "state is one of queued, running, success, failed",
-                )
-            })
-        })
-        .transpose()?;
-    let dag = (dag_id != "~").then_some(dag_id.as_str());
-    if let Some(d) = dag {
+    let state = super::state_param::<RunState>(q.state.as_deref())?;
+    let dag = (dag_id != "~").then(|| dag_id.clone());
+    if let Some(d) = &dag {
         s.store.get_dag(d).await.map_err(ApiError::from_store)?;
     }
+    let filter = BrowseFilter {
+        dag_id: dag,
+        state,
+        queue: None,
+        since: q.logical_date_gte,
+        until: q.logical_date_lte,
+        limit: q.limit.unwrap_or(100).clamp(1, 1000),
+        offset: q.offset.unwrap_or(0).max(0),
+    };
     let runs = s
         .store
-        .list_runs(dag, state, q.limit.unwrap_or(100).clamp(1, 1000))
+        .browse_runs(&filter)
         .await
         .map_err(ApiError::from_store)?;
     Ok(Json(json!({"dag_runs": runs})))

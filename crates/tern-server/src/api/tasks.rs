@@ -13,6 +13,7 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tern_core::TaskState;
+use tern_store::browse::BrowseFilter;
 use tern_store::TaskTry;
 use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
@@ -34,17 +35,67 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(run_outputs))
 }
 
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    /// Only instances in this state (`failed`, `running`, …).
+    state: Option<String>,
+    /// Only instances on this queue (a site's agents serve its queue).
+    queue: Option<String>,
+    /// Across runs (`run_id` `~`): only runs whose logical date is at or after this.
+    logical_date_gte: Option<chrono::DateTime<chrono::Utc>>,
+    /// Across runs: only runs whose logical date is at or before this.
+    logical_date_lte: Option<chrono::DateTime<chrono::Utc>>,
+    /// Across runs: how many, newest first (1–1000, default 100).
+    limit: Option<i64>,
+    /// Across runs: how many to skip.
+    offset: Option<i64>,
+}
+
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/dagRuns/{run_id}/taskInstances", tag = "tasks",
-    params(("dag_id" = String, Path, description = "DAG id"), ("run_id" = String, Path, description = "Run id")),
-    responses((status = 200, description = "`{task_instances}` in DAG order"), (status = 404, description = "No such run")))]
+    params(("dag_id" = String, Path, description = "DAG id, or `~` (with run id `~`) for every DAG"),
+           ("run_id" = String, Path, description = "Run id, or `~` for every run, newest first"), TaskListQuery),
+    responses((status = 200, description = "`{task_instances}`: a run's in DAG order; across runs (`~`) newest first, each with its run's `logical_date`"),
+              (status = 400, description = "Unknown state, or a DAG id with `~` for the run but no such DAG"),
+              (status = 404, description = "No such run")))]
 async fn list_task_instances(
     State(s): State<AppState>,
     caller: Caller,
     Path((dag_id, run_id)): Path<(String, String)>,
+    q: Result<Query<TaskListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
     caller.require(Role::Viewer, "listing task instances")?;
+    let state = super::state_param::<TaskState>(q.state.as_deref())?;
+    if run_id == "~" {
+        let dag = (dag_id != "~").then(|| dag_id.clone());
+        if let Some(d) = &dag {
+            s.store.get_dag(d).await.map_err(ApiError::from_store)?;
+        }
+        let filter = BrowseFilter {
+            dag_id: dag,
+            state,
+            queue: q.queue,
+            since: q.logical_date_gte,
+            until: q.logical_date_lte,
+            limit: q.limit.unwrap_or(100).clamp(1, 1000),
+            offset: q.offset.unwrap_or(0).max(0),
+        };
+        let tis = s
+            .store
+            .browse_task_instances(&filter)
+            .await
+            .map_err(ApiError::from_store)?;
+        return Ok(Json(json!({"task_instances": tis})));
+    }
     let run = find_run(&s, &dag_id, &run_id).await?;
-    let tis = run_tis(&s, run.pk).await?;
+    let tis: Vec<_> = run_tis(&s, run.pk)
+        .await?
+        .into_iter()
+        .filter(|t| state.is_none_or(|st| t.state == st))
+        .filter(|t| q.queue.as_ref().is_none_or(|queue| &t.queue == queue))
+        .collect();
     // `task_instance` when one instance was marked (a task that is not mapped, or one index).
     let one = (tis.len() == 1).then(|| tis[0].clone());
     Ok(Json(json!({"task_instance": one, "task_instances": tis})))

@@ -5,11 +5,13 @@
 //! - [`session`]: login, logout, rate limiting, the [`session::Viewer`] of a page;
 //! - [`pages`]: DAG list, DAG page (grid, graph, code, versions, runs), trigger form, run page
 //!   (tasks, Gantt), task-instance page (tries, outputs, live log);
+//! - [`browse`]: runs and task instances across DAGs, filtered (what is failing now);
 //! - [`admin_pages`]: pools, agents, connections, users and tokens, audit log;
 //! - [`draw`]: the grid, the graph (SVG, left to right) and the Gantt chart, drawn in Rust
 //!   because they are the pages that grow with DAG size.
 
 pub mod admin_pages;
+pub mod browse;
 pub mod draw;
 pub mod pages;
 pub mod session;
@@ -32,6 +34,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("dags.html", include_str!("templates/dags.html")),
         ("dag.html", include_str!("templates/dag.html")),
         ("trigger.html", include_str!("templates/trigger.html")),
+        ("browse.html", include_str!("templates/browse.html")),
         ("run.html", include_str!("templates/run.html")),
         ("task.html", include_str!("templates/task.html")),
         ("pools.html", include_str!("templates/pools.html")),
@@ -120,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             "/dags/{dag_id}/runs/{run_id}/tasks/{task_id}",
             get(pages::task_page),
         )
+        .route("/browse", get(browse::browse))
         .route("/pools", get(admin_pages::pools))
         .route("/agents", get(admin_pages::agents))
         .route("/connections", get(admin_pages::connections))

@@ -264,7 +264,7 @@ pub async fn dag_page(
     render("dag.html", ctx)
 }
 
-fn duration(
+pub(super) fn duration(
     start: Option<chrono::DateTime<Utc>>,
     end: Option<chrono::DateTime<Utc>>,
 ) -> Option<String> {
@@ -319,6 +319,39 @@ async fn spec_to_trigger(
     }
 }
 
+/// The trigger form's advanced fields (run id, logical date, raw conf) as typed, with their
+/// errors.
+#[derive(Default)]
+struct AdvancedFields {
+    run_id: String,
+    logical_date: String,
+    conf: String,
+    errors: HashMap<&'static str, String>,
+}
+
+impl AdvancedFields {
+    fn context(&self) -> Value {
+        json!({"run_id": self.run_id, "logical_date": self.logical_date, "conf": self.conf,
+               "errors": self.errors,
+               "open": !(self.run_id.is_empty() && self.logical_date.is_empty() && self.conf.is_empty())})
+    }
+}
+
+fn trigger_page(
+    viewer: &Viewer,
+    dag_id: &str,
+    fields: Vec<Value>,
+    advanced: &AdvancedFields,
+    error: Option<String>,
+) -> Response {
+    render(
+        "trigger.html",
+        json!({"me": viewer.context(), "nav": "dags", "dag_id": dag_id, "fields": fields,
+               "advanced": advanced.context(), "error": error,
+               "url": format!("/dags/{}", seg(dag_id))}),
+    )
+}
+
 pub async fn trigger_form(
     State(s): State<AppState>,
     viewer: Viewer,
@@ -329,11 +362,7 @@ pub async fn trigger_form(
         Err(page) => return page,
     };
     let fields = param_fields(&spec.params, &Map::new(), &HashMap::new());
-    render(
-        "trigger.html",
-        json!({"me": viewer.context(), "nav": "dags", "dag_id": dag_id, "fields": fields,
-               "url": format!("/dags/{}", seg(&dag_id))}),
-    )
+    trigger_page(&viewer, &dag_id, fields, &AdvancedFields::default(), None)
 }
 
 /// Reads one form value as the param's type.
@@ -361,6 +390,39 @@ fn parse_param(ty: &str, raw: Option<&str>) -> Result<Value, String> {
         },
         _ => Ok(Value::String(raw.to_string())),
     }
+}
+
+/// A `datetime-local` value (`2026-12-06T05:30`, seconds optional) read as UTC, or an RFC
+/// 3339 time with its offset.
+fn parse_logical_date(raw: &str) -> Result<chrono::DateTime<Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    [
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| chrono::NaiveDateTime::parse_from_str(raw, f).ok())
+    .map(|t| t.and_utc())
+    .ok_or_else(|| format!("{raw:?} is not a date and time: write 2026-12-06T05:30 (UTC)"))
+}
+
+/// The run's conf from the form: the params' fields, with the raw JSON conf (when given)
+/// merged over them — a top-level key replaces the fields' one, a param in its `params`
+/// replaces that field's value.
+fn merged_conf(values: &Map<String, Value>, raw: &Map<String, Value>) -> Value {
+    let mut conf = raw.clone();
+    let mut params = values.clone();
+    if let Some(Value::Object(given)) = raw.get("params") {
+        for (k, v) in given {
+            params.insert(k.clone(), v.clone());
+        }
+    }
+    conf.insert("params".into(), Value::Object(params));
+    Value::Object(conf)
 }
 
 pub async fn trigger_submit(
@@ -391,11 +453,47 @@ pub async fn trigger_submit(
             }
         }
     }
+    let text = |k: &str| {
+        form.get(k)
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut advanced = AdvancedFields {
+        run_id: text("run_id"),
+        logical_date: text("logical_date"),
+        conf: text("conf"),
+        errors: HashMap::new(),
+    };
+    let logical_date = match advanced.logical_date.as_str() {
+        "" => None,
+        raw => parse_logical_date(raw)
+            .map_err(|e| advanced.errors.insert("logical_date", e))
+            .ok(),
+    };
+    let raw_conf = match advanced.conf.as_str() {
+        "" => Map::new(),
+        raw => match serde_json::from_str::<Value>(raw) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                advanced.errors.insert(
+                    "conf",
+                    "write a JSON object, e.g. {\"params\": {\"n\": 3}}".into(),
+                );
+                Map::new()
+            }
+            Err(e) => {
+                advanced.errors.insert("conf", format!("not JSON: {e}"));
+                Map::new()
+            }
+        },
+    };
     let mut general = None;
-    if errors.is_empty() {
+    if errors.is_empty() && advanced.errors.is_empty() {
         let req = crate::trigger::TriggerRequest {
             dag_id: dag_id.clone(),
-            conf: json!({"params": values}),
+            conf: merged_conf(&values, &raw_conf),
+            run_id: Some(advanced.run_id.clone()).filter(|r| !r.is_empty()),
+            logical_date,
             ..Default::default()
         };
         match crate::trigger::trigger(&s.store, &req).await {
@@ -416,19 +514,32 @@ pub async fn trigger_submit(
         }
     }
     let fields = param_fields(&spec.params, &values, &errors);
-    let mut r = render(
-        "trigger.html",
-        json!({"me": viewer.context(), "nav": "dags", "dag_id": dag_id, "fields": fields,
-               "error": general, "url": format!("/dags/{}", seg(&dag_id))}),
-    );
+    let mut r = trigger_page(&viewer, &dag_id, fields, &advanced, general);
     *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     r
+}
+
+/// Task rows on one page of the run page: a 10,000-task run is read a page at a time, by
+/// state or by a part of the task id.
+const RUN_PAGE: usize = 100;
+
+#[derive(Deserialize, Default)]
+pub struct RunQuery {
+    /// Only instances in this state.
+    #[serde(default)]
+    state: Option<String>,
+    /// Only tasks whose id holds this text.
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    page: usize,
 }
 
 pub async fn run_page(
     State(s): State<AppState>,
     viewer: Viewer,
     Path((dag_id, run_id)): Path<(String, String)>,
+    Query(q): Query<RunQuery>,
 ) -> Response {
     let run = match s.store.get_run(&dag_id, &run_id).await {
         Ok(r) => r,
@@ -438,8 +549,31 @@ pub async fn run_page(
         Ok(t) => t,
         Err(e) => return store_fail(&viewer, e),
     };
-    let labels: Vec<String> = tis.iter().map(|t| t.label()).collect();
-    let bars: Vec<draw::Bar<'_>> = tis
+    // Counts by state over the whole run, in the order states are listed everywhere.
+    let mut counts: Vec<Value> = Vec::new();
+    for st in tern_core::TaskState::ALL {
+        let n = tis.iter().filter(|t| t.state == *st).count();
+        if n > 0 {
+            counts.push(json!({"state": st.as_str(), "count": n}));
+        }
+    }
+    let state = q.state.clone().filter(|s| !s.is_empty());
+    let needle = q.task.clone().filter(|s| !s.is_empty());
+    let matching: Vec<&tern_store::TaskInstance> = tis
+        .iter()
+        .filter(|t| state.as_deref().is_none_or(|st| t.state.as_str() == st))
+        .filter(|t| needle.as_deref().is_none_or(|n| t.task_id.contains(n)))
+        .collect();
+    let pages = matching.len().div_ceil(RUN_PAGE).max(1);
+    let page = q.page.min(pages - 1);
+    let shown: Vec<&tern_store::TaskInstance> = matching
+        .iter()
+        .skip(page * RUN_PAGE)
+        .take(RUN_PAGE)
+        .copied()
+        .collect();
+    let labels: Vec<String> = shown.iter().map(|t| t.label()).collect();
+    let bars: Vec<draw::Bar<'_>> = shown
         .iter()
         .zip(&labels)
         .map(|(t, label)| draw::Bar {
@@ -452,7 +586,7 @@ pub async fn run_page(
     let gantt = draw::gantt(&bars, Utc::now());
     let base = format!("/dags/{}/runs/{}", seg(&dag_id), seg(&run_id));
     let api = format!("/api/v1/dags/{}/dagRuns/{}", seg(&dag_id), seg(&run_id));
-    let rows: Vec<Value> = tis
+    let rows: Vec<Value> = shown
         .iter()
         .map(|t| {
             let mut v = json!(t);
@@ -467,17 +601,49 @@ pub async fn run_page(
             v
         })
         .collect();
+    // This page's URL with other filters or another page.
+    let url_with = |state: Option<&str>, page: usize| {
+        let mut parts = Vec::new();
+        if let Some(st) = state {
+            parts.push(format!("state={}", seg(st)));
+        }
+        if let Some(n) = &needle {
+            parts.push(format!("task={}", seg(n)));
+        }
+        if page > 0 {
+            parts.push(format!("page={page}"));
+        }
+        if parts.is_empty() {
+            base.clone()
+        } else {
+            format!("{base}?{}", parts.join("&"))
+        }
+    };
+    let counts: Vec<Value> = counts
+        .into_iter()
+        .map(|mut c| {
+            let st = c["state"].as_str().unwrap_or_default().to_string();
+            c["url"] = json!(url_with(Some(&st), 0));
+            c["on"] = json!(state.as_deref() == Some(st.as_str()));
+            c
+        })
+        .collect();
     render(
         "run.html",
         json!({"me": viewer.context(), "nav": "dags", "run": run, "tasks": rows, "gantt": gantt,
                "dag_url": format!("/dags/{}", seg(&dag_id)), "api": api,
-               "duration": duration(run.started_at, run.ended_at)}),
+               "duration": duration(run.started_at, run.ended_at),
+               "counts": counts, "total": tis.len(), "matching": matching.len(),
+               "all_url": url_with(None, 0), "filter": {"state": state, "task": needle},
+               "page": page, "pages": pages, "first_shown": page * RUN_PAGE + 1,
+               "prev": (page > 0).then(|| url_with(state.as_deref(), page - 1)),
+               "next": (page + 1 < pages).then(|| url_with(state.as_deref(), page + 1))}),
     )
 }
 
 /// The query naming instance `map_index` of a mapped task in a page's or route's URL (none
 /// for a task that is not mapped).
-fn instance_query(map_index: i64) -> String {
+pub(super) fn instance_query(map_index: i64) -> String {
     if map_index >= 0 {
         format!("?map_index={map_index}")
     } else {
@@ -572,7 +738,8 @@ pub async fn task_page(
             json!({"try_number": t.try_number, "state": t.state, "worker": t.worker,
                    "started_at": t.started_at, "ended_at": t.ended_at, "exit_code": t.exit_code,
                    "note": t.note, "duration": duration(Some(t.started_at), t.ended_at),
-                   "log_stream": format!("{api}/taskInstances/{}/logs/{}/stream{instance_q}", seg(&task_id), t.try_number)})
+                   "log_stream": format!("{api}/taskInstances/{}/logs/{}/stream{instance_q}", seg(&task_id), t.try_number),
+                   "log_download": format!("{api}/taskInstances/{}/logs/{}/download{instance_q}", seg(&task_id), t.try_number)})
         })
         .collect();
     render(

@@ -1,6 +1,7 @@
 //! The store suite: every test runs on SQLite and on PostgreSQL, each on a fresh database.
 
 mod across_runs;
+mod browse;
 mod flow;
 mod mapping;
 mod model;
@@ -95,4 +96,5 @@ store_suite!(
     mapping_sizes_expand_to_the_model_or_skip_or_fail,
     max_active_tis_per_dag_caps_a_mapped_tasks_instances,
     depends_on_past_waits_for_every_instance_of_the_previous_run,
+    browsing_filters_runs_and_instances_across_dags,
 );

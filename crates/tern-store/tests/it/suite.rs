@@ -10,6 +10,7 @@ use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResu
 use tern_testkit::{dag, task};
 
 pub use crate::across_runs::*;
+pub use crate::browse::*;
 pub use crate::flow::*;
 pub use crate::mapping::*;
 pub use crate::model::*;

@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// chromedriver in a process group of its own, with the Chromium it starts: dropping it (also
 /// when the test fails before closing the session) ends them all.
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -30,7 +30,7 @@ impl Drop for Driver {
 }
 
 /// Starts chromedriver and opens a headless Chromium session with the flags STACK-NOTES lists.
-async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+pub(crate) async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -73,7 +73,7 @@ fn artifacts() -> PathBuf {
     dir
 }
 
-async fn shot(c: &Client, name: &str) {
+pub(crate) async fn shot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifacts().join(format!("{name}.png")), png).unwrap();
 }
@@ -81,7 +81,7 @@ async fn shot(c: &Client, name: &str) {
 /// Retries `act` on the element `css` finds until it works: the element may not be there yet
 /// (a page still loading) or may have been replaced by a live-region refresh between finding
 /// and using it (a stale element).
-async fn with_element<T, F, Fut>(c: &Client, css: &str, act: F) -> T
+pub(crate) async fn with_element<T, F, Fut>(c: &Client, css: &str, act: F) -> T
 where
     F: Fn(fantoccini::elements::Element) -> Fut,
     Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
@@ -107,16 +107,16 @@ where
     }
 }
 
-async fn text_of(c: &Client, css: &str) -> String {
+pub(crate) async fn text_of(c: &Client, css: &str) -> String {
     with_element(c, css, |el| async move { el.text().await }).await
 }
 
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     with_element(c, css, |el| async move { el.click().await }).await
 }
 
 /// Replaces the value of the input `css` with `text`.
-async fn type_into(c: &Client, css: &str, text: &str) {
+pub(crate) async fn type_into(c: &Client, css: &str, text: &str) {
     with_element(c, css, |el| async move {
         el.clear().await?;
         el.send_keys(text).await
@@ -126,7 +126,7 @@ async fn type_into(c: &Client, css: &str, text: &str) {
 
 /// Waits until the browser is at a page whose path `check` accepts (a click that navigates, by a
 /// form or by script, may return before the new page is there); returns the path.
-async fn until_at(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> String {
+pub(crate) async fn until_at(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
         let path = c.current_url().await.unwrap().path().to_string();
@@ -142,7 +142,7 @@ async fn until_at(c: &Client, what: &str, check: impl Fn(&str) -> bool) -> Strin
 }
 
 /// Waits until `check` holds for the page as it is now (the page is not reloaded).
-async fn until(c: &Client, what: &str, check: impl Fn(String) -> bool) {
+pub(crate) async fn until(c: &Client, what: &str, check: impl Fn(String) -> bool) {
     let start = Instant::now();
     loop {
         let html = c.source().await.unwrap();
@@ -404,7 +404,7 @@ a >> b
 }
 
 /// Logs in through the form and waits to be at `path`.
-async fn log_in(c: &Client, url: &str, password: &str, path: &str) {
+pub(crate) async fn log_in(c: &Client, url: &str, password: &str, path: &str) {
     c.goto(&format!("{url}{path}")).await.unwrap();
     until_at(c, "the login page", |p| p.starts_with("/login")).await;
     with_element(
@@ -424,7 +424,7 @@ async fn log_in(c: &Client, url: &str, password: &str, path: &str) {
 }
 
 /// Whether the element `css` is shown (laid out, not `display: none` itself or by a parent).
-async fn shown(c: &Client, css: &str) -> bool {
+pub(crate) async fn shown(c: &Client, css: &str) -> bool {
     let v = c
         .execute(
             "const e = document.querySelector(arguments[0]); return e !== null && e.getClientRects().length > 0;",

@@ -6,6 +6,7 @@ mod across_runs;
 mod agents;
 mod api;
 mod browser;
+mod browser_views;
 mod chaos;
 mod cli_errors;
 mod client_ops;

@@ -146,16 +146,34 @@
   }
   setInterval(refresh, 3000);
 
-  // Live log: follows a try's log over server-sent events until the try ends.
+  // Live log: follows a try's log over server-sent events until the try ends. The whole text
+  // is kept; a search shows only the lines holding the words typed (case-insensitive).
+  function showLog(pre) {
+    const q = (document.getElementById("log-search") || {}).value || "";
+    const count = document.getElementById("log-matches");
+    if (!q) {
+      pre.textContent = pre._full;
+      if (count) count.textContent = "";
+      return;
+    }
+    const needle = q.toLowerCase();
+    const lines = pre._full.split("\n");
+    if (lines[lines.length - 1] === "") lines.pop();
+    const hits = lines.filter((l) => l.toLowerCase().includes(needle));
+    pre.textContent = hits.map((l) => l + "\n").join("");
+    if (count) count.textContent = hits.length + " of " + lines.length + " lines";
+  }
   function tail(pre, url) {
     if (pre._es) pre._es.close();
-    pre.textContent = "";
+    pre._full = "";
+    showLog(pre);
     const es = new EventSource(url, { withCredentials: true });
     pre._es = es;
     es.addEventListener("log", (e) => {
       const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
       // The text already ends its lines; an event may also end mid-line (a long line).
-      pre.textContent += e.data;
+      pre._full += e.data;
+      showLog(pre);
       if (atEnd) pre.scrollTop = pre.scrollHeight;
     });
     es.addEventListener("end", () => { es.close(); pre.dataset.ended = "1"; });
@@ -165,6 +183,10 @@
     const pre = document.getElementById("log-text");
     if (pre && pre.dataset.stream) tail(pre, pre.dataset.stream);
   });
+  document.addEventListener("input", (ev) => {
+    const pre = document.getElementById("log-text");
+    if (ev.target.id === "log-search" && pre) showLog(pre);
+  });
   document.addEventListener("click", (ev) => {
     const a = ev.target.closest("a.show-log");
     const pre = document.getElementById("log-text");
@@ -172,6 +194,8 @@
     ev.preventDefault();
     const t = document.getElementById("log-try");
     if (t) t.textContent = "try " + a.textContent;
+    const d = document.getElementById("log-download");
+    if (d) d.href = a.dataset.download;
     tail(pre, a.dataset.log);
   });
 })();

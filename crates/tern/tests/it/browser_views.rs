@@ -1,0 +1,231 @@
+//! The views an on-call engineer and a DAG author reach for, in a real headless Chromium
+//! (helpers from [`crate::browser`]): the trigger form's run id, logical date and raw-JSON
+//! conf; a run's params and conf on its page; a big run's task list by state and a page at a
+//! time; searching and downloading a try's log; and the Browse page across DAGs. Screenshots
+//! under `target/tmp/browser/`.
+
+use serde_json::{json, Value};
+
+use crate::agents::server_url;
+use crate::browser::{browser, click, log_in, shot, text_of, type_into, until, until_at};
+use crate::harness::Tern;
+
+/// Runs `script` in the page and returns what it returns.
+async fn eval(c: &fantoccini::Client, script: &str) -> Value {
+    c.execute(script, vec![]).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trigger_options_run_params_big_run_pages_log_search_and_browse_in_the_browser() {
+    let t = Tern::new();
+    t.write_dag(
+        "views.star",
+        r#"dag(id = "views", params = {"n": {"default": 2, "type": "integer"}})
+say = shell(id = "say", cmd = "echo alpha 1; echo beta {{ params.n }}; echo alpha 3; echo mode {{ conf.mode }}")
+boom = shell(id = "boom", cmd = "echo going down; exit 3")
+for i in range(150):
+    say >> empty(id = "e%d" % (1000 + i))
+"#,
+    );
+    t.write_dag(
+        "calm.star",
+        r#"dag(id = "calm")
+shell(id = "fine", cmd = "true")
+"#,
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let calm = t.trigger("calm", None);
+    t.wait_run("calm", &calm, "the calm run", crate::harness::finished);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/dags/views/trigger").await;
+
+    // The advanced part of the form: conf that is not a JSON object is refused at its field,
+    // and nothing is triggered.
+    click(&c, "#trigger-advanced summary").await;
+    type_into(&c, "#p_n", "7").await;
+    type_into(&c, "#run_id", "my-run").await;
+    type_into(&c, "#conf", "[1, 2]").await;
+    click(&c, "#trigger-submit").await;
+    let err = text_of(&c, "#err_conf").await;
+    assert!(err.contains("JSON object"), "{err}");
+    assert!(
+        t.json(&["runs", "list", "--dag", "views"])
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "a refused form triggers nothing"
+    );
+    // The advanced part stays open with what was typed.
+    let kept = eval(
+        &c,
+        "return [document.getElementById('trigger-advanced').open, document.getElementById('run_id').value];",
+    )
+    .await;
+    assert_eq!(kept, json!([true, "my-run"]));
+    shot(&c, "44-trigger-conf-refused").await;
+
+    // A param given in the JSON wins over its field; other keys are the run's conf; the run
+    // id and the logical date (UTC) are the ones typed.
+    type_into(&c, "#conf", r#"{"params": {"n": 9}, "mode": "full"}"#).await;
+    c.execute(
+        "document.getElementById('logical_date').value = '2026-03-04T05:06:07';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    click(&c, "#trigger-submit").await;
+    until_at(&c, "the new run's page", |p| p == "/dags/views/runs/my-run").await;
+    let run = t.json(&["runs", "show", "views", "my-run"]);
+    let run = &run["run"];
+    assert_eq!(run["params"], json!({"n": 9}), "{run:#}");
+    assert_eq!(run["conf"]["mode"], "full", "{run:#}");
+    assert!(
+        run["logical_date"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("2026-03-04T05:06:07")),
+        "{run:#}"
+    );
+    let params = text_of(&c, "#run-params").await;
+    assert!(params.contains('n') && params.contains('9'), "{params}");
+    assert!(crate::browser::shown(&c, "#run-conf").await);
+
+    // The run ends (boom fails); its page counts tasks by state and lists 100 at a time.
+    until(&c, "the run to end", |html| {
+        html.contains("id=\"run-state-text\">failed<")
+    })
+    .await;
+    until(&c, "the counts to settle", |html| {
+        html.contains("data-count-state=\"success\"") && !html.contains("data-count-state=\"none\"")
+    })
+    .await;
+    let all = text_of(&c, "#count-all").await;
+    assert_eq!(all, "all 152");
+    let rows = eval(
+        &c,
+        "return document.querySelectorAll('#tasks tbody tr').length;",
+    )
+    .await;
+    assert_eq!(rows, json!(100), "the first page of 152 tasks");
+    assert_eq!(text_of(&c, "#shown-range").await, "1–100 of 152");
+    click(&c, "#tasks-next").await;
+    until(&c, "the second page", |html| {
+        html.contains("101–152 of 152")
+    })
+    .await;
+    let rows = eval(
+        &c,
+        "return document.querySelectorAll('#tasks tbody tr').length;",
+    )
+    .await;
+    assert_eq!(rows, json!(52));
+    // The failed chip lists just the failed task, and the Gantt draws just it.
+    click(&c, "a[data-count-state=failed]").await;
+    until(&c, "the failed filter", |html| html.contains("1–1 of 1")).await;
+    let listed = eval(
+        &c,
+        "return [...document.querySelectorAll('#tasks tbody tr')].map(r => r.dataset.task);",
+    )
+    .await;
+    assert_eq!(listed, json!(["boom"]));
+    let bars = eval(
+        &c,
+        "return document.querySelectorAll('#run-tasks .gantt-wrap svg rect').length;",
+    )
+    .await;
+    assert_eq!(bars, json!(1), "one bar for the one task listed");
+    let chip_on = eval(
+        &c,
+        "const a = document.querySelector('a[data-count-state=failed]'); return [a.classList.contains('on'), getComputedStyle(a).fontWeight];",
+    )
+    .await;
+    assert_eq!(chip_on[0], true);
+    assert_eq!(chip_on[1], "600", "the chosen state stands out");
+    // Finding by a part of the task id.
+    c.goto(&format!("{url}/dags/views/runs/my-run"))
+        .await
+        .unwrap();
+    type_into(&c, "#task-search", "e111").await;
+    click(&c, "#task-filter button").await;
+    until(&c, "the search result", |html| html.contains("1–10 of 10")).await;
+    shot(&c, "45-run-page-filtered").await;
+
+    // A try's log: searching shows only the matching lines; Download gives the whole file.
+    c.goto(&format!("{url}/dags/views/runs/my-run/tasks/say"))
+        .await
+        .unwrap();
+    until(&c, "the log", |html| html.contains("alpha 3")).await;
+    let full = text_of(&c, "#log-text").await;
+    assert!(
+        full.contains("beta 9") && full.contains("mode full"),
+        "{full}"
+    );
+    type_into(&c, "#log-search", "ALPHA").await;
+    let shown_log = text_of(&c, "#log-text").await;
+    let lines: Vec<&str> = shown_log.lines().collect();
+    // The two lines the task printed, and the header line quoting its command.
+    assert_eq!(lines.len(), 3, "{shown_log}");
+    assert!(lines.iter().all(|l| l.contains("alpha")), "{shown_log}");
+    let count = text_of(&c, "#log-matches").await;
+    assert!(count.starts_with("3 of "), "{count}");
+    shot(&c, "46-log-search").await;
+    let download = eval(
+        &c,
+        "const a = document.getElementById('log-download'); \
+         return fetch(a.href, {credentials: 'same-origin'}).then(async r => [r.status, r.headers.get('content-disposition') || '', await r.text(), a.hasAttribute('download')]);",
+    )
+    .await;
+    assert_eq!(download[0], 200, "{download:?}");
+    assert!(
+        download[1].as_str().unwrap().contains("attachment"),
+        "{download:?}"
+    );
+    let text = download[2].as_str().unwrap();
+    assert!(
+        text.contains("alpha 1") && text.contains("beta 9"),
+        "{text}"
+    );
+    assert_eq!(download[3], true);
+
+    // Browse: with no filter, the failed task instances of every DAG, newest first.
+    click(&c, "#nav-browse").await;
+    until_at(&c, "the browse page", |p| p == "/browse").await;
+    let failed = eval(
+        &c,
+        "return [...document.querySelectorAll('#browse-tasks tbody tr')].map(r => [r.dataset.state, r.cells[0].innerText, r.cells[1].innerText, r.cells[2].innerText]);",
+    )
+    .await;
+    assert_eq!(failed, json!([["failed", "views", "my-run", "boom"]]));
+    shot(&c, "47-browse-failing").await;
+    // Any state of one DAG; then runs across DAGs.
+    c.goto(&format!("{url}/browse?what=tasks&state=success&dag=calm"))
+        .await
+        .unwrap();
+    let calm_rows = eval(
+        &c,
+        "return [...document.querySelectorAll('#browse-tasks tbody tr')].map(r => r.cells[2].innerText);",
+    )
+    .await;
+    assert_eq!(calm_rows, json!(["fine"]));
+    click(&c, "#tab-runs").await;
+    until_at(&c, "the runs tab", |p| p == "/browse").await;
+    let select_any = "document.getElementById('f-state').value = 'any'; document.getElementById('browse-filters').submit();";
+    c.execute(select_any, vec![]).await.unwrap();
+    until(&c, "every run", |html| {
+        html.contains("id=\"browse-runs\"") && html.contains(&calm)
+    })
+    .await;
+    let runs = eval(
+        &c,
+        "return [...document.querySelectorAll('#browse-runs tbody tr')].map(r => [r.cells[0].innerText, r.dataset.state]);",
+    )
+    .await;
+    assert_eq!(
+        runs,
+        json!([["calm", "success"], ["views", "failed"]]),
+        "newest logical date first: my-run's was set in March"
+    );
+    shot(&c, "48-browse-runs").await;
+    c.close().await.unwrap();
+}
