@@ -86,9 +86,49 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
+/// A duration as people read it on a page, to about three figures: `850ms`, `12.4s`,
+/// `2m 5s`, `1h 2m`, `3d 4h` ([`format_duration`] is the exact form DAG files use).
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs_f64();
+    if secs < 59.95 {
+        let text = format!("{secs:.1}");
+        return format!("{}s", text.trim_end_matches(".0"));
+    }
+    let s = d.as_secs_f64().round() as u64;
+    let (days, hours, minutes, seconds) = (s / 86400, s % 86400 / 3600, s % 3600 / 60, s % 60);
+    if days > 0 {
+        format!("{days}d {hours}h")
+    } else if hours > 0 {
+        format!("{hours}h {minutes}m")
+    } else {
+        format!("{minutes}m {seconds}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let ms = Duration::from_millis;
+        for (d, text) in [
+            (ms(0), "0ms"),
+            (ms(850), "850ms"),
+            (ms(1000), "1s"),
+            (ms(1213), "1.2s"),
+            (ms(59_960), "1m 0s"),
+            (ms(65_300), "1m 5s"),
+            (ms(3_723_000), "1h 2m"),
+            (ms(343_567_065), "3d 23h"),
+        ] {
+            assert_eq!(human_duration(d), text, "{d:?}");
+        }
+    }
 
     #[test]
     fn absurd_lengths_are_an_error_not_a_panic() {

@@ -18,7 +18,7 @@ pub mod state;
 pub mod trigger;
 
 pub use container::{ContainerTask, Mount, Sandbox};
-pub use duration::{format_duration, parse_duration, DurationError};
+pub use duration::{format_duration, human_duration, parse_duration, DurationError};
 pub use flow::{Flow, Skips};
 pub use mapping::{Expand, ExpandKey, MapSource};
 pub use schedule::{DataInterval, Schedule, ScheduleError};

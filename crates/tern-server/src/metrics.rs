@@ -53,6 +53,7 @@ pub struct Metrics {
     registry: Registry,
     scheduler_loop: Histogram,
     scheduler_last_loop_ms: AtomicI64,
+    scheduler_last_took_us: AtomicI64,
     api: Family<ApiLabel, Histogram>,
     task_duration: Family<TryLabel, Histogram>,
     claim_latency: Family<QueueLabel, Histogram>,
@@ -149,6 +150,7 @@ impl Metrics {
             registry,
             scheduler_loop,
             scheduler_last_loop_ms: AtomicI64::new(0),
+            scheduler_last_took_us: AtomicI64::new(0),
             api,
             task_duration,
             claim_latency,
@@ -173,6 +175,10 @@ impl Metrics {
     /// Records one scheduler pass that took `took`.
     pub fn scheduler_pass(&self, took: Duration) {
         self.scheduler_loop.observe(took.as_secs_f64());
+        self.scheduler_last_took_us.store(
+            i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         self.scheduler_last_loop_ms
             .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
     }
@@ -182,6 +188,13 @@ impl Metrics {
     pub fn scheduler_idle_seconds(&self) -> Option<f64> {
         let last = self.scheduler_last_loop_ms.load(Ordering::Relaxed);
         (last > 0).then(|| (chrono::Utc::now().timestamp_millis() - last).max(0) as f64 / 1000.0)
+    }
+
+    /// How long this process's last scheduler pass took; `None` if it never made one.
+    pub fn scheduler_last_pass(&self) -> Option<Duration> {
+        let us = self.scheduler_last_took_us.load(Ordering::Relaxed);
+        (self.scheduler_last_loop_ms.load(Ordering::Relaxed) > 0)
+            .then(|| Duration::from_micros(us.max(0) as u64))
     }
 
     /// Records one API call.

@@ -36,6 +36,15 @@ pub struct GridCell {
     pub map_index: i64,
 }
 
+/// How many task instances of one queue are in one state, and since when the oldest queued.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueActivity {
+    pub queue: String,
+    pub state: TaskState,
+    pub count: i64,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+}
+
 impl Store {
     /// The newest `per_dag` runs of every DAG, newest first, by DAG id.
     pub async fn recent_runs_by_dag(&self, per_dag: i64) -> Result<HashMap<String, Vec<RunDot>>> {
@@ -59,6 +68,53 @@ impl Store {
             });
         }
         Ok(out)
+    }
+
+    /// The logical date and state of every run of `dag_id` whose logical date is at or after
+    /// `since` (the calendar of a DAG's runs).
+    pub async fn run_states_since(
+        &self,
+        dag_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, RunState)>> {
+        sqlx::query(
+            "SELECT logical_date, state FROM dag_runs WHERE dag_id = $1 AND logical_date >= $2",
+        )
+        .bind(dag_id)
+        .bind(crate::time::to_ms(since))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok((
+                from_ms(r.try_get(0)?),
+                parse_state(&r.try_get::<String, _>(1)?)?,
+            ))
+        })
+        .collect()
+    }
+
+    /// Task instances waiting or running now, by queue: `(queue, state, count, oldest
+    /// queued_at)` for the states `scheduled`, `queued`, `running`, `up_for_retry` and
+    /// `up_for_reschedule` (the cluster activity page).
+    pub async fn activity_by_queue(&self) -> Result<Vec<QueueActivity>> {
+        sqlx::query(
+            "SELECT queue, state, COUNT(*), MIN(queued_at) FROM task_instances \
+             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') \
+             GROUP BY queue, state ORDER BY queue, state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(QueueActivity {
+                queue: r.try_get(0)?,
+                state: parse_state(&r.try_get::<String, _>(1)?)?,
+                count: r.try_get(2)?,
+                oldest_queued_at: r.try_get::<Option<i64>, _>(3)?.map(from_ms),
+            })
+        })
+        .collect()
     }
 
     /// Where each DAG's next scheduled run starts: the end of its newest scheduled interval.

@@ -18,7 +18,7 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn push_esc(out: &mut String, s: &str) {
+pub(super) fn push_esc(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '&' => out.push_str("&amp;"),
@@ -71,16 +71,34 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
         out,
         "<table class=\"grid\" data-dag=\"{dag}\"><thead><tr><th class=\"task\">task</th>"
     );
+    // Each run's header is a bar whose height is its duration against the longest shown
+    // (Airflow's run bars above the grid): ten heights, as classes (the CSP allows no inline
+    // style).
+    let now = chrono::Utc::now();
+    let took = |r: &DagRun| {
+        r.started_at
+            .map(|s| (r.ended_at.unwrap_or(now) - s).num_milliseconds().max(0))
+    };
+    let longest = runs.iter().filter_map(took).max().unwrap_or(0).max(1);
     for r in runs {
+        let height = took(r).map_or(0, |ms| ((ms * 10 + longest - 1) / longest).clamp(1, 10));
         let _ = write!(
             out,
-            "<th data-r=\"{}\"><a class=\"run s-{}\" href=\"/dags/{dag}/runs/{}\" title=\"",
+            "<th data-r=\"{}\"><a class=\"run h{height} s-{}\" href=\"/dags/{dag}/runs/{}\" title=\"",
             seg(&r.run_id),
             r.state.as_str(),
             seg(&r.run_id)
         );
         push_esc(&mut out, &r.run_id);
-        let _ = write!(out, " ({})\"></a></th>", r.state.as_str());
+        let _ = write!(out, " ({}", r.state.as_str());
+        if let Some(ms) = took(r) {
+            let _ = write!(
+                out,
+                ", {}",
+                tern_core::human_duration(std::time::Duration::from_millis(ms as u64))
+            );
+        }
+        out.push_str(")\"></a></th>");
     }
     out.push_str("</tr></thead><tbody>");
     for row in grid_rows(spec) {
@@ -512,7 +530,7 @@ pub fn gantt(bars: &[Bar<'_>], now: DateTime<Utc>) -> String {
                 &format!(
                     "{}: {} ({})",
                     b.task_id,
-                    tern_core::format_duration((e - s).to_std().unwrap_or_default()),
+                    tern_core::human_duration((e - s).to_std().unwrap_or_default()),
                     b.state
                 ),
             );
@@ -525,7 +543,7 @@ pub fn gantt(bars: &[Bar<'_>], now: DateTime<Utc>) -> String {
         height - 4,
         label_w + chart_w,
         height - 4,
-        tern_core::format_duration((t1 - t0).to_std().unwrap_or_default())
+        tern_core::human_duration((t1 - t0).to_std().unwrap_or_default())
     );
     out
 }

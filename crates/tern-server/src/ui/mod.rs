@@ -5,13 +5,17 @@
 //! - [`session`]: login, logout, rate limiting, the [`session::Viewer`] of a page;
 //! - [`pages`]: DAG list, DAG page (grid, graph, code, versions, runs), trigger form, run page
 //!   (tasks, Gantt), task-instance page (tries, outputs, live log);
+//! - [`activity`]: cluster activity (queues, agents, pools, the scheduler loop), live;
 //! - [`browse`]: runs and task instances across DAGs, filtered (what is failing now);
 //! - [`admin_pages`]: pools, agents, connections, users and tokens, audit log;
+//! - [`charts`]: a DAG's task durations, landing times and calendar (SVG);
 //! - [`draw`]: the grid, the graph (SVG, left to right) and the Gantt chart, drawn in Rust
 //!   because they are the pages that grow with DAG size.
 
+pub mod activity;
 pub mod admin_pages;
 pub mod browse;
+pub mod charts;
 pub mod draw;
 pub mod pages;
 pub mod session;
@@ -35,6 +39,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("dag.html", include_str!("templates/dag.html")),
         ("trigger.html", include_str!("templates/trigger.html")),
         ("browse.html", include_str!("templates/browse.html")),
+        ("activity.html", include_str!("templates/activity.html")),
         ("run.html", include_str!("templates/run.html")),
         ("task.html", include_str!("templates/task.html")),
         ("pools.html", include_str!("templates/pools.html")),
@@ -124,6 +129,7 @@ pub fn router(state: AppState) -> Router {
             get(pages::task_page),
         )
         .route("/browse", get(browse::browse))
+        .route("/activity", get(activity::activity))
         .route("/pools", get(admin_pages::pools))
         .route("/agents", get(admin_pages::agents))
         .route("/connections", get(admin_pages::connections))

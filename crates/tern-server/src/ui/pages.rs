@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use tern_core::ParamSpec;
 
+use super::charts;
 use super::draw::{self, seg};
 use super::session::{csrf_refused, form_csrf_ok, Viewer};
 use super::{error_page, render, store_fail};
@@ -111,6 +112,9 @@ pub struct DagQuery {
     /// The task groups the graph shows opened (comma-separated ids).
     #[serde(default)]
     open: Option<String>,
+    /// The task the Durations tab charts (default: the whole DAG).
+    #[serde(default)]
+    task: Option<String>,
 }
 
 pub async fn dag_page(
@@ -257,11 +261,142 @@ pub async fn dag_page(
                 })
                 .collect::<Vec<_>>());
         }
+        "durations" => {
+            let cap = (GRID_CELLS / spec.tasks.len().max(1)).max(1);
+            let limit = q.runs.unwrap_or(GRID_RUNS).clamp(1, 200).min(cap);
+            let mut runs = match s.store.list_runs(Some(&dag_id), None, limit as i64).await {
+                Ok(r) => r,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            runs.reverse();
+            let pks: Vec<i64> = runs.iter().map(|r| r.pk).collect();
+            let cells = match s.store.grid_cells(&pks).await {
+                Ok(c) => c,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            durations_context(&mut ctx, &dag_id, &spec, &runs, &cells, q.task.as_deref());
+        }
+        "calendar" => {
+            let today = Utc::now().date_naive();
+            let since = (today - chrono::Duration::days(364))
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default()
+                .and_utc();
+            let runs = match s.store.run_states_since(&dag_id, since).await {
+                Ok(r) => r,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            let mut days: HashMap<chrono::NaiveDate, charts::Day> = HashMap::new();
+            for (at, state) in &runs {
+                let day = days.entry(at.date_naive()).or_default();
+                match state {
+                    tern_core::RunState::Success => day.success += 1,
+                    tern_core::RunState::Failed => day.failed += 1,
+                    _ => day.active += 1,
+                }
+            }
+            ctx["calendar"] = json!(charts::calendar(&dag_id, &days, today));
+            ctx["calendar_runs"] = json!(runs.len());
+        }
         // Filled above, with the header's next run.
         "schedule" => {}
         _ => return error_page(&viewer, StatusCode::NOT_FOUND, "no such tab"),
     }
     render("dag.html", ctx)
+}
+
+/// The Durations tab: without `task`, the runs' durations, a line for each of the slowest
+/// tasks and every task's spread; with `task`, that task's duration and landing time per run.
+fn durations_context(
+    ctx: &mut Value,
+    dag_id: &str,
+    spec: &tern_core::DagSpec,
+    runs: &[tern_store::DagRun],
+    cells: &[tern_store::overview::GridCell],
+    task: Option<&str>,
+) {
+    const LINES: usize = 10;
+    const ROWS: usize = 200;
+    let times = charts::TaskTimes::of(runs, cells);
+    let run_hrefs: Vec<String> = runs
+        .iter()
+        .map(|r| format!("/dags/{}/runs/{}", seg(dag_id), seg(&r.run_id)))
+        .collect();
+    ctx["shown_runs"] = json!(runs.len());
+    if let Some(task) = task.filter(|t| spec.task(t).is_some()) {
+        let none = vec![None; runs.len()];
+        let durations = times.durations.get(task).unwrap_or(&none);
+        let landings = times.landings.get(task).unwrap_or(&none);
+        let hrefs: Vec<String> = run_hrefs
+            .iter()
+            .map(|h| format!("{h}/tasks/{}", seg(task)))
+            .collect();
+        ctx["task"] = json!(task);
+        ctx["task_chart"] = json!(charts::run_bars("task-durations", runs, durations, &hrefs));
+        ctx["landing_chart"] = json!(charts::run_bars("landing-times", runs, landings, &hrefs));
+        ctx["task_runs"] = json!(runs
+            .iter()
+            .zip(durations.iter().zip(landings))
+            .zip(&hrefs)
+            .rev()
+            .map(|((r, (d, l)), href)| json!({
+                "run_id": r.run_id, "state": r.state, "url": href,
+                "duration": d.map(charts::human), "landing": l.map(charts::human)}))
+            .collect::<Vec<_>>());
+        return;
+    }
+    let run_secs: Vec<Option<f64>> = runs
+        .iter()
+        .map(|r| {
+            r.started_at.map(|s| {
+                (r.ended_at.unwrap_or_else(Utc::now) - s).num_milliseconds() as f64 / 1000.0
+            })
+        })
+        .collect();
+    ctx["run_chart"] = json!(charts::run_bars(
+        "run-durations",
+        runs,
+        &run_secs,
+        &run_hrefs
+    ));
+    // Tasks by median duration, slowest first.
+    let mut spread: Vec<(&str, charts::Spread, Option<charts::Spread>)> = spec
+        .tasks
+        .iter()
+        .filter_map(|t| {
+            let d = charts::spread(times.durations.get(&t.task_id)?)?;
+            let l = times
+                .landings
+                .get(&t.task_id)
+                .and_then(|l| charts::spread(l));
+            Some((t.task_id.as_str(), d, l))
+        })
+        .collect();
+    spread.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let series: Vec<(&str, &[Option<f64>])> = spread
+        .iter()
+        .take(LINES)
+        .filter_map(|(t, _, _)| times.durations.get(*t).map(|v| (*t, v.as_slice())))
+        .collect();
+    ctx["lines_chart"] = json!(charts::task_lines("task-lines", runs, &series));
+    let page = format!("/dags/{}?tab=durations", seg(dag_id));
+    ctx["legend"] = json!(series
+        .iter()
+        .enumerate()
+        .map(
+            |(k, (t, _))| json!({"task": t, "colour": charts::line_colour(k),
+                                  "url": format!("{page}&task={}", seg(t))})
+        )
+        .collect::<Vec<_>>());
+    ctx["task_rows"] = json!(spread
+        .iter()
+        .take(ROWS)
+        .map(|(t, d, l)| json!({
+            "task": t, "url": format!("{page}&task={}", seg(t)),
+            "min": charts::human(d.0), "median": charts::human(d.1), "max": charts::human(d.2),
+            "landing": l.map(|l| charts::human(l.1))}))
+        .collect::<Vec<_>>());
+    ctx["more_tasks"] = json!(spread.len().saturating_sub(ROWS));
 }
 
 pub(super) fn duration(
@@ -270,7 +405,7 @@ pub(super) fn duration(
 ) -> Option<String> {
     let s = start?;
     let e = end.unwrap_or_else(Utc::now);
-    Some(tern_core::format_duration(
+    Some(tern_core::human_duration(
         (e - s).to_std().unwrap_or_default(),
     ))
 }

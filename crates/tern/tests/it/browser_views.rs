@@ -229,3 +229,171 @@ shell(id = "fine", cmd = "true")
     shot(&c, "48-browse-runs").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_landing_times_calendar_run_bars_and_cluster_activity_in_the_browser() {
+    let t = Tern::new();
+    t.write_dag(
+        "hist.star",
+        r#"dag(id = "hist", params = {"pause": {"default": 0.1, "type": "number"}, "code": {"default": 0, "type": "integer"}})
+quick = shell(id = "quick", cmd = "true")
+slow = shell(id = "slow", cmd = "sleep {{ params.pause }}; exit {{ params.code }}")
+quick >> slow
+"#,
+    );
+    t.write_dag(
+        "far.star",
+        r#"dag(id = "far")
+shell(id = "remote", cmd = "true", queue = "site-x")
+"#,
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let token = crate::api::token_for(&t, "author", "user");
+    for (run, day, pause, code) in [
+        ("r1", "2026-12-01", 0.1, 0),
+        ("r2", "2026-12-02", 1.2, 0),
+        ("r3", "2026-12-03", 0.1, 1),
+    ] {
+        let body = json!({"dag_run_id": run, "logical_date": format!("{day}T06:00:00Z"),
+                          "conf": {"params": {"pause": pause, "code": code}}});
+        let (status, v) = crate::api::call(
+            &url,
+            "POST",
+            "/api/v1/dags/hist/dagRuns",
+            Some(&token),
+            &body.to_string(),
+        );
+        assert_eq!(status, 201, "{v}");
+        t.wait_run("hist", run, "a history run", crate::harness::finished);
+    }
+    t.trigger("far", None);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/dags/hist").await;
+
+    // Above the grid, each run's bar is as tall as it took: r2 (1.2 s) is the tallest.
+    let heights = eval(
+        &c,
+        "return Object.fromEntries([...document.querySelectorAll('#grid thead a.run')].map(a => [a.closest('th').dataset.r, a.getBoundingClientRect().height]));",
+    )
+    .await;
+    let h = |r: &str| heights[r].as_f64().unwrap();
+    assert!(h("r2") > h("r1") && h("r2") > h("r3"), "{heights}");
+    assert_eq!(h("r2"), 41.0, "the longest run fills the bar: {heights}");
+    shot(&c, "49-grid-run-bars").await;
+
+    // Durations: a bar per run; a line per task, slowest first in the legend; the spread table.
+    c.goto(&format!("{url}/dags/hist?tab=durations"))
+        .await
+        .unwrap();
+    let bars = eval(
+        &c,
+        "return document.querySelectorAll('#run-durations rect.bar').length;",
+    )
+    .await;
+    assert_eq!(bars, json!(3));
+    let failed_bar = eval(
+        &c,
+        "return [...document.querySelectorAll('#run-durations rect.bar')].map(r => getComputedStyle(r).fill);",
+    )
+    .await;
+    let fills = failed_bar.as_array().unwrap();
+    assert_ne!(
+        fills[2], fills[0],
+        "the failed run's bar is coloured apart: {fills:?}"
+    );
+    let legend = eval(
+        &c,
+        "return [...document.querySelectorAll('#lines-legend a')].map(a => a.innerText.trim());",
+    )
+    .await;
+    assert_eq!(legend, json!(["slow", "quick"]));
+    let lines = eval(
+        &c,
+        "return document.querySelectorAll('#task-lines g.series').length;",
+    )
+    .await;
+    assert_eq!(lines, json!(2));
+    let points = eval(
+        &c,
+        "return document.querySelectorAll('#task-lines g.series[data-task=slow] circle').length;",
+    )
+    .await;
+    assert_eq!(points, json!(3));
+    let spread = eval(
+        &c,
+        "return [...document.querySelectorAll('#task-spread tbody tr')].map(r => r.dataset.task);",
+    )
+    .await;
+    assert_eq!(spread, json!(["slow", "quick"]));
+    shot(&c, "50-durations").await;
+    click(&c, "#lines-legend a").await;
+    until(&c, "the task's durations", |html| {
+        html.contains("id=\"landing-times\"")
+    })
+    .await;
+    let rows = eval(
+        &c,
+        "return [...document.querySelectorAll('#task-runs tbody tr')].map(r => [r.cells[0].innerText, r.cells[2].innerText !== '', r.cells[3].innerText !== '']);",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([["r3", true, true], ["r2", true, true], ["r1", true, true]]),
+        "newest first, each with a duration and a landing time"
+    );
+    let bars = eval(
+        &c,
+        "return document.querySelectorAll('#task-durations rect.bar').length;",
+    )
+    .await;
+    assert_eq!(bars, json!(3));
+    shot(&c, "51-task-durations").await;
+
+    // The calendar: a square per day of the year, the runs' days coloured by their state,
+    // linking to those runs.
+    c.goto(&format!("{url}/dags/hist?tab=calendar"))
+        .await
+        .unwrap();
+    let days = eval(
+        &c,
+        "const d = (x) => { const r = document.querySelector('#calendar rect[data-date=\"' + x + '\"]'); return r ? [r.getAttribute('class'), getComputedStyle(r).fill, r.closest('a') ? r.closest('a').getAttribute('href') : null] : null; }; \
+         return [d('2026-12-01'), d('2026-12-03'), d('2026-11-20'), document.querySelectorAll('#calendar rect.day').length];",
+    )
+    .await;
+    assert_eq!(days[0][0], "day s-success", "{days}");
+    assert_eq!(days[1][0], "day s-failed", "{days}");
+    assert_eq!(days[2][0], "day s-none", "{days}");
+    assert_ne!(days[0][1], days[1][1], "{days}");
+    assert_ne!(days[0][1], days[2][1], "{days}");
+    assert_eq!(days[3], 365, "{days}");
+    let href = days[1][2].as_str().unwrap().to_string();
+    assert!(href.contains("since=2026-12-03&until=2026-12-03"), "{href}");
+    shot(&c, "52-calendar").await;
+    c.goto(&format!("{url}{href}")).await.unwrap();
+    let runs = eval(
+        &c,
+        "return [...document.querySelectorAll('#browse-runs tbody tr')].map(r => r.cells[1].innerText);",
+    )
+    .await;
+    assert_eq!(runs, json!(["r3"]));
+
+    // Cluster activity: far's task waits on site-x, which no agent serves.
+    click(&c, "#nav-activity").await;
+    until_at(&c, "the activity page", |p| p == "/activity").await;
+    let row = eval(
+        &c,
+        "const r = document.querySelector('#queues tr[data-queue=\"site-x\"]'); return r ? [...r.cells].map(c => c.innerText) : null;",
+    )
+    .await;
+    assert_eq!(row[1], "0", "{row}");
+    assert_eq!(row[2], "1", "one queued: {row}");
+    assert_eq!(row[6], "0", "no agent serves site-x: {row}");
+    assert_eq!(text_of(&c, "#tile-queued b").await, "1");
+    let pass = text_of(&c, "#tile-scheduler b").await;
+    assert_ne!(pass, "–", "the scheduler's last pass is shown");
+    shot(&c, "53-activity").await;
+    c.close().await.unwrap();
+}
