@@ -32,6 +32,7 @@ use crate::state::AppState;
 
 static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
+    env.add_filter("when", when);
     for (name, text) in [
         ("base.html", include_str!("templates/base.html")),
         ("login.html", include_str!("templates/login.html")),
@@ -58,6 +59,30 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
     }
     env
 });
+
+/// `{{ t|when }}`: an RFC 3339 time as `<time datetime="…">2026-12-06 05:16:25 UTC</time>`
+/// (`when('m')`: to the minute); the page script shows it in the browser's zone instead when
+/// the user chose local time. Nothing for an empty or missing time.
+fn when(value: Option<String>, precision: Option<String>) -> minijinja::Value {
+    let Some(t) = value
+        .as_deref()
+        .and_then(|v| chrono::DateTime::parse_from_rfc3339(v).ok())
+    else {
+        return minijinja::Value::from("");
+    };
+    let utc = t.with_timezone(&chrono::Utc);
+    let minutes = precision.as_deref() == Some("m");
+    let text = utc.format(if minutes {
+        "%Y-%m-%d %H:%M UTC"
+    } else {
+        "%Y-%m-%d %H:%M:%S UTC"
+    });
+    minijinja::Value::from_safe_string(format!(
+        "<time datetime=\"{}\"{}>{text}</time>",
+        utc.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        if minutes { " data-p=\"m\"" } else { "" }
+    ))
+}
 
 /// Renders a template; a template bug shows as a 500 page naming the template.
 pub fn render(name: &str, ctx: serde_json::Value) -> Response {

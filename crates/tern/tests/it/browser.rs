@@ -31,6 +31,11 @@ impl Drop for Driver {
 
 /// Starts chromedriver and opens a headless Chromium session with the flags STACK-NOTES lists.
 pub(crate) async fn browser(profile: &std::path::Path) -> (Driver, Client) {
+    browser_in_zone(profile, "UTC").await
+}
+
+/// [`browser`] with Chromium's local time zone set to `tz` (an IANA name).
+pub(crate) async fn browser_in_zone(profile: &std::path::Path, tz: &str) -> (Driver, Client) {
     let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -39,6 +44,7 @@ pub(crate) async fn browser(profile: &std::path::Path) -> (Driver, Client) {
     let driver = Driver(
         Command::new(driver_bin)
             .arg(format!("--port={port}"))
+            .env("TZ", tz)
             .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -397,3 +397,73 @@ shell(id = "remote", cmd = "true", queue = "site-x")
     shot(&c, "53-activity").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_show_their_zone_and_follow_the_users_choice_of_utc_or_local() {
+    let t = Tern::new();
+    t.write_dag(
+        "z.star",
+        "dag(id = \"zoned\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let token = crate::api::token_for(&t, "author", "user");
+    let (status, v) = crate::api::call(
+        &url,
+        "POST",
+        "/api/v1/dags/zoned/dagRuns",
+        Some(&token),
+        r#"{"dag_run_id": "z1", "logical_date": "2026-07-01T22:45:10Z"}"#,
+    );
+    assert_eq!(status, 201, "{v}");
+    t.wait_run("zoned", "z1", "the run", crate::harness::finished);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    // India: +05:30 all year, so the date and the minutes change too.
+    let (_driver, c) = crate::browser::browser_in_zone(profile.path(), "Asia/Kolkata").await;
+    log_in(&c, &url, password.trim(), "/dags/zoned").await;
+    c.goto(&format!("{url}/dags/zoned?tab=runs")).await.unwrap();
+    let logical = "#runs tbody tr td:nth-child(4) time";
+    assert_eq!(
+        text_of(&c, logical).await,
+        "2026-07-01 22:45:10 UTC",
+        "UTC by default"
+    );
+    c.execute(
+        "const s = document.getElementById('tz-pref'); s.value = 'local'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(text_of(&c, logical).await, "2026-07-02 04:15:10 +05:30");
+    let label = eval(
+        &c,
+        "return document.querySelector('#tz-pref option[value=local]').textContent;",
+    )
+    .await;
+    // (ICU may name it by its older alias, Asia/Calcutta.)
+    let label = label.as_str().unwrap();
+    assert!(
+        label == "Local (Asia/Kolkata)" || label == "Local (Asia/Calcutta)",
+        "{label}"
+    );
+    shot(&c, "54-local-times").await;
+    // The choice stays for the next pages, and across live refreshes.
+    c.goto(&format!("{url}/dags/zoned/runs/z1")).await.unwrap();
+    let header = text_of(&c, "#run-state p time").await;
+    assert_eq!(header, "2026-07-02 04:15:10 +05:30");
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let header = text_of(&c, "#run-state p time").await;
+    assert_eq!(header, "2026-07-02 04:15:10 +05:30", "after a live refresh");
+    c.execute(
+        "const s = document.getElementById('tz-pref'); s.value = 'UTC'; s.dispatchEvent(new Event('change'));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        text_of(&c, "#run-state p time").await,
+        "2026-07-01 22:45:10 UTC"
+    );
+    c.close().await.unwrap();
+}

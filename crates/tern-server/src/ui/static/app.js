@@ -123,6 +123,38 @@
   });
   document.addEventListener("DOMContentLoaded", applyGroups);
 
+  // Times: the server writes <time datetime="…">… UTC</time>; with the preference "local"
+  // (kept in this browser) they read in the browser's zone with its offset.
+  const TZ_KEY = "tern-tz";
+  const tzPref = () => localStorage.getItem(TZ_KEY) === "local" ? "local" : "UTC";
+  const pad = (n) => String(n).padStart(2, "0");
+  function showTimes() {
+    const local = tzPref() === "local";
+    for (const t of document.querySelectorAll("time[datetime]")) {
+      if (t.dataset.utc === undefined) t.dataset.utc = t.textContent;
+      if (!local) { t.textContent = t.dataset.utc; continue; }
+      const d = new Date(t.getAttribute("datetime"));
+      if (isNaN(d.getTime())) continue;
+      const off = -d.getTimezoneOffset();
+      const zone = (off >= 0 ? "+" : "-") + pad(Math.floor(Math.abs(off) / 60)) + ":" + pad(Math.abs(off) % 60);
+      let text = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " + pad(d.getHours()) + ":" + pad(d.getMinutes());
+      if (t.dataset.p !== "m") text += ":" + pad(d.getSeconds());
+      t.textContent = text + " " + zone;
+    }
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    for (const el of document.querySelectorAll("[data-live][id]")) el._raw = el.innerHTML;
+    const sel = document.getElementById("tz-pref");
+    if (sel) {
+      const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "browser";
+      const opt = sel.querySelector("option[value=local]");
+      if (opt) opt.textContent = "Local (" + zone + ")";
+      sel.value = tzPref();
+      sel.addEventListener("change", () => { localStorage.setItem(TZ_KEY, sel.value); showTimes(); });
+    }
+    showTimes();
+  });
+
   // Live regions: elements with data-live and an id are swapped for fresh ones every few
   // seconds while the tab is visible, without reloading the page.
   let busy = false;
@@ -139,9 +171,14 @@
       const doc = new DOMParser().parseFromString(await r.text(), "text/html");
       for (const el of live) {
         const fresh = doc.getElementById(el.id);
-        if (fresh && fresh.innerHTML !== el.innerHTML) el.innerHTML = fresh.innerHTML;
+        // Compared with what the server sent last (the page shows times rewritten).
+        if (fresh && fresh.innerHTML !== (el._raw === undefined ? el.innerHTML : el._raw)) {
+          el.innerHTML = fresh.innerHTML;
+          el._raw = fresh.innerHTML;
+        }
       }
       applyGroups();
+      showTimes();
     } catch (_) { /* offline for a moment */ } finally { busy = false; }
   }
   setInterval(refresh, 3000);
