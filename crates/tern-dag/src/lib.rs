@@ -14,6 +14,7 @@
 
 mod builtins;
 mod draft;
+pub mod highlight;
 pub mod isolate;
 mod loader;
 mod requirements;

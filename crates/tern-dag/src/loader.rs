@@ -36,7 +36,7 @@ const MAX_SOURCE: usize = 10 << 20;
 /// Starlark heap limit per file evaluation (best effort: checked periodically).
 const MAX_HEAP: usize = 512 << 20;
 
-fn dialect() -> Dialect {
+pub(crate) fn dialect() -> Dialect {
     Dialect {
         enable_top_level_stmt: true,
         enable_f_strings: true,

@@ -9,6 +9,7 @@
 //! - [`browse`]: runs and task instances across DAGs, filtered (what is failing now);
 //! - [`admin_pages`]: pools, agents, connections, users and tokens, audit log;
 //! - [`charts`]: a DAG's task durations, landing times and calendar (SVG);
+//! - [`code`]: a DAG file with numbered, highlighted lines;
 //! - [`draw`]: the grid, the graph (SVG, left to right) and the Gantt chart, drawn in Rust
 //!   because they are the pages that grow with DAG size.
 
@@ -16,6 +17,7 @@ pub mod activity;
 pub mod admin_pages;
 pub mod browse;
 pub mod charts;
+pub mod code;
 pub mod draw;
 pub mod pages;
 pub mod session;

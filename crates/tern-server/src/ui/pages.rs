@@ -234,7 +234,7 @@ pub async fn dag_page(
         "code" => match crate::api::dags::read_source(&s, &dag_id).await {
             Ok((file, source)) => {
                 ctx["file"] = json!(file);
-                ctx["source"] = json!(source);
+                ctx["source_html"] = json!(super::code::highlighted(&source));
             }
             Err(e) => ctx["source_error"] = json!(e.message),
         },

@@ -380,6 +380,27 @@ shell(id = "remote", cmd = "true", queue = "site-x")
     .await;
     assert_eq!(runs, json!(["r3"]));
 
+    // The Code tab: numbered lines, tern's builtins, strings and numbers each in their colour.
+    c.goto(&format!("{url}/dags/hist?tab=code")).await.unwrap();
+    let code = eval(
+        &c,
+        "const colour = (sel) => { const e = document.querySelector(sel); return e ? getComputedStyle(e).color : null; }; \
+         const line = document.querySelector('#source .line'); \
+         return [document.querySelectorAll('#source .line').length, colour('#source .b'), colour('#source .s'), colour('#source .n'), getComputedStyle(document.getElementById('source')).color, \
+                 document.querySelector('#source .b').textContent, getComputedStyle(line, '::before').content];",
+    )
+    .await;
+    assert_eq!(code[0], 4, "one line per line of the file: {code}");
+    assert_eq!(code[5], "dag", "{code}");
+    assert_eq!(code[6], "counter(line)", "{code}");
+    let plain = &code[4];
+    for (i, what) in [(1, "builtin"), (2, "string"), (3, "number")] {
+        assert!(code[i].is_string(), "no {what}: {code}");
+        assert_ne!(&code[i], plain, "a {what} in the text's colour: {code}");
+    }
+    assert_ne!(code[1], code[2], "{code}");
+    shot(&c, "55-code").await;
+
     // Cluster activity: far's task waits on site-x, which no agent serves.
     click(&c, "#nav-activity").await;
     until_at(&c, "the activity page", |p| p == "/activity").await;
