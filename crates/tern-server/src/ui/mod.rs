@@ -10,6 +10,7 @@
 //! - [`admin_pages`]: pools, agents, connections, users and tokens, audit log;
 //! - [`charts`]: a DAG's task durations, landing times and calendar (SVG);
 //! - [`code`]: a DAG file with numbered, highlighted lines;
+//! - [`versions`]: what changed between two versions of a DAG;
 //! - [`draw`]: the grid, the graph (SVG, left to right) and the Gantt chart, drawn in Rust
 //!   because they are the pages that grow with DAG size.
 
@@ -21,6 +22,7 @@ pub mod code;
 pub mod draw;
 pub mod pages;
 pub mod session;
+pub mod versions;
 
 use std::sync::LazyLock;
 

@@ -115,6 +115,11 @@ pub struct DagQuery {
     /// The task the Durations tab charts (default: the whole DAG).
     #[serde(default)]
     task: Option<String>,
+    /// The two versions the Versions tab compares.
+    #[serde(default)]
+    from: Option<i64>,
+    #[serde(default)]
+    to: Option<i64>,
 }
 
 pub async fn dag_page(
@@ -240,10 +245,42 @@ pub async fn dag_page(
         },
         "versions" => {
             let versions = s.store.dag_versions(&dag_id).await.unwrap_or_default();
+            let page = format!("/dags/{}?tab=versions", seg(&dag_id));
+            // Newest first: each version compares with the one before it.
             ctx["versions"] = json!(versions
                 .iter()
-                .map(|(id, v, at)| json!({"id": id, "version": v, "created_at": at}))
+                .enumerate()
+                .map(|(i, (_, v, at))| {
+                    let before = versions.get(i + 1).map(|(_, b, _)| *b);
+                    json!({"version": v, "created_at": at,
+                           "compare": before.map(|b| format!("{page}&from={b}&to={v}"))})
+                })
                 .collect::<Vec<_>>());
+            if let (Some(from), Some(to)) = (q.from, q.to) {
+                let id_of = |n: i64| {
+                    versions
+                        .iter()
+                        .find(|(_, v, _)| *v == n)
+                        .map(|(id, _, _)| *id)
+                };
+                match (id_of(from), id_of(to)) {
+                    (Some(a), Some(b)) => match (s.store.spec(a).await, s.store.spec(b).await) {
+                        (Ok(old), Ok(new)) => {
+                            ctx["diff"] = super::versions::compare(&old, &new);
+                            ctx["diff"]["from"] = json!(from);
+                            ctx["diff"]["to"] = json!(to);
+                        }
+                        (Err(e), _) | (_, Err(e)) => return store_fail(&viewer, e),
+                    },
+                    _ => return error_page(
+                        &viewer,
+                        StatusCode::NOT_FOUND,
+                        &format!(
+                            "{dag_id} has no version {from} or {to}; the Versions tab lists them"
+                        ),
+                    ),
+                }
+            }
         }
         "runs" => {
             let runs = s

@@ -486,5 +486,51 @@ async fn times_show_their_zone_and_follow_the_users_choice_of_utc_or_local() {
         text_of(&c, "#run-state p time").await,
         "2026-07-01 22:45:10 UTC"
     );
+
+    // A new version of the DAG: the Versions tab says what changed and shows the lines.
+    t.write_dag(
+        "z.star",
+        "dag(id = \"zoned\", max_active_runs = 3)\n\nshell(id = \"a\", cmd = \"echo changed\")\nshell(id = \"b\", cmd = \"true\")\n",
+    );
+    let start = std::time::Instant::now();
+    loop {
+        c.goto(&format!("{url}/dags/zoned?tab=versions"))
+            .await
+            .unwrap();
+        let n = eval(
+            &c,
+            "return document.querySelectorAll('#versions tbody tr').length;",
+        )
+        .await;
+        if n == json!(2) {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "no second version: {n}");
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    click(&c, "#versions tbody tr:first-child a").await;
+    until(&c, "the diff", |html| html.contains("id=\"version-diff\"")).await;
+    assert_eq!(text_of(&c, "#version-diff h2").await, "Version 1 → 2");
+    assert_eq!(text_of(&c, "#diff-added").await, "Tasks added: b");
+    assert_eq!(text_of(&c, "#diff-changed").await, "Tasks changed: a");
+    assert_eq!(
+        text_of(&c, "#diff-settings").await,
+        "DAG settings changed: max_active_runs"
+    );
+    let rows = eval(
+        &c,
+        "const bg = (sel) => { const r = document.querySelector(sel); return r ? getComputedStyle(r.cells[2]).backgroundColor : null; }; \
+         return [bg('#diff-lines tr.add'), bg('#diff-lines tr.del'), bg('#diff-lines tr.ctx'), \
+                 [...document.querySelectorAll('#diff-lines tr.add')].map(r => r.cells[2].innerText).join(' | ')];",
+    )
+    .await;
+    assert!(rows[0].is_string() && rows[1].is_string(), "{rows}");
+    assert_ne!(
+        rows[0], rows[1],
+        "added and removed lines look apart: {rows}"
+    );
+    assert_ne!(rows[0], rows[2], "{rows}");
+    assert!(rows[3].as_str().unwrap().contains("echo changed"), "{rows}");
+    shot(&c, "56-version-diff").await;
     c.close().await.unwrap();
 }
