@@ -77,6 +77,51 @@ pub const KNOWN_SCHEMES: &[&str] = &[
     "smtps",
 ];
 
+/// The parts of a connection as a typed form gives them (Airflow's connection fields).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionParts {
+    pub conn_type: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub login: String,
+    pub password: String,
+    /// The database, bucket path or folder: the URI's path.
+    pub schema: String,
+}
+
+impl ConnectionParts {
+    /// The URI these parts make (each part percent-encoded as the URI grammar needs), or
+    /// what is wrong with them.
+    pub fn to_uri(&self) -> Result<String, String> {
+        let t = self.conn_type.trim();
+        if !KNOWN_SCHEMES.contains(&t) {
+            return Err(format!(
+                "unknown connection type {t:?}; use one of {}",
+                KNOWN_SCHEMES.join(", ")
+            ));
+        }
+        let host = self.host.trim();
+        let mut url = url::Url::parse(&format!("{t}://{host}"))
+            .map_err(|e| format!("host {host:?} is not a host name or address ({e})"))?;
+        if self.port.is_some() {
+            url.set_port(self.port)
+                .map_err(|()| "a port needs a host".to_string())?;
+        }
+        if !self.login.is_empty() {
+            url.set_username(&self.login)
+                .map_err(|()| "a login needs a host".to_string())?;
+        }
+        if !self.password.is_empty() {
+            url.set_password(Some(&self.password))
+                .map_err(|()| "a password needs a host".to_string())?;
+        }
+        if !self.schema.is_empty() {
+            url.set_path(self.schema.trim_start_matches('/'));
+        }
+        Ok(url.to_string())
+    }
+}
+
 impl Connection {
     pub fn parse(
         name: &str,
@@ -283,6 +328,41 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_parts_make_a_uri_that_parses_back_to_them() {
+        let parts = ConnectionParts {
+            conn_type: "postgres".into(),
+            host: "db.internal".into(),
+            port: Some(5433),
+            login: "etl user".into(),
+            password: "p@ss:w/rd#1".into(),
+            schema: "warehouse".into(),
+        };
+        let uri = parts.to_uri().unwrap();
+        let c = Connection::parse(
+            "wh",
+            "test",
+            &ConnectionConfig {
+                uri,
+                extra: Default::default(),
+            },
+        )
+        .unwrap();
+        assert_eq!(c.host.as_deref(), Some("db.internal"));
+        assert_eq!(c.port, Some(5433));
+        assert_eq!(c.login.as_deref(), Some("etl user"));
+        assert_eq!(c.password.as_deref(), Some("p@ss:w/rd#1"));
+        assert_eq!(c.schema.as_deref(), Some("warehouse"));
+        let bad = ConnectionParts {
+            conn_type: "postgress".into(),
+            ..parts
+        };
+        assert!(bad
+            .to_uri()
+            .unwrap_err()
+            .contains("unknown connection type"));
+    }
 
     #[test]
     fn unknown_and_unsupported_types_are_refused_with_the_way_out() {

@@ -30,6 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_activation))
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, delete_connection))
+        .routes(routes!(test_connection))
         .routes(routes!(list_users, create_user))
         .routes(routes!(delete_user))
         .routes(routes!(list_tokens, create_token))
@@ -255,8 +256,24 @@ async fn get_connection(
 #[serde(deny_unknown_fields)]
 pub struct ConnectionBody {
     name: String,
-    /// URI form, e.g. `postgres://user:pw@host:5432/db`.
-    uri: String,
+    /// URI form, e.g. `postgres://user:pw@host:5432/db`; or leave it out and give the typed
+    /// fields below.
+    #[serde(default)]
+    uri: Option<String>,
+    /// Typed form: the type (`postgres`, `mysql`, `s3`, …).
+    #[serde(default)]
+    conn_type: Option<String>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    login: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    /// The database, bucket path or folder.
+    #[serde(default)]
+    schema: Option<String>,
     /// Extra fields.
     #[serde(default)]
     #[schema(value_type = Object)]
@@ -266,6 +283,39 @@ pub struct ConnectionBody {
     /// Replace an existing connection of that name.
     #[serde(default)]
     replace: bool,
+}
+
+impl ConnectionBody {
+    /// The URI given, or the one the typed fields make; exactly one form must be used.
+    fn uri(&self) -> Result<String, ApiError> {
+        let typed = self.conn_type.is_some()
+            || self.host.is_some()
+            || self.port.is_some()
+            || self.login.is_some()
+            || self.password.is_some()
+            || self.schema.is_some();
+        match (&self.uri, typed) {
+            (Some(uri), false) => Ok(uri.clone()),
+            (Some(_), true) => Err(bad(
+                "give the connection as a uri or as typed fields, not both",
+                "drop `uri`, or drop conn_type/host/port/login/password/schema",
+            )),
+            (None, true) => tern_worker::connections::ConnectionParts {
+                conn_type: self.conn_type.clone().unwrap_or_default(),
+                host: self.host.clone().unwrap_or_default(),
+                port: self.port,
+                login: self.login.clone().unwrap_or_default(),
+                password: self.password.clone().unwrap_or_default(),
+                schema: self.schema.clone().unwrap_or_default(),
+            }
+            .to_uri()
+            .map_err(|e| bad(e, "conn_type is one of the types the message lists; host is a name or address")),
+            (None, false) => Err(bad(
+                "the connection has no uri and no conn_type",
+                "give `uri` (type://login:password@host:port/path), or `conn_type` with host, port, login, password, schema",
+            )),
+        }
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/connections", tag = "admin", request_body = ConnectionBody,
@@ -278,6 +328,7 @@ async fn create_connection(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Role::Op, "managing connections")?;
     let c = body(b)?;
+    let uri = c.uri()?;
     let secrets = s.secrets.as_ref().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -290,7 +341,7 @@ async fn create_connection(
         &s.store,
         secrets,
         &c.name,
-        &c.uri,
+        &uri,
         c.extra,
         &c.description,
         c.replace,
@@ -315,6 +366,68 @@ async fn create_connection(
         .map(|c| connection_json(&c))
         .unwrap_or_default();
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// How long a connection test may take (an unreachable host otherwise waits for the OS).
+const CONNECTION_TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[utoipa::path(post, path = "/api/v1/connections/{name}/test", tag = "admin",
+    params(("name" = String, Path, description = "Connection name")),
+    responses((status = 200, description = "`{ok, message}`: whether the control plane reached it (`SELECT 1` on a database, a listing on an object store) and what happened"),
+              (status = 404, description = "No such connection on the control plane")))]
+async fn test_connection(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Op, "testing connections")?;
+    let secrets = s.secrets.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server keeps no connections",
+            "",
+        )
+    })?;
+    let parsed = crate::connections::parsed(&s.store, secrets, &name)
+        .await
+        .map_err(|e| match e.downcast::<tern_store::StoreError>() {
+            Ok(store) => ApiError::from_store(store),
+            Err(other) => {
+                tracing::error!("connection {name}: {other:#}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("connection {name:?} could not be opened"),
+                    "the server log has the cause (was the secret key changed?)",
+                )
+            }
+        })?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no connection {name:?} on the control plane"),
+                "a site's own connections are tested on the agent: `tern connections test` there",
+            )
+        })?;
+    let (ok, message) = match tokio::time::timeout(
+        CONNECTION_TEST_TIMEOUT,
+        tern_worker::data::test_connection(&parsed),
+    )
+    .await
+    {
+        Ok(Ok(what)) => (true, what),
+        Ok(Err(e)) => (false, e.to_string()),
+        Err(_) => (
+            false,
+            format!(
+                "no answer within {}",
+                tern_core::format_duration(CONNECTION_TEST_TIMEOUT)
+            ),
+        ),
+    };
+    Ok(Json(json!({"ok": ok, "message": message})))
 }
 
 #[utoipa::path(delete, path = "/api/v1/connections/{name}", tag = "admin",

@@ -69,7 +69,8 @@ pub async fn connections(State(s): State<AppState>, viewer: Viewer) -> Response 
                 .collect();
             render(
                 "connections.html",
-                json!({"me": viewer.context(), "nav": "connections", "connections": rows}),
+                json!({"me": viewer.context(), "nav": "connections", "connections": rows,
+                       "types": tern_worker::connections::KNOWN_SCHEMES}),
             )
         }
         Err(e) => store_fail(&viewer, e),

@@ -272,13 +272,15 @@ pub async fn dag_page(
                         }
                         (Err(e), _) | (_, Err(e)) => return store_fail(&viewer, e),
                     },
-                    _ => return error_page(
-                        &viewer,
-                        StatusCode::NOT_FOUND,
-                        &format!(
+                    _ => {
+                        return error_page(
+                            &viewer,
+                            StatusCode::NOT_FOUND,
+                            &format!(
                             "{dag_id} has no version {from} or {to}; the Versions tab lists them"
                         ),
-                    ),
+                        )
+                    }
                 }
             }
         }

@@ -534,3 +534,100 @@ async fn times_show_their_zone_and_follow_the_users_choice_of_utc_or_local() {
     shot(&c, "56-version-diff").await;
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_added_by_fields_or_uri_and_tested_from_the_page() {
+    let t = Tern::new();
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let (_driver, c) = browser(profile.path()).await;
+    log_in(&c, &url, password.trim(), "/connections").await;
+
+    // By fields: the machine's PostgreSQL (trust auth), with a password full of URI syntax.
+    type_into(&c, "#connection-form input[name=name]", "wh").await;
+    c.execute(
+        "document.getElementById('conn-type').value = 'postgres';",
+        vec![],
+    )
+    .await
+    .unwrap();
+    type_into(&c, "#conn-host", "127.0.0.1").await;
+    type_into(&c, "#conn-port", "5432").await;
+    type_into(&c, "#conn-login", "postgres").await;
+    type_into(&c, "#conn-password", "p@ss:w/rd#1").await;
+    type_into(&c, "#conn-schema", "postgres").await;
+    type_into(&c, "#conn-extra", r#"{"sslmode": "disable"}"#).await;
+    shot(&c, "57-connection-fields").await;
+    click(&c, "#connection-save").await;
+    until(&c, "the new connection", |html| {
+        html.contains("data-connection=\"wh\"")
+    })
+    .await;
+    let row = text_of(&c, "tr[data-connection=wh]").await;
+    assert!(
+        row.contains("postgres") && row.contains("127.0.0.1"),
+        "{row}"
+    );
+    assert!(
+        !c.source().await.unwrap().contains("p@ss"),
+        "the password is never shown"
+    );
+    let shown = t.json(&["connections", "show", "wh"]);
+    assert_eq!(shown["port"], 5432, "{shown}");
+    assert_eq!(shown["schema"], "postgres", "{shown}");
+    // The CLI reaches the same database with what the form stored.
+    let out = t.ok(&["connections", "test", "wh"]);
+    assert!(out.starts_with("ok:"), "{out}");
+
+    // Test from the page: reached.
+    click(&c, "tr[data-connection=wh] button.test-connection").await;
+    until(&c, "the test's answer", |html| {
+        html.contains("OK: SELECT 1")
+    })
+    .await;
+    let bad = eval(
+        &c,
+        "return document.getElementById('flash').classList.contains('bad');",
+    )
+    .await;
+    assert_eq!(bad, json!(false));
+
+    // By URI: a port nothing listens on; its test fails, in red, saying why.
+    c.execute(
+        "const r = document.querySelector('input[name=_form][value=uri]'); r.checked = true; r.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let hidden = eval(
+        &c,
+        "return [document.getElementById('conn-fields').getClientRects().length, document.getElementById('conn-uri').getClientRects().length];",
+    )
+    .await;
+    assert_eq!(hidden, json!([0, 1]), "only the URI field shows");
+    type_into(&c, "#connection-form input[name=name]", "down").await;
+    type_into(
+        &c,
+        "#conn-uri-text",
+        "postgres://postgres@127.0.0.1:1/postgres",
+    )
+    .await;
+    click(&c, "#connection-save").await;
+    until(&c, "the second connection", |html| {
+        html.contains("data-connection=\"down\"")
+    })
+    .await;
+    click(&c, "tr[data-connection=down] button.test-connection").await;
+    until(&c, "the failed test", |html| html.contains("Failed: ")).await;
+    let flash = eval(
+        &c,
+        "const f = document.getElementById('flash'); return [f.classList.contains('bad'), getComputedStyle(f).backgroundColor];",
+    )
+    .await;
+    assert_eq!(flash[0], true, "{flash}");
+    assert_eq!(flash[1], "rgb(180, 35, 24)", "a failure shows red: {flash}");
+    shot(&c, "58-connection-test-failed").await;
+    c.close().await.unwrap();
+}

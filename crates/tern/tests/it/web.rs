@@ -184,6 +184,7 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
         "DELETE /api/v1/agents/activations/{id}",
         "GET /api/v1/connections",
         "POST /api/v1/connections",
+        "POST /api/v1/connections/{name}/test",
         "GET /api/v1/users",
         "POST /api/v1/tokens",
         "GET /api/v1/audit",

@@ -38,6 +38,11 @@
     b.disabled = true;
     try {
       const data = await call(b.dataset.call, b.dataset.body);
+      // A check's answer ({ok, message}, e.g. a connection test) is shown as it is.
+      if (data && typeof data.ok === "boolean" && data.message !== undefined) {
+        flash((data.ok ? "OK: " : "Failed: ") + data.message, !data.ok);
+        return;
+      }
       flash(data && data.cleared ? "Cleared: " + data.cleared.join(", ") : "Done");
       if (b.dataset.then) { location.href = b.dataset.then; return; }
       await refresh(true);
@@ -57,9 +62,13 @@
     const body = {};
     let spec = f.dataset.api;
     for (const el of f.elements) {
-      if (!el.name) continue;
+      if (!el.name || el.matches(":disabled") || "skip" in el.dataset) continue;
       let v = el.type === "checkbox" ? el.checked : el.value;
       if (el.dataset.type === "integer") { if (v === "") continue; v = parseInt(v, 10); }
+      if (el.dataset.type === "json") {
+        if (v.trim() === "") continue;
+        try { v = JSON.parse(v); } catch (e) { flash(el.name + " is not JSON: " + e.message, true); return; }
+      }
       if (el.dataset.type === "list") v = v.split(",").map((s) => s.trim()).filter(Boolean);
       if (spec.includes("{" + el.name + "}")) { spec = spec.replace("{" + el.name + "}", encodeURIComponent(v)); continue; }
       if (v === "" && el.type !== "checkbox") continue;
@@ -74,6 +83,20 @@
       location.reload();
     } catch (e) {
       flash(e.message, true);
+    }
+  });
+
+  // Forms offering two ways to give one thing (a connection's fields or its URI): the
+  // fieldset of the way not chosen is hidden and disabled, so it is not sent.
+  document.addEventListener("change", (ev) => {
+    const r = ev.target.closest("input[name=_form]");
+    if (!r) return;
+    const form = r.form;
+    for (const [value, id] of [["fields", "conn-fields"], ["uri", "conn-uri"]]) {
+      const fs = form.querySelector("#" + id);
+      if (!fs) continue;
+      fs.hidden = r.value !== value;
+      fs.disabled = r.value !== value;
     }
   });
 
