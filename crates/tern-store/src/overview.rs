@@ -129,6 +129,35 @@ impl Store {
         .collect()
     }
 
+    /// A number that changes whenever the task instances of `run_pks` change state, start,
+    /// end or try again, read without reading the instances one by one (an aggregate per
+    /// state over the runs' index), together with the newest audit-log entry (every change by
+    /// hand is audited): what a live page compares to know whether to send itself again.
+    pub async fn activity_fingerprint(&self, run_pks: &[i64]) -> Result<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let audited: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        audited.hash(&mut h);
+        for chunk in run_pks.chunks(200) {
+            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            let sql = format!(
+                "SELECT state, COUNT(*), CAST(SUM(try_number) AS BIGINT), MAX(COALESCE(queued_at, 0)), \
+                 MAX(COALESCE(started_at, 0)), MAX(COALESCE(ended_at, 0)) FROM task_instances \
+                 WHERE run_pk IN ({}) GROUP BY state ORDER BY state",
+                ids.join(",")
+            );
+            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+                r.try_get::<String, _>(0)?.hash(&mut h);
+                for i in 1..6 {
+                    r.try_get::<Option<i64>, _>(i)?.hash(&mut h);
+                }
+            }
+        }
+        Ok(h.finish())
+    }
+
     /// The task instances of the given runs (grid cells), in no particular order.
     pub async fn grid_cells(&self, run_pks: &[i64]) -> Result<Vec<GridCell>> {
         let mut out = Vec::new();

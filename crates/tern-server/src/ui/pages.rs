@@ -122,11 +122,51 @@ pub struct DagQuery {
     to: Option<i64>,
 }
 
+/// The version a live page's script last received (`X-Tern-Version`), if it sent one.
+fn version_seen(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers.get("x-tern-version").and_then(|v| v.to_str().ok())
+}
+
+/// What a live page shows changes when any of these do: the runs it shows (id, state, end),
+/// the DAG's version, and the task instances of its runs still going (see
+/// [`tern_store::Store::activity_fingerprint`]). Finished runs change only by hand (audited)
+/// or by being cleared (which reopens them).
+async fn live_version(
+    s: &AppState,
+    dag_version: i64,
+    runs: &[tern_store::DagRun],
+) -> Result<String, tern_store::StoreError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dag_version.hash(&mut h);
+    for r in runs {
+        (
+            r.pk,
+            r.state.as_str(),
+            r.ended_at.map(|t| t.timestamp_millis()),
+        )
+            .hash(&mut h);
+    }
+    let going: Vec<i64> = runs
+        .iter()
+        .filter(|r| !r.state.is_finished())
+        .map(|r| r.pk)
+        .collect();
+    s.store.activity_fingerprint(&going).await?.hash(&mut h);
+    Ok(format!("{:x}", h.finish()))
+}
+
+/// The answer to a live refresh of a page that has not changed: nothing.
+fn unchanged() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
 pub async fn dag_page(
     State(s): State<AppState>,
     viewer: Viewer,
     Path(dag_id): Path<String>,
     Query(q): Query<DagQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let dag = match s.store.get_dag(&dag_id).await {
         Ok(d) => d,
@@ -173,6 +213,14 @@ pub async fn dag_page(
                 Err(e) => return store_fail(&viewer, e),
             };
             runs.reverse();
+            let version = match live_version(&s, dag.latest_version_id, &runs).await {
+                Ok(v) => v,
+                Err(e) => return store_fail(&viewer, e),
+            };
+            if version_seen(&headers) == Some(version.as_str()) {
+                return unchanged();
+            }
+            ctx["live_version"] = json!(version);
             let pks: Vec<i64> = runs.iter().map(|r| r.pk).collect();
             let cells = match s.store.grid_cells(&pks).await {
                 Ok(c) => c,
@@ -714,11 +762,20 @@ pub async fn run_page(
     viewer: Viewer,
     Path((dag_id, run_id)): Path<(String, String)>,
     Query(q): Query<RunQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let run = match s.store.get_run(&dag_id, &run_id).await {
         Ok(r) => r,
         Err(e) => return store_fail(&viewer, e),
     };
+    // A finished run's page changes only by hand (audited) or when cleared (reopened).
+    let version = match live_version(&s, run.version_id, std::slice::from_ref(&run)).await {
+        Ok(v) => v,
+        Err(e) => return store_fail(&viewer, e),
+    };
+    if version_seen(&headers) == Some(version.as_str()) {
+        return unchanged();
+    }
     let tis = match s.store.task_instances(run.pk).await {
         Ok(t) => t,
         Err(e) => return store_fail(&viewer, e),
@@ -808,6 +865,7 @@ pub async fn run_page(
                "dag_url": format!("/dags/{}", seg(&dag_id)), "api": api,
                "duration": duration(run.started_at, run.ended_at),
                "counts": counts, "total": tis.len(), "matching": matching.len(),
+               "live_version": version,
                "all_url": url_with(None, 0), "filter": {"state": state, "task": needle},
                "page": page, "pages": pages, "first_shown": page * RUN_PAGE + 1,
                "prev": (page > 0).then(|| url_with(state.as_deref(), page - 1)),

@@ -148,3 +148,44 @@ pub async fn browsing_filters_runs_and_instances_across_dags(store: Store) {
         5
     );
 }
+
+pub async fn the_activity_fingerprint_changes_exactly_when_instances_or_the_audit_log_do(
+    store: Store,
+) {
+    store
+        .sync_dags(&[dag("fp", vec![task("a", &[]), task("b", &["a"])])], &[])
+        .await
+        .unwrap();
+    let v = store.get_dag("fp").await.unwrap().latest_version_id;
+    let (run, _) = store.create_run(&run_at("fp", "r", 0), v).await.unwrap();
+    let fp = || async { store.activity_fingerprint(&[run.pk]).await.unwrap() };
+    let first = fp().await;
+    assert_eq!(fp().await, first, "nothing changed");
+    let c = store
+        .claim(
+            &["default".to_string()],
+            "w",
+            std::time::Duration::from_secs(30),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let claimed = fp().await;
+    assert_ne!(claimed, first, "a claim starts a try");
+    let ok = TryResult {
+        success: true,
+        ..TryResult::default()
+    };
+    store.complete(c.ti.id, &c.attempt, &ok).await.unwrap();
+    let done = fp().await;
+    assert_ne!(done, claimed, "a result ends it and readies the next");
+    store
+        .audit("someone", "run.mark", "fp/r", "")
+        .await
+        .unwrap();
+    assert_ne!(fp().await, done, "a change by hand is audited");
+    assert_eq!(
+        store.activity_fingerprint(&[]).await.unwrap(),
+        store.activity_fingerprint(&[]).await.unwrap()
+    );
+}

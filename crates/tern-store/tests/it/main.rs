@@ -97,4 +97,5 @@ store_suite!(
     max_active_tis_per_dag_caps_a_mapped_tasks_instances,
     depends_on_past_waits_for_every_instance_of_the_previous_run,
     browsing_filters_runs_and_instances_across_dags,
+    the_activity_fingerprint_changes_exactly_when_instances_or_the_audit_log_do,
 );

@@ -721,3 +721,66 @@ fn the_cli_works_against_a_remote_server_with_a_token() {
     let out = remote(&url, "", &["dags", "list"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs an API token"));
 }
+
+/// A live page (the grid, a run) is sent again only when what it shows changed: an open tab on
+/// an idle DAG costs one small query per refresh, not a page (`X-Tern-Version` → 204).
+#[test]
+fn live_refreshes_of_an_unchanged_page_send_nothing() {
+    let t = Tern::new();
+    t.write_dag(
+        "d.star",
+        "dag(id = \"d\")\na = shell(id = \"a\", cmd = \"true\")\nb = shell(id = \"b\", cmd = \"true\")\na >> b\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let (cookie, _) = login(&url, "admin", password.trim()).unwrap();
+    let run = t.trigger("d", None);
+    t.wait_run("d", &run, "the run", crate::harness::finished);
+    let page = |path: &str, version: Option<&str>| {
+        let mut headers = vec![("Cookie", cookie.as_str()), ("X-Tern-Refresh", "1")];
+        if let Some(v) = version {
+            headers.push(("X-Tern-Version", v));
+        }
+        let (status, _, body) = exchange(&url, "GET", path, &headers, "text/plain", "");
+        (status, body)
+    };
+    let run_path = format!("/dags/d/runs/{run}");
+    for path in ["/dags/d", run_path.as_str()] {
+        let (status, body) = page(path, None);
+        assert_eq!(status, 200);
+        let v = attr(&body, "name=\"live-version\" content=\"");
+        let (status, body) = page(path, Some(&v));
+        assert_eq!(status, 204, "{path}: unchanged, nothing sent: {body}");
+        assert!(body.is_empty());
+        // Another version (an older page) gets the page.
+        let (status, _) = page(path, Some("0"));
+        assert_eq!(status, 200);
+    }
+    let (_, body) = page("/dags/d", None);
+    let grid_before = attr(&body, "name=\"live-version\" content=\"");
+    let (_, body) = page(&run_path, None);
+    let run_before = attr(&body, "name=\"live-version\" content=\"");
+
+    // A task marked failed by hand in the finished run: both pages change.
+    let token = token_for(&t, "marker", "user");
+    let (status, v) = json_call(
+        &url,
+        "PATCH",
+        &format!("/api/v1/dags/d/dagRuns/{run}/taskInstances/b"),
+        &token,
+        r#"{"state": "failed"}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let (status, _) = page("/dags/d", Some(&grid_before));
+    assert_eq!(status, 200, "the grid changed");
+    let (status, _) = page(&run_path, Some(&run_before));
+    assert_eq!(status, 200, "the run changed");
+
+    // A new run changes the grid.
+    let (_, body) = page("/dags/d", None);
+    let grid_now = attr(&body, "name=\"live-version\" content=\"");
+    let second = t.trigger("d", None);
+    t.wait_run("d", &second, "the second run", crate::harness::finished);
+    let (status, _) = page("/dags/d", Some(&grid_now));
+    assert_eq!(status, 200, "a new run shows");
+}

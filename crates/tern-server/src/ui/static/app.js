@@ -189,9 +189,15 @@
     if (!force && active && active.closest && active.closest("[data-live]") && /INPUT|SELECT|TEXTAREA/.test(active.tagName)) return;
     busy = true;
     try {
-      const r = await fetch(location.href, { credentials: "same-origin", headers: { "X-Tern-Refresh": "1" } });
-      if (!r.ok) return;
+      // A page that knows its version is sent again only when it changed (else 204).
+      const meta = document.querySelector('meta[name="live-version"]');
+      const headers = { "X-Tern-Refresh": "1" };
+      if (meta && !force) headers["X-Tern-Version"] = meta.content;
+      const r = await fetch(location.href, { credentials: "same-origin", headers });
+      if (!r.ok || r.status === 204) return;
       const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+      const freshMeta = doc.querySelector('meta[name="live-version"]');
+      if (meta && freshMeta) meta.content = freshMeta.content;
       for (const el of live) {
         const fresh = doc.getElementById(el.id);
         // Compared with what the server sent last (the page shows times rewritten).
