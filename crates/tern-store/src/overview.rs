@@ -45,6 +45,18 @@ pub struct QueueActivity {
     pub oldest_queued_at: Option<DateTime<Utc>>,
 }
 
+fn grid_cell(r: &sqlx::any::AnyRow) -> Result<GridCell> {
+    Ok(GridCell {
+        run_pk: r.try_get(0)?,
+        task_id: r.try_get(1)?,
+        state: parse_state(&r.try_get::<String, _>(2)?)?,
+        try_number: r.try_get::<i64, _>(3)? as u32,
+        started_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
+        ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
+        map_index: r.try_get(6)?,
+    })
+}
+
 impl Store {
     /// The newest `per_dag` runs of every DAG, newest first, by DAG id.
     pub async fn recent_runs_by_dag(&self, per_dag: i64) -> Result<HashMap<String, Vec<RunDot>>> {
@@ -158,6 +170,35 @@ impl Store {
         Ok(h.finish())
     }
 
+    /// The task instances of `tasks` in the given runs (one page of a big grid), in no
+    /// particular order.
+    pub async fn grid_cells_of_tasks(
+        &self,
+        run_pks: &[i64],
+        tasks: &[String],
+    ) -> Result<Vec<GridCell>> {
+        let mut out = Vec::new();
+        let ids: Vec<String> = run_pks.iter().map(i64::to_string).collect();
+        for runs in ids.chunks(200) {
+            for chunk in tasks.chunks(500) {
+                let sql = format!(
+                    "SELECT run_pk, task_id, state, try_number, started_at, ended_at, map_index FROM task_instances \
+                     WHERE run_pk IN ({}) AND task_id IN ({})",
+                    runs.join(","),
+                    (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+                );
+                let mut q = sqlx::query(&sql);
+                for t in chunk {
+                    q = q.bind(t.as_str());
+                }
+                for r in q.fetch_all(&self.pool).await? {
+                    out.push(grid_cell(&r)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The task instances of the given runs (grid cells), in no particular order.
     pub async fn grid_cells(&self, run_pks: &[i64]) -> Result<Vec<GridCell>> {
         let mut out = Vec::new();
@@ -169,15 +210,7 @@ impl Store {
                 ids.join(",")
             );
             for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
-                out.push(GridCell {
-                    run_pk: r.try_get(0)?,
-                    task_id: r.try_get(1)?,
-                    state: parse_state(&r.try_get::<String, _>(2)?)?,
-                    try_number: r.try_get::<i64, _>(3)? as u32,
-                    started_at: r.try_get::<Option<i64>, _>(4)?.map(from_ms),
-                    ended_at: r.try_get::<Option<i64>, _>(5)?.map(from_ms),
-                    map_index: r.try_get(6)?,
-                });
+                out.push(grid_cell(&r)?);
             }
         }
         Ok(out)

@@ -58,7 +58,54 @@ pub fn seg(s: &str) -> String {
 /// A mapped task's cell stands for all its instances: the summary state (as a group's), the
 /// number of instances as its text and the counts by state in its title (`class="c mapped"`); a
 /// click opens the task page, which lists the instances.
+/// One page of the grid's rows: a range of [`grid_rows`] and the tasks in it.
+pub struct GridPage {
+    rows: std::ops::Range<usize>,
+    /// The ids of the tasks on the page (their cells are all the page needs; a group on the
+    /// page is never split, so its summary sees every task in it).
+    pub task_ids: Vec<String>,
+}
+
+/// The grid's rows cut into pages of about `tasks_per_page` task rows, breaking only before
+/// a row outside every group.
+pub fn grid_pages(spec: &DagSpec, tasks_per_page: usize) -> Vec<GridPage> {
+    let rows = grid_rows(spec);
+    let mut pages = Vec::new();
+    let (mut start, mut tasks) = (0, Vec::new());
+    for (i, row) in rows.iter().enumerate() {
+        let top = match row {
+            GridRow::Task { groups, .. } | GridRow::Group { groups, .. } => groups.is_empty(),
+        };
+        if top && tasks.len() >= tasks_per_page.max(1) {
+            pages.push(GridPage {
+                rows: start..i,
+                task_ids: std::mem::take(&mut tasks),
+            });
+            start = i;
+        }
+        if let GridRow::Task { idx, .. } = row {
+            tasks.push(spec.tasks[*idx].task_id.clone());
+        }
+    }
+    pages.push(GridPage {
+        rows: start..rows.len(),
+        task_ids: tasks,
+    });
+    pages
+}
+
+/// The whole grid (every row) of `spec`; see [`grid_page`].
 pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
+    let all = GridPage {
+        rows: 0..usize::MAX,
+        task_ids: Vec::new(),
+    };
+    grid_page(spec, runs, cells, &all)
+}
+
+/// The grid of `spec`'s rows on `page` (tasks × runs, oldest run left), each run's header a
+/// bar as tall as it took.
+pub fn grid_page(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell], page: &GridPage) -> String {
     let mut by: HashMap<(i64, &str), Vec<&GridCell>> = HashMap::with_capacity(cells.len());
     for c in cells {
         by.entry((c.run_pk, c.task_id.as_str()))
@@ -101,7 +148,9 @@ pub fn grid(spec: &DagSpec, runs: &[DagRun], cells: &[GridCell]) -> String {
         out.push_str(")\"></a></th>");
     }
     out.push_str("</tr></thead><tbody>");
-    for row in grid_rows(spec) {
+    let rows = grid_rows(spec);
+    let end = page.rows.end.min(rows.len());
+    for row in rows.into_iter().take(end).skip(page.rows.start) {
         match row {
             GridRow::Task { idx, groups } => {
                 let t = &spec.tasks[idx];
@@ -551,6 +600,50 @@ pub fn gantt(bars: &[Bar<'_>], now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_big_grid_is_paged_without_splitting_a_group() {
+        use tern_testkit::{dag, task};
+        let plain = dag("p", (0..5).map(|i| task(&format!("t{i}"), &[])).collect());
+        let pages: Vec<Vec<String>> = grid_pages(&plain, 2)
+            .into_iter()
+            .map(|p| p.task_ids)
+            .collect();
+        assert_eq!(pages, [vec!["t0", "t1"], vec!["t2", "t3"], vec!["t4"]]);
+
+        let mut grouped = dag(
+            "g",
+            vec![
+                task("t0", &[]),
+                task("g.a", &[]),
+                task("g.b", &[]),
+                task("g.c", &[]),
+                task("t4", &[]),
+            ],
+        );
+        for t in &mut grouped.tasks[1..4] {
+            t.group = Some("g".into());
+        }
+        grouped.groups.push(tern_core::GroupSpec {
+            group_id: "g".into(),
+            tooltip: None,
+        });
+        let pages = grid_pages(&grouped, 2);
+        let ids: Vec<Vec<String>> = pages.iter().map(|p| p.task_ids.clone()).collect();
+        assert_eq!(ids, [vec!["t0", "g.a", "g.b", "g.c"], vec!["t4"]]);
+        // The second page shows t4's row only; the first, the group's header and members.
+        let html = grid_page(&grouped, &[], &[], &pages[1]);
+        assert!(
+            html.contains("data-t=\"t4\"") && !html.contains("data-t=\"t0\""),
+            "{html}"
+        );
+        let html = grid_page(&grouped, &[], &[], &pages[0]);
+        assert!(
+            html.contains("data-grp=\"g\"") && html.contains("data-t=\"g.c\""),
+            "{html}"
+        );
+        assert!(!html.contains("data-t=\"t4\""), "{html}");
+    }
 
     #[test]
     fn text_is_escaped_and_segments_encoded() {

@@ -21,9 +21,10 @@ use crate::api::dags::{dag_summaries, DagListQuery};
 use crate::auth::Role;
 use crate::state::AppState;
 
-/// Runs shown in the grid by default, and the cap on grid cells (a 10,000-task DAG shows
-/// fewer runs rather than a page nobody can scroll).
+/// Runs shown in the grid by default, and the cells on one page of the grid (a 10,000-task
+/// DAG shows its tasks a page at a time); the Durations tab reads at most GRID_CELLS cells.
 const GRID_RUNS: usize = 25;
+const GRID_PAGE_CELLS: usize = 25_000;
 const GRID_CELLS: usize = 60_000;
 const PAGE: usize = 100;
 
@@ -115,6 +116,12 @@ pub struct DagQuery {
     /// The task the Durations tab charts (default: the whole DAG).
     #[serde(default)]
     task: Option<String>,
+    /// The page of a big grid's tasks (from 0), and how many task rows a page has (default:
+    /// as many as make about 25,000 cells).
+    #[serde(default)]
+    page: usize,
+    #[serde(default)]
+    rows: Option<usize>,
     /// The two versions the Versions tab compares.
     #[serde(default)]
     from: Option<i64>,
@@ -205,9 +212,7 @@ pub async fn dag_page(
     }
     match tab.as_str() {
         "grid" => {
-            let cap = (GRID_CELLS / spec.tasks.len().max(1)).max(1);
-            let wanted = q.runs.unwrap_or(GRID_RUNS).clamp(1, 200);
-            let limit = wanted.min(cap);
+            let limit = q.runs.unwrap_or(GRID_RUNS).clamp(1, 200);
             let mut runs = match s.store.list_runs(Some(&dag_id), None, limit as i64).await {
                 Ok(r) => r,
                 Err(e) => return store_fail(&viewer, e),
@@ -221,14 +226,37 @@ pub async fn dag_page(
                 return unchanged();
             }
             ctx["live_version"] = json!(version);
+            // A big DAG's grid shows its tasks a page at a time, about GRID_PAGE_CELLS cells.
+            let per_page = q
+                .rows
+                .unwrap_or(GRID_PAGE_CELLS / runs.len().max(1))
+                .clamp(50, GRID_PAGE_CELLS);
+            let pages = draw::grid_pages(&spec, per_page);
+            let at = q.page.min(pages.len() - 1);
+            let page = &pages[at];
             let pks: Vec<i64> = runs.iter().map(|r| r.pk).collect();
-            let cells = match s.store.grid_cells(&pks).await {
+            let cells = if pages.len() == 1 {
+                s.store.grid_cells(&pks).await
+            } else {
+                s.store.grid_cells_of_tasks(&pks, &page.task_ids).await
+            };
+            let cells = match cells {
                 Ok(c) => c,
                 Err(e) => return store_fail(&viewer, e),
             };
-            ctx["grid"] = json!(draw::grid(&spec, &runs, &cells));
-            ctx["capped"] = json!(limit < wanted);
+            ctx["grid"] = json!(draw::grid_page(&spec, &runs, &cells, page));
             ctx["shown_runs"] = json!(runs.len());
+            if pages.len() > 1 {
+                let first: usize = pages[..at].iter().map(|p| p.task_ids.len()).sum();
+                let rows = q.rows.map(|r| format!("&rows={r}")).unwrap_or_default();
+                let url = |p: usize| format!("/dags/{}?tab=grid&page={p}{rows}", seg(&dag_id));
+                ctx["grid_pager"] = json!({
+                    "first": first + 1, "last": first + page.task_ids.len(),
+                    "total": spec.tasks.len(), "page": at + 1, "pages": pages.len(),
+                    "prev": (at > 0).then(|| url(at - 1)),
+                    "next": (at + 1 < pages.len()).then(|| url(at + 1)),
+                });
+            }
         }
         "graph" => {
             let runs = s

@@ -784,3 +784,52 @@ fn live_refreshes_of_an_unchanged_page_send_nothing() {
     let (status, _) = page("/dags/d", Some(&grid_now));
     assert_eq!(status, 200, "a new run shows");
 }
+
+/// A big DAG's grid shows its tasks a page at a time, each page with its own cells.
+#[test]
+fn a_big_grid_is_shown_a_page_of_tasks_at_a_time() {
+    let t = Tern::new();
+    t.write_dag(
+        "wide.star",
+        "dag(id = \"wide\")\nroot = shell(id = \"root\", cmd = \"true\")\nfor i in range(130):\n    root >> empty(id = \"e%d\" % (1000 + i))\n",
+    );
+    let (_sa, url) = server_on(&t, 0);
+    let password = std::fs::read_to_string(t.path().join("admin-password")).unwrap();
+    let (cookie, _) = login(&url, "admin", password.trim()).unwrap();
+    let run = t.trigger("wide", None);
+    t.wait_run("wide", &run, "the wide run", crate::harness::finished);
+    let get = |path: &str| {
+        let (status, _, body) = exchange(
+            &url,
+            "GET",
+            path,
+            &[("Cookie", cookie.as_str())],
+            "text/plain",
+            "",
+        );
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let rows = |html: &str| html.matches("<tr data-t=").count();
+    let cells = |html: &str| html.matches("class=\"c s-success\"").count();
+    // By default (one run) every task fits on one page.
+    let whole = get("/dags/wide");
+    assert_eq!(rows(&whole), 131);
+    assert!(!whole.contains("id=\"grid-pager\""));
+    // 50 rows a page: three pages, each with its tasks' cells, the last with the rest.
+    let first = get("/dags/wide?rows=50");
+    assert_eq!((rows(&first), cells(&first)), (50, 50));
+    assert!(first.contains("tasks 1–50 of 131"), "{first}");
+    assert!(
+        first.contains("wide?tab=grid&amp;page=1&amp;rows=50\" id=\"grid-next\">"),
+        "{first}"
+    );
+    let second = get("/dags/wide?tab=grid&page=1&rows=50");
+    assert!(second.contains("tasks 51–100 of 131"));
+    // root and e1000–e1048 on the first page.
+    assert!(second.contains("data-t=\"e1049\"") && second.contains("data-t=\"e1098\""));
+    assert!(!second.contains("data-t=\"e1048\"") && !second.contains("data-t=\"e1099\""));
+    let last = get("/dags/wide?rows=50&page=2");
+    assert_eq!((rows(&last), cells(&last)), (31, 31));
+    assert!(last.contains("data-t=\"e1129\"") && !last.contains("id=\"grid-next\""));
+}
