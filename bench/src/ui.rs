@@ -1,7 +1,9 @@
-//! `ui`: server time of the web UI's heaviest pages at scale. A control plane (SQLite, HTTP on
-//! loopback, no scheduler or agent so nothing changes while measuring) with 1,000 DAGs of 5
-//! tasks that have 3 runs each, and one DAG of 10,000 tasks with 6 runs; each page is fetched
-//! whole over a fresh connection with a logged-in session, as a browser would.
+//! `ui`: the web UI's heaviest pages at scale. A control plane (SQLite, HTTP on loopback, no
+//! scheduler or agent so nothing changes while measuring) with 1,000 DAGs of 5 tasks that have
+//! 3 runs each, and one DAG of 10,000 tasks with 25 runs; each page is fetched whole over a
+//! fresh connection with a logged-in session (the server's time plus reading the answer),
+//! then opened in headless Chromium (navigation start to the load event, what a person waits
+//! for), and a live refresh of an unchanged page is timed (its `204`).
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -29,18 +31,32 @@ fn write_dags(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// GET `path` with the session cookie; the whole answer's time in ms and its size.
-fn fetch(addr: &std::net::SocketAddr, path: &str, cookie: &str) -> anyhow::Result<(f64, usize)> {
+/// With `version`, as the page's live refresh asks (an unchanged page answers 204).
+fn fetch(
+    addr: &std::net::SocketAddr,
+    path: &str,
+    cookie: &str,
+    version: Option<&str>,
+) -> anyhow::Result<(f64, usize)> {
     let start = Instant::now();
     let mut s = std::net::TcpStream::connect(addr)?;
+    let extra = version
+        .map(|v| format!("X-Tern-Refresh: 1\r\nX-Tern-Version: {v}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n{extra}Connection: close\r\n\r\n"
     )?;
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let took = start.elapsed().as_secs_f64() * 1000.0;
+    let expected: &[u8] = if version.is_some() {
+        b"HTTP/1.1 204"
+    } else {
+        b"HTTP/1.1 200"
+    };
     anyhow::ensure!(
-        out.starts_with(b"HTTP/1.1 200"),
+        out.starts_with(expected),
         "{path}: {}",
         String::from_utf8_lossy(&out[..out.len().min(300)])
     );
@@ -77,7 +93,7 @@ pub async fn ui(runs: usize) -> anyhow::Result<()> {
             trigger(&node.store, &req).await?;
         }
     }
-    for r in 0..6 {
+    for r in 0..25 {
         let req = TriggerRequest {
             dag_id: "big".into(),
             run_id: Some(format!("big{r}")),
@@ -86,7 +102,7 @@ pub async fn ui(runs: usize) -> anyhow::Result<()> {
         trigger(&node.store, &req).await?;
     }
     eprintln!(
-        "ui: 3,000 small runs and 6 runs of 10,000 tasks created in {:.1} s",
+        "ui: 3,000 small runs and 25 runs of 10,000 tasks created in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let user = node.store.create_user("bench", "admin", "x").await?;
@@ -95,21 +111,143 @@ pub async fn ui(runs: usize) -> anyhow::Result<()> {
         .create_session(user.id, std::time::Duration::from_secs(3600))
         .await?;
     let cookie = format!("tern_session={session}");
-    for (name, path) in [
+    let pages = [
         ("ui: DAG list (1,000 DAGs)", "/dags"),
         ("ui: DAG list, search", "/dags?search=dag_09&tag=team9"),
-        ("ui: grid (10,000 tasks)", "/dags/big"),
+        ("ui: grid (10,000 tasks, 25 runs)", "/dags/big"),
         ("ui: graph (10,000 tasks)", "/dags/big?tab=graph"),
-        ("ui: run page (10,000 tasks)", "/dags/big/runs/big5"),
+        ("ui: durations (10,000 tasks)", "/dags/big?tab=durations"),
+        ("ui: run page (10,000 tasks)", "/dags/big/runs/big24"),
+        (
+            "ui: browse (every DAG's task instances)",
+            "/browse?state=any",
+        ),
+        ("ui: activity", "/activity"),
         ("api: GET /api/v1/dags", "/api/v1/dags?limit=1000"),
-    ] {
-        let (_, bytes) = fetch(&addr, path, &cookie)?; // warm caches
+    ];
+    for (name, path) in pages {
+        let (_, bytes) = fetch(&addr, path, &cookie, None)?; // warm caches
         let mut times = Vec::new();
         for _ in 0..runs {
-            times.push(fetch(&addr, path, &cookie)?.0);
+            times.push(fetch(&addr, path, &cookie, None)?.0);
         }
         crate::summary(&format!("{name} {}kB", bytes / 1024), "ms", times);
     }
+    // A live refresh of the unchanged grid and run page: the version check alone.
+    for (name, path) in [
+        ("ui: live refresh, grid unchanged (204)", "/dags/big"),
+        (
+            "ui: live refresh, run page unchanged (204)",
+            "/dags/big/runs/big24",
+        ),
+    ] {
+        let version = live_version(&addr, path, &cookie)?;
+        let mut times = Vec::new();
+        for _ in 0..runs {
+            times.push(fetch(&addr, path, &cookie, Some(&version))?.0);
+        }
+        crate::summary(name, "ms", times);
+    }
+    match browser_times(&addr, &session, runs).await {
+        Ok(()) => {}
+        Err(e) => eprintln!("ui: no browser timings: {e:#}"),
+    }
     node.shutdown().await;
     Ok(())
+}
+
+/// The `live-version` a page carries.
+fn live_version(addr: &std::net::SocketAddr, path: &str, cookie: &str) -> anyhow::Result<String> {
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let marker = "name=\"live-version\" content=\"";
+    let at = out
+        .find(marker)
+        .ok_or_else(|| anyhow::anyhow!("{path} has no live version"))?;
+    let rest = &out[at + marker.len()..];
+    Ok(rest[..rest.find('"').unwrap_or(0)].to_string())
+}
+
+/// Navigation start → load event of each heavy page in headless Chromium, logged in by the
+/// session cookie.
+async fn browser_times(
+    addr: &std::net::SocketAddr,
+    session: &str,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use std::process::{Command, Stdio};
+    let driver_bin = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "chromedriver is not installed (apt-get install chromium chromium-driver)"
+            )
+        })?;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let profile = tempfile::tempdir()?;
+    let mut driver = Command::new(driver_bin)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let result = async {
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            anyhow::ensure!(start.elapsed().as_secs() < 30, "chromedriver did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({"args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000", format!("--user-data-dir={}", profile.path().display())
+            ]}),
+        );
+        let c = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await?;
+        let base = format!("http://{addr}");
+        c.goto(&format!("{base}/login")).await?;
+        c.add_cookie(fantoccini::cookies::Cookie::new("tern_session", session.to_string()))
+            .await?;
+        for (name, path) in [
+            ("browser: DAG list (1,000 DAGs)", "/dags"),
+            ("browser: grid (10,000 tasks, 25 runs)", "/dags/big"),
+            ("browser: run page (10,000 tasks)", "/dags/big/runs/big24"),
+        ] {
+            let mut times = Vec::new();
+            for i in 0..=runs {
+                c.goto(&format!("{base}{path}")).await?;
+                let ms = c
+                    .execute(
+                        "const t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd - t.startTime;",
+                        vec![],
+                    )
+                    .await?
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+                if i > 0 {
+                    times.push(ms);
+                }
+            }
+            crate::summary(name, "ms", times);
+        }
+        c.close().await?;
+        Ok(())
+    }
+    .await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    result
 }

@@ -1,5 +1,6 @@
 //! One client interface over the control plane for the commands that inspect and change runs
-//! (`dags list|state|delete`, `tasks list|clear`, `runs list|show|mark|delete`, `users delete`):
+//! (`dags list|state|delete`, `tasks list|clear`, `runs list|show|mark|delete`, `users delete`)
+//! and the estate's collections (pools, connections, agents, tokens, users, variables):
 //! [`Client::Local`] works on the metadata database (and records changes in the audit log as `cli:USER`), [`Client::Remote`]
 //! calls the REST API with a token (`--server`). Each command is written once, against this.
 
@@ -29,6 +30,43 @@ pub struct InstanceRow {
     pub task_id: String,
     pub map_index: i64,
     pub state: TaskState,
+}
+
+/// A collection the control plane keeps, listed as the API lists it.
+#[derive(Clone, Copy)]
+pub enum Listing {
+    Pools,
+    Connections,
+    Agents,
+    Tokens,
+    Users,
+    Variables,
+}
+
+impl Listing {
+    /// The API's route and the key of its answer's list.
+    fn route(self) -> (&'static str, &'static str) {
+        match self {
+            Listing::Pools => ("/api/v1/pools", "pools"),
+            Listing::Connections => ("/api/v1/connections", "connections"),
+            Listing::Agents => ("/api/v1/agents", "agents"),
+            Listing::Tokens => ("/api/v1/tokens", "tokens"),
+            Listing::Users => ("/api/v1/users", "users"),
+            Listing::Variables => ("/api/v1/variables", "variables"),
+        }
+    }
+
+    /// The audit action of removing one (as the API records it).
+    fn removal(self) -> &'static str {
+        match self {
+            Listing::Pools => "pool.delete",
+            Listing::Connections => "connection.delete",
+            Listing::Agents => "agent.revoke",
+            Listing::Tokens => "token.revoke",
+            Listing::Users => "user.delete",
+            Listing::Variables => "variable.delete",
+        }
+    }
 }
 
 /// Most runs one command looks at (newest first), as the API's run listing allows.
@@ -233,6 +271,112 @@ impl Client {
                     reqwest::Method::DELETE,
                     &format!("/api/v1/dags/{}", seg(dag_id)),
                     None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every item of `what` (for tokens: every token locally, the caller's or all for an
+    /// admin remotely), as JSON objects spelled as the API spells them (never a secret).
+    pub async fn list(&self, what: Listing) -> anyhow::Result<Vec<Value>> {
+        let store = match self {
+            Client::Local(store) => store,
+            Client::Remote(r) => {
+                let (path, key) = what.route();
+                let mut v = r.get(path).await?;
+                return Ok(v[key]
+                    .as_array_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default());
+            }
+        };
+        let list = match what {
+            Listing::Pools => serde_json::to_value(store.list_pools().await?)?,
+            Listing::Agents => serde_json::to_value(store.list_agents().await?)?,
+            Listing::Tokens => serde_json::to_value(store.list_tokens().await?)?,
+            Listing::Users => serde_json::to_value(store.list_users().await?)?,
+            Listing::Connections => Value::Array(
+                store
+                    .list_connections()
+                    .await?
+                    .iter()
+                    .map(tern_server::api::admin::connection_json)
+                    .collect(),
+            ),
+            Listing::Variables => Value::Array(
+                store
+                    .list_variables()
+                    .await?
+                    .iter()
+                    .map(tern_server::api::variables::variable_json)
+                    .collect(),
+            ),
+        };
+        Ok(match list {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        })
+    }
+
+    /// Removes one item of `what` by its name (or id): deletes a pool, connection, user or
+    /// variable, revokes an agent or token; recorded in the audit log.
+    pub async fn remove(&self, what: Listing, key: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                let id = || {
+                    key.parse::<i64>()
+                        .map_err(|_| anyhow::anyhow!("{key:?} is not an id (a whole number)"))
+                };
+                match what {
+                    Listing::Pools => store.delete_pool(key).await?,
+                    Listing::Connections => store.delete_connection(key).await?,
+                    Listing::Users => store.delete_user(key).await?,
+                    Listing::Variables => store.delete_variable(key).await?,
+                    Listing::Agents => {
+                        let agent = id()?;
+                        store.get_agent(agent).await?;
+                        store.revoke_agent(agent).await?;
+                    }
+                    Listing::Tokens => store.revoke_token(id()?).await?,
+                }
+                store
+                    .audit(&crate::cmd::cli_actor(), what.removal(), key, "")
+                    .await?;
+            }
+            Client::Remote(r) => {
+                let (path, _) = what.route();
+                r.call(
+                    reqwest::Method::DELETE,
+                    &format!("{path}/{}", seg(key)),
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates or resizes a pool.
+    pub async fn set_pool(&self, name: &str, slots: i64, description: &str) -> anyhow::Result<()> {
+        match self {
+            Client::Local(store) => {
+                store.set_pool(name, slots, description).await?;
+                store
+                    .audit(
+                        &crate::cmd::cli_actor(),
+                        "pool.set",
+                        name,
+                        &format!("slots={slots}"),
+                    )
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(
+                    reqwest::Method::PUT,
+                    &format!("/api/v1/pools/{}", seg(name)),
+                    Some(json!({"slots": slots, "description": description})),
                 )
                 .await?;
             }

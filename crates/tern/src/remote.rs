@@ -12,10 +12,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::cli::{
-    AgentsCmd, Command, ConnectionsCmd, DagsCmd, Output, PoolsCmd, TokensCmd, UsersCmd,
-    VariablesCmd,
-};
+use crate::cli::{Command, DagsCmd, Output, VariablesCmd};
 use crate::output::print;
 
 /// A REST API client with its token.
@@ -92,12 +89,6 @@ fn s(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn time(v: &Value) -> String {
-    v.as_str()
-        .map(|t| t.get(..19).unwrap_or(t).replace('T', " "))
-        .unwrap_or_else(|| "-".into())
 }
 
 fn rows(list: &Value, f: impl Fn(&Value) -> Vec<String>) -> Vec<Vec<String>> {
@@ -204,31 +195,6 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
-        Command::Pools(PoolsCmd::List(o)) => {
-            let v = r.get("/api/v1/pools").await?;
-            let table = rows(&v["pools"], |p| {
-                vec![s(&p["name"]), s(&p["slots"]), s(&p["used"]), s(&p["description"])]
-            });
-            print(o.output, &["pool", "slots", "used", "description"], table, &v["pools"]);
-        }
-        Command::Pools(PoolsCmd::Set {
-            name,
-            slots,
-            description,
-        }) => {
-            r.call(
-                reqwest::Method::PUT,
-                &format!("/api/v1/pools/{}", seg(&name)),
-                Some(json!({"slots": slots, "description": description})),
-            )
-            .await?;
-            println!("pool {name}: {slots} slots");
-        }
-        Command::Pools(PoolsCmd::Delete { name }) => {
-            r.call(reqwest::Method::DELETE, &format!("/api/v1/pools/{}", seg(&name)), None)
-                .await?;
-            println!("pool {name} deleted");
-        }
         Command::Variables(VariablesCmd::Set {
             key,
             value,
@@ -254,66 +220,6 @@ pub async fn run(server: &str, token: Option<String>, command: Command) -> anyho
                 ),
                 _ => bail!("variable {key:?} is secret; its value is not shown"),
             }
-        }
-        Command::Variables(VariablesCmd::List(o)) => {
-            let v = r.get("/api/v1/variables").await?;
-            let vars = v["variables"].as_array().cloned().unwrap_or_default();
-            crate::cmd::variables::print_list(o.output, &vars);
-        }
-        Command::Variables(VariablesCmd::Delete { key }) => {
-            r.call(reqwest::Method::DELETE, &format!("/api/v1/variables/{}", seg(&key)), None)
-                .await?;
-            eprintln!("variable {key} deleted");
-        }
-        Command::Connections(ConnectionsCmd::List(o)) => {
-            let v = r.get("/api/v1/connections").await?;
-            let table = rows(&v["connections"], |c| {
-                vec![s(&c["name"]), s(&c["conn_type"]), s(&c["host"]), s(&c["login"])]
-            });
-            print(o.output, &["name", "type", "host", "login"], table, &v["connections"]);
-        }
-        Command::Connections(ConnectionsCmd::Delete { name }) => {
-            r.call(reqwest::Method::DELETE, &format!("/api/v1/connections/{}", seg(&name)), None)
-                .await?;
-            println!("connection {name} deleted");
-        }
-        Command::Agents(AgentsCmd::List(o)) => {
-            let v = r.get("/api/v1/agents").await?;
-            let table = rows(&v["agents"], |a| {
-                vec![
-                    s(&a["id"]),
-                    s(&a["name"]),
-                    s(&a["site"]),
-                    if a["connected"] == true { "yes" } else { "no" }.into(),
-                    time(&a["last_seen"]),
-                    s(&a["running"]),
-                ]
-            });
-            print(o.output, &["id", "name", "site", "connected", "last_seen", "running"], table, &v["agents"]);
-        }
-        Command::Agents(AgentsCmd::Revoke { id }) => {
-            r.call(reqwest::Method::DELETE, &format!("/api/v1/agents/{id}"), None)
-                .await?;
-            println!("agent {id} revoked");
-        }
-        Command::Tokens(TokensCmd::List(o)) => {
-            let v = r.get("/api/v1/tokens").await?;
-            let table = rows(&v["tokens"], |t| {
-                vec![s(&t["id"]), s(&t["username"]), s(&t["name"]), time(&t["expires_at"]), s(&t["revoked"])]
-            });
-            print(o.output, &["id", "user", "name", "expires", "revoked"], table, &v["tokens"]);
-        }
-        Command::Tokens(TokensCmd::Revoke { id }) => {
-            r.call(reqwest::Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
-                .await?;
-            println!("token {id} revoked");
-        }
-        Command::Users(UsersCmd::List(o)) => {
-            let v = r.get("/api/v1/users").await?;
-            let table = rows(&v["users"], |u| {
-                vec![s(&u["username"]), s(&u["role"]), time(&u["created_at"])]
-            });
-            print(o.output, &["user", "role", "created"], table, &v["users"]);
         }
         other => bail!(
             "`{}` works on the metadata database directly and has no --server form; run it on the control plane's machine, or use the REST API (docs/api.md)",

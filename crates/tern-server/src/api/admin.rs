@@ -202,7 +202,7 @@ async fn cancel_activation(
 }
 
 /// A connection as anyone may see it: no password, no extra fields.
-fn connection_json(c: &tern_store::connections::StoredConnection) -> Value {
+pub fn connection_json(c: &tern_store::connections::StoredConnection) -> Value {
     json!({
         "name": c.name, "conn_type": c.conn_type, "host": c.host, "login": c.login,
         "description": c.description, "created_at": c.created_at, "updated_at": c.updated_at,

@@ -4,58 +4,14 @@ use anyhow::Context;
 use tern_server::Config;
 
 use crate::cli::{ActivationCmd, AgentsCmd, Output};
-use crate::output::{self, print};
+use crate::output;
 
 pub async fn run(cfg: Config, cmd: AgentsCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
     match cmd {
-        AgentsCmd::List(o) => {
-            let agents = store.list_agents().await?;
-            let rows = agents
-                .iter()
-                .map(|a| {
-                    vec![
-                        a.id.to_string(),
-                        a.name.clone(),
-                        a.site.clone(),
-                        a.queues.join(","),
-                        a.version.clone(),
-                        a.address.clone(),
-                        if a.revoked {
-                            "revoked"
-                        } else if a.connected {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .into(),
-                        output::time(a.last_seen),
-                        a.running.to_string(),
-                        a.connections.join(","),
-                    ]
-                })
-                .collect();
-            print(
-                o.output,
-                &[
-                    "ID",
-                    "NAME",
-                    "SITE",
-                    "QUEUES",
-                    "VERSION",
-                    "ADDRESS",
-                    "CONNECTED",
-                    "LAST SEEN",
-                    "RUNNING",
-                    "CONNECTIONS",
-                ],
-                rows,
-                &agents,
-            );
-        }
-        AgentsCmd::Revoke { id } => {
-            let n = store.revoke_agent(id).await?;
-            eprintln!("agent {id} revoked; {n} running attempt(s) will be retried");
+        // Written once for both modes in `estate_ops`.
+        AgentsCmd::List(_) | AgentsCmd::Revoke { .. } => {
+            anyhow::bail!("internal error: agents list/revoke are client operations")
         }
         AgentsCmd::Activation(ActivationCmd::Create {
             site,

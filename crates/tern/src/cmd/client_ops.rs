@@ -13,20 +13,22 @@ use crate::cli::{ClearArgs, Command, DagsCmd, Output, RunsCmd, TasksCmd, UsersCm
 use crate::client::Client;
 use crate::output::{self, print};
 
-/// Whether `command` is one of this module's (they run through [`Client`] in both modes).
+/// Whether `command` is one of this module's or [`super::estate_ops`]'s (they run through
+/// [`Client`] in both modes).
 pub fn handles(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
-            | Command::Runs(
-                RunsCmd::List { .. }
-                    | RunsCmd::Show { .. }
-                    | RunsCmd::Mark { .. }
-                    | RunsCmd::Delete { .. }
-            )
-            | Command::Dags(DagsCmd::List(_) | DagsCmd::State { .. } | DagsCmd::Delete { .. })
-            | Command::Users(UsersCmd::Delete { .. })
-    )
+    super::estate_ops::handles(command)
+        || matches!(
+            command,
+            Command::Tasks(TasksCmd::List { .. } | TasksCmd::Clear(_))
+                | Command::Runs(
+                    RunsCmd::List { .. }
+                        | RunsCmd::Show { .. }
+                        | RunsCmd::Mark { .. }
+                        | RunsCmd::Delete { .. }
+                )
+                | Command::Dags(DagsCmd::List(_) | DagsCmd::State { .. } | DagsCmd::Delete { .. })
+                | Command::Users(UsersCmd::Delete { .. })
+        )
 }
 
 /// Whether `command` reads DAGs (locally it loads the DAG folder first).
@@ -35,6 +37,9 @@ pub fn reads_dag_files(command: &Command) -> bool {
 }
 
 pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
+    if super::estate_ops::handles(&command) {
+        return super::estate_ops::run(&client, command).await;
+    }
     match command {
         Command::Tasks(TasksCmd::List { dag_id, out }) => {
             list_tasks(&client, &dag_id, out.output).await

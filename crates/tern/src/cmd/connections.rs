@@ -7,7 +7,6 @@ use tern_server::secrets::SecretBox;
 use tern_server::Config;
 
 use crate::cli::{ConnectionsCmd, Output};
-use crate::output::print;
 
 pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
@@ -58,26 +57,9 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
                 tern_worker::data::db::describe(&c)
             );
         }
-        ConnectionsCmd::List(o) => {
-            let list = store.list_connections().await?;
-            let rows = list
-                .iter()
-                .map(|c| {
-                    vec![
-                        c.name.clone(),
-                        c.conn_type.clone(),
-                        c.host.clone(),
-                        c.login.clone(),
-                        c.description.clone(),
-                    ]
-                })
-                .collect();
-            print(
-                o.output,
-                &["NAME", "TYPE", "HOST", "LOGIN", "DESCRIPTION"],
-                rows,
-                &list,
-            );
+        // Written once for both modes in `estate_ops`.
+        ConnectionsCmd::List(_) | ConnectionsCmd::Delete { .. } => {
+            anyhow::bail!("internal error: connections list/delete are client operations")
         }
         ConnectionsCmd::Show { name, out } => {
             let c = tern_server::connections::parsed(&store, &secrets()?, &name)
@@ -109,10 +91,6 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
                     println!("{k:<10} {text}");
                 }
             }
-        }
-        ConnectionsCmd::Delete { name } => {
-            store.delete_connection(&name).await?;
-            eprintln!("connection {name} deleted");
         }
         ConnectionsCmd::Export { include_secrets } => {
             let secrets = secrets()?;

@@ -1,48 +1,8 @@
-//! `tern pools …`, `tern db migrate`, `tern config show`.
+//! `tern db migrate`, `tern config show` (`tern pools …` is in [`super::estate_ops`]).
 
 use tern_server::Config;
 
-use crate::cli::{ConfigCmd, DbCmd, PoolsCmd};
-use crate::output::print;
-
-pub async fn pools(cfg: Config, cmd: PoolsCmd) -> anyhow::Result<i32> {
-    let store = super::open_store(&cfg).await?;
-    match cmd {
-        PoolsCmd::List(o) => {
-            let pools = store.list_pools().await?;
-            let rows = pools
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.name.clone(),
-                        p.slots.to_string(),
-                        p.used.to_string(),
-                        p.description.clone(),
-                    ]
-                })
-                .collect();
-            print(
-                o.output,
-                &["POOL", "SLOTS", "USED", "DESCRIPTION"],
-                rows,
-                &pools,
-            );
-        }
-        PoolsCmd::Set {
-            name,
-            slots,
-            description,
-        } => {
-            store.set_pool(&name, slots, &description).await?;
-            eprintln!("pool {name} has {slots} slot(s)");
-        }
-        PoolsCmd::Delete { name } => {
-            store.delete_pool(&name).await?;
-            eprintln!("pool {name} deleted");
-        }
-    }
-    Ok(0)
-}
+use crate::cli::{ConfigCmd, DbCmd};
 
 pub async fn db(cfg: Config, cmd: DbCmd) -> anyhow::Result<i32> {
     match cmd {

@@ -5,6 +5,7 @@ mod agents;
 mod client_ops;
 mod connections;
 pub(crate) mod dags;
+mod estate_ops;
 mod logs;
 mod misc;
 mod notifications;
@@ -83,8 +84,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Tasks(c) => tasks::run(cfg, c).await,
         // Every `runs` command is a client operation (see `client_ops`).
         Command::Runs(_) => anyhow::bail!("internal error: `runs` commands are client operations"),
+        // Every `pools` command is a client operation (see `estate_ops`).
+        Command::Pools(_) => {
+            anyhow::bail!("internal error: `pools` commands are client operations")
+        }
         Command::Logs(a) => logs::run(cfg, a).await,
-        Command::Pools(c) => misc::pools(cfg, c).await,
         Command::Connections(c) => connections::run(cfg, c).await,
         Command::Notifications(c) => notifications::run(cfg, c).await,
         Command::Variables(c) => variables::run(cfg, c).await,

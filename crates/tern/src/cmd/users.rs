@@ -8,7 +8,6 @@ use tern_server::Config;
 
 use super::cli_actor;
 use crate::cli::{TokensCmd, UsersCmd};
-use crate::output::print;
 
 pub async fn users(cfg: Config, cmd: UsersCmd) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
@@ -47,24 +46,9 @@ pub async fn users(cfg: Config, cmd: UsersCmd) -> anyhow::Result<i32> {
                 eprintln!("(the password above is shown once; it is stored only as a hash)");
             }
         }
-        // Written once for both modes in `client_ops`.
-        UsersCmd::Delete { .. } => {
-            anyhow::bail!("internal error: `users delete` is a client operation")
-        }
-        UsersCmd::List(o) => {
-            let list = store.list_users().await?;
-            let rows = list
-                .iter()
-                .map(|u| {
-                    vec![
-                        u.username.clone(),
-                        u.role.clone(),
-                        crate::output::time(Some(u.created_at)),
-                        if u.disabled { "disabled" } else { "" }.to_string(),
-                    ]
-                })
-                .collect();
-            print(o.output, &["USER", "ROLE", "CREATED", ""], rows, &list);
+        // Written once for both modes in `client_ops` and `estate_ops`.
+        UsersCmd::Delete { .. } | UsersCmd::List(_) => {
+            anyhow::bail!("internal error: users delete/list are client operations")
         }
     }
     Ok(0)
@@ -106,34 +90,9 @@ pub async fn tokens(cfg: Config, cmd: TokensCmd) -> anyhow::Result<i32> {
                 token.id
             );
         }
-        TokensCmd::List(o) => {
-            let list = store.list_tokens().await?;
-            let rows = list
-                .iter()
-                .map(|t| {
-                    vec![
-                        t.id.to_string(),
-                        t.username.clone(),
-                        t.name.clone(),
-                        crate::output::time(t.expires_at),
-                        crate::output::time(t.last_used_at),
-                        if t.revoked { "revoked" } else { "" }.to_string(),
-                    ]
-                })
-                .collect();
-            print(
-                o.output,
-                &["ID", "USER", "NAME", "EXPIRES", "LAST USED", ""],
-                rows,
-                &list,
-            );
-        }
-        TokensCmd::Revoke { id } => {
-            store.revoke_token(id).await?;
-            store
-                .audit(&cli_actor(), "token.revoke", &id.to_string(), "")
-                .await?;
-            eprintln!("token {id} revoked");
+        // Written once for both modes in `estate_ops`.
+        TokensCmd::List(_) | TokensCmd::Revoke { .. } => {
+            anyhow::bail!("internal error: tokens list/revoke are client operations")
         }
     }
     Ok(0)

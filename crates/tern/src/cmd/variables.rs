@@ -45,21 +45,9 @@ pub async fn run(cfg: Config, cmd: VariablesCmd) -> anyhow::Result<i32> {
             }
             println!("{value}");
         }
-        VariablesCmd::List(o) => {
-            let vars: Vec<Value> = store
-                .list_variables()
-                .await?
-                .iter()
-                .map(tern_server::api::variables::variable_json)
-                .collect();
-            print_list(o.output, &vars);
-        }
-        VariablesCmd::Delete { key } => {
-            store.delete_variable(&key).await?;
-            store
-                .audit(&super::cli_actor(), "variable.delete", &key, "")
-                .await?;
-            eprintln!("variable {key} deleted");
+        // Written once for both modes in `estate_ops`.
+        VariablesCmd::List(_) | VariablesCmd::Delete { .. } => {
+            anyhow::bail!("internal error: variables list/delete are client operations")
         }
     }
     Ok(0)

@@ -230,3 +230,132 @@ a >> m
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Pools, connections, agents, tokens, users and variables: listed the same way and removed
+/// the same way (audited) from the database and through the API.
+#[test]
+fn the_estates_listings_print_the_same_locally_and_remotely_and_removals_are_audited() {
+    let t = Tern::new();
+    let mut sa = t.standalone();
+    let url = server_url(&mut sa);
+    let token = token_for(&t, "olga", "admin");
+    let remote = |args: &[&str]| {
+        let mut all = vec!["--server", url.as_str(), "--token", token.as_str()];
+        all.extend(args);
+        let out = t.run(&all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    t.ok(&["pools", "set", "etl", "4", "--description", "nightly loads"]);
+    remote(&["pools", "set", "web", "2"]);
+    t.ok(&[
+        "connections",
+        "add",
+        "wh",
+        "--uri",
+        "postgres://etl:secret-pw@db.internal:5432/wh",
+    ]);
+    t.ok(&["variables", "set", "region", "eu-west-1"]);
+    t.ok(&["variables", "set", "api_key", "k-123", "--secret"]);
+    t.ok(&["users", "add", "viv", "--role", "viewer"]);
+    let viv = t.ok(&["tokens", "create", "viv", "--name", "ci"]);
+    assert!(!viv.trim().is_empty());
+    t.ok(&["agents", "activation", "create", "--site", "branch"]);
+    for args in [
+        &["pools", "list"][..],
+        &["pools", "list", "-o", "json"][..],
+        &["connections", "list"][..],
+        &["connections", "list", "-o", "json"][..],
+        &["agents", "list"][..],
+        &["tokens", "list"][..],
+        &["tokens", "list", "-o", "json"][..],
+        &["users", "list"][..],
+        &["variables", "list"][..],
+        &["variables", "list", "-o", "json"][..],
+    ] {
+        let here = t.ok(args);
+        let there = remote(args);
+        // A token's "last used" moves as the remote calls use it: compare without that column.
+        let strip = |s: &str| -> String {
+            if args[0] == "tokens" {
+                s.lines()
+                    .filter(|l| !l.contains("olga"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            } else {
+                s.to_string()
+            }
+        };
+        assert_eq!(strip(&there), strip(&here), "{args:?} differs by mode");
+    }
+    let pools = t.ok(&["pools", "list"]);
+    assert!(pools.starts_with("POOL"), "{pools}");
+    assert!(
+        pools.contains("nightly loads") && pools.contains("web"),
+        "{pools}"
+    );
+    assert!(!t
+        .ok(&["connections", "list", "-o", "json"])
+        .contains("secret-pw"));
+    let vars = t.ok(&["variables", "list"]);
+    assert!(
+        vars.contains("(secret)") && !vars.contains("k-123"),
+        "{vars}"
+    );
+
+    // Removals: locally and remotely, each in the audit log.
+    t.ok(&["pools", "delete", "etl"]);
+    remote(&["pools", "delete", "web"]);
+    remote(&["connections", "delete", "wh"]);
+    t.ok(&["variables", "delete", "region"]);
+    let token_id = t
+        .json(&["tokens", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["username"] == "viv")
+        .unwrap()["id"]
+        .to_string();
+    remote(&["tokens", "revoke", &token_id]);
+    let pools = t.ok(&["pools", "list"]);
+    assert!(!pools.contains("etl") && !pools.contains("web"), "{pools}");
+    assert!(!t.ok(&["connections", "list"]).contains("wh"));
+    assert!(t.ok(&["tokens", "list"]).contains("revoked"));
+    let (_, audit) = call(&url, "GET", "/api/v1/audit", Some(&token), "");
+    let actions: Vec<(String, String)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_string(),
+                e["actor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (action, by_cli) in [
+        ("pool.set", true),
+        ("pool.delete", true),
+        ("pool.delete", false),
+        ("connection.delete", false),
+        ("variable.delete", true),
+        ("token.revoke", false),
+    ] {
+        assert!(
+            actions
+                .iter()
+                .any(|(a, who)| a == action && who.starts_with("cli:") == by_cli),
+            "{action} by {} missing in {actions:?}",
+            if by_cli { "the local CLI" } else { "the API" }
+        );
+    }
+    // Removing what is not there says so, in both modes.
+    let out = t.run(&["pools", "delete", "nope"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nope"), "{err}");
+}
