@@ -91,3 +91,97 @@ pub async fn parsed(
         )?),
     })
 }
+
+/// Every connection of the control plane as `tern connections export` writes it: `{name, uri,
+/// extra, description, secrets_included}`; without `include_secrets` the password in the URI
+/// and the secret extra fields are masked (`***`), and such an export cannot be imported.
+pub async fn export(
+    store: &Store,
+    secrets: &SecretBox,
+    include_secrets: bool,
+) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::new();
+    for stored in store.list_connections().await? {
+        let (Some(c), Some(spec)) = (
+            parsed(store, secrets, &stored.name).await?,
+            resolve(store, secrets, &stored.name).await?,
+        ) else {
+            continue;
+        };
+        let (uri, extra) = if include_secrets {
+            (spec.uri, Value::Object(spec.extra))
+        } else {
+            let masker = tern_worker::mask::Masker::new(c.secrets());
+            (masker.mask(&spec.uri), c.public_fields()["extra"].clone())
+        };
+        out.push(
+            serde_json::json!({"name": stored.name, "uri": uri, "extra": extra,
+                                    "description": stored.description,
+                                    "secrets_included": include_secrets}),
+        );
+    }
+    Ok(out)
+}
+
+/// One connection of an export, to import.
+pub struct ImportEntry {
+    pub name: String,
+    pub uri: String,
+    pub extra: Map<String, Value>,
+    pub description: String,
+}
+
+/// The entries of an export (a list as [`export`] makes it); an entry exported without its
+/// secrets is refused (importing it would store `***` as the password).
+pub fn import_entries(list: &Value) -> anyhow::Result<Vec<ImportEntry>> {
+    use anyhow::Context;
+    let list = list
+        .as_array()
+        .context("expected a list of connections, as `tern connections export` prints")?;
+    let mut out = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        let name = e["name"]
+            .as_str()
+            .with_context(|| format!("entry {i} has no `name`"))?;
+        let uri = e["uri"]
+            .as_str()
+            .with_context(|| format!("connection {name:?} has no `uri`"))?;
+        if e["secrets_included"] == false {
+            anyhow::bail!(
+                "connection {name:?} was exported without its secrets; export with --include-secrets, or add it with `tern connections add {name} --uri-stdin`"
+            );
+        }
+        out.push(ImportEntry {
+            name: name.to_string(),
+            uri: uri.to_string(),
+            extra: e["extra"].as_object().cloned().unwrap_or_default(),
+            description: e["description"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Adds the connections of an export (each validated and sealed as [`add`] does); stops at
+/// the first that fails, naming it.
+pub async fn import(
+    store: &Store,
+    secrets: &SecretBox,
+    entries: &[ImportEntry],
+    replace: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for e in entries {
+        add(
+            store,
+            secrets,
+            &e.name,
+            &e.uri,
+            e.extra.clone(),
+            &e.description,
+            replace,
+        )
+        .await
+        .with_context(|| format!("connection {:?}", e.name))?;
+    }
+    Ok(())
+}

@@ -450,15 +450,18 @@ pub enum ConnectionsCmd {
     Test {
         name: String,
     },
-    /// Print every connection as JSON (passwords masked unless --include-secrets), for
-    /// `connections import` elsewhere.
+    /// Print every connection as JSON or YAML (passwords masked unless --include-secrets),
+    /// for `connections import` elsewhere.
     Export {
-        /// Include the passwords and secret extra fields in clear (the output is then a secret).
+        /// Include the passwords and secret extra fields in clear (the output is then a secret;
+        /// with --server the token needs the admin role).
         #[arg(long)]
         include_secrets: bool,
+        #[arg(long, value_enum, default_value = "json")]
+        format: ExportFormat,
     },
-    /// Add the connections of an export (a JSON file, `-` for standard input); entries whose
-    /// secrets were masked are refused.
+    /// Add the connections of an export (a JSON or YAML file, `-` for standard input);
+    /// entries whose secrets were masked are refused.
     Import {
         file: PathBuf,
         /// Replace connections of the same name.
@@ -521,6 +524,13 @@ pub enum TokensCmd {
     Revoke {
         id: i64,
     },
+}
+
+/// How `connections export` writes the list.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum ExportFormat {
+    Json,
+    Yaml,
 }
 
 #[derive(Subcommand, Debug)]

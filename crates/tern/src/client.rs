@@ -358,6 +358,113 @@ impl Client {
         Ok(())
     }
 
+    /// The control plane's connections as an export lists them (secrets masked unless
+    /// `include_secrets`, which is audited). `key` opens the local secret key (local mode only).
+    pub async fn export_connections(
+        &self,
+        key: impl FnOnce() -> anyhow::Result<tern_server::secrets::SecretBox>,
+        include_secrets: bool,
+    ) -> anyhow::Result<Vec<Value>> {
+        match self {
+            Client::Local(store) => {
+                let list =
+                    tern_server::connections::export(store, &key()?, include_secrets).await?;
+                if include_secrets {
+                    store
+                        .audit(
+                            &crate::cmd::cli_actor(),
+                            "connection.export",
+                            "",
+                            "with secrets",
+                        )
+                        .await?;
+                }
+                Ok(list)
+            }
+            Client::Remote(r) => {
+                let mut v = r
+                    .get(&format!(
+                        "/api/v1/connections-export?include_secrets={include_secrets}"
+                    ))
+                    .await?;
+                Ok(v["connections"]
+                    .as_array_mut()
+                    .map(std::mem::take)
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Adds the connections of an export (`list`), sealed with the control plane's key;
+    /// returns their names.
+    pub async fn import_connections(
+        &self,
+        key: impl FnOnce() -> anyhow::Result<tern_server::secrets::SecretBox>,
+        list: Value,
+        replace: bool,
+    ) -> anyhow::Result<Vec<String>> {
+        let entries = tern_server::connections::import_entries(&list)?;
+        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+        match self {
+            Client::Local(store) => {
+                tern_server::connections::import(store, &key()?, &entries, replace).await?;
+                store
+                    .audit(
+                        &crate::cmd::cli_actor(),
+                        "connection.import",
+                        &names.join(","),
+                        "",
+                    )
+                    .await?;
+            }
+            Client::Remote(r) => {
+                r.call(
+                    reqwest::Method::POST,
+                    "/api/v1/connections-import",
+                    Some(json!({"connections": list, "replace": replace})),
+                )
+                .await?;
+            }
+        }
+        Ok(names)
+    }
+
+    /// Tries a connection from the control plane: whether it answered, and what happened.
+    pub async fn test_connection(
+        &self,
+        key: impl FnOnce() -> anyhow::Result<tern_server::secrets::SecretBox>,
+        name: &str,
+    ) -> anyhow::Result<(bool, String)> {
+        match self {
+            Client::Local(store) => {
+                let c = tern_server::connections::parsed(store, &key()?, name)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no connection {name:?}; `tern connections list` shows them"
+                        )
+                    })?;
+                Ok(match tern_worker::data::test_connection(&c).await {
+                    Ok(what) => (true, what),
+                    Err(e) => (false, e.to_string()),
+                })
+            }
+            Client::Remote(r) => {
+                let v = r
+                    .call(
+                        reqwest::Method::POST,
+                        &format!("/api/v1/connections/{}/test", seg(name)),
+                        Some(json!({})),
+                    )
+                    .await?;
+                Ok((
+                    v["ok"] == true,
+                    v["message"].as_str().unwrap_or_default().to_string(),
+                ))
+            }
+        }
+    }
+
     /// Creates or resizes a pool.
     pub async fn set_pool(&self, name: &str, slots: i64, description: &str) -> anyhow::Result<()> {
         match self {

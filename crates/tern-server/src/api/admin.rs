@@ -31,6 +31,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_connections, create_connection))
         .routes(routes!(get_connection, delete_connection))
         .routes(routes!(test_connection))
+        .routes(routes!(export_connections))
+        .routes(routes!(import_connections))
         .routes(routes!(list_users, create_user))
         .routes(routes!(delete_user))
         .routes(routes!(list_tokens, create_token))
@@ -366,6 +368,100 @@ async fn create_connection(
         .map(|c| connection_json(&c))
         .unwrap_or_default();
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The control plane's connections store, or 503 on a server that keeps none.
+fn secret_box(s: &AppState) -> Result<&crate::secrets::SecretBox, ApiError> {
+    s.secrets.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this server keeps no connections",
+            "",
+        )
+    })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Passwords and secret extra fields in clear (role `admin`; audited).
+    #[serde(default)]
+    include_secrets: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/connections-export", tag = "admin", params(ExportQuery),
+    responses((status = 200, description = "`{connections: [{name, uri, extra, description, secrets_included}]}` as `tern connections export` prints them; secrets masked unless `include_secrets` (admin)")))]
+async fn export_connections(
+    State(s): State<AppState>,
+    caller: Caller,
+    q: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = super::query(q)?;
+    if q.include_secrets {
+        caller.require(Role::Admin, "exporting connections with their secrets")?;
+    } else {
+        caller.require(Role::Op, "exporting connections")?;
+    }
+    let list = crate::connections::export(&s.store, secret_box(&s)?, q.include_secrets)
+        .await
+        .map_err(|e| {
+            tracing::error!("connections export: {e:#}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the connections could not be read",
+                "the server log has the cause",
+            )
+        })?;
+    if q.include_secrets {
+        audit(&s, &caller, "connection.export", "", "with secrets").await?;
+    }
+    Ok(Json(json!({"connections": list})))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    /// What an export lists (with its secrets).
+    #[schema(value_type = Vec<Object>)]
+    connections: Value,
+    /// Replace connections of the same name.
+    #[serde(default)]
+    replace: bool,
+}
+
+#[utoipa::path(post, path = "/api/v1/connections-import", tag = "admin", request_body = ImportBody,
+    responses((status = 200, description = "`{imported: [names]}`, each validated and sealed at rest"),
+              (status = 400, description = "Not an export, an entry exported without its secrets, or an invalid one (named)"),
+              (status = 409, description = "A name exists and `replace` is false")))]
+async fn import_connections(
+    State(s): State<AppState>,
+    caller: Caller,
+    b: Result<Json<ImportBody>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Op, "importing connections")?;
+    let b = body(b)?;
+    let entries = crate::connections::import_entries(&b.connections).map_err(|e| {
+        bad(
+            format!("{e:#}"),
+            "send what GET /api/v1/connections-export?include_secrets=true answers",
+        )
+    })?;
+    if let Err(e) = crate::connections::import(&s.store, secret_box(&s)?, &entries, b.replace).await
+    {
+        return Err(match e.downcast::<tern_store::StoreError>() {
+            Ok(store) => ApiError::from_store(store),
+            Err(other) => bad(
+                format!("{other:#}"),
+                "write each URI as type://login:password@host:port/path",
+            ),
+        });
+    }
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    audit(&s, &caller, "connection.import", &names.join(","), "").await?;
+    Ok(Json(json!({"imported": names})))
 }
 
 /// How long a connection test may take (an unreachable host otherwise waits for the OS).

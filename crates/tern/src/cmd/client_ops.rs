@@ -36,9 +36,9 @@ pub fn reads_dag_files(command: &Command) -> bool {
     matches!(command, Command::Tasks(_) | Command::Dags(DagsCmd::List(_)))
 }
 
-pub async fn run(client: Client, command: Command) -> anyhow::Result<i32> {
+pub async fn run(client: Client, home: &std::path::Path, command: Command) -> anyhow::Result<i32> {
     if super::estate_ops::handles(&command) {
-        return super::estate_ops::run(&client, command).await;
+        return super::estate_ops::run(&client, home, command).await;
     }
     match command {
         Command::Tasks(TasksCmd::List { dag_id, out }) => {

@@ -92,123 +92,14 @@ pub async fn run(cfg: Config, cmd: ConnectionsCmd) -> anyhow::Result<i32> {
                 }
             }
         }
-        ConnectionsCmd::Export { include_secrets } => {
-            let secrets = secrets()?;
-            let mut out = Vec::new();
-            for stored in store.list_connections().await? {
-                let Some(c) =
-                    tern_server::connections::parsed(&store, &secrets, &stored.name).await?
-                else {
-                    continue;
-                };
-                let spec = tern_server::connections::resolve(&store, &secrets, &stored.name)
-                    .await?
-                    .context("a listed connection")?;
-                let (uri, extra) = if include_secrets {
-                    (spec.uri, serde_json::Value::Object(spec.extra))
-                } else {
-                    let masker = tern_worker::mask::Masker::new(c.secrets());
-                    (masker.mask(&spec.uri), c.public_fields()["extra"].clone())
-                };
-                out.push(json!({"name": stored.name, "uri": uri, "extra": extra,
-                                "description": stored.description, "secrets_included": include_secrets}));
-            }
-            println!("{}", serde_json::to_string_pretty(&out)?);
-        }
-        ConnectionsCmd::Import { file, replace } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?
-            };
-            let entries = import_entries(&text).with_context(|| format!("{}", file.display()))?;
-            let secrets = secrets()?;
-            for e in &entries {
-                tern_server::connections::add(
-                    &store,
-                    &secrets,
-                    &e.name,
-                    &e.uri,
-                    e.extra.clone(),
-                    &e.description,
-                    replace,
-                )
-                .await
-                .with_context(|| format!("connection {:?} of {}", e.name, file.display()))?;
-            }
-            store
-                .audit(
-                    &super::cli_actor(),
-                    "connection.import",
-                    &entries
-                        .iter()
-                        .map(|e| e.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    "",
-                )
-                .await?;
-            eprintln!(
-                "{} connection(s) imported, encrypted at rest",
-                entries.len()
-            );
-        }
-        ConnectionsCmd::Test { name } => {
-            let c = tern_server::connections::parsed(&store, &secrets()?, &name)
-                .await?
-                .with_context(|| {
-                    format!("no connection {name:?}; `tern connections list` shows them")
-                })?;
-            match tern_worker::data::test_connection(&c).await {
-                Ok(what) => println!("ok: {what}"),
-                Err(e) => {
-                    eprintln!("failed: {e}");
-                    return Ok(1);
-                }
-            }
+        // Written once for both modes in `estate_ops`.
+        ConnectionsCmd::Export { .. }
+        | ConnectionsCmd::Import { .. }
+        | ConnectionsCmd::Test { .. } => {
+            anyhow::bail!("internal error: connections export/import/test are client operations")
         }
     }
     Ok(0)
-}
-
-/// One connection of an export.
-struct ImportEntry {
-    name: String,
-    uri: String,
-    extra: serde_json::Map<String, serde_json::Value>,
-    description: String,
-}
-
-/// The entries of a `connections export`; an entry exported without its secrets is refused
-/// (importing it would store `***` as the password).
-fn import_entries(text: &str) -> anyhow::Result<Vec<ImportEntry>> {
-    let v: serde_json::Value = serde_json::from_str(text)
-        .context("not JSON: expected what `tern connections export` prints")?;
-    let list = v
-        .as_array()
-        .context("expected a JSON list of connections, as `tern connections export` prints")?;
-    let mut out = Vec::new();
-    for (i, e) in list.iter().enumerate() {
-        let name = e["name"]
-            .as_str()
-            .with_context(|| format!("entry {i} has no `name`"))?;
-        let uri = e["uri"]
-            .as_str()
-            .with_context(|| format!("connection {name:?} has no `uri`"))?;
-        if e["secrets_included"] == false {
-            anyhow::bail!(
-                "connection {name:?} was exported without its secrets; export with --include-secrets, or add it with `tern connections add {name} --uri-stdin`"
-            );
-        }
-        out.push(ImportEntry {
-            name: name.to_string(),
-            uri: uri.to_string(),
-            extra: e["extra"].as_object().cloned().unwrap_or_default(),
-            description: e["description"].as_str().unwrap_or_default().to_string(),
-        });
-    }
-    Ok(out)
 }
 
 /// Reads one line from standard input. At a terminal it prompts on stderr and does not echo

@@ -5,7 +5,9 @@
 
 use serde_json::Value;
 
-use crate::cli::{AgentsCmd, Command, ConnectionsCmd, PoolsCmd, TokensCmd, UsersCmd, VariablesCmd};
+use crate::cli::{
+    AgentsCmd, Command, ConnectionsCmd, ExportFormat, PoolsCmd, TokensCmd, UsersCmd, VariablesCmd,
+};
 use crate::client::{Client, Listing};
 use crate::output::{self, print};
 
@@ -14,7 +16,13 @@ pub fn handles(command: &Command) -> bool {
     matches!(
         command,
         Command::Pools(_)
-            | Command::Connections(ConnectionsCmd::List(_) | ConnectionsCmd::Delete { .. })
+            | Command::Connections(
+                ConnectionsCmd::List(_)
+                    | ConnectionsCmd::Delete { .. }
+                    | ConnectionsCmd::Export { .. }
+                    | ConnectionsCmd::Import { .. }
+                    | ConnectionsCmd::Test { .. }
+            )
             | Command::Agents(AgentsCmd::List(_) | AgentsCmd::Revoke { .. })
             | Command::Tokens(TokensCmd::List(_) | TokensCmd::Revoke { .. })
             | Command::Users(UsersCmd::List(_))
@@ -40,7 +48,22 @@ fn joined(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-pub async fn run(client: &Client, command: Command) -> anyhow::Result<i32> {
+/// Reads an export: JSON, or YAML (what `connections export --format yaml` writes).
+fn parse_export(text: &str, from: &str) -> anyhow::Result<Value> {
+    use anyhow::Context;
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(_) => yaml_serde::from_str(text).with_context(|| {
+            format!(
+                "{from} is neither JSON nor YAML: expected what `tern connections export` prints"
+            )
+        }),
+    }
+}
+
+pub async fn run(client: &Client, home: &std::path::Path, command: Command) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    let key = || tern_server::secrets::SecretBox::load(home).context("the secret key");
     match command {
         Command::Pools(PoolsCmd::List(o)) => {
             let pools = client.list(Listing::Pools).await?;
@@ -98,6 +121,39 @@ pub async fn run(client: &Client, command: Command) -> anyhow::Result<i32> {
         Command::Connections(ConnectionsCmd::Delete { name }) => {
             client.remove(Listing::Connections, &name).await?;
             eprintln!("connection {name} deleted");
+        }
+        Command::Connections(ConnectionsCmd::Export {
+            include_secrets,
+            format,
+        }) => {
+            let list = client.export_connections(key, include_secrets).await?;
+            match format {
+                ExportFormat::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+                ExportFormat::Yaml => print!("{}", yaml_serde::to_string(&list)?),
+            }
+        }
+        Command::Connections(ConnectionsCmd::Import { file, replace }) => {
+            let from = file.display().to_string();
+            let text = if from == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {from}"))?
+            };
+            let list = parse_export(&text, &from)?;
+            let names = client
+                .import_connections(key, list, replace)
+                .await
+                .with_context(|| format!("importing {from}"))?;
+            eprintln!("{} connection(s) imported, encrypted at rest", names.len());
+        }
+        Command::Connections(ConnectionsCmd::Test { name }) => {
+            let (ok, message) = client.test_connection(key, &name).await?;
+            if ok {
+                println!("ok: {message}");
+            } else {
+                eprintln!("failed: {message}");
+                return Ok(1);
+            }
         }
         Command::Agents(AgentsCmd::List(o)) => {
             let agents = client.list(Listing::Agents).await?;

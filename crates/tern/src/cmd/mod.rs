@@ -52,7 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         };
         let home = cfg.home.clone();
         let local = cli.server.is_empty();
-        let code = client_ops::run(client, cli.command).await;
+        let code = client_ops::run(client, &home, cli.command).await;
         if local {
             tern_server::wake::poke(&home);
         }

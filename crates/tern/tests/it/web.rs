@@ -185,6 +185,8 @@ fn the_openapi_document_matches_the_routes_and_each_role_gets_exactly_its_permis
         "GET /api/v1/connections",
         "POST /api/v1/connections",
         "POST /api/v1/connections/{name}/test",
+        "GET /api/v1/connections-export",
+        "POST /api/v1/connections-import",
         "GET /api/v1/users",
         "POST /api/v1/tokens",
         "GET /api/v1/audit",
