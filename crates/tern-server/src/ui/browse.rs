@@ -49,6 +49,38 @@ fn day(v: &Option<String>) -> Option<NaiveDate> {
     given(v).and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
 }
 
+/// The logical-date range and page of a browse.
+struct Window {
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until: Option<chrono::DateTime<chrono::Utc>>,
+    limit: i64,
+    offset: i64,
+}
+
+/// `q`'s filter for states of type `S` (`any` filters on none; a state `S` does not know is
+/// reported in `error` and not filtered on).
+fn filter_of<S: std::str::FromStr<Err = String>>(
+    q: &BrowseQuery,
+    state: &str,
+    queue: Option<String>,
+    w: &Window,
+    error: &mut Option<String>,
+) -> BrowseFilter<S> {
+    let state = match state {
+        "any" => None,
+        st => st.parse::<S>().map_err(|e| *error = Some(e)).ok(),
+    };
+    BrowseFilter {
+        dag_id: given(&q.dag),
+        state,
+        queue,
+        since: w.since,
+        until: w.until,
+        limit: w.limit,
+        offset: w.offset,
+    }
+}
+
 fn link(dag_id: &str, run_id: &str) -> String {
     format!("/dags/{}/runs/{}", seg(dag_id), seg(run_id))
 }
@@ -70,24 +102,14 @@ pub async fn browse(
     // One more than a page tells whether there is a next one.
     let (limit, offset) = (PAGE + 1, page * PAGE);
     let mut error = None;
+    let window = Window {
+        since,
+        until,
+        limit,
+        offset,
+    };
     let rows: Vec<Value> = if runs_view {
-        let wanted = match state.as_str() {
-            "any" => Ok(None),
-            st => st.parse::<RunState>().map(Some),
-        };
-        let wanted = wanted.unwrap_or_else(|e| {
-            error = Some(e);
-            None
-        });
-        let f = BrowseFilter {
-            dag_id: given(&q.dag),
-            state: wanted,
-            queue: None,
-            since,
-            until,
-            limit,
-            offset,
-        };
+        let f = filter_of::<RunState>(&q, &state, None, &window, &mut error);
         match s.store.browse_runs(&f).await {
             Ok(runs) => runs
                 .iter()
@@ -102,23 +124,7 @@ pub async fn browse(
             Err(e) => return store_fail(&viewer, e),
         }
     } else {
-        let wanted = match state.as_str() {
-            "any" => Ok(None),
-            st => st.parse::<TaskState>().map(Some),
-        };
-        let wanted = wanted.unwrap_or_else(|e| {
-            error = Some(e);
-            None
-        });
-        let f = BrowseFilter {
-            dag_id: given(&q.dag),
-            state: wanted,
-            queue: given(&q.queue),
-            since,
-            until,
-            limit,
-            offset,
-        };
+        let f = filter_of::<TaskState>(&q, &state, given(&q.queue), &window, &mut error);
         match s.store.browse_task_instances(&f).await {
             Ok(tis) => tis
                 .iter()
