@@ -1,7 +1,11 @@
-//! Encryption at rest of the control plane's secrets (connection URIs and extras): AES-256-GCM
-//! with a key from `TERN_SECRET_KEY` (32 bytes, base64 or hex) or, when unset, from
-//! `HOME/secret.key`, created with mode 0600 on first start. Sealed values read
+//! Encryption at rest of the control plane's secrets (connection URIs and extras, secret
+//! variables): AES-256-GCM with a key from `TERN_SECRET_KEY` (32 bytes, base64 or hex) or,
+//! when unset, from `HOME/secret.key`, created with mode 0600 on first start. Sealed values read
 //! `v1:<base64(nonce ‖ ciphertext)>`.
+//!
+//! Several keys may be given (comma-separated in the variable, one a line in the file): the
+//! first seals, every one opens — how a key is rotated while servers still hold the old one
+//! (`tern secrets rotate`, [`rotate`]).
 
 use std::path::Path;
 
@@ -25,6 +29,8 @@ pub enum SecretError {
 /// Seals and opens secrets with the control plane's key.
 pub struct SecretBox {
     cipher: Aes256Gcm,
+    /// Earlier keys, tried in turn when the current one cannot open a value.
+    previous: Vec<Aes256Gcm>,
 }
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -48,24 +54,59 @@ fn parse_key(text: &str, source: &str) -> Result<[u8; 32], SecretError> {
     })
 }
 
+/// The keys of `text` (separated by commas or line breaks; the first is the current one).
+fn parse_keys(text: &str, source: &str) -> Result<Vec<[u8; 32]>, SecretError> {
+    let keys: Vec<[u8; 32]> = text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .map(|k| parse_key(k, source))
+        .collect::<Result<_, _>>()?;
+    if keys.is_empty() {
+        return Err(SecretError::Key(format!("{source}: no key")));
+    }
+    Ok(keys)
+}
+
+fn cipher(key: &[u8; 32]) -> Aes256Gcm {
+    Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key))
+}
+
+/// A new random key, as base64 (how `secret.key` holds it).
+pub fn new_key() -> String {
+    let key: [u8; 32] = Aes256Gcm::generate_key(OsRng).into();
+    b64().encode(key)
+}
+
 impl SecretBox {
     pub fn from_key(key: [u8; 32]) -> SecretBox {
         SecretBox {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            cipher: cipher(&key),
+            previous: Vec::new(),
         }
     }
 
-    /// The key from `TERN_SECRET_KEY`, else `home/secret.key` (created if missing).
+    /// Seals with the first of `keys`, opens with any.
+    fn from_keys(keys: &[[u8; 32]]) -> SecretBox {
+        SecretBox {
+            cipher: cipher(&keys[0]),
+            previous: keys[1..].iter().map(cipher).collect(),
+        }
+    }
+
+    /// The keys of `text` (base64 or hex, comma- or line-separated, the current first).
+    pub fn from_text(text: &str, source: &str) -> Result<SecretBox, SecretError> {
+        Ok(SecretBox::from_keys(&parse_keys(text, source)?))
+    }
+
+    /// The keys from `TERN_SECRET_KEY`, else `home/secret.key` (created if missing).
     pub fn load(home: &Path) -> Result<SecretBox, SecretError> {
         if let Ok(v) = std::env::var(KEY_ENV) {
-            return Ok(SecretBox::from_key(parse_key(&v, KEY_ENV)?));
+            return SecretBox::from_text(&v, KEY_ENV);
         }
         let path = home.join("secret.key");
         match std::fs::read_to_string(&path) {
-            Ok(text) => Ok(SecretBox::from_key(parse_key(
-                &text,
-                &path.display().to_string(),
-            )?)),
+            Ok(text) => SecretBox::from_text(&text, &path.display().to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
@@ -110,12 +151,110 @@ impl SecretBox {
             .filter(|r| r.len() > 12)
             .ok_or(SecretError::Decrypt)?;
         let (nonce, ct) = raw.split_at(12);
-        let plain = self
-            .cipher
-            .decrypt(Nonce::from_slice(nonce), ct)
-            .map_err(|_| SecretError::Decrypt)?;
+        let plain = std::iter::once(&self.cipher)
+            .chain(&self.previous)
+            .find_map(|c| c.decrypt(Nonce::from_slice(nonce), ct).ok())
+            .ok_or(SecretError::Decrypt)?;
         String::from_utf8(plain).map_err(|_| SecretError::Decrypt)
     }
+}
+
+/// What [`rotate`] did.
+pub struct Rotation {
+    pub resealed: tern_store::sealed::Resealed,
+    /// Where the new key is: `HOME/secret.key` (the old one then in `HOME/secret.key.old`), or,
+    /// when the key comes from `TERN_SECRET_KEY`, `HOME/secret.key.new` for the operator to
+    /// put in the variable.
+    pub key_file: std::path::PathBuf,
+    pub from_env: bool,
+}
+
+/// Writes `text` to `path` with mode 0600, atomically (a temporary file renamed over it).
+fn write_key_file(path: &Path, text: &str) -> Result<(), SecretError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let fail = |e: std::io::Error| SecretError::Key(format!("{}: {e}", path.display()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(fail)?;
+    f.write_all(text.as_bytes()).map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+/// Re-encrypts every connection and secret variable under a new key (`given_key`, or a
+/// generated one) in one transaction. With the key in `HOME/secret.key`, the file first
+/// holds both keys (new first: a crash at any point leaves every value readable), then the new
+/// one alone, the old moving to `secret.key.old` (for backups taken before). With the key in
+/// `TERN_SECRET_KEY`, the new key is written to `HOME/secret.key.new` for the operator to set.
+pub async fn rotate(
+    store: &tern_store::Store,
+    home: &Path,
+    given_key: Option<&str>,
+) -> anyhow::Result<Rotation> {
+    use anyhow::Context;
+    let current = SecretBox::load(home).context("the current secret key")?;
+    let new_key = match given_key {
+        Some(k) => {
+            parse_key(k, "the new key")?;
+            k.trim().to_string()
+        }
+        None => new_key(),
+    };
+    let next = SecretBox::from_text(&new_key, "the new key")?;
+    let from_env = std::env::var(KEY_ENV).is_ok();
+    let key_path = home.join("secret.key");
+    let old_text = if from_env {
+        None
+    } else {
+        Some(
+            std::fs::read_to_string(&key_path)
+                .with_context(|| format!("{}", key_path.display()))?,
+        )
+    };
+    if let Some(old) = &old_text {
+        write_key_file(&key_path, &format!("{new_key}\n{}\n", old.trim()))?;
+    }
+    let resealed = match store
+        .reseal_all(|sealed| {
+            current
+                .open(sealed)
+                .map(|plain| next.seal(&plain))
+                .map_err(|e| e.to_string())
+        })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(old) = &old_text {
+                write_key_file(&key_path, old)?;
+            }
+            return Err(anyhow::Error::new(e)
+                .context("re-encrypting the stored secrets (nothing was changed)"));
+        }
+    };
+    let key_file = match &old_text {
+        Some(old) => {
+            write_key_file(&home.join("secret.key.old"), &format!("{}\n", old.trim()))?;
+            write_key_file(&key_path, &format!("{new_key}\n"))?;
+            key_path
+        }
+        None => {
+            let path = home.join("secret.key.new");
+            write_key_file(&path, &format!("{new_key}\n"))?;
+            path
+        }
+    };
+    Ok(Rotation {
+        resealed,
+        key_file,
+        from_env,
+    })
 }
 
 #[cfg(test)]
@@ -142,5 +281,29 @@ mod tests {
         );
         assert!(SecretBox::from_key([7; 32]).open(&sealed).is_err());
         assert!(parse_key("c2hvcnQ=", "x").is_err());
+    }
+
+    #[test]
+    fn the_first_of_several_keys_seals_and_every_one_opens() {
+        let (old, new) = (new_key(), new_key());
+        let by_old = SecretBox::from_text(&old, "old").unwrap().seal("pw-1");
+        let both = SecretBox::from_text(&format!("{new},{old}"), "both").unwrap();
+        assert_eq!(both.open(&by_old).unwrap(), "pw-1");
+        let by_both = both.seal("pw-2");
+        assert_eq!(
+            SecretBox::from_text(&new, "new")
+                .unwrap()
+                .open(&by_both)
+                .unwrap(),
+            "pw-2"
+        );
+        assert!(SecretBox::from_text(&old, "old")
+            .unwrap()
+            .open(&by_both)
+            .is_err());
+        // Lines work as commas do.
+        let lines = SecretBox::from_text(&format!("{new}\n{old}\n"), "file").unwrap();
+        assert_eq!(lines.open(&by_old).unwrap(), "pw-1");
+        assert!(SecretBox::from_text(" , ", "empty").is_err());
     }
 }

@@ -25,6 +25,7 @@ pub mod notifications;
 pub mod overview;
 pub mod pools;
 pub mod runs;
+pub mod sealed;
 pub mod sessions;
 pub mod stats;
 pub mod tasks;

@@ -123,6 +123,9 @@ pub enum Command {
     /// Metadata database maintenance.
     #[command(subcommand)]
     Db(DbCmd),
+    /// The secret key that seals connections and secret variables at rest.
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Settings.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -552,6 +555,19 @@ pub enum PoolsCmd {
 pub enum DbCmd {
     /// Create or upgrade the metadata schema.
     Migrate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SecretsCmd {
+    /// Re-encrypt every connection and secret variable under a new key, in one transaction.
+    /// With the key in HOME/secret.key, the file gets the new key (the old one moves to
+    /// HOME/secret.key.old, for backups taken before); with TERN_SECRET_KEY, the new key is
+    /// written to HOME/secret.key.new for you to set. Restart every server afterwards.
+    Rotate {
+        /// A file holding the new key (32 bytes, base64 or hex); default: a random one.
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

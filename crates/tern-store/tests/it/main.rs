@@ -6,6 +6,7 @@ mod flow;
 mod mapping;
 mod model;
 mod notifications;
+mod sealed;
 mod suite;
 
 macro_rules! store_suite {
@@ -98,4 +99,5 @@ store_suite!(
     depends_on_past_waits_for_every_instance_of_the_previous_run,
     browsing_filters_runs_and_instances_across_dags,
     the_activity_fingerprint_changes_exactly_when_instances_or_the_audit_log_do,
+    resealing_rewrites_every_sealed_value_or_none,
 );

@@ -15,6 +15,7 @@ pub use crate::flow::*;
 pub use crate::mapping::*;
 pub use crate::model::*;
 pub use crate::notifications::*;
+pub use crate::sealed::*;
 
 const LEASE: Duration = Duration::from_secs(30);
 

@@ -95,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Users(c) => users::users(cfg, c).await,
         Command::Tokens(c) => users::tokens(cfg, c).await,
         Command::Db(c) => misc::db(cfg, c).await,
+        Command::Secrets(c) => misc::secrets(cfg, c).await,
         Command::Config(c) => misc::config(cfg, c).await,
     };
     if pokes {

@@ -25,6 +25,7 @@ mod python_envs;
 mod recovery;
 mod runs;
 mod schedules;
+mod secrets;
 mod sensors;
 mod variables;
 mod web;
