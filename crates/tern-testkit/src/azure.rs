@@ -4,7 +4,7 @@
 //! `azurite-blob` is looked up in `TERN_AZURITE` (the path of the executable), then in the
 //! cache folder `scripts/test` installs it into (`$XDG_CACHE_HOME` or `~/.cache`, then
 //! `tern-test/azurite/node_modules/.bin/azurite-blob`), then on `PATH`. [`Azurite::start`]
-//! returns `None` (and says why) only when it is not installed.
+//! fails, saying how to install it, when it is not installed.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
@@ -47,14 +47,14 @@ pub fn executable() -> Option<PathBuf> {
 }
 
 impl Azurite {
-    /// Starts the blob service with container `datalake`; `None` when Azurite is not installed
-    /// (`scripts/test` installs it with npm).
-    pub fn start() -> Option<Azurite> {
+    /// Starts the blob service with container `datalake`. A test that needs Azurite fails when
+    /// it is not installed (`scripts/test` installs it with npm): a missing emulator is never a
+    /// silent pass.
+    pub fn start() -> Azurite {
         let Some(exe) = executable() else {
-            eprintln!(
-                "SKIPPED: azurite-blob not found (install it with `npm install --prefix ~/.cache/tern-test/azurite azurite`, as scripts/test does, or set TERN_AZURITE)"
+            panic!(
+                "azurite-blob not found: install it with `npm install --prefix ~/.cache/tern-test/azurite azurite` (scripts/test does), or set TERN_AZURITE"
             );
-            return None;
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let mut child = Command::new(&exe)
@@ -107,7 +107,7 @@ impl Azurite {
             _dir: dir,
         };
         a.create_container("datalake");
-        Some(a)
+        a
     }
 
     /// The account's blob endpoint (path style).

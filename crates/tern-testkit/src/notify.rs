@@ -144,9 +144,9 @@ pub struct SmtpSink {
 }
 
 impl SmtpSink {
-    /// Starts aiosmtpd on a free port. `None` (with the reason printed) when python3 is not
-    /// installed; panics with the fix when python3 is there but aiosmtpd is not.
-    pub fn start() -> Option<SmtpSink> {
+    /// Starts aiosmtpd on a free port; panics with the fix when python3 or aiosmtpd is not
+    /// installed (a missing server is never a silent pass).
+    pub fn start() -> SmtpSink {
         if Command::new("python3")
             .arg("--version")
             .stdout(Stdio::null())
@@ -154,8 +154,7 @@ impl SmtpSink {
             .status()
             .is_err()
         {
-            eprintln!("SKIPPED: python3 is not installed; the SMTP tests need it (with aiosmtpd)");
-            return None;
+            panic!("python3 is not installed; the SMTP tests need it (with aiosmtpd; scripts/test installs both)");
         }
         let has_module = Command::new("python3")
             .args(["-c", "import aiosmtpd"])
@@ -197,7 +196,7 @@ impl SmtpSink {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(sink)
+        sink
     }
 
     /// The raw text of every mail received so far.
