@@ -12,6 +12,9 @@ use std::time::Instant;
 use tern_server::trigger::{trigger, TriggerRequest};
 use tern_server::{Node, Roles};
 
+/// The bench user's password (the browser logs in through the form with it).
+const BENCH_PASSWORD: &str = "bench-password-1";
+
 fn write_dags(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     for f in 0..1000 {
@@ -105,7 +108,14 @@ pub async fn ui(runs: usize) -> anyhow::Result<()> {
         "ui: 3,000 small runs and 25 runs of 10,000 tasks created in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let user = node.store.create_user("bench", "admin", "x").await?;
+    let user = node
+        .store
+        .create_user(
+            "bench",
+            "admin",
+            &tern_server::auth::hash_password(BENCH_PASSWORD),
+        )
+        .await?;
     let (session, _) = node
         .store
         .create_session(user.id, std::time::Duration::from_secs(3600))
@@ -148,7 +158,7 @@ pub async fn ui(runs: usize) -> anyhow::Result<()> {
         }
         crate::summary(name, "ms", times);
     }
-    match browser_times(&addr, &session, runs).await {
+    match browser_times(&addr, ("bench", BENCH_PASSWORD), runs).await {
         Ok(()) => {}
         Err(e) => eprintln!("ui: no browser timings: {e:#}"),
     }
@@ -173,11 +183,11 @@ fn live_version(addr: &std::net::SocketAddr, path: &str, cookie: &str) -> anyhow
     Ok(rest[..rest.find('"').unwrap_or(0)].to_string())
 }
 
-/// Navigation start → load event of each heavy page in headless Chromium, logged in by the
-/// session cookie.
+/// Navigation start → load event of each heavy page in headless Chromium, logged in through
+/// the login form.
 async fn browser_times(
     addr: &std::net::SocketAddr,
-    session: &str,
+    (user, password): (&str, &str),
     runs: usize,
 ) -> anyhow::Result<()> {
     use std::process::{Command, Stdio};
@@ -219,8 +229,20 @@ async fn browser_times(
             .await?;
         let base = format!("http://{addr}");
         c.goto(&format!("{base}/login")).await?;
-        c.add_cookie(fantoccini::cookies::Cookie::new("tern_session", session.to_string()))
+        c.find(fantoccini::Locator::Css("#username"))
+            .await?
+            .send_keys(user)
             .await?;
+        c.find(fantoccini::Locator::Css("#password"))
+            .await?
+            .send_keys(password)
+            .await?;
+        c.find(fantoccini::Locator::Css("#login")).await?.click().await?;
+        let start = Instant::now();
+        while c.current_url().await?.path() == "/login" {
+            anyhow::ensure!(start.elapsed().as_secs() < 30, "the bench user could not log in");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         for (name, path) in [
             ("browser: DAG list (1,000 DAGs)", "/dags"),
             ("browser: grid (10,000 tasks, 25 runs)", "/dags/big"),

@@ -177,17 +177,16 @@ impl Store {
         run_pks: &[i64],
         tasks: &[String],
     ) -> Result<Vec<GridCell>> {
+        // One run at a time, so that each lookup is a seek on the (run_pk, task_id) index.
         let mut out = Vec::new();
-        let ids: Vec<String> = run_pks.iter().map(i64::to_string).collect();
-        for runs in ids.chunks(200) {
+        for run in run_pks {
             for chunk in tasks.chunks(500) {
                 let sql = format!(
                     "SELECT run_pk, task_id, state, try_number, started_at, ended_at, map_index FROM task_instances \
-                     WHERE run_pk IN ({}) AND task_id IN ({})",
-                    runs.join(","),
-                    (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
+                     WHERE run_pk = $1 AND task_id IN ({})",
+                    (2..=chunk.len() + 1).map(|i| format!("${i}")).collect::<Vec<_>>().join(",")
                 );
-                let mut q = sqlx::query(&sql);
+                let mut q = sqlx::query(&sql).bind(*run);
                 for t in chunk {
                     q = q.bind(t.as_str());
                 }
