@@ -170,6 +170,31 @@ impl Store {
         Ok(h.finish())
     }
 
+    /// A number that changes as work moves anywhere: the count of task instances in each
+    /// active state (`scheduled`, `queued`, `running`, `up_for_retry`; read from their partial
+    /// index, so it costs what is active, not what exists) and the newest audit-log entry. It
+    /// can miss a change that leaves every count as it was (one task ends as another starts and
+    /// a third is queued), which is why a page relying on it also refreshes now and then.
+    pub async fn estate_activity(&self) -> Result<u64> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let audited: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?;
+        audited.hash(&mut h);
+        for r in sqlx::query(
+            "SELECT state, COUNT(*) FROM task_instances \
+             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry') GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        {
+            r.try_get::<String, _>(0)?.hash(&mut h);
+            r.try_get::<i64, _>(1)?.hash(&mut h);
+        }
+        Ok(h.finish())
+    }
+
     /// The task instances of `tasks` in the given runs (one page of a big grid), in no
     /// particular order.
     pub async fn grid_cells_of_tasks(

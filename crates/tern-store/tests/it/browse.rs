@@ -159,8 +159,11 @@ pub async fn the_activity_fingerprint_changes_exactly_when_instances_or_the_audi
     let v = store.get_dag("fp").await.unwrap().latest_version_id;
     let (run, _) = store.create_run(&run_at("fp", "r", 0), v).await.unwrap();
     let fp = || async { store.activity_fingerprint(&[run.pk]).await.unwrap() };
+    let estate = || async { store.estate_activity().await.unwrap() };
     let first = fp().await;
+    let estate_first = estate().await;
     assert_eq!(fp().await, first, "nothing changed");
+    assert_eq!(estate().await, estate_first, "nothing changed");
     let c = store
         .claim(
             &["default".to_string()],
@@ -172,6 +175,11 @@ pub async fn the_activity_fingerprint_changes_exactly_when_instances_or_the_audi
         .unwrap();
     let claimed = fp().await;
     assert_ne!(claimed, first, "a claim starts a try");
+    let estate_claimed = estate().await;
+    assert_ne!(
+        estate_claimed, estate_first,
+        "queued → running moves the counts"
+    );
     let ok = TryResult {
         success: true,
         ..TryResult::default()
@@ -179,6 +187,7 @@ pub async fn the_activity_fingerprint_changes_exactly_when_instances_or_the_audi
     store.complete(c.ti.id, &c.attempt, &ok).await.unwrap();
     let done = fp().await;
     assert_ne!(done, claimed, "a result ends it and readies the next");
+    assert_ne!(estate().await, estate_claimed, "so do the estate's counts");
     store
         .audit("someone", "run.mark", "fp/r", "")
         .await
