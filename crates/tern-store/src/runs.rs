@@ -181,19 +181,14 @@ impl Store {
         state: Option<RunState>,
         limit: i64,
     ) -> Result<Vec<DagRun>> {
-        let sql = format!(
-            "SELECT {RUN_COLUMNS} FROM dag_runs WHERE ($1 = '' OR dag_id = $1) AND ($2 = '' OR state = $2) \
-             ORDER BY logical_date DESC, id DESC LIMIT $3"
-        );
-        sqlx::query(&sql)
-            .bind(dag_id.unwrap_or(""))
-            .bind(state.map(|s| s.as_str()).unwrap_or(""))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(run_row)
-            .collect()
+        // The browse query, which states only the conditions given (so the DAG's index is used).
+        self.browse_runs(&crate::browse::BrowseFilter {
+            dag_id: dag_id.map(str::to_string),
+            state,
+            limit,
+            ..Default::default()
+        })
+        .await
     }
 
     /// What an `external_task_sensor` waits on: the state of `task_id` (or, without one, of
