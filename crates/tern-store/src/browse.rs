@@ -82,7 +82,10 @@ impl Conditions {
             c.add(&format!("{own}.dag_id"), "=", Bind::Text(d.clone()));
         }
         if let Some(s) = state {
-            c.add(&format!("{own}.state"), "=", Bind::Text(s.into()));
+            // Written into the statement rather than bound, so that the planner can use the
+            // partial index of that one state (a state is one of a closed set of words).
+            debug_assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            c.sql.push(format!("{own}.state = '{s}'"));
         }
         if let Some(t) = f.since {
             c.add(&format!("{run}.logical_date"), ">=", Bind::Int(to_ms(t)));

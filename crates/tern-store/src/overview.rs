@@ -141,6 +141,13 @@ impl Store {
         .collect()
     }
 
+    /// The id of the newest audit-log entry (every change by hand is audited).
+    async fn newest_audit_entry(&self) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
     /// A number that changes whenever the task instances of `run_pks` change state, start,
     /// end or try again, read without reading the instances one by one (an aggregate per
     /// state over the runs' index), together with the newest audit-log entry (every change by
@@ -148,10 +155,7 @@ impl Store {
     pub async fn activity_fingerprint(&self, run_pks: &[i64]) -> Result<u64> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let audited: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
-            .fetch_one(&self.pool)
-            .await?;
-        audited.hash(&mut h);
+        self.newest_audit_entry().await?.hash(&mut h);
         for chunk in run_pks.chunks(200) {
             let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
@@ -178,10 +182,7 @@ impl Store {
     pub async fn estate_activity(&self) -> Result<u64> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        let audited: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM audit_log")
-            .fetch_one(&self.pool)
-            .await?;
-        audited.hash(&mut h);
+        self.newest_audit_entry().await?.hash(&mut h);
         for r in sqlx::query(
             "SELECT state, COUNT(*) FROM task_instances \
              WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry') GROUP BY state ORDER BY state",

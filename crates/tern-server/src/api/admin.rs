@@ -331,14 +331,7 @@ async fn create_connection(
     caller.require(Role::Op, "managing connections")?;
     let c = body(b)?;
     let uri = c.uri()?;
-    let secrets = s.secrets.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this server keeps no connections",
-            "",
-        )
-    })?;
+    let secrets = secret_box(&s)?;
     if let Err(e) = crate::connections::add(
         &s.store,
         secrets,
@@ -350,14 +343,10 @@ async fn create_connection(
     )
     .await
     {
-        return Err(match e.downcast::<tern_store::StoreError>() {
-            Ok(store) => ApiError::from_store(store),
-            Err(other) => bad(
-                // The parser's messages never echo the password.
-                format!("{other:#}"),
-                "write the URI as type://login:password@host:port/path",
-            ),
-        });
+        return Err(write_error(
+            e,
+            "write the URI as type://login:password@host:port/path",
+        ));
     }
     audit(&s, &caller, "connection.put", &c.name, "").await?;
     let stored = s
@@ -368,6 +357,15 @@ async fn create_connection(
         .map(|c| connection_json(&c))
         .unwrap_or_default();
     Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// A failed connection write: the store's own errors (a taken name, an outage) as they are,
+/// anything else (the connection did not parse: its messages never echo the password) a 400.
+fn write_error(e: anyhow::Error, hint: &str) -> ApiError {
+    match e.downcast::<tern_store::StoreError>() {
+        Ok(store) => ApiError::from_store(store),
+        Err(other) => bad(format!("{other:#}"), hint),
+    }
 }
 
 /// The control plane's connections store, or 503 on a server that keeps none.
@@ -451,13 +449,10 @@ async fn import_connections(
     })?;
     if let Err(e) = crate::connections::import(&s.store, secret_box(&s)?, &entries, b.replace).await
     {
-        return Err(match e.downcast::<tern_store::StoreError>() {
-            Ok(store) => ApiError::from_store(store),
-            Err(other) => bad(
-                format!("{other:#}"),
-                "write each URI as type://login:password@host:port/path",
-            ),
-        });
+        return Err(write_error(
+            e,
+            "write each URI as type://login:password@host:port/path",
+        ));
     }
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     audit(&s, &caller, "connection.import", &names.join(","), "").await?;
@@ -477,14 +472,7 @@ async fn test_connection(
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Role::Op, "testing connections")?;
-    let secrets = s.secrets.as_ref().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "this server keeps no connections",
-            "",
-        )
-    })?;
+    let secrets = secret_box(&s)?;
     let parsed = crate::connections::parsed(&s.store, secrets, &name)
         .await
         .map_err(|e| match e.downcast::<tern_store::StoreError>() {

@@ -155,7 +155,8 @@ shell(id = "fine", cmd = "true")
     c.goto(&format!("{url}/dags/views/runs/my-run/tasks/say"))
         .await
         .unwrap();
-    until(&c, "the log", |html| html.contains("alpha 3")).await;
+    // (The rendered command shows "alpha 3" too: wait for the log's own last line.)
+    until(&c, "the log", |html| html.contains("mode full\n")).await;
     let full = text_of(&c, "#log-text").await;
     assert!(
         full.contains("beta 9") && full.contains("mode full"),
