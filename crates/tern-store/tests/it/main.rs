@@ -3,6 +3,7 @@
 mod across_runs;
 mod browse;
 mod flow;
+mod live_logs;
 mod mapping;
 mod model;
 mod notifications;
@@ -100,4 +101,5 @@ store_suite!(
     browsing_filters_runs_and_instances_across_dags,
     the_activity_fingerprint_changes_exactly_when_instances_or_the_audit_log_do,
     resealing_rewrites_every_sealed_value_or_none,
+    live_logs_grow_while_tries_run_and_ship_once_they_end,
 );

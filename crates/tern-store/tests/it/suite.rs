@@ -12,18 +12,19 @@ use tern_testkit::{dag, task};
 pub use crate::across_runs::*;
 pub use crate::browse::*;
 pub use crate::flow::*;
+pub use crate::live_logs::*;
 pub use crate::mapping::*;
 pub use crate::model::*;
 pub use crate::notifications::*;
 pub use crate::sealed::*;
 
-const LEASE: Duration = Duration::from_secs(30);
+pub(crate) const LEASE: Duration = Duration::from_secs(30);
 
-fn queues() -> Vec<String> {
+pub(crate) fn queues() -> Vec<String> {
     vec!["default".to_string()]
 }
 
-fn new_run(dag_id: &str, run_id: &str) -> NewRun {
+pub(crate) fn new_run(dag_id: &str, run_id: &str) -> NewRun {
     let now = Utc::now();
     NewRun {
         dag_id: dag_id.into(),
@@ -39,7 +40,7 @@ fn new_run(dag_id: &str, run_id: &str) -> NewRun {
     }
 }
 
-async fn setup(store: &Store, spec: tern_core::DagSpec) -> i64 {
+pub(crate) async fn setup(store: &Store, spec: tern_core::DagSpec) -> i64 {
     store
         .sync_dags(std::slice::from_ref(&spec), &[])
         .await
@@ -47,14 +48,14 @@ async fn setup(store: &Store, spec: tern_core::DagSpec) -> i64 {
     store.latest_spec(&spec.dag_id).await.unwrap().0
 }
 
-fn ok() -> TryResult {
+pub(crate) fn ok() -> TryResult {
     TryResult {
         success: true,
         ..TryResult::default()
     }
 }
 
-fn fail(retryable: bool) -> TryResult {
+pub(crate) fn fail(retryable: bool) -> TryResult {
     TryResult {
         success: false,
         retryable,
@@ -1084,7 +1085,12 @@ pub async fn only_the_holding_agent_reports_and_restart_extends_leases(store: St
         .is_none());
 }
 
-fn sensor_task(id: &str, up: &[&str], timeout_ms: u64, soft_fail: bool) -> tern_core::TaskSpec {
+pub(crate) fn sensor_task(
+    id: &str,
+    up: &[&str],
+    timeout_ms: u64,
+    soft_fail: bool,
+) -> tern_core::TaskSpec {
     let mut t = task(id, up);
     t.kind = tern_core::TaskKind::Sensor(tern_core::SensorTask {
         check: tern_core::SensorCheck::File {
@@ -1099,7 +1105,7 @@ fn sensor_task(id: &str, up: &[&str], timeout_ms: u64, soft_fail: bool) -> tern_
     t
 }
 
-fn not_yet(after_ms: u64) -> TryResult {
+pub(crate) fn not_yet(after_ms: u64) -> TryResult {
     TryResult {
         success: false,
         retryable: true,
