@@ -20,6 +20,17 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub agent: LocalAgentConfig,
     pub notifications: NotificationsConfig,
+    pub logs: LogsConfig,
+}
+
+/// Where task logs are kept.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// An object store every server reads and writes (`s3://KEY:SECRET@BUCKET/PREFIX?endpoint=…
+    /// &region=…`, `azure://ACCOUNT:KEY@CONTAINER/PREFIX`, `file:///shared/folder`): live logs
+    /// in the metadata database, ended ones as objects. Default: `HOME/logs` of this server.
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +125,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             agent: LocalAgentConfig::default(),
             notifications: NotificationsConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }

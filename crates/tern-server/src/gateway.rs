@@ -241,7 +241,15 @@ impl Gateway {
     }
 
     /// Drops chunks already received (a replay after a lost answer); true when `seq` is new.
-    fn first_delivery(&self, chunk: &LogChunk) -> bool {
+    fn delivered_before(&self, chunk: &LogChunk) -> bool {
+        let seen = self.log_seqs.lock().expect("log sequence cache");
+        seen.get(&(chunk.ti_id, chunk.attempt.clone()))
+            .is_some_and(|next| chunk.seq < *next)
+    }
+
+    /// Notes a chunk as written: only then, so a chunk whose write failed is taken when the
+    /// agent sends it again.
+    fn note_delivered(&self, chunk: &LogChunk) {
         let mut seen = self.log_seqs.lock().expect("log sequence cache");
         if seen.len() >= LOG_SEQ_MAX {
             seen.clear();
@@ -249,11 +257,7 @@ impl Gateway {
         let next = seen
             .entry((chunk.ti_id, chunk.attempt.clone()))
             .or_insert(0);
-        if chunk.seq < *next {
-            return false;
-        }
-        *next = chunk.seq + 1;
-        true
+        *next = (*next).max(chunk.seq + 1);
     }
 
     /// Turns a claimed instance into everything an agent needs to run it.
@@ -489,15 +493,29 @@ impl ControlPlane for LocalControlPlane {
                 chunk.attempt, chunk.ti_id
             )));
         };
-        if !self.gw.first_delivery(&chunk) {
+        if self.gw.delivered_before(&chunk) {
             return Ok(());
         }
-        // File I/O off the async threads: a slow disk must not stall claims and results.
-        let logs = self.gw.logs.clone();
-        tokio::task::spawn_blocking(move || logs.append(&path, &chunk.text))
+        let at = crate::logs::LogTarget {
+            path: &path,
+            ti_id: chunk.ti_id,
+            attempt: &chunk.attempt,
+            seq: chunk.seq,
+        };
+        let taken = self
+            .gw
+            .logs
+            .append(at, &chunk.text)
             .await
-            .map_err(unavailable)?
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        if !taken {
+            return Err(TransportError::Refused(format!(
+                "attempt {} of task instance {} has ended: its log takes no more lines",
+                chunk.attempt, chunk.ti_id
+            )));
+        }
+        self.gw.note_delivered(&chunk);
+        Ok(())
     }
 
     async fn ended(&self, c: &Completion) {

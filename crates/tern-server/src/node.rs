@@ -215,7 +215,8 @@ impl Node {
         store: Store,
     ) -> anyhow::Result<Node> {
         let events = Arc::new(Events::default());
-        let logs = LogStore::new(cfg.logs_dir());
+        let logs = LogStore::open(cfg, &store)?;
+        let shipper = logs.shipper();
         let mut gateway = Gateway::new(store.clone(), events.clone(), logs, cfg.lease()?);
         gateway.secrets = Some(Arc::new(
             crate::secrets::SecretBox::load(&cfg.home).context("the secret key")?,
@@ -298,6 +299,9 @@ impl Node {
             let notifier =
                 crate::notify::Notifier::from_config(cfg, store.clone(), gateway.secrets.clone())?;
             roles_sup.spawn("notifier", notifier.run(shutdown.clone()));
+            if let Some(shipper) = shipper {
+                roles_sup.spawn("log_shipper", shipper.run(shutdown.clone()));
+            }
         }
         if roles.local_agent {
             let cp = Arc::new(gateway.for_agent(&worker_name, cfg.agent.queues.clone()));

@@ -11,7 +11,8 @@ pub const SECRET: &str = "secret-key-test";
 pub struct S3 {
     root: tempfile::TempDir,
     endpoint: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Set to true to stop serving: the listener and every open connection close.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 fn service(root: &std::path::Path) -> s3s::service::S3Service {
@@ -24,7 +25,7 @@ fn service(root: &std::path::Path) -> s3s::service::S3Service {
 async fn serve(
     listener: tokio::net::TcpListener,
     service: s3s::service::S3Service,
-    mut stop: tokio::sync::oneshot::Receiver<()>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         let socket = tokio::select! {
@@ -32,14 +33,19 @@ async fn serve(
                 Ok((socket, _)) => socket,
                 Err(_) => return,
             },
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
         };
         let service = service.clone();
+        let mut stop = stop.clone();
         tokio::spawn(async move {
-            let _ =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
-                    .await;
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(socket), service);
+            // A stopped server drops its kept-alive connections too, as a dead one would.
+            tokio::select! {
+                _ = conn => {}
+                _ = stop.changed() => {}
+            }
         });
     }
 }
@@ -56,13 +62,37 @@ impl S3 {
         let root = new_root();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(serve(listener, service(root.path()), rx));
         S3 {
             root,
             endpoint,
-            stop: Some(tx),
+            stop: tx,
         }
+    }
+
+    /// Stops serving (connections are refused, open ones close) and keeps the objects.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Serves again, on the same address and with the same objects, after [`S3::stop`] (from
+    /// the current tokio runtime).
+    pub async fn resume(&mut self) {
+        let addr = self.endpoint.trim_start_matches("http://").to_string();
+        let start = std::time::Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => break l,
+                Err(_) if start.elapsed() < std::time::Duration::from_secs(5) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot listen on {addr} again: {e}"),
+            }
+        };
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(serve(listener, service(self.root.path()), rx));
+        self.stop = tx;
     }
 
     /// Serves on `ip` inside network namespace `netns` (as made by `ip netns add`), from a
@@ -80,7 +110,7 @@ impl S3 {
         .expect("the binding thread");
         listener.set_nonblocking(true).unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::watch::channel(false);
         let svc = service(root.path());
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -95,7 +125,7 @@ impl S3 {
         S3 {
             root,
             endpoint,
-            stop: Some(tx),
+            stop: tx,
         }
     }
 
@@ -126,8 +156,6 @@ impl S3 {
 
 impl Drop for S3 {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
     }
 }

@@ -33,6 +33,13 @@ pub fn load(cli: &Cli) -> anyhow::Result<Config> {
     if let Some(url) = &cli.database_url {
         cfg.database_url = Some(url.clone());
     }
+    // The log store's URI usually carries a secret key: it may come from the environment.
+    if let Some(store) = std::env::var("TERN_LOGS_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
+        cfg.logs.store = Some(store);
+    }
     cfg.validate()?;
     Ok(cfg)
 }

@@ -296,16 +296,13 @@ async fn task_log(
     let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
     let (path, ended) = log_of_try(&s, &dag_id, &run_id, &task_id, q.map_index, try_number).await?;
-    let logs = s.logs.clone();
-    let offset = q.offset;
     let limit = q.limit.unwrap_or(LOG_PAGE).clamp(1, LOG_PAGE);
-    let (content, read, size) = tokio::task::spawn_blocking(move || {
-        let (text, read) = logs.read_from(&path, offset, limit)?;
-        Ok::<_, std::io::Error>((text, read, logs.len(&path)?))
-    })
-    .await
-    .map_err(|e| log_read_error(std::io::Error::other(e)))?
-    .map_err(log_read_error)?;
+    let (content, read) = s
+        .logs
+        .read_from(&path, q.offset, limit)
+        .await
+        .map_err(log_read_error)?;
+    let size = s.logs.len(&path).await.map_err(log_read_error)?;
     let next = q.offset + read;
     Ok(Json(json!({
         "content": content,
@@ -333,15 +330,10 @@ async fn task_log_download(
 ) -> Result<axum::response::Response, ApiError> {
     use axum::http::header;
     use axum::response::IntoResponse;
-    use std::io::{Read, Seek, SeekFrom};
     let q = super::query(q)?;
     caller.require(Role::Viewer, "reading task logs")?;
     let (path, _) = log_of_try(&s, &dag_id, &run_id, &task_id, q.map_index, try_number).await?;
-    let file = s.logs.file(&path).map_err(log_read_error)?;
-    let size = match &file {
-        Some(f) => f.metadata().map_err(log_read_error)?.len(),
-        None => 0,
-    };
+    let size = s.logs.len(&path).await.map_err(log_read_error)?;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -362,26 +354,20 @@ async fn task_log_download(
         .replace(['"', '\\', '/'], "_");
     let len = end - start;
     // Sent in 64 KiB pieces read as the client takes them: a huge log costs no memory.
-    let stream = futures::stream::unfold((file, start, len), |(file, pos, left)| async move {
-        let mut f = file?;
-        if left == 0 {
-            return None;
-        }
-        let want = left.min(64 * 1024);
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want as usize];
-            f.seek(SeekFrom::Start(pos))?;
-            let n = f.read(&mut buf)?;
-            buf.truncate(n);
-            Ok::<_, std::io::Error>((f, buf))
-        })
-        .await;
-        match read {
-            Ok(Ok((f, buf))) if !buf.is_empty() => {
-                let n = buf.len() as u64;
-                Some((Ok::<_, std::io::Error>(buf), (Some(f), pos + n, left - n)))
+    let logs = s.logs.clone();
+    let stream = futures::stream::unfold((start, len), move |(pos, left)| {
+        let (logs, path) = (logs.clone(), path.clone());
+        async move {
+            if left == 0 {
+                return None;
             }
-            _ => None,
+            match logs.read_bytes(&path, pos, left.min(64 * 1024)).await {
+                Ok(buf) if !buf.is_empty() => {
+                    let n = buf.len() as u64;
+                    Some((Ok::<_, std::io::Error>(buf), (pos + n, left - n)))
+                }
+                _ => None,
+            }
         }
     });
     let mut resp = axum::body::Body::from_stream(stream).into_response();
@@ -471,14 +457,11 @@ async fn task_log_stream(
                         (s, offset, true),
                     ));
                 };
-                let logs = s.logs.clone();
-                let (text, read) = tokio::task::spawn_blocking(move || {
-                    logs.read_from(&path, offset, STREAM_CHUNK)
-                })
-                .await
-                .ok()
-                .and_then(|r| r.ok())
-                .unwrap_or_default();
+                let (text, read) = s
+                    .logs
+                    .read_from(&path, offset, STREAM_CHUNK)
+                    .await
+                    .unwrap_or_default();
                 if read > 0 {
                     let next = offset + read;
                     let ev = Event::default()

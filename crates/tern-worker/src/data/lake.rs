@@ -302,6 +302,45 @@ impl Lake {
     }
 }
 
+/// Whole small objects (task logs): written in one request, read by size and range.
+impl Lake {
+    /// The size of object `path`; `None` when there is none.
+    pub async fn size_of(&self, path: &str) -> Result<Option<u64>, DataError> {
+        let object = object_path(path)?;
+        match self.store.head(&object).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(from_object_store(
+                &format!("cannot read {}{object}", self.url_prefix),
+                e,
+            )),
+        }
+    }
+
+    /// Bytes `range` of object `path` (the range must lie within it).
+    pub async fn read_range(
+        &self,
+        path: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<u8>, DataError> {
+        let object = object_path(path)?;
+        let bytes = self.store.get_range(&object, range).await.map_err(|e| {
+            from_object_store(&format!("cannot read {}{object}", self.url_prefix), e)
+        })?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Writes object `path` whole, in one request: it appears complete or not at all.
+    pub async fn put_whole(&self, path: &str, bytes: Vec<u8>) -> Result<(), DataError> {
+        let object = object_path(path)?;
+        self.store
+            .put(&object, bytes.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| from_object_store(&format!("cannot write {}{object}", self.url_prefix), e))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

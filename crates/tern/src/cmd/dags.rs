@@ -370,12 +370,12 @@ async fn test(cfg: &Config, dag_id: &str, conf: Option<&str>) -> anyhow::Result<
     };
     report_run(&store, &run).await?;
     // Show the logs of failed tasks: that is what a developer testing a DAG wants to read.
-    let logs = tern_server::logs::LogStore::new(cfg.logs_dir());
+    let logs = tern_server::logs::LogStore::open(cfg, &store)?;
     for ti in store.task_instances(run.pk).await? {
         if ti.state == tern_core::TaskState::Failed {
             if let Some(last) = store.task_tries(ti.id).await?.last() {
                 eprintln!("--- log of {} (try {}) ---", ti.task_id, last.try_number);
-                eprint!("{}", logs.read(&last.log_path, 0)?);
+                eprint!("{}", logs.read_all(&last.log_path).await?);
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::cli::LogsArgs;
 
 pub async fn run(cfg: Config, a: LogsArgs) -> anyhow::Result<i32> {
     let store = super::open_store(&cfg).await?;
-    let logs = LogStore::new(cfg.logs_dir());
+    let logs = LogStore::open(&cfg, &store)?;
     let run = store.get_run(&a.dag_id, &a.run_id).await?;
     let ti = store
         .task_instance_at(run.pk, &a.task_id, a.map_index)
@@ -43,11 +43,11 @@ pub async fn run(cfg: Config, a: LogsArgs) -> anyhow::Result<i32> {
                 }
             }
         };
-        offset = print_from(&logs, &t.log_path, offset)?;
+        offset = print_from(&logs, &t.log_path, offset).await?;
         if !a.follow || t.ended_at.is_some() {
             if a.follow {
                 // One last read: chunks sent just before the end.
-                print_from(&logs, &t.log_path, offset)?;
+                print_from(&logs, &t.log_path, offset).await?;
             }
             return Ok(0);
         }
@@ -57,13 +57,13 @@ pub async fn run(cfg: Config, a: LogsArgs) -> anyhow::Result<i32> {
 
 /// Prints a log from `offset` to its current end, a megabyte at a time (a huge log never sits
 /// in memory whole); returns the offset after it.
-fn print_from(
+async fn print_from(
     logs: &tern_server::logs::LogStore,
     path: &str,
     mut offset: u64,
 ) -> anyhow::Result<u64> {
     loop {
-        let (text, read) = logs.read_from(path, offset, 1 << 20)?;
+        let (text, read) = logs.read_from(path, offset, 1 << 20).await?;
         if read == 0 {
             return Ok(offset);
         }

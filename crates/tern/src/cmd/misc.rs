@@ -59,6 +59,7 @@ pub async fn config(cfg: Config, cmd: ConfigCmd) -> anyhow::Result<i32> {
             let mut shown = cfg.clone();
             shown.dags_folder = Some(cfg.dags_folder());
             shown.database_url = Some(tern_server::config::mask_url(&cfg.database_url()));
+            shown.logs.store = cfg.logs.store.as_deref().map(tern_server::config::mask_url);
             print!("{}", toml::to_string_pretty(&shown)?);
         }
     }

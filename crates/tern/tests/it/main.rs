@@ -27,5 +27,6 @@ mod runs;
 mod schedules;
 mod secrets;
 mod sensors;
+mod shared_logs;
 mod variables;
 mod web;

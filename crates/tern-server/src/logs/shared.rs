@@ -1,0 +1,216 @@
+//! Task logs in an object store (`logs.store`), readable from every server: a running try's
+//! chunks are rows of the metadata database (`tern_store::live_logs`); once the try has ended a
+//! [`LogShipper`] on any server writes them as one object and deletes the rows. Until then (and
+//! while the store is down, retried with back-off) the log is read from the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tern_store::Store;
+use tern_worker::connections::{Connection, ConnectionConfig};
+use tern_worker::data::lake::Lake;
+use tokio_util::sync::CancellationToken;
+
+use super::LogTarget;
+use crate::config::ConfigError;
+
+pub(super) struct SharedLogs {
+    store: Store,
+    lake: Lake,
+    /// Folder of the logs in the store (`PREFIX` of `s3://BUCKET/PREFIX`), without slashes at
+    /// either end; empty for the store's root.
+    prefix: String,
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+impl SharedLogs {
+    pub(super) fn open(uri: &str, store: Store) -> Result<SharedLogs, ConfigError> {
+        let bad = |message: String| ConfigError {
+            key: "logs.store".into(),
+            message,
+        };
+        let cfg = ConnectionConfig {
+            uri: uri.to_string(),
+            extra: Default::default(),
+        };
+        let conn = Connection::parse("logs_store", "setting logs.store", &cfg)
+            .map_err(|e| bad(e.message))?;
+        if !matches!(conn.conn_type.as_str(), "s3" | "azure" | "file") {
+            return Err(bad(format!(
+                "a {}:// URI is not an object store; write s3://KEY:SECRET@BUCKET/PREFIX?endpoint=…&region=…, azure://ACCOUNT:KEY@CONTAINER/PREFIX or file:///shared/folder",
+                conn.conn_type
+            )));
+        }
+        let prefix = match conn.conn_type.as_str() {
+            // A file:// URI's path is the folder itself.
+            "file" => String::new(),
+            _ => conn
+                .schema
+                .clone()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+        };
+        let lake = Lake::open(&conn).map_err(|e| bad(e.message))?;
+        Ok(SharedLogs {
+            store,
+            lake,
+            prefix,
+        })
+    }
+
+    fn key(&self, path: &str) -> String {
+        if self.prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{}/{path}", self.prefix)
+        }
+    }
+
+    pub(super) async fn append(&self, at: LogTarget<'_>, text: &str) -> std::io::Result<bool> {
+        super::check_path(at.path)?;
+        self.store
+            .append_log_chunk(at.ti_id, at.attempt, at.seq, text)
+            .await
+            .map_err(io)
+    }
+
+    pub(super) async fn len(&self, path: &str) -> std::io::Result<u64> {
+        super::check_path(path)?;
+        match self.store.live_log_len(path).await.map_err(io)? {
+            Some(n) => Ok(n),
+            None => Ok(self
+                .lake
+                .size_of(&self.key(path))
+                .await
+                .map_err(io)?
+                .unwrap_or(0)),
+        }
+    }
+
+    pub(super) async fn read_bytes(
+        &self,
+        path: &str,
+        offset: u64,
+        max: u64,
+    ) -> std::io::Result<Vec<u8>> {
+        super::check_path(path)?;
+        let live = self.store.live_log_from(path, offset).await.map_err(io)?;
+        if live.live {
+            let mut out = Vec::new();
+            for (start, body) in &live.chunks {
+                let bytes = body.as_bytes();
+                let from = offset.saturating_sub(*start) as usize;
+                if from < bytes.len() {
+                    out.extend_from_slice(&bytes[from..]);
+                }
+                if out.len() as u64 >= max {
+                    break;
+                }
+            }
+            out.truncate(max.min(usize::MAX as u64) as usize);
+            return Ok(out);
+        }
+        // Not in the database: shipped (read after the rows were gone, so the object is
+        // there), or a log with no line.
+        let key = self.key(path);
+        match self.lake.size_of(&key).await.map_err(io)? {
+            Some(size) if offset < size => self
+                .lake
+                .read_range(&key, offset..size.min(offset.saturating_add(max)))
+                .await
+                .map_err(io),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+/// How long a server holds a log it is shipping before another may take it over.
+const HOLD: Duration = Duration::from_secs(120);
+/// Logs shipped per pass.
+const BATCH: usize = 32;
+/// How often the shipper looks for ended tries when there was nothing to do.
+const PASS: Duration = Duration::from_secs(1);
+
+/// Ships the logs of ended tries to the object store; every server runs one (a log is
+/// claimed by one at a time).
+#[derive(Clone)]
+pub struct LogShipper {
+    logs: Arc<SharedLogs>,
+}
+
+impl LogShipper {
+    pub(super) fn new(logs: Arc<SharedLogs>) -> LogShipper {
+        LogShipper { logs }
+    }
+
+    /// The wait before the next upload of a log that failed `failures` times: 1 s, doubling,
+    /// at most 5 minutes.
+    fn back_off(failures: u32) -> Duration {
+        Duration::from_secs(1u64 << failures.min(9)).min(Duration::from_secs(300))
+    }
+
+    /// Ships every log that is due; returns how many were shipped.
+    pub async fn ship_due(&self) -> tern_store::Result<usize> {
+        let s = &self.logs;
+        let mut shipped = 0;
+        for log in s.store.claim_logs_to_ship(BATCH, HOLD).await? {
+            let body = s.store.whole_live_log(&log.path).await?.concat();
+            let size = body.len() as u64;
+            match s.lake.put_whole(&s.key(&log.path), body.into_bytes()).await {
+                Ok(()) => {
+                    s.store.log_shipped(&log.path, size).await?;
+                    shipped += 1;
+                }
+                Err(e) => {
+                    let wait = Self::back_off(log.failures);
+                    tracing::warn!(
+                        log = %log.path,
+                        failures = log.failures + 1,
+                        "cannot ship a task log to {} (kept in the database, next try in {wait:?}): {}",
+                        s.lake.describe,
+                        e.message
+                    );
+                    s.store.log_ship_failed(&log.path, wait, &e.message).await?;
+                }
+            }
+        }
+        Ok(shipped)
+    }
+
+    /// The `log_shipper` role: a pass every second, at once again after a full batch.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let full = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.ship_due() => match r {
+                    Ok(n) => n >= BATCH,
+                    Err(e) => {
+                        tracing::warn!("shipping task logs failed: {e}");
+                        false
+                    }
+                },
+            };
+            if !full {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(PASS) => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_uploads_wait_longer_up_to_five_minutes() {
+        let waits: Vec<u64> = (0..12).map(|f| LogShipper::back_off(f).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+    }
+}
