@@ -23,6 +23,18 @@ use crate::logs::LogStore;
 /// 25–60% slower, for a reason not found yet; see BENCHMARKS.md.)
 const WATCH_SQLITE: Duration = Duration::from_millis(5);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
+/// The safety look of a PostgreSQL watcher that listens for queued work.
+const WATCH_LISTENING: Duration = Duration::from_secs(1);
+
+/// The next notification of a listener; never, without one.
+async fn next_heard(
+    listener: &mut Option<tern_store::listen::QueuedListener>,
+) -> tern_store::Result<tern_store::listen::Heard> {
+    match listener {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
 /// How often, at most, the queue watcher looks for revocations made by another process.
 const REVOCATION_CHECK: Duration = Duration::from_millis(250);
 
@@ -157,25 +169,55 @@ impl Gateway {
     }
 
     /// Wakes waiting claims when their queues have work: at once for work queued in this
-    /// process, within [`WATCH_SQLITE`] / [`WATCH_POSTGRES`] for work queued by another. One
-    /// watcher per process, however many agents wait.
+    /// process, and on PostgreSQL at once for work queued by another (`LISTEN`, see
+    /// [`tern_store::listen`]), with a look every [`WATCH_LISTENING`] in case a notification
+    /// was lost; on SQLite within [`WATCH_SQLITE`] (the file's data version). Without its
+    /// listener (while the database is away) PostgreSQL is polled every [`WATCH_POSTGRES`].
+    /// One watcher per process, however many agents wait.
     pub async fn watch_queues(self, shutdown: tokio_util::sync::CancellationToken) {
-        let poll = match self.store.backend() {
-            tern_store::Backend::Sqlite => WATCH_SQLITE,
-            tern_store::Backend::Postgres => WATCH_POSTGRES,
-        };
+        let postgres = self.store.backend() == tern_store::Backend::Postgres;
+        let mut listener = None;
+        let mut listen_tried: Option<tokio::time::Instant> = None;
         let mut changes = self.store.change_watch();
         let mut revoked = self.store.revoked_agent_count().await.ok();
         let mut revocations_checked = tokio::time::Instant::now();
         let mut revocation_due = false;
         loop {
-            let hinted = tokio::select! {
+            if postgres
+                && listener.is_none()
+                && listen_tried.is_none_or(|t| t.elapsed() >= WATCH_LISTENING)
+            {
+                listen_tried = Some(tokio::time::Instant::now());
+                match self.store.listen_for_queued().await {
+                    Ok(l) => listener = l,
+                    Err(e) => tracing::warn!("queue watcher cannot listen, polling: {e}"),
+                }
+            }
+            let poll = match (postgres, listener.is_some()) {
+                (false, _) => WATCH_SQLITE,
+                (true, true) => WATCH_LISTENING,
+                (true, false) => WATCH_POSTGRES,
+            };
+            let look = tokio::select! {
                 _ = self.events.work.notified() => true,
+                heard = next_heard(&mut listener) => match heard {
+                    Ok(tern_store::listen::Heard::Queued(queues)) => {
+                        self.events.wake_queues(&queues);
+                        revocation_due = true;
+                        false
+                    }
+                    Ok(tern_store::listen::Heard::Reconnected) => true,
+                    Err(e) => {
+                        tracing::warn!("queue watcher lost its listener, polling: {e}");
+                        listener = None;
+                        true
+                    }
+                },
                 _ = tokio::time::sleep(poll) => false,
                 _ = shutdown.cancelled() => return,
             };
             self.events.roles.beat("queue_watcher");
-            if hinted || changes.changed(&self.store).await {
+            if look || changes.changed(&self.store).await {
                 revocation_due = true;
                 match self.store.queued_queues().await {
                     Ok(queues) => self.events.wake_queues(&queues),

@@ -68,6 +68,8 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Most instances one mapped task may expand to (`scheduler.max_map_length`).
     pub(crate) max_map_length: usize,
+    /// The database URL, for connections outside the pool (PostgreSQL `LISTEN`).
+    pub(crate) url: Arc<str>,
 }
 
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
@@ -94,6 +96,7 @@ impl Store {
             _ => url.to_string(),
         };
         let opts = AnyConnectOptions::from_str(&url)?;
+        let stored_url: Arc<str> = Arc::from(url.as_str());
         let pool = match backend {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
@@ -143,6 +146,7 @@ impl Store {
             sqlite_writer: Arc::default(),
             clock: Arc::new(SystemClock),
             max_map_length: tern_core::mapping::DEFAULT_MAX_MAP_LENGTH,
+            url: stored_url,
         })
     }
 

@@ -166,3 +166,37 @@ pub async fn live_logs_grow_while_tries_run_and_ship_once_they_end(store: Store)
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].path, work_path);
 }
+
+/// On PostgreSQL, work queued by any connection is heard at once by a listener, with its
+/// queue; a running task's heartbeat says nothing. SQLite has no listener.
+pub async fn queued_work_is_heard_by_listeners_on_postgres(store: Store) {
+    use tern_store::listen::Heard;
+    let Some(mut listener) = store.listen_for_queued().await.unwrap() else {
+        assert_eq!(store.backend(), tern_store::Backend::Sqlite);
+        return;
+    };
+    let mut t = task("t", &[]);
+    t.queue = "site:lab".into();
+    let v = setup(&store, dag("heard", vec![t])).await;
+    store.create_run(&new_run("heard", "r1"), v).await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(10), listener.next())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(heard, Heard::Queued(vec!["site:lab".into()]));
+    let c = store
+        .claim(&["site:lab".to_string()], "w", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .heartbeat(c.ti.id, &c.attempt, "w", LEASE)
+        .await
+        .unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), listener.next())
+            .await
+            .is_err(),
+        "claims and heartbeats queue nothing"
+    );
+}

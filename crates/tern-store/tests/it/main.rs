@@ -102,4 +102,5 @@ store_suite!(
     the_activity_fingerprint_changes_exactly_when_instances_or_the_audit_log_do,
     resealing_rewrites_every_sealed_value_or_none,
     live_logs_grow_while_tries_run_and_ship_once_they_end,
+    queued_work_is_heard_by_listeners_on_postgres,
 );
