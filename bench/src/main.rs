@@ -241,6 +241,7 @@ async fn chaos(tern: &Path) -> anyhow::Result<()> {
         tasks_per_run: 100,
         max_down: Duration::from_millis(500),
         seed: 1,
+        object_store_logs: false,
     };
     let sqlite = base.clone();
     let report = tokio::task::spawn_blocking(move || sqlite.run()).await?;
@@ -255,6 +256,8 @@ async fn chaos(tern: &Path) -> anyhow::Result<()> {
         runs: 60,
         max_down: Duration::from_secs(8),
         seed: 2,
+        // The production set-up: no shared disk, logs in an object store.
+        object_store_logs: true,
         ..base
     };
     let report = tokio::task::spawn_blocking(move || pg.run()).await?;

@@ -169,11 +169,33 @@ async fn node_heartbeat(
 
 /// Delivers the results a killed predecessor recorded but did not report: those tries
 /// finished, so they are not run again.
+/// The chunk number of the line a recovered end adds to its log: one no agent's log reaches.
+const RECOVERED_END_SEQ: u64 = i64::MAX as u64;
+
 async fn deliver_recorded_ends(
     store: &Store,
+    logs: &LogStore,
     ended: &tern_worker::ended::EndedRecords,
 ) -> anyhow::Result<()> {
     for c in ended.take_leftovers()? {
+        // The last lines the try wrote may have died with the predecessor: its log says how it
+        // ended and that something may be missing before that.
+        if let Some(path) = store.log_path_of_attempt(c.ti_id, &c.attempt).await? {
+            let how = if c.success { "succeeded" } else { "failed" };
+            let line = tern_worker::logsink::stamp(&format!(
+                "tern: the server stopped as this try ended; its recorded end is delivered now: \
+                 task {how} (lines written just before the stop may be missing)"
+            ));
+            let at = crate::logs::LogTarget {
+                path: &path,
+                ti_id: c.ti_id,
+                attempt: &c.attempt,
+                seq: RECOVERED_END_SEQ,
+            };
+            if let Err(e) = logs.append(at, &line).await {
+                tracing::warn!(ti = c.ti_id, "cannot note the recorded end in the log: {e}");
+            }
+        }
         let result = tern_store::TryResult {
             success: c.success,
             retryable: c.retryable,
@@ -240,7 +262,7 @@ impl Node {
             let ended_dir = cfg.home.join("run").join("ended");
             let ended = tern_worker::ended::EndedRecords::open(&ended_dir)
                 .with_context(|| format!("cannot open {}", ended_dir.display()))?;
-            deliver_recorded_ends(&store, &ended).await?;
+            deliver_recorded_ends(&store, &gateway.logs, &ended).await?;
             gateway.ended = Some(Arc::new(ended));
             recover_dead_local_agents(&store, &worker_name).await?;
             // On the list of live servers before the local agent takes any work, so a server

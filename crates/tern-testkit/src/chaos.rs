@@ -6,7 +6,9 @@
 //! - no task instance has two recorded successes;
 //! - no write from a dead attempt lands after its retry started (each task forks a grandchild
 //!   that writes late);
-//! - re-runs of finished commands are counted, and each is visible on the try it repeated.
+//! - re-runs of finished commands are counted, and each is visible on the try it repeated;
+//! - with task logs in an object store, every successful try's log is whole (in the store, or
+//!   in the database until it is shipped) and no server kept one on its own disk.
 //!
 //! One server (`tern standalone` on SQLite) or several (`tern server` on one PostgreSQL, each
 //! with its own data folder: no shared disk). Used by the short chaos tests in CI and by
@@ -36,6 +38,10 @@ pub struct Chaos {
     /// How long a killed server stays down before it is started again, at most.
     pub max_down: Duration,
     pub seed: u64,
+    /// Task logs in an object store (a `file://` folder none of the servers' data folders
+    /// holds) instead of each server's `HOME/logs`; then every successful try's log must be
+    /// complete there or, not shipped yet, in the database, and no server may keep a log file.
+    pub object_store_logs: bool,
 }
 
 /// What a chaos run found.
@@ -56,6 +62,8 @@ pub struct ChaosReport {
     pub takeover: Vec<Duration>,
     /// From the last restart until every run had ended.
     pub finish_after_last_restart: Duration,
+    /// Logs of successful tries found in the object store (with `object_store_logs`).
+    pub logs_shipped: usize,
     /// Problems found, one line each (empty when every promise held).
     pub problems: Vec<String>,
 }
@@ -155,11 +163,20 @@ impl Chaos {
         std::fs::create_dir_all(&dags).unwrap();
         std::fs::create_dir_all(&out).unwrap();
         std::fs::write(dags.join("chaos.star"), self.dag(&out)).unwrap();
+        let objects = dir.path().join("objects");
+        let settings = if self.object_store_logs {
+            format!(
+                "{SETTINGS}\n[logs]\nstore = \"file://{}\"\n",
+                objects.display()
+            )
+        } else {
+            SETTINGS.to_string()
+        };
         let mut servers: Vec<Server> = (0..self.servers.max(1))
             .map(|i| {
                 let home = dir.path().join(format!("home{i}"));
                 std::fs::create_dir_all(&home).unwrap();
-                std::fs::write(home.join("tern.toml"), SETTINGS).unwrap();
+                std::fs::write(home.join("tern.toml"), &settings).unwrap();
                 Server { home, child: None }
             })
             .collect();
@@ -255,6 +272,17 @@ impl Chaos {
             }
         }
         rt.block_on(self.check(&db, &out, &run_ids, &mut report));
+        if self.object_store_logs {
+            rt.block_on(check_logs(&db, &objects, &mut report));
+            for s in &servers {
+                let own = s.home.join("logs");
+                if own.exists() {
+                    report
+                        .problems
+                        .push(format!("a server kept task logs in {}", own.display()));
+                }
+            }
+        }
         report
     }
 
@@ -390,6 +418,48 @@ impl Chaos {
             }
         }
     }
+}
+
+/// Every successful try's log is whole: in the object store folder, or (not shipped yet) as
+/// chunks in the database.
+async fn check_logs(db: &str, objects: &Path, r: &mut ChaosReport) {
+    let mut conn = connect(db).await;
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT t.log_path FROM task_tries t JOIN task_instances ti ON ti.id = t.ti_id \
+         WHERE ti.dag_id = 'chaos' AND t.state = 'success'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("tries");
+    let mut shipped = 0;
+    for path in &paths {
+        let text = match std::fs::read_to_string(objects.join(path)) {
+            Ok(text) => {
+                shipped += 1;
+                text
+            }
+            Err(_) => {
+                let chunks: Vec<String> = sqlx::query_scalar(
+                    "SELECT body FROM log_chunks WHERE path = $1 ORDER BY start_at",
+                )
+                .bind(path)
+                .fetch_all(&mut conn)
+                .await
+                .expect("chunks");
+                chunks.concat()
+            }
+        };
+        // A try whose server died as it ended says so instead (its end was delivered from
+        // the server's record at the restart; its last lines may be missing).
+        if !(text.contains("tern: task succeeded")
+            || text.contains("recorded end is delivered now: task succeeded"))
+        {
+            r.problems.push(format!(
+                "the log {path} of a successful try is not whole: {text:?}"
+            ));
+        }
+    }
+    r.logs_shipped = shipped;
 }
 
 async fn connect(url: &str) -> sqlx::AnyConnection {

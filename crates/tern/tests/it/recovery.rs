@@ -243,4 +243,10 @@ shell(id = "t", retries = 3, retry_delay = "0s",
         0,
         "the record was used up"
     );
+    // The log says how the try ended, and that its last lines may have died with the server.
+    let log = t.log("once", &run_id, "t", None);
+    assert!(
+        log.contains("tern: the server stopped as this try ended; its recorded end is delivered now: task succeeded"),
+        "{log}"
+    );
 }
