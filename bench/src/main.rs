@@ -18,6 +18,7 @@ mod export;
 mod floor;
 mod remote;
 mod scale;
+mod servers;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -292,6 +293,7 @@ async fn main() -> anyhow::Result<()> {
         "mapped",
         "idlecpu",
         "cli",
+        "servers",
     ];
     let chosen: Vec<&str> = if args.workloads.is_empty() {
         all.to_vec()
@@ -432,6 +434,7 @@ async fn main() -> anyhow::Result<()> {
             }
             "idlecpu" => scale::idle_cpu(&args.tern, args.runs.min(3)).await?,
             "cli" => scale::cli(&args.tern, args.runs).await?,
+            "servers" => servers::servers(&args.tern, args.runs).await?,
             // Not in the default set (it takes minutes): `bench/run chaos`.
             "chaos" => chaos(&args.tern).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
