@@ -21,6 +21,27 @@ pub struct Config {
     pub agent: LocalAgentConfig,
     pub notifications: NotificationsConfig,
     pub logs: LogsConfig,
+    pub dags: DagsConfig,
+}
+
+/// Where DAG files come from, when not from `dags_folder`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DagsConfig {
+    /// A DAG bundle: a git branch (`git+https://host/repo.git#main`, `git+file:///srv/dags#main`).
+    /// Every server loads the same commit; default: none (the `dags_folder`).
+    pub source: Option<String>,
+    /// How often the bundle's branch is fetched (also on `POST /api/v1/dags/refresh`).
+    pub refresh: String,
+}
+
+impl Default for DagsConfig {
+    fn default() -> Self {
+        DagsConfig {
+            source: None,
+            refresh: "60s".into(),
+        }
+    }
 }
 
 /// Where task logs are kept.
@@ -126,6 +147,7 @@ impl Default for Config {
             agent: LocalAgentConfig::default(),
             notifications: NotificationsConfig::default(),
             logs: LogsConfig::default(),
+            dags: DagsConfig::default(),
         }
     }
 }
@@ -199,6 +221,10 @@ impl Config {
         self.home.join("logs")
     }
 
+    pub fn dags_refresh(&self) -> Result<Duration, ConfigError> {
+        duration("dags.refresh", &self.dags.refresh)
+    }
+
     pub fn dag_scan_interval(&self) -> Result<Duration, ConfigError> {
         duration(
             "scheduler.dag_scan_interval",
@@ -254,6 +280,10 @@ impl Config {
             }
         }
         self.dag_scan_interval()?;
+        self.dags_refresh()?;
+        if let Some(source) = &self.dags.source {
+            crate::bundle::GitBundle::parse(source, &self.home)?;
+        }
         self.housekeeping_interval()?;
         self.lease()?;
         self.queue_timeout()?;

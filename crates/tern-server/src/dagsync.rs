@@ -1,11 +1,103 @@
 //! Loading the DAG folder into the store: new versions for changed DAGs, the current import
 //! errors, deactivation of DAGs that disappeared. Run at start-up and then periodically, so a
-//! fixed file clears its error without a restart.
+//! fixed file clears its error without a restart. The folder is a plain one (`dags_folder`) or
+//! the tree of a DAG bundle's commit (`dags.source`, see [`crate::bundle`]): [`DagLoader`]
+//! loads either.
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use tern_store::{ImportErrorRow, Store};
+
+use crate::bundle::{CurrentFolder, GitBundle};
+use crate::config::Config;
+
+/// Where DAG files come from.
+pub enum DagSource {
+    Folder(PathBuf),
+    Bundle {
+        bundle: GitBundle,
+        refresh: Duration,
+    },
+}
+
+/// Loads the DAG files of its source into the store, and says where they are.
+pub struct DagLoader {
+    source: DagSource,
+    store: Store,
+    current: CurrentFolder,
+    /// The bundle commit loaded last.
+    loaded: Option<String>,
+    next_fetch: Option<tokio::time::Instant>,
+}
+
+impl DagLoader {
+    pub fn from_config(
+        cfg: &Config,
+        store: Store,
+        current: CurrentFolder,
+    ) -> anyhow::Result<DagLoader> {
+        let source = match &cfg.dags.source {
+            None => DagSource::Folder(cfg.dags_folder()),
+            Some(s) => DagSource::Bundle {
+                bundle: GitBundle::parse(s, &cfg.home)?,
+                refresh: cfg.dags_refresh()?,
+            },
+        };
+        Ok(DagLoader {
+            source,
+            store,
+            current,
+            loaded: None,
+            next_fetch: None,
+        })
+    }
+
+    /// Loads the files: a folder as it is now; a bundle at the commit the servers load (the
+    /// one recorded in the database), after fetching its branch when `fetch` is asked or the
+    /// refresh interval has passed (or nothing was ever recorded).
+    pub async fn load(&mut self, fetch: bool) -> anyhow::Result<()> {
+        match &self.source {
+            DagSource::Folder(dir) => {
+                if self.current.get().as_deref() != Some(dir.as_path()) {
+                    self.current.set(dir.clone());
+                }
+                sync_folder(&self.store, dir).await?;
+            }
+            DagSource::Bundle { bundle, refresh } => {
+                let now = tokio::time::Instant::now();
+                let recorded = self.store.bundle_version(&bundle.source).await?;
+                if fetch || recorded.is_none() || self.next_fetch.is_some_and(|t| now >= t) {
+                    self.next_fetch = Some(now + *refresh);
+                    match bundle.fetch_head().await {
+                        Ok(commit) => {
+                            if self
+                                .store
+                                .set_bundle_version(&bundle.source, &commit)
+                                .await?
+                            {
+                                tracing::info!(bundle = %bundle.source, %commit, "new DAG bundle version");
+                            }
+                        }
+                        // The last good version stays loaded.
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+                let Some(want) = self.store.bundle_version(&bundle.source).await? else {
+                    return Ok(());
+                };
+                if self.loaded.as_deref() == Some(want.as_str()) {
+                    return Ok(());
+                }
+                let dir = bundle.tree(&want).await?;
+                sync_dir(&self.store, &dir, Some(&want)).await?;
+                self.current.set(dir);
+                self.loaded = Some(want);
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What one pass over the folder found.
 #[derive(Debug, Clone)]
@@ -17,6 +109,15 @@ pub struct SyncOutcome {
 
 /// Loads every DAG file under `dir` and records the result.
 pub async fn sync_folder(store: &Store, dir: &Path) -> tern_store::Result<SyncOutcome> {
+    sync_dir(store, dir, None).await
+}
+
+/// [`sync_folder`] of the tree of bundle version `bundle`, if any.
+async fn sync_dir(
+    store: &Store,
+    dir: &Path,
+    bundle: Option<&str>,
+) -> tern_store::Result<SyncOutcome> {
     let started = Instant::now();
     let dir = dir.to_path_buf();
     let loaded = tokio::task::spawn_blocking(move || tern_dag::load_folder(&dir))
@@ -31,7 +132,9 @@ pub async fn sync_folder(store: &Store, dir: &Path) -> tern_store::Result<SyncOu
             message: e.message.clone(),
         })
         .collect();
-    let report = store.sync_dags(&loaded.dags, &errors).await?;
+    let report = store
+        .sync_dags_of_bundle(&loaded.dags, &errors, bundle)
+        .await?;
     let changed =
         !report.new_versions.is_empty() || !report.deactivated.is_empty() || report.errors_changed;
     if changed {
@@ -41,6 +144,7 @@ pub async fn sync_folder(store: &Store, dir: &Path) -> tern_store::Result<SyncOu
             new_versions = ?report.new_versions,
             deactivated = ?report.deactivated,
             took_ms = started.elapsed().as_millis() as u64,
+            bundle = bundle.unwrap_or("-"),
             "DAG folder loaded"
         );
         for e in &errors {

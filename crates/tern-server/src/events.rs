@@ -17,6 +17,9 @@ pub struct Events {
     queues: Mutex<HashMap<String, Arc<Notify>>>,
     /// The set or versions of DAGs changed, or a DAG was paused or unpaused.
     pub dags: Notify,
+    /// Someone asked for the DAG files to be read again now (a bundle fetched): one stored
+    /// permit.
+    pub dags_refresh: Notify,
     /// A result left admission to the admitter (the admission lock was busy): one stored
     /// permit, so results that arrive while it admits are covered by its next pass.
     pub admission: Notify,

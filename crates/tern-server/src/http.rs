@@ -39,6 +39,7 @@ pub fn router(
         logs: gateway.logs.clone(),
         secrets: gateway.secrets.clone(),
         options,
+        events: gateway.events.clone(),
         login_limiter: Default::default(),
     };
     Router::new()
@@ -174,7 +175,7 @@ pub async fn serve(
     gateway: crate::gateway::Gateway,
     addr: &str,
     tls: Option<(&Path, &Path)>,
-    dags_folder: Option<std::path::PathBuf>,
+    dags_folder: crate::bundle::CurrentFolder,
     roles: std::sync::Arc<crate::supervise::RoleBoard>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

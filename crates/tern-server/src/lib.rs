@@ -13,6 +13,7 @@ pub mod agent_api;
 pub mod api;
 pub mod api_error;
 pub mod auth;
+pub mod bundle;
 pub mod config;
 pub mod connections;
 pub mod dagsync;

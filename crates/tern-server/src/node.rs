@@ -238,6 +238,12 @@ impl Node {
     ) -> anyhow::Result<Node> {
         let events = Arc::new(Events::default());
         let logs = LogStore::open(cfg, &store)?;
+        // Where the DAG files are: the folder, or the bundle tree the loader unpacked last.
+        let current_dags = if cfg.dags.source.is_some() {
+            crate::bundle::CurrentFolder::default()
+        } else {
+            crate::bundle::CurrentFolder::fixed(cfg.dags_folder())
+        };
         let shipper = logs.shipper();
         let mut gateway = Gateway::new(store.clone(), events.clone(), logs, cfg.lease()?);
         gateway.secrets = Some(Arc::new(
@@ -299,19 +305,27 @@ impl Node {
                     "gave attempts of remote agents one lease to report after the restart"
                 );
             }
-            if roles.dag_sync {
-                // Load the folder once before anything else so DAGs are there when we return. A
-                // failure here is not fatal: the scheduler loop loads the folder again.
-                if let Err(e) = crate::dagsync::sync_folder(&store, &cfg.dags_folder()).await {
+            let dags = if roles.dag_sync {
+                let mut loader = crate::dagsync::DagLoader::from_config(
+                    cfg,
+                    store.clone(),
+                    current_dags.clone(),
+                )?;
+                // Load the files once before anything else so DAGs are there when we return.
+                // A failure here is not fatal: the scheduler loop loads them again.
+                if let Err(e) = loader.load(true).await {
                     tracing::warn!(
-                        "first load of the DAG folder failed, retrying in the loop: {e}"
+                        "first load of the DAG files failed, retrying in the loop: {e:#}"
                     );
                 }
-            }
+                Some(loader)
+            } else {
+                None
+            };
             let scheduler = Scheduler {
                 store: store.clone(),
                 events: events.clone(),
-                dags_folder: roles.dag_sync.then(|| cfg.dags_folder()),
+                dags,
                 scan_interval: cfg.dag_scan_interval()?,
                 housekeeping_interval: cfg.housekeeping_interval()?,
                 queue_timeout: cfg.queue_timeout()?,
@@ -365,7 +379,7 @@ impl Node {
                     .tls_cert
                     .as_deref()
                     .zip(cfg.server.tls_key.as_deref()),
-                Some(cfg.dags_folder()),
+                current_dags.clone(),
                 events.roles.clone(),
                 shutdown.clone(),
             )

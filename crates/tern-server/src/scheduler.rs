@@ -3,7 +3,6 @@
 //! go through here: it happens in the transaction that records each result.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,8 @@ use crate::events::Events;
 pub struct Scheduler {
     pub store: Store,
     pub events: Arc<Events>,
-    /// The DAG folder to load, if this scheduler loads it.
-    pub dags_folder: Option<PathBuf>,
+    /// What loads the DAG files, if this scheduler loads them.
+    pub dags: Option<crate::dagsync::DagLoader>,
     pub scan_interval: Duration,
     pub housekeeping_interval: Duration,
     /// Fail site tasks queued this long with no connected agent of their site.
@@ -32,17 +31,18 @@ pub struct Scheduler {
 type DueMap = HashMap<String, (i64, NextRun)>;
 
 impl Scheduler {
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut due: DueMap = HashMap::new();
         let mut next_scan = tokio::time::Instant::now();
         let mut refresh = true;
+        let mut fetch = false;
         loop {
             let now_i = tokio::time::Instant::now();
             let pass_started = std::time::Instant::now();
-            if let Some(dir) = &self.dags_folder {
+            if let Some(loader) = &mut self.dags {
                 if now_i >= next_scan {
-                    if let Err(e) = crate::dagsync::sync_folder(&self.store, dir).await {
-                        tracing::error!("loading the DAG folder failed: {e}");
+                    if let Err(e) = loader.load(std::mem::take(&mut fetch)).await {
+                        tracing::error!("loading the DAG files failed: {e:#}");
                     }
                     next_scan = now_i + self.scan_interval;
                     // Recompute schedules after every scan: new versions, and pauses made by
@@ -86,6 +86,11 @@ impl Scheduler {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.events.dags.notified() => refresh = true,
+                _ = self.events.dags_refresh.notified() => {
+                    // Fetch a DAG bundle now (`POST /api/v1/dags/refresh`).
+                    fetch = true;
+                    next_scan = tokio::time::Instant::now();
+                }
                 _ = self.events.scheduler.notified() => {}
             }
         }

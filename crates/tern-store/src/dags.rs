@@ -46,6 +46,17 @@ impl Store {
         specs: &[DagSpec],
         errors: &[ImportErrorRow],
     ) -> Result<SyncReport> {
+        self.sync_dags_of_bundle(specs, errors, None).await
+    }
+
+    /// [`Store::sync_dags`] of the files of a DAG bundle at `bundle` (a commit id): new
+    /// versions record it.
+    pub async fn sync_dags_of_bundle(
+        &self,
+        specs: &[DagSpec],
+        errors: &[ImportErrorRow],
+        bundle: Option<&str>,
+    ) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let existing: HashMap<String, (String, i64, bool)> = sqlx::query(
             "SELECT d.dag_id, v.hash, v.version, d.is_active FROM dags d \
@@ -127,14 +138,15 @@ impl Store {
             let version = prev.map(|p| p.1 + 1).unwrap_or(1);
             let spec_json = serde_json::to_string(spec)?;
             let version_id: i64 = sqlx::query_scalar(
-                "INSERT INTO dag_versions (dag_id, version, hash, spec, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO dag_versions (dag_id, version, hash, spec, created_at, bundle_version) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(&spec.dag_id)
             .bind(version)
             .bind(&hash)
             .bind(spec_json)
             .bind(now)
+            .bind(bundle)
             .fetch_one(&mut *tx)
             .await?;
             sqlx::query(
@@ -277,5 +289,45 @@ impl Store {
             )));
         }
         Ok(())
+    }
+}
+
+/// The version of a DAG bundle every server loads.
+impl Store {
+    /// The bundle version of `source` the servers load now, if one was fetched.
+    pub async fn bundle_version(&self, source: &str) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT version FROM dag_bundles WHERE source = $1")
+                .bind(source)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records that `source` is at `version` now (a fetch found it); true when that changed it.
+    pub async fn set_bundle_version(&self, source: &str, version: &str) -> Result<bool> {
+        let changed = sqlx::query(
+            "INSERT INTO dag_bundles (source, version, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (source) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at \
+             WHERE dag_bundles.version <> excluded.version",
+        )
+        .bind(source)
+        .bind(version)
+        .bind(self.now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(changed > 0)
+    }
+
+    /// The bundle version each version of `dag_id` was loaded from (`None`: a plain folder),
+    /// by version number.
+    pub async fn bundle_versions_of(&self, dag_id: &str) -> Result<Vec<(i64, Option<String>)>> {
+        Ok(sqlx::query_as(
+            "SELECT version, bundle_version FROM dag_versions WHERE dag_id = $1 ORDER BY version",
+        )
+        .bind(dag_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 }

@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(dag_versions))
         .routes(routes!(dag_next_runs))
         .routes(routes!(import_errors))
+        .routes(routes!(refresh_dags))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -198,7 +199,7 @@ pub async fn read_source(s: &AppState, dag_id: &str) -> Result<(String, String),
         .get_dag(dag_id)
         .await
         .map_err(ApiError::from_store)?;
-    let Some(folder) = &s.options.dags_folder else {
+    let Some(folder) = s.options.dags_folder.get() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -240,7 +241,7 @@ async fn dag_source(
 
 #[utoipa::path(get, path = "/api/v1/dags/{dag_id}/versions", tag = "dags",
     params(("dag_id" = String, Path, description = "DAG id")),
-    responses((status = 200, description = "`{versions: [{version_id, version, created_at}]}`, newest first")))]
+    responses((status = 200, description = "`{versions: [{version_id, version, created_at, bundle_version}]}`, newest first; `bundle_version` is the commit of the DAG bundle the version was loaded from (null for a plain folder)")))]
 async fn dag_versions(
     State(s): State<AppState>,
     caller: Caller,
@@ -251,15 +252,37 @@ async fn dag_versions(
         .get_dag(&dag_id)
         .await
         .map_err(ApiError::from_store)?;
+    let bundles: std::collections::HashMap<i64, Option<String>> = s
+        .store
+        .bundle_versions_of(&dag_id)
+        .await
+        .map_err(ApiError::from_store)?
+        .into_iter()
+        .collect();
     let versions: Vec<Value> = s
         .store
         .dag_versions(&dag_id)
         .await
         .map_err(ApiError::from_store)?
         .into_iter()
-        .map(|(id, version, at)| json!({"version_id": id, "version": version, "created_at": at}))
+        .map(|(id, version, at)| {
+            let bundle = bundles.get(&version).cloned().flatten();
+            json!({"version_id": id, "version": version, "created_at": at, "bundle_version": bundle})
+        })
         .collect();
     Ok(Json(json!({"versions": versions})))
+}
+
+#[utoipa::path(post, path = "/api/v1/dags/refresh", tag = "dags",
+    responses((status = 202, description = "`{refresh: \"requested\"}`: this server reads the DAG files again now (a DAG bundle's branch is fetched; the other servers load the commit it finds within their `scheduler.dag_scan_interval`)")))]
+async fn refresh_dags(
+    State(s): State<AppState>,
+    caller: Caller,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Role::Op, "refreshing the DAG files")?;
+    s.events.dags_refresh.notify_one();
+    audit(&s, &caller, "dags.refresh", "", "").await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"refresh": "requested"}))))
 }
 
 #[utoipa::path(get, path = "/api/v1/importErrors", tag = "dags",

@@ -119,10 +119,13 @@ pub async fn open_store(cfg: &tern_server::Config) -> anyhow::Result<Store> {
         .with_max_map_length(cfg.scheduler.max_map_length))
 }
 
-/// Opens the store and loads the DAG folder into it, so commands see the files as they are.
+/// Opens the store and loads the DAG files into it (the folder as it is, or the DAG bundle at
+/// the commit the servers load), so commands see what runs.
 pub async fn open_synced(cfg: &tern_server::Config) -> anyhow::Result<Store> {
     let store = open_store(cfg).await?;
-    tern_server::dagsync::sync_folder(&store, &cfg.dags_folder()).await?;
+    tern_server::dagsync::DagLoader::from_config(cfg, store.clone(), Default::default())?
+        .load(false)
+        .await?;
     Ok(store)
 }
 

@@ -7,6 +7,7 @@ mod agents;
 mod api;
 mod browser;
 mod browser_views;
+mod bundles;
 mod chaos;
 mod cli_errors;
 mod client_ops;
