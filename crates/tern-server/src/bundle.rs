@@ -1,12 +1,14 @@
-//! DAG bundles: the DAG folder taken from a branch of a git repository (`dags.source =
-//! "git+https://host/repo.git#main"`, or any URL git reads: `git+file:///srv/dags.git#main`,
-//! `git+ssh://…`), through the `git` binary. Each server keeps a bare mirror under
-//! `HOME/bundles/repo.git` and unpacks each commit it loads into `HOME/bundles/trees/<commit>`
-//! (a fixed tree: a run never sees a file change under it).
+//! DAG bundles: the DAG folder taken from elsewhere, at a version, by every server alike.
+//! - A branch of a git repository (`dags.source = "git+https://host/repo.git#main"`, or any URL
+//!   git reads: `git+file:///srv/dags.git#main`, `git+ssh://…`), through the `git` binary: each
+//!   server keeps a bare mirror under `HOME/bundles/repo.git`; the version is the commit.
+//! - An object-store prefix (`s3://KEY:SECRET@BUCKET/dags/?endpoint=…`, `azure://…`,
+//!   `file:///…`; MWAA's way): the version is a digest of the objects' paths and entity tags.
 //!
-//! Which commit is loaded is the metadata database's business (`Store::bundle_version`): a
-//! fetch that finds a new head records it there, and every server loads the recorded commit,
-//! fetching it if it does not have it yet, so all servers load the same files.
+//! Each version a server loads is unpacked once into `HOME/bundles/trees/<version>` (a fixed
+//! tree: a run never sees a file change under it). Which version is loaded is the metadata
+//! database's business (`Store::bundle_version`): a fetch that finds a new version records it
+//! there, and every server loads the recorded one, so all servers load the same files.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -21,6 +23,49 @@ use crate::config::ConfigError;
 pub struct BundleError {
     pub source_name: String,
     pub message: String,
+}
+
+/// Where a DAG bundle comes from.
+#[derive(Debug, Clone)]
+pub enum DagBundle {
+    Git(GitBundle),
+    Objects(ObjectBundle),
+}
+
+impl DagBundle {
+    /// `git+URL[#BRANCH]`, or an object-store URI (`s3://`, `azure://`, `file://`); kept under
+    /// `home/bundles`.
+    pub fn parse(source: &str, home: &Path) -> Result<DagBundle, ConfigError> {
+        if source.starts_with("git+") {
+            GitBundle::parse(source, home).map(DagBundle::Git)
+        } else {
+            ObjectBundle::parse(source, home).map(DagBundle::Objects)
+        }
+    }
+
+    /// The setting as written: the key of its recorded version.
+    pub fn source(&self) -> &str {
+        match self {
+            DagBundle::Git(g) => &g.source,
+            DagBundle::Objects(o) => &o.source,
+        }
+    }
+
+    /// Looks at the source and returns its version now.
+    pub async fn fetch_head(&self) -> Result<String, BundleError> {
+        match self {
+            DagBundle::Git(g) => g.fetch_head().await,
+            DagBundle::Objects(o) => o.fetch_head().await,
+        }
+    }
+
+    /// The folder holding the files of `version`, unpacked if this server has not yet.
+    pub async fn tree(&self, version: &str) -> Result<PathBuf, BundleError> {
+        match self {
+            DagBundle::Git(g) => g.tree(version).await,
+            DagBundle::Objects(o) => o.tree(version).await,
+        }
+    }
 }
 
 /// A git branch as the DAG folder.
@@ -46,7 +91,7 @@ impl GitBundle {
         };
         let Some(rest) = source.strip_prefix("git+") else {
             return Err(bad(format!(
-                "{source:?} is not a DAG bundle: write git+https://host/repo.git#branch (or git+file:///path/repo#branch)"
+                "{source:?} is not a DAG bundle: write git+https://host/repo.git#branch (or git+file:///path/repo#branch), or an object-store prefix s3://KEY:SECRET@BUCKET/dags/?endpoint=…"
             )));
         };
         let (url, branch) = match rest.rsplit_once('#') {
@@ -189,13 +234,15 @@ impl GitBundle {
             }
             Err(e) => return Err(self.error(format!("cannot create {}: {e}", dir.display()))),
         }
-        self.prune(commit);
+        prune(&self.root, commit);
         Ok(dir)
     }
+}
 
-    /// Removes unpacked trees but the newest few and `keep`.
-    fn prune(&self, keep: &str) {
-        let Ok(entries) = std::fs::read_dir(self.root.join("trees")) else {
+/// Removes the unpacked trees under `root/trees` but the newest few and `keep`.
+fn prune(root: &Path, keep: &str) {
+    {
+        let Ok(entries) = std::fs::read_dir(root.join("trees")) else {
             return;
         };
         let mut trees: Vec<(std::time::SystemTime, PathBuf)> = entries
@@ -209,6 +256,158 @@ impl GitBundle {
         for (_, path) in trees.into_iter().take(extra) {
             let _ = std::fs::remove_dir_all(path);
         }
+    }
+}
+
+/// The objects under a prefix of an object store as the DAG folder.
+#[derive(Clone)]
+pub struct ObjectBundle {
+    pub source: String,
+    lake: Arc<tern_worker::data::lake::Lake>,
+    /// The folder in the store, without slashes at either end (empty: the whole store).
+    prefix: String,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for ObjectBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectBundle")
+            .field("store", &self.lake.describe)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// Most files an object-store bundle may hold (a prefix pointed at a whole data lake is a
+/// mistake, not a DAG folder).
+const MAX_BUNDLE_OBJECTS: usize = 10_000;
+
+impl ObjectBundle {
+    fn parse(source: &str, home: &Path) -> Result<ObjectBundle, ConfigError> {
+        use tern_worker::connections::{Connection, ConnectionConfig};
+        let bad = |message: String| ConfigError {
+            key: "dags.source".into(),
+            message,
+        };
+        let cfg = ConnectionConfig {
+            uri: source.to_string(),
+            extra: Default::default(),
+        };
+        let conn = Connection::parse("dags_source", "setting dags.source", &cfg)
+            .map_err(|e| bad(e.message))?;
+        if !matches!(conn.conn_type.as_str(), "s3" | "azure" | "file") {
+            return Err(bad(format!(
+                "{source:?} is not a DAG bundle: write git+https://host/repo.git#branch, or an object-store prefix s3://KEY:SECRET@BUCKET/dags/?endpoint=…, azure://ACCOUNT:KEY@CONTAINER/dags/ or file:///folder"
+            )));
+        }
+        let prefix = match conn.conn_type.as_str() {
+            "file" => String::new(),
+            _ => conn
+                .schema
+                .clone()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+        };
+        let lake = tern_worker::data::lake::Lake::open(&conn).map_err(|e| bad(e.message))?;
+        Ok(ObjectBundle {
+            source: source.to_string(),
+            lake: Arc::new(lake),
+            prefix,
+            root: home.join("bundles"),
+        })
+    }
+
+    fn error(&self, message: impl Into<String>) -> BundleError {
+        BundleError {
+            source_name: self.lake.describe.clone() + "/" + &self.prefix,
+            message: message.into(),
+        }
+    }
+
+    /// The objects and the version they make: a digest of their paths and fingerprints.
+    async fn listing(&self) -> Result<(Vec<(String, String)>, String), BundleError> {
+        let objects = self
+            .lake
+            .list_under(&self.prefix)
+            .await
+            .map_err(|e| self.error(e.message))?;
+        if objects.len() > MAX_BUNDLE_OBJECTS {
+            return Err(self.error(format!(
+                "more than {MAX_BUNDLE_OBJECTS} objects under the prefix: point dags.source at the DAG files' folder"
+            )));
+        }
+        use sha2::Digest;
+        let mut digest = sha2::Sha256::new();
+        for (path, print) in &objects {
+            digest.update(path.as_bytes());
+            digest.update([0]);
+            digest.update(print.as_bytes());
+            digest.update([b'\n']);
+        }
+        let version = hex::encode(digest.finalize())[..40].to_string();
+        Ok((objects, version))
+    }
+
+    async fn fetch_head(&self) -> Result<String, BundleError> {
+        Ok(self.listing().await?.1)
+    }
+
+    /// Downloads the objects into a tree, if they still make `version` (an object store keeps
+    /// no old versions: a bucket that changed since is fetched again by the loader).
+    async fn tree(&self, version: &str) -> Result<PathBuf, BundleError> {
+        let dir = self.root.join("trees").join(version);
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let (objects, now) = self.listing().await?;
+        if now != version {
+            return Err(self.error(format!(
+                "the objects changed since version {version} was recorded (now {now}): the next fetch records the new one"
+            )));
+        }
+        let trees = self.root.join("trees");
+        let tmp = trees.join(format!(".unpack-{version}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let at =
+            |p: &Path, e: std::io::Error| self.error(format!("cannot write {}: {e}", p.display()));
+        for (path, _) in &objects {
+            let rel = match &self.prefix {
+                p if p.is_empty() => path.as_str(),
+                p => path
+                    .strip_prefix(p.as_str())
+                    .unwrap_or(path)
+                    .trim_start_matches('/'),
+            };
+            if rel.is_empty() || rel.split('/').any(|s| s == ".." || s.is_empty()) {
+                continue;
+            }
+            let bytes = self
+                .lake
+                .read_whole(path)
+                .await
+                .map_err(|e| self.error(e.message))?;
+            let file = tmp.join(rel);
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| at(parent, e))?;
+            }
+            std::fs::write(&file, bytes).map_err(|e| at(&file, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| at(&tmp, e))?;
+        // Changed while downloading: this tree may mix versions.
+        if self.listing().await?.1 != version {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(self.error("the objects changed while they were downloaded; the next fetch records the new version"));
+        }
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            Err(_) if dir.exists() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => return Err(at(&dir, e)),
+        }
+        prune(&self.root, version);
+        Ok(dir)
     }
 }
 

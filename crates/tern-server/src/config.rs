@@ -282,7 +282,7 @@ impl Config {
         self.dag_scan_interval()?;
         self.dags_refresh()?;
         if let Some(source) = &self.dags.source {
-            crate::bundle::GitBundle::parse(source, &self.home)?;
+            crate::bundle::DagBundle::parse(source, &self.home)?;
         }
         self.housekeeping_interval()?;
         self.lease()?;

@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use tern_store::{ImportErrorRow, Store};
 
-use crate::bundle::{CurrentFolder, GitBundle};
+use crate::bundle::{CurrentFolder, DagBundle};
 use crate::config::Config;
 
 /// Where DAG files come from.
 pub enum DagSource {
     Folder(PathBuf),
     Bundle {
-        bundle: GitBundle,
+        bundle: DagBundle,
         refresh: Duration,
     },
 }
@@ -40,7 +40,7 @@ impl DagLoader {
         let source = match &cfg.dags.source {
             None => DagSource::Folder(cfg.dags_folder()),
             Some(s) => DagSource::Bundle {
-                bundle: GitBundle::parse(s, &cfg.home)?,
+                bundle: DagBundle::parse(s, &cfg.home)?,
                 refresh: cfg.dags_refresh()?,
             },
         };
@@ -66,30 +66,37 @@ impl DagLoader {
             }
             DagSource::Bundle { bundle, refresh } => {
                 let now = tokio::time::Instant::now();
-                let recorded = self.store.bundle_version(&bundle.source).await?;
+                let recorded = self.store.bundle_version(bundle.source()).await?;
                 if fetch || recorded.is_none() || self.next_fetch.is_some_and(|t| now >= t) {
                     self.next_fetch = Some(now + *refresh);
                     match bundle.fetch_head().await {
                         Ok(commit) => {
                             if self
                                 .store
-                                .set_bundle_version(&bundle.source, &commit)
+                                .set_bundle_version(bundle.source(), &commit)
                                 .await?
                             {
-                                tracing::info!(bundle = %bundle.source, %commit, "new DAG bundle version");
+                                tracing::info!(bundle = %bundle.source(), %commit, "new DAG bundle version");
                             }
                         }
                         // The last good version stays loaded.
                         Err(e) => tracing::error!("{e}"),
                     }
                 }
-                let Some(want) = self.store.bundle_version(&bundle.source).await? else {
+                let Some(want) = self.store.bundle_version(bundle.source()).await? else {
                     return Ok(());
                 };
                 if self.loaded.as_deref() == Some(want.as_str()) {
                     return Ok(());
                 }
-                let dir = bundle.tree(&want).await?;
+                let dir = match bundle.tree(&want).await {
+                    Ok(dir) => dir,
+                    Err(e) => {
+                        // (A bucket that changed since: fetch at the next pass.)
+                        self.next_fetch = Some(now);
+                        return Err(e.into());
+                    }
+                };
                 sync_dir(&self.store, &dir, Some(&want)).await?;
                 self.current.set(dir);
                 self.loaded = Some(want);

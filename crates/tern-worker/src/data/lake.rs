@@ -330,6 +330,42 @@ impl Lake {
         Ok(bytes.to_vec())
     }
 
+    /// The whole object `path`.
+    pub async fn read_whole(&self, path: &str) -> Result<Vec<u8>, DataError> {
+        let object = object_path(path)?;
+        let context = format!("cannot read {}{object}", self.url_prefix);
+        let got = self
+            .store
+            .get(&object)
+            .await
+            .map_err(|e| from_object_store(&context, e))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| from_object_store(&context, e))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Every object under folder `prefix` (all depths), as (path, fingerprint): the entity tag,
+    /// or the size and time where the store has none. Sorted by path.
+    pub async fn list_under(&self, prefix: &str) -> Result<Vec<(String, String)>, DataError> {
+        use futures::StreamExt;
+        let trimmed = prefix.trim_matches('/');
+        let dir = (!trimmed.is_empty()).then(|| ObjectPath::from(trimmed));
+        let context = format!("cannot list {}{trimmed}", self.url_prefix);
+        let mut list = self.store.list(dir.as_ref());
+        let mut out = Vec::new();
+        while let Some(item) = list.next().await {
+            let meta = item.map_err(|e| from_object_store(&context, e))?;
+            let print = meta.e_tag.clone().unwrap_or_else(|| {
+                format!("{}-{}", meta.size, meta.last_modified.timestamp_millis())
+            });
+            out.push((meta.location.to_string(), print));
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Writes object `path` whole, in one request: it appears complete or not at all.
     pub async fn put_whole(&self, path: &str, bytes: Vec<u8>) -> Result<(), DataError> {
         let object = object_path(path)?;

@@ -74,6 +74,9 @@ async fn servers_load_the_same_commit_of_a_git_bundle_and_keep_the_last_good_one
         git(repo, &["init", "-q", "-b", "main"]);
         let first = commit(repo, "hello.star", &hello("one"), "first");
         let source = format!("git+file://{}#main", repo.display());
+        // No shared disk: task logs in an object store (a folder), as in production.
+        let logs = tempfile::tempdir().unwrap();
+        let logs_store = format!("file://{}", logs.path().display());
         let servers: Vec<Tern> = (0..2)
             .map(|_| {
                 let mut t = Tern::new();
@@ -81,7 +84,7 @@ async fn servers_load_the_same_commit_of_a_git_bundle_and_keep_the_last_good_one
                 std::fs::remove_dir_all(&t.dags).unwrap();
                 let mut settings = std::fs::read_to_string(t.path().join("tern.toml")).unwrap();
                 settings.push_str(&format!(
-                    "\n[dags]\nsource = {source:?}\nrefresh = \"1h\"\n"
+                    "\n[dags]\nsource = {source:?}\nrefresh = \"1h\"\n\n[logs]\nstore = {logs_store:?}\n"
                 ));
                 std::fs::write(t.path().join("tern.toml"), settings).unwrap();
                 t
@@ -164,5 +167,62 @@ async fn servers_load_the_same_commit_of_a_git_bundle_and_keep_the_last_good_one
         let viewer = token_for(&servers[0], "watcher", "viewer");
         let (status, _) = call(&url_a, "POST", "/api/v1/dags/refresh", Some(&viewer), "");
         assert_eq!(status, 403);
+    });
+}
+
+/// MWAA's way: the DAG files are the objects under a prefix of a bucket (the tests' S3 server).
+/// The version is a digest of the objects; a change is loaded on refresh, and the DAG's
+/// versions record which bundle version each came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_prefix_is_a_dag_bundle() {
+    let s3 = tern_testkit::s3::S3::start().await;
+    let source =
+        s3.uri("datalake", tern_testkit::s3::SECRET)
+            .replacen("@datalake?", "@datalake/dags/?", 1);
+    let put = |key: &str, text: &str| {
+        let path = s3.object("datalake", key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    put("dags/hello.star", &hello("one"));
+    put("other/ignored.star", "this is not under the prefix");
+    tokio::task::block_in_place(|| {
+        let t = Tern::new();
+        std::fs::remove_dir_all(&t.dags).unwrap();
+        let mut settings = std::fs::read_to_string(t.path().join("tern.toml")).unwrap();
+        settings.push_str(&format!(
+            "\n[dags]\nsource = {source:?}\nrefresh = \"1h\"\n"
+        ));
+        std::fs::write(t.path().join("tern.toml"), settings).unwrap();
+        let (_server, url) = crate::links::server_on(&t, 0);
+        let token = token_for(&t, "deployer", "op");
+        until("the bucket's DAG", || {
+            bundle_versions(&url, &token).len() == 1
+        });
+        let first = bundle_versions(&url, &token)[0]
+            .1
+            .clone()
+            .expect("a bundle version");
+        t.ok(&["dags", "trigger", "hello", "--run-id", "r1"]);
+        let v = t.wait_run("hello", "r1", "the run", finished);
+        assert_eq!(run_state(&v), "success", "{v:#}");
+        assert!(t.log("hello", "r1", "say", None).contains("said-one"));
+        let (_, v) = call(&url, "GET", "/api/v1/importErrors", Some(&token), "");
+        assert_eq!(
+            v["import_errors"],
+            serde_json::json!([]),
+            "only the prefix is loaded"
+        );
+
+        put("dags/hello.star", &hello("two"));
+        let (status, _) = call(&url, "POST", "/api/v1/dags/refresh", Some(&token), "");
+        assert_eq!(status, 202);
+        until("the changed object's version", || {
+            let versions = bundle_versions(&url, &token);
+            versions.len() == 2 && versions[0].1.as_ref().is_some_and(|b| *b != first)
+        });
+        t.ok(&["dags", "trigger", "hello", "--run-id", "r2"]);
+        t.wait_run("hello", "r2", "the run", finished);
+        assert!(t.log("hello", "r2", "say", None).contains("said-two"));
     });
 }
