@@ -149,6 +149,19 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
         Some(s) if s < 60.0 => json!("ok"),
         Some(_) => json!("stale"),
     };
+    // Task logs an object store has not taken yet (it is down, or refuses them): reported, not
+    // an outage (they stay readable from the database and are shipped when it is back).
+    let waiting = if database == "ok" {
+        tokio::time::timeout(HEALTH_DB_TIMEOUT, s.store.logs_waiting_to_ship())
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let task_logs = match waiting {
+        Some(Ok((waiting, error))) => json!({"waiting_to_ship": waiting, "last_error": error}),
+        _ => json!(null),
+    };
     let ok = database == "ok" && scheduler != "stale" && s.roles.all_running();
     let status = if ok {
         StatusCode::OK
@@ -163,6 +176,7 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<serde_json::Valu
             "scheduler": scheduler,
             "scheduler_last_pass_seconds_ago": idle,
             "roles": roles,
+            "task_logs": task_logs,
             "version": env!("CARGO_PKG_VERSION"),
         })),
     )

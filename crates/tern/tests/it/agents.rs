@@ -367,3 +367,72 @@ fn a_stopped_agent_stops_counting_as_connected_within_seconds() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The agent-only binary (`tern-agent`, for branch offices): activated with a code, it runs its
+/// site's task; revoked, it exits with status 1 and says what to do. Its binary holds none of
+/// the control plane (no Starlark, no web UI).
+#[test]
+fn the_agent_only_binary_runs_site_tasks_and_stops_when_revoked() {
+    let agent_bin = env!("CARGO_BIN_EXE_tern-agent");
+    let t = Tern::new();
+    t.write_dag("hybrid.star", HYBRID);
+    let (_sa, url) = start_server(&t);
+    let dir = t.path().join("branch-office");
+    let code = new_code(&t, "10m");
+    let mut agent = AgentProc(
+        Command::new(agent_bin)
+            .args(["--server", &url, "--dir"])
+            .arg(&dir)
+            .args(["--activation", &code])
+            .env_remove("TERN_SERVER")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let run_id = t.trigger("hybrid", None);
+    let v = t.wait_run("hybrid", &run_id, "the run", finished);
+    assert_eq!(run_state(&v), "success", "{v:#}");
+    assert!(task(&v, "site")["worker"]
+        .as_str()
+        .unwrap()
+        .starts_with("agent-"));
+    assert!(t.log("hybrid", &run_id, "site", None).contains("site side"));
+    t.ok(&["agents", "revoke", "1"]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = agent.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < DEADLINE, "the revoked agent still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    use std::io::Read;
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("activation create"), "says what to do: {err}");
+    // Nothing of the control plane was linked in.
+    let bytes = std::fs::read(agent_bin).unwrap();
+    for marker in ["starlark", "utoipa", "axum"] {
+        assert!(
+            !bytes.windows(marker.len()).any(|w| w == marker.as_bytes()),
+            "tern-agent contains {marker:?}"
+        );
+    }
+    // Without a server it refuses with the way out.
+    let out = Command::new(agent_bin)
+        .args(["--dir"])
+        .arg(&dir)
+        .env_remove("TERN_SERVER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--server"));
+}

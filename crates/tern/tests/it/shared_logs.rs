@@ -163,12 +163,13 @@ dag(id = "kept")
 shell(id = "say", cmd = "echo kept while the store is down")
 "#,
     );
-    let sa = tokio::task::block_in_place(|| {
-        let sa = t.standalone();
+    let (sa, url) = tokio::task::block_in_place(|| {
+        let mut sa = t.standalone();
+        let url = crate::agents::server_url(&mut sa);
         t.ok(&["dags", "trigger", "kept", "--run-id", "r1"]);
         let v = t.wait_run("kept", "r1", "the run's end", finished);
         assert_eq!(run_state(&v), "success");
-        sa
+        (sa, url)
     });
     let store =
         tern_store::Store::open(&format!("sqlite://{}", t.path().join("tern.db").display()))
@@ -187,6 +188,13 @@ shell(id = "say", cmd = "echo kept while the store is down")
     }
     let log = tokio::task::block_in_place(|| t.log("kept", "r1", "say", None));
     assert!(log.contains(" kept while the store is down\n"), "{log}");
+    // /health reports it, and stays healthy: nothing is lost.
+    let (status, health) =
+        tokio::task::block_in_place(|| crate::harness::http(&url, "GET", "/health", &[], ""));
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["task_logs"]["waiting_to_ship"], 1, "{health}");
+    assert!(health["task_logs"]["last_error"].is_string(), "{health}");
     assert!(files_ending(&s3.object("datalake", ""), ".log").is_empty());
 
     // Back: the log is shipped on a later try and still reads the same.
