@@ -294,6 +294,7 @@ async fn main() -> anyhow::Result<()> {
         "idlecpu",
         "cli",
         "servers",
+        "dagwatch",
     ];
     let chosen: Vec<&str> = if args.workloads.is_empty() {
         all.to_vec()
@@ -435,6 +436,7 @@ async fn main() -> anyhow::Result<()> {
             "idlecpu" => scale::idle_cpu(&args.tern, args.runs.min(3)).await?,
             "cli" => scale::cli(&args.tern, args.runs).await?,
             "servers" => servers::servers(&args.tern, args.runs).await?,
+            "dagwatch" => scale::dag_watch(&args.tern, args.runs.max(10)).await?,
             // Not in the default set (it takes minutes): `bench/run chaos`.
             "chaos" => chaos(&args.tern).await?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),

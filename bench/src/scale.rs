@@ -296,3 +296,46 @@ pub async fn cli(tern: &Path, runs: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `dagwatch`: a DAG file written into the folder of a running `tern server` (scan interval an
+/// hour: only its folder watch can see the change) → the new DAG version in the database, next
+/// to a folder of 200 other DAG files.
+pub async fn dag_watch(tern: &Path, runs: usize) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let home = dir.path().join("home");
+    let dags = dir.path().join("dags");
+    std::fs::create_dir_all(&dags)?;
+    for i in 0..200 {
+        std::fs::write(
+            dags.join(format!("d{i}.star")),
+            format!("dag(id = \"d{i}\")\nfor j in range(10):\n    shell(id = \"t%d\" % j, cmd = \"true\")\n"),
+        )?;
+    }
+    let server = crate::remote::ServerProc::start(tern, &home, &dags).await?;
+    let mut times = Vec::new();
+    for n in 1..=runs + 1 {
+        let start = Instant::now();
+        std::fs::write(
+            dags.join("watched.star"),
+            format!("dag(id = \"watched\")\nshell(id = \"v{n}\", cmd = \"true\")\n"),
+        )?;
+        loop {
+            if let Ok(d) = server.store.get_dag("watched").await {
+                if d.version == n as i64 {
+                    break;
+                }
+            }
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(30),
+                "the change was never seen"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The first write also creates the DAG: not counted.
+        if n > 1 {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    summary("DAG file write → new version", "ms", times);
+    Ok(())
+}

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod bundle;
 pub mod config;
 pub mod connections;
+pub mod dag_watch;
 pub mod dagsync;
 pub mod events;
 pub mod gateway;

@@ -332,6 +332,13 @@ impl Node {
                 schedule_runs: roles.schedule_runs,
             };
             roles_sup.spawn("scheduler", scheduler.run(shutdown.clone()));
+            if roles.dag_sync && cfg.dags.source.is_none() {
+                // A plain folder: a change is read at once, not at the next scan.
+                roles_sup.spawn(
+                    "dag_watcher",
+                    crate::dag_watch::watch(cfg.dags_folder(), events.clone(), shutdown.clone()),
+                );
+            }
             let notifier =
                 crate::notify::Notifier::from_config(cfg, store.clone(), gateway.secrets.clone())?;
             roles_sup.spawn("notifier", notifier.run(shutdown.clone()));

@@ -151,3 +151,47 @@ fn hostile_files_are_import_errors_and_the_server_survives_them() {
     }
     assert!(sa.child.try_wait().unwrap().is_none(), "the server died");
 }
+
+/// The server watches its DAG folder: a new file, a changed one and a removed one are seen
+/// without waiting for a scan (the scan interval here is an hour).
+#[test]
+fn the_dag_folder_is_watched_so_changes_need_no_scan() {
+    use crate::api::{call, token_for};
+    let t = Tern::new();
+    let settings = std::fs::read_to_string(t.path().join("tern.toml"))
+        .unwrap()
+        .replace(
+            "dag_scan_interval = \"200ms\"",
+            "dag_scan_interval = \"1h\"",
+        );
+    std::fs::write(t.path().join("tern.toml"), settings).unwrap();
+    let (_server, url) = crate::links::server_on(&t, 0);
+    let token = token_for(&t, "reader", "viewer");
+    let until = |what: &str, f: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !f() {
+            assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let version = || {
+        let (status, v) = call(&url, "GET", "/api/v1/dags/watched", Some(&token), "");
+        (status == 200 && v["is_active"] == true).then(|| v["version"].as_i64().unwrap())
+    };
+    t.write_dag(
+        "watched.star",
+        "dag(id = \"watched\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    until("the new file", &|| version() == Some(1));
+    t.write_dag(
+        "sub/watched.star.tmp",
+        "not a DAG file: its name does not end in .star",
+    );
+    t.write_dag(
+        "watched.star",
+        "dag(id = \"watched\")\nshell(id = \"b\", cmd = \"true\")\n",
+    );
+    until("the changed file", &|| version() == Some(2));
+    std::fs::remove_file(t.dags.join("watched.star")).unwrap();
+    until("the removed file", &|| version().is_none());
+}
