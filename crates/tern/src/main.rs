@@ -43,6 +43,9 @@ fn main() {
         builder.init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        // Blocking-pool threads (file I/O, process spawns) go soon after a burst: an idle
+        // server keeps neither their stacks nor their allocator caches.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
