@@ -109,57 +109,9 @@ pub(crate) fn load_folder_in_process(dir: &Path) -> LoadResult {
 
 fn load_folder_here(dir: &Path) -> LoadResult {
     let (files, errors) = loader::walk(dir);
-    let per_file = evaluate_in_parallel(dir, &files);
-    merge(files, per_file, errors)
-}
-
-/// Most threads that evaluate a folder's files at once.
-const EVAL_THREADS: usize = 4;
-
-/// Evaluates `files` on up to one thread per core (each with its own session and stack of
-/// [`EVAL_STACK`]; thread `k` takes files `k`, `k + n`, … so big and small files spread), the
-/// results in the files' order. A file a thread could not evaluate is evaluated here.
-fn evaluate_in_parallel(dir: &Path, files: &[String]) -> Vec<(Vec<DagSpec>, Vec<ImportError>)> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(EVAL_THREADS)
-        .min(files.len());
-    let mut results: Vec<Option<(Vec<DagSpec>, Vec<ImportError>)>> =
-        (0..files.len()).map(|_| None).collect();
-    if threads > 1 {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .filter_map(|k| {
-                    std::thread::Builder::new()
-                        .name("tern-dag-eval".into())
-                        .stack_size(EVAL_STACK)
-                        .spawn_scoped(s, move || {
-                            let session = loader::Session::new(dir);
-                            files
-                                .iter()
-                                .enumerate()
-                                .skip(k)
-                                .step_by(threads)
-                                .map(|(i, f)| (i, session.process_file(f)))
-                                .collect::<Vec<_>>()
-                        })
-                        .ok()
-                })
-                .collect();
-            for h in handles {
-                for (i, r) in h.join().unwrap_or_default() {
-                    results[i] = Some(r);
-                }
-            }
-        });
-    }
     let session = loader::Session::new(dir);
-    results
-        .into_iter()
-        .zip(files)
-        .map(|(r, f)| r.unwrap_or_else(|| session.process_file(f)))
-        .collect()
+    let per_file = files.iter().map(|f| session.process_file(f)).collect();
+    merge(files, per_file, errors)
 }
 
 /// The load result of `files` (sorted) from what each declared and its errors, in the same

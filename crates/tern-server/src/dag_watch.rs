@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::events::Events;
 
 /// Events that arrive this close together are one change (an editor's save is several).
-const SETTLE: Duration = Duration::from_millis(15);
+const SETTLE: Duration = Duration::from_millis(5);
 /// Wait before watching again a folder that cannot be watched (missing, no inotify left).
 const RETRY: Duration = Duration::from_secs(5);
 

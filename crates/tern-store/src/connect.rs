@@ -197,6 +197,25 @@ impl Store {
         Ok(())
     }
 
+    /// `(applied, known)` when the database holds an older schema than this build knows (one
+    /// that has tables but misses migrations); `None` for a current or an empty database.
+    pub async fn older_schema(&self) -> Result<Option<(i64, i64)>> {
+        let known = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+        // No table yet (a new database) reads as no version.
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        Ok(applied.filter(|a| *a < known).map(|a| (a, known)))
+    }
+
     /// Connects and migrates.
     pub async fn open(url: &str) -> Result<Store> {
         let store = Store::connect(url).await?;

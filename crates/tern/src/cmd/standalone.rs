@@ -21,6 +21,9 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     if standalone && !args.no_examples && crate::examples::install_if_empty(&dags)? {
         eprintln!("tern: wrote the example DAGs into {}", dags.display());
     }
+    if !standalone {
+        refuse_an_older_schema(&cfg).await?;
+    }
     let node = Node::start(&cfg, Roles::STANDALONE).await?;
     let admin_password = first_admin(&node.store, &cfg.home).await?;
     let addr = node.http_addr.expect("standalone serves HTTP");
@@ -112,4 +115,27 @@ async fn first_admin(
         .open(&path)?;
     writeln!(f, "{password}")?;
     Ok(Some(password))
+}
+
+/// `tern server` upgrades no schema: other servers of the older version may be using it. It
+/// initialises an empty database, and refuses one an older tern made until `tern db migrate`
+/// has run (`standalone`, one process, migrates by itself).
+async fn refuse_an_older_schema(cfg: &Config) -> anyhow::Result<()> {
+    let url = cfg.database_url();
+    let store = match tern_store::Store::connect(&url).await {
+        Ok(s) => s,
+        // Not there yet (a new SQLite file's folder): starting creates and initialises it.
+        Err(_) => return Ok(()),
+    };
+    let older = store.older_schema().await;
+    store.close().await;
+    if let Some((applied, known)) = older? {
+        anyhow::bail!(
+            "the metadata database {} has schema version {applied}, older than this tern's ({known}); \
+             a server does not upgrade it while servers of the older version may use it. Stop them, \
+             run `tern db migrate` with this tern, then start the servers",
+            tern_server::config::mask_url(&url)
+        );
+    }
+    Ok(())
 }

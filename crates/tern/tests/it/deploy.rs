@@ -55,3 +55,45 @@ fn the_systemd_units_verify_without_a_warning() {
     let (_, said) = verify(&[&broken]);
     assert!(said.contains("NoNewPrivilege"), "{said}");
 }
+
+/// `tern server` never upgrades a schema other servers of an older tern may be using: on a
+/// database an older tern made it refuses to start, names both versions and says to run
+/// `tern db migrate`; the database is left as it was. (`standalone` and a new, empty database
+/// are migrated at start, as before.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_an_older_schema_until_db_migrate_has_run() {
+    let t = crate::harness::Tern::new();
+    let url = format!("sqlite://{}", t.path().join("tern.db").display());
+    // What an older tern left: the newest migration not applied.
+    let store = tern_store::Store::open(&url).await.unwrap();
+    let known: i64 = store
+        .older_schema()
+        .await
+        .unwrap()
+        .map(|(_, k)| k)
+        .unwrap_or(0);
+    assert_eq!(known, 0, "a migrated database is current");
+    store
+        .debug_execute("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
+        .await
+        .unwrap();
+    let (applied, known) = store.older_schema().await.unwrap().expect("older now");
+    assert_eq!(applied + 1, known);
+    store.close().await;
+    let out = tokio::task::block_in_place(|| t.run(&["server", "--port", "0"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "schema version {applied}, older than this tern's ({known})"
+        )) && err.contains("tern db migrate"),
+        "{err}"
+    );
+    let store = tern_store::Store::connect(&url).await.unwrap();
+    assert_eq!(
+        store.older_schema().await.unwrap(),
+        Some((applied, known)),
+        "nothing was changed"
+    );
+    store.close().await;
+}
