@@ -33,6 +33,11 @@ struct TryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SiteLabel {
     site: String,
 }
@@ -63,6 +68,8 @@ pub struct Metrics {
     agents: Family<SiteLabel, Gauge>,
     import_errors: Gauge,
     notifications: Family<ResultLabel, Counter>,
+    roles: Family<RoleLabel, Gauge>,
+    logs_waiting: Gauge,
 }
 
 /// 0.1 s .. ~1.8 h
@@ -140,6 +147,18 @@ impl Metrics {
             "DAG files that fail to load",
             import_errors.clone(),
         );
+        let roles = Family::<RoleLabel, Gauge>::default();
+        registry.register(
+            "role_running",
+            "The roles this process holds: 1 while running, 0 once stopped",
+            roles.clone(),
+        );
+        let logs_waiting = Gauge::default();
+        registry.register(
+            "task_logs_waiting_to_ship",
+            "Task logs of ended tries not yet in the object store (logs.store)",
+            logs_waiting.clone(),
+        );
         let notifications = Family::<ResultLabel, Counter>::default();
         registry.register(
             "notifications",
@@ -160,6 +179,8 @@ impl Metrics {
             agents,
             import_errors,
             notifications,
+            roles,
+            logs_waiting,
         }
     }
 
@@ -225,9 +246,22 @@ impl Metrics {
             .observe(ran.as_secs_f64());
     }
 
-    /// Reads the database counts and encodes everything in the Prometheus text format.
-    pub async fn render(&self, store: &Store) -> tern_store::Result<String> {
+    /// Reads the database counts and encodes everything in the Prometheus text format, with
+    /// the roles of this process from `roles`.
+    pub async fn render(
+        &self,
+        store: &Store,
+        roles: &crate::supervise::RoleBoard,
+    ) -> tern_store::Result<String> {
         let s = store.stats().await?;
+        self.roles.clear();
+        for (role, running) in roles.states() {
+            self.roles
+                .get_or_create(&RoleLabel { role: role.into() })
+                .set(i64::from(running));
+        }
+        self.logs_waiting
+            .set(store.logs_waiting_to_ship().await?.0 as i64);
         for state in tern_core::TaskState::ALL {
             let n = s.task_instances.get(state.as_str()).copied().unwrap_or(0);
             self.task_instances

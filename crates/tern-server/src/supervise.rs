@@ -71,6 +71,16 @@ impl RoleBoard {
     }
 
     /// Whether every role is running.
+    /// Each role and whether it runs.
+    pub fn states(&self) -> Vec<(&'static str, bool)> {
+        self.roles
+            .lock()
+            .expect("role board")
+            .iter()
+            .map(|(name, r)| (*name, r.stopped.is_none()))
+            .collect()
+    }
+
     pub fn all_running(&self) -> bool {
         self.roles
             .lock()

@@ -112,7 +112,7 @@ async fn metrics(
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     caller.require(Role::Viewer, "reading metrics")?;
     let text = crate::metrics::metrics()
-        .render(&s.store)
+        .render(&s.store, &s.events.roles)
         .await
         .map_err(ApiError::unavailable)?;
     Ok((

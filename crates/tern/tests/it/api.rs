@@ -264,6 +264,10 @@ fn metrics_need_a_token_and_count_what_happened() {
         "tern_task_try_duration_seconds_count{outcome=\"success\"} 1",
         "tern_task_try_duration_seconds_count{outcome=\"failed\"} 1",
         "tern_claim_latency_seconds_count{queue=\"default\"} 2",
+        "tern_role_running{role=\"scheduler\"} 1",
+        "tern_role_running{role=\"local_agent\"} 1",
+        "tern_role_running{role=\"dag_watcher\"} 1",
+        "tern_task_logs_waiting_to_ship 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
