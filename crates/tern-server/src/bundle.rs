@@ -284,32 +284,16 @@ const MAX_BUNDLE_OBJECTS: usize = 10_000;
 
 impl ObjectBundle {
     fn parse(source: &str, home: &Path) -> Result<ObjectBundle, ConfigError> {
-        use tern_worker::connections::{Connection, ConnectionConfig};
-        let bad = |message: String| ConfigError {
-            key: "dags.source".into(),
-            message,
-        };
-        let cfg = ConnectionConfig {
-            uri: source.to_string(),
-            extra: Default::default(),
-        };
-        let conn = Connection::parse("dags_source", "setting dags.source", &cfg)
-            .map_err(|e| bad(e.message))?;
-        if !matches!(conn.conn_type.as_str(), "s3" | "azure" | "file") {
-            return Err(bad(format!(
-                "{source:?} is not a DAG bundle: write git+https://host/repo.git#branch, or an object-store prefix s3://KEY:SECRET@BUCKET/dags/?endpoint=…, azure://ACCOUNT:KEY@CONTAINER/dags/ or file:///folder"
-            )));
-        }
-        let prefix = match conn.conn_type.as_str() {
-            "file" => String::new(),
-            _ => conn
-                .schema
-                .clone()
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string(),
-        };
-        let lake = tern_worker::data::lake::Lake::open(&conn).map_err(|e| bad(e.message))?;
+        let (lake, prefix) =
+            tern_worker::data::lake::Lake::open_uri(source, "dags.source").map_err(|e| {
+                ConfigError {
+                    key: "dags.source".into(),
+                    message: format!(
+                        "{} (a DAG bundle is git+https://host/repo.git#branch or an object-store prefix)",
+                        e.message
+                    ),
+                }
+            })?;
         Ok(ObjectBundle {
             source: source.to_string(),
             lake: Arc::new(lake),

@@ -154,19 +154,7 @@ impl Store {
     /// whose schema is newer than this build knows (upgraded by a newer tern) is refused with
     /// what to do, before anything is changed.
     pub async fn migrate(&self) -> Result<()> {
-        let known = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        }
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0);
-        // No table yet (a new database) reads as no version.
-        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
-            .fetch_one(&self.pool)
-            .await
-            .unwrap_or(None);
+        let (applied, known) = self.schema_versions().await;
         if let Some(applied) = applied.filter(|a| *a > known) {
             return Err(crate::StoreError::Invalid(format!(
                 "the metadata database has schema version {applied}, newer than this tern knows \
@@ -200,6 +188,13 @@ impl Store {
     /// `(applied, known)` when the database holds an older schema than this build knows (one
     /// that has tables but misses migrations); `None` for a current or an empty database.
     pub async fn older_schema(&self) -> Result<Option<(i64, i64)>> {
+        let (applied, known) = self.schema_versions().await;
+        Ok(applied.filter(|a| *a < known).map(|a| (a, known)))
+    }
+
+    /// The newest schema version applied to the database (`None`: no schema yet) and the
+    /// newest this build knows.
+    async fn schema_versions(&self) -> (Option<i64>, i64) {
         let known = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
@@ -213,7 +208,7 @@ impl Store {
             .fetch_one(&self.pool)
             .await
             .unwrap_or(None);
-        Ok(applied.filter(|a| *a < known).map(|a| (a, known)))
+        (applied, known)
     }
 
     /// Connects and migrates.

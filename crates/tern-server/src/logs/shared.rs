@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tern_store::Store;
-use tern_worker::connections::{Connection, ConnectionConfig};
 use tern_worker::data::lake::Lake;
 use tokio_util::sync::CancellationToken;
 
@@ -28,33 +27,10 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
 
 impl SharedLogs {
     pub(super) fn open(uri: &str, store: Store) -> Result<SharedLogs, ConfigError> {
-        let bad = |message: String| ConfigError {
+        let (lake, prefix) = Lake::open_uri(uri, "logs.store").map_err(|e| ConfigError {
             key: "logs.store".into(),
-            message,
-        };
-        let cfg = ConnectionConfig {
-            uri: uri.to_string(),
-            extra: Default::default(),
-        };
-        let conn = Connection::parse("logs_store", "setting logs.store", &cfg)
-            .map_err(|e| bad(e.message))?;
-        if !matches!(conn.conn_type.as_str(), "s3" | "azure" | "file") {
-            return Err(bad(format!(
-                "a {}:// URI is not an object store; write s3://KEY:SECRET@BUCKET/PREFIX?endpoint=…&region=…, azure://ACCOUNT:KEY@CONTAINER/PREFIX or file:///shared/folder",
-                conn.conn_type
-            )));
-        }
-        let prefix = match conn.conn_type.as_str() {
-            // A file:// URI's path is the folder itself.
-            "file" => String::new(),
-            _ => conn
-                .schema
-                .clone()
-                .unwrap_or_default()
-                .trim_matches('/')
-                .to_string(),
-        };
-        let lake = Lake::open(&conn).map_err(|e| bad(e.message))?;
+            message: e.message,
+        })?;
         Ok(SharedLogs {
             store,
             lake,

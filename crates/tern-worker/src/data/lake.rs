@@ -107,6 +107,36 @@ fn client_options(
 }
 
 impl Lake {
+    /// The object store of a setting written as a URI (`s3://KEY:SECRET@BUCKET/PREFIX?…`,
+    /// `azure://ACCOUNT:KEY@CONTAINER/PREFIX`, `file:///folder`) named `setting` in errors, and
+    /// the folder it points at inside the store, without slashes at either end (empty for the
+    /// store's root; a `file://` URI's path is the folder itself).
+    pub fn open_uri(uri: &str, setting: &str) -> Result<(Lake, String), DataError> {
+        let cfg = crate::connections::ConnectionConfig {
+            uri: uri.to_string(),
+            extra: Default::default(),
+        };
+        let name = setting.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+        let conn = Connection::parse(&name, &format!("setting {setting}"), &cfg)
+            .map_err(|e| DataError::permanent(e.message))?;
+        if !matches!(conn.conn_type.as_str(), "s3" | "azure" | "file") {
+            return Err(DataError::permanent(format!(
+                "a {}:// URI is not an object store; write s3://KEY:SECRET@BUCKET/PREFIX?endpoint=…&region=…, azure://ACCOUNT:KEY@CONTAINER/PREFIX or file:///folder",
+                conn.conn_type
+            )));
+        }
+        let prefix = match conn.conn_type.as_str() {
+            "file" => String::new(),
+            _ => conn
+                .schema
+                .clone()
+                .unwrap_or_default()
+                .trim_matches('/')
+                .to_string(),
+        };
+        Ok((Lake::open(&conn)?, prefix))
+    }
+
     pub fn open(c: &Connection) -> Result<Lake, DataError> {
         crate::http_transport::install_crypto_provider();
         let url = url::Url::parse(&c.uri)

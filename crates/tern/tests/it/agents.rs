@@ -43,6 +43,21 @@ pub fn start_server(t: &Tern) -> (crate::harness::Standalone, String) {
 
 pub struct AgentProc(pub Child);
 
+impl AgentProc {
+    /// What the agent wrote to its standard error (piped), once it has exited.
+    pub fn stderr(&mut self) -> String {
+        use std::io::Read;
+        let mut err = String::new();
+        self.0
+            .stderr
+            .take()
+            .expect("stderr is piped")
+            .read_to_string(&mut err)
+            .unwrap();
+        err
+    }
+}
+
 impl Drop for AgentProc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -317,15 +332,7 @@ fn a_revoked_idle_agent_stops_at_once_and_never_gets_the_next_task() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(!status.success());
-    let mut err = String::new();
-    use std::io::Read;
-    agent
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = agent.stderr();
     assert!(err.contains("revoked"), "{err}");
     assert!(err.contains("activation create"), "says what to do: {err}");
     // Work for its site is never handed to it.
@@ -408,15 +415,7 @@ fn the_agent_only_binary_runs_site_tasks_and_stops_when_revoked() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(1));
-    let mut err = String::new();
-    use std::io::Read;
-    agent
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = agent.stderr();
     assert!(err.contains("activation create"), "says what to do: {err}");
     // Nothing of the control plane was linked in.
     let bytes = std::fs::read(agent_bin).unwrap();
