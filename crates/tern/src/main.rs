@@ -9,6 +9,7 @@ mod memory;
 mod output;
 mod remote;
 mod settings;
+mod startup;
 
 use clap::Parser;
 
@@ -33,22 +34,8 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| cli.log_level.clone());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    if cli.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        // Blocking-pool threads (file I/O, process spawns) go soon after a burst: an idle
-        // server keeps neither their stacks nor their allocator caches.
-        .thread_keep_alive(std::time::Duration::from_secs(2))
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    startup::init_logs(&cli.log_level, cli.log_json);
+    let runtime = startup::runtime();
     let code = runtime.block_on(async {
         match cmd::run(cli).await {
             Ok(code) => code,

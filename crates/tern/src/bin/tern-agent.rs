@@ -5,6 +5,12 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+// Shared with the `tern` binary; neither module uses anything of tern's control plane.
+#[path = "../memory.rs"]
+mod memory;
+#[path = "../startup.rs"]
+mod startup;
+
 /// Runs a site's tasks for a tern control plane: dials out to it, never listens.
 #[derive(Parser, Debug)]
 #[command(name = "tern-agent", version)]
@@ -47,20 +53,10 @@ async fn stopped() {
 }
 
 fn main() {
+    memory::configure_allocator();
     let args = Args::parse();
-    let filter = std::env::var("TERN_LOG").unwrap_or_else(|_| args.log_level.clone());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr);
-    if args.log_json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    startup::init_logs(&args.log_level, args.log_json);
+    let runtime = startup::runtime();
     let agent = tern_agent::AgentArgs {
         server: args.server,
         activation: args.activation,
