@@ -200,16 +200,6 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Every chunk of log `path`, in order, for shipping it.
-    pub async fn whole_live_log(&self, path: &str) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT body FROM log_chunks WHERE path = $1 ORDER BY start_at")
-                .bind(path)
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
     /// Log `path` is in the object store with its first `size` bytes: its chunks and its
     /// shipping row go, in one transaction.
     pub async fn log_shipped(&self, path: &str, size: u64) -> Result<()> {

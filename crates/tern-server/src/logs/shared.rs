@@ -134,10 +134,8 @@ impl LogShipper {
         let s = &self.logs;
         let mut shipped = 0;
         for log in s.store.claim_logs_to_ship(BATCH, HOLD).await? {
-            let body = s.store.whole_live_log(&log.path).await?.concat();
-            let size = body.len() as u64;
-            match s.lake.put_whole(&s.key(&log.path), body.into_bytes()).await {
-                Ok(()) => {
+            match self.ship(&log.path).await {
+                Ok(size) => {
                     s.store.log_shipped(&log.path, size).await?;
                     shipped += 1;
                 }
@@ -146,15 +144,56 @@ impl LogShipper {
                     tracing::warn!(
                         log = %log.path,
                         failures = log.failures + 1,
-                        "cannot ship a task log to {} (kept in the database, next try in {wait:?}): {}",
+                        "cannot ship a task log to {} (kept in the database, next try in {wait:?}): {e}",
                         s.lake.describe,
-                        e.message
                     );
-                    s.store.log_ship_failed(&log.path, wait, &e.message).await?;
+                    s.store.log_ship_failed(&log.path, wait, &e).await?;
                 }
             }
         }
         Ok(shipped)
+    }
+
+    /// Writes log `path` as one object, streamed from the database a page of chunks at a time
+    /// (a huge log never sits in memory whole; the store gets it as a multipart upload, or a
+    /// file renamed into place); returns its size.
+    async fn ship(&self, path: &str) -> Result<u64, String> {
+        use std::io::Write;
+        let s = &self.logs;
+        let (out, mut pending) = s.lake.create(&s.key(path)).map_err(|e| e.message)?;
+        let mut w = std::io::BufWriter::with_capacity(256 * 1024, out);
+        let mut offset = 0u64;
+        let copied: Result<(), String> = async {
+            loop {
+                let page = s
+                    .store
+                    .live_log_from(path, offset)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if page.chunks.is_empty() {
+                    break;
+                }
+                for (start, body) in &page.chunks {
+                    let bytes = body.as_bytes();
+                    let from = offset.saturating_sub(*start) as usize;
+                    if from < bytes.len() {
+                        w.write_all(&bytes[from..]).map_err(|e| e.to_string())?;
+                        offset = start + bytes.len() as u64;
+                    }
+                }
+                std::future::poll_fn(|cx| pending.poll_ready(cx))
+                    .await
+                    .map_err(|e| e.message)?;
+            }
+            w.flush().map_err(|e| e.to_string())
+        }
+        .await;
+        drop(w);
+        if let Err(e) = copied {
+            return Err(pending.abort().await.map(|e| e.message).unwrap_or(e));
+        }
+        s.lake.publish(pending).await.map_err(|e| e.message)?;
+        Ok(offset)
     }
 
     /// The `log_shipper` role: a pass every second, at once again after a full batch.

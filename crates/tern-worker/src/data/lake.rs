@@ -332,7 +332,7 @@ impl Lake {
     }
 }
 
-/// Whole small objects (task logs): written in one request, read by size and range.
+/// Objects read whole, by size and range, and listed under a folder (task logs, DAG bundles).
 impl Lake {
     /// The size of object `path`; `None` when there is none.
     pub async fn size_of(&self, path: &str) -> Result<Option<u64>, DataError> {
@@ -394,16 +394,6 @@ impl Lake {
         }
         out.sort();
         Ok(out)
-    }
-
-    /// Writes object `path` whole, in one request: it appears complete or not at all.
-    pub async fn put_whole(&self, path: &str, bytes: Vec<u8>) -> Result<(), DataError> {
-        let object = object_path(path)?;
-        self.store
-            .put(&object, bytes.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| from_object_store(&format!("cannot write {}{object}", self.url_prefix), e))
     }
 }
 

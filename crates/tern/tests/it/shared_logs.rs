@@ -212,3 +212,50 @@ shell(id = "say", cmd = "echo kept while the store is down")
     store.close().await;
     drop(sa);
 }
+
+/// A log of many chunks (3 MB: about a hundred 32 KiB chunks, more than one page of the
+/// database) is shipped whole, streamed page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_log_is_shipped_whole() {
+    let objects = tempfile::tempdir().unwrap();
+    let t = Tern::new();
+    log_store(&t, &format!("file://{}", objects.path().display()));
+    t.write_dag(
+        "big.star",
+        r#"
+dag(id = "big")
+shell(id = "say", cmd = "head -c 3000000 /dev/zero | tr '\\0' x | fold -w 100")
+"#,
+    );
+    let _sa = tokio::task::block_in_place(|| {
+        let sa = t.standalone();
+        t.ok(&["dags", "trigger", "big", "--run-id", "r1"]);
+        let v = t.wait_run("big", "r1", "the run's end", finished);
+        assert_eq!(run_state(&v), "success", "{v:#}");
+        sa
+    });
+    let store =
+        tern_store::Store::open(&format!("sqlite://{}", t.path().join("tern.db").display()))
+            .await
+            .unwrap();
+    let start = Instant::now();
+    while store.logs_waiting_to_ship().await.unwrap().0 > 0 {
+        assert!(start.elapsed() < DEADLINE, "the log was never shipped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.close().await;
+    let objects = files_ending(objects.path(), ".1.log");
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    let text = std::fs::read_to_string(&objects[0]).unwrap();
+    let full = "x".repeat(100);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.ends_with(&format!("Z {full}")))
+            .count(),
+        30_000,
+        "every line of output is in the object"
+    );
+    assert!(text.ends_with("tern: task succeeded\n"));
+    let cli = tokio::task::block_in_place(|| t.log("big", "r1", "say", None));
+    assert_eq!(cli, text, "the CLI reads the object");
+}
