@@ -161,9 +161,22 @@ d = dag(id = "site")
 shell(id = "work", queue = "site:warsaw", cmd = "echo one; sleep 2; echo two")
 "#,
     );
+    // No shared disk: each server has its own data folder, task logs go to an object store.
+    let logs = tempfile::tempdir().unwrap();
+    let mut other = Tern::new();
+    other.database_url = Some(db.url.clone());
+    other.dags = t.dags.clone();
+    for home in [&t, &other] {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(home.path().join("tern.toml"))
+            .unwrap();
+        writeln!(f, "\n[logs]\nstore = \"file://{}\"", logs.path().display()).unwrap();
+    }
     tokio::task::block_in_place(|| {
         let (mut a, url_a) = server_on(&t, 0);
-        let (_b, url_b) = server_on(&t, 0);
+        let (_b, url_b) = server_on(&other, 0);
         let dir = t.path().join("agent");
         let code = new_code(&t, "10m");
         let _agent = agent(&format!("{url_a},{url_b}"), Some(&code), &dir);
@@ -180,8 +193,12 @@ shell(id = "work", queue = "site:warsaw", cmd = "echo one; sleep 2; echo two")
         );
         assert_eq!(run_state(&v), "success", "{v:#}");
         assert_eq!(task(&v, "work")["try_number"], 1, "{v:#}");
-        let log = t.log("site", &run_id, "work", None);
-        assert!(log.contains("one") && log.contains("two"), "{log}");
+        // Its log is whole, from either data folder: the lines sent through the dead server
+        // and through the live one.
+        for home in [&t, &other] {
+            let log = home.log("site", &run_id, "work", None);
+            assert!(log.contains("one") && log.contains("two"), "{log}");
+        }
         // A second run is claimed through the surviving server.
         let again = t.trigger("site", None);
         let v = t.wait_run("site", &again, "a run after the failover", finished);
