@@ -56,8 +56,16 @@ pub fn child_main(args: &[String]) -> i32 {
         None => crate::load_folder_in_process(&dir),
         Some(f) => crate::load_file_in_process(&dir, f),
     };
-    match serde_json::to_writer(std::io::stdout().lock(), &result) {
-        Ok(()) => 0,
+    // Buffered: stdout is line-buffered, and the JSON (megabytes for a big folder) has no
+    // newline, so each small write of the serialiser would search the buffer and flush it.
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    match serde_json::to_writer(&mut out, &result).map_err(std::io::Error::from) {
+        Ok(()) if out.flush().is_ok() => 0,
+        Ok(()) => {
+            eprintln!("cannot write the load result");
+            3
+        }
         Err(e) => {
             eprintln!("cannot write the load result: {e}");
             3

@@ -253,6 +253,30 @@ impl Store {
         Ok(spec)
     }
 
+    /// Reads the specs of `version_ids` that are not cached yet in one statement per 500, so a
+    /// listing of every DAG costs a query or two, not one per DAG.
+    pub async fn preload_specs(&self, version_ids: &[i64]) -> Result<()> {
+        let missing: Vec<i64> = version_ids
+            .iter()
+            .copied()
+            .filter(|id| self.cached_spec(*id).is_none())
+            .collect();
+        for ids in missing.chunks(500) {
+            let sql = format!(
+                "SELECT id, spec FROM dag_versions WHERE id IN ({})",
+                crate::tasks::placeholders(1, ids.len())
+            );
+            let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            for (id, json) in q.fetch_all(&self.pool).await? {
+                self.cache_spec(id, Arc::new(serde_json::from_str(&json)?));
+            }
+        }
+        Ok(())
+    }
+
     /// The latest spec of a DAG, with its version id.
     pub async fn latest_spec(&self, dag_id: &str) -> Result<(i64, Arc<DagSpec>)> {
         let dag = self.get_dag(dag_id).await?;

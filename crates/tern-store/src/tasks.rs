@@ -57,7 +57,7 @@ fn new_attempt_token() -> String {
 }
 
 /// `$first, $first+1, …` placeholders for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
+pub(crate) fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()

@@ -62,6 +62,8 @@ pub async fn dag_summaries(
     q: &DagListQuery,
 ) -> Result<DagSummaries, tern_store::StoreError> {
     let dags = store.list_dags().await?;
+    let ids: Vec<i64> = dags.iter().map(|d| d.latest_version_id).collect();
+    store.preload_specs(&ids).await?;
     let search = q.search.as_deref().map(str::to_lowercase);
     let mut out = Vec::new();
     let mut tags = std::collections::BTreeSet::new();
