@@ -127,25 +127,14 @@ impl GitBundle {
     }
 
     async fn git(&self, args: &[&str]) -> Result<String, BundleError> {
-        let out = Command::new("git")
-            .arg("--git-dir")
-            .arg(self.repo())
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env_remove("GIT_DIR")
-            .env_remove("GIT_WORK_TREE")
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| self.error(format!("cannot run git (is it installed?): {e}")))?;
-        if !out.status.success() {
-            return Err(self.error(format!(
-                "git {} failed: {}",
-                args.first().copied().unwrap_or_default(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let mut cmd = Command::new("git");
+        cmd.arg("--git-dir").arg(self.repo()).args(args);
+        run(
+            &mut cmd,
+            &format!("git {}", args.first().copied().unwrap_or_default()),
+        )
+        .await
+        .map_err(|m| self.error(m))
     }
 
     async fn ensure_repo(&self) -> Result<(), BundleError> {
@@ -154,18 +143,9 @@ impl GitBundle {
         }
         std::fs::create_dir_all(&self.root)
             .map_err(|e| self.error(format!("cannot create {}: {e}", self.root.display())))?;
-        let out = Command::new("git")
-            .args(["init", "--bare", "-q"])
-            .arg(self.repo())
-            .output()
-            .await
-            .map_err(|e| self.error(format!("cannot run git (is it installed?): {e}")))?;
-        if !out.status.success() {
-            return Err(self.error(format!(
-                "git init failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        let mut cmd = Command::new("git");
+        cmd.args(["init", "--bare", "-q"]).arg(self.repo());
+        run(&mut cmd, "git init").await.map_err(|m| self.error(m))?;
         Ok(())
     }
 
@@ -184,13 +164,10 @@ impl GitBundle {
     /// The folder holding the files of `commit`, unpacked if this server has not yet; a commit
     /// another server recorded is fetched first.
     pub async fn tree(&self, commit: &str) -> Result<PathBuf, BundleError> {
-        if commit.len() < 7 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(self.error(format!("{commit:?} is not a commit id")));
-        }
-        let dir = self.root.join("trees").join(commit);
-        if dir.exists() {
-            return Ok(dir);
-        }
+        let tmp = match stage(&self.root, commit).map_err(|m| self.error(m))? {
+            Staged::Ready(dir) => return Ok(dir),
+            Staged::Fill(tmp) => tmp,
+        };
         self.ensure_repo().await?;
         let object = format!("{commit}^{{commit}}");
         if self.git(&["cat-file", "-e", &object]).await.is_err() {
@@ -201,61 +178,94 @@ impl GitBundle {
                 ))
             })?;
         }
-        let trees = self.root.join("trees");
-        let tmp = trees.join(format!(".unpack-{commit}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        std::fs::create_dir_all(&tmp)
-            .map_err(|e| self.error(format!("cannot create {}: {e}", tmp.display())))?;
-        let tar = trees.join(format!(".{commit}-{}.tar", std::process::id()));
+        let tar = tmp.with_extension("tar");
         let tar_arg = tar.to_string_lossy().to_string();
         self.git(&["archive", "--format=tar", "-o", &tar_arg, commit])
             .await?;
-        let out = Command::new("tar")
-            .arg("-xf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&tmp)
-            .output()
-            .await
-            .map_err(|e| self.error(format!("cannot run tar: {e}")));
+        let mut untar = Command::new("tar");
+        untar.arg("-xf").arg(&tar).arg("-C").arg(&tmp);
+        let unpacked = run(&mut untar, "tar").await;
         let _ = std::fs::remove_file(&tar);
-        let out = out?;
-        if !out.status.success() {
-            return Err(self.error(format!(
-                "cannot unpack commit {commit}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        match std::fs::rename(&tmp, &dir) {
-            Ok(()) => {}
-            // Another loader of this server's folder won the race: its tree is the same.
-            Err(_) if dir.exists() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-            Err(e) => return Err(self.error(format!("cannot create {}: {e}", dir.display()))),
-        }
-        prune(&self.root, commit);
-        Ok(dir)
+        unpacked.map_err(|m| self.error(format!("cannot unpack commit {commit}: {m}")))?;
+        publish(&self.root, &tmp, commit).map_err(|m| self.error(m))
     }
+}
+
+/// Runs `cmd` (`what` in errors) to its end; its standard output, trimmed.
+async fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run {what} (is it installed?): {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Where the files of a version go.
+enum Staged {
+    /// This server unpacked the version already: its tree.
+    Ready(PathBuf),
+    /// An empty folder to fill, then to [`publish`].
+    Fill(PathBuf),
+}
+
+/// The tree of `version` under `root/trees` if it is there, else an empty folder beside it to
+/// unpack into. A version names a folder, so it must be a hex digest (a commit id, or an
+/// object bundle's digest), whatever the database says.
+fn stage(root: &Path, version: &str) -> Result<Staged, String> {
+    if version.len() < 7 || !version.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{version:?} is not a bundle version"));
+    }
+    let trees = root.join("trees");
+    let dir = trees.join(version);
+    if dir.exists() {
+        return Ok(Staged::Ready(dir));
+    }
+    let tmp = trees.join(format!(".unpack-{version}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    Ok(Staged::Fill(tmp))
+}
+
+/// Moves the filled folder `tmp` into place as the tree of `version` and prunes old trees.
+fn publish(root: &Path, tmp: &Path, version: &str) -> Result<PathBuf, String> {
+    let dir = root.join("trees").join(version);
+    match std::fs::rename(tmp, &dir) {
+        Ok(()) => {}
+        // Another loader of this server's folder won the race: its tree is the same.
+        Err(_) if dir.exists() => {
+            let _ = std::fs::remove_dir_all(tmp);
+        }
+        Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+    }
+    prune(root, version);
+    Ok(dir)
 }
 
 /// Removes the unpacked trees under `root/trees` but the newest few and `keep`.
 fn prune(root: &Path, keep: &str) {
-    {
-        let Ok(entries) = std::fs::read_dir(root.join("trees")) else {
-            return;
-        };
-        let mut trees: Vec<(std::time::SystemTime, PathBuf)> = entries
-            .flatten()
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .filter(|e| e.file_name() != keep)
-            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
-            .collect();
-        trees.sort();
-        let extra = trees.len().saturating_sub(KEEP_TREES);
-        for (_, path) in trees.into_iter().take(extra) {
-            let _ = std::fs::remove_dir_all(path);
-        }
+    let Ok(entries) = std::fs::read_dir(root.join("trees")) else {
+        return;
+    };
+    let mut trees: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| e.file_name() != keep)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    trees.sort();
+    let extra = trees.len().saturating_sub(KEEP_TREES);
+    for (_, path) in trees.into_iter().take(extra) {
+        let _ = std::fs::remove_dir_all(path);
     }
 }
 
@@ -340,19 +350,16 @@ impl ObjectBundle {
     /// Downloads the objects into a tree, if they still make `version` (an object store keeps
     /// no old versions: a bucket that changed since is fetched again by the loader).
     async fn tree(&self, version: &str) -> Result<PathBuf, BundleError> {
-        let dir = self.root.join("trees").join(version);
-        if dir.exists() {
-            return Ok(dir);
-        }
+        let tmp = match stage(&self.root, version).map_err(|m| self.error(m))? {
+            Staged::Ready(dir) => return Ok(dir),
+            Staged::Fill(tmp) => tmp,
+        };
         let (objects, now) = self.listing().await?;
         if now != version {
             return Err(self.error(format!(
                 "the objects changed since version {version} was recorded (now {now}): the next fetch records the new one"
             )));
         }
-        let trees = self.root.join("trees");
-        let tmp = trees.join(format!(".unpack-{version}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
         let at =
             |p: &Path, e: std::io::Error| self.error(format!("cannot write {}: {e}", p.display()));
         for (path, _) in &objects {
@@ -377,21 +384,12 @@ impl ObjectBundle {
             }
             std::fs::write(&file, bytes).map_err(|e| at(&file, e))?;
         }
-        std::fs::create_dir_all(&tmp).map_err(|e| at(&tmp, e))?;
         // Changed while downloading: this tree may mix versions.
         if self.listing().await?.1 != version {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(self.error("the objects changed while they were downloaded; the next fetch records the new version"));
         }
-        match std::fs::rename(&tmp, &dir) {
-            Ok(()) => {}
-            Err(_) if dir.exists() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-            }
-            Err(e) => return Err(at(&dir, e)),
-        }
-        prune(&self.root, version);
-        Ok(dir)
+        publish(&self.root, &tmp, version).map_err(|m| self.error(m))
     }
 }
 

@@ -21,12 +21,13 @@ pub enum DagSource {
     },
 }
 
-/// Loads the DAG files of its source into the store, and says where they are.
+/// Loads the DAG files of its source into the store, and says where a bundle's are (a plain
+/// folder's place is fixed: the node sets it).
 pub struct DagLoader {
     source: DagSource,
     store: Store,
     current: CurrentFolder,
-    /// The bundle commit loaded last.
+    /// The bundle version loaded last.
     loaded: Option<String>,
     next_fetch: Option<tokio::time::Instant>,
 }
@@ -59,31 +60,29 @@ impl DagLoader {
     pub async fn load(&mut self, fetch: bool) -> anyhow::Result<()> {
         match &self.source {
             DagSource::Folder(dir) => {
-                if self.current.get().as_deref() != Some(dir.as_path()) {
-                    self.current.set(dir.clone());
-                }
                 sync_folder(&self.store, dir).await?;
             }
             DagSource::Bundle { bundle, refresh } => {
                 let now = tokio::time::Instant::now();
-                let recorded = self.store.bundle_version(bundle.source()).await?;
-                if fetch || recorded.is_none() || self.next_fetch.is_some_and(|t| now >= t) {
+                let mut want = self.store.bundle_version(bundle.source()).await?;
+                if fetch || want.is_none() || self.next_fetch.is_some_and(|t| now >= t) {
                     self.next_fetch = Some(now + *refresh);
                     match bundle.fetch_head().await {
-                        Ok(commit) => {
+                        Ok(version) => {
                             if self
                                 .store
-                                .set_bundle_version(bundle.source(), &commit)
+                                .set_bundle_version(bundle.source(), &version)
                                 .await?
                             {
-                                tracing::info!(bundle = %bundle.source(), %commit, "new DAG bundle version");
+                                tracing::info!(bundle = %bundle.source(), %version, "new DAG bundle version");
                             }
+                            want = Some(version);
                         }
                         // The last good version stays loaded.
                         Err(e) => tracing::error!("{e}"),
                     }
                 }
-                let Some(want) = self.store.bundle_version(bundle.source()).await? else {
+                let Some(want) = want else {
                     return Ok(());
                 };
                 if self.loaded.as_deref() == Some(want.as_str()) {

@@ -286,17 +286,21 @@ impl Store {
         ))
     }
 
-    /// Versions of a DAG, newest first: (version id, version number, created at).
-    pub async fn dag_versions(
-        &self,
-        dag_id: &str,
-    ) -> Result<Vec<(i64, i64, chrono::DateTime<chrono::Utc>)>> {
-        sqlx::query("SELECT id, version, created_at FROM dag_versions WHERE dag_id = $1 ORDER BY version DESC")
+    /// Versions of a DAG, newest first.
+    pub async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRow>> {
+        sqlx::query("SELECT id, version, created_at, bundle_version FROM dag_versions WHERE dag_id = $1 ORDER BY version DESC")
             .bind(dag_id)
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, from_ms(r.try_get(2)?))))
+            .map(|r| {
+                Ok(DagVersionRow {
+                    id: r.try_get(0)?,
+                    version: r.try_get(1)?,
+                    created_at: from_ms(r.try_get(2)?),
+                    bundle_version: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 
@@ -343,15 +347,14 @@ impl Store {
         .rows_affected();
         Ok(changed > 0)
     }
+}
 
-    /// The bundle version each version of `dag_id` was loaded from (`None`: a plain folder),
-    /// by version number.
-    pub async fn bundle_versions_of(&self, dag_id: &str) -> Result<Vec<(i64, Option<String>)>> {
-        Ok(sqlx::query_as(
-            "SELECT version, bundle_version FROM dag_versions WHERE dag_id = $1 ORDER BY version",
-        )
-        .bind(dag_id)
-        .fetch_all(&self.pool)
-        .await?)
-    }
+/// One version of a DAG, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DagVersionRow {
+    pub id: i64,
+    pub version: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// The DAG bundle version it was loaded from; `None` for a plain folder.
+    pub bundle_version: Option<String>,
 }

@@ -15,6 +15,17 @@ pub struct LiveLog {
     pub chunks: Vec<(u64, String)>,
 }
 
+impl LiveLog {
+    /// The log's bytes from byte `offset` on, as slices of its chunks in order (the first
+    /// chunk cut where `offset` falls in it).
+    pub fn bytes_from(&self, offset: u64) -> impl Iterator<Item = &[u8]> {
+        self.chunks.iter().filter_map(move |(start, body)| {
+            let from = usize::try_from(offset.saturating_sub(*start)).unwrap_or(usize::MAX);
+            body.as_bytes().get(from..).filter(|b| !b.is_empty())
+        })
+    }
+}
+
 /// A log whose try has ended, claimed for shipping by one server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogToShip {

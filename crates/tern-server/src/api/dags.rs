@@ -254,22 +254,15 @@ async fn dag_versions(
         .get_dag(&dag_id)
         .await
         .map_err(ApiError::from_store)?;
-    let bundles: std::collections::HashMap<i64, Option<String>> = s
-        .store
-        .bundle_versions_of(&dag_id)
-        .await
-        .map_err(ApiError::from_store)?
-        .into_iter()
-        .collect();
     let versions: Vec<Value> = s
         .store
         .dag_versions(&dag_id)
         .await
         .map_err(ApiError::from_store)?
         .into_iter()
-        .map(|(id, version, at)| {
-            let bundle = bundles.get(&version).cloned().flatten();
-            json!({"version_id": id, "version": version, "created_at": at, "bundle_version": bundle})
+        .map(|v| {
+            json!({"version_id": v.id, "version": v.version, "created_at": v.created_at,
+                   "bundle_version": v.bundle_version})
         })
         .collect();
     Ok(Json(json!({"versions": versions})))

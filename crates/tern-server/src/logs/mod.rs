@@ -67,12 +67,11 @@ impl LogStore {
     /// Appends `text` to a try's log. False when the attempt is no longer running (an object
     /// store's log takes chunks only while it is; a folder takes what the caller checked).
     pub async fn append(&self, at: LogTarget<'_>, text: &str) -> std::io::Result<bool> {
+        check_path(at.path)?;
         match &self.0 {
             Home::Folder(f) => {
                 let (f, path, text) = (f.clone(), at.path.to_string(), text.to_string());
-                tokio::task::spawn_blocking(move || f.append(&path, &text))
-                    .await
-                    .map_err(std::io::Error::other)??;
+                blocking(move || f.append(&path, &text)).await?;
                 Ok(true)
             }
             Home::Shared(s) => s.append(at, text).await,
@@ -81,12 +80,11 @@ impl LogStore {
 
     /// The size of a log in bytes (0 when it has no line yet).
     pub async fn len(&self, path: &str) -> std::io::Result<u64> {
+        check_path(path)?;
         match &self.0 {
             Home::Folder(f) => {
                 let (f, path) = (f.clone(), path.to_string());
-                tokio::task::spawn_blocking(move || f.len(&path))
-                    .await
-                    .map_err(std::io::Error::other)?
+                blocking(move || f.len(&path)).await
             }
             Home::Shared(s) => s.len(path).await,
         }
@@ -94,12 +92,11 @@ impl LogStore {
 
     /// At most `max` bytes of a log from byte `offset` on; none past its end.
     pub async fn read_bytes(&self, path: &str, offset: u64, max: u64) -> std::io::Result<Vec<u8>> {
+        check_path(path)?;
         match &self.0 {
             Home::Folder(f) => {
                 let (f, path) = (f.clone(), path.to_string());
-                tokio::task::spawn_blocking(move || f.read_bytes(&path, offset, max))
-                    .await
-                    .map_err(std::io::Error::other)?
+                blocking(move || f.read_bytes(&path, offset, max)).await
             }
             Home::Shared(s) => s.read_bytes(path, offset, max).await,
         }
@@ -129,6 +126,15 @@ impl LogStore {
             offset += read;
         }
     }
+}
+
+/// File I/O off the async threads: a slow disk must not stall claims and results.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// Refuses a log path that could leave the log folder or prefix.

@@ -47,7 +47,6 @@ impl SharedLogs {
     }
 
     pub(super) async fn append(&self, at: LogTarget<'_>, text: &str) -> std::io::Result<bool> {
-        super::check_path(at.path)?;
         self.store
             .append_log_chunk(at.ti_id, at.attempt, at.seq, text)
             .await
@@ -55,7 +54,6 @@ impl SharedLogs {
     }
 
     pub(super) async fn len(&self, path: &str) -> std::io::Result<u64> {
-        super::check_path(path)?;
         match self.store.live_log_len(path).await.map_err(io)? {
             Some(n) => Ok(n),
             None => Ok(self
@@ -73,16 +71,11 @@ impl SharedLogs {
         offset: u64,
         max: u64,
     ) -> std::io::Result<Vec<u8>> {
-        super::check_path(path)?;
         let live = self.store.live_log_from(path, offset).await.map_err(io)?;
         if live.live {
             let mut out = Vec::new();
-            for (start, body) in &live.chunks {
-                let bytes = body.as_bytes();
-                let from = offset.saturating_sub(*start) as usize;
-                if from < bytes.len() {
-                    out.extend_from_slice(&bytes[from..]);
-                }
+            for bytes in live.bytes_from(offset) {
+                out.extend_from_slice(bytes);
                 if out.len() as u64 >= max {
                     break;
                 }
@@ -173,13 +166,9 @@ impl LogShipper {
                 if page.chunks.is_empty() {
                     break;
                 }
-                for (start, body) in &page.chunks {
-                    let bytes = body.as_bytes();
-                    let from = offset.saturating_sub(*start) as usize;
-                    if from < bytes.len() {
-                        w.write_all(&bytes[from..]).map_err(|e| e.to_string())?;
-                        offset = start + bytes.len() as u64;
-                    }
+                for bytes in page.bytes_from(offset) {
+                    w.write_all(bytes).map_err(|e| e.to_string())?;
+                    offset += bytes.len() as u64;
                 }
                 std::future::poll_fn(|cx| pending.poll_ready(cx))
                     .await

@@ -350,8 +350,9 @@ pub async fn dag_page(
             ctx["versions"] = json!(versions
                 .iter()
                 .enumerate()
-                .map(|(i, (_, v, at))| {
-                    let before = versions.get(i + 1).map(|(_, b, _)| *b);
+                .map(|(i, row)| {
+                    let (v, at) = (row.version, row.created_at);
+                    let before = versions.get(i + 1).map(|b| b.version);
                     json!({"version": v, "created_at": at,
                            "compare": before.map(|b| format!("{page}&from={b}&to={v}"))})
                 })
@@ -360,8 +361,8 @@ pub async fn dag_page(
                 let id_of = |n: i64| {
                     versions
                         .iter()
-                        .find(|(_, v, _)| *v == n)
-                        .map(|(id, _, _)| *id)
+                        .find(|row| row.version == n)
+                        .map(|row| row.id)
                 };
                 match (id_of(from), id_of(to)) {
                     (Some(a), Some(b)) => match (s.store.spec(a).await, s.store.spec(b).await) {
