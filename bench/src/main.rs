@@ -269,8 +269,18 @@ async fn chaos(tern: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // As `tern` does before its runtime starts: the in-process agent's tries are watched by a
+    // guardian process, so they start without a fork of this process.
+    // SAFETY: no thread has started yet.
+    unsafe { tern_worker::guardian::start() }?;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let argv: Vec<String> = std::env::args().collect();
     if argv.len() == 3 && argv[1] == export::S3_SERVER_ARG {
         return export::serve_s3(Path::new(&argv[2])).await;

@@ -30,7 +30,7 @@ pub fn find_runtime(choice: Option<&str>, path: Option<&str>) -> Result<PathBuf,
     };
     candidates
         .iter()
-        .find_map(|c| crate::sandbox::find_program(c, path))
+        .find_map(|c| crate::process::find_program(c, path))
         .ok_or_else(|| {
             format!(
                 "no container runtime: {} is not installed on the machine running this task; install podman (Debian/Ubuntu: apt install podman) or route the task to a queue whose agent has one",

@@ -516,7 +516,7 @@ async fn run_process(
     let (program, args) = match sandbox {
         None => (program, args),
         Some(s) => {
-            let bwrap = crate::sandbox::find_program("bwrap", None)
+            let bwrap = crate::process::find_program("bwrap", None)
                 .ok_or_else(|| Unstartable::Setup(crate::sandbox::missing()))?;
             sink.line(&format!(
                 "tern: in a sandbox (read-only system, private /tmp, {})",

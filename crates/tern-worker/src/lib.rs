@@ -12,6 +12,7 @@ pub mod data;
 pub mod ended;
 pub mod executor;
 pub mod groups;
+pub mod guardian;
 pub mod http_transport;
 pub mod journal;
 pub mod logsink;

@@ -1,7 +1,8 @@
 //! Running a task's child process: a clean environment, its own process group (so a timeout
 //! or cancellation kills everything it started, and what it left running ends with it),
-//! output captured line by line, and death with the agent (the process itself by
-//! `PR_SET_PDEATHSIG`; its children by the next agent, through [`crate::groups`]).
+//! output captured line by line, and death with the agent (the whole group at once by the
+//! [`crate::guardian`], or the process itself by `PR_SET_PDEATHSIG` where no guardian runs; and
+//! by the next agent, through [`crate::groups`], if both are gone).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,26 @@ pub fn alive(pid: u32) -> bool {
 /// as an agent that always runs as pid 1 in a container).
 pub fn left_by_gone_process(pid: u32) -> bool {
     pid == std::process::id() || !alive(pid)
+}
+
+/// Where `program` is, found on `path` (the agent's own `PATH` if `None`) as `execvp` would
+/// find it: the first executable file of that name in an absolute folder of the list. A name
+/// with a `/` is a path already.
+pub fn find_program(program: &str, path: Option<&str>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = path
+        .map(str::to_string)
+        .or_else(|| std::env::var("PATH").ok())?;
+    std::env::split_paths(&path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A command to run for a task.
@@ -124,7 +145,14 @@ pub async fn run(
     sink: &dyn LogSink,
     cancel: &CancellationToken,
 ) -> ProcessEnd {
-    let mut cmd = Command::new(spec.program);
+    // Found here on the task's own `PATH`: with a path and no hook before `exec`, the standard
+    // library starts the process with `posix_spawn` (no copy of this process's page tables).
+    // (Not found: the bare name, so the start fails as `execvp` says.)
+    let program = spec
+        .env
+        .get("PATH")
+        .and_then(|path| find_program(spec.program, Some(path)));
+    let mut cmd = Command::new(program.as_deref().unwrap_or(Path::new(spec.program)));
     cmd.args(&spec.args)
         .env_clear()
         .envs(&spec.env)
@@ -138,14 +166,17 @@ pub async fn run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    if !crate::guardian::running() {
+        // No guardian ends this try if this process dies: the process must see to it itself.
+        // SAFETY: the closure only calls prctl(2), which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
@@ -154,6 +185,7 @@ pub async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
+    let _watched = crate::guardian::watch(pid);
     let _registered = spec.groups.as_ref().and_then(|(registry, attempt)| {
         registry
             .record(pid, attempt)

@@ -3,19 +3,9 @@
 //! the agent's child), no network unless allowed, and only its working folder and the
 //! `writable` paths writable.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tern_core::Sandbox;
-
-/// Where `program` is on `PATH`, if anywhere.
-pub fn find_program(program: &str, path: Option<&str>) -> Option<PathBuf> {
-    let path = path
-        .map(str::to_string)
-        .or_else(|| std::env::var("PATH").ok())?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
-}
 
 /// The bubblewrap command line that runs `program args` inside the sandbox, starting in `cwd`,
 /// with `workdir` (the task's own temporary folder, holding its output file) writable.

@@ -115,7 +115,7 @@ pub async fn ensure(
         return Ok(python);
     }
     // uv when the agent has it (much faster), else python -m venv and pip.
-    let uv = crate::sandbox::find_program("uv", None);
+    let uv = crate::process::find_program("uv", None);
     sink.line(&format!(
         "tern: building virtual environment {key} ({describe}) with {}",
         if uv.is_some() { "uv" } else { "venv and pip" }

@@ -34,6 +34,9 @@ fn main() {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    if !cli.command.only_prints() {
+        startup::start_guardian();
+    }
     startup::init_logs(&cli.log_level, cli.log_json);
     let runtime = startup::runtime();
     let code = runtime.block_on(async {

@@ -1,6 +1,7 @@
 //! What both binaries (`tern` and `tern-agent`) set up first: log lines on standard error (as
-//! text or JSON, `TERN_LOG` winning over the flag) and the async runtime. Depends on nothing of
-//! tern's own, so the agent-only binary can include it.
+//! text or JSON, `TERN_LOG` winning over the flag) and the async runtime, and the
+//! guardian of task processes. Depends only on `tern-worker` of tern's own (which the agent-only
+//! binary links anyway), so that binary can include it.
 
 /// Logs to standard error at `level` (or `TERN_LOG`), as JSON objects when `json`.
 pub fn init_logs(level: &str, json: bool) {
@@ -24,4 +25,16 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("the tokio runtime starts")
+}
+
+/// Starts the guardian that ends every running try's processes the moment this process dies
+/// (`tern_worker::guardian`), for commands that run tasks. Call before any thread starts.
+pub fn start_guardian() {
+    // SAFETY: called from `main` before the runtime (or any other thread) starts.
+    if let Err(e) = unsafe { tern_worker::guardian::start() } {
+        eprintln!(
+            "warning: the guardian process could not start ({e}); each task process will carry \
+             its own death signal instead"
+        );
+    }
 }

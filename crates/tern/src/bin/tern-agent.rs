@@ -55,6 +55,7 @@ async fn stopped() {
 fn main() {
     memory::configure_allocator();
     let args = Args::parse();
+    startup::start_guardian();
     startup::init_logs(&args.log_level, args.log_json);
     let runtime = startup::runtime();
     let agent = tern_agent::AgentArgs {

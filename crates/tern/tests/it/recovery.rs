@@ -127,9 +127,9 @@ fn ctrl_c_stops_running_tasks_and_they_retry_after_restart() {
     assert_eq!(task(&v, "long")["try_number"], 2);
 }
 
-#[test]
-fn what_a_killed_try_left_running_is_ended_before_its_retry() {
-    let t = Tern::new();
+/// A task whose first try starts a child that would write to `side` after 30 s (recording its
+/// pid in `grandchild.pid`), then blocks; its retry writes "retry". Returns both paths.
+fn orphan_dag(t: &Tern) -> (std::path::PathBuf, std::path::PathBuf) {
     let gc_pid = t.path().join("grandchild.pid");
     let side = t.path().join("side.txt");
     t.write_dag(
@@ -144,16 +144,84 @@ shell(id = "t", retries = 1, retry_delay = "0s",
             side = side.display()
         ),
     );
+    (gc_pid, side)
+}
+
+/// The guardian process of the `tern` process `pid` (its child named `tern-guardian`), once
+/// it has started.
+fn guardian_of(pid: u32) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(guardian) = find_guardian(pid) {
+            return guardian;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "tern process {pid} has no guardian"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn find_guardian(pid: u32) -> Option<i32> {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid: Option<u32> = rest.split(' ').nth(1).and_then(|p| p.parse().ok());
+        if head.ends_with("(tern-guardian") && ppid == Some(pid) {
+            return head.split(' ').next()?.parse().ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn a_kill_9_of_the_control_plane_ends_everything_its_running_try_started_at_once() {
+    let t = Tern::new();
+    let (gc_pid, side) = orphan_dag(&t);
     let sa = t.standalone();
+    let guardian = guardian_of(sa.child.id());
     let run_id = t.trigger("orphan", None);
     let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
     sa.signal(Signal::SIGKILL);
     let _ = sa.wait_exit();
-    // The task's own shell died with the control plane; its child did not.
+    // Not only the task's shell: the child it started in its group, before any restart.
+    assert!(
+        process_gone(grandchild),
+        "the running try's child outlived the killed control plane"
+    );
+    assert!(process_gone(guardian), "the guardian stayed after its job");
+    assert!(!side.exists(), "the killed try's child went on writing");
+    let _sa2 = t.standalone();
+    let v = t.wait_run("orphan", &run_id, "the retried run to end", finished);
+    assert_eq!(run_state(&v), "success");
+    assert_eq!(std::fs::read_to_string(&side).unwrap(), "retry\n");
+}
+
+#[test]
+fn what_a_killed_try_left_running_is_ended_before_its_retry() {
+    let t = Tern::new();
+    let (gc_pid, side) = orphan_dag(&t);
+    let sa = t.standalone();
+    let run_id = t.trigger("orphan", None);
+    let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
+    // The guardian goes first (as in a crash that takes both), so the try's group is left.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(guardian_of(sa.child.id())),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    sa.signal(Signal::SIGKILL);
+    let _ = sa.wait_exit();
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         !process_gone_within(grandchild, Duration::from_millis(200)),
-        "the grandchild is expected to outlive a kill -9 (that is the case under test)"
+        "the grandchild is expected to outlive a kill -9 of both (that is the case under test)"
     );
     let _sa2 = t.standalone();
     let v = t.wait_run("orphan", &run_id, "the retried run to end", finished);
