@@ -2,7 +2,7 @@
 //! queue timeout takes, and the housekeeping that ends runs whose tasks are all final.
 //!
 //! Each attempt ends in a transaction of its own that locks the run row first (PostgreSQL;
-//! SQLite serialises writers), reads the task instance again under that lock, checks what the
+//! SQLite serialises writers, so there it is one read less), reads the task instance again under that lock, checks what the
 //! caller expected of it ([`Expect`]: state, attempt token, holder, lease) and writes with the
 //! same conditions, failing if no row matched. Two paths ending attempts of one run therefore
 //! take turns, each sees what the other wrote, and exactly one of them ends the run.
@@ -59,17 +59,22 @@ impl Store {
     async fn end_one(&self, ti_id: i64, expect: &Expect<'_>, result: &TryResult) -> Result<Ended> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
-        let Some(run_pk) =
-            sqlx::query_scalar::<_, i64>("SELECT run_pk FROM task_instances WHERE id = $1")
-                .bind(ti_id)
-                .fetch_optional(&mut *tx)
-                .await?
-        else {
-            return Ok(Ended::NotCurrent);
-        };
-        self.lock_run(&mut tx, run_pk).await?;
+        if self.backend() == crate::Backend::Postgres {
+            // The run's row first (the lock order); SQLite serialises writers instead.
+            let Some(run_pk) =
+                sqlx::query_scalar::<_, i64>("SELECT run_pk FROM task_instances WHERE id = $1")
+                    .bind(ti_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            else {
+                return Ok(Ended::NotCurrent);
+            };
+            self.lock_run(&mut tx, run_pk).await?;
+        }
         let sql = format!(
-            "SELECT {TI_COLUMNS}, lease_until, acked FROM task_instances WHERE id = $1 {}",
+            "SELECT {TI_COLUMNS}, lease_until, acked, \
+             (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
+             FROM task_instances WHERE id = $1 {}",
             self.for_update()
         );
         // (Gone if its run was deleted meanwhile.)
@@ -83,6 +88,7 @@ impl Store {
         let ti = ti_row(&row)?;
         let lease_until: Option<i64> = row.try_get("lease_until")?;
         let acked = row.try_get::<i64, _>("acked")? != 0;
+        let version_id: i64 = row.try_get("version_id")?;
         let queued_at = ti.queued_at.map(|t| t.timestamp_millis());
         let holds = expect.state.is_none_or(|s| s == ti.state)
             && expect
@@ -128,7 +134,9 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let mut applied = self.end_attempt(&mut tx, &ti, result, now).await?;
+        let mut applied = self
+            .end_attempt(&mut tx, &ti, version_id, result, now)
+            .await?;
         tx.commit().await?;
         applied.ran_for = ti
             .started_at
@@ -403,13 +411,10 @@ impl Store {
         &self,
         tx: &mut Transaction<'static, Any>,
         ti: &TaskInstance,
+        version_id: i64,
         result: &TryResult,
         now: i64,
     ) -> Result<Applied> {
-        let version_id: i64 = sqlx::query_scalar("SELECT version_id FROM dag_runs WHERE id = $1")
-            .bind(ti.run_pk)
-            .fetch_one(&mut **tx)
-            .await?;
         let spec = self.spec(version_id).await?;
         let task = spec.task(&ti.task_id);
         let sensor = task.and_then(|t| match &t.kind {

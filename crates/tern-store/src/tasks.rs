@@ -454,23 +454,35 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         now: i64,
     ) -> Result<Vec<String>> {
-        // Free slots per pool and running instances per DAG, in one statement.
+        // Free slots per pool and running instances per DAG, and whether anything waits to
+        // be admitted at all, in one statement.
         let usage = format!(
             "SELECT 'pool', name, slots - (SELECT COUNT(*) FROM task_instances t \
                WHERE t.pool = p.name AND t.state IN {ACTIVE_STATES}) FROM pools p \
              UNION ALL \
-             SELECT 'dag', dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY dag_id"
+             SELECT 'dag', dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY dag_id \
+             UNION ALL \
+             SELECT 'waiting', '', COUNT(*) FROM \
+               (SELECT 1 FROM task_instances WHERE state = 'scheduled' LIMIT 1) w"
         );
         let mut pool_free: HashMap<String, i64> = HashMap::new();
         let mut dag_used: HashMap<String, i64> = HashMap::new();
+        let mut waiting = false;
         for r in sqlx::query(&usage).fetch_all(&mut **tx).await? {
             let kind: String = r.try_get(0)?;
-            let map = if kind == "pool" {
-                &mut pool_free
-            } else {
-                &mut dag_used
+            let map = match kind.as_str() {
+                "pool" => &mut pool_free,
+                "dag" => &mut dag_used,
+                _ => {
+                    waiting = r.try_get::<i64, _>(2)? > 0;
+                    continue;
+                }
             };
             map.insert(r.try_get(1)?, r.try_get(2)?);
+        }
+        if !waiting {
+            // Nothing is `scheduled`: the usual case after a result of a chain or a fan.
+            return Ok(Vec::new());
         }
         // Saturating: a pool stored with an absurd size must not overflow the sum and stop
         // every pool.

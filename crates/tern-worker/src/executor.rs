@@ -37,6 +37,8 @@ pub struct ExecOptions {
     pub venvs: std::path::PathBuf,
     /// Where their packages come from.
     pub pip: crate::venv::PipSource,
+    /// The tries' working folders (see [`crate::workdir`]).
+    pub work: Arc<crate::workdir::WorkFolders>,
 }
 
 impl Default for ExecOptions {
@@ -50,6 +52,7 @@ impl Default for ExecOptions {
             groups: None,
             venvs: crate::venv::default_root(),
             pip: Default::default(),
+            work: Arc::default(),
         }
     }
 }
@@ -419,15 +422,12 @@ async fn run_process(
         &opts.variables.template_value(),
     );
     let setup_err = |what: &str, e: String| Unstartable::Setup(format!("{what}: {e}"));
-    let workdir = tempfile::Builder::new()
-        .prefix("tern-task-")
-        .tempdir()
-        .map_err(|e| {
-            setup_err(
-                "working directory",
-                format!("could not create a temporary directory: {e}"),
-            )
-        })?;
+    let workdir = opts.work.take().map_err(|e| {
+        setup_err(
+            "working directory",
+            format!("could not create a temporary directory: {e}"),
+        )
+    })?;
     let output_file = workdir.path().join("tern-output");
     let mut full_env = process::base_env();
     let mut rendered_env = BTreeMap::new();

@@ -27,6 +27,7 @@ pub mod template;
 pub mod transport;
 pub mod variables;
 pub mod venv;
+pub mod workdir;
 
 pub use agent::{Agent, AgentConfig};
 pub use executor::{execute, ExecOptions};
