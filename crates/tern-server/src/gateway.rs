@@ -22,9 +22,20 @@ use crate::logs::LogStore;
 /// servers of its data folder (see [`crate::wake`]). (A 50 ms SQLite poll measured chain40
 /// 25–60% slower, for a reason not found yet; see BENCHMARKS.md.)
 const WATCH_SQLITE: Duration = Duration::from_millis(5);
+/// The safety look of a SQLite watcher whose database file is watched ([`crate::db_watch`]):
+/// a write wakes it at once (still at most one look per [`WATCH_SQLITE`]).
+const WATCH_SQLITE_WATCHED: Duration = Duration::from_secs(1);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
 /// The safety look of a PostgreSQL watcher that listens for queued work.
 const WATCH_LISTENING: Duration = Duration::from_secs(1);
+
+/// The next write to the watched SQLite database; never, without a watch.
+async fn db_written(watch: &Option<crate::db_watch::DbWatch>) {
+    match watch {
+        Some(w) => w.written().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// The next notification of a listener; never, without one.
 async fn next_heard(
@@ -171,7 +182,9 @@ impl Gateway {
     /// Wakes waiting claims when their queues have work: at once for work queued in this
     /// process, and on PostgreSQL at once for work queued by another (`LISTEN`, see
     /// [`tern_store::listen`]), with a look every [`WATCH_LISTENING`] in case a notification
-    /// was lost; on SQLite within [`WATCH_SQLITE`] (the file's data version). Without its
+    /// was lost; on SQLite when its file is written (a look at its data version at most every
+    /// [`WATCH_SQLITE`], and every [`WATCH_SQLITE_WATCHED`] in case; every [`WATCH_SQLITE`]
+    /// where the file cannot be watched). Without its
     /// listener (while the database is away) PostgreSQL is polled every [`WATCH_POSTGRES`].
     /// One watcher per process, however many agents wait.
     pub async fn watch_queues(self, shutdown: tokio_util::sync::CancellationToken) {
@@ -179,6 +192,14 @@ impl Gateway {
         let mut listener = None;
         let mut listen_tried: Option<tokio::time::Instant> = None;
         let mut changes = self.store.change_watch();
+        let db_watch = match postgres {
+            true => None,
+            false => self
+                .store
+                .sqlite_file()
+                .and_then(|f| crate::db_watch::DbWatch::start(&f)),
+        };
+        let mut last_look = tokio::time::Instant::now();
         let mut revoked = self.store.revoked_agent_count().await.ok();
         let mut revocations_checked = tokio::time::Instant::now();
         let mut revocation_due = false;
@@ -194,6 +215,7 @@ impl Gateway {
                 }
             }
             let poll = match (postgres, listener.is_some()) {
+                (false, _) if db_watch.is_some() => WATCH_SQLITE_WATCHED,
                 (false, _) => WATCH_SQLITE,
                 (true, true) => WATCH_LISTENING,
                 (true, false) => WATCH_POSTGRES,
@@ -213,9 +235,16 @@ impl Gateway {
                         true
                     }
                 },
+                () = db_written(&db_watch) => {
+                    // Writes come in bursts (each of this process's commits is one): one look
+                    // for all of those of the next few milliseconds.
+                    tokio::time::sleep_until(last_look + WATCH_SQLITE).await;
+                    false
+                }
                 _ = tokio::time::sleep(poll) => false,
                 _ = shutdown.cancelled() => return,
             };
+            last_look = tokio::time::Instant::now();
             self.events.roles.beat("queue_watcher");
             if look || changes.changed(&self.store).await {
                 revocation_due = true;

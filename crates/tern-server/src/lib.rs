@@ -18,6 +18,7 @@ pub mod config;
 pub mod connections;
 pub mod dag_watch;
 pub mod dagsync;
+pub mod db_watch;
 pub mod events;
 pub mod gateway;
 pub mod http;

@@ -236,6 +236,12 @@ impl Store {
         self.clock.now_ms()
     }
 
+    /// The SQLite database file, for a store on one (not in memory, not PostgreSQL).
+    pub fn sqlite_file(&self) -> Option<std::path::PathBuf> {
+        let path = self.url.strip_prefix("sqlite://")?.split('?').next()?;
+        (!path.is_empty() && !path.contains(":memory:")).then(|| path.into())
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
