@@ -192,6 +192,31 @@ fn pss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no Pss line")
 }
 
+/// The processes whose parent is `pid` (a `tern` process's guardian, a running task).
+pub(crate) fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(") ")?;
+            let ppid: u32 = rest.split(' ').nth(1)?.parse().ok()?;
+            (ppid == pid).then(|| head.split(' ').next()?.parse().ok())?
+        })
+        .collect()
+}
+
+/// PSS of process `pid` and its children (its guardian counts: it is part of what runs).
+pub(crate) fn family_pss_kib(pid: u32) -> anyhow::Result<u64> {
+    let mut total = pss_kib(pid)?;
+    for child in children_of(pid) {
+        total += pss_kib(child).unwrap_or(0);
+    }
+    Ok(total)
+}
+
 fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
@@ -208,7 +233,7 @@ fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
             .spawn()?;
         // Let it load, schedule the due runs of the 200 DAGs, run them, and settle.
         std::thread::sleep(Duration::from_secs(8));
-        let pss = pss_kib(child.id())?;
+        let pss = family_pss_kib(child.id())?;
         child.kill()?;
         child.wait()?;
         out.push(pss as f64 / 1024.0);

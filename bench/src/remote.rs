@@ -445,7 +445,7 @@ pub(crate) fn proc_cpu_s(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
-/// (PSS, RSS) of process `pid` in MB.
+/// (PSS of process `pid` and its children, RSS of `pid`) in MB.
 fn mem_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
     let field = |name: &str| -> anyhow::Result<f64> {
@@ -457,7 +457,8 @@ fn mem_mb(pid: u32) -> anyhow::Result<(f64, f64)> {
             .with_context(|| format!("no {name} line"))?;
         Ok(kib / 1024.0)
     };
-    Ok((field("Pss:")?, field("Rss:")?))
+    // PSS with its guardian's (the pages they share are split between them).
+    Ok((crate::family_pss_kib(pid)? as f64 / 1024.0, field("Rss:")?))
 }
 
 fn self_cpu_s() -> f64 {

@@ -60,16 +60,18 @@ impl Store {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         if self.backend() == crate::Backend::Postgres {
-            // The run's row first (the lock order); SQLite serialises writers instead.
-            let Some(run_pk) =
-                sqlx::query_scalar::<_, i64>("SELECT run_pk FROM task_instances WHERE id = $1")
-                    .bind(ti_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-            else {
+            // The run's row first (the lock order), found and locked in one statement; SQLite
+            // serialises writers instead.
+            let locked = sqlx::query(
+                "SELECT r.id FROM dag_runs r JOIN task_instances t ON t.run_pk = r.id \
+                 WHERE t.id = $1 FOR UPDATE OF r",
+            )
+            .bind(ti_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if locked.is_none() {
                 return Ok(Ended::NotCurrent);
-            };
-            self.lock_run(&mut tx, run_pk).await?;
+            }
         }
         let sql = format!(
             "SELECT {TI_COLUMNS}, lease_until, acked, \
