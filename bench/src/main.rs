@@ -2,7 +2,8 @@
 //!
 //! - `chain40`, `fan200`: trigger to run success, in-process control plane with its local agent,
 //!   every task the shell command `true`;
-//! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files,
+//! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files
+//!   on a fresh data folder, and `dags list` of 1 / 1,000 files the data folder already holds,
 //!   and one DAG of 10,000 tasks;
 //! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded;
 //! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL;
@@ -153,12 +154,40 @@ fn write_many(dir: &Path, files: usize, tasks: usize) -> anyhow::Result<()> {
 
 /// Wall time of `tern dags list` on a fresh data folder: start, migrate, load, store, list.
 fn parse_listing(tern: &Path, files: usize, tasks: usize, runs: usize) -> anyhow::Result<Vec<f64>> {
+    listing(tern, files, tasks, runs, true)
+}
+
+/// Wall time of `tern dags list` over a DAG folder the data folder already holds (what a user
+/// types again and again): start, see the folder is as loaded, list.
+fn stored_listing(
+    tern: &Path,
+    files: usize,
+    tasks: usize,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = listing(tern, files, tasks, runs + 1, false)?;
+    // The first listing loads the folder.
+    times.remove(0);
+    Ok(times)
+}
+
+/// `tern dags list` `runs` times over `files` DAG files of `tasks` tasks, each on a fresh data
+/// folder or all on one.
+fn listing(
+    tern: &Path,
+    files: usize,
+    tasks: usize,
+    runs: usize,
+    fresh: bool,
+) -> anyhow::Result<Vec<f64>> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
     write_many(&dags, files, tasks)?;
     let mut times = Vec::new();
     for i in 0..runs {
-        let home = dir.path().join(format!("home{i}"));
+        let home = dir
+            .path()
+            .join(format!("home{}", if fresh { i } else { 0 }));
         let start = Instant::now();
         let out = Command::new(tern)
             .args(["dags", "list", "--output", "json", "--home"])
@@ -391,6 +420,16 @@ async fn bench() -> anyhow::Result<()> {
                     "parse1000 start->listed",
                     "s",
                     parse_listing(&args.tern, 1000, 10, args.runs)?,
+                );
+                summary(
+                    "dags list, 1 file stored",
+                    "s",
+                    stored_listing(&args.tern, 1, 10, args.runs)?,
+                );
+                summary(
+                    "dags list, 1000 files stored",
+                    "s",
+                    stored_listing(&args.tern, 1000, 10, args.runs)?,
                 );
                 summary(
                     "parse 1 DAG x 10k tasks",

@@ -10,10 +10,12 @@
 //! `shell`, `python`, `empty` functions and the globals), `values` (the Starlark task and DAG
 //! values, `>>`/`<<`), `draft` (what one evaluation declares), `loader` (folder walk, `load()`,
 //! scripts, error conversion), `validate` (defaults, upstream resolution, topological order,
-//! cycles).
+//! cycles), `fingerprint` (a digest of everything a folder's load depends on, so an unchanged
+//! folder need not be evaluated again).
 
 mod builtins;
 mod draft;
+mod fingerprint;
 pub mod highlight;
 pub mod isolate;
 mod loader;
@@ -24,6 +26,7 @@ mod values;
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use fingerprint::fingerprint as folder_fingerprint;
 use serde::{Deserialize, Serialize};
 pub use tern_core::DagSpec;
 

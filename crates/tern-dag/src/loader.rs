@@ -31,7 +31,7 @@ const MAX_NESTING: usize = 100;
 const MAX_CHAIN: usize = 5_000;
 
 /// Largest DAG file (or loaded file) accepted.
-const MAX_SOURCE: usize = 10 << 20;
+pub(crate) const MAX_SOURCE: usize = 10 << 20;
 
 /// Starlark heap limit per file evaluation (best effort: checked periodically).
 const MAX_HEAP: usize = 512 << 20;

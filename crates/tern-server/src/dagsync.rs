@@ -105,20 +105,23 @@ impl DagLoader {
     }
 }
 
-/// What one pass over the folder found.
+/// What one pass over the folder did.
 #[derive(Debug, Clone)]
 pub struct SyncOutcome {
-    pub dags: usize,
-    pub errors: usize,
+    /// False when the folder was as the database's last load of it, so nothing was evaluated.
+    pub evaluated: bool,
+    /// Whether the database changed (new versions, deactivated DAGs, other import errors).
     pub changed: bool,
 }
 
-/// Loads every DAG file under `dir` and records the result.
+/// Loads every DAG file under `dir` and records the result, unless the folder is as it was at
+/// the load the database holds (by its fingerprint, `tern_dag::folder_fingerprint`).
 pub async fn sync_folder(store: &Store, dir: &Path) -> tern_store::Result<SyncOutcome> {
     sync_dir(store, dir, None).await
 }
 
-/// [`sync_folder`] of the tree of bundle version `bundle`, if any.
+/// [`sync_folder`] of the tree of bundle version `bundle`, if any (a bundle's version already
+/// says whether its tree changed: [`DagLoader`] compares it).
 async fn sync_dir(
     store: &Store,
     dir: &Path,
@@ -126,6 +129,21 @@ async fn sync_dir(
 ) -> tern_store::Result<SyncOutcome> {
     let started = Instant::now();
     let dir = dir.to_path_buf();
+    let fingerprint = match bundle {
+        None => {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || tern_dag::folder_fingerprint(&dir))
+                .await
+                .expect("fingerprinting does not panic")
+        }
+        Some(_) => None,
+    };
+    if fingerprint.is_some() && store.loaded_folder().await? == fingerprint {
+        return Ok(SyncOutcome {
+            evaluated: false,
+            changed: false,
+        });
+    }
     let loaded = tokio::task::spawn_blocking(move || tern_dag::load_folder(&dir))
         .await
         .expect("DAG loading does not panic");
@@ -157,9 +175,59 @@ async fn sync_dir(
             tracing::warn!("import error: {}:{}: {}", e.file, e.line, e.message);
         }
     }
+    store.set_loaded_folder(fingerprint.as_deref()).await?;
     Ok(SyncOutcome {
-        dags: loaded.dags.len(),
-        errors: errors.len(),
+        evaluated: true,
         changed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn versions(store: &Store) -> Vec<(String, i64)> {
+        store
+            .list_dags()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| (d.dag_id, d.version))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_folder_is_not_evaluated_again_and_any_change_is() {
+        let home = tempfile::tempdir().unwrap();
+        let dags = home.path().join("dags");
+        std::fs::create_dir(&dags).unwrap();
+        std::fs::write(dags.join("_lib.star"), "CMD = \"true\"\n").unwrap();
+        std::fs::write(
+            dags.join("a.star"),
+            "load(\"_lib.star\", \"CMD\")\ndag(id = \"a\")\nshell(id = \"t\", cmd = CMD)\n",
+        )
+        .unwrap();
+        let url = format!("sqlite://{}", home.path().join("tern.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+
+        let first = sync_folder(&store, &dags).await.unwrap();
+        assert!(first.evaluated && first.changed);
+        assert_eq!(versions(&store).await, [("a".to_string(), 1)]);
+        let again = sync_folder(&store, &dags).await.unwrap();
+        assert!(!again.evaluated, "the folder did not change");
+
+        // A helper only `load()`ed by the DAG file changes: the DAG gets a new version.
+        std::fs::write(dags.join("_lib.star"), "CMD = \"echo hi\"\n").unwrap();
+        let changed = sync_folder(&store, &dags).await.unwrap();
+        assert!(changed.evaluated && changed.changed);
+        assert_eq!(versions(&store).await, [("a".to_string(), 2)]);
+        assert!(!sync_folder(&store, &dags).await.unwrap().evaluated);
+
+        // A deleted DAG whose file is still there is declared again by the next load.
+        store.delete_dag("a").await.unwrap();
+        assert!(versions(&store).await.is_empty());
+        assert!(sync_folder(&store, &dags).await.unwrap().evaluated);
+        assert_eq!(versions(&store).await.len(), 1);
+    }
 }

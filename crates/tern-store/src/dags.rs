@@ -320,6 +320,44 @@ impl Store {
     }
 }
 
+/// The DAG folder whose load the database holds, by its fingerprint
+/// (`tern_dag::folder_fingerprint`): a loader whose folder has that fingerprint has nothing to
+/// evaluate. Written after a load is stored; removed by a bundle's load and by a deleted DAG
+/// (whose file, if still there, must declare it again).
+impl Store {
+    /// The fingerprint of the folder loaded last, if the last load was of a plain folder.
+    pub async fn loaded_folder(&self) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT fingerprint FROM dag_folder_load WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Records that the folder of `fingerprint` is loaded (`None`: what is loaded is not a
+    /// plain folder, or has no fingerprint).
+    pub async fn set_loaded_folder(&self, fingerprint: Option<&str>) -> Result<()> {
+        match fingerprint {
+            Some(fp) => {
+                sqlx::query(
+                    "INSERT INTO dag_folder_load (id, fingerprint, loaded_at) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, loaded_at = excluded.loaded_at",
+                )
+                .bind(fp)
+                .bind(self.now_ms())
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM dag_folder_load")
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The version of a DAG bundle every server loads.
 impl Store {
     /// The bundle version of `source` the servers load now, if one was fetched.

@@ -303,6 +303,11 @@ impl Store {
         ] {
             sqlx::query(sql).bind(dag_id).execute(&mut *tx).await?;
         }
+        // Its file, if still there, declares it again at the next load: that load must not be
+        // skipped as unchanged.
+        sqlx::query("DELETE FROM dag_folder_load")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
