@@ -142,6 +142,11 @@ impl RunStates {
         self.of(task).contains(&TaskState::None)
     }
 
+    /// Whether any instance of the run has not started (state `none`).
+    pub fn any_waiting(&self) -> bool {
+        self.0.values().flatten().any(|s| *s == TaskState::None)
+    }
+
     /// Whether `task`'s instances are all still to start (a mapped task then expands again).
     pub fn all_waiting(&self, task: &str) -> bool {
         let all = self.of(task);

@@ -24,6 +24,41 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// A `FROM` item `j` with one row per element of the JSON array bound at `$param`, in array
+    /// order: `j.value` is the element (read a field of an array element with `j.value ->> i`),
+    /// `j.key` its position. Many rows in one parameter: SQLite looks a numbered parameter's
+    /// name up by a linear scan, so a statement with thousands of them costs quadratic time
+    /// just binding them.
+    pub(crate) fn json_rows(self, param: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each(${param}) AS j"),
+            Backend::Postgres => format!(
+                "jsonb_array_elements(CAST(${param} AS jsonb)) WITH ORDINALITY AS j(value, key)"
+            ),
+        }
+    }
+
+    /// An aggregate (a select-list item) of the selected rows as one JSON array (as text) of
+    /// arrays of `columns` (`"a, b"`); `[]` for no row.
+    pub(crate) fn json_agg_arrays(self, columns: &str) -> String {
+        match self {
+            Backend::Sqlite => format!("json_group_array(json_array({columns}))"),
+            Backend::Postgres => {
+                format!("CAST(COALESCE(json_agg(json_build_array({columns})), '[]') AS TEXT)")
+            }
+        }
+    }
+
+    /// A `SELECT` of the strings of the JSON array of strings bound at `$param` (for `IN`).
+    pub(crate) fn json_texts(self, param: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
+            Backend::Postgres => {
+                format!("SELECT jsonb_array_elements_text(CAST(${param} AS jsonb))")
+            }
+        }
+    }
+
     /// An `UPDATE … RETURNING columns` that claims the rows `pick` (a `SELECT id FROM table …`)
     /// chooses, setting `set` on them. On SQLite (one writer at a time) the plain form, with
     /// `still` (a condition the rows must still meet) checked again, is exact. On PostgreSQL the

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use sqlx::{Any, Row, Transaction};
 use tern_core::{DagSpec, MapSource, TaskSpec, TaskState};
 
-use crate::tasks::values_list;
 use crate::{Result, Store};
 
 /// What expanding a mapped task did.
@@ -19,9 +18,6 @@ pub(crate) enum Expansion {
     /// skips it; a list over the limit or one that cannot be read fails it).
     Settled(TaskState, String),
 }
-
-/// Rows per multi-row `INSERT` of new instances.
-const INSERT_CHUNK: usize = 400;
 
 impl Store {
     /// Expands mapped task `task` of run `run_pk`, whose instances all wait: instance `i` of
@@ -193,18 +189,24 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        for chunk in fresh.chunks(INSERT_CHUNK) {
+        if !fresh.is_empty() {
+            // The new instances in one statement, however many (see `Backend::json_rows`).
+            let rows: Vec<serde_json::Value> = fresh
+                .iter()
+                .map(|(i, values)| serde_json::json!([i, values]))
+                .collect();
             let sql = format!(
                 "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority, map_index, map_values) \
-                 SELECT run_pk, dag_id, run_id, task_id, 'scheduled', max_tries, queue, pool, priority, v.column1, v.column2 \
-                 FROM task_instances, (VALUES {}) AS v WHERE task_instances.id = $1",
-                values_list(chunk.len(), 2, 2, |p| format!("(CAST({} AS INTEGER), {})", p[0], p[1]))
+                 SELECT t.run_pk, t.dag_id, t.run_id, t.task_id, 'scheduled', t.max_tries, t.queue, t.pool, t.priority, \
+                 CAST(j.value ->> 0 AS BIGINT), j.value ->> 1 \
+                 FROM task_instances t, {} WHERE t.id = $1 ORDER BY j.key",
+                self.backend().json_rows(2)
             );
-            let mut q = sqlx::query(&sql).bind(template);
-            for (i, values) in chunk {
-                q = q.bind(*i).bind(values);
-            }
-            q.execute(&mut **tx).await?;
+            sqlx::query(&sql)
+                .bind(template)
+                .bind(serde_json::Value::Array(rows).to_string())
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }

@@ -79,33 +79,37 @@ impl Store {
                 e.into()
             }
         })?;
-        for chunk in spec.tasks.chunks(400) {
-            let sql = format!(
-                "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority) \
-                 VALUES {}",
-                crate::tasks::values_list(chunk.len(), 4, 5, |p| {
-                    format!("($1, $2, $3, {}, 'none', {}, {}, {}, {})", p[0], p[1], p[2], p[3], p[4])
-                })
-            );
-            let mut q = sqlx::query(&sql)
-                .bind(pk)
-                .bind(&new.dag_id)
-                .bind(&new.run_id);
-            for t in chunk {
-                q = q
-                    .bind(&t.task_id)
-                    .bind(i64::from(t.retries) + 1)
-                    .bind(&t.queue)
-                    .bind(&t.pool)
-                    .bind(
-                        priorities
-                            .get(&t.task_id)
-                            .copied()
-                            .unwrap_or(t.priority_weight),
-                    );
-            }
-            q.execute(&mut *tx).await?;
-        }
+        // Every instance in one statement, however many tasks.
+        let rows: Vec<serde_json::Value> = spec
+            .tasks
+            .iter()
+            .map(|t| {
+                let priority = priorities
+                    .get(&t.task_id)
+                    .copied()
+                    .unwrap_or(t.priority_weight);
+                serde_json::json!([
+                    t.task_id,
+                    i64::from(t.retries) + 1,
+                    t.queue,
+                    t.pool,
+                    priority
+                ])
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO task_instances (run_pk, dag_id, run_id, task_id, state, max_tries, queue, pool, priority) \
+             SELECT $1, $2, $3, j.value ->> 0, 'none', CAST(j.value ->> 1 AS BIGINT), j.value ->> 2, \
+             j.value ->> 3, CAST(j.value ->> 4 AS BIGINT) FROM {} ORDER BY j.key",
+            self.backend().json_rows(4)
+        );
+        sqlx::query(&sql)
+            .bind(pk)
+            .bind(&new.dag_id)
+            .bind(&new.run_id)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await?;
         self.start_queued_runs(&mut tx, Some(&new.dag_id), now)
             .await?;
         let queued_any = !self.admit(&mut tx, now).await?.is_empty();
