@@ -577,12 +577,6 @@ fn fnv1a(bytes: &[u8], seed: u64) -> u64 {
 }
 
 impl TaskSpec {
-    /// Whether any field of the task holds Jinja (`{{ … }}` or `{% … %}`): only then can its
-    /// attempt read anything of the run's context that is not its own (upstream outputs).
-    pub fn has_templates(&self) -> bool {
-        serde_json::to_string(self).map_or(true, |text| text.contains("{{") || text.contains("{%"))
-    }
-
     /// A task with the defaults Airflow users expect: no retries, `all_success`, the default
     /// queue and pool, weight 1.
     pub fn new(task_id: impl Into<String>, kind: TaskKind) -> Self {
@@ -636,29 +630,6 @@ impl TaskSpec {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_template_anywhere_in_a_task_is_seen() {
-        use super::{TaskKind, TaskSpec};
-        let shell = |cmd: &str, env: &[(&str, &str)]| {
-            TaskSpec::new(
-                "t",
-                TaskKind::Shell {
-                    cmd: cmd.into(),
-                    env: env
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    cwd: None,
-                    sandbox: None,
-                },
-            )
-        };
-        assert!(!shell("true", &[("A", "{x}")]).has_templates());
-        assert!(shell("echo {{ outputs.a.n }}", &[]).has_templates());
-        assert!(shell("{% if params.x %}true{% endif %}", &[]).has_templates());
-        assert!(shell("true", &[("N", "{{outputs.a.n}}")]).has_templates());
-    }
-
     use super::*;
 
     fn dag(tasks: Vec<TaskSpec>) -> DagSpec {

@@ -341,13 +341,7 @@ impl Gateway {
                 c.ti.task_id
             ))
         })?;
-        // Upstream outputs reach a task only through its templates: one without any does not
-        // read them (a query less per task).
-        let outputs = if task.has_templates() {
-            self.store.run_outputs(run.pk).await?
-        } else {
-            Default::default()
-        };
+        let outputs = self.store.run_outputs(run.pk).await?;
         let connections = self.stored_connections(&task.kind).await?;
         let variables = match &self.secrets {
             Some(secrets) => crate::variables::for_task(&self.store, secrets, &task).await?,
