@@ -148,7 +148,8 @@ mod tests {
     #[test]
     fn any_change_a_load_could_see_changes_the_fingerprint() {
         let base = fingerprint(folder().path()).unwrap();
-        let changes: [(&str, fn(&Path)); 6] = [
+        type Change = (&'static str, fn(&Path));
+        let changes: [Change; 6] = [
             ("content of a helper", |d| {
                 fs::write(d.join("lib/_h.star"), "y = 3\n").unwrap()
             }),
