@@ -320,6 +320,9 @@ impl Store {
     }
 }
 
+/// Forgets which DAG folder is loaded: the next load of any folder evaluates it.
+pub(crate) const FORGET_LOADED_FOLDER: &str = "DELETE FROM dag_folder_load";
+
 /// The DAG folder whose load the database holds, by its fingerprint
 /// (`tern_dag::folder_fingerprint`): a loader whose folder has that fingerprint has nothing to
 /// evaluate. Written after a load is stored; removed by a bundle's load and by a deleted DAG
@@ -349,7 +352,7 @@ impl Store {
                 .await?;
             }
             None => {
-                sqlx::query("DELETE FROM dag_folder_load")
+                sqlx::query(FORGET_LOADED_FOLDER)
                     .execute(&self.pool)
                     .await?;
             }

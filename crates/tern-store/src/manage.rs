@@ -305,7 +305,7 @@ impl Store {
         }
         // Its file, if still there, declares it again at the next load: that load must not be
         // skipped as unchanged.
-        sqlx::query("DELETE FROM dag_folder_load")
+        sqlx::query(crate::dags::FORGET_LOADED_FOLDER)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
