@@ -20,7 +20,7 @@ use crate::{Applied, Result, Store, StoreError, TaskInstance, TryResult};
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
 /// holds under the run lock, nothing is changed.
 #[derive(Debug, Default)]
-struct Expect<'a> {
+pub(crate) struct Expect<'a> {
     /// `running` (an attempt ends) or `queued` (a queue timeout).
     state: Option<TaskState>,
     attempt: Option<&'a str>,
@@ -35,8 +35,32 @@ struct Expect<'a> {
     release: bool,
 }
 
+impl Ended {
+    /// What a result's sender learns: what was applied, or nothing (not current).
+    pub(crate) fn into_applied(self) -> Applied {
+        match self {
+            Ended::Applied(applied) => applied,
+            Ended::Released | Ended::NotCurrent => Applied::default(),
+        }
+    }
+}
+
+impl<'a> Expect<'a> {
+    /// What a result from an agent expects: the attempt `attempt` is current and running, held
+    /// by `worker` when given.
+    pub(crate) fn agent_result(attempt: &'a str, worker: Option<&'a str>) -> Expect<'a> {
+        Expect {
+            state: Some(TaskState::Running),
+            attempt: Some(attempt),
+            worker,
+            from_agent: true,
+            ..Expect::default()
+        }
+    }
+}
+
 /// What [`Store::end_one`] did.
-enum Ended {
+pub(crate) enum Ended {
     /// The attempt ended and its consequences were applied.
     Applied(Applied),
     /// The claim was never acknowledged: the instance went back to its queue, no try used.
@@ -56,23 +80,60 @@ impl Store {
 
     /// Ends one task instance's attempt (or queued wait) with `result`, if it is still as
     /// `expect` says, in a transaction of its own under the run's lock.
-    async fn end_one(&self, ti_id: i64, expect: &Expect<'_>, result: &TryResult) -> Result<Ended> {
+    pub(crate) async fn end_one(
+        &self,
+        ti_id: i64,
+        expect: &Expect<'_>,
+        result: &TryResult,
+    ) -> Result<Ended> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
-        if self.backend() == crate::Backend::Postgres {
-            // The run's row first (the lock order), found and locked in one statement; SQLite
-            // serialises writers instead.
-            let locked = sqlx::query(
-                "SELECT r.id FROM dag_runs r JOIN task_instances t ON t.run_pk = r.id \
-                 WHERE t.id = $1 FOR UPDATE OF r",
-            )
-            .bind(ti_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if locked.is_none() {
-                return Ok(Ended::NotCurrent);
-            }
+        if !self.lock_runs_of(&mut tx, &[ti_id]).await? {
+            return Ok(Ended::NotCurrent);
         }
+        let mut ended = self.end_locked(&mut tx, ti_id, expect, result, now).await?;
+        if let Ended::Applied(applied) = &mut ended {
+            let admitted = self.try_admit(&mut tx, now).await?;
+            applied.set_admission(admitted);
+        }
+        tx.commit().await?;
+        Ok(ended)
+    }
+
+    /// Locks the runs of the instances `ti_ids` (PostgreSQL; SQLite serialises writers), in
+    /// the order of their keys: the first step of the lock order. False when none of the
+    /// instances exists (any more).
+    pub(crate) async fn lock_runs_of(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti_ids: &[i64],
+    ) -> Result<bool> {
+        if self.backend() != crate::Backend::Postgres {
+            return Ok(true);
+        }
+        let ids: Vec<String> = ti_ids.iter().map(i64::to_string).collect();
+        let locked = sqlx::query(&format!(
+            "SELECT r.id FROM dag_runs r WHERE r.id IN \
+             (SELECT t.run_pk FROM task_instances t WHERE t.id IN ({})) \
+             ORDER BY r.id FOR UPDATE",
+            ids.join(",")
+        ))
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(!locked.is_empty())
+    }
+
+    /// The part of [`Store::end_one`] under the run's lock, without admission: reads the
+    /// instance again, checks `expect`, and ends the attempt (or notes a late result, or puts
+    /// an unconfirmed claim back). Every path that ends an attempt comes through here.
+    pub(crate) async fn end_locked(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti_id: i64,
+        expect: &Expect<'_>,
+        result: &TryResult,
+        now: i64,
+    ) -> Result<Ended> {
         let sql = format!(
             "SELECT {TI_COLUMNS}, lease_until, acked, \
              (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
@@ -82,7 +143,7 @@ impl Store {
         // (Gone if its run was deleted meanwhile.)
         let Some(row) = sqlx::query(&sql)
             .bind(ti_id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?
         else {
             return Ok(Ended::NotCurrent);
@@ -114,15 +175,13 @@ impl Store {
                 .bind(ti_id)
                 .bind(attempt)
                 .bind(format!(" (late result ignored: {verdict})"))
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
-                tx.commit().await?;
             }
             return Ok(Ended::NotCurrent);
         }
         if expect.release || (expect.lease_ended_by.is_some() && !acked) {
-            self.release_unacked(&mut tx, &ti, now).await?;
-            tx.commit().await?;
+            self.release_unacked(tx, &ti, now).await?;
             return Ok(Ended::Released);
         }
         for (key, value) in &result.outputs {
@@ -133,13 +192,10 @@ impl Store {
             .bind(ti_id)
             .bind(key)
             .bind(value.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        let mut applied = self
-            .end_attempt(&mut tx, &ti, version_id, result, now)
-            .await?;
-        tx.commit().await?;
+        let mut applied = self.end_attempt(tx, &ti, version_id, result, now).await?;
         applied.ran_for = ti
             .started_at
             .map(|s| Duration::from_millis((now - s.timestamp_millis()).max(0) as u64));
@@ -204,35 +260,6 @@ impl Store {
             self.end_one(ti_id, &expect, &TryResult::default()).await?,
             Ended::Released
         ))
-    }
-
-    /// Records the result of an attempt and, in the same transaction, its consequences:
-    /// retry or final state, downstream readiness, admission, run completion. A result for an
-    /// attempt that is no longer current is noted on its try and changes nothing else.
-    pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
-        self.complete_by(ti_id, attempt, None, result).await
-    }
-
-    /// [`Store::complete`], accepted only from `worker` when given: an agent can end only the
-    /// attempts it holds.
-    pub async fn complete_by(
-        &self,
-        ti_id: i64,
-        attempt: &str,
-        worker: Option<&str>,
-        result: &TryResult,
-    ) -> Result<Applied> {
-        let expect = Expect {
-            state: Some(TaskState::Running),
-            attempt: Some(attempt),
-            worker,
-            from_agent: true,
-            ..Expect::default()
-        };
-        Ok(match self.end_one(ti_id, &expect, result).await? {
-            Ended::Applied(applied) => applied,
-            Ended::Released | Ended::NotCurrent => Applied::default(),
-        })
     }
 
     /// Fails, or schedules for retry, every running attempt whose lease has expired: its agent
@@ -594,19 +621,16 @@ impl Store {
         .bind(&note)
         .execute(&mut **tx)
         .await?;
-        let admitted = self.try_admit(tx, now).await?;
         Ok(Applied {
             accepted: true,
             retry_pending: true,
-            queued_any: admitted.as_ref().is_some_and(|q| !q.is_empty()),
-            admission_deferred: admitted.is_none(),
-            queued_queues: admitted.unwrap_or_default(),
             ..Applied::default()
         })
     }
 
     /// Moves an ended attempt's instance to `state` and applies the consequences: downstream
-    /// readiness and run completion for a final state, then admission.
+    /// readiness and run completion for a final state. (Admission is the caller's: once per
+    /// transaction, however many attempts it ends.)
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
@@ -682,10 +706,6 @@ impl Store {
                     .await?;
             }
         }
-        let admitted = self.try_admit(tx, now).await?;
-        applied.admission_deferred = admitted.is_none();
-        applied.queued_queues = admitted.unwrap_or_default();
-        applied.queued_any = !applied.queued_queues.is_empty();
         Ok(applied)
     }
 }

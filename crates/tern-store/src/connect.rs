@@ -105,6 +105,8 @@ pub struct Store {
     pub(crate) max_map_length: usize,
     /// The database URL, for connections outside the pool (PostgreSQL `LISTEN`).
     pub(crate) url: Arc<str>,
+    /// Agents' results waiting to be written together.
+    pub(crate) results: crate::results::ResultQueue,
 }
 
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
@@ -187,6 +189,7 @@ impl Store {
             clock: Arc::new(SystemClock),
             max_map_length: tern_core::mapping::DEFAULT_MAX_MAP_LENGTH,
             url: stored_url,
+            results: Default::default(),
         })
     }
 
@@ -262,6 +265,8 @@ impl Store {
     /// instead of sleeping).
     pub fn with_clock(mut self, clock: impl Clock) -> Store {
         self.clock = Arc::new(clock);
+        // Results are written by a writer of the store that queued them: one with this clock.
+        self.results = Default::default();
         self
     }
 

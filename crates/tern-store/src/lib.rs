@@ -26,6 +26,7 @@ pub mod nodes;
 pub mod notifications;
 pub mod overview;
 pub mod pools;
+mod results;
 pub mod runs;
 pub mod sealed;
 pub mod sessions;
@@ -38,6 +39,8 @@ pub mod variables;
 pub use connect::{Backend, Store};
 pub use error::StoreError;
 pub use model::*;
+#[doc(hidden)]
+pub use results::PausedResults;
 pub use time::{from_ms, to_ms, Clock, ManualClock, SystemClock};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -137,6 +137,16 @@ pub struct Applied {
     pub ran_for: Option<std::time::Duration>,
 }
 
+impl Applied {
+    /// Records what admission in the result's transaction did: the queues that got work, or
+    /// `None` when it was left to the admitter.
+    pub(crate) fn set_admission(&mut self, admitted: Option<Vec<String>>) {
+        self.admission_deferred = admitted.is_none();
+        self.queued_queues = admitted.unwrap_or_default();
+        self.queued_any = !self.queued_queues.is_empty();
+    }
+}
+
 /// Input for a new DAG run.
 #[derive(Debug, Clone)]
 pub struct NewRun {

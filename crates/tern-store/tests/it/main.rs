@@ -62,6 +62,7 @@ store_suite!(
     housekeeping_ends_runs_whose_tasks_are_all_final,
     task_state_machine_keeps_its_invariants,
     racing_ends_of_the_last_tasks_always_end_the_run,
+    results_that_arrive_together_are_each_answered_as_if_alone,
     a_silent_server_is_failed_over_and_a_live_one_is_not,
     database_sessions_have_time_limits,
     pool_sizes_are_bounded_at_the_edge,

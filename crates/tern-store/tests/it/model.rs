@@ -1,7 +1,8 @@
 //! Model-based property test of the task state machine: random sequences of what agents,
-//! housekeeping and operators do (claim, confirm, heartbeat, results current and stale, lease
-//! expiry with a clock the test moves, queue timeout, a run's `dagrun_timeout`, release,
-//! clear, mark, revoke, a dead worker) against the real store, with the invariants checked after every step:
+//! housekeeping and operators do (claim, confirm, heartbeat, results current and stale, alone
+//! and several at once so they are written together, lease expiry with a clock the test
+//! moves, queue timeout, a run's `dagrun_timeout`, release, clear, mark, revoke, a dead
+//! worker) against the real store, with the invariants checked after every step:
 //!
 //! - at most one current attempt per task instance, and a running instance has a lease;
 //! - a result is accepted only from the current attempt of its holder;
@@ -39,6 +40,9 @@ enum Step {
     Heartbeat(usize),
     /// Report the i-th claim's result: 0 success, 1 retryable failure, 2 permanent failure.
     Complete(usize, u8),
+    /// Report several claims' results at the same moment (written together, in one
+    /// transaction): (claim, outcome) as in `Complete`, each claim once.
+    CompleteTogether(Vec<(usize, u8)>),
     Release(usize),
     Advance(u64),
     Expire,
@@ -58,6 +62,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0..WORKERS).prop_map(Step::Claim),
         3 => (0..8usize).prop_map(Step::Heartbeat),
         4 => (0..8usize, 0..3u8).prop_map(|(i, o)| Step::Complete(i, o)),
+        2 => proptest::collection::vec((0..8usize, 0..3u8), 2..5).prop_map(Step::CompleteTogether),
         1 => (0..8usize).prop_map(Step::Release),
         2 => (0..15_000u64).prop_map(Step::Advance),
         2 => Just(Step::Expire),
@@ -105,6 +110,24 @@ static TIMED_OUT: AtomicU32 = AtomicU32::new(0);
 /// Cases whose mapped task expanded, and whose instances ran.
 static EXPANDED: AtomicU32 = AtomicU32::new(0);
 static MAPPED_RAN: AtomicU32 = AtomicU32::new(0);
+/// Results accepted from claims reported together.
+static ACCEPTED_TOGETHER: AtomicU32 = AtomicU32::new(0);
+
+/// An agent's report of `outcome`: 0 success, 1 retryable failure, 2 permanent failure.
+fn outcome(o: u8) -> TryResult {
+    match o {
+        0 => TryResult {
+            success: true,
+            ..TryResult::default()
+        },
+        o => TryResult {
+            success: false,
+            retryable: o == 1,
+            note: Some("model failure".into()),
+            ..TryResult::default()
+        },
+    }
+}
 
 fn fail(msg: String) -> TestCaseError {
     TestCaseError::fail(msg)
@@ -247,20 +270,9 @@ impl Case {
                     }
                 }
             }
-            Step::Complete(i, outcome) => {
+            Step::Complete(i, o) => {
                 if let Some(h) = self.held.get(i).cloned() {
-                    let result = match outcome {
-                        0 => TryResult {
-                            success: true,
-                            ..TryResult::default()
-                        },
-                        o => TryResult {
-                            success: false,
-                            retryable: o == 1,
-                            note: Some("model failure".into()),
-                            ..TryResult::default()
-                        },
-                    };
+                    let result = outcome(o);
                     let before = self.current(h.ti_id).await;
                     let applied = s
                         .complete_by(h.ti_id, &h.attempt, Some(&self.workers[h.worker]), &result)
@@ -273,6 +285,44 @@ impl Case {
                             "result of {h:?} accepted = {} but current = {current}",
                             applied.accepted
                         )));
+                    }
+                }
+            }
+            Step::CompleteTogether(ref reports) => {
+                let mut together = Vec::new();
+                for &(i, o) in reports {
+                    if let Some(h) = self.held.get(i).cloned() {
+                        if !together.iter().any(|(j, _, _, _)| *j == i) {
+                            let before = self.current(h.ti_id).await;
+                            let current =
+                                before == Some((h.attempt.clone(), self.workers[h.worker].clone()));
+                            together.push((i, h, outcome(o), current));
+                        }
+                    }
+                }
+                // Queued while paused, then written once all are in: they arrive together.
+                let paused = s.debug_pause_results();
+                let (answers, ()) = tokio::join!(
+                    futures::future::join_all(together.iter().map(|(_, h, result, _)| {
+                        s.complete_by(h.ti_id, &h.attempt, Some(&self.workers[h.worker]), result)
+                    })),
+                    async {
+                        while s.debug_queued_results() < together.len() {
+                            tokio::task::yield_now().await;
+                        }
+                        drop(paused);
+                    }
+                );
+                for ((_, h, _, current), answer) in together.iter().zip(answers) {
+                    let applied = answer.unwrap();
+                    if applied.accepted != *current {
+                        return Err(fail(format!(
+                            "result of {h:?} (reported together) accepted = {} but current = {current}",
+                            applied.accepted
+                        )));
+                    }
+                    if applied.accepted {
+                        ACCEPTED_TOGETHER.fetch_add(1, Ordering::SeqCst);
                     }
                 }
             }
@@ -512,11 +562,14 @@ pub async fn task_state_machine_keeps_its_invariants(store: Store) {
         EXPANDED.load(Ordering::SeqCst),
         MAPPED_RAN.load(Ordering::SeqCst),
     );
+    let together = ACCEPTED_TOGETHER.load(Ordering::SeqCst);
     eprintln!(
         "model: {cases_run} cases, {steps} steps, {timed_out} runs timed out, {expanded} mapped \
-         tasks expanded ({mapped_ran} with instances run), invariants held after each"
+         tasks expanded ({mapped_ran} with instances run), {together} results accepted from \
+         reports written together, invariants held after each"
     );
     assert!(cases_run >= cases && steps >= cases, "the property ran");
     assert!(timed_out > 0, "no case reached its dagrun_timeout");
     assert!(mapped_ran > 0, "no case ran an instance of its mapped task");
+    assert!(together > 0, "no result reported together was accepted");
 }

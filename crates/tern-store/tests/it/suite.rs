@@ -1550,6 +1550,121 @@ pub async fn racing_ends_of_the_last_tasks_always_end_the_run(store: Store) {
     }
 }
 
+/// Results reported at the same moment are written together (one transaction, one
+/// admission), and each caller learns what its own result did: a stale attempt and another
+/// agent's attempt are refused, the rest accepted, the downstream task queued once all its
+/// upstream ended, and the run ends with its last result. On PostgreSQL one result the
+/// database refuses (a NUL byte in an output's name) fails only itself: the others are
+/// written each on its own.
+pub async fn results_that_arrive_together_are_each_answered_as_if_alone(store: Store) {
+    let mut tasks: Vec<_> = (0..8).map(|i| task(&format!("t{i}"), &[])).collect();
+    let ups: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    let ups: Vec<&str> = ups.iter().map(String::as_str).collect();
+    tasks.push(task("after", &ups));
+    let mut spec = dag("together", tasks);
+    spec.max_active_tasks = 100;
+    let v = setup(&store, spec).await;
+    let (run, _) = store
+        .create_run(&new_run("together", "r1"), v)
+        .await
+        .unwrap();
+    let claimed = store.claim_many(&queues(), "w1", LEASE, 8).await.unwrap();
+    assert_eq!(claimed.len(), 8);
+    // t0 is claimed again after its first attempt was released: that first token is stale.
+    let stale = claimed[0].clone();
+    assert!(store
+        .release_claim(stale.ti.id, &stale.attempt)
+        .await
+        .unwrap());
+    let again = store.claim(&queues(), "w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(again.ti.id, stale.ti.id);
+    let poisoned = store.backend() == tern_store::Backend::Postgres;
+    let mut first = vec![
+        (stale.ti.id, stale.attempt.clone(), "w1", ok(), false),
+        (again.ti.id, again.attempt.clone(), "w2", ok(), false),
+    ];
+    let mut second = Vec::new();
+    for (i, c) in claimed.iter().enumerate().skip(1) {
+        let mut result = ok();
+        let mut accepted = true;
+        if i == 3 && poisoned {
+            result.outputs.insert("bad\0name".into(), json!(1));
+            accepted = false;
+        }
+        let round = if i < 3 { &mut first } else { &mut second };
+        round.push((c.ti.id, c.attempt.clone(), "w1", result, accepted));
+    }
+    for (round, reports) in [first, second].iter().enumerate() {
+        // Queued while paused, then written once all are in: they arrive together.
+        let paused = store.debug_pause_results();
+        let (answers, ()) = tokio::join!(
+            futures::future::join_all(reports.iter().map(|(id, attempt, worker, result, _)| {
+                store.complete_by(*id, attempt, Some(*worker), result)
+            })),
+            async {
+                while store.debug_queued_results() < reports.len() {
+                    tokio::task::yield_now().await;
+                }
+                drop(paused);
+            }
+        );
+        for ((id, _, worker, _, accepted), answer) in reports.iter().zip(answers) {
+            match answer {
+                Ok(applied) => {
+                    assert_eq!(applied.accepted, *accepted, "instance {id} from {worker}")
+                }
+                Err(e) => assert!(
+                    poisoned && !accepted && e.to_string().contains("NUL byte"),
+                    "instance {id}: {e}"
+                ),
+            }
+        }
+        if round == 0 {
+            assert_eq!(
+                store.results_written_together(),
+                4,
+                "the first four results were written together"
+            );
+        }
+    }
+    let mut left = vec![again.clone()];
+    if poisoned {
+        left.push(claimed[3].clone());
+    }
+    assert_eq!(state_of(&store, run.pk, "after").await, TaskState::None);
+    for c in &left {
+        assert_eq!(
+            state_of(&store, run.pk, &c.ti.task_id).await,
+            TaskState::Running
+        );
+        assert!(
+            store
+                .complete_by(c.ti.id, &c.attempt, Some("w1"), &ok())
+                .await
+                .unwrap()
+                .accepted
+        );
+    }
+    let last = store.claim(&queues(), "w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(last.ti.task_id, "after");
+    assert!(
+        store
+            .complete(last.ti.id, &last.attempt, &ok())
+            .await
+            .unwrap()
+            .run_finished
+    );
+    assert_eq!(
+        store.get_run("together", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    for c in &claimed[1..] {
+        let tries = store.task_tries(c.ti.id).await.unwrap();
+        assert_eq!(tries.len(), 1, "{}: one try", c.ti.task_id);
+        assert_eq!(tries[0].state, TaskState::Success);
+    }
+}
+
 pub async fn a_silent_server_is_failed_over_and_a_live_one_is_not(store: Store) {
     let clock = ManualClock::at(Utc::now());
     let store = store.with_clock(clock.clone());

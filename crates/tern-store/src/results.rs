@@ -1,0 +1,216 @@
+//! Results that arrive together are written together: the entry point of an agent's result
+//! ([`Store::complete_by`]).
+//!
+//! A result joins a queue; one writer task at a time takes everything queued and ends those
+//! attempts in one transaction: the run rows of all of them locked first, in key order (the
+//! lock order), then each attempt ended by the same checks and writes as any other path
+//! ([`Store::end_locked`]), then one admission for them all. Under load (many tasks ending at
+//! once) that is one transaction, one commit and one admission for many results instead of one
+//! each; a lone result is a batch of one, written at once, so nothing waits for company.
+//!
+//! If the shared transaction fails (a deadlock with another server, a database error), it is
+//! rolled back and each result is ended again in a transaction of its own, so one result's
+//! failure is only its own. The writer runs as a task of its own: a caller that stops waiting
+//! (an agent's request dropped) cancels nothing of the others' results.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::attempts::{Ended, Expect};
+use crate::{Applied, Result, Store, TryResult};
+
+/// Most results ended in one transaction: a transaction stays short however many arrive.
+const BATCH_MAX: usize = 256;
+
+/// One queued result and where its answer goes.
+struct Pending {
+    ti_id: i64,
+    attempt: String,
+    worker: Option<String>,
+    result: TryResult,
+    reply: oneshot::Sender<Result<Applied>>,
+}
+
+impl Pending {
+    fn expect(&self) -> Expect<'_> {
+        Expect::agent_result(&self.attempt, self.worker.as_deref())
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Pending>,
+    /// Whether a writer task is running (it takes what is queued until nothing is).
+    writing: bool,
+    /// Results ended in a transaction shared with others, since the store was opened.
+    together: u64,
+    /// Results only queue, no writer starts (tests: [`Store::debug_pause_results`]).
+    paused: bool,
+}
+
+/// The results waiting to be written, shared by clones of a [`Store`].
+#[derive(Default, Clone)]
+pub(crate) struct ResultQueue(Arc<Mutex<Queue>>);
+
+impl ResultQueue {
+    /// Queues `item`; true when the caller must start a writer.
+    fn push(&self, item: Pending) -> bool {
+        let mut q = self.0.lock().expect("result queue");
+        q.items.push(item);
+        !q.paused && !std::mem::replace(&mut q.writing, true)
+    }
+
+    /// The next batch; empty (and the writer marked stopped) when nothing is queued.
+    fn take(&self) -> Vec<Pending> {
+        let mut q = self.0.lock().expect("result queue");
+        let n = q.items.len().min(BATCH_MAX);
+        if n == 0 {
+            q.writing = false;
+        }
+        q.items.drain(..n).collect()
+    }
+}
+
+/// Results queue without being written until this is dropped.
+#[doc(hidden)]
+pub struct PausedResults(Store);
+
+impl Drop for PausedResults {
+    fn drop(&mut self) {
+        let mut q = self.0.results.0.lock().expect("result queue");
+        q.paused = false;
+        if !q.items.is_empty() && !std::mem::replace(&mut q.writing, true) {
+            let store = self.0.clone();
+            tokio::spawn(async move { store.write_results().await });
+        }
+    }
+}
+
+impl Store {
+    /// For tests: results queue without being written until the returned guard is dropped, so
+    /// a test can make results arrive together.
+    #[doc(hidden)]
+    pub fn debug_pause_results(&self) -> PausedResults {
+        self.results.0.lock().expect("result queue").paused = true;
+        PausedResults(self.clone())
+    }
+
+    /// For tests: how many results wait to be written.
+    #[doc(hidden)]
+    pub fn debug_queued_results(&self) -> usize {
+        self.results.0.lock().expect("result queue").items.len()
+    }
+
+    /// How many results were ended in a transaction shared with others since this store was
+    /// opened (for tests and the speed benchmarks: shows the shared path is taken).
+    #[doc(hidden)]
+    pub fn results_written_together(&self) -> u64 {
+        self.results.0.lock().expect("result queue").together
+    }
+}
+
+/// Marks the writer stopped if it panics, so the next result starts another.
+struct WriterGuard(ResultQueue);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut q) = self.0 .0.lock() {
+                q.writing = false;
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Records the result of an attempt and, in the same transaction, its consequences:
+    /// retry or final state, downstream readiness, admission, run completion. A result for an
+    /// attempt that is no longer current is noted on its try and changes nothing else.
+    pub async fn complete(&self, ti_id: i64, attempt: &str, result: &TryResult) -> Result<Applied> {
+        self.complete_by(ti_id, attempt, None, result).await
+    }
+
+    /// [`Store::complete`], accepted only from `worker` when given: an agent can end only the
+    /// attempts it holds. Results that arrive while others are being written are written
+    /// together, in one transaction (see the module documentation).
+    pub async fn complete_by(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: Option<&str>,
+        result: &TryResult,
+    ) -> Result<Applied> {
+        let (reply, answer) = oneshot::channel();
+        let item = Pending {
+            ti_id,
+            attempt: attempt.to_string(),
+            worker: worker.map(str::to_string),
+            result: result.clone(),
+            reply,
+        };
+        if self.results.push(item) {
+            let store = self.clone();
+            tokio::spawn(async move { store.write_results().await });
+        }
+        answer.await.map_err(|_| {
+            crate::StoreError::Conflict(format!(
+                "the result of task instance {ti_id} (attempt {attempt}) was not written: its writer stopped; report it again"
+            ))
+        })?
+    }
+
+    /// The writer: ends queued results, a batch at a time, until none is left.
+    async fn write_results(self) {
+        let _guard = WriterGuard(self.results.clone());
+        loop {
+            let batch = self.results.take();
+            if batch.is_empty() {
+                return;
+            }
+            if batch.len() > 1 {
+                match self.end_together(&batch).await {
+                    Ok(applied) => {
+                        self.results.0.lock().expect("result queue").together +=
+                            applied.len() as u64;
+                        for (item, applied) in batch.into_iter().zip(applied) {
+                            let _ = item.reply.send(Ok(applied));
+                        }
+                        continue;
+                    }
+                    Err(e) => tracing::debug!(
+                        results = batch.len(),
+                        "results written together failed ({e}); writing each on its own"
+                    ),
+                }
+            }
+            for item in batch {
+                let ended = self.end_one(item.ti_id, &item.expect(), &item.result).await;
+                let _ = item.reply.send(ended.map(Ended::into_applied));
+            }
+        }
+    }
+
+    /// Ends every attempt of `batch` in one transaction, with one admission after them all.
+    async fn end_together(&self, batch: &[Pending]) -> Result<Vec<Applied>> {
+        let now = self.now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
+        self.lock_runs_of(&mut tx, &ids).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for item in batch {
+            let ended = self
+                .end_locked(&mut tx, item.ti_id, &item.expect(), &item.result, now)
+                .await?;
+            out.push(ended.into_applied());
+        }
+        if out.iter().any(|a| a.accepted) {
+            let admitted = self.try_admit(&mut tx, now).await?;
+            for applied in out.iter_mut().filter(|a| a.accepted) {
+                applied.set_admission(admitted.clone());
+            }
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+}
