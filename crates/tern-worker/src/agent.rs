@@ -71,10 +71,7 @@ impl Agent {
                         let exec = self.cfg.exec.clone();
                         let stop = stop_all.child_token();
                         let fence = self.cfg.fence.clone();
-                        running.spawn(async move {
-                            run_attempt(cp, a, exec, stop, fence).await;
-                            drop(permit);
-                        });
+                        running.spawn(run_attempt(cp, a, exec, stop, fence, Some(permit)));
                     }
                 }
                 Err(e @ TransportError::Revoked(_)) => {
@@ -138,13 +135,17 @@ async fn acknowledge(cp: &dyn ControlPlane, a: &Assignment) -> Option<std::time:
 
 /// Runs one claimed attempt with heartbeats and reports its end. The claim is confirmed
 /// first; while the task runs, its lease is renewed every third of the lease, and the task is
-/// stopped when no renewal was accepted for [`FENCE_AT`] of the lease.
+/// stopped when no renewal was accepted for [`FENCE_AT`] of the lease. `slot` (the agent's
+/// concurrency permit) is given back as soon as the task's process has ended and its end is
+/// recorded, before the result is reported: a slot limits running tasks, and reporting waits
+/// for the database, which would otherwise keep the next task from starting.
 pub async fn run_attempt(
     cp: Arc<dyn ControlPlane>,
     a: Assignment,
     exec: ExecOptions,
     stop: CancellationToken,
     mut fence: Option<tokio::sync::watch::Receiver<u64>>,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) {
     // Only a fence that moves from now on stops this attempt: a receiver cloned from the
     // agent's still holds every earlier move as unseen.
@@ -228,6 +229,7 @@ pub async fn run_attempt(
         completion.reason = Some("interrupted: the agent shut down while the task ran".into());
     }
     cp.ended(&completion).await;
+    drop(slot);
     sink.finish().await;
     let mut wait = Duration::from_millis(100);
     for _ in 0..8 {

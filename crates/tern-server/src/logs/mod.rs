@@ -70,8 +70,7 @@ impl LogStore {
         check_path(at.path)?;
         match &self.0 {
             Home::Folder(f) => {
-                let (f, path, text) = (f.clone(), at.path.to_string(), text.to_string());
-                blocking(move || f.append(&path, &text)).await?;
+                f.append(at.path, text).await?;
                 Ok(true)
             }
             Home::Shared(s) => s.append(at, text).await,

@@ -59,6 +59,7 @@ async fn run(fence: &tokio::sync::watch::Receiver<u64>, a: Assignment) -> Comple
         tern_worker::ExecOptions::default(),
         CancellationToken::new(),
         Some(fence.clone()),
+        None,
     )
     .await;
     let c = cp.completion.lock().unwrap().take();
