@@ -41,7 +41,8 @@ enum Step {
     /// Report the i-th claim's result: 0 success, 1 retryable failure, 2 permanent failure.
     Complete(usize, u8),
     /// Report several claims' results at the same moment (written together, in one
-    /// transaction): (claim, outcome) as in `Complete`, each claim once.
+    /// transaction): (claim, outcome), the claim counted back from the latest (0 is the
+    /// latest: recent claims are the ones likely still current), each claim once.
     CompleteTogether(Vec<(usize, u8)>),
     Release(usize),
     Advance(u64),
@@ -62,7 +63,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => (0..WORKERS).prop_map(Step::Claim),
         3 => (0..8usize).prop_map(Step::Heartbeat),
         4 => (0..8usize, 0..3u8).prop_map(|(i, o)| Step::Complete(i, o)),
-        2 => proptest::collection::vec((0..8usize, 0..3u8), 2..5).prop_map(Step::CompleteTogether),
+        3 => proptest::collection::vec((0..4usize, 0..3u8), 2..5).prop_map(Step::CompleteTogether),
         1 => (0..8usize).prop_map(Step::Release),
         2 => (0..15_000u64).prop_map(Step::Advance),
         2 => Just(Step::Expire),
@@ -290,7 +291,10 @@ impl Case {
             }
             Step::CompleteTogether(ref reports) => {
                 let mut together = Vec::new();
-                for &(i, o) in reports {
+                for &(back, o) in reports {
+                    let Some(i) = self.held.len().checked_sub(1 + back) else {
+                        continue;
+                    };
                     if let Some(h) = self.held.get(i).cloned() {
                         if !together.iter().any(|(j, _, _, _)| *j == i) {
                             let before = self.current(h.ti_id).await;
