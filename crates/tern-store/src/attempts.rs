@@ -1,11 +1,13 @@
 //! Ending attempts: the one path that every result, lost lease, dead or revoked agent and
 //! queue timeout takes, and the housekeeping that ends runs whose tasks are all final.
 //!
-//! Each attempt ends in a transaction of its own that locks the run row first (PostgreSQL;
-//! SQLite serialises writers, so there it is one read less), reads the task instance again under that lock, checks what the
-//! caller expected of it ([`Expect`]: state, attempt token, holder, lease) and writes with the
-//! same conditions, failing if no row matched. Two paths ending attempts of one run therefore
-//! take turns, each sees what the other wrote, and exactly one of them ends the run.
+//! Each attempt ends in a transaction that locks the run row first (PostgreSQL; SQLite
+//! serialises writers, so there it is one read less), reads the task instance again under that
+//! lock, checks what the caller expected of it ([`Expect`]: state, attempt token, holder, lease)
+//! and writes with the same conditions, failing if no row matched ([`Store::end_locked`]). Two
+//! paths ending attempts of one run therefore take turns, each sees what the other wrote, and
+//! exactly one of them ends the run. Housekeeping ends each attempt in a transaction of its own
+//! ([`Store::end_one`]); agents' results that arrive together share one (`results.rs`).
 //!
 //! Lock order, everywhere: the run row, then task-instance rows, then the admission lock.
 

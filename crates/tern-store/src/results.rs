@@ -110,14 +110,21 @@ impl Store {
     }
 }
 
-/// Marks the writer stopped if it panics, so the next result starts another.
-struct WriterGuard(ResultQueue);
+/// Marks the writer stopped if it ends any other way than by finding the queue empty (a
+/// panic, or its runtime shutting down): the results still queued are answered with an error
+/// (their senders retry, which starts a new writer) instead of waiting for a writer that never
+/// comes.
+struct WriterGuard {
+    queue: ResultQueue,
+    finished: bool,
+}
 
 impl Drop for WriterGuard {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(mut q) = self.0 .0.lock() {
+        if !self.finished {
+            if let Ok(mut q) = self.queue.0.lock() {
                 q.writing = false;
+                q.items.clear();
             }
         }
     }
@@ -162,10 +169,14 @@ impl Store {
 
     /// The writer: ends queued results, a batch at a time, until none is left.
     async fn write_results(self) {
-        let _guard = WriterGuard(self.results.clone());
+        let mut guard = WriterGuard {
+            queue: self.results.clone(),
+            finished: false,
+        };
         loop {
             let batch = self.results.take();
             if batch.is_empty() {
+                guard.finished = true;
                 return;
             }
             if batch.len() > 1 {
