@@ -282,6 +282,39 @@ pub(crate) fn cpu_ms() -> f64 {
     total
 }
 
+/// CPU time used so far by the machine's PostgreSQL, in ms: every `postgres` process's own
+/// and, for the postmaster, its reaped backends' (`/proc/PID/stat` utime, stime, cutime,
+/// cstime). Counted beside [`cpu_ms`] so a PostgreSQL figure counts every process.
+pub(crate) fn postgres_cpu_ms() -> f64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut total = 0u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for entry in entries.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the fields after the comm's closing parenthesis.
+        let Some((head, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        if !head.ends_with("(postgres") {
+            continue;
+        }
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime, stime, cutime, cstime are fields 14–17 of the line: 11–14 after the comm.
+        total += fields
+            .get(11..15)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    total as f64 * 1000.0 / ticks
+}
+
 /// The long chaos suite: 50 kills of `standalone` on SQLite, then 50 kills of one of two
 /// servers on PostgreSQL, each under 1,000 tasks (see `tern_testkit::chaos`).
 async fn chaos(tern: &Path) -> anyhow::Result<()> {
@@ -451,7 +484,7 @@ async fn bench() -> anyhow::Result<()> {
                     cpus.push(cpu);
                 }
                 scale::summary_vs("throughput postgres 10k", "tasks/s", rates, floor_rate);
-                summary("  CPU per task (agent+children)", "ms", cpus);
+                summary("  CPU per task (agent+children+PostgreSQL)", "ms", cpus);
                 let _ = &args.pg;
             }
             "claimlatency" => remote::claim_latency(&args.tern, 100).await?,

@@ -40,7 +40,8 @@ pub fn summary_vs(name: &str, unit: &str, xs: Vec<f64>, floor: f64) {
 
 /// 10,000 tasks of `task` (a task expression taking `"t%d" % i` as id): 100 runs of a 100-task
 /// DAG, all triggered at once. Returns tasks per second and the CPU per task of this process
-/// and its children (the agent and the tasks' processes), in ms.
+/// and its children (the agent and the tasks' processes) and, on PostgreSQL, of the database
+/// server's processes, in ms.
 pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
     let dags = dir.path().join("dags");
@@ -49,6 +50,7 @@ pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result
         dags.join("t.star"),
         format!("d = dag(id = \"tp\", max_active_runs = 100, max_active_tasks = 1000)\nfor i in range(100):\n    {task}\n"),
     )?;
+    let counts_postgres = db_url.is_some();
     let cfg = config(dir.path(), &dags, db_url);
     let node = Node::start(
         &cfg,
@@ -58,7 +60,15 @@ pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result
         },
     )
     .await?;
-    let cpu0 = crate::cpu_ms();
+    let all_cpu_ms = move || {
+        crate::cpu_ms()
+            + if counts_postgres {
+                crate::postgres_cpu_ms()
+            } else {
+                0.0
+            }
+    };
+    let cpu0 = all_cpu_ms();
     let start = Instant::now();
     for i in 0..100 {
         let req = TriggerRequest {
@@ -74,7 +84,7 @@ pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result
         anyhow::ensure!(run.state == tern_core::RunState::Success);
     }
     let secs = start.elapsed().as_secs_f64();
-    let cpu = crate::cpu_ms() - cpu0;
+    let cpu = all_cpu_ms() - cpu0;
     node.shutdown().await;
     Ok((10_000.0 / secs, cpu / 10_000.0))
 }
