@@ -53,12 +53,20 @@ struct Queue {
 #[derive(Default, Clone)]
 pub(crate) struct ResultQueue(Arc<Mutex<Queue>>);
 
+impl Queue {
+    /// Whether a writer must be started now (results wait, none runs, not paused); if so, it
+    /// is marked running.
+    fn wants_writer(&mut self) -> bool {
+        !self.items.is_empty() && !self.paused && !std::mem::replace(&mut self.writing, true)
+    }
+}
+
 impl ResultQueue {
     /// Queues `item`; true when the caller must start a writer.
     fn push(&self, item: Pending) -> bool {
         let mut q = self.0.lock().expect("result queue");
         q.items.push(item);
-        !q.paused && !std::mem::replace(&mut q.writing, true)
+        q.wants_writer()
     }
 
     /// The next batch; empty (and the writer marked stopped) when nothing is queued.
@@ -78,11 +86,13 @@ pub struct PausedResults(Store);
 
 impl Drop for PausedResults {
     fn drop(&mut self) {
-        let mut q = self.0.results.0.lock().expect("result queue");
-        q.paused = false;
-        if !q.items.is_empty() && !std::mem::replace(&mut q.writing, true) {
-            let store = self.0.clone();
-            tokio::spawn(async move { store.write_results().await });
+        let start = {
+            let mut q = self.0.results.0.lock().expect("result queue");
+            q.paused = false;
+            q.wants_writer()
+        };
+        if start {
+            self.0.start_writer();
         }
     }
 }
@@ -157,14 +167,19 @@ impl Store {
             reply,
         };
         if self.results.push(item) {
-            let store = self.clone();
-            tokio::spawn(async move { store.write_results().await });
+            self.start_writer();
         }
         answer.await.map_err(|_| {
             crate::StoreError::Conflict(format!(
                 "the result of task instance {ti_id} (attempt {attempt}) was not written: its writer stopped; report it again"
             ))
         })?
+    }
+
+    /// Starts the writer task (the caller marked it running).
+    fn start_writer(&self) {
+        let store = self.clone();
+        tokio::spawn(async move { store.write_results().await });
     }
 
     /// The writer: ends queued results, a batch at a time, until none is left.
