@@ -109,6 +109,12 @@ pub fn run_context(
     }
 }
 
+/// The outputs of runs, by run key, read once for the instances claimed together.
+pub type RunOutputs = std::collections::HashMap<
+    i64,
+    std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+>;
+
 /// Bound on cached runs; the cache is emptied when it grows past it.
 const RUN_CACHE_MAX: usize = 4096;
 /// Bound on remembered log chunk numbers.
@@ -331,8 +337,15 @@ impl Gateway {
         *next = (*next).max(chunk.seq + 1);
     }
 
-    /// Turns a claimed instance into everything an agent needs to run it.
-    pub async fn assignment(&self, c: &Claimed) -> tern_store::Result<Assignment> {
+    /// Turns a claimed instance into everything an agent needs to run it. `outputs` holds the
+    /// outputs of the runs already read for the same claim: the instances claimed together
+    /// read their run's outputs once (they were all claimed at one moment, after every
+    /// upstream task they depend on had ended).
+    pub async fn assignment(
+        &self,
+        c: &Claimed,
+        outputs: &mut RunOutputs,
+    ) -> tern_store::Result<Assignment> {
         let run = self.run(c.ti.run_pk).await?;
         let spec = self.store.spec(run.version_id).await?;
         let task = spec.task(&c.ti.task_id).cloned().ok_or_else(|| {
@@ -341,7 +354,14 @@ impl Gateway {
                 c.ti.task_id
             ))
         })?;
-        let outputs = self.store.run_outputs(run.pk).await?;
+        let outputs = match outputs.get(&run.pk) {
+            Some(o) => o.clone(),
+            None => {
+                let o = self.store.run_outputs(run.pk).await?;
+                outputs.insert(run.pk, o.clone());
+                o
+            }
+        };
         let connections = self.stored_connections(&task.kind).await?;
         let variables = match &self.secrets {
             Some(secrets) => crate::variables::for_task(&self.store, secrets, &task).await?,
@@ -497,6 +517,7 @@ impl ControlPlane for LocalControlPlane {
                 .map_err(transport_error)?;
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
+                let mut outputs = RunOutputs::new();
                 let now = chrono::Utc::now();
                 for c in &claimed {
                     if let Some(q) = c.ti.queued_at {
@@ -511,7 +532,7 @@ impl ControlPlane for LocalControlPlane {
                             .expect("log path cache")
                             .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
                     }
-                    match self.gw.assignment(c).await {
+                    match self.gw.assignment(c, &mut outputs).await {
                         Ok(a) => out.push(a),
                         Err(e) => self.gw.undeliverable(c, e).await,
                     }

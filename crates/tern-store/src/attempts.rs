@@ -3,14 +3,19 @@
 //!
 //! Each attempt ends in a transaction that locks the run row first (PostgreSQL; SQLite
 //! serialises writers, so there it is one read less), reads the task instance again under that
-//! lock, checks what the caller expected of it ([`Expect`]: state, attempt token, holder, lease)
-//! and writes with the same conditions, failing if no row matched ([`Store::end_locked`]). Two
-//! paths ending attempts of one run therefore take turns, each sees what the other wrote, and
-//! exactly one of them ends the run. Housekeeping ends each attempt in a transaction of its own
-//! ([`Store::end_one`]); agents' results that arrive together share one (`results.rs`).
+//! lock ([`Store::read_locked`]), checks what the caller expected of it ([`Expect`]: state,
+//! attempt token, holder, lease) and writes with the same conditions, failing if no row matched
+//! ([`Store::end_locked`]). After the transaction's last attempt, each run one of them ended
+//! without reading all its states is judged once ([`Store::judge_runs`]: does it end?), then
+//! admission runs once. Two paths ending attempts of one run therefore take turns, each sees
+//! what the other wrote, and exactly one of them ends the run. Housekeeping ends each attempt
+//! in a transaction of its own ([`Store::end_one`]); agents' results that arrive together
+//! share one (`results.rs`).
 //!
 //! Lock order, everywhere: the run row, then task-instance rows, then the admission lock.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{Any, Row, Transaction};
@@ -61,6 +66,44 @@ impl<'a> Expect<'a> {
     }
 }
 
+/// An instance as read under its run's lock, with what ending its attempt checks.
+pub(crate) struct Locked {
+    ti: TaskInstance,
+    lease_until: Option<i64>,
+    acked: bool,
+    version_id: i64,
+}
+
+/// The instances whose attempts a transaction ends, read together under their runs' locks
+/// ([`Store::read_locked`]); each is taken by the first attempt that ends it.
+#[derive(Default)]
+pub(crate) struct LockedInstances {
+    rows: HashMap<i64, Locked>,
+    /// The run of each instance read (kept after the instance is taken).
+    run_of: HashMap<i64, i64>,
+}
+
+impl LockedInstances {
+    /// The run of instance `ti_id`, if it was read.
+    pub(crate) fn run_of(&self, ti_id: i64) -> Option<i64> {
+        self.run_of.get(&ti_id).copied()
+    }
+}
+
+/// Runs whose attempts a transaction ended without a pass that read all their states: each
+/// is judged once, after the transaction's last attempt ([`Store::judge_runs`]), with one
+/// probe of what is still in flight instead of one per attempt.
+#[derive(Default)]
+pub(crate) struct RunsToJudge(Vec<(i64, Arc<tern_core::DagSpec>)>);
+
+impl RunsToJudge {
+    fn add(&mut self, run_pk: i64, spec: &Arc<tern_core::DagSpec>) {
+        if !self.0.iter().any(|(r, _)| *r == run_pk) {
+            self.0.push((run_pk, spec.clone()));
+        }
+    }
+}
+
 /// What [`Store::end_one`] did.
 pub(crate) enum Ended {
     /// The attempt ended and its consequences were applied.
@@ -93,8 +136,22 @@ impl Store {
         if !self.lock_runs_of(&mut tx, &[ti_id]).await? {
             return Ok(Ended::NotCurrent);
         }
-        let mut ended = self.end_locked(&mut tx, ti_id, expect, result, now).await?;
+        let mut instances = self.read_locked(&mut tx, &[ti_id]).await?;
+        let mut judge = RunsToJudge::default();
+        let mut ended = self
+            .end_locked(
+                &mut tx,
+                &mut instances,
+                ti_id,
+                expect,
+                result,
+                now,
+                &mut judge,
+            )
+            .await?;
+        let finished = self.judge_runs(&mut tx, judge, now).await?;
         if let Ended::Applied(applied) = &mut ended {
+            applied.run_finished |= !finished.is_empty();
             let admitted = self.try_admit(&mut tx, now).await?;
             applied.set_admission(admitted);
         }
@@ -113,47 +170,104 @@ impl Store {
         if self.backend() != crate::Backend::Postgres {
             return Ok(true);
         }
-        let ids: Vec<String> = ti_ids.iter().map(i64::to_string).collect();
         let locked = sqlx::query(&format!(
             "SELECT r.id FROM dag_runs r WHERE r.id IN \
              (SELECT t.run_pk FROM task_instances t WHERE t.id IN ({})) \
              ORDER BY r.id FOR UPDATE",
-            ids.join(",")
+            self.backend().json_ids(1)
         ))
+        .bind(serde_json::to_string(ti_ids)?)
         .fetch_all(&mut **tx)
         .await?;
         Ok(!locked.is_empty())
     }
 
-    /// The part of [`Store::end_one`] under the run's lock, without admission: reads the
-    /// instance again, checks `expect`, and ends the attempt (or notes a late result, or puts
-    /// an unconfirmed claim back). Every path that ends an attempt comes through here.
+    /// Reads the instances `ti_ids` in one statement, under their runs' locks (the caller took
+    /// them: [`Store::lock_runs_of`]), locking their rows too where the database has row
+    /// locks, in key order. An instance that no longer exists is missing from the answer.
+    pub(crate) async fn read_locked(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti_ids: &[i64],
+    ) -> Result<LockedInstances> {
+        let sql = format!(
+            "SELECT {TI_COLUMNS}, lease_until, acked, \
+             (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
+             FROM task_instances WHERE id IN ({}) ORDER BY id {}",
+            self.backend().json_ids(1),
+            self.for_update()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(serde_json::to_string(ti_ids)?)
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut out = LockedInstances::default();
+        for row in rows {
+            let ti = ti_row(&row)?;
+            out.run_of.insert(ti.id, ti.run_pk);
+            let locked = Locked {
+                lease_until: row.try_get("lease_until")?,
+                acked: row.try_get::<i64, _>("acked")? != 0,
+                version_id: row.try_get("version_id")?,
+                ti,
+            };
+            out.rows.insert(locked.ti.id, locked);
+        }
+        Ok(out)
+    }
+
+    /// Judges, once each, the runs whose attempts this transaction ended without reading all
+    /// their states (`judge`): a run whose instances are all final ends. Called after the
+    /// transaction's last attempt ended and before its admission. Returns the runs that ended.
+    pub(crate) async fn judge_runs(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        judge: RunsToJudge,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let mut finished = Vec::new();
+        for (run_pk, spec) in judge.0 {
+            if self
+                .finish_run_if_done(tx, run_pk, &spec, None, now)
+                .await?
+            {
+                finished.push(run_pk);
+            }
+        }
+        Ok(finished)
+    }
+
+    /// The part of [`Store::end_one`] under the run's lock, without admission and without
+    /// judging the run (both once per transaction, by its owner): takes the instance as read
+    /// under the lock from `instances` (or reads it again when an earlier attempt of the same
+    /// transaction already took it), checks `expect`, and ends the attempt (or notes a late
+    /// result, or puts an unconfirmed claim back). A run left to judge is added to `judge`.
+    /// Every path that ends an attempt comes through here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn end_locked(
         &self,
         tx: &mut Transaction<'static, Any>,
+        instances: &mut LockedInstances,
         ti_id: i64,
         expect: &Expect<'_>,
         result: &TryResult,
         now: i64,
+        judge: &mut RunsToJudge,
     ) -> Result<Ended> {
-        let sql = format!(
-            "SELECT {TI_COLUMNS}, lease_until, acked, \
-             (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
-             FROM task_instances WHERE id = $1 {}",
-            self.for_update()
-        );
+        let locked = match instances.rows.remove(&ti_id) {
+            Some(locked) => Some(locked),
+            None => self.read_locked(tx, &[ti_id]).await?.rows.remove(&ti_id),
+        };
         // (Gone if its run was deleted meanwhile.)
-        let Some(row) = sqlx::query(&sql)
-            .bind(ti_id)
-            .fetch_optional(&mut **tx)
-            .await?
+        let Some(Locked {
+            ti,
+            lease_until,
+            acked,
+            version_id,
+        }) = locked
         else {
             return Ok(Ended::NotCurrent);
         };
-        let ti = ti_row(&row)?;
-        let lease_until: Option<i64> = row.try_get("lease_until")?;
-        let acked = row.try_get::<i64, _>("acked")? != 0;
-        let version_id: i64 = row.try_get("version_id")?;
         let queued_at = ti.queued_at.map(|t| t.timestamp_millis());
         let holds = expect.state.is_none_or(|s| s == ti.state)
             && expect
@@ -197,7 +311,9 @@ impl Store {
             .execute(&mut **tx)
             .await?;
         }
-        let mut applied = self.end_attempt(tx, &ti, version_id, result, now).await?;
+        let mut applied = self
+            .end_attempt(tx, &ti, version_id, result, now, judge)
+            .await?;
         applied.ran_for = ti
             .started_at
             .map(|s| Duration::from_millis((now - s.timestamp_millis()).max(0) as u64));
@@ -445,6 +561,7 @@ impl Store {
         version_id: i64,
         result: &TryResult,
         now: i64,
+        judge: &mut RunsToJudge,
     ) -> Result<Applied> {
         let spec = self.spec(version_id).await?;
         let task = spec.task(&ti.task_id);
@@ -483,7 +600,16 @@ impl Store {
                 )
             };
             return self
-                .settle(tx, ti, &spec, result, now, state, None, Some(note), None)
+                .settle(
+                    tx,
+                    ti,
+                    &spec,
+                    result,
+                    now,
+                    (state, None, Some(note)),
+                    None,
+                    judge,
+                )
                 .await;
         }
         if !result.success
@@ -500,10 +626,9 @@ impl Store {
                     &spec,
                     result,
                     now,
-                    TaskState::Skipped,
+                    (TaskState::Skipped, None, Some(note)),
                     None,
-                    Some(note),
-                    None,
+                    judge,
                 )
                 .await;
         }
@@ -556,10 +681,9 @@ impl Store {
             &spec,
             result,
             now,
-            state,
-            ready_at,
-            note,
+            (state, ready_at, note),
             skips.as_ref(),
+            judge,
         )
         .await
     }
@@ -630,21 +754,21 @@ impl Store {
         })
     }
 
-    /// Moves an ended attempt's instance to `state` and applies the consequences: downstream
-    /// readiness and run completion for a final state. (Admission is the caller's: once per
-    /// transaction, however many attempts it ends.)
+    /// Moves an ended attempt's instance to `state` (with when it is ready again, for a retry,
+    /// and its note) and applies the consequences: downstream readiness for a final state, and
+    /// run completion when that pass read the run's states (otherwise the run goes to `judge`).
+    /// (Admission is the caller's: once per transaction, however many attempts it ends.)
     #[allow(clippy::too_many_arguments)]
     async fn settle(
         &self,
         tx: &mut Transaction<'static, Any>,
         ti: &TaskInstance,
-        spec: &tern_core::DagSpec,
+        spec: &Arc<tern_core::DagSpec>,
         result: &TryResult,
         now: i64,
-        state: TaskState,
-        ready_at: Option<i64>,
-        note: Option<String>,
+        (state, ready_at, note): (TaskState, Option<i64>, Option<String>),
         skips: Option<&tern_core::Skips>,
+        judge: &mut RunsToJudge,
     ) -> Result<Applied> {
         let done = sqlx::query(
             "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
@@ -700,9 +824,14 @@ impl Store {
                     now,
                 )
                 .await?;
-            applied.run_finished = self
-                .finish_run_if_done(tx, ti.run_pk, spec, states, now)
-                .await?;
+            match states {
+                Some(states) => {
+                    applied.run_finished = self
+                        .finish_run_if_done(tx, ti.run_pk, spec, Some(states), now)
+                        .await?;
+                }
+                None => judge.add(ti.run_pk, spec),
+            }
             if matches!(state, TaskState::Success | TaskState::Skipped) {
                 self.wake_next_run(tx, ti.run_pk, spec, &[ti.task_id.as_str()], now)
                     .await?;

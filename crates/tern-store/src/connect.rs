@@ -59,6 +59,17 @@ impl Backend {
         }
     }
 
+    /// A `SELECT` of the integers of the JSON array of integers bound at `$param` (for `IN`):
+    /// one statement text however many ids, so it is prepared once per connection.
+    pub(crate) fn json_ids(self, param: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
+            Backend::Postgres => {
+                format!("SELECT CAST(jsonb_array_elements_text(CAST(${param} AS jsonb)) AS BIGINT)")
+            }
+        }
+    }
+
     /// An `UPDATE … RETURNING columns` that claims the rows `pick` (a `SELECT id FROM table …`)
     /// chooses, setting `set` on them. On SQLite (one writer at a time) the plain form, with
     /// `still` (a condition the rows must still meet) checked again, is exact. On PostgreSQL the

@@ -3,8 +3,9 @@
 //!
 //! A result joins a queue; one writer task at a time takes everything queued and ends those
 //! attempts in one transaction: the run rows of all of them locked first, in key order (the
-//! lock order), then each attempt ended by the same checks and writes as any other path
-//! ([`Store::end_locked`]), then one admission for them all. Under load (many tasks ending at
+//! lock order), their instances read in one statement, then each attempt ended by the same
+//! checks and writes as any other path ([`Store::end_locked`]), then each run judged once
+//! (does it end?) and one admission for them all. Under load (many tasks ending at
 //! once) that is one transaction, one commit and one admission for many results instead of one
 //! each; a lone result is a batch of one, written at once, so nothing waits for company.
 //!
@@ -17,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::attempts::{Ended, Expect};
+use crate::attempts::{Ended, Expect, RunsToJudge};
 use crate::{Applied, Result, Store, TryResult};
 
 /// Most results ended in one transaction: a transaction stays short however many arrive.
@@ -217,18 +218,42 @@ impl Store {
         }
     }
 
-    /// Ends every attempt of `batch` in one transaction, with one admission after them all.
+    /// Ends every attempt of `batch` in one transaction: their instances read in one
+    /// statement, each run judged once after them all, then one admission.
     async fn end_together(&self, batch: &[Pending]) -> Result<Vec<Applied>> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
         self.lock_runs_of(&mut tx, &ids).await?;
+        let mut instances = self.read_locked(&mut tx, &ids).await?;
+        let mut judge = RunsToJudge::default();
         let mut out = Vec::with_capacity(batch.len());
         for item in batch {
             let ended = self
-                .end_locked(&mut tx, item.ti_id, &item.expect(), &item.result, now)
+                .end_locked(
+                    &mut tx,
+                    &mut instances,
+                    item.ti_id,
+                    &item.expect(),
+                    &item.result,
+                    now,
+                    &mut judge,
+                )
                 .await?;
             out.push(ended.into_applied());
+        }
+        // A run that ended is told to the last accepted result of it.
+        for run_pk in self.judge_runs(&mut tx, judge, now).await? {
+            let last = batch
+                .iter()
+                .zip(out.iter_mut())
+                .rev()
+                .find(|(item, applied)| {
+                    applied.accepted && instances.run_of(item.ti_id) == Some(run_pk)
+                });
+            if let Some((_, applied)) = last {
+                applied.run_finished = true;
+            }
         }
         if out.iter().any(|a| a.accepted) {
             let admitted = self.try_admit(&mut tx, now).await?;
