@@ -171,10 +171,10 @@ impl Store {
             return Ok(true);
         }
         let locked = sqlx::query(&format!(
-            "SELECT r.id FROM dag_runs r WHERE r.id IN \
-             (SELECT t.run_pk FROM task_instances t WHERE t.id IN ({})) \
+            "SELECT r.id FROM dag_runs r WHERE r.id = ANY(ARRAY(\
+             SELECT t.run_pk FROM task_instances t WHERE {})) \
              ORDER BY r.id FOR UPDATE",
-            self.backend().json_ids(1)
+            self.backend().in_json_ids("t.id", 1)
         ))
         .bind(serde_json::to_string(ti_ids)?)
         .fetch_all(&mut **tx)
@@ -193,8 +193,8 @@ impl Store {
         let sql = format!(
             "SELECT {TI_COLUMNS}, lease_until, acked, \
              (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
-             FROM task_instances WHERE id IN ({}) ORDER BY id {}",
-            self.backend().json_ids(1),
+             FROM task_instances WHERE {} ORDER BY id {}",
+            self.backend().in_json_ids("id", 1),
             self.for_update()
         );
         let rows = sqlx::query(&sql)

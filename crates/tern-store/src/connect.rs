@@ -59,14 +59,16 @@ impl Backend {
         }
     }
 
-    /// A `SELECT` of the integers of the JSON array of integers bound at `$param` (for `IN`):
-    /// one statement text however many ids, so it is prepared once per connection.
-    pub(crate) fn json_ids(self, param: usize) -> String {
+    /// A condition: `column` is one of the integers of the JSON array bound at `$param`. One
+    /// statement text however many ids (prepared once per connection), and on PostgreSQL an
+    /// index lookup per id (`IN (SELECT …)` of a set-returning function is planned as a hash
+    /// join over the whole table).
+    pub(crate) fn in_json_ids(self, column: &str, param: usize) -> String {
         match self {
-            Backend::Sqlite => format!("SELECT value FROM json_each(${param})"),
-            Backend::Postgres => {
-                format!("SELECT CAST(jsonb_array_elements_text(CAST(${param} AS jsonb)) AS BIGINT)")
-            }
+            Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
+            Backend::Postgres => format!(
+                "{column} = ANY(ARRAY(SELECT CAST(jsonb_array_elements_text(CAST(${param} AS jsonb)) AS BIGINT)))"
+            ),
         }
     }
 

@@ -157,14 +157,14 @@ impl Store {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.newest_audit_entry().await?.hash(&mut h);
         for chunk in run_pks.chunks(200) {
-            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
                 "SELECT state, COUNT(*), CAST(SUM(try_number) AS BIGINT), MAX(COALESCE(queued_at, 0)), \
                  MAX(COALESCE(started_at, 0)), MAX(COALESCE(ended_at, 0)) FROM task_instances \
-                 WHERE run_pk IN ({}) GROUP BY state ORDER BY state",
-                ids.join(",")
+                 WHERE {} GROUP BY state ORDER BY state",
+                self.backend().in_json_ids("run_pk", 1)
             );
-            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+            let ids = serde_json::to_string(chunk)?;
+            for r in sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await? {
                 r.try_get::<String, _>(0)?.hash(&mut h);
                 for i in 1..6 {
                     r.try_get::<Option<i64>, _>(i)?.hash(&mut h);
@@ -228,13 +228,13 @@ impl Store {
     pub async fn grid_cells(&self, run_pks: &[i64]) -> Result<Vec<GridCell>> {
         let mut out = Vec::new();
         for chunk in run_pks.chunks(200) {
-            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
             let sql = format!(
                 "SELECT run_pk, task_id, state, try_number, started_at, ended_at, map_index FROM task_instances \
-                 WHERE run_pk IN ({})",
-                ids.join(",")
+                 WHERE {}",
+                self.backend().in_json_ids("run_pk", 1)
             );
-            for r in sqlx::query(&sql).fetch_all(&self.pool).await? {
+            let ids = serde_json::to_string(chunk)?;
+            for r in sqlx::query(&sql).bind(ids).fetch_all(&self.pool).await? {
                 out.push(grid_cell(&r)?);
             }
         }

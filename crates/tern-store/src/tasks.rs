@@ -64,25 +64,6 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The rows of a multi-row `VALUES` list: `rows` groups of `per_row` numbered placeholders
-/// starting at `$first`, each group rendered by `row`.
-pub(crate) fn values_list(
-    rows: usize,
-    first: usize,
-    per_row: usize,
-    row: impl Fn(&[String]) -> String,
-) -> String {
-    (0..rows)
-        .map(|i| {
-            let p: Vec<String> = (0..per_row)
-                .map(|j| format!("${}", first + i * per_row + j))
-                .collect();
-            row(&p)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A path segment for an id that no other id shares (percent-encoding of everything but
 /// letters, digits and `-_.+`): runs `a:b` and `a_b` never share a log.
 fn path_segment(part: &str) -> String {
@@ -652,22 +633,25 @@ impl Store {
                 .execute(&mut **tx)
                 .await?;
         }
-        for chunk in admitted.chunks(500) {
-            let ids: Vec<String> = chunk.iter().map(i64::to_string).collect();
+        if !admitted.is_empty() {
             // On PostgreSQL an instance another transaction is changing right now (a clear, a
             // mark) is skipped rather than waited for: that transaction admits after it.
             let sql = match self.backend() {
                 crate::Backend::Postgres => format!(
                     "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN \
-                     (SELECT id FROM task_instances WHERE id IN ({}) AND state = 'scheduled' FOR UPDATE SKIP LOCKED)",
-                    ids.join(",")
+                     (SELECT id FROM task_instances WHERE {} AND state = 'scheduled' FOR UPDATE SKIP LOCKED)",
+                    self.backend().in_json_ids("id", 2)
                 ),
                 crate::Backend::Sqlite => format!(
-                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN ({}) AND state = 'scheduled'",
-                    ids.join(",")
+                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE {} AND state = 'scheduled'",
+                    self.backend().in_json_ids("id", 2)
                 ),
             };
-            sqlx::query(&sql).bind(now).execute(&mut **tx).await?;
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(serde_json::to_string(&admitted)?)
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(queues)
     }
@@ -783,20 +767,25 @@ impl Store {
                 log_path,
             });
         }
+        // One JSON parameter for all the tries, so the statement text is the same however many
+        // were claimed (prepared once per connection; see `Backend::json_rows`).
         let insert = format!(
-            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) VALUES {}",
-            values_list(claimed.len(), 3, 4, |p| format!("({}, {}, {}, 'running', $1, $2, {})", p[0], p[1], p[2], p[3]))
-        ) + " ON CONFLICT (ti_id, try_number) DO UPDATE SET attempt = excluded.attempt, state = 'running', \
-             worker = excluded.worker, ended_at = NULL, exit_code = NULL, note = NULL";
+            "INSERT INTO task_tries (ti_id, try_number, attempt, state, worker, started_at, log_path) \
+             SELECT CAST(j.value ->> 0 AS BIGINT), CAST(j.value ->> 1 AS BIGINT), j.value ->> 2, 'running', $1, $2, \
+             j.value ->> 3 FROM {} WHERE true ORDER BY j.key \
+             ON CONFLICT (ti_id, try_number) DO UPDATE SET attempt = excluded.attempt, state = 'running', \
+             worker = excluded.worker, ended_at = NULL, exit_code = NULL, note = NULL",
+            self.backend().json_rows(3)
+        );
         // (The conflict is a sensor's next poke: it keeps its try, its first start and its log.)
-        let mut q = sqlx::query(&insert).bind(worker).bind(now);
-        for c in &claimed {
-            q = q
-                .bind(c.ti.id)
-                .bind(i64::from(c.ti.try_number))
-                .bind(&c.attempt)
-                .bind(&c.log_path);
-        }
+        let tries: Vec<serde_json::Value> = claimed
+            .iter()
+            .map(|c| serde_json::json!([c.ti.id, c.ti.try_number, c.attempt, c.log_path]))
+            .collect();
+        let q = sqlx::query(&insert)
+            .bind(worker)
+            .bind(now)
+            .bind(serde_json::Value::Array(tries).to_string());
         q.execute(&mut *tx).await?;
         tx.commit().await?;
         // Most urgent first, as the queue orders them.
