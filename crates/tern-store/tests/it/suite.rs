@@ -1665,6 +1665,66 @@ pub async fn results_that_arrive_together_are_each_answered_as_if_alone(store: S
     }
 }
 
+/// Results written together share one read of their instances and one judgement of each run:
+/// a result reported twice in one batch is answered as a second report alone would be (its
+/// instance read again, not taken from the batch's read), the batch still commits together, and
+/// the run that the batch ends is told to exactly one result, the last accepted one of it.
+pub async fn a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_run_ended(
+    store: Store,
+) {
+    let spec = dag(
+        "repeat",
+        vec![task("a", &[]), task("b", &[]), task("c", &[])],
+    );
+    let v = setup(&store, spec).await;
+    store.create_run(&new_run("repeat", "r1"), v).await.unwrap();
+    let claimed = store.claim_many(&queues(), "w1", LEASE, 3).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let by_task = |t: &str| claimed.iter().find(|c| c.ti.task_id == t).unwrap().clone();
+    let (a, b, c) = (by_task("a"), by_task("b"), by_task("c"));
+    // b's report arrives twice (an agent that retried a report whose answer it did not get).
+    let reports = [(&a, true), (&b, true), (&b, false), (&c, true)];
+    let before = store.results_written_together();
+    let success = ok();
+    let paused = store.debug_pause_results();
+    let (answers, ()) = tokio::join!(
+        futures::future::join_all(reports.iter().map(|(x, _)| store.complete_by(
+            x.ti.id,
+            &x.attempt,
+            Some("w1"),
+            &success
+        ))),
+        async {
+            while store.debug_queued_results() < reports.len() {
+                tokio::task::yield_now().await;
+            }
+            drop(paused);
+        }
+    );
+    let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+    for ((x, accepted), applied) in reports.iter().zip(&answers) {
+        assert_eq!(applied.accepted, *accepted, "{}", x.ti.task_id);
+    }
+    assert_eq!(
+        store.results_written_together() - before,
+        reports.len() as u64,
+        "the four reports were written in one transaction"
+    );
+    let told: Vec<bool> = answers.iter().map(|a| a.run_finished).collect();
+    assert_eq!(
+        told,
+        [false, false, false, true],
+        "only c's answer says the run ended"
+    );
+    assert_eq!(
+        store.get_run("repeat", "r1").await.unwrap().state,
+        RunState::Success
+    );
+    let tries = store.task_tries(b.ti.id).await.unwrap();
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].state, TaskState::Success);
+}
+
 pub async fn a_silent_server_is_failed_over_and_a_live_one_is_not(store: Store) {
     let clock = ManualClock::at(Utc::now());
     let store = store.with_clock(clock.clone());
