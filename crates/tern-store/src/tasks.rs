@@ -638,8 +638,8 @@ impl Store {
             // mark) is skipped rather than waited for: that transaction admits after it.
             let sql = match self.backend() {
                 crate::Backend::Postgres => format!(
-                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id IN \
-                     (SELECT id FROM task_instances WHERE {} AND state = 'scheduled' FOR UPDATE SKIP LOCKED)",
+                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id = ANY(ARRAY(\
+                     SELECT id FROM task_instances WHERE {} AND state = 'scheduled' FOR UPDATE SKIP LOCKED))",
                     self.backend().in_json_ids("id", 2)
                 ),
                 crate::Backend::Sqlite => format!(
