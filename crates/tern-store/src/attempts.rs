@@ -3,7 +3,7 @@
 //!
 //! Each attempt ends in a transaction that locks the run row first (PostgreSQL; SQLite
 //! serialises writers, so there it is one read less), reads the task instance again under that
-//! lock ([`Store::read_locked`]), checks what the caller expected of it ([`Expect`]: state,
+//! lock ([`Store::read_batch`]), checks what the caller expected of it ([`Expect`]: state,
 //! attempt token, holder, lease) and writes with the same conditions, failing if no row matched
 //! ([`Store::end_locked`]). After the transaction's last attempt, each run one of them ended
 //! without reading all its states is judged once ([`Store::judge_runs`]: does it end?), then
@@ -74,32 +74,28 @@ pub(crate) struct Locked {
     version_id: i64,
 }
 
-/// The instances whose attempts a transaction ends, read together under their runs' locks
-/// ([`Store::read_locked`]); each is taken by the first attempt that ends it.
+/// The attempts one transaction ends (one, or agents' results written together): their
+/// instances as read together under their runs' locks ([`Store::read_batch`]), each taken by
+/// the first attempt that ends it, and the runs those attempts ended without a pass that read
+/// all their states, judged once after the last of them ([`Store::judge_runs`]) with one probe
+/// of what is still in flight instead of one per attempt.
 #[derive(Default)]
-pub(crate) struct LockedInstances {
+pub(crate) struct Batch {
     rows: HashMap<i64, Locked>,
     /// The run of each instance read (kept after the instance is taken).
     run_of: HashMap<i64, i64>,
+    to_judge: Vec<(i64, Arc<tern_core::DagSpec>)>,
 }
 
-impl LockedInstances {
+impl Batch {
     /// The run of instance `ti_id`, if it was read.
     pub(crate) fn run_of(&self, ti_id: i64) -> Option<i64> {
         self.run_of.get(&ti_id).copied()
     }
-}
 
-/// Runs whose attempts a transaction ended without a pass that read all their states: each
-/// is judged once, after the transaction's last attempt ([`Store::judge_runs`]), with one
-/// probe of what is still in flight instead of one per attempt.
-#[derive(Default)]
-pub(crate) struct RunsToJudge(Vec<(i64, Arc<tern_core::DagSpec>)>);
-
-impl RunsToJudge {
-    fn add(&mut self, run_pk: i64, spec: &Arc<tern_core::DagSpec>) {
-        if !self.0.iter().any(|(r, _)| *r == run_pk) {
-            self.0.push((run_pk, spec.clone()));
+    fn judge_later(&mut self, run_pk: i64, spec: &Arc<tern_core::DagSpec>) {
+        if !self.to_judge.iter().any(|(r, _)| *r == run_pk) {
+            self.to_judge.push((run_pk, spec.clone()));
         }
     }
 }
@@ -136,20 +132,11 @@ impl Store {
         if !self.lock_runs_of(&mut tx, &[ti_id]).await? {
             return Ok(Ended::NotCurrent);
         }
-        let mut instances = self.read_locked(&mut tx, &[ti_id]).await?;
-        let mut judge = RunsToJudge::default();
+        let mut batch = self.read_batch(&mut tx, &[ti_id]).await?;
         let mut ended = self
-            .end_locked(
-                &mut tx,
-                &mut instances,
-                ti_id,
-                expect,
-                result,
-                now,
-                &mut judge,
-            )
+            .end_locked(&mut tx, &mut batch, ti_id, expect, result, now)
             .await?;
-        let finished = self.judge_runs(&mut tx, judge, now).await?;
+        let finished = self.judge_runs(&mut tx, &mut batch, now).await?;
         if let Ended::Applied(applied) = &mut ended {
             applied.run_finished |= !finished.is_empty();
             let admitted = self.try_admit(&mut tx, now).await?;
@@ -184,12 +171,12 @@ impl Store {
 
     /// Reads the instances `ti_ids` in one statement, under their runs' locks (the caller took
     /// them: [`Store::lock_runs_of`]), locking their rows too where the database has row
-    /// locks, in key order. An instance that no longer exists is missing from the answer.
-    pub(crate) async fn read_locked(
+    /// locks, in key order. An instance that no longer exists is missing from the batch.
+    pub(crate) async fn read_batch(
         &self,
         tx: &mut Transaction<'static, Any>,
         ti_ids: &[i64],
-    ) -> Result<LockedInstances> {
+    ) -> Result<Batch> {
         let sql = format!(
             "SELECT {TI_COLUMNS}, lease_until, acked, \
              (SELECT r.version_id FROM dag_runs r WHERE r.id = task_instances.run_pk) AS version_id \
@@ -201,7 +188,7 @@ impl Store {
             .bind(serde_json::to_string(ti_ids)?)
             .fetch_all(&mut **tx)
             .await?;
-        let mut out = LockedInstances::default();
+        let mut out = Batch::default();
         for row in rows {
             let ti = ti_row(&row)?;
             out.run_of.insert(ti.id, ti.run_pk);
@@ -216,17 +203,17 @@ impl Store {
         Ok(out)
     }
 
-    /// Judges, once each, the runs whose attempts this transaction ended without reading all
-    /// their states (`judge`): a run whose instances are all final ends. Called after the
-    /// transaction's last attempt ended and before its admission. Returns the runs that ended.
+    /// Judges, once each, the runs `batch`'s attempts ended without reading all their states:
+    /// a run whose instances are all final ends. Called after the transaction's last attempt
+    /// ended and before its admission. Returns the runs that ended.
     pub(crate) async fn judge_runs(
         &self,
         tx: &mut Transaction<'static, Any>,
-        judge: RunsToJudge,
+        batch: &mut Batch,
         now: i64,
     ) -> Result<Vec<i64>> {
         let mut finished = Vec::new();
-        for (run_pk, spec) in judge.0 {
+        for (run_pk, spec) in std::mem::take(&mut batch.to_judge) {
             if self
                 .finish_run_if_done(tx, run_pk, &spec, None, now)
                 .await?
@@ -239,24 +226,22 @@ impl Store {
 
     /// The part of [`Store::end_one`] under the run's lock, without admission and without
     /// judging the run (both once per transaction, by its owner): takes the instance as read
-    /// under the lock from `instances` (or reads it again when an earlier attempt of the same
+    /// under the lock from `batch` (or reads it again when an earlier attempt of the same
     /// transaction already took it), checks `expect`, and ends the attempt (or notes a late
-    /// result, or puts an unconfirmed claim back). A run left to judge is added to `judge`.
-    /// Every path that ends an attempt comes through here.
-    #[allow(clippy::too_many_arguments)]
+    /// result, or puts an unconfirmed claim back); a run left to judge goes to `batch`. Every
+    /// path that ends an attempt comes through here.
     pub(crate) async fn end_locked(
         &self,
         tx: &mut Transaction<'static, Any>,
-        instances: &mut LockedInstances,
+        batch: &mut Batch,
         ti_id: i64,
         expect: &Expect<'_>,
         result: &TryResult,
         now: i64,
-        judge: &mut RunsToJudge,
     ) -> Result<Ended> {
-        let locked = match instances.rows.remove(&ti_id) {
+        let locked = match batch.rows.remove(&ti_id) {
             Some(locked) => Some(locked),
-            None => self.read_locked(tx, &[ti_id]).await?.rows.remove(&ti_id),
+            None => self.read_batch(tx, &[ti_id]).await?.rows.remove(&ti_id),
         };
         // (Gone if its run was deleted meanwhile.)
         let Some(Locked {
@@ -312,7 +297,7 @@ impl Store {
             .await?;
         }
         let mut applied = self
-            .end_attempt(tx, &ti, version_id, result, now, judge)
+            .end_attempt(tx, &ti, version_id, result, now, batch)
             .await?;
         applied.ran_for = ti
             .started_at
@@ -561,7 +546,7 @@ impl Store {
         version_id: i64,
         result: &TryResult,
         now: i64,
-        judge: &mut RunsToJudge,
+        batch: &mut Batch,
     ) -> Result<Applied> {
         let spec = self.spec(version_id).await?;
         let task = spec.task(&ti.task_id);
@@ -608,7 +593,7 @@ impl Store {
                     now,
                     (state, None, Some(note)),
                     None,
-                    judge,
+                    batch,
                 )
                 .await;
         }
@@ -628,7 +613,7 @@ impl Store {
                     now,
                     (TaskState::Skipped, None, Some(note)),
                     None,
-                    judge,
+                    batch,
                 )
                 .await;
         }
@@ -683,7 +668,7 @@ impl Store {
             now,
             (state, ready_at, note),
             skips.as_ref(),
-            judge,
+            batch,
         )
         .await
     }
@@ -756,7 +741,8 @@ impl Store {
 
     /// Moves an ended attempt's instance to `state` (with when it is ready again, for a retry,
     /// and its note) and applies the consequences: downstream readiness for a final state, and
-    /// run completion when that pass read the run's states (otherwise the run goes to `judge`).
+    /// run completion when that pass read the run's states (otherwise the run is left to judge
+    /// with the rest of `batch`).
     /// (Admission is the caller's: once per transaction, however many attempts it ends.)
     #[allow(clippy::too_many_arguments)]
     async fn settle(
@@ -768,7 +754,7 @@ impl Store {
         now: i64,
         (state, ready_at, note): (TaskState, Option<i64>, Option<String>),
         skips: Option<&tern_core::Skips>,
-        judge: &mut RunsToJudge,
+        batch: &mut Batch,
     ) -> Result<Applied> {
         let done = sqlx::query(
             "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
@@ -830,7 +816,7 @@ impl Store {
                         .finish_run_if_done(tx, ti.run_pk, spec, Some(states), now)
                         .await?;
                 }
-                None => judge.add(ti.run_pk, spec),
+                None => batch.judge_later(ti.run_pk, spec),
             }
             if matches!(state, TaskState::Success | TaskState::Skipped) {
                 self.wake_next_run(tx, ti.run_pk, spec, &[ti.task_id.as_str()], now)

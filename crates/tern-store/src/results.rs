@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::attempts::{Ended, Expect, RunsToJudge};
+use crate::attempts::{Ended, Expect};
 use crate::{Applied, Result, Store, TryResult};
 
 /// Most results ended in one transaction: a transaction stays short however many arrive.
@@ -225,31 +225,29 @@ impl Store {
         let (mut tx, _write_lock) = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
         self.lock_runs_of(&mut tx, &ids).await?;
-        let mut instances = self.read_locked(&mut tx, &ids).await?;
-        let mut judge = RunsToJudge::default();
+        let mut read = self.read_batch(&mut tx, &ids).await?;
         let mut out = Vec::with_capacity(batch.len());
         for item in batch {
             let ended = self
                 .end_locked(
                     &mut tx,
-                    &mut instances,
+                    &mut read,
                     item.ti_id,
                     &item.expect(),
                     &item.result,
                     now,
-                    &mut judge,
                 )
                 .await?;
             out.push(ended.into_applied());
         }
         // A run that ended is told to the last accepted result of it.
-        for run_pk in self.judge_runs(&mut tx, judge, now).await? {
+        for run_pk in self.judge_runs(&mut tx, &mut read, now).await? {
             let last = batch
                 .iter()
                 .zip(out.iter_mut())
                 .rev()
                 .find(|(item, applied)| {
-                    applied.accepted && instances.run_of(item.ti_id) == Some(run_pk)
+                    applied.accepted && read.run_of(item.ti_id) == Some(run_pk)
                 });
             if let Some((_, applied)) = last {
                 applied.run_finished = true;
