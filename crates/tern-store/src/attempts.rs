@@ -100,6 +100,13 @@ impl Batch {
     }
 }
 
+/// How an attempt's try record ends.
+struct TryEnd {
+    state: TaskState,
+    exit_code: Option<i64>,
+    note: Option<String>,
+}
+
 /// What [`Store::end_one`] did.
 pub(crate) enum Ended {
     /// The attempt ended and its consequences were applied.
@@ -525,6 +532,31 @@ impl Store {
     }
 }
 
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>;
+
+/// `sql` with an ended attempt's instance values bound as `$1`–`$7` (see `write_settled`).
+fn instance_query<'q>(
+    sql: &'q str,
+    (ti, state, now, note, ready_at): (&TaskInstance, TaskState, i64, &Option<String>, Option<i64>),
+) -> AnyQuery<'q> {
+    sqlx::query(sql)
+        .bind(ti.id)
+        .bind(state.as_str())
+        .bind(now)
+        .bind(note.clone())
+        .bind(ready_at)
+        .bind(ti.state.as_str())
+        .bind(ti.attempt.clone().unwrap_or_default())
+}
+
+/// `q` with the try's values bound as `$8`–`$11` (see `write_settled`).
+fn try_query<'q>(q: AnyQuery<'q>, t: &TryEnd, ti: &TaskInstance) -> AnyQuery<'q> {
+    q.bind(t.state.as_str())
+        .bind(t.exit_code)
+        .bind(t.note.clone())
+        .bind(i64::from(ti.try_number))
+}
+
 /// A guarded write must change exactly the one row it read under the run lock.
 fn expect_one_row(rows: u64, ti: &TaskInstance) -> Result<()> {
     if rows == 1 {
@@ -739,6 +771,55 @@ impl Store {
         })
     }
 
+    /// Writes an ended attempt's instance (guarded by the state and token it was read with; an
+    /// error if that no longer matched) and, with `try_end`, its try's record. On PostgreSQL
+    /// both are one statement (the try's update runs only if the instance's matched), one round
+    /// trip per result less; on SQLite, whose statements are calls into the same process, two.
+    async fn write_settled(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        ti: &TaskInstance,
+        now: i64,
+        (state, ready_at, note): (TaskState, Option<i64>, &Option<String>),
+        try_end: Option<TryEnd>,
+    ) -> Result<()> {
+        const INSTANCE: &str = "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, \
+             ready_at = $5, lease_until = NULL, sensor_since = NULL \
+             WHERE id = $1 AND state = $6 AND COALESCE(attempt, '') = $7";
+        const TRY: &str =
+            "UPDATE task_tries SET state = $8, ended_at = $3, exit_code = $9, note = $10 \
+             WHERE ti_id = $1 AND try_number = $11";
+        let together = try_end.is_some() && self.backend() == crate::Backend::Postgres;
+        let sql = if together {
+            format!(
+                "WITH i AS ({INSTANCE} RETURNING id), \
+                 t AS ({TRY} AND EXISTS (SELECT 1 FROM i) RETURNING 1) \
+                 SELECT COUNT(*) FROM i"
+            )
+        } else {
+            INSTANCE.to_string()
+        };
+        // The instance's values are $1–$7, the try's $8–$11 (with $1 and $3); SQLite's try
+        // statement gets all eleven, whichever it names.
+        let values = (ti, state, now, note, ready_at);
+        let Some(t) = try_end else {
+            let done = instance_query(&sql, values).execute(&mut **tx).await?;
+            return expect_one_row(done.rows_affected(), ti);
+        };
+        if together {
+            let row = try_query(instance_query(&sql, values), &t, ti)
+                .fetch_one(&mut **tx)
+                .await?;
+            return expect_one_row(row.try_get::<i64, _>(0)? as u64, ti);
+        }
+        let done = instance_query(&sql, values).execute(&mut **tx).await?;
+        expect_one_row(done.rows_affected(), ti)?;
+        try_query(instance_query(TRY, values), &t, ti)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// Moves an ended attempt's instance to `state` (with when it is ready again, for a retry,
     /// and its note) and applies the consequences: downstream readiness for a final state, and
     /// run completion when that pass read the run's states (otherwise the run is left to judge
@@ -756,20 +837,6 @@ impl Store {
         skips: Option<&tern_core::Skips>,
         batch: &mut Batch,
     ) -> Result<Applied> {
-        let done = sqlx::query(
-            "UPDATE task_instances SET state = $2, ended_at = $3, note = $4, ready_at = $5, lease_until = NULL, \
-             sensor_since = NULL WHERE id = $1 AND state = $6 AND COALESCE(attempt, '') = $7",
-        )
-        .bind(ti.id)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(&note)
-        .bind(ready_at)
-        .bind(ti.state.as_str())
-        .bind(ti.attempt.clone().unwrap_or_default())
-        .execute(&mut **tx)
-        .await?;
-        expect_one_row(done.rows_affected(), ti)?;
         let (try_state, try_note) = if state == TaskState::UpForRetry {
             (TaskState::Failed, result.note.clone())
         } else {
@@ -777,19 +844,13 @@ impl Store {
         };
         // A queued instance that times out never started a try of its own: its last try's record
         // (if any) stays as it was.
-        if ti.state == TaskState::Running {
-            sqlx::query(
-                "UPDATE task_tries SET state = $3, ended_at = $4, exit_code = $5, note = $6 WHERE ti_id = $1 AND try_number = $2",
-            )
-            .bind(ti.id)
-            .bind(i64::from(ti.try_number))
-            .bind(try_state.as_str())
-            .bind(now)
-            .bind(result.exit_code.map(i64::from))
-            .bind(&try_note)
-            .execute(&mut **tx)
+        let try_end = (ti.state == TaskState::Running).then_some(TryEnd {
+            state: try_state,
+            exit_code: result.exit_code.map(i64::from),
+            note: try_note,
+        });
+        self.write_settled(tx, ti, now, (state, ready_at, &note), try_end)
             .await?;
-        }
         if state == TaskState::UpForRetry {
             self.enqueue_retry_notifications(tx, ti, spec, result.note.as_deref(), ready_at, now)
                 .await?;
