@@ -109,15 +109,22 @@ shell(id = "work", queue = "site:warsaw", retries = 1, retry_delay = "0s",
 #[test]
 fn a_control_plane_restart_does_not_relaunch_a_running_task_and_its_result_is_replayed() {
     let t = Tern::new();
+    // The task marks its start: a claim is `running` in the database before the agent has
+    // confirmed it, and an agent that cannot confirm a claim (its control plane gone) never
+    // starts it, so the kill must come after the task started, not after the claim.
+    let started = t.path().join("work-started");
     t.write_dag(
         "site.star",
-        r#"
+        &format!(
+            r#"
 d = dag(id = "site")
 work = shell(id = "work", queue = "site:warsaw", retries = 2, retry_delay = "0s",
-      cmd = "echo started; sleep 1; echo finished while the control plane was down; echo rows=3 >> $TERN_OUTPUT")
-after = shell(id = "after", cmd = "echo got {{ outputs.work.rows }}")
+      cmd = "echo started; touch '{}'; sleep 1; echo finished while the control plane was down; echo rows=3 >> $TERN_OUTPUT")
+after = shell(id = "after", cmd = "echo got {{{{ outputs.work.rows }}}}")
 work >> after
 "#,
+            started.display()
+        ),
     );
     let port = free_port();
     let (mut server, url) = server_on(&t, port);
@@ -128,6 +135,7 @@ work >> after
     t.wait_run("site", &run_id, "the task to run on the site", |v| {
         task(v, "work")["state"] == "running"
     });
+    wait_for("the task to start on the site", || started.exists());
     kill9(&mut server.child);
     // The agent finishes the task with nobody to tell and keeps the result in its spool.
     wait_for("the result to be spooled", || spooled_result(&dir));
