@@ -586,6 +586,8 @@ impl Store {
             tern_core::TaskKind::Sensor(s) => Some(s),
             _ => None,
         });
+        // A sensor out of time and an exit code the task skips on settle the instance outright.
+        let mut outright = None;
         if let (Some(after), Some(sensor), false) =
             (result.reschedule_after, sensor, result.success)
         {
@@ -605,7 +607,7 @@ impl Store {
             }
             let waited = tern_core::format_duration(Duration::from_millis((now - since) as u64));
             let why = result.note.as_deref().unwrap_or("condition not met");
-            let (state, note) = if sensor.soft_fail {
+            outright = Some(if sensor.soft_fail {
                 (
                     TaskState::Skipped,
                     format!("sensor timed out after {waited} ({why}); skipped (soft_fail)"),
@@ -615,7 +617,19 @@ impl Store {
                     TaskState::Failed,
                     format!("sensor timed out after {waited} ({why}); not retried"),
                 )
-            };
+            });
+        } else if !result.success
+            && result
+                .exit_code
+                .is_some_and(|code| task.is_some_and(|t| t.skips_on_exit(code)))
+        {
+            let why = result.note.as_deref().unwrap_or("exit code");
+            outright = Some((
+                TaskState::Skipped,
+                format!("skipped: {why} (skip_on_exit_code)"),
+            ));
+        }
+        if let Some((state, note)) = outright {
             return self
                 .settle(
                     tx,
@@ -624,26 +638,6 @@ impl Store {
                     result,
                     now,
                     (state, None, Some(note)),
-                    None,
-                    batch,
-                )
-                .await;
-        }
-        if !result.success
-            && result
-                .exit_code
-                .is_some_and(|code| task.is_some_and(|t| t.skips_on_exit(code)))
-        {
-            let why = result.note.as_deref().unwrap_or("exit code");
-            let note = format!("skipped: {why} (skip_on_exit_code)");
-            return self
-                .settle(
-                    tx,
-                    ti,
-                    &spec,
-                    result,
-                    now,
-                    (TaskState::Skipped, None, Some(note)),
                     None,
                     batch,
                 )
@@ -789,30 +783,30 @@ impl Store {
         const TRY: &str =
             "UPDATE task_tries SET state = $8, ended_at = $3, exit_code = $9, note = $10 \
              WHERE ti_id = $1 AND try_number = $11";
-        let together = try_end.is_some() && self.backend() == crate::Backend::Postgres;
-        let sql = if together {
+        /// Both in one statement (PostgreSQL), built once.
+        static TOGETHER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "WITH i AS ({INSTANCE} RETURNING id), \
                  t AS ({TRY} AND EXISTS (SELECT 1 FROM i) RETURNING 1) \
                  SELECT COUNT(*) FROM i"
             )
-        } else {
-            INSTANCE.to_string()
-        };
+        });
+        let together = try_end.is_some() && self.backend() == crate::Backend::Postgres;
+        let sql: &str = if together { &TOGETHER } else { INSTANCE };
         // The instance's values are $1–$7, the try's $8–$11 (with $1 and $3); SQLite's try
         // statement gets all eleven, whichever it names.
         let values = (ti, state, now, note, ready_at);
         let Some(t) = try_end else {
-            let done = instance_query(&sql, values).execute(&mut **tx).await?;
+            let done = instance_query(sql, values).execute(&mut **tx).await?;
             return expect_one_row(done.rows_affected(), ti);
         };
         if together {
-            let row = try_query(instance_query(&sql, values), &t, ti)
+            let row = try_query(instance_query(sql, values), &t, ti)
                 .fetch_one(&mut **tx)
                 .await?;
             return expect_one_row(row.try_get::<i64, _>(0)? as u64, ti);
         }
-        let done = instance_query(&sql, values).execute(&mut **tx).await?;
+        let done = instance_query(sql, values).execute(&mut **tx).await?;
         expect_one_row(done.rows_affected(), ti)?;
         try_query(instance_query(TRY, values), &t, ti)
             .execute(&mut **tx)

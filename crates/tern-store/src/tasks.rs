@@ -782,11 +782,12 @@ impl Store {
             .iter()
             .map(|c| serde_json::json!([c.ti.id, c.ti.try_number, c.attempt, c.log_path]))
             .collect();
-        let q = sqlx::query(&insert)
+        sqlx::query(&insert)
             .bind(worker)
             .bind(now)
-            .bind(serde_json::Value::Array(tries).to_string());
-        q.execute(&mut *tx).await?;
+            .bind(serde_json::Value::Array(tries).to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         // Most urgent first, as the queue orders them.
         claimed.sort_by(|a, b| {
