@@ -1,21 +1,23 @@
-//! The process groups of running tries, kept on disk so that an agent started after a crash
-//! ends what its killed predecessor left behind before any retry starts.
+//! The tries of this agent, kept on disk so that an agent started after a crash ends what its
+//! killed predecessor's tries left running before any retry starts.
 //!
-//! Every task process leads a process group of its own and dies with its agent
-//! (`PR_SET_PDEATHSIG`), but the signal reaches only that process: its own children would
-//! live on after a `kill -9` of the agent and overlap the retry. So each try notes its group
-//! and attempt token in the agent's journal (`<agent pid>.journal`, see [`crate::journal`])
-//! while it runs. At start an agent replays the journals of agents that are gone: a group with
-//! a process still carrying that attempt's `TERN_ATTEMPT` in its environment is killed whole. (A process id is never reused
-//! while it names a live process group, and the environment check rules out a group that
-//! came and went.)
+//! Every task process leads a process group of its own, and the guardian ([`crate::guardian`])
+//! or `PR_SET_PDEATHSIG` ends it with its agent; but a crash can take the guardian too, and a
+//! try killed between its spawn and the guardian's `+PGID` line is not on the guardian's list.
+//! So each try notes its attempt token in the agent's journal (`<agent pid>.journal`, see
+//! [`crate::journal`]) *before* its process is started, and closes the entry when the process
+//! has ended. At start an agent replays the journals of agents that are gone and kills the
+//! process group of every live process whose environment carries a left-over attempt's
+//! `TERN_ATTEMPT` (the variable every process of a try inherits, so a child that left its
+//! group with `setsid` is found too; the token is random, so no other process carries it).
 
+use std::collections::{BTreeSet, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgrp, Pid};
 
 use crate::journal::{self, Journal};
 
@@ -31,12 +33,12 @@ pub struct GroupRegistry {
 /// A try's entry in the registry; closed when dropped.
 pub struct Registered {
     journal: Arc<Journal>,
-    pgid: u32,
+    attempt: String,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.journal.remove(&self.pgid.to_string());
+        self.journal.remove(&self.attempt);
     }
 }
 
@@ -49,58 +51,92 @@ impl GroupRegistry {
         })
     }
 
-    /// Notes that process group `pgid` runs the try `attempt` of this process.
-    pub fn record(&self, pgid: u32, attempt: &str) -> io::Result<Registered> {
-        self.journal.add(&pgid.to_string(), attempt)?;
+    /// Notes that this process is about to start a process for the try `attempt` (a token
+    /// without spaces); call it before the spawn and keep the entry until the process ended.
+    pub fn record(&self, attempt: &str) -> io::Result<Registered> {
+        self.journal.add(attempt, "")?;
         Ok(Registered {
             journal: self.journal.clone(),
-            pgid,
+            attempt: attempt.to_string(),
         })
     }
 
-    /// Kills every group left by tries of agents that are gone; returns how many groups were
-    /// killed. Journals of other live agents sharing the folder are left alone; this process's
-    /// own id is a predecessor's (an agent that always runs as pid 1 in a container), since
-    /// this process has started no try yet when it calls this.
+    /// Kills what tries of agents that are gone left running; returns how many process
+    /// groups were killed. Journals of other live agents sharing the folder are left alone;
+    /// this process's own id is a predecessor's (an agent that always runs as pid 1 in a
+    /// container), since this process has started no try yet when it calls this.
     pub fn end_leftovers(&self) -> io::Result<usize> {
-        let mut killed = 0;
-        for (path, entries) in journal::leftovers(&self.dir)? {
-            for (pgid, attempt) in entries {
-                let Ok(pgid) = pgid.parse::<i32>() else {
-                    continue;
-                };
-                if !attempt.is_empty() && group_runs_attempt(pgid, &attempt) {
-                    let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-                    killed += 1;
-                    tracing::warn!(
-                        pgid,
-                        attempt,
-                        "ended the processes a stopped agent's try left running"
-                    );
-                }
-            }
+        let leftovers = journal::leftovers(&self.dir)?;
+        let attempts: BTreeSet<String> = leftovers
+            .iter()
+            .flat_map(|(_, entries)| entries.iter().map(left_attempt))
+            .filter(|attempt| !attempt.is_empty())
+            .collect();
+        let killed = if attempts.is_empty() {
+            0
+        } else {
+            end_processes_of(&attempts)
+        };
+        for (path, _) in leftovers {
             let _ = std::fs::remove_file(&path);
         }
         Ok(killed)
     }
 }
 
-/// Whether a live process of group `pgid` carries `TERN_ATTEMPT=attempt`.
-fn group_runs_attempt(pgid: i32, attempt: &str) -> bool {
-    let marker = format!("{ATTEMPT_VAR}={attempt}");
+/// The attempt of a journal entry. (Agents before this one wrote the group as the key and the
+/// attempt as the value.)
+fn left_attempt((key, value): &(String, String)) -> String {
+    if value.is_empty() { key } else { value }.clone()
+}
+
+/// Kills the process group of every live process carrying one of `attempts` in its
+/// environment (the process alone if it shares this process's group); returns how many groups
+/// were killed.
+fn end_processes_of(attempts: &BTreeSet<String>) -> usize {
+    let markers: HashSet<Vec<u8>> = attempts
+        .iter()
+        .map(|a| format!("{ATTEMPT_VAR}={a}").into_bytes())
+        .collect();
+    let own_group = getpgrp().as_raw();
+    let own_pid = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
+        return 0;
     };
-    procs.flatten().any(|p| {
-        let dir = p.path();
-        let in_group = std::fs::read_to_string(dir.join("stat"))
+    let mut groups = BTreeSet::new();
+    for dir in procs.flatten().map(|p| p.path()) {
+        let Some(pid) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let carries = std::fs::read(dir.join("environ"))
+            .is_ok_and(|env| env.split(|b| *b == 0).any(|var| markers.contains(var)));
+        if !carries || pid == own_pid {
+            continue;
+        }
+        let Some(group) = std::fs::read_to_string(dir.join("stat"))
             .ok()
             .and_then(|stat| process_group_of(&stat))
-            == Some(pgid);
-        in_group
-            && std::fs::read(dir.join("environ"))
-                .is_ok_and(|env| env.split(|b| *b == 0).any(|var| var == marker.as_bytes()))
-    })
+        else {
+            continue;
+        };
+        if group > 1 && group != own_group {
+            groups.insert(group);
+        } else {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    for &group in &groups {
+        let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        tracing::warn!(
+            pgid = group,
+            "ended the processes a stopped agent's try left running"
+        );
+    }
+    groups.len()
 }
 
 /// The process group in a `/proc/PID/stat` line (the fifth field; the second, the command
@@ -120,41 +156,70 @@ mod tests {
         assert_eq!(process_group_of(stat), Some(4240));
     }
 
-    #[test]
-    fn leftovers_of_a_gone_agent_are_killed_and_live_ones_kept() {
+    /// A process of the try `attempt` in a process group of its own.
+    fn try_process(attempt: &str) -> std::process::Child {
         use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let reg = GroupRegistry::open(dir.path()).unwrap();
-        let mut child = std::process::Command::new("sleep")
+        std::process::Command::new("sleep")
             .arg("30")
-            .env(ATTEMPT_VAR, "tok-1")
+            .env(ATTEMPT_VAR, attempt)
             .process_group(0)
             .spawn()
-            .unwrap();
-        let pgid = child.id();
+            .unwrap()
+    }
+
+    #[test]
+    fn leftovers_of_a_gone_agent_are_killed_and_live_ones_kept() {
+        // Tokens of this test process only (tests of this binary may run at once).
+        let tok = |n: u32| format!("tok-{}-{n}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let reg = GroupRegistry::open(dir.path()).unwrap();
+        let mut first = try_process(&tok(1));
         // In the journal of another live agent (the test runner's parent stands in for one):
         // kept.
         let live = std::os::unix::process::parent_id();
         let live_journal = dir.path().join(format!("{live}.journal"));
-        std::fs::write(&live_journal, format!("+ {pgid} tok-1\n")).unwrap();
+        std::fs::write(&live_journal, format!("+ {} \n", tok(1))).unwrap();
         assert_eq!(reg.end_leftovers().unwrap(), 0);
-        assert!(child.try_wait().unwrap().is_none());
+        assert!(first.try_wait().unwrap().is_none());
         std::fs::remove_file(&live_journal).unwrap();
-        // In the journal of an agent that is gone; a different attempt's marker is not ours
-        // (that group is left alone), and a closed entry is not looked at.
+        // In the journal of an agent that is gone: every group holding a process of the
+        // attempt is killed (here the try's second process left the first one's group), and
+        // so is the group an older agent noted as `+ PGID ATTEMPT`. A closed entry and an
+        // attempt no process carries are not acted on; an unrelated group is left alone.
+        let mut second = try_process(&tok(1));
+        let mut older = try_process(&tok(2));
+        let mut closed = try_process(&tok(3));
+        let mut unrelated = try_process(&tok(4));
         std::fs::write(
             dir.path().join("999999999.journal"),
-            format!("+ 1 other\n+ 2 tok-2\n- 2\n+ {pgid} tok-1\n"),
+            format!(
+                "+ {} \n+ {} \n- {}\n+ {} {}\n+ {} \n",
+                tok(5),
+                tok(3),
+                tok(3),
+                older.id(),
+                tok(2),
+                tok(1)
+            ),
         )
         .unwrap();
-        assert_eq!(reg.end_leftovers().unwrap(), 1);
-        let status = child.wait().unwrap();
-        assert!(!status.success(), "killed: {status:?}");
+        assert_eq!(reg.end_leftovers().unwrap(), 3);
+        for child in [&mut first, &mut second, &mut older] {
+            let status = child.wait().unwrap();
+            assert!(!status.success(), "killed: {status:?}");
+        }
+        for child in [&mut closed, &mut unrelated] {
+            assert!(child.try_wait().unwrap().is_none(), "left alone");
+            child.kill().unwrap();
+        }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         // A try of this process is in its own journal until its entry is dropped.
-        let entry = reg.record(4242, "tok-3").unwrap();
+        let entry = reg.record(&tok(6)).unwrap();
         let own = dir.path().join(format!("{}.journal", std::process::id()));
-        assert_eq!(journal::replay(&own).unwrap().len(), 1);
+        assert_eq!(
+            journal::replay(&own).unwrap(),
+            vec![(tok(6), String::new())]
+        );
         drop(entry);
         assert!(journal::replay(&own).unwrap().is_empty());
     }

@@ -14,9 +14,10 @@
 //! only the guardian holds. When the last writing end closes (the agent's process is gone), the
 //! guardian kills the groups still listed and exits. It sits in a process group of its own and
 //! ignores the terminal's and a service manager's stop signals, so a signal sent to the agent's
-//! group (Ctrl-C, `kill -- -PGID`) cannot take it down before it has done its job. A try started
-//! in the microseconds between spawn and its `+PGID` line is covered by the groups journal
-//! ([`crate::groups`]) instead, as every try is after a crash of the whole machine.
+//! group (Ctrl-C, `kill -- -PGID`) cannot take it down before it has done its job. A try whose agent
+//! dies between its spawn and its `+PGID` line is covered by the groups journal
+//! ([`crate::groups`], written before the spawn) instead, as every try is after a crash of the
+//! whole machine.
 
 use std::collections::HashSet;
 use std::fs::File;

@@ -178,6 +178,14 @@ pub async fn run(
             });
         }
     }
+    // Noted before the spawn: an agent killed at any point after it leaves the try on record
+    // for its successor to end (see `crate::groups`).
+    let _registered = spec.groups.as_ref().and_then(|(registry, attempt)| {
+        registry
+            .record(attempt)
+            .inspect_err(|e| tracing::warn!("cannot note the task's try: {e}"))
+            .ok()
+    });
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -186,12 +194,6 @@ pub async fn run(
     };
     let pid = child.id().unwrap_or(0);
     let _watched = crate::guardian::watch(pid);
-    let _registered = spec.groups.as_ref().and_then(|(registry, attempt)| {
-        registry
-            .record(pid, attempt)
-            .inspect_err(|e| tracing::warn!("cannot note the task's process group: {e}"))
-            .ok()
-    });
     let spec_mask = spec.mask.clone();
     if let (Some(input), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
