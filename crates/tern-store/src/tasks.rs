@@ -635,11 +635,16 @@ impl Store {
         }
         if !admitted.is_empty() {
             // On PostgreSQL an instance another transaction is changing right now (a clear, a
-            // mark) is skipped rather than waited for: that transaction admits after it.
+            // mark) is skipped rather than waited for: that transaction admits after it. The
+            // rows are found by primary key and their state checked in the join: with the state
+            // in the locking read, a table without statistics yet (a new database's first
+            // minute) was read through the whole `scheduled` index for every admission (3–5 ms
+            // each, under the admission lock; BENCHMARKS.md).
             let sql = match self.backend() {
                 crate::Backend::Postgres => format!(
-                    "UPDATE task_instances SET state = 'queued', queued_at = $1 WHERE id = ANY(ARRAY(\
-                     SELECT id FROM task_instances WHERE {} AND state = 'scheduled' FOR UPDATE SKIP LOCKED))",
+                    "WITH l AS MATERIALIZED (SELECT id FROM task_instances WHERE {} FOR UPDATE SKIP LOCKED) \
+                     UPDATE task_instances t SET state = 'queued', queued_at = $1 \
+                     FROM l WHERE t.id = l.id AND t.state = 'scheduled'",
                     self.backend().in_json_ids("id", 2)
                 ),
                 crate::Backend::Sqlite => format!(
