@@ -93,7 +93,7 @@ fn left_attempt((key, value): &(String, String)) -> String {
 /// Kills the process group of every live process carrying one of `attempts` in its
 /// environment (the process alone if it shares this process's group); returns how many groups
 /// were killed.
-fn end_processes_of(attempts: &BTreeSet<String>) -> usize {
+pub(crate) fn end_processes_of(attempts: &BTreeSet<String>) -> usize {
     let markers: HashSet<Vec<u8>> = attempts
         .iter()
         .map(|a| format!("{ATTEMPT_VAR}={a}").into_bytes())

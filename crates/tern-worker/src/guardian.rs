@@ -16,10 +16,12 @@
 //! ignores the terminal's and a service manager's stop signals, so a signal sent to the agent's
 //! group (Ctrl-C, `kill -- -PGID`) cannot take it down before it has done its job. A try whose agent
 //! dies between its spawn and its `+PGID` line is covered by the groups journal
-//! ([`crate::groups`], written before the spawn) instead, as every try is after a crash of the
-//! whole machine.
+//! ([`crate::groups`], written before the spawn) and by the try's attempt token, sent as
+//! `+aTOKEN` before the spawn: when the agent dies the guardian also kills the group of every
+//! process still carrying a listed `TERN_ATTEMPT`. A crash of the whole machine is covered by the
+//! groups journal alone.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -69,20 +71,44 @@ pub struct Watched {
 
 /// Puts process group `pgid` under the guardian's watch; `None` without a guardian.
 pub fn watch(pgid: u32) -> Option<Watched> {
-    send('+', pgid).then_some(Watched { pgid })
+    send(&format!("+{pgid}")).then_some(Watched { pgid })
 }
 
 impl Drop for Watched {
     fn drop(&mut self) {
-        send('-', self.pgid);
+        send(&format!("-{}", self.pgid));
     }
 }
 
-fn send(op: char, pgid: u32) -> bool {
+/// A try's attempt token, under watch until dropped.
+pub struct WatchedAttempt {
+    attempt: String,
+}
+
+/// Puts the processes carrying `TERN_ATTEMPT=attempt` (a token without spaces or line breaks)
+/// under the guardian's watch; call it before the try's process is spawned, so an agent killed
+/// before [`watch`] names the group still has its try ended. `None` without a guardian.
+pub fn watch_attempt(attempt: &str) -> Option<WatchedAttempt> {
+    send(&format!("+{ATTEMPT_MARK}{attempt}")).then(|| WatchedAttempt {
+        attempt: attempt.to_string(),
+    })
+}
+
+impl Drop for WatchedAttempt {
+    fn drop(&mut self) {
+        send(&format!("-{ATTEMPT_MARK}{}", self.attempt));
+    }
+}
+
+/// Marks a line about an attempt token rather than a process group.
+const ATTEMPT_MARK: char = 'a';
+
+fn send(line: &str) -> bool {
     let Some(mut pipe) = GUARDIAN.get() else {
         return false;
     };
-    match pipe.write_all(format!("{op}{pgid}\n").as_bytes()) {
+    // One `write` of a line shorter than `PIPE_BUF`: whole, never interleaved.
+    match pipe.write_all(format!("{line}\n").as_bytes()) {
         Ok(()) => true,
         Err(e) => {
             static WARNED: std::sync::Once = std::sync::Once::new();
@@ -132,11 +158,25 @@ unsafe fn guard(pipe: i32) -> ! {
     // SAFETY: descriptor 0 is the pipe's reading end, owned here from now on.
     let input = BufReader::new(unsafe { File::from_raw_fd(0) });
     let mut groups = HashSet::new();
+    let mut attempts = BTreeSet::new();
     for line in input.split(b'\n') {
         let Ok(line) = line else { break };
         let Some((&op, digits)) = line.split_first() else {
             continue;
         };
+        if let Some(attempt) = digits.strip_prefix(&[ATTEMPT_MARK as u8]) {
+            let attempt = String::from_utf8_lossy(attempt).into_owned();
+            match op {
+                b'+' => {
+                    attempts.insert(attempt);
+                }
+                b'-' => {
+                    attempts.remove(&attempt);
+                }
+                _ => {}
+            }
+            continue;
+        }
         let Some(pgid) = std::str::from_utf8(digits)
             .ok()
             .and_then(|d| d.parse::<i32>().ok())
@@ -156,6 +196,11 @@ unsafe fn guard(pipe: i32) -> ! {
     }
     for pgid in groups {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+    // Tries whose group was not named yet (the agent died between spawn and `+PGID`), and
+    // their children that left the group.
+    if !attempts.is_empty() {
+        crate::groups::end_processes_of(&attempts);
     }
     // SAFETY: leaving without the parent's exit handlers or buffers, which are not ours.
     unsafe { libc::_exit(0) }

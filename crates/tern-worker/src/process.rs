@@ -186,6 +186,10 @@ pub async fn run(
             .inspect_err(|e| tracing::warn!("cannot note the task's try: {e}"))
             .ok()
     });
+    let _watched_attempt = spec
+        .env
+        .get(crate::groups::ATTEMPT_VAR)
+        .and_then(|attempt| crate::guardian::watch_attempt(attempt));
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -193,6 +197,15 @@ pub async fn run(
         }
     };
     let pid = child.id().unwrap_or(0);
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("TERN_DEBUG_PAUSE_AFTER_SPAWN_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        // Tests: widen the window between the spawn and the group's `+PGID`, in which the agent
+        // may die (recovery tests kill it there).
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let _watched = crate::guardian::watch(pid);
     let spec_mask = spec.mask.clone();
     if let (Some(input), Some(mut stdin)) = (spec.stdin, child.stdin.take()) {

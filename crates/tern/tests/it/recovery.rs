@@ -204,6 +204,33 @@ fn a_kill_9_of_the_control_plane_ends_everything_its_running_try_started_at_once
 }
 
 #[test]
+fn a_kill_9_before_the_guardian_knows_the_tries_group_still_ends_what_the_try_started() {
+    let t = Tern::new();
+    let (gc_pid, side) = orphan_dag(&t);
+    // The agent waits 3 s between spawning the try and naming its group to the guardian: the
+    // kill lands in that window.
+    let child = t
+        .command(&["standalone", "--port", "0", "--no-examples"])
+        .env("TERN_DEBUG_PAUSE_AFTER_SPAWN_MS", "3000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("standalone starts");
+    let sa = crate::harness::Standalone { child };
+    let guardian = guardian_of(sa.child.id());
+    let _run_id = t.trigger("orphan", None);
+    let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
+    sa.signal(Signal::SIGKILL);
+    let _ = sa.wait_exit();
+    assert!(
+        process_gone(grandchild),
+        "the try's child outlived a control plane killed before its group was named"
+    );
+    assert!(process_gone(guardian), "the guardian stayed after its job");
+    assert!(!side.exists(), "the killed try's child went on writing");
+}
+
+#[test]
 fn what_a_killed_try_left_running_is_ended_before_its_retry() {
     let t = Tern::new();
     let (gc_pid, side) = orphan_dag(&t);
