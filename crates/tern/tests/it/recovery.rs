@@ -184,19 +184,8 @@ fn find_guardian(pid: u32) -> Option<i32> {
 fn a_kill_9_of_the_control_plane_ends_everything_its_running_try_started_at_once() {
     let t = Tern::new();
     let (gc_pid, side) = orphan_dag(&t);
-    let sa = t.standalone();
-    let guardian = guardian_of(sa.child.id());
-    let run_id = t.trigger("orphan", None);
-    let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
-    sa.signal(Signal::SIGKILL);
-    let _ = sa.wait_exit();
     // Not only the task's shell: the child it started in its group, before any restart.
-    assert!(
-        process_gone(grandchild),
-        "the running try's child outlived the killed control plane"
-    );
-    assert!(process_gone(guardian), "the guardian stayed after its job");
-    assert!(!side.exists(), "the killed try's child went on writing");
+    let run_id = kill_9_mid_try_and_expect_it_ended(&t, t.standalone(), &gc_pid, &side);
     let _sa2 = t.standalone();
     let v = t.wait_run("orphan", &run_id, "the retried run to end", finished);
     assert_eq!(run_state(&v), "success");
@@ -217,17 +206,30 @@ fn a_kill_9_before_the_guardian_knows_the_tries_group_still_ends_what_the_try_st
         .spawn()
         .expect("standalone starts");
     let sa = crate::harness::Standalone { child };
+    kill_9_mid_try_and_expect_it_ended(&t, sa, &gc_pid, &side);
+}
+
+/// Triggers the `orphan` DAG on `sa`, kills `sa` with `kill -9` once the try's grandchild runs,
+/// and checks that the grandchild and the guardian are gone and nothing went on writing; returns
+/// the run's id.
+fn kill_9_mid_try_and_expect_it_ended(
+    t: &Tern,
+    sa: crate::harness::Standalone,
+    gc_pid: &std::path::Path,
+    side: &std::path::Path,
+) -> String {
     let guardian = guardian_of(sa.child.id());
-    let _run_id = t.trigger("orphan", None);
-    let grandchild: i32 = first_line(&gc_pid).parse().unwrap();
+    let run_id = t.trigger("orphan", None);
+    let grandchild: i32 = first_line(gc_pid).parse().unwrap();
     sa.signal(Signal::SIGKILL);
     let _ = sa.wait_exit();
     assert!(
         process_gone(grandchild),
-        "the try's child outlived a control plane killed before its group was named"
+        "the running try's child outlived the killed control plane"
     );
     assert!(process_gone(guardian), "the guardian stayed after its job");
     assert!(!side.exists(), "the killed try's child went on writing");
+    run_id
 }
 
 #[test]
