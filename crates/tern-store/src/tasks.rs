@@ -534,9 +534,10 @@ impl Store {
                 break;
             }
             let limit = free_total.saturating_add(32).min(4096);
+            // The page is cut before the join to the runs (every instance has its run): a
+            // planner without statistics joined every `scheduled` instance first.
             let mut sql = String::from(
-                "SELECT ti.id, ti.dag_id, ti.pool, r.version_id, ti.priority, ti.queue, ti.task_id FROM task_instances ti \
-                 JOIN dag_runs r ON r.id = ti.run_pk \
+                "SELECT ti.id, ti.dag_id, ti.pool, ti.priority, ti.queue, ti.task_id, ti.run_pk FROM task_instances ti \
                  WHERE ti.state = 'scheduled' AND ($1 = 0 OR ti.priority < $2 OR (ti.priority = $2 AND ti.id > $3))",
             );
             if !full_dags.is_empty() {
@@ -552,6 +553,10 @@ impl Store {
                 );
             }
             sql += " ORDER BY ti.priority DESC, ti.id LIMIT $4";
+            let sql = format!(
+                "SELECT p.id, p.dag_id, p.pool, r.version_id, p.priority, p.queue, p.task_id \
+                 FROM ({sql}) p JOIN dag_runs r ON r.id = p.run_pk ORDER BY p.priority DESC, p.id"
+            );
             let mut q = sqlx::query(&sql)
                 .bind(i64::from(after.is_some()))
                 .bind(after.map(|a| a.0).unwrap_or(0))
