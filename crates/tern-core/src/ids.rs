@@ -15,6 +15,22 @@ pub fn check_id(id: &str) -> Result<(), String> {
     check(id, "", "letters, digits, `_`, `.` and `-`")
 }
 
+/// Path segments that follow `/api/v1/dags/` in the API's own routes: a DAG with such an id
+/// could not be read, paused or deleted through `/api/v1/dags/{dag_id}`.
+pub const RESERVED_DAG_IDS: &[&str] = &["refresh"];
+
+/// Checks a DAG id: an id ([`check_id`]) that is not one of [`RESERVED_DAG_IDS`].
+pub fn check_dag_id(id: &str) -> Result<(), String> {
+    check_id(id)?;
+    if RESERVED_DAG_IDS.contains(&id) {
+        return Err(format!(
+            "the DAG id `{id}` is reserved (`/api/v1/dags/{id}` is one of the API's own routes); \
+             choose another id"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a run id.
 pub fn check_run_id(id: &str) -> Result<(), String> {
     check(id, ":+", "letters, digits, `_`, `.`, `-`, `:` and `+`")
@@ -64,6 +80,13 @@ mod tests {
         ] {
             assert!(check_id(bad).is_err(), "{bad:?}");
         }
+        assert!(check_dag_id("etl").is_ok());
+        let reserved = check_dag_id("refresh").unwrap_err();
+        assert!(reserved.contains("reserved"), "{reserved}");
+        assert!(
+            check_id("refresh").is_ok(),
+            "a task or pool may be called so"
+        );
         for ok in [
             "manual__2026-01-02T03:04:05.678901Z",
             "scheduled__2026-01-02T00:00:00+00:00",

@@ -798,7 +798,7 @@ fn declare_dag<'v>(
     let args = Kwargs { map: kwargs };
     let id = args.id("dag()", "etl")?;
     let mut errs = Vec::new();
-    if let Err(e) = check_id(&id) {
+    if let Err(e) = tern_core::ids::check_dag_id(&id) {
         errs.push(e);
     }
     args.unknown("dag()", &[DAG_FIELDS], &mut errs);
