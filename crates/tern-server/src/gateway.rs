@@ -354,12 +354,10 @@ impl Gateway {
                 c.ti.task_id
             ))
         })?;
-        let outputs = match outputs.get(&run.pk) {
-            Some(o) => o.clone(),
-            None => {
-                let o = self.store.run_outputs(run.pk).await?;
-                outputs.insert(run.pk, o.clone());
-                o
+        let outputs = match outputs.entry(run.pk) {
+            std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(self.store.run_outputs(run.pk).await?).clone()
             }
         };
         let connections = self.stored_connections(&task.kind).await?;

@@ -3,7 +3,7 @@
 //!
 //! Each attempt ends in a transaction that locks the run row first (PostgreSQL; SQLite
 //! serialises writers, so there it is one read less), reads the task instance again under that
-//! lock ([`Store::read_batch`]), checks what the caller expected of it ([`Expect`]: state,
+//! lock ([`Store::lock_and_read`]), checks what the caller expected of it ([`Expect`]: state,
 //! attempt token, holder, lease) and writes with the same conditions, failing if no row matched
 //! ([`Store::end_locked`]). After the transaction's last attempt, each run one of them ended
 //! without reading all its states is judged once ([`Store::judge_runs`]: does it end?), then
@@ -75,7 +75,7 @@ pub(crate) struct Locked {
 }
 
 /// The attempts one transaction ends (one, or agents' results written together): their
-/// instances as read together under their runs' locks ([`Store::read_batch`]), each taken by
+/// instances as read together under their runs' locks ([`Store::lock_and_read`]), each taken by
 /// the first attempt that ends it, and the runs those attempts ended without a pass that read
 /// all their states, judged once after the last of them ([`Store::judge_runs`]) with one probe
 /// of what is still in flight instead of one per attempt.
@@ -136,10 +136,10 @@ impl Store {
     ) -> Result<Ended> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
-        if !self.lock_runs_of(&mut tx, &[ti_id]).await? {
+        let mut batch = self.lock_and_read(&mut tx, &[ti_id]).await?;
+        if batch.rows.is_empty() {
             return Ok(Ended::NotCurrent);
         }
-        let mut batch = self.read_batch(&mut tx, &[ti_id]).await?;
         let mut ended = self
             .end_locked(&mut tx, &mut batch, ti_id, expect, result, now)
             .await?;
@@ -153,18 +153,24 @@ impl Store {
         Ok(ended)
     }
 
-    /// Locks the runs of the instances `ti_ids` (PostgreSQL; SQLite serialises writers), in
-    /// the order of their keys: the first step of the lock order. False when none of the
-    /// instances exists (any more).
-    pub(crate) async fn lock_runs_of(
+    /// Locks the runs of the instances `ti_ids` (the first step of the lock order), then reads
+    /// the instances under those locks: the start of every transaction that ends attempts.
+    pub(crate) async fn lock_and_read(
         &self,
         tx: &mut Transaction<'static, Any>,
         ti_ids: &[i64],
-    ) -> Result<bool> {
+    ) -> Result<Batch> {
+        self.lock_runs_of(tx, ti_ids).await?;
+        self.read_batch(tx, ti_ids).await
+    }
+
+    /// Locks the runs of the instances `ti_ids` (PostgreSQL; SQLite serialises writers), in
+    /// the order of their keys.
+    async fn lock_runs_of(&self, tx: &mut Transaction<'static, Any>, ti_ids: &[i64]) -> Result<()> {
         if self.backend() != crate::Backend::Postgres {
-            return Ok(true);
+            return Ok(());
         }
-        let locked = sqlx::query(&format!(
+        sqlx::query(&format!(
             "SELECT r.id FROM dag_runs r WHERE r.id = ANY(ARRAY(\
              SELECT t.run_pk FROM task_instances t WHERE {})) \
              ORDER BY r.id FOR UPDATE",
@@ -173,13 +179,13 @@ impl Store {
         .bind(serde_json::to_string(ti_ids)?)
         .fetch_all(&mut **tx)
         .await?;
-        Ok(!locked.is_empty())
+        Ok(())
     }
 
-    /// Reads the instances `ti_ids` in one statement, under their runs' locks (the caller took
-    /// them: [`Store::lock_runs_of`]), locking their rows too where the database has row
-    /// locks, in key order. An instance that no longer exists is missing from the batch.
-    pub(crate) async fn read_batch(
+    /// Reads the instances `ti_ids` in one statement, under their runs' locks (taken by
+    /// [`Store::lock_and_read`]), locking their rows too where the database has row locks, in
+    /// key order. An instance that no longer exists is missing from the batch.
+    async fn read_batch(
         &self,
         tx: &mut Transaction<'static, Any>,
         ti_ids: &[i64],

@@ -224,8 +224,7 @@ impl Store {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
-        self.lock_runs_of(&mut tx, &ids).await?;
-        let mut read = self.read_batch(&mut tx, &ids).await?;
+        let mut read = self.lock_and_read(&mut tx, &ids).await?;
         let mut out = Vec::with_capacity(batch.len());
         for item in batch {
             let ended = self

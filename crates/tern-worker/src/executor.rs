@@ -31,7 +31,7 @@ pub struct ExecOptions {
     pub variables: Arc<Variables>,
     /// Masks the secrets of both in every log line, reason and output.
     pub masker: Arc<Masker>,
-    /// Notes the process group of every running try (see [`crate::groups`]).
+    /// Notes every running try, so a later agent ends what it left (see [`crate::groups`]).
     pub groups: Option<Arc<crate::groups::GroupRegistry>>,
     /// Where python tasks' virtual environments are kept (see [`crate::venv`]).
     pub venvs: std::path::PathBuf,
@@ -538,7 +538,8 @@ async fn run_process(
         timeout,
         kill_grace: opts.kill_grace,
         mask: opts.masker.clone(),
-        groups: opts.groups.clone().map(|g| (g, a.attempt.clone())),
+        attempt: &a.attempt,
+        groups: opts.groups.clone(),
     };
     let end = process::run(spec, sink, cancel).await;
     if let (Some((runtime, name)), ProcessEnd::TimedOut(_) | ProcessEnd::Cancelled) =

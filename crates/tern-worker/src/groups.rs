@@ -72,11 +72,7 @@ impl GroupRegistry {
             .flat_map(|(_, entries)| entries.iter().map(left_attempt))
             .filter(|attempt| !attempt.is_empty())
             .collect();
-        let killed = if attempts.is_empty() {
-            0
-        } else {
-            end_processes_of(&attempts)
-        };
+        let killed = end_processes_of(&attempts);
         for (path, _) in leftovers {
             let _ = std::fs::remove_file(&path);
         }
@@ -94,6 +90,9 @@ fn left_attempt((key, value): &(String, String)) -> String {
 /// environment (the process alone if it shares this process's group); returns how many groups
 /// were killed.
 pub(crate) fn end_processes_of(attempts: &BTreeSet<String>) -> usize {
+    if attempts.is_empty() {
+        return 0;
+    }
     let markers: HashSet<Vec<u8>> = attempts
         .iter()
         .map(|a| format!("{ATTEMPT_VAR}={a}").into_bytes())

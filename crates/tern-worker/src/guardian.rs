@@ -199,9 +199,7 @@ unsafe fn guard(pipe: i32) -> ! {
     }
     // Tries whose group was not named yet (the agent died between spawn and `+PGID`), and
     // their children that left the group.
-    if !attempts.is_empty() {
-        crate::groups::end_processes_of(&attempts);
-    }
+    crate::groups::end_processes_of(&attempts);
     // SAFETY: leaving without the parent's exit handlers or buffers, which are not ours.
     unsafe { libc::_exit(0) }
 }

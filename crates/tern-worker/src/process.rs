@@ -61,9 +61,12 @@ pub struct ProcessSpec<'a> {
     pub kill_grace: Duration,
     /// The secrets the sink masks: long lines are cut where no secret is split.
     pub mask: std::sync::Arc<Masker>,
-    /// Where the process group is noted while it runs, with the try's attempt token, so an
-    /// agent started after a crash can end what this try left behind.
-    pub groups: Option<(std::sync::Arc<crate::groups::GroupRegistry>, String)>,
+    /// The try's attempt token (`TERN_ATTEMPT` in its processes' environment, a container's
+    /// included): told to the guardian and noted in `groups` before the spawn.
+    pub attempt: &'a str,
+    /// Where the try is noted while it runs, so an agent started after a crash can end what
+    /// this try left behind.
+    pub groups: Option<std::sync::Arc<crate::groups::GroupRegistry>>,
 }
 
 /// How a process ended.
@@ -180,16 +183,13 @@ pub async fn run(
     }
     // Noted before the spawn: an agent killed at any point after it leaves the try on record
     // for its successor to end (see `crate::groups`).
-    let _registered = spec.groups.as_ref().and_then(|(registry, attempt)| {
+    let _registered = spec.groups.as_ref().and_then(|registry| {
         registry
-            .record(attempt)
+            .record(spec.attempt)
             .inspect_err(|e| tracing::warn!("cannot note the task's try: {e}"))
             .ok()
     });
-    let _watched_attempt = spec
-        .env
-        .get(crate::groups::ATTEMPT_VAR)
-        .and_then(|attempt| crate::guardian::watch_attempt(attempt));
+    let _watched_attempt = crate::guardian::watch_attempt(spec.attempt);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
