@@ -300,12 +300,13 @@ impl Store {
         }
         for (key, value) in &result.outputs {
             sqlx::query(
-                "INSERT INTO task_outputs (ti_id, key, value) VALUES ($1, $2, $3) \
+                "INSERT INTO task_outputs (ti_id, key, value, run_pk) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (ti_id, key) DO UPDATE SET value = excluded.value",
             )
             .bind(ti_id)
             .bind(key)
             .bind(value.to_string())
+            .bind(ti.run_pk)
             .execute(&mut **tx)
             .await?;
         }

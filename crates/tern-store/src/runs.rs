@@ -384,8 +384,10 @@ impl Store {
         run_pk: i64,
     ) -> Result<BTreeMap<String, serde_json::Map<String, serde_json::Value>>> {
         let rows = sqlx::query(
-            "SELECT ti.task_id, o.key, o.value, ti.map_index FROM task_outputs o JOIN task_instances ti ON ti.id = o.ti_id \
-             WHERE ti.run_pk = $1 AND ti.state <> 'removed'",
+            // From the run's outputs (often none) to their instances, never the other way:
+            // `CROSS JOIN` keeps SQLite's join order, and a wide run has thousands of instances.
+            "SELECT ti.task_id, o.key, o.value, ti.map_index FROM task_outputs o CROSS JOIN task_instances ti \
+             WHERE o.run_pk = $1 AND ti.id = o.ti_id AND ti.state <> 'removed'",
         )
         .bind(run_pk)
         .fetch_all(&self.pool)

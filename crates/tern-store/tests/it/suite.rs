@@ -808,6 +808,34 @@ pub async fn outputs_are_stored_per_task(store: Store) {
     let outputs = store.run_outputs(run.pk).await.unwrap();
     assert_eq!(outputs["a"]["rows"], json!(42));
     assert_eq!(outputs["a"]["path"], json!("s3://x/y.csv"));
+    // Another run's outputs are its own.
+    let (other, _) = store.create_run(&new_run("out", "r2"), v).await.unwrap();
+    let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.run_pk, other.pk);
+    let mut result = ok();
+    result.outputs.insert("rows".into(), json!(7));
+    store.complete(c.ti.id, &c.attempt, &result).await.unwrap();
+    assert_eq!(
+        store.run_outputs(other.pk).await.unwrap()["a"]["rows"],
+        json!(7)
+    );
+    assert_eq!(store.run_outputs(run.pk).await.unwrap(), outputs);
+
+    // Outputs published before outputs were kept by run (schema 17) are found after the
+    // upgrade: the schema is taken back to 17 with the outputs in it, and migrated again.
+    for sql in [
+        "DROP INDEX task_outputs_by_run",
+        "ALTER TABLE task_outputs DROP COLUMN run_pk",
+        "DELETE FROM _sqlx_migrations WHERE version = 18",
+    ] {
+        store.debug_execute(sql).await.unwrap();
+    }
+    store.migrate().await.unwrap();
+    assert_eq!(store.run_outputs(run.pk).await.unwrap(), outputs);
+    assert_eq!(
+        store.run_outputs(other.pk).await.unwrap()["a"]["rows"],
+        json!(7)
+    );
 }
 
 pub async fn pause_is_recorded_and_unknown_dag_is_named(store: Store) {
