@@ -260,6 +260,21 @@ impl Chaos {
         report.finish_after_last_restart = last_restart.elapsed();
         // Let grandchildren of the last tries write what they would write.
         std::thread::sleep(Duration::from_millis(800));
+        if self.object_store_logs {
+            // Shipping trails the work (a pass a second, slower on a loaded machine): what is
+            // checked is where the logs end up, not how fast they get there.
+            let waited = Instant::now();
+            let limit = waited + Duration::from_secs(60);
+            let mut left = rt.block_on(unshipped_successful_logs(&db));
+            while left > 0 && Instant::now() < limit {
+                std::thread::sleep(Duration::from_millis(100));
+                left = rt.block_on(unshipped_successful_logs(&db));
+            }
+            eprintln!(
+                "chaos: waited {} ms for logs to be shipped; {left} successful tries' logs due and not shipped",
+                waited.elapsed().as_millis()
+            );
+        }
         for s in servers.iter_mut() {
             if let Some(c) = &s.child {
                 let _ = nix::sys::signal::kill(
@@ -474,6 +489,22 @@ async fn unfinished_runs(db: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT COUNT(*) FROM dag_runs WHERE dag_id = 'chaos' AND state NOT IN ('success', 'failed')",
     )
+    .fetch_one(&mut c)
+    .await
+    .unwrap_or(1)
+}
+
+/// Successful tries whose log waits to be shipped now. (A log a killed server had taken to
+/// ship is held for two minutes before another server may take it: not counted.)
+async fn unshipped_successful_logs(db: &str) -> i64 {
+    let mut c = connect(db).await;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM task_tries t JOIN task_instances ti ON ti.id = t.ti_id \
+         JOIN log_ships s ON s.path = t.log_path \
+         WHERE ti.dag_id = 'chaos' AND t.state = 'success' AND s.due_at <= $1",
+    )
+    .bind(now_ms)
     .fetch_one(&mut c)
     .await
     .unwrap_or(1)
