@@ -323,7 +323,7 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no DAG run with key {run_pk}")))?;
         for sql in [
-            "DELETE FROM task_outputs WHERE ti_id IN (SELECT id FROM task_instances WHERE run_pk = $1)",
+            "DELETE FROM task_outputs WHERE run_pk = $1",
             "DELETE FROM task_tries WHERE ti_id IN (SELECT id FROM task_instances WHERE run_pk = $1)",
             "DELETE FROM task_instances WHERE run_pk = $1",
             "DELETE FROM dag_runs WHERE id = $1",

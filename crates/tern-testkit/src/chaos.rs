@@ -253,10 +253,9 @@ impl Chaos {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let limit = Instant::now() + Duration::from_secs(180);
-        while rt.block_on(unfinished_runs(&db)) > 0 && Instant::now() < limit {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_none(Duration::from_secs(180), Duration::from_millis(50), || {
+            rt.block_on(unfinished_runs(&db))
+        });
         report.finish_after_last_restart = last_restart.elapsed();
         // Let grandchildren of the last tries write what they would write.
         std::thread::sleep(Duration::from_millis(800));
@@ -264,12 +263,9 @@ impl Chaos {
             // Shipping trails the work (a pass a second, slower on a loaded machine): what is
             // checked is where the logs end up, not how fast they get there.
             let waited = Instant::now();
-            let limit = waited + Duration::from_secs(60);
-            let mut left = rt.block_on(unshipped_successful_logs(&db));
-            while left > 0 && Instant::now() < limit {
-                std::thread::sleep(Duration::from_millis(100));
-                left = rt.block_on(unshipped_successful_logs(&db));
-            }
+            let left = wait_for_none(Duration::from_secs(60), Duration::from_millis(100), || {
+                rt.block_on(unshipped_successful_logs(&db))
+            });
             eprintln!(
                 "chaos: waited {} ms for logs to be shipped; {left} successful tries' logs due and not shipped",
                 waited.elapsed().as_millis()
@@ -492,6 +488,17 @@ async fn unfinished_runs(db: &str) -> i64 {
     .fetch_one(&mut c)
     .await
     .unwrap_or(1)
+}
+
+/// Asks `count` every `every` until it says none or `within` has passed; its last answer.
+fn wait_for_none(within: Duration, every: Duration, count: impl Fn() -> i64) -> i64 {
+    let limit = Instant::now() + within;
+    let mut left = count();
+    while left > 0 && Instant::now() < limit {
+        std::thread::sleep(every);
+        left = count();
+    }
+    left
 }
 
 /// Successful tries whose log waits to be shipped now. (A log a killed server had taken to
