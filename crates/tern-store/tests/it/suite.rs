@@ -1155,6 +1155,8 @@ pub async fn sensor_pokes_keep_their_try_and_free_their_slot(store: Store) {
         ),
     )
     .await;
+    let clock = ManualClock::at(Utc::now());
+    let store = store.with_clock(clock.clone());
     let (run, _) = store.create_run(&new_run("sn", "r1"), v).await.unwrap();
     for poke in 1..=3 {
         let c = match store.claim(&queues(), "w", LEASE).await.unwrap() {
@@ -1166,7 +1168,7 @@ pub async fn sensor_pokes_keep_their_try_and_free_their_slot(store: Store) {
                 assert_eq!(ti.try_number, 1, "a reschedule keeps the try");
                 assert!(ti.note.unwrap().contains("does not exist"));
                 assert!(store.next_retry_due().await.unwrap().is_some());
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                clock.advance(Duration::from_millis(20));
                 assert!(store.promote_and_admit().await.unwrap());
                 store
                     .claim(&queues(), "w", LEASE)
@@ -1208,6 +1210,11 @@ pub async fn sensor_timeout_fails_without_retries_or_skips_with_soft_fail(store:
         ),
     )
     .await;
+    // The timeouts are 30 ms of the store's clock, which moves only when told: a loaded
+    // machine taking longer than that between two pokes must not end a sensor early.
+    let started = Utc::now();
+    let clock = ManualClock::at(started);
+    let store = store.with_clock(clock.clone());
     let (run, _) = store.create_run(&new_run("st", "r1"), v).await.unwrap();
     // First pokes: not met, rescheduled no later than the timeout.
     for _ in 0..2 {
@@ -1219,10 +1226,11 @@ pub async fn sensor_timeout_fails_without_retries_or_skips_with_soft_fail(store:
     }
     let due = store.next_retry_due().await.unwrap().unwrap();
     assert!(
-        due <= Utc::now() + chrono::Duration::milliseconds(100),
+        due <= started + chrono::Duration::milliseconds(30),
         "the next poke is due at the timeout, not after a minute: {due}"
     );
-    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert!(store.claim(&queues(), "w", LEASE).await.unwrap().is_none());
+    clock.advance(Duration::from_millis(40));
     store.promote_and_admit().await.unwrap();
     // Last pokes, past the timeout: still not met.
     for _ in 0..2 {
