@@ -421,6 +421,13 @@ impl Default for CsvOptions {
 }
 
 impl TaskKind {
+    /// Whether any of this kind's text may be a template (holds `{{` or `{%`). A kind with
+    /// none renders to itself, so what only templates read (a run's outputs) need not be
+    /// gathered for it. Errs on the side of `true`.
+    pub fn may_hold_templates(&self) -> bool {
+        serde_json::to_string(self).map_or(true, |text| text.contains("{{") || text.contains("{%"))
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Shell { .. } => "shell",
@@ -662,6 +669,25 @@ mod tests {
         let mut t = TaskSpec::new(id, TaskKind::Empty);
         t.upstream = up.iter().map(|s| s.to_string()).collect();
         t
+    }
+
+    #[test]
+    fn a_template_anywhere_in_a_kind_is_seen() {
+        let shell = |cmd: &str, env: &[(&str, &str)], cwd: Option<&str>| TaskKind::Shell {
+            cmd: cmd.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: cwd.map(str::to_string),
+            sandbox: None,
+        };
+        assert!(!shell("echo plain {} text", &[("A", "b")], Some("/tmp")).may_hold_templates());
+        assert!(!TaskKind::Empty.may_hold_templates());
+        assert!(shell("echo {{ outputs.a.rows }}", &[], None).may_hold_templates());
+        assert!(shell("true", &[("ROWS", "{{ outputs.a.rows }}")], None).may_hold_templates());
+        assert!(shell("true", &[], Some("/d/{{ ds }}")).may_hold_templates());
+        assert!(shell("{% if true %}x{% endif %}", &[], None).may_hold_templates());
     }
 
     #[test]

@@ -354,7 +354,9 @@ impl Gateway {
                 c.ti.task_id
             ))
         })?;
+        // Only templates read outputs: a task without one is not sent them.
         let outputs = match outputs.entry(run.pk) {
+            _ if !task.kind.may_hold_templates() => Default::default(),
             std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(self.store.run_outputs(run.pk).await?).clone()
@@ -498,6 +500,8 @@ impl ControlPlane for LocalControlPlane {
             .iter()
             .map(|q| self.gw.events.queue_signal(q))
             .collect();
+        // Whether the last wait ended with a queue's signal (work was just queued there).
+        let mut signalled = false;
         loop {
             // Listen before probing, so work queued in between is not missed.
             let mut waits: Vec<_> = signals.iter().map(|n| Box::pin(n.notified())).collect();
@@ -507,12 +511,17 @@ impl ControlPlane for LocalControlPlane {
             for w in waits.iter_mut() {
                 w.as_mut().enable();
             }
-            let claimed = self
-                .gw
-                .store
-                .claim_many(&self.queues, &self.worker, self.gw.lease, max)
-                .await
-                .map_err(transport_error)?;
+            let store = &self.gw.store;
+            let claimed = if signalled {
+                store
+                    .claim_many_signalled(&self.queues, &self.worker, self.gw.lease, max)
+                    .await
+            } else {
+                store
+                    .claim_many(&self.queues, &self.worker, self.gw.lease, max)
+                    .await
+            }
+            .map_err(transport_error)?;
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 let mut outputs = RunOutputs::new();
@@ -542,10 +551,11 @@ impl ControlPlane for LocalControlPlane {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            tokio::select! {
-                _ = futures::future::select_all(waits) => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
+            signalled = tokio::select! {
+                // The last wait is the revocation signal of a remote agent's claim.
+                (_, i, _) = futures::future::select_all(waits) => i < signals.len(),
+                _ = tokio::time::sleep_until(deadline) => false,
+            };
         }
     }
 

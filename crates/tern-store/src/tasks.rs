@@ -460,25 +460,33 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         now: i64,
     ) -> Result<Vec<String>> {
-        // Free slots per pool and running instances per DAG, and whether anything waits to
-        // be admitted at all, in one statement.
+        // Free slots per pool, running instances per DAG, the DAG versions of running runs
+        // (their `max_active_tasks`), and whether anything waits to be admitted at all, in
+        // one statement: each statement is a round trip (on SQLite, a hop to its thread).
         let usage = format!(
             "SELECT 'pool', name, slots - (SELECT COUNT(*) FROM task_instances t \
                WHERE t.pool = p.name AND t.state IN {ACTIVE_STATES}) FROM pools p \
              UNION ALL \
              SELECT 'dag', dag_id, COUNT(*) FROM task_instances WHERE state IN {ACTIVE_STATES} GROUP BY dag_id \
              UNION ALL \
+             SELECT 'version', dag_id, version_id FROM dag_runs WHERE state = 'running' GROUP BY dag_id, version_id \
+             UNION ALL \
              SELECT 'waiting', '', COUNT(*) FROM \
                (SELECT 1 FROM task_instances WHERE state = 'scheduled' LIMIT 1) w"
         );
         let mut pool_free: HashMap<String, i64> = HashMap::new();
         let mut dag_used: HashMap<String, i64> = HashMap::new();
+        let mut running_versions: Vec<(String, i64)> = Vec::new();
         let mut waiting = false;
         for r in sqlx::query(&usage).fetch_all(&mut **tx).await? {
             let kind: String = r.try_get(0)?;
             let map = match kind.as_str() {
                 "pool" => &mut pool_free,
                 "dag" => &mut dag_used,
+                "version" => {
+                    running_versions.push((r.try_get(1)?, r.try_get(2)?));
+                    continue;
+                }
                 _ => {
                     waiting = r.try_get::<i64, _>(2)? > 0;
                     continue;
@@ -505,14 +513,9 @@ impl Store {
         let mut dag_limit: HashMap<String, i64> = HashMap::new();
         let mut task_used: HashMap<(String, String), i64> = HashMap::new();
         if free_total > 0 {
-            for r in sqlx::query(
-                "SELECT DISTINCT dag_id, version_id FROM dag_runs WHERE state = 'running'",
-            )
-            .fetch_all(&mut **tx)
-            .await?
-            {
-                let spec = self.spec(r.try_get(1)?).await?;
-                let limit = dag_limit.entry(r.try_get(0)?).or_insert(0);
+            for (dag, version) in running_versions {
+                let spec = self.spec(version).await?;
+                let limit = dag_limit.entry(dag).or_insert(0);
                 *limit = (*limit).max(i64::from(spec.max_active_tasks));
             }
         }
@@ -688,6 +691,33 @@ impl Store {
         lease: Duration,
         max: usize,
     ) -> Result<Vec<Claimed>> {
+        self.claim_many_when(queues, worker, lease, max, Queued::Unknown)
+            .await
+    }
+
+    /// [`Store::claim_many`] for a caller that was just told work was queued on `queues`: it
+    /// takes the write lock at once instead of first looking whether anything is queued (a
+    /// round trip saved on the path from one task's end to the next one's start; a claimer
+    /// that lost the work to another takes the lock for nothing).
+    pub async fn claim_many_signalled(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+    ) -> Result<Vec<Claimed>> {
+        self.claim_many_when(queues, worker, lease, max, Queued::Signalled)
+            .await
+    }
+
+    async fn claim_many_when(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+        queued: Queued,
+    ) -> Result<Vec<Claimed>> {
         if queues.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
@@ -696,8 +726,16 @@ impl Store {
         if let Some(id) = remote_agent {
             self.refuse_revoked_agent(None, id).await?;
         }
-        // A read first: when nothing is queued (the common case for a waiting agent) no write
-        // lock is taken.
+        if queued == Queued::Unknown && !self.anything_queued(queues).await? {
+            return Ok(Vec::new());
+        }
+        self.claim_queued(queues, worker, lease, max, remote_agent)
+            .await
+    }
+
+    /// A read that answers whether anything is queued on `queues`: when nothing is (the
+    /// common case for a waiting agent) no write lock is taken.
+    async fn anything_queued(&self, queues: &[String]) -> Result<bool> {
         let probe = format!(
             "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
             placeholders(1, queues.len())
@@ -706,9 +744,17 @@ impl Store {
         for queue in queues {
             q = q.bind(queue);
         }
-        if q.fetch_optional(&self.pool).await?.is_none() {
-            return Ok(Vec::new());
-        }
+        Ok(q.fetch_optional(&self.pool).await?.is_some())
+    }
+
+    async fn claim_queued(
+        &self,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+        remote_agent: Option<i64>,
+    ) -> Result<Vec<Claimed>> {
         let now = self.now_ms();
         let prefix = new_attempt_token();
         // A sensor's next poke (`sensor_since` set) continues its try. A remote agent's claim
@@ -873,6 +919,15 @@ impl Store {
         .await?;
         Ok(v.map(from_ms))
     }
+}
+
+/// What a claimer knows about the queues it claims from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Nothing: look first, take the write lock only when something is queued.
+    Unknown,
+    /// It was just told work was queued.
+    Signalled,
 }
 
 impl Store {

@@ -244,8 +244,16 @@ impl Case {
         let s = self.store.clone();
         match *step {
             Step::Claim(w) => {
+                // Every other claim goes straight for the write lock, as one woken by a
+                // queue's signal does; both must claim the same.
+                let (queues, worker) = (&self.queues[w], &self.workers[w]);
+                let claimed = if self.held.len() % 2 == 1 {
+                    s.claim_many_signalled(queues, worker, LEASE, 1).await
+                } else {
+                    s.claim_many(queues, worker, LEASE, 1).await
+                };
                 // A revoked agent's claim is refused: that is not a failure of the model.
-                if let Ok(Some(c)) = s.claim(&self.queues[w], &self.workers[w], LEASE).await {
+                if let Some(c) = claimed.ok().and_then(|mut c| c.pop()) {
                     self.held.push(Held {
                         ti_id: c.ti.id,
                         attempt: c.attempt,

@@ -714,17 +714,26 @@ pub async fn concurrent_claimers_never_share_a_task(store: Store) {
     store.create_run(&new_run("fan", "r1"), v).await.unwrap();
     let c = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
     store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+    // Two claimers look before they claim; two claim at once, as after a queue's signal.
     let mut handles = Vec::new();
     for w in 0..4 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
+            let worker = format!("w{w}");
             let mut got = Vec::new();
-            while let Some(c) = store
-                .claim(&queues(), &format!("w{w}"), LEASE)
-                .await
-                .unwrap()
-            {
-                got.push(c.ti.id);
+            loop {
+                let claimed = if w < 2 {
+                    store.claim_many(&queues(), &worker, LEASE, 1).await
+                } else {
+                    store
+                        .claim_many_signalled(&queues(), &worker, LEASE, 3)
+                        .await
+                };
+                let claimed = claimed.unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                got.extend(claimed.iter().map(|c| c.ti.id));
             }
             got
         }));
@@ -736,6 +745,20 @@ pub async fn concurrent_claimers_never_share_a_task(store: Store) {
     let unique: HashSet<_> = all.iter().collect();
     assert_eq!(all.len(), 120, "every task claimed");
     assert_eq!(unique.len(), 120, "no task claimed twice");
+    // A signal for work another claimer took: nothing is claimed, and the write lock it
+    // took is given back (the next write goes through).
+    assert!(store
+        .claim_many_signalled(&queues(), "late", LEASE, 4)
+        .await
+        .unwrap()
+        .is_empty());
+    store.create_run(&new_run("fan", "r2"), v).await.unwrap();
+    let c = store
+        .claim_many_signalled(&queues(), "w0", LEASE, 4)
+        .await
+        .unwrap();
+    assert_eq!(c.len(), 1, "the next run's first task: {c:?}");
+    assert_eq!(c[0].ti.task_id, "start");
 }
 
 pub async fn pools_cap_running_tasks(store: Store) {
