@@ -175,22 +175,29 @@ impl Store {
     }
 
     /// A number that changes as work moves anywhere: the count of task instances in each
-    /// active state (`scheduled`, `queued`, `running`, `up_for_retry`; read from their partial
-    /// index, so it costs what is active, not what exists) and the newest audit-log entry. It
+    /// active state (`scheduled`, `queued`, `running`, `up_for_retry`; read from the partial
+    /// index of instances in flight, so it costs what is active, not what exists; a sensor
+    /// waiting for its next poke is not counted) and the newest audit-log entry. It
     /// can miss a change that leaves every count as it was (one task ends as another starts and
     /// a third is queued), which is why a page relying on it also refreshes now and then.
     pub async fn estate_activity(&self) -> Result<u64> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.newest_audit_entry().await?.hash(&mut h);
+        // The index's own condition, word for word (SQLite uses a partial index only then).
         for r in sqlx::query(
             "SELECT state, COUNT(*) FROM task_instances \
-             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry') GROUP BY state ORDER BY state",
+             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') \
+             GROUP BY state ORDER BY state",
         )
         .fetch_all(&self.pool)
         .await?
         {
-            r.try_get::<String, _>(0)?.hash(&mut h);
+            let state: String = r.try_get(0)?;
+            if state == TaskState::UpForReschedule.as_str() {
+                continue;
+            }
+            state.hash(&mut h);
             r.try_get::<i64, _>(1)?.hash(&mut h);
         }
         Ok(h.finish())
