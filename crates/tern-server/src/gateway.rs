@@ -10,6 +10,7 @@ use tern_protocol::{
     Assignment, Completion, CompletionReply, HeartbeatReply, LogChunk, Report, ReportReply,
     RunContext,
 };
+use tern_store::tasks::Queued;
 use tern_store::{Claimed, Store, TryResult};
 use tern_worker::{ControlPlane, TransportError};
 
@@ -500,8 +501,8 @@ impl ControlPlane for LocalControlPlane {
             .iter()
             .map(|q| self.gw.events.queue_signal(q))
             .collect();
-        // Whether the last wait ended with a queue's signal (work was just queued there).
-        let mut signalled = false;
+        // What the last wait said: a queue's signal means work was just queued there.
+        let mut queued = Queued::Unknown;
         loop {
             // Listen before probing, so work queued in between is not missed.
             let mut waits: Vec<_> = signals.iter().map(|n| Box::pin(n.notified())).collect();
@@ -511,17 +512,12 @@ impl ControlPlane for LocalControlPlane {
             for w in waits.iter_mut() {
                 w.as_mut().enable();
             }
-            let store = &self.gw.store;
-            let claimed = if signalled {
-                store
-                    .claim_many_signalled(&self.queues, &self.worker, self.gw.lease, max)
-                    .await
-            } else {
-                store
-                    .claim_many(&self.queues, &self.worker, self.gw.lease, max)
-                    .await
-            }
-            .map_err(transport_error)?;
+            let claimed = self
+                .gw
+                .store
+                .claim_many_when(&self.queues, &self.worker, self.gw.lease, max, queued)
+                .await
+                .map_err(transport_error)?;
             if !claimed.is_empty() {
                 let mut out = Vec::with_capacity(claimed.len());
                 let mut outputs = RunOutputs::new();
@@ -551,10 +547,12 @@ impl ControlPlane for LocalControlPlane {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            signalled = tokio::select! {
+            queued = tokio::select! {
                 // The last wait is the revocation signal of a remote agent's claim.
-                (_, i, _) = futures::future::select_all(waits) => i < signals.len(),
-                _ = tokio::time::sleep_until(deadline) => false,
+                (_, i, _) = futures::future::select_all(waits) => {
+                    if i < signals.len() { Queued::Signalled } else { Queued::Unknown }
+                }
+                _ = tokio::time::sleep_until(deadline) => Queued::Unknown,
             };
         }
     }

@@ -695,22 +695,12 @@ impl Store {
             .await
     }
 
-    /// [`Store::claim_many`] for a caller that was just told work was queued on `queues`: it
-    /// takes the write lock at once instead of first looking whether anything is queued (a
-    /// round trip saved on the path from one task's end to the next one's start; a claimer
-    /// that lost the work to another takes the lock for nothing).
-    pub async fn claim_many_signalled(
-        &self,
-        queues: &[String],
-        worker: &str,
-        lease: Duration,
-        max: usize,
-    ) -> Result<Vec<Claimed>> {
-        self.claim_many_when(queues, worker, lease, max, Queued::Signalled)
-            .await
-    }
-
-    async fn claim_many_when(
+    /// [`Store::claim_many`] knowing what the caller knows of the queues: one that was just
+    /// told work was queued on them ([`Queued::Signalled`]) takes the write lock at once
+    /// instead of first looking whether anything is queued (a round trip saved on the path
+    /// from one task's end to the next one's start; a claimer that lost the work to another
+    /// takes the lock for nothing).
+    pub async fn claim_many_when(
         &self,
         queues: &[String],
         worker: &str,
@@ -923,7 +913,7 @@ impl Store {
 
 /// What a claimer knows about the queues it claims from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Queued {
+pub enum Queued {
     /// Nothing: look first, take the write lock only when something is queued.
     Unknown,
     /// It was just told work was queued.

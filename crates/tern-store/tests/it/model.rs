@@ -24,6 +24,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tern_core::{TaskState, TriggerRule};
 use tern_store::manage::ClearScope;
+use tern_store::tasks::Queued;
 use tern_store::{ManualClock, NewRun, Store, TryResult};
 use tern_testkit::{dag, task};
 
@@ -248,7 +249,8 @@ impl Case {
                 // queue's signal does; both must claim the same.
                 let (queues, worker) = (&self.queues[w], &self.workers[w]);
                 let claimed = if self.held.len() % 2 == 1 {
-                    s.claim_many_signalled(queues, worker, LEASE, 1).await
+                    s.claim_many_when(queues, worker, LEASE, 1, Queued::Signalled)
+                        .await
                 } else {
                     s.claim_many(queues, worker, LEASE, 1).await
                 };

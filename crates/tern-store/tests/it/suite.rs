@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use tern_core::{RunState, RunType, TaskState, TriggerRule};
+use tern_store::tasks::Queued;
 use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
@@ -726,7 +727,7 @@ pub async fn concurrent_claimers_never_share_a_task(store: Store) {
                     store.claim_many(&queues(), &worker, LEASE, 1).await
                 } else {
                     store
-                        .claim_many_signalled(&queues(), &worker, LEASE, 3)
+                        .claim_many_when(&queues(), &worker, LEASE, 3, Queued::Signalled)
                         .await
                 };
                 let claimed = claimed.unwrap();
@@ -748,13 +749,13 @@ pub async fn concurrent_claimers_never_share_a_task(store: Store) {
     // A signal for work another claimer took: nothing is claimed, and the write lock it
     // took is given back (the next write goes through).
     assert!(store
-        .claim_many_signalled(&queues(), "late", LEASE, 4)
+        .claim_many_when(&queues(), "late", LEASE, 4, Queued::Signalled)
         .await
         .unwrap()
         .is_empty());
     store.create_run(&new_run("fan", "r2"), v).await.unwrap();
     let c = store
-        .claim_many_signalled(&queues(), "w0", LEASE, 4)
+        .claim_many_when(&queues(), "w0", LEASE, 4, Queued::Signalled)
         .await
         .unwrap();
     assert_eq!(c.len(), 1, "the next run's first task: {c:?}");
