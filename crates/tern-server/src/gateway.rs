@@ -547,10 +547,14 @@ impl ControlPlane for LocalControlPlane {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
+            // Only the in-process agent claims at once on a signal: a queue's signal wakes
+            // every agent waiting on it, and remote agents sharing a queue look first, so only
+            // those that see work take the write lock. (The last wait is a remote agent's
+            // revocation signal.)
+            let claims_at_once = self.remote_agent.is_none();
             queued = tokio::select! {
-                // The last wait is the revocation signal of a remote agent's claim.
                 (_, i, _) = futures::future::select_all(waits) => {
-                    if i < signals.len() { Queued::Signalled } else { Queued::Unknown }
+                    if claims_at_once && i < signals.len() { Queued::Signalled } else { Queued::Unknown }
                 }
                 _ = tokio::time::sleep_until(deadline) => Queued::Unknown,
             };
