@@ -420,14 +420,14 @@ impl Default for CsvOptions {
     }
 }
 
-impl TaskKind {
-    /// Whether any of this kind's text may be a template (holds `{{` or `{%`). A kind with
-    /// none renders to itself, so what only templates read (a run's outputs) need not be
-    /// gathered for it. Errs on the side of `true`.
-    pub fn may_hold_templates(&self) -> bool {
-        serde_json::to_string(self).map_or(true, |text| text.contains("{{") || text.contains("{%"))
-    }
+/// Whether a task's text (its spec as JSON) may hold a template (`{{` or `{%`). A task with
+/// none renders to itself, so what only templates read (a run's outputs) need not be gathered
+/// for it.
+pub fn may_hold_templates(task_text: &str) -> bool {
+    task_text.contains("{{") || task_text.contains("{%")
+}
 
+impl TaskKind {
     pub fn name(&self) -> &'static str {
         match self {
             TaskKind::Shell { .. } => "shell",
@@ -673,21 +673,44 @@ mod tests {
 
     #[test]
     fn a_template_anywhere_in_a_kind_is_seen() {
-        let shell = |cmd: &str, env: &[(&str, &str)], cwd: Option<&str>| TaskKind::Shell {
-            cmd: cmd.into(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            cwd: cwd.map(str::to_string),
-            sandbox: None,
+        let shell = |cmd: &str, env: &[(&str, &str)], cwd: Option<&str>| {
+            serde_json::to_string(&TaskSpec::new(
+                "t",
+                TaskKind::Shell {
+                    cmd: cmd.into(),
+                    env: env
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    cwd: cwd.map(str::to_string),
+                    sandbox: None,
+                },
+            ))
+            .unwrap()
         };
-        assert!(!shell("echo plain {} text", &[("A", "b")], Some("/tmp")).may_hold_templates());
-        assert!(!TaskKind::Empty.may_hold_templates());
-        assert!(shell("echo {{ outputs.a.rows }}", &[], None).may_hold_templates());
-        assert!(shell("true", &[("ROWS", "{{ outputs.a.rows }}")], None).may_hold_templates());
-        assert!(shell("true", &[], Some("/d/{{ ds }}")).may_hold_templates());
-        assert!(shell("{% if true %}x{% endif %}", &[], None).may_hold_templates());
+        let empty = serde_json::to_string(&TaskSpec::new("t", TaskKind::Empty)).unwrap();
+        assert!(!may_hold_templates(&shell(
+            "echo plain {} text",
+            &[("A", "b")],
+            Some("/tmp")
+        )));
+        assert!(!may_hold_templates(&empty));
+        assert!(may_hold_templates(&shell(
+            "echo {{ outputs.a.rows }}",
+            &[],
+            None
+        )));
+        assert!(may_hold_templates(&shell(
+            "true",
+            &[("ROWS", "{{ outputs.a.rows }}")],
+            None
+        )));
+        assert!(may_hold_templates(&shell("true", &[], Some("/d/{{ ds }}"))));
+        assert!(may_hold_templates(&shell(
+            "{% if true %}x{% endif %}",
+            &[],
+            None
+        )));
     }
 
     #[test]

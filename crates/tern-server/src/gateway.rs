@@ -355,9 +355,15 @@ impl Gateway {
                 c.ti.task_id
             ))
         })?;
-        // Only templates read outputs: a task without one is not sent them.
+        // The task as text, written once: what its templates may read is found in it (only
+        // templates read outputs: a task without one is not sent them; and the variables
+        // they name). A task that cannot be written is taken as templated.
+        let text = serde_json::to_string(&task).ok();
+        let templated = text
+            .as_deref()
+            .is_none_or(tern_core::spec::may_hold_templates);
         let outputs = match outputs.entry(run.pk) {
-            _ if !task.kind.may_hold_templates() => Default::default(),
+            _ if !templated => Default::default(),
             std::collections::hash_map::Entry::Occupied(o) => o.get().clone(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(self.store.run_outputs(run.pk).await?).clone()
@@ -365,7 +371,10 @@ impl Gateway {
         };
         let connections = self.stored_connections(&task.kind).await?;
         let variables = match &self.secrets {
-            Some(secrets) => crate::variables::for_task(&self.store, secrets, &task).await?,
+            Some(secrets) => {
+                let text = text.as_deref().unwrap_or_default();
+                crate::variables::for_task_text(&self.store, secrets, text).await?
+            }
             None => Default::default(),
         };
         let external_state = external_state(&self.store, &task, run.logical_date).await?;
@@ -501,7 +510,11 @@ impl ControlPlane for LocalControlPlane {
             .iter()
             .map(|q| self.gw.events.queue_signal(q))
             .collect();
-        // What the last wait said: a queue's signal means work was just queued there.
+        // What the last wait said: a queue's signal means work was just queued there. Only
+        // the in-process agent claims at once on a signal: a queue's signal wakes every agent
+        // waiting on it, and remote agents sharing a queue look first, so only those that see
+        // work take the write lock.
+        let claims_at_once = self.remote_agent.is_none();
         let mut queued = Queued::Unknown;
         loop {
             // Listen before probing, so work queued in between is not missed.
@@ -547,11 +560,7 @@ impl ControlPlane for LocalControlPlane {
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
-            // Only the in-process agent claims at once on a signal: a queue's signal wakes
-            // every agent waiting on it, and remote agents sharing a queue look first, so only
-            // those that see work take the write lock. (The last wait is a remote agent's
-            // revocation signal.)
-            let claims_at_once = self.remote_agent.is_none();
+            // (The last wait is a remote agent's revocation signal.)
             queued = tokio::select! {
                 (_, i, _) = futures::future::select_all(waits) => {
                     if claims_at_once && i < signals.len() { Queued::Signalled } else { Queued::Unknown }

@@ -87,9 +87,22 @@ pub async fn for_task(
     secrets: &SecretBox,
     task: &tern_core::TaskSpec,
 ) -> tern_store::Result<BTreeMap<String, VariableSpec>> {
-    let text = serde_json::to_string(task).unwrap_or_default();
+    for_task_text(
+        store,
+        secrets,
+        &serde_json::to_string(task).unwrap_or_default(),
+    )
+    .await
+}
+
+/// [`for_task`] of a task already written as JSON (`task_text`).
+pub async fn for_task_text(
+    store: &Store,
+    secrets: &SecretBox,
+    task_text: &str,
+) -> tern_store::Result<BTreeMap<String, VariableSpec>> {
     let mut out = BTreeMap::new();
-    for key in tern_protocol::variable_keys(&text) {
+    for key in tern_protocol::variable_keys(task_text) {
         let Some(v) = store.variable(&key).await? else {
             continue;
         };
