@@ -20,9 +20,13 @@ use crate::logs::LogStore;
 /// How often the queue watcher looks for work queued by another process (another server, a
 /// program writing to the database): SQLite answers "did anything change?" almost for free;
 /// PostgreSQL is asked which queues have work. The CLI does not wait for this: it pokes the
-/// servers of its data folder (see [`crate::wake`]). (A 50 ms SQLite poll measured chain40
-/// 25–60% slower, for a reason not found yet; see BENCHMARKS.md.)
+/// servers of its data folder (see [`crate::wake`]).
 const WATCH_SQLITE: Duration = Duration::from_millis(5);
+/// At most one look per this when the watched SQLite file was written. Most writes are this
+/// process's own commits (several per task), whose queued work it signals directly; the look
+/// is for other processes' writes, and the CLI pokes as well (see [`crate::wake`]). Looking
+/// after every burst of own commits cost two statements per task on a chain.
+const WATCH_SQLITE_WRITTEN: Duration = Duration::from_millis(50);
 /// The safety look of a SQLite watcher whose database file is watched ([`crate::db_watch`]):
 /// a write wakes it at once (still at most one look per [`WATCH_SQLITE`]).
 const WATCH_SQLITE_WATCHED: Duration = Duration::from_secs(1);
@@ -189,12 +193,23 @@ impl Gateway {
     /// Wakes waiting claims when their queues have work: at once for work queued in this
     /// process, and on PostgreSQL at once for work queued by another (`LISTEN`, see
     /// [`tern_store::listen`]), with a look every [`WATCH_LISTENING`] in case a notification
-    /// was lost; on SQLite when its file is written (a look at its data version at most every
-    /// [`WATCH_SQLITE`], and every [`WATCH_SQLITE_WATCHED`] in case; every [`WATCH_SQLITE`]
-    /// where the file cannot be watched). Without its
+    /// was lost; on SQLite when its file is written (at most one look per
+    /// [`WATCH_SQLITE_WRITTEN`]), and a look at its data version every [`WATCH_SQLITE_WATCHED`]
+    /// in case (every [`WATCH_SQLITE`] where the file cannot be watched). Without its
     /// listener (while the database is away) PostgreSQL is polled every [`WATCH_POSTGRES`].
     /// One watcher per process, however many agents wait.
     pub async fn watch_queues(self, shutdown: tokio_util::sync::CancellationToken) {
+        self.watch_queues_every(WATCH_SQLITE_WRITTEN, shutdown)
+            .await
+    }
+
+    /// [`Gateway::watch_queues`], looking at most once per `written_every` when the SQLite
+    /// file was written.
+    async fn watch_queues_every(
+        self,
+        written_every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let postgres = self.store.backend() == tern_store::Backend::Postgres;
         let mut listener = None;
         let mut listen_tried: Option<tokio::time::Instant> = None;
@@ -207,6 +222,8 @@ impl Gateway {
                 .and_then(|f| crate::db_watch::DbWatch::start(&f)),
         };
         let mut last_look = tokio::time::Instant::now();
+        // When a look is due for writes to the SQLite file.
+        let mut written_look: Option<tokio::time::Instant> = None;
         let mut revoked = self.store.revoked_agent_count().await.ok();
         let mut revocations_checked = tokio::time::Instant::now();
         let mut revocation_due = false;
@@ -242,16 +259,21 @@ impl Gateway {
                         true
                     }
                 },
-                () = db_written(&db_watch) => {
+                () = db_written(&db_watch), if written_look.is_none() => {
                     // Writes come in bursts (each of this process's commits is one): one look
-                    // for all of those of the next few milliseconds.
-                    tokio::time::sleep_until(last_look + WATCH_SQLITE).await;
-                    false
+                    // for all of those, when the next is due; anything else that calls for a
+                    // look meanwhile (work queued here) is not kept waiting.
+                    written_look = Some(last_look + written_every);
+                    continue;
                 }
+                // (The file was written, so its data version is not asked.)
+                () = tokio::time::sleep_until(written_look.unwrap_or(last_look)), if written_look.is_some() => true,
                 _ = tokio::time::sleep(poll) => false,
                 _ = shutdown.cancelled() => return,
             };
             last_look = tokio::time::Instant::now();
+            // Every look sees all queued work, the written file's included.
+            written_look = None;
             self.events.roles.beat("queue_watcher");
             if look || changes.changed(&self.store).await {
                 revocation_due = true;
@@ -729,4 +751,67 @@ pub async fn external_state(
     store
         .external_state(external_dag_id, external_task_id.as_deref(), date)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_store::NewRun;
+
+    fn new_run(run_id: &str) -> NewRun {
+        let at = chrono::Utc::now();
+        NewRun {
+            dag_id: "d".into(),
+            run_id: run_id.into(),
+            run_type: tern_core::RunType::Manual,
+            logical_date: at,
+            data_interval: tern_core::DataInterval { start: at, end: at },
+            conf: serde_json::json!({}),
+            params: serde_json::json!({}),
+        }
+    }
+
+    /// This process's own commits write the SQLite file, which puts a look off until it is
+    /// due; work queued here meanwhile is still signalled at once (it once waited for that
+    /// look, up to its interval: a run triggered right after other work started late).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn work_queued_here_is_signalled_while_a_look_for_file_writes_is_not_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tern.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let spec = tern_testkit::dag("d", vec![tern_testkit::task("a", &[])]);
+        store.sync_dags(&[spec], &[]).await.unwrap();
+        let version = store.latest_spec("d").await.unwrap().0;
+        let events = Arc::new(Events::default());
+        let gw = Gateway::new(
+            store.clone(),
+            events.clone(),
+            LogStore::folder(dir.path().join("logs")),
+            Duration::from_secs(30),
+        );
+        let signal = events.queue_signal("default");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        // A look for file writes is due an hour after the last look.
+        let watcher = tokio::spawn(
+            gw.clone()
+                .watch_queues_every(Duration::from_secs(3600), shutdown.clone()),
+        );
+        for i in 0..5 {
+            // A commit of this process (a run whose task is queued), then its signal.
+            store
+                .create_run(&new_run(&format!("r{i}")), version)
+                .await
+                .unwrap();
+            let woken = signal.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            events.work_queued();
+            tokio::time::timeout(Duration::from_secs(20), woken)
+                .await
+                .unwrap_or_else(|_| panic!("run r{i}'s queued task was never signalled"));
+        }
+        shutdown.cancel();
+        watcher.await.unwrap();
+    }
 }
