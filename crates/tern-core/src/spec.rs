@@ -420,11 +420,11 @@ impl Default for CsvOptions {
     }
 }
 
-/// Whether a task's text (its spec as JSON) may hold a template (`{{` or `{%`). A task with
-/// none renders to itself, so what only templates read (a run's outputs) need not be gathered
-/// for it.
-pub fn may_hold_templates(task_text: &str) -> bool {
-    task_text.contains("{{") || task_text.contains("{%")
+/// Whether `text` (a template's source, or a whole task's spec as JSON) may hold a template
+/// (`{{` or `{%`). Text with none renders to itself, so it need not be rendered, and what only
+/// templates read (a run's outputs) need not be gathered for a task without any.
+pub fn may_hold_templates(text: &str) -> bool {
+    text.contains("{{") || text.contains("{%")
 }
 
 impl TaskKind {

@@ -28,7 +28,7 @@ const WATCH_SQLITE: Duration = Duration::from_millis(5);
 /// after every burst of own commits cost two statements per task on a chain.
 const WATCH_SQLITE_WRITTEN: Duration = Duration::from_millis(50);
 /// The safety look of a SQLite watcher whose database file is watched ([`crate::db_watch`]):
-/// a write wakes it at once (still at most one look per [`WATCH_SQLITE`]).
+/// a write makes a look due (at most one per [`WATCH_SQLITE_WRITTEN`]).
 const WATCH_SQLITE_WATCHED: Duration = Duration::from_secs(1);
 const WATCH_POSTGRES: Duration = Duration::from_millis(50);
 /// The safety look of a PostgreSQL watcher that listens for queued work.

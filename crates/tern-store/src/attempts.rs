@@ -21,7 +21,7 @@ use std::time::Duration;
 use sqlx::{Any, Row, Transaction};
 use tern_core::TaskState;
 
-use crate::tasks::{ti_row, TI_COLUMNS};
+use crate::tasks::{ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
 use crate::{Applied, Result, Store, StoreError, TaskInstance, TryResult};
 
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
@@ -485,12 +485,11 @@ impl Store {
     /// final ends. Returns how many runs ended. (Every path that ends an attempt already does
     /// this in its own transaction; this catches what a crash or an older version left.)
     pub async fn finish_settled_runs(&self) -> Result<usize> {
-        let candidates: Vec<i64> = sqlx::query_scalar(
+        let candidates: Vec<i64> = sqlx::query_scalar(&format!(
             "SELECT r.id FROM dag_runs r WHERE r.state = 'running' AND NOT EXISTS \
              (SELECT 1 FROM task_instances t WHERE t.run_pk = r.id \
-              AND t.state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')) \
-             ORDER BY r.id",
-        )
+              AND t.state IN {IN_FLIGHT_STATES}) ORDER BY r.id"
+        ))
         .fetch_all(&self.pool)
         .await?;
         let mut ended = 0;

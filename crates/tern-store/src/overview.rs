@@ -9,6 +9,7 @@ use sqlx::Row;
 use tern_core::{RunState, TaskState};
 
 use crate::model::parse_state;
+use crate::tasks::IN_FLIGHT_STATES;
 use crate::time::from_ms;
 use crate::{Result, Store};
 
@@ -110,11 +111,10 @@ impl Store {
     /// queued_at)` for the states `scheduled`, `queued`, `running`, `up_for_retry` and
     /// `up_for_reschedule` (the cluster activity page).
     pub async fn activity_by_queue(&self) -> Result<Vec<QueueActivity>> {
-        sqlx::query(
+        sqlx::query(&format!(
             "SELECT queue, state, COUNT(*), MIN(queued_at) FROM task_instances \
-             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') \
-             GROUP BY queue, state ORDER BY queue, state",
-        )
+             WHERE state IN {IN_FLIGHT_STATES} GROUP BY queue, state ORDER BY queue, state"
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -184,12 +184,10 @@ impl Store {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.newest_audit_entry().await?.hash(&mut h);
-        // The index's own condition, word for word (SQLite uses a partial index only then).
-        for r in sqlx::query(
+        for r in sqlx::query(&format!(
             "SELECT state, COUNT(*) FROM task_instances \
-             WHERE state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') \
-             GROUP BY state ORDER BY state",
-        )
+             WHERE state IN {IN_FLIGHT_STATES} GROUP BY state ORDER BY state"
+        ))
         .fetch_all(&self.pool)
         .await?
         {

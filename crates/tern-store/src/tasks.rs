@@ -23,6 +23,11 @@ pub(crate) const TI_COLUMNS: &str =
      priority, ready_at, queued_at, started_at, ended_at, attempt, worker, note, map_index";
 
 const ACTIVE_STATES: &str = "('queued', 'running')";
+/// The states of an instance in flight (its run is not over): word for word the condition of
+/// the partial index `ti_in_flight` (migration 0019), as SQLite uses a partial index only for a
+/// query whose condition matches it.
+pub(crate) const IN_FLIGHT_STATES: &str =
+    "('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')";
 
 pub(crate) fn ti_row(r: &AnyRow) -> Result<TaskInstance> {
     let opt_time =
@@ -372,10 +377,10 @@ impl Store {
                 // One probe of the in-flight index answers "not yet" while anything of the run
                 // waits or runs (the common case, whatever the run's size); every state is read
                 // only when nothing is in flight.
-                let in_flight: Option<i64> = sqlx::query_scalar(
+                let in_flight: Option<i64> = sqlx::query_scalar(&format!(
                     "SELECT id FROM task_instances WHERE run_pk = $1 \
-                     AND state IN ('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule') LIMIT 1",
-                )
+                     AND state IN {IN_FLIGHT_STATES} LIMIT 1"
+                ))
                 .bind(run_pk)
                 .fetch_optional(&mut **tx)
                 .await?;

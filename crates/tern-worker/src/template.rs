@@ -111,7 +111,7 @@ impl Renderer {
     /// outputs, the run id, connection fields) arrives escaped for where it stands, so it is
     /// text, never code, unless written `{{ value | raw }}`.
     pub fn render_shell(&self, field: &str, source: &str) -> Result<String, TemplateError> {
-        if !source.contains("{{") && !source.contains("{%") {
+        if !tern_core::spec::may_hold_templates(source) {
             return Ok(source.to_string());
         }
         self.shell_env
@@ -125,7 +125,7 @@ impl Renderer {
 
     /// Renders `source`; a plain string without `{{`/`{%` is returned as is.
     pub fn render(&self, field: &str, source: &str) -> Result<String, TemplateError> {
-        if !source.contains("{{") && !source.contains("{%") {
+        if !tern_core::spec::may_hold_templates(source) {
             return Ok(source.to_string());
         }
         self.env

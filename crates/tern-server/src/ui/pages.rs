@@ -1088,7 +1088,7 @@ fn rendered_fields(
     let r = tern_worker::template::Renderer::new(&a, &json!({}), var);
     let mut out = Vec::new();
     walk(&kind, "", &mut |field, text| {
-        if text.contains("{{") || text.contains("{%") {
+        if tern_core::spec::may_hold_templates(text) {
             out.push(match r.render(field, text) {
                 Ok(v) => json!({"field": field, "value": v}),
                 Err(e) => json!({"field": field, "error": e.message}),
