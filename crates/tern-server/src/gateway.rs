@@ -523,6 +523,93 @@ pub struct LocalControlPlane {
     remote_agent: Option<i64>,
 }
 
+impl LocalControlPlane {
+    /// The assignments of tasks just claimed for this agent. One whose assignment cannot be
+    /// built is put back (or failed, when it can never be built) and left out.
+    async fn deliver(&self, claimed: &[Claimed]) -> Vec<Assignment> {
+        let mut out = Vec::with_capacity(claimed.len());
+        let mut outputs = RunOutputs::new();
+        let now = chrono::Utc::now();
+        for c in claimed {
+            if let Some(q) = c.ti.queued_at {
+                crate::metrics::metrics()
+                    .claimed(&c.ti.queue, (now - q).to_std().unwrap_or_default());
+            }
+            // Remote agents' log chunks are checked against the store instead.
+            if self.remote_agent.is_none() {
+                self.gw
+                    .log_paths
+                    .lock()
+                    .expect("log path cache")
+                    .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
+            }
+            match self.gw.assignment(c, &mut outputs).await {
+                Ok(a) => out.push(a),
+                Err(e) => self.gw.undeliverable(c, e).await,
+            }
+        }
+        out
+    }
+
+    /// Writes an attempt's result (and makes the claim `next` asks for in its transaction),
+    /// then tells who waits on its consequences.
+    async fn report_result(
+        &self,
+        c: Completion,
+        next: Option<tern_store::ClaimNext>,
+    ) -> Result<(CompletionReply, Vec<Assignment>), TransportError> {
+        let result = TryResult {
+            success: c.success,
+            retryable: c.retryable,
+            exit_code: c.exit_code,
+            note: c.reason,
+            outputs: c.outputs,
+            reschedule_after: c.reschedule_after_ms.map(Duration::from_millis),
+        };
+        let store = &self.gw.store;
+        let (applied, claimed) = match next {
+            Some(next) => {
+                store
+                    .complete_and_claim(c.ti_id, &c.attempt, &self.worker, &result, next)
+                    .await
+            }
+            None => store
+                .complete_by(c.ti_id, &c.attempt, Some(&self.worker), &result)
+                .await
+                .map(|applied| (applied, Vec::new())),
+        }
+        .map_err(unavailable)?;
+        self.gw.events.applied(&applied);
+        if let (true, Some(ran)) = (applied.accepted, applied.ran_for) {
+            let outcome = if c.success {
+                "success"
+            } else if c.reschedule_after_ms.is_some() {
+                "rescheduled"
+            } else {
+                "failed"
+            };
+            crate::metrics::metrics().try_ended(outcome, ran);
+        }
+        if let (None, Some(records)) = (self.remote_agent, &self.gw.ended) {
+            records.forget(c.ti_id, &c.attempt);
+        }
+        self.gw
+            .log_paths
+            .lock()
+            .expect("log path cache")
+            .remove(&(c.ti_id, c.attempt.clone()));
+        self.gw
+            .log_seqs
+            .lock()
+            .expect("log sequence cache")
+            .remove(&(c.ti_id, c.attempt.clone()));
+        let reply = CompletionReply {
+            accepted: applied.accepted,
+        };
+        Ok((reply, self.deliver(&claimed).await))
+    }
+}
+
 #[async_trait::async_trait]
 impl ControlPlane for LocalControlPlane {
     async fn claim(&self, wait: Duration, max: usize) -> Result<Vec<Assignment>, TransportError> {
@@ -553,31 +640,9 @@ impl ControlPlane for LocalControlPlane {
                 .claim_many_when(&self.queues, &self.worker, self.gw.lease, max, queued)
                 .await
                 .map_err(transport_error)?;
-            if !claimed.is_empty() {
-                let mut out = Vec::with_capacity(claimed.len());
-                let mut outputs = RunOutputs::new();
-                let now = chrono::Utc::now();
-                for c in &claimed {
-                    if let Some(q) = c.ti.queued_at {
-                        crate::metrics::metrics()
-                            .claimed(&c.ti.queue, (now - q).to_std().unwrap_or_default());
-                    }
-                    // Remote agents' log chunks are checked against the store instead.
-                    if self.remote_agent.is_none() {
-                        self.gw
-                            .log_paths
-                            .lock()
-                            .expect("log path cache")
-                            .insert((c.ti.id, c.attempt.clone()), c.log_path.clone());
-                    }
-                    match self.gw.assignment(c, &mut outputs).await {
-                        Ok(a) => out.push(a),
-                        Err(e) => self.gw.undeliverable(c, e).await,
-                    }
-                }
-                if !out.is_empty() {
-                    return Ok(out);
-                }
+            let out = self.deliver(&claimed).await;
+            if !out.is_empty() {
+                return Ok(out);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
@@ -660,47 +725,24 @@ impl ControlPlane for LocalControlPlane {
     }
 
     async fn complete(&self, c: Completion) -> Result<CompletionReply, TransportError> {
-        let result = TryResult {
-            success: c.success,
-            retryable: c.retryable,
-            exit_code: c.exit_code,
-            note: c.reason,
-            outputs: c.outputs,
-            reschedule_after: c.reschedule_after_ms.map(Duration::from_millis),
-        };
-        let applied = self
-            .gw
-            .store
-            .complete_by(c.ti_id, &c.attempt, Some(&self.worker), &result)
-            .await
-            .map_err(unavailable)?;
-        self.gw.events.applied(&applied);
-        if let (true, Some(ran)) = (applied.accepted, applied.ran_for) {
-            let outcome = if c.success {
-                "success"
-            } else if c.reschedule_after_ms.is_some() {
-                "rescheduled"
-            } else {
-                "failed"
-            };
-            crate::metrics::metrics().try_ended(outcome, ran);
-        }
-        if let (None, Some(records)) = (self.remote_agent, &self.gw.ended) {
-            records.forget(c.ti_id, &c.attempt);
-        }
-        self.gw
-            .log_paths
-            .lock()
-            .expect("log path cache")
-            .remove(&(c.ti_id, c.attempt.clone()));
-        self.gw
-            .log_seqs
-            .lock()
-            .expect("log sequence cache")
-            .remove(&(c.ti_id, c.attempt.clone()));
-        Ok(CompletionReply {
-            accepted: applied.accepted,
-        })
+        Ok(self.report_result(c, None).await?.0)
+    }
+
+    async fn complete_and_claim(
+        &self,
+        c: Completion,
+        max: usize,
+    ) -> Result<(CompletionReply, Vec<Assignment>), TransportError> {
+        let next = self.claims_with_results().then(|| tern_store::ClaimNext {
+            queues: self.queues.clone(),
+            lease: self.gw.lease,
+            max,
+        });
+        self.report_result(c, next).await
+    }
+
+    fn claims_with_results(&self) -> bool {
+        self.remote_agent.is_none()
     }
 
     async fn report(&self, report: Report) -> Result<ReportReply, TransportError> {

@@ -21,8 +21,9 @@ use std::time::Duration;
 use sqlx::{Any, Row, Transaction};
 use tern_core::TaskState;
 
+use crate::results::NextClaim;
 use crate::tasks::{ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
-use crate::{Applied, Result, Store, StoreError, TaskInstance, TryResult};
+use crate::{Applied, Claimed, Result, Store, StoreError, TaskInstance, TryResult};
 
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
 /// holds under the run lock, nothing is changed.
@@ -134,11 +135,26 @@ impl Store {
         expect: &Expect<'_>,
         result: &TryResult,
     ) -> Result<Ended> {
+        Ok(self
+            .end_one_then_claim(ti_id, expect, result, None)
+            .await?
+            .0)
+    }
+
+    /// [`Store::end_one`], then `claim` (an agent's next tasks) in the same transaction,
+    /// after the admission. Nothing is claimed when the instance was not found.
+    pub(crate) async fn end_one_then_claim(
+        &self,
+        ti_id: i64,
+        expect: &Expect<'_>,
+        result: &TryResult,
+        claim: Option<NextClaim<'_>>,
+    ) -> Result<(Ended, Vec<Claimed>)> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let mut batch = self.lock_and_read(&mut tx, &[ti_id]).await?;
         if batch.rows.is_empty() {
-            return Ok(Ended::NotCurrent);
+            return Ok((Ended::NotCurrent, Vec::new()));
         }
         let mut ended = self
             .end_locked(&mut tx, &mut batch, ti_id, expect, result, now)
@@ -149,8 +165,19 @@ impl Store {
             let admitted = self.try_admit(&mut tx, now).await?;
             applied.set_admission(admitted);
         }
+        let claimed = match claim {
+            Some(claim) => {
+                let mut applied: Vec<&mut Applied> = match &mut ended {
+                    Ended::Applied(a) => vec![a],
+                    _ => Vec::new(),
+                };
+                self.claim_after_result(&mut tx, claim, &mut applied, now)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         tx.commit().await?;
-        Ok(ended)
+        Ok((ended, claimed))
     }
 
     /// Locks the runs of the instances `ti_ids` (the first step of the lock order), then reads

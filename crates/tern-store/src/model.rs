@@ -138,6 +138,13 @@ pub struct Applied {
 }
 
 impl Applied {
+    /// A claim made in the result's transaction took everything queued on `queues`: no agent
+    /// needs waking for them.
+    pub(crate) fn drained(&mut self, queues: &[String]) {
+        self.queued_queues.retain(|q| !queues.contains(q));
+        self.queued_any = !self.queued_queues.is_empty();
+    }
+
     /// Records what admission in the result's transaction did: the queues that got work, or
     /// `None` when it was left to the admitter.
     pub(crate) fn set_admission(&mut self, admitted: Option<Vec<String>>) {
@@ -145,6 +152,18 @@ impl Applied {
         self.queued_queues = admitted.unwrap_or_default();
         self.queued_any = !self.queued_queues.is_empty();
     }
+}
+
+/// What an agent that reports a result asks to claim in the same transaction, after the
+/// result's consequences and admission ([`crate::Store::complete_and_claim`]): its next tasks,
+/// for the slot the ended attempt frees, without a transaction of their own.
+#[derive(Debug, Clone)]
+pub struct ClaimNext {
+    /// The agent's queues.
+    pub queues: Vec<String>,
+    pub lease: std::time::Duration,
+    /// Most instances to claim.
+    pub max: usize,
 }
 
 /// Input for a new DAG run.

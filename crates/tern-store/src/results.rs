@@ -9,6 +9,11 @@
 //! once) that is one transaction, one commit and one admission for many results instead of one
 //! each; a lone result is a batch of one, written at once, so nothing waits for company.
 //!
+//! An agent may ask, with its result, to claim its next tasks in the same transaction
+//! ([`Store::complete_and_claim`]): after the admission, the claim runs the statements every
+//! claim runs ([`Store::claim_in`]), so the task a result made ready starts without a
+//! transaction (and, on a chain, a wake-up of the agent) of its own.
+//!
 //! If the shared transaction fails (a deadlock with another server, a database error), it is
 //! rolled back and each result is ended again in a transaction of its own, so one result's
 //! failure is only its own. The writer runs as a task of its own: a caller that stops waiting
@@ -18,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::attempts::{Ended, Expect};
-use crate::{Applied, Result, Store, TryResult};
+use crate::attempts::Expect;
+use crate::{Applied, ClaimNext, Claimed, Result, Store, TryResult};
 
 /// Most results ended in one transaction: a transaction stays short however many arrive.
 const BATCH_MAX: usize = 256;
@@ -30,12 +35,56 @@ struct Pending {
     attempt: String,
     worker: Option<String>,
     result: TryResult,
-    reply: oneshot::Sender<Result<Applied>>,
+    /// What to claim for `worker` after the result, in its transaction.
+    next: Option<ClaimNext>,
+    reply: oneshot::Sender<Result<(Applied, Vec<Claimed>)>>,
 }
 
 impl Pending {
     fn expect(&self) -> Expect<'_> {
         Expect::agent_result(&self.attempt, self.worker.as_deref())
+    }
+
+    /// The claim to make after this result: the agent's request with its name.
+    fn claim(&self) -> Option<NextClaim<'_>> {
+        Some(NextClaim {
+            worker: self.worker.as_deref()?,
+            next: self.next.as_ref()?,
+        })
+    }
+}
+
+/// A claim made in a result's transaction, for the agent that reported it.
+#[derive(Clone, Copy)]
+pub(crate) struct NextClaim<'a> {
+    pub(crate) worker: &'a str,
+    pub(crate) next: &'a ClaimNext,
+}
+
+impl Store {
+    /// Makes `claim` in `tx` (after the result's admission). When nothing is left queued on
+    /// the agent's queues after it (it took fewer than it asked for, or a look finds none),
+    /// `applied` no longer asks for agents of those queues to be woken: an agent woken for
+    /// work this claim took would take the write lock for nothing.
+    pub(crate) async fn claim_after_result(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        claim: NextClaim<'_>,
+        applied: &mut [&mut Applied],
+        now: i64,
+    ) -> Result<Vec<Claimed>> {
+        let NextClaim { worker, next } = claim;
+        let claimed = self
+            .claim_in(tx, &next.queues, worker, next.lease, next.max, false, now)
+            .await?;
+        let drained =
+            claimed.len() < next.max || !self.anything_queued(&mut **tx, &next.queues).await?;
+        if drained {
+            for a in applied.iter_mut() {
+                a.drained(&next.queues);
+            }
+        }
+        Ok(claimed)
     }
 }
 
@@ -159,12 +208,45 @@ impl Store {
         worker: Option<&str>,
         result: &TryResult,
     ) -> Result<Applied> {
+        Ok(self.report(ti_id, attempt, worker, result, None).await?.0)
+    }
+
+    /// [`Store::complete_by`], and then, in the same transaction, a claim of up to
+    /// `next.max` queued instances of `next.queues` for `worker` — made by the same statements
+    /// as every claim, after the result's own admission, so a task the result made ready is
+    /// among them. A remote agent's worker claims nothing here: its claims are checked against
+    /// its revocation and acknowledged, on its own claim calls.
+    pub async fn complete_and_claim(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: &str,
+        result: &TryResult,
+        next: ClaimNext,
+    ) -> Result<(Applied, Vec<Claimed>)> {
+        let next = crate::agents::agent_id_of_worker(worker)
+            .is_none()
+            .then_some(next);
+        self.report(ti_id, attempt, Some(worker), result, next)
+            .await
+    }
+
+    /// Queues a result (and the claim to make after it) for the writer and waits for it.
+    async fn report(
+        &self,
+        ti_id: i64,
+        attempt: &str,
+        worker: Option<&str>,
+        result: &TryResult,
+        next: Option<ClaimNext>,
+    ) -> Result<(Applied, Vec<Claimed>)> {
         let (reply, answer) = oneshot::channel();
         let item = Pending {
             ti_id,
             attempt: attempt.to_string(),
             worker: worker.map(str::to_string),
             result: result.clone(),
+            next,
             reply,
         };
         if self.results.push(item) {
@@ -212,15 +294,19 @@ impl Store {
                 }
             }
             for item in batch {
-                let ended = self.end_one(item.ti_id, &item.expect(), &item.result).await;
-                let _ = item.reply.send(ended.map(Ended::into_applied));
+                let ended = self
+                    .end_one_then_claim(item.ti_id, &item.expect(), &item.result, item.claim())
+                    .await;
+                let _ = item
+                    .reply
+                    .send(ended.map(|(ended, claimed)| (ended.into_applied(), claimed)));
             }
         }
     }
 
     /// Ends every attempt of `batch` in one transaction: their instances read in one
     /// statement, each run judged once after them all, then one admission.
-    async fn end_together(&self, batch: &[Pending]) -> Result<Vec<Applied>> {
+    async fn end_together(&self, batch: &[Pending]) -> Result<Vec<(Applied, Vec<Claimed>)>> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
@@ -258,7 +344,19 @@ impl Store {
                 applied.set_admission(admitted.clone());
             }
         }
+        // Then each agent's claim, in the order the results came.
+        let mut claims = Vec::with_capacity(batch.len());
+        for item in batch {
+            claims.push(match item.claim() {
+                Some(claim) => {
+                    let mut all: Vec<&mut Applied> = out.iter_mut().collect();
+                    self.claim_after_result(&mut tx, claim, &mut all, now)
+                        .await?
+                }
+                None => Vec::new(),
+            });
+        }
         tx.commit().await?;
-        Ok(out)
+        Ok(out.into_iter().zip(claims).collect())
     }
 }

@@ -721,7 +721,7 @@ impl Store {
         if let Some(id) = remote_agent {
             self.refuse_revoked_agent(None, id).await?;
         }
-        if queued == Queued::Unknown && !self.anything_queued(queues).await? {
+        if queued == Queued::Unknown && !self.anything_queued(&self.pool, queues).await? {
             return Ok(Vec::new());
         }
         self.claim_queued(queues, worker, lease, max, remote_agent)
@@ -730,7 +730,11 @@ impl Store {
 
     /// A read that answers whether anything is queued on `queues`: when nothing is (the
     /// common case for a waiting agent) no write lock is taken.
-    async fn anything_queued(&self, queues: &[String]) -> Result<bool> {
+    pub(crate) async fn anything_queued<'e>(
+        &self,
+        db: impl sqlx::Executor<'e, Database = Any>,
+        queues: &[String],
+    ) -> Result<bool> {
         let probe = format!(
             "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
             placeholders(1, queues.len())
@@ -739,7 +743,7 @@ impl Store {
         for queue in queues {
             q = q.bind(queue);
         }
-        Ok(q.fetch_optional(&self.pool).await?.is_some())
+        Ok(q.fetch_optional(db).await?.is_some())
     }
 
     async fn claim_queued(
@@ -751,6 +755,50 @@ impl Store {
         remote_agent: Option<i64>,
     ) -> Result<Vec<Claimed>> {
         let now = self.now_ms();
+        let (mut tx, _write_lock) = self.write_tx().await?;
+        if let Some(id) = remote_agent {
+            // Under a share lock of the agent's row: a revocation waits for this claim to
+            // commit, then fails what it claimed.
+            self.refuse_revoked_agent(Some(&mut tx), id).await?;
+        }
+        let claimed = self
+            .claim_in(
+                &mut tx,
+                queues,
+                worker,
+                lease,
+                max,
+                remote_agent.is_some(),
+                now,
+            )
+            .await?;
+        if claimed.is_empty() {
+            tx.rollback().await?;
+        } else {
+            tx.commit().await?;
+        }
+        Ok(claimed)
+    }
+
+    /// The claim itself, in the caller's write transaction: up to `max` queued instances of
+    /// `queues` become `running` for `worker`, each with a try on record, most urgent first.
+    /// Every claim goes through here: an agent's own ([`Store::claim_many_when`]) and one
+    /// made with a result ([`Store::complete_and_claim`]). A `remote` agent's claim stays
+    /// unacknowledged until the agent confirms it received it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn claim_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        queues: &[String],
+        worker: &str,
+        lease: Duration,
+        max: usize,
+        remote: bool,
+        now: i64,
+    ) -> Result<Vec<Claimed>> {
+        if queues.is_empty() || max == 0 {
+            return Ok(Vec::new());
+        }
         let prefix = new_attempt_token();
         // A sensor's next poke (`sensor_since` set) continues its try. A remote agent's claim
         // stays unacknowledged until the agent confirms it received it (its first heartbeat):
@@ -760,7 +808,7 @@ impl Store {
              try_number = try_number + CASE WHEN sensor_since IS NULL THEN 1 ELSE 0 END, \
              attempt = $1 || '-' || CAST(task_instances.id AS TEXT), lease_until = $2, worker = $3, started_at = $4, \
              ended_at = NULL, note = NULL, acked = {}",
-            i64::from(remote_agent.is_none())
+            i64::from(!remote)
         );
         let pick = format!(
             "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) \
@@ -774,12 +822,6 @@ impl Store {
             "state = 'queued'",
             TI_COLUMNS,
         );
-        let (mut tx, _write_lock) = self.write_tx().await?;
-        if let Some(id) = remote_agent {
-            // Under a share lock of the agent's row: a revocation waits for this claim to
-            // commit, then fails what it claimed.
-            self.refuse_revoked_agent(Some(&mut tx), id).await?;
-        }
         let mut q = sqlx::query(&sql)
             .bind(&prefix)
             .bind(now + lease.as_millis() as i64)
@@ -789,9 +831,8 @@ impl Store {
         for queue in queues {
             q = q.bind(queue);
         }
-        let rows = q.fetch_all(&mut *tx).await?;
+        let rows = q.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
-            tx.rollback().await?;
             return Ok(Vec::new());
         }
         let mut claimed = Vec::with_capacity(rows.len());
@@ -837,9 +878,8 @@ impl Store {
             .bind(worker)
             .bind(now)
             .bind(serde_json::Value::Array(tries).to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-        tx.commit().await?;
         // Most urgent first, as the queue orders them.
         claimed.sort_by(|a, b| {
             b.ti.priority

@@ -1,6 +1,7 @@
 //! The agent loop: claim tasks of the agent's queues (long-poll), run up to `concurrency` at
 //! once, heartbeat each attempt's lease, stream logs, report results.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,16 @@ pub struct Agent {
     cfg: AgentConfig,
 }
 
+/// One of an agent's `concurrency` slots, held by the attempt that runs in it.
+pub struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Set while the agent, with slots free and no backlog (its last claim took fewer tasks
+    /// than it had slots for), asks for work: then an attempt that ends lets its result claim
+    /// the next task for its slot (see [`run_one`]). With a backlog, or every slot busy, the
+    /// agent claims for all its free slots in one call instead.
+    agent_asks: Arc<AtomicBool>,
+}
+
 impl Agent {
     pub fn new(cp: Arc<dyn ControlPlane>, cfg: AgentConfig) -> Agent {
         Agent { cp, cfg }
@@ -43,6 +54,10 @@ impl Agent {
     /// plane no longer accepts this agent (its running attempts are stopped first).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), TransportError> {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency.max(1)));
+        let asks = Arc::new(AtomicBool::new(false));
+        // Whether the last claim took all that was queued (fewer tasks than free slots): no
+        // backlog waits, so an ending attempt's result may claim the next task for its slot.
+        let mut drained = true;
         let mut running = JoinSet::new();
         let mut backoff = Duration::from_millis(200);
         let stop_all = shutdown.child_token();
@@ -57,21 +72,27 @@ impl Agent {
             while let Ok(p) = slots.clone().try_acquire_owned() {
                 permits.push(p);
             }
+            asks.store(drained, Ordering::Relaxed);
             let claimed = tokio::select! {
                 r = self.cp.claim(self.cfg.claim_wait, permits.len()) => r,
                 _ = shutdown.cancelled() => break,
             };
+            asks.store(false, Ordering::Relaxed);
             while running.try_join_next().is_some() {}
             match claimed {
                 Ok(assignments) => {
                     backoff = Duration::from_millis(200);
+                    drained = assignments.len() < permits.len();
                     for a in assignments {
-                        let permit = permits.pop().expect("never more tasks than permits");
+                        let slot = Slot {
+                            _permit: permits.pop().expect("never more tasks than permits"),
+                            agent_asks: asks.clone(),
+                        };
                         let cp = self.cp.clone();
                         let exec = self.cfg.exec.clone();
                         let stop = stop_all.child_token();
                         let fence = self.cfg.fence.clone();
-                        running.spawn(run_attempt(cp, a, exec, stop, fence, Some(permit)));
+                        running.spawn(run_attempt(cp, a, exec, stop, fence, Some(slot)));
                     }
                 }
                 Err(e @ TransportError::Revoked(_)) => {
@@ -133,20 +154,47 @@ async fn acknowledge(cp: &dyn ControlPlane, a: &Assignment) -> Option<std::time:
     }
 }
 
-/// Runs one claimed attempt with heartbeats and reports its end. The claim is confirmed
-/// first; while the task runs, its lease is renewed every third of the lease, and the task is
-/// stopped when no renewal was accepted for [`FENCE_AT`] of the lease. `slot` (the agent's
-/// concurrency permit) is given back as soon as the task's process has ended and its end is
-/// recorded, before the result is reported: a slot limits running tasks, and reporting waits
-/// for the database, which would otherwise keep the next task from starting.
+/// Runs one claimed attempt, then the tasks claimed with its result, in `slot` (the agent's
+/// concurrency permit), until a result brings none (see [`run_one`]).
 pub async fn run_attempt(
     cp: Arc<dyn ControlPlane>,
     a: Assignment,
     exec: ExecOptions,
     stop: CancellationToken,
-    mut fence: Option<tokio::sync::watch::Receiver<u64>>,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    fence: Option<tokio::sync::watch::Receiver<u64>>,
+    slot: Option<Slot>,
 ) {
+    let mut todo = std::collections::VecDeque::from([a]);
+    let mut slot = slot;
+    while let Some(a) = todo.pop_front() {
+        let (next, kept) = run_one(cp.clone(), a, &exec, &stop, fence.clone(), slot).await;
+        slot = kept;
+        todo.extend(next);
+    }
+}
+
+/// Runs one claimed attempt with heartbeats and reports its end; returns the tasks claimed
+/// with its result and the slot, if it was kept for them. The claim is confirmed first;
+/// while the task runs, its lease is renewed every third of the lease, and the task is
+/// stopped when no renewal was accepted for [`FENCE_AT`] of the lease.
+///
+/// Where the control plane claims with results ([`ControlPlane::claims_with_results`]: the
+/// in-process one) and the agent is asking for work with slots free (so no backlog waits for
+/// this slot), the slot is kept while the result is reported, and the report claims the
+/// agent's next task for it in the result's transaction — on a chain, the task this result
+/// made ready, without a transaction or a wake-up of its own. Otherwise the slot is given back
+/// as soon as the task's process has ended and its end is recorded, before the result is
+/// reported: a slot limits running tasks, and reporting waits for the control plane, which
+/// would otherwise keep the next task from starting (a busy agent claims for all its free
+/// slots in one call).
+async fn run_one(
+    cp: Arc<dyn ControlPlane>,
+    a: Assignment,
+    exec: &ExecOptions,
+    stop: &CancellationToken,
+    mut fence: Option<tokio::sync::watch::Receiver<u64>>,
+    slot: Option<Slot>,
+) -> (Vec<Assignment>, Option<Slot>) {
     // Only a fence that moves from now on stops this attempt: a receiver cloned from the
     // agent's still holds every earlier move as unseen.
     if let Some(f) = fence.as_mut() {
@@ -154,7 +202,7 @@ pub async fn run_attempt(
     }
     let Some(acked_at) = acknowledge(cp.as_ref(), &a).await else {
         cp.abandon(a.ti_id, &a.attempt).await;
-        return;
+        return (Vec::new(), slot);
     };
     let cancel = stop.child_token();
     // Why the agent stopped the attempt itself, if it did.
@@ -218,7 +266,7 @@ pub async fn run_attempt(
             }
         })
     };
-    let mut completion = execute(&a, &exec, &sink, &cancel).await;
+    let mut completion = execute(&a, exec, &sink, &cancel).await;
     heartbeat.abort();
     let fenced = fenced.lock().expect("fence reason").take();
     if let (Some(why), false) = (fenced, completion.success) {
@@ -229,15 +277,32 @@ pub async fn run_attempt(
         completion.reason = Some("interrupted: the agent shut down while the task ran".into());
     }
     cp.ended(&completion).await;
-    drop(slot);
+    let claims_next = slot
+        .as_ref()
+        .is_some_and(|s| s.agent_asks.load(Ordering::Relaxed))
+        && cp.claims_with_results()
+        && !stop.is_cancelled();
+    let slot = if claims_next {
+        slot
+    } else {
+        drop(slot);
+        None
+    };
     sink.finish().await;
     let mut wait = Duration::from_millis(100);
     for _ in 0..8 {
-        match cp.complete(completion.clone()).await {
-            Ok(_) => return,
+        let reported = if claims_next {
+            cp.complete_and_claim(completion.clone(), 1).await
+        } else {
+            cp.complete(completion.clone())
+                .await
+                .map(|reply| (reply, Vec::new()))
+        };
+        match reported {
+            Ok((_, next)) => return (next, slot),
             Err(e @ (TransportError::Refused(_) | TransportError::Revoked(_))) => {
                 tracing::warn!(ti = a.ti_id, "result refused: {e}");
-                return;
+                return (Vec::new(), None);
             }
             Err(e) => {
                 tracing::warn!(ti = a.ti_id, "could not report the result: {e}; retrying");
@@ -246,4 +311,5 @@ pub async fn run_attempt(
             }
         }
     }
+    (Vec::new(), None)
 }

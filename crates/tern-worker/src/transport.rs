@@ -42,6 +42,23 @@ pub trait ControlPlane: Send + Sync + 'static {
     async fn abandon(&self, _ti_id: i64, _attempt: &str) {}
     async fn log(&self, chunk: LogChunk) -> Result<(), TransportError>;
     async fn complete(&self, completion: Completion) -> Result<CompletionReply, TransportError>;
+    /// [`ControlPlane::complete`], and in the same call a claim of up to `max` tasks of the
+    /// agent's queues for the slot the ended attempt frees. Where the control plane does not
+    /// claim with results ([`ControlPlane::claims_with_results`]), this only completes.
+    async fn complete_and_claim(
+        &self,
+        completion: Completion,
+        max: usize,
+    ) -> Result<(CompletionReply, Vec<Assignment>), TransportError> {
+        let _ = max;
+        Ok((self.complete(completion).await?, Vec::new()))
+    }
+    /// Whether [`ControlPlane::complete_and_claim`] claims. An agent whose control plane does
+    /// keeps an attempt's slot until the result is reported: the next task comes with the
+    /// answer. (The in-process control plane does; over the wire a result is only a result.)
+    fn claims_with_results(&self) -> bool {
+        false
+    }
     /// Tells the control plane what the agent holds and which connections it has; renews the
     /// leases of the attempts that are still current and says which those are.
     async fn report(&self, report: Report) -> Result<ReportReply, TransportError>;

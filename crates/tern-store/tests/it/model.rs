@@ -2,7 +2,11 @@
 //! housekeeping and operators do (claim, confirm, heartbeat, results current and stale, alone
 //! and several at once so they are written together, lease expiry with a clock the test
 //! moves, queue timeout, a run's `dagrun_timeout`, release, clear, mark, revoke, a dead
-//! worker) against the real store, with the invariants checked after every step:
+//! worker) against the real store, with the invariants checked after every step. Every other
+//! result also claims the agent's next task in its transaction, as the in-process agent's
+//! results do (a remote agent's claims nothing that way).
+//!
+//! The invariants:
 //!
 //! - at most one current attempt per task instance, and a running instance has a lease;
 //! - a result is accepted only from the current attempt of its holder;
@@ -25,7 +29,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use tern_core::{TaskState, TriggerRule};
 use tern_store::manage::ClearScope;
 use tern_store::tasks::Queued;
-use tern_store::{ManualClock, NewRun, Store, TryResult};
+use tern_store::{ClaimNext, Claimed, ManualClock, NewRun, Store, TryResult};
 use tern_testkit::{dag, task};
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -114,6 +118,8 @@ static EXPANDED: AtomicU32 = AtomicU32::new(0);
 static MAPPED_RAN: AtomicU32 = AtomicU32::new(0);
 /// Results accepted from claims reported together.
 static ACCEPTED_TOGETHER: AtomicU32 = AtomicU32::new(0);
+/// Tasks claimed in a result's transaction.
+static CLAIMED_WITH_RESULTS: AtomicU32 = AtomicU32::new(0);
 
 /// An agent's report of `outcome`: 0 success, 1 retryable failure, 2 permanent failure.
 fn outcome(o: u8) -> TryResult {
@@ -231,6 +237,58 @@ impl Case {
         case
     }
 
+    /// Reports `h`'s result; with `claim_next`, as the in-process agent does: claiming its
+    /// next task in the result's transaction.
+    async fn report(
+        &self,
+        h: &Held,
+        result: &TryResult,
+        claim_next: bool,
+    ) -> (tern_store::Applied, Vec<Claimed>) {
+        let worker = &self.workers[h.worker];
+        if claim_next {
+            let next = ClaimNext {
+                queues: self.queues[h.worker].clone(),
+                lease: LEASE,
+                max: 1,
+            };
+            self.store
+                .complete_and_claim(h.ti_id, &h.attempt, worker, result, next)
+                .await
+                .unwrap()
+        } else {
+            let applied = self
+                .store
+                .complete_by(h.ti_id, &h.attempt, Some(worker), result)
+                .await
+                .unwrap();
+            (applied, Vec::new())
+        }
+    }
+
+    /// Holds what a result claimed for its agent; only local agents claim that way.
+    fn claimed_with_result(
+        &mut self,
+        h: &Held,
+        claimed: Vec<Claimed>,
+    ) -> Result<(), TestCaseError> {
+        if h.worker == 2 && !claimed.is_empty() {
+            return Err(fail(format!(
+                "the site agent's result claimed {claimed:?}: remote agents claim on their own"
+            )));
+        }
+        for c in claimed {
+            CLAIMED_WITH_RESULTS.fetch_add(1, Ordering::SeqCst);
+            self.held.push(Held {
+                ti_id: c.ti.id,
+                attempt: c.attempt,
+                worker: h.worker,
+                acked: true,
+            });
+        }
+        Ok(())
+    }
+
     /// The instances an operator action touches get a new allowance and a fresh history.
     async fn operator_touched(&mut self) {
         for ti in self.store.task_instances(self.run_pk).await.unwrap() {
@@ -285,10 +343,7 @@ impl Case {
                 if let Some(h) = self.held.get(i).cloned() {
                     let result = outcome(o);
                     let before = self.current(h.ti_id).await;
-                    let applied = s
-                        .complete_by(h.ti_id, &h.attempt, Some(&self.workers[h.worker]), &result)
-                        .await
-                        .unwrap();
+                    let (applied, claimed) = self.report(&h, &result, i % 2 == 1).await;
                     let current =
                         before == Some((h.attempt.clone(), self.workers[h.worker].clone()));
                     if applied.accepted != current {
@@ -297,6 +352,7 @@ impl Case {
                             applied.accepted
                         )));
                     }
+                    self.claimed_with_result(&h, claimed)?;
                 }
             }
             Step::CompleteTogether(ref reports) => {
@@ -317,9 +373,11 @@ impl Case {
                 // Queued while paused, then written once all are in: they arrive together.
                 let paused = s.debug_pause_results();
                 let (answers, ()) = tokio::join!(
-                    futures::future::join_all(together.iter().map(|(_, h, result, _)| {
-                        s.complete_by(h.ti_id, &h.attempt, Some(&self.workers[h.worker]), result)
-                    })),
+                    futures::future::join_all(
+                        together
+                            .iter()
+                            .map(|(i, h, result, _)| self.report(h, result, i % 2 == 1))
+                    ),
                     async {
                         while s.debug_queued_results() < together.len() {
                             tokio::task::yield_now().await;
@@ -327,8 +385,8 @@ impl Case {
                         drop(paused);
                     }
                 );
-                for ((_, h, _, current), answer) in together.iter().zip(answers) {
-                    let applied = answer.unwrap();
+                for ((_, h, _, current), (applied, claimed)) in together.iter().zip(answers) {
+                    self.claimed_with_result(h, claimed)?;
                     if applied.accepted != *current {
                         return Err(fail(format!(
                             "result of {h:?} (reported together) accepted = {} but current = {current}",
@@ -577,13 +635,19 @@ pub async fn task_state_machine_keeps_its_invariants(store: Store) {
         MAPPED_RAN.load(Ordering::SeqCst),
     );
     let together = ACCEPTED_TOGETHER.load(Ordering::SeqCst);
+    let claimed_with_results = CLAIMED_WITH_RESULTS.load(Ordering::SeqCst);
     eprintln!(
         "model: {cases_run} cases, {steps} steps, {timed_out} runs timed out, {expanded} mapped \
          tasks expanded ({mapped_ran} with instances run), {together} results accepted from \
-         reports written together, invariants held after each"
+         reports written together, {claimed_with_results} tasks claimed with a result, \
+         invariants held after each"
     );
     assert!(cases_run >= cases && steps >= cases, "the property ran");
     assert!(timed_out > 0, "no case reached its dagrun_timeout");
     assert!(mapped_ran > 0, "no case ran an instance of its mapped task");
     assert!(together > 0, "no result reported together was accepted");
+    assert!(
+        claimed_with_results > 0,
+        "no result claimed its agent's next task"
+    );
 }

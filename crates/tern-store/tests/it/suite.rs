@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 use tern_core::{RunState, RunType, TaskState, TriggerRule};
 use tern_store::tasks::Queued;
-use tern_store::{ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
+use tern_store::{ClaimNext, ImportErrorRow, ManualClock, NewRun, Store, StoreError, TryResult};
 use tern_testkit::{dag, task};
 
 pub use crate::across_runs::*;
@@ -570,6 +570,159 @@ pub async fn an_unacknowledged_remote_claim_goes_back_without_using_a_try(store:
     assert!(!store.release_claim(c.ti.id, &c.attempt).await.unwrap());
     let ti = store.task_instance(run.pk, "t").await.unwrap();
     assert_eq!((ti.state, ti.try_number), (TaskState::Queued, 1));
+}
+
+/// An agent's result claims its next task in the same transaction (what the in-process agent
+/// reports): the task the result made ready is claimed by the same statements as any claim
+/// (running, a try on record, the agent's name); when the claim leaves nothing queued on the
+/// agent's queues, the answer no longer asks for agents to be woken (one would take the write
+/// lock for nothing); results written together each claim their own; a remote agent's result
+/// claims nothing (its claims are checked against revocation and acknowledged).
+pub async fn a_result_claims_the_agents_next_task_in_its_transaction(store: Store) {
+    let next = |max| ClaimNext {
+        queues: queues(),
+        lease: LEASE,
+        max,
+    };
+    let spec = dag(
+        "next",
+        vec![
+            task("a", &[]),
+            task("b", &["a"]),
+            task("c", &["a"]),
+            task("d", &["b", "c"]),
+        ],
+    );
+    let v = setup(&store, spec).await;
+    let (run, _) = store.create_run(&new_run("next", "r1"), v).await.unwrap();
+    let a = store.claim(&queues(), "w1", LEASE).await.unwrap().unwrap();
+    let (applied, claimed) = store
+        .complete_and_claim(a.ti.id, &a.attempt, "w1", &ok(), next(1))
+        .await
+        .unwrap();
+    assert!(applied.accepted);
+    assert_eq!(claimed.len(), 1, "one of the two tasks a made ready");
+    let b = claimed[0].clone();
+    assert_eq!(b.ti.task_id, "b");
+    let ti = store.task_instance(run.pk, "b").await.unwrap();
+    assert_eq!(ti.state, TaskState::Running);
+    assert_eq!(ti.worker.as_deref(), Some("w1"));
+    assert_eq!(ti.try_number, 1);
+    let tries = store.task_tries(b.ti.id).await.unwrap();
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].state, TaskState::Running);
+    assert_eq!(
+        applied.queued_queues,
+        queues(),
+        "c is still queued: agents are woken for it"
+    );
+    let c = store.claim(&queues(), "w2", LEASE).await.unwrap().unwrap();
+    assert_eq!(c.ti.task_id, "c");
+    // b ends while d still waits for c: nothing to claim.
+    let (applied, claimed) = store
+        .complete_and_claim(b.ti.id, &b.attempt, "w1", &ok(), next(1))
+        .await
+        .unwrap();
+    assert!(applied.accepted);
+    assert!(claimed.is_empty());
+    // c ends: d is queued by the result's admission and claimed at once for c's agent, so no
+    // agent is to be woken for it.
+    let (applied, claimed) = store
+        .complete_and_claim(c.ti.id, &c.attempt, "w2", &ok(), next(4))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].ti.task_id, "d");
+    assert!(
+        applied.queued_queues.is_empty() && !applied.queued_any,
+        "the queue was drained by the claim, yet agents are to be woken: {applied:?}"
+    );
+    assert_eq!(state_of(&store, run.pk, "d").await, TaskState::Running);
+    let d = claimed[0].clone();
+    let (applied, claimed) = store
+        .complete_and_claim(d.ti.id, &d.attempt, "w2", &ok(), next(1))
+        .await
+        .unwrap();
+    assert!(applied.run_finished && claimed.is_empty());
+    assert_eq!(
+        store.get_run("next", "r1").await.unwrap().state,
+        RunState::Success
+    );
+
+    // Results written together: each claims its own next task.
+    let spec = dag(
+        "pairs",
+        vec![
+            task("x", &[]),
+            task("y", &[]),
+            task("x2", &["x"]),
+            task("y2", &["y"]),
+        ],
+    );
+    let v = setup(&store, spec).await;
+    store.create_run(&new_run("pairs", "r1"), v).await.unwrap();
+    let roots = store.claim_many(&queues(), "w1", LEASE, 2).await.unwrap();
+    assert_eq!(roots.len(), 2);
+    let before = store.results_written_together();
+    let success = ok();
+    let paused = store.debug_pause_results();
+    let (answers, ()) = tokio::join!(
+        futures::future::join_all(roots.iter().map(|r| store.complete_and_claim(
+            r.ti.id,
+            &r.attempt,
+            "w1",
+            &success,
+            next(1)
+        ))),
+        async {
+            while store.debug_queued_results() < roots.len() {
+                tokio::task::yield_now().await;
+            }
+            drop(paused);
+        }
+    );
+    assert_eq!(store.results_written_together() - before, 2);
+    let mut got: Vec<String> = Vec::new();
+    for answer in answers {
+        let (applied, claimed) = answer.unwrap();
+        assert!(applied.accepted);
+        assert_eq!(claimed.len(), 1);
+        got.push(claimed[0].ti.task_id.clone());
+    }
+    got.sort();
+    assert_eq!(got, ["x2", "y2"]);
+
+    // A remote agent's result claims nothing, though its queue holds work.
+    let (agent, worker) = site_agent(&store, "rome").await;
+    let spec = dag(
+        "remote",
+        vec![site_task("r1", "rome", 0), site_task("r2", "rome", 0)],
+    );
+    let v = setup(&store, spec).await;
+    store.create_run(&new_run("remote", "r1"), v).await.unwrap();
+    let r = store
+        .claim(&agent.agent.queues, &worker, LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store
+        .heartbeat(r.ti.id, &r.attempt, &worker, LEASE)
+        .await
+        .unwrap());
+    let remote_next = ClaimNext {
+        queues: agent.agent.queues.clone(),
+        lease: LEASE,
+        max: 1,
+    };
+    let (applied, claimed) = store
+        .complete_and_claim(r.ti.id, &r.attempt, &worker, &ok(), remote_next)
+        .await
+        .unwrap();
+    assert!(applied.accepted);
+    assert!(
+        claimed.is_empty(),
+        "a remote agent's result claimed {claimed:?}"
+    );
 }
 
 pub async fn a_revoked_agent_is_given_no_work(store: Store) {
