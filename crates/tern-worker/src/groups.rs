@@ -202,6 +202,12 @@ mod tests {
             ),
         )
         .unwrap();
+        // (Under a loaded suite this once counted 2: if it does again, this says whether a
+        // process had already ended — killed from outside — before the scan.)
+        for child in [&mut first, &mut second, &mut older] {
+            let ended = child.try_wait().unwrap();
+            assert!(ended.is_none(), "ended before the scan: {ended:?}");
+        }
         assert_eq!(reg.end_leftovers().unwrap(), 3);
         for child in [&mut first, &mut second, &mut older] {
             let status = child.wait().unwrap();

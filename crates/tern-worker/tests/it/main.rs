@@ -11,6 +11,7 @@ use tern_protocol::{Assignment, RunContext};
 use tern_worker::{execute, ExecOptions, LogSink};
 use tokio_util::sync::CancellationToken;
 
+mod claiming;
 mod data;
 mod fence;
 mod http_save;
