@@ -27,6 +27,51 @@ pub fn sequential(n: usize) -> Duration {
     start.elapsed()
 }
 
+/// Wall time of `n` spawns one after the other the way an agent starts a task — through
+/// tokio (two worker threads), in a process group of its own, with a cleared environment and
+/// both outputs piped and read to their end — but with nothing else around it: what the
+/// process start alone costs on this machine once the output is captured (not the floor;
+/// shown beside it to split tern's own cost from the spawn's).
+pub fn sequential_like_a_task(n: usize) -> Duration {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dir = tempfile::tempdir().expect("a folder");
+        rt.block_on(async {
+            let start = Instant::now();
+            for _ in 0..n {
+                let mut child = tokio::process::Command::new("/bin/sh")
+                    .args(["-c", "true"])
+                    .env_clear()
+                    .env("PATH", "/usr/bin:/bin")
+                    .current_dir(dir.path())
+                    .process_group(0)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .kill_on_drop(true)
+                    .spawn()
+                    .expect("sh -c true");
+                let (mut out, mut err) =
+                    (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+                let (mut out_sink, mut err_sink) = (tokio::io::sink(), tokio::io::sink());
+                let (status, _, _) = tokio::join!(
+                    child.wait(),
+                    tokio::io::copy(&mut out, &mut out_sink),
+                    tokio::io::copy(&mut err, &mut err_sink)
+                );
+                assert!(status.expect("waited").success());
+            }
+            start.elapsed()
+        })
+    })
+    .join()
+    .expect("the spawning thread")
+}
+
 /// Wall time of `n` spawns, at most `width` at once.
 pub fn parallel(n: usize, width: usize) -> Duration {
     let next = AtomicUsize::new(0);
@@ -77,12 +122,19 @@ pub fn report(tern: &std::path::Path, runs: usize) {
     let mut seq = Vec::new();
     let mut par = Vec::new();
     let mut cli = Vec::new();
+    let mut like_task = Vec::new();
     for _ in 0..runs {
         seq.push(sequential(200).as_secs_f64() / 200.0 * 1000.0);
+        like_task.push(sequential_like_a_task(200).as_secs_f64() / 200.0 * 1000.0);
         par.push(parallel_rate(2000));
         cli.push(cli_start(tern).as_secs_f64() * 1000.0);
     }
     crate::summary("floor: one spawn, sequential", "ms", seq);
+    crate::summary(
+        "  (not the floor) one spawn as an agent makes it",
+        "ms",
+        like_task,
+    );
     crate::summary(&format!("floor: spawns/s at width {}", width()), "/s", par);
     crate::summary("floor: tern --version", "ms", cli);
 }
