@@ -21,9 +21,8 @@ use std::time::Duration;
 use sqlx::{Any, Row, Transaction};
 use tern_core::TaskState;
 
-use crate::results::NextClaim;
 use crate::tasks::{ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
-use crate::{Applied, Claimed, Result, Store, StoreError, TaskInstance, TryResult};
+use crate::{Applied, ClaimNext, Claimed, Result, Store, StoreError, TaskInstance, TryResult};
 
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
 /// holds under the run lock, nothing is changed.
@@ -141,14 +140,15 @@ impl Store {
             .0)
     }
 
-    /// [`Store::end_one`], then `claim` (an agent's next tasks) in the same transaction,
-    /// after the admission. Nothing is claimed when the instance was not found.
+    /// [`Store::end_one`], then `claim` (the reporting agent and its request for its next
+    /// tasks) in the same transaction, after the admission. Nothing is claimed when the
+    /// instance was not found.
     pub(crate) async fn end_one_then_claim(
         &self,
         ti_id: i64,
         expect: &Expect<'_>,
         result: &TryResult,
-        claim: Option<NextClaim<'_>>,
+        claim: Option<(&str, &ClaimNext)>,
     ) -> Result<(Ended, Vec<Claimed>)> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
@@ -165,17 +165,13 @@ impl Store {
             let admitted = self.try_admit(&mut tx, now).await?;
             applied.set_admission(admitted);
         }
-        let claimed = match claim {
-            Some(claim) => {
-                let mut applied: Vec<&mut Applied> = match &mut ended {
-                    Ended::Applied(a) => vec![a],
-                    _ => Vec::new(),
-                };
-                self.claim_after_result(&mut tx, claim, &mut applied, now)
-                    .await?
-            }
-            None => Vec::new(),
+        let applied = match &mut ended {
+            Ended::Applied(a) => vec![a],
+            _ => Vec::new(),
         };
+        let claimed = self
+            .claim_after_result(&mut tx, claim, applied, now)
+            .await?;
         tx.commit().await?;
         Ok((ended, claimed))
     }

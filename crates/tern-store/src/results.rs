@@ -45,35 +45,28 @@ impl Pending {
         Expect::agent_result(&self.attempt, self.worker.as_deref())
     }
 
-    /// The claim to make after this result: the agent's request with its name.
-    fn claim(&self) -> Option<NextClaim<'_>> {
-        Some(NextClaim {
-            worker: self.worker.as_deref()?,
-            next: self.next.as_ref()?,
-        })
+    /// The claim to make after this result: the reporting agent and what it asked for.
+    fn claim(&self) -> Option<(&str, &ClaimNext)> {
+        Some((self.worker.as_deref()?, self.next.as_ref()?))
     }
 }
 
-/// A claim made in a result's transaction, for the agent that reported it.
-#[derive(Clone, Copy)]
-pub(crate) struct NextClaim<'a> {
-    pub(crate) worker: &'a str,
-    pub(crate) next: &'a ClaimNext,
-}
-
 impl Store {
-    /// Makes `claim` in `tx` (after the result's admission). When nothing is left queued on
-    /// the agent's queues after it (it took fewer than it asked for, or a look finds none),
-    /// `applied` no longer asks for agents of those queues to be woken: an agent woken for
-    /// work this claim took would take the write lock for nothing.
+    /// Makes `claim` (the reporting agent and what it asked for; none: nothing) in `tx`, after
+    /// the result's admission. When nothing is left queued on the agent's queues after it (it
+    /// took fewer than it asked for, or a look finds none), `applied` no longer asks for agents
+    /// of those queues to be woken: an agent woken for work this claim took would take the
+    /// write lock for nothing.
     pub(crate) async fn claim_after_result(
         &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        claim: NextClaim<'_>,
-        applied: &mut [&mut Applied],
+        claim: Option<(&str, &ClaimNext)>,
+        mut applied: Vec<&mut Applied>,
         now: i64,
     ) -> Result<Vec<Claimed>> {
-        let NextClaim { worker, next } = claim;
+        let Some((worker, next)) = claim else {
+            return Ok(Vec::new());
+        };
         let claimed = self
             .claim_in(tx, &next.queues, worker, next.lease, next.max, false, now)
             .await?;
@@ -347,14 +340,11 @@ impl Store {
         // Then each agent's claim, in the order the results came.
         let mut claims = Vec::with_capacity(batch.len());
         for item in batch {
-            claims.push(match item.claim() {
-                Some(claim) => {
-                    let mut all: Vec<&mut Applied> = out.iter_mut().collect();
-                    self.claim_after_result(&mut tx, claim, &mut all, now)
-                        .await?
-                }
-                None => Vec::new(),
-            });
+            let all = out.iter_mut().collect();
+            claims.push(
+                self.claim_after_result(&mut tx, item.claim(), all, now)
+                    .await?,
+            );
         }
         tx.commit().await?;
         Ok(out.into_iter().zip(claims).collect())
