@@ -19,6 +19,7 @@ mod export;
 mod floor;
 mod remote;
 mod scale;
+mod scratch;
 mod servers;
 mod ui;
 
@@ -97,7 +98,7 @@ async fn trigger_to_success(
     dag_id: &str,
     runs: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<remote::Timeline>)> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("d.star"), dag_text)?;
@@ -180,7 +181,7 @@ fn listing(
     runs: usize,
     fresh: bool,
 ) -> anyhow::Result<Vec<f64>> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     write_many(&dags, files, tasks)?;
     let mut times = Vec::new();
@@ -247,7 +248,7 @@ pub(crate) fn family_pss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     write_many(&dags, 200, 10)?;
     let mut out = Vec::new();
@@ -361,10 +362,12 @@ fn main() -> anyhow::Result<()> {
     // guardian process, so they start without a fork of this process.
     // SAFETY: no thread has started yet.
     unsafe { tern_worker::guardian::start() }?;
-    tokio::runtime::Builder::new_multi_thread()
+    let outcome = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(bench())
+        .block_on(bench());
+    scratch::remove_all();
+    outcome
 }
 
 async fn bench() -> anyhow::Result<()> {
@@ -401,7 +404,7 @@ async fn bench() -> anyhow::Result<()> {
     for w in chosen {
         match w {
             "roundtrip" => {
-                let dir = tempfile::tempdir()?;
+                let dir = crate::scratch::folder()?;
                 let store =
                     tern_store::Store::open(&format!("sqlite://{}/t.db", dir.path().display()))
                         .await?;
@@ -480,6 +483,7 @@ async fn bench() -> anyhow::Result<()> {
                     let db = tern_testkit::TestDb::postgres().await;
                     let (rate, cpu) =
                         scale::throughput_of(Some(db.url.clone()), scale::SHELL_TASK).await?;
+                    scratch::keep(db);
                     rates.push(rate);
                     cpus.push(cpu);
                 }

@@ -43,7 +43,7 @@ pub fn summary_vs(name: &str, unit: &str, xs: Vec<f64>, floor: f64) {
 /// and its children (the agent and the tasks' processes) and, on PostgreSQL, of the database
 /// server's processes, in ms.
 pub async fn throughput_of(db_url: Option<String>, task: &str) -> anyhow::Result<(f64, f64)> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     std::fs::write(
@@ -100,6 +100,7 @@ pub async fn empty(runs: usize) -> anyhow::Result<()> {
                 None
             };
             let (rate, _) = throughput_of(db.as_ref().map(|d| d.url.clone()), EMPTY_TASK).await?;
+            crate::scratch::keep(db);
             rates.push(rate);
         }
         let name = if pg {
@@ -156,7 +157,7 @@ pub async fn mapped(runs: usize, n: usize) -> anyhow::Result<()> {
 /// fresh run, and prints the trigger call, trigger → success, tasks per second and the root's
 /// end → the first child claimed, named `label`.
 async fn fan_out(runs: usize, n: usize, label: &str, source: &str) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("w.star"), source)?;
@@ -237,7 +238,7 @@ fn tern_cmd(tern: &Path, home: &Path, dags: &Path, args: &[&str]) -> anyhow::Res
 
 /// `idlecpu`: 5 runs × 10,000 tasks on a queue no agent serves, then `tern server`'s CPU.
 pub async fn idle_cpu(tern: &Path, runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let home = dir.path().join("home");
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
@@ -282,7 +283,7 @@ pub async fn idle_cpu(tern: &Path, runs: usize) -> anyhow::Result<()> {
 
 /// `cli`: `tern dags trigger --wait` against `tern standalone`, as a user types it.
 pub async fn cli(tern: &Path, runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let home = dir.path().join("home");
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
@@ -311,7 +312,7 @@ pub async fn cli(tern: &Path, runs: usize) -> anyhow::Result<()> {
 /// hour: only its folder watch can see the change) → the new DAG version in the database, next
 /// to a folder of 200 other DAG files.
 pub async fn dag_watch(tern: &Path, runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let home = dir.path().join("home");
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
