@@ -413,8 +413,6 @@ impl Store {
         Ok(start.elapsed())
     }
 
-    /// The time limits of a pooled session: PostgreSQL's statement, lock and idle-transaction
-    /// timeouts; SQLite's busy timeout (milliseconds).
     /// For tests: runs one statement on the database as it is.
     #[doc(hidden)]
     pub async fn debug_execute(&self, sql: &str) -> Result<()> {
@@ -422,6 +420,30 @@ impl Store {
         Ok(())
     }
 
+    /// For tests: gives a new database the schema of the tern before this one (every migration
+    /// but the newest), what an upgrade starts from.
+    #[doc(hidden)]
+    pub async fn debug_migrate_all_but_the_newest(&self) -> Result<()> {
+        let all = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let newest = all.iter().map(|m| m.version).max().unwrap_or(0);
+        let older = sqlx::migrate::Migrator {
+            migrations: all
+                .iter()
+                .filter(|m| m.version < newest)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..sqlx::migrate::Migrator::DEFAULT
+        };
+        older.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The time limits of a pooled session: PostgreSQL's statement, lock and idle-transaction
+    /// timeouts; SQLite's busy timeout (milliseconds).
     #[doc(hidden)]
     pub async fn debug_session_settings(&self) -> Result<Vec<String>> {
         if self.backend == Backend::Sqlite {

@@ -46,7 +46,7 @@ pub async fn secrets(cfg: Config, cmd: SecretsCmd) -> anyhow::Result<i32> {
 pub async fn db(cfg: Config, cmd: DbCmd) -> anyhow::Result<i32> {
     match cmd {
         DbCmd::Migrate => {
-            super::open_store(&cfg).await?;
+            super::migrate_store(&cfg).await?;
             eprintln!("metadata database {} is up to date", cfg.database_url());
         }
     }

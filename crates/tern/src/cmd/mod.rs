@@ -105,18 +105,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     code
 }
 
-/// Opens (and migrates) the metadata database of `cfg`.
+/// Opens the metadata database of `cfg` for a command: an empty one is initialised; one an older
+/// tern made is refused (servers of that version may be using it: upgrading it is
+/// `tern db migrate`'s job, see [`migrate_store`]).
 pub async fn open_store(cfg: &tern_server::Config) -> anyhow::Result<Store> {
+    open_with(cfg, false).await
+}
+
+/// `tern db migrate`: opens the metadata database of `cfg` and upgrades its schema.
+pub async fn migrate_store(cfg: &tern_server::Config) -> anyhow::Result<Store> {
+    open_with(cfg, true).await
+}
+
+async fn open_with(cfg: &tern_server::Config, upgrade: bool) -> anyhow::Result<Store> {
     std::fs::create_dir_all(&cfg.home).with_context(|| {
         format!(
             "cannot create the data folder {} (--home)",
             cfg.home.display()
         )
     })?;
-    Ok(Store::open(&cfg.database_url())
-        .await
-        .with_context(|| format!("cannot open the metadata database {}", cfg.database_url()))?
-        .with_max_map_length(cfg.scheduler.max_map_length))
+    let url = cfg.database_url();
+    let cannot_open = || format!("cannot open the metadata database {url}");
+    let store = Store::connect(&url).await.with_context(cannot_open)?;
+    if !upgrade {
+        refuse_an_older_schema(&store, &url, "a command").await?;
+    }
+    store.migrate().await.with_context(cannot_open)?;
+    Ok(store.with_max_map_length(cfg.scheduler.max_map_length))
+}
+
+/// Fails when `store` holds a schema an older tern made: `who` (a server, a command) does not
+/// upgrade it while servers of that version may be using it. The error names both versions and
+/// what to do.
+pub(crate) async fn refuse_an_older_schema(
+    store: &Store,
+    url: &str,
+    who: &str,
+) -> anyhow::Result<()> {
+    if let Some((applied, known)) = store.older_schema().await? {
+        anyhow::bail!(
+            "the metadata database {} has schema version {applied}, older than this tern's ({known}); \
+             {who} does not upgrade it while servers of the older version may use it. Stop them, \
+             run `tern db migrate` with this tern, then start the servers (`tern standalone`, \
+             one process, upgrades its own database when it starts)",
+            tern_server::config::mask_url(url)
+        );
+    }
+    Ok(())
 }
 
 /// Opens the store and loads the DAG files into it (the folder as it is, or the DAG bundle at

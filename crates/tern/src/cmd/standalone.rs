@@ -127,15 +127,7 @@ async fn refuse_an_older_schema(cfg: &Config) -> anyhow::Result<()> {
         // Not there yet (a new SQLite file's folder): starting creates and initialises it.
         Err(_) => return Ok(()),
     };
-    let older = store.older_schema().await;
+    let refused = super::refuse_an_older_schema(&store, &url, "a server").await;
     store.close().await;
-    if let Some((applied, known)) = older? {
-        anyhow::bail!(
-            "the metadata database {} has schema version {applied}, older than this tern's ({known}); \
-             a server does not upgrade it while servers of the older version may use it. Stop them, \
-             run `tern db migrate` with this tern, then start the servers",
-            tern_server::config::mask_url(&url)
-        );
-    }
-    Ok(())
+    refused
 }

@@ -56,6 +56,51 @@ fn the_systemd_units_verify_without_a_warning() {
     assert!(said.contains("NoNewPrivilege"), "{said}");
 }
 
+/// No other command upgrades a schema either (an operator's newer CLI pointed at a database
+/// older servers use must not change it under them): on a database an older tern made, `tern
+/// dags list` refuses with both versions and what to run, and changes nothing; `tern db
+/// migrate` upgrades it, after which the command runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_refuses_an_older_schema_and_db_migrate_upgrades_it() {
+    let t = crate::harness::Tern::new();
+    t.write_dag(
+        "d.star",
+        "d = dag(id = \"d\")\nshell(id = \"a\", cmd = \"true\")\n",
+    );
+    let url = format!("sqlite://{}", t.path().join("tern.db").display());
+    let store = tern_store::Store::connect(&url).await.unwrap();
+    store.debug_migrate_all_but_the_newest().await.unwrap();
+    let (applied, known) = store
+        .older_schema()
+        .await
+        .unwrap()
+        .expect("an older schema");
+    store.close().await;
+    let out = tokio::task::block_in_place(|| t.run(&["dags", "list"]));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "schema version {applied}, older than this tern's ({known}); a command does not upgrade it"
+        )) && err.contains("tern db migrate"),
+        "{err}"
+    );
+    let store = tern_store::Store::connect(&url).await.unwrap();
+    assert_eq!(
+        store.older_schema().await.unwrap(),
+        Some((applied, known)),
+        "nothing was changed"
+    );
+    store.close().await;
+    tokio::task::block_in_place(|| {
+        t.ok(&["db", "migrate"]);
+        assert!(t.ok(&["dags", "list"]).contains("d.star"));
+    });
+    let store = tern_store::Store::connect(&url).await.unwrap();
+    assert_eq!(store.older_schema().await.unwrap(), None, "upgraded");
+    store.close().await;
+}
+
 /// `tern server` never upgrades a schema other servers of an older tern may be using: on a
 /// database an older tern made it refuses to start, names both versions and says to run
 /// `tern db migrate`; the database is left as it was. (`standalone` and a new, empty database
