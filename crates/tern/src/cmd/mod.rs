@@ -14,6 +14,8 @@ mod tasks;
 mod users;
 pub(crate) mod variables;
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 use tern_store::Store;
 
@@ -134,22 +136,36 @@ async fn open_with(cfg: &tern_server::Config, upgrade: bool) -> anyhow::Result<S
     Ok(store.with_max_map_length(cfg.scheduler.max_map_length))
 }
 
+/// How long a schema older than this tern's must stay as it is to be an older tern's (and not
+/// one another process is creating right now, a migration at a time).
+const OLDER_WHEN_STILL_FOR: Duration = Duration::from_secs(1);
+
 /// Fails when `store` holds a schema an older tern made: `who` (a server, a command) does not
 /// upgrade it while servers of that version may be using it. The error names both versions and
-/// what to do.
+/// what to do. A schema that is still growing (another process is initialising a new database)
+/// is waited for.
 pub(crate) async fn refuse_an_older_schema(
     store: &Store,
     url: &str,
     who: &str,
 ) -> anyhow::Result<()> {
-    if let Some((applied, known)) = store.older_schema().await? {
-        anyhow::bail!(
-            "the metadata database {} has schema version {applied}, older than this tern's ({known}); \
-             {who} does not upgrade it while servers of the older version may use it. Stop them, \
-             run `tern db migrate` with this tern, then start the servers (`tern standalone`, \
-             one process, upgrades its own database when it starts)",
-            tern_server::config::mask_url(url)
-        );
+    let mut seen = store.older_schema().await?;
+    let mut still_since = Instant::now();
+    while let Some((applied, known)) = seen {
+        if still_since.elapsed() >= OLDER_WHEN_STILL_FOR {
+            anyhow::bail!(
+                "the metadata database {} has schema version {applied}, older than this tern's ({known}); \
+                 {who} does not upgrade it while servers of the older version may use it. Stop them, \
+                 run `tern db migrate` with this tern, then start the servers (`tern standalone`, \
+                 one process, upgrades its own database when it starts)",
+                tern_server::config::mask_url(url)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = store.older_schema().await?;
+        if seen.map(|(now, _)| now) != Some(applied) {
+            still_since = Instant::now();
+        }
     }
     Ok(())
 }
