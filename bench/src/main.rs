@@ -416,6 +416,17 @@ async fn bench() -> anyhow::Result<()> {
                 }
                 summary("sqlite SELECT 1 via pool", "us", a);
                 summary("sqlite SELECT 1 in a tx", "us", b);
+                for idle_ms in [0, 1, 2] {
+                    let (stmt, begin, commit) = store
+                        .round_trips_after_idle(300, 12, Duration::from_millis(idle_ms))
+                        .await?;
+                    println!(
+                        "sqlite, transactions {idle_ms} ms apart: SELECT 1 {:.1} us, BEGIN IMMEDIATE {:.1} us, COMMIT {:.1} us (medians)",
+                        stmt.as_secs_f64() * 1e6,
+                        begin.as_secs_f64() * 1e6,
+                        commit.as_secs_f64() * 1e6
+                    );
+                }
             }
             "exec" => summary("executor: one true task", "ms", exec_only(args.runs).await),
             w if w.starts_with("export1m") || w.starts_with("export10m") => {

@@ -477,4 +477,36 @@ impl Store {
         tx.commit().await?;
         Ok(start.elapsed())
     }
+
+    /// For the benchmarks: `txs` write transactions of `per_tx` `SELECT 1` each, `idle` apart
+    /// (as a chain's transactions are); returns the median time of a statement inside a
+    /// transaction, of a `BEGIN IMMEDIATE` and of a commit.
+    #[doc(hidden)]
+    pub async fn round_trips_after_idle(
+        &self,
+        txs: usize,
+        per_tx: usize,
+        idle: Duration,
+    ) -> Result<(Duration, Duration, Duration)> {
+        let (mut stmt, mut begin, mut commit) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..txs {
+            tokio::time::sleep(idle).await;
+            let t = std::time::Instant::now();
+            let (mut tx, _l) = self.write_tx().await?;
+            begin.push(t.elapsed());
+            for _ in 0..per_tx {
+                let t = std::time::Instant::now();
+                sqlx::query("SELECT 1").execute(&mut *tx).await?;
+                stmt.push(t.elapsed());
+            }
+            let t = std::time::Instant::now();
+            tx.commit().await?;
+            commit.push(t.elapsed());
+        }
+        let median = |mut v: Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2]
+        };
+        Ok((median(stmt), median(begin), median(commit)))
+    }
 }
