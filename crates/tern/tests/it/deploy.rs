@@ -56,6 +56,48 @@ fn the_systemd_units_verify_without_a_warning() {
     assert!(said.contains("NoNewPrivilege"), "{said}");
 }
 
+/// A database with the schema of the tern before this one (every migration but the newest):
+/// its URL and `(applied, known)` versions.
+async fn older_database(t: &crate::harness::Tern) -> (String, (i64, i64)) {
+    let url = format!("sqlite://{}", t.path().join("tern.db").display());
+    let store = tern_store::Store::connect(&url).await.unwrap();
+    store.debug_migrate_all_but_the_newest().await.unwrap();
+    let versions = store
+        .older_schema()
+        .await
+        .unwrap()
+        .expect("an older schema");
+    store.close().await;
+    (url, versions)
+}
+
+/// Runs `tern ARGS` on the older database at `url`: it must fail, saying that `who` does not
+/// upgrade it (both versions, `tern db migrate`), and leave the database as it was.
+async fn refuses_and_changes_nothing(
+    t: &crate::harness::Tern,
+    url: &str,
+    (applied, known): (i64, i64),
+    args: &[&str],
+    who: &str,
+) {
+    let out = tokio::task::block_in_place(|| t.run(args));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "schema version {applied}, older than this tern's ({known}); {who} does not upgrade it"
+        )) && err.contains("tern db migrate"),
+        "{err}"
+    );
+    let store = tern_store::Store::connect(url).await.unwrap();
+    assert_eq!(
+        store.older_schema().await.unwrap(),
+        Some((applied, known)),
+        "nothing was changed"
+    );
+    store.close().await;
+}
+
 /// No other command upgrades a schema either (an operator's newer CLI pointed at a database
 /// older servers use must not change it under them): on a database an older tern made, `tern
 /// dags list` refuses with both versions and what to run, and changes nothing; `tern db
@@ -67,31 +109,8 @@ async fn a_command_refuses_an_older_schema_and_db_migrate_upgrades_it() {
         "d.star",
         "d = dag(id = \"d\")\nshell(id = \"a\", cmd = \"true\")\n",
     );
-    let url = format!("sqlite://{}", t.path().join("tern.db").display());
-    let store = tern_store::Store::connect(&url).await.unwrap();
-    store.debug_migrate_all_but_the_newest().await.unwrap();
-    let (applied, known) = store
-        .older_schema()
-        .await
-        .unwrap()
-        .expect("an older schema");
-    store.close().await;
-    let out = tokio::task::block_in_place(|| t.run(&["dags", "list"]));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "schema version {applied}, older than this tern's ({known}); a command does not upgrade it"
-        )) && err.contains("tern db migrate"),
-        "{err}"
-    );
-    let store = tern_store::Store::connect(&url).await.unwrap();
-    assert_eq!(
-        store.older_schema().await.unwrap(),
-        Some((applied, known)),
-        "nothing was changed"
-    );
-    store.close().await;
+    let (url, versions) = older_database(&t).await;
+    refuses_and_changes_nothing(&t, &url, versions, &["dags", "list"], "a command").await;
     tokio::task::block_in_place(|| {
         t.ok(&["db", "migrate"]);
         assert!(t.ok(&["dags", "list"]).contains("d.star"));
@@ -108,37 +127,6 @@ async fn a_command_refuses_an_older_schema_and_db_migrate_upgrades_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_refuses_an_older_schema_until_db_migrate_has_run() {
     let t = crate::harness::Tern::new();
-    let url = format!("sqlite://{}", t.path().join("tern.db").display());
-    // What an older tern left: the newest migration not applied.
-    let store = tern_store::Store::open(&url).await.unwrap();
-    let known: i64 = store
-        .older_schema()
-        .await
-        .unwrap()
-        .map(|(_, k)| k)
-        .unwrap_or(0);
-    assert_eq!(known, 0, "a migrated database is current");
-    store
-        .debug_execute("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)")
-        .await
-        .unwrap();
-    let (applied, known) = store.older_schema().await.unwrap().expect("older now");
-    assert_eq!(applied + 1, known);
-    store.close().await;
-    let out = tokio::task::block_in_place(|| t.run(&["server", "--port", "0"]));
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains(&format!(
-            "schema version {applied}, older than this tern's ({known})"
-        )) && err.contains("tern db migrate"),
-        "{err}"
-    );
-    let store = tern_store::Store::connect(&url).await.unwrap();
-    assert_eq!(
-        store.older_schema().await.unwrap(),
-        Some((applied, known)),
-        "nothing was changed"
-    );
-    store.close().await;
+    let (url, versions) = older_database(&t).await;
+    refuses_and_changes_nothing(&t, &url, versions, &["server", "--port", "0"], "a server").await;
 }
