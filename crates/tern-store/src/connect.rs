@@ -120,6 +120,9 @@ pub struct Store {
     pub(crate) url: Arc<str>,
     /// Agents' results waiting to be written together.
     pub(crate) results: crate::results::ResultQueue,
+    /// Times every state of a run was read (for tests: shows when a readiness pass could
+    /// do without).
+    pub(crate) run_state_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
@@ -203,6 +206,7 @@ impl Store {
             max_map_length: tern_core::mapping::DEFAULT_MAX_MAP_LENGTH,
             url: stored_url,
             results: Default::default(),
+            run_state_reads: Arc::default(),
         })
     }
 
@@ -411,6 +415,13 @@ impl Store {
             sqlx::query("SELECT 1").execute(&self.pool).await?;
         }
         Ok(start.elapsed())
+    }
+
+    /// For tests: how many times every state of a run was read since the store was opened.
+    #[doc(hidden)]
+    pub fn debug_run_state_reads(&self) -> u64 {
+        self.run_state_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// For tests: runs one statement on the database as it is.

@@ -360,6 +360,81 @@ pub async fn failure_propagates_by_trigger_rules(store: Store) {
     );
 }
 
+/// A join (`all_success`, the default) keeps waiting while its upstream tasks run, and the
+/// results that leave it waiting do not read the states of the whole run (a wide join's every
+/// result did: quadratic in its width); a failed upstream task still settles it at once, and
+/// the last success schedules it.
+pub async fn a_join_waits_without_reading_its_run_and_is_decided_as_before(store: Store) {
+    let mut tasks = vec![task("root", &[])];
+    let middle: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    for m in &middle {
+        tasks.push(task(m, &["root"]));
+    }
+    let ups: Vec<&str> = middle.iter().map(String::as_str).collect();
+    tasks.push(task("join", &ups));
+    let v = setup(&store, dag("wide", tasks)).await;
+    for (run_id, last_fails) in [("r1", false), ("r2", true)] {
+        let (run, _) = store.create_run(&new_run("wide", run_id), v).await.unwrap();
+        let root = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+        store
+            .complete(root.ti.id, &root.attempt, &ok())
+            .await
+            .unwrap();
+        let running = store.claim_many(&queues(), "w", LEASE, 10).await.unwrap();
+        assert_eq!(running.len(), 10);
+        let reads = store.debug_run_state_reads();
+        for c in &running[..8] {
+            store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+            assert_eq!(state_of(&store, run.pk, "join").await, TaskState::None);
+        }
+        assert_eq!(
+            store.debug_run_state_reads(),
+            reads,
+            "a result that leaves the join waiting read the whole run"
+        );
+        let (ninth, last) = (&running[8], &running[9]);
+        if last_fails {
+            store
+                .complete(ninth.ti.id, &ninth.attempt, &fail(false))
+                .await
+                .unwrap();
+            assert_eq!(
+                state_of(&store, run.pk, "join").await,
+                TaskState::UpstreamFailed,
+                "a failed upstream task settles the join while another still runs"
+            );
+            store
+                .complete(last.ti.id, &last.attempt, &ok())
+                .await
+                .unwrap();
+            assert_eq!(
+                store.get_run("wide", run_id).await.unwrap().state,
+                RunState::Failed
+            );
+        } else {
+            store
+                .complete(ninth.ti.id, &ninth.attempt, &ok())
+                .await
+                .unwrap();
+            assert_eq!(state_of(&store, run.pk, "join").await, TaskState::None);
+            store
+                .complete(last.ti.id, &last.attempt, &ok())
+                .await
+                .unwrap();
+            let join = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+            assert_eq!(join.ti.task_id, "join");
+            store
+                .complete(join.ti.id, &join.attempt, &ok())
+                .await
+                .unwrap();
+            assert_eq!(
+                store.get_run("wide", run_id).await.unwrap().state,
+                RunState::Success
+            );
+        }
+    }
+}
+
 pub async fn retries_wait_for_their_delay_then_run_again(store: Store) {
     let mut a = task("a", &[]);
     a.retries = 2;
