@@ -343,10 +343,13 @@ impl Store {
             .flat_map(|s| down.get(*s).into_iter().flatten())
             .filter_map(|id| spec.task(id))
             .collect();
+        // A task whose upstream tasks are all among the seeds (a chain's next task) has none
+        // left in flight: not worth the two probes.
         if candidates.is_empty()
-            || candidates
-                .iter()
-                .any(|t| t.trigger_rule != tern_core::TriggerRule::AllSuccess)
+            || candidates.iter().any(|t| {
+                t.trigger_rule != tern_core::TriggerRule::AllSuccess
+                    || t.upstream.iter().all(|u| seeds.contains(&u.as_str()))
+            })
         {
             return Ok(false);
         }
