@@ -68,6 +68,21 @@ impl TriggerRule {
             TriggerRule::AllDoneSetupSuccess => "all_done_setup_success",
         }
     }
+
+    /// Whether the rule keeps a task waiting while any upstream instance is not done, as long
+    /// as none failed, had an upstream failure or was skipped (what lets a join's upstream
+    /// results skip reading the whole run). False for the rules a success can decide early
+    /// (`one_success`, `one_done`, `all_failed`, `all_skipped`) and for `always`.
+    pub fn waits_while_an_upstream_runs(self) -> bool {
+        !matches!(
+            self,
+            TriggerRule::AllFailed
+                | TriggerRule::AllSkipped
+                | TriggerRule::OneSuccess
+                | TriggerRule::OneDone
+                | TriggerRule::Always
+        )
+    }
 }
 
 impl std::fmt::Display for TriggerRule {
@@ -293,6 +308,47 @@ pub fn evaluate(rule: TriggerRule, up: UpstreamSummary) -> Readiness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `waits_while_an_upstream_runs` against `evaluate`, for every summary of up to four
+    /// upstream instances with none failed, upstream-failed or skipped and one not done: such
+    /// a rule says Wait for each; every other rule decides one of them otherwise.
+    #[test]
+    fn the_rules_that_wait_while_an_upstream_runs_wait_for_every_such_summary() {
+        let rules: Vec<TriggerRule> = TriggerRule::NAMES
+            .iter()
+            .map(|n| TriggerRule::parse(n).unwrap())
+            .collect();
+        let mut summaries = Vec::new();
+        for total in 1..=4usize {
+            for success in 0..total {
+                for removed in 0..total - success {
+                    for setups in 0..=total {
+                        for setup_success in 0..=setups.min(success) {
+                            summaries.push(UpstreamSummary {
+                                total,
+                                success,
+                                removed,
+                                setups,
+                                setup_success,
+                                ..UpstreamSummary::default()
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        for rule in rules {
+            let all_wait = summaries
+                .iter()
+                .all(|s| evaluate(rule, *s) == Readiness::Wait);
+            assert_eq!(
+                all_wait,
+                rule.waits_while_an_upstream_runs(),
+                "{rule}: every summary with an upstream not done (and none failed or skipped) \
+                 waits: {all_wait}"
+            );
+        }
+    }
 
     #[test]
     fn names_round_trip() {

@@ -321,9 +321,10 @@ impl Store {
 
     /// Whether every task downstream of `seeds` is sure to keep waiting, known without
     /// reading the run's states (a wide join would otherwise read them all at each of its
-    /// upstream tasks' results: quadratic in its width). Sure when each such task has the
-    /// default rule (`all_success`: it waits while an upstream task is not done, unless one
-    /// failed or was skipped), no instance of the run failed, had an upstream failure or was
+    /// upstream tasks' results: quadratic in its width). Sure when each such task has a rule
+    /// that waits while an upstream task is not done, unless one failed or was skipped
+    /// (`TriggerRule::waits_while_an_upstream_runs`: `all_success`, `all_done`, `none_failed`
+    /// and others), no instance of the run failed, had an upstream failure or was
     /// skipped (one probe of `ti_decided_early`), and each has an upstream task among the
     /// first instances of the run still in flight. False means "not sure": the full pass
     /// decides.
@@ -347,7 +348,7 @@ impl Store {
         // left in flight: not worth the two probes.
         if candidates.is_empty()
             || candidates.iter().any(|t| {
-                t.trigger_rule != tern_core::TriggerRule::AllSuccess
+                !t.trigger_rule.waits_while_an_upstream_runs()
                     || t.upstream.iter().all(|u| seeds.contains(&u.as_str()))
             })
         {
