@@ -151,7 +151,7 @@ pub fn export(
     target: Target,
 ) -> anyhow::Result<()> {
     prepare(rows)?;
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     let object = if parquet { "t.parquet" } else { "t.csv" };

@@ -276,7 +276,7 @@ async fn latency_samples(
 /// `claimlatency`: queued → started of remote tasks, `samples` runs one after another, with
 /// the control plane as a `tern server` process and then in this process.
 pub async fn claim_latency(tern: &Path, samples: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("lat.star"), LATENCY_DAG)?;
@@ -386,7 +386,7 @@ pub async fn remote_trigger_to_success(
     dag_id: &str,
     runs: usize,
 ) -> anyhow::Result<(Vec<f64>, Vec<Timeline>)> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("d.star"), dag_text)?;
@@ -631,7 +631,7 @@ pub async fn agents1000(
 ) -> anyhow::Result<()> {
     let nofile = raise_nofile();
     println!("open-file limit {nofile} (needs ~{agents} per side)");
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     std::fs::create_dir_all(&dags)?;
     for k in 0..sites {

@@ -94,7 +94,7 @@ async fn wait_success(store: &Store, dag: &str, mut runs: Vec<String>) -> anyhow
 /// One measurement with `n` servers: (trigger → claimed in ms, 20 of them; tasks/s).
 async fn once(tern: &Path, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
     let db = tern_testkit::TestDb::postgres().await;
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     let objects = dir.path().join("objects");
     std::fs::create_dir_all(&dags)?;
@@ -160,6 +160,7 @@ async fn once(tern: &Path, n: usize) -> anyhow::Result<(Vec<f64>, f64)> {
     let rate = 10_000.0 / begin.elapsed().as_secs_f64();
     drop(servers);
     store.close().await;
+    crate::scratch::keep(db);
     Ok((latencies, rate))
 }
 

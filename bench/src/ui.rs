@@ -67,7 +67,7 @@ fn fetch(
 }
 
 pub async fn ui(runs: usize) -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
+    let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
     write_dags(&dags)?;
     let mut cfg = crate::config(dir.path(), &dags, None);

@@ -254,15 +254,16 @@ impl Store {
 
     /// The newest schema version applied to the database (`None`: no schema yet) and the
     /// newest this build knows.
-    async fn schema_versions(&self) -> (Option<i64>, i64) {
-        let known = match self.backend {
+    /// This build's migrations for the store's backend.
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         }
-        .iter()
-        .map(|m| m.version)
-        .max()
-        .unwrap_or(0);
+    }
+
+    async fn schema_versions(&self) -> (Option<i64>, i64) {
+        let known = self.migrator().iter().map(|m| m.version).max().unwrap_or(0);
         // No table yet (a new database) reads as no version.
         let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
             .fetch_one(&self.pool)
@@ -435,10 +436,7 @@ impl Store {
     /// but the newest), what an upgrade starts from.
     #[doc(hidden)]
     pub async fn debug_migrate_all_but_the_newest(&self) -> Result<()> {
-        let all = match self.backend {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
+        let all = self.migrator();
         let newest = all.iter().map(|m| m.version).max().unwrap_or(0);
         let older = sqlx::migrate::Migrator {
             migrations: all

@@ -29,6 +29,10 @@ const ACTIVE_STATES: &str = "('queued', 'running')";
 pub(crate) const IN_FLIGHT_STATES: &str =
     "('scheduled', 'queued', 'running', 'up_for_retry', 'up_for_reschedule')";
 
+/// The states that let a waiting task be decided before all its upstream tasks are done:
+/// word for word the condition of the partial index `ti_decided_early` (migration 0020).
+const DECIDED_EARLY_STATES: &str = "('failed', 'upstream_failed', 'skipped')";
+
 pub(crate) fn ti_row(r: &AnyRow) -> Result<TaskInstance> {
     let opt_time =
         |name: &str| -> Result<_> { Ok(r.try_get::<Option<i64>, _>(name)?.map(from_ms)) };
@@ -152,7 +156,9 @@ impl Store {
             if seeds
                 .iter()
                 .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
-                || self.downstream_still_waits(tx, run_pk, spec, seeds).await?
+                || self
+                    .downstream_still_waits(tx, run_pk, spec, down, seeds)
+                    .await?
             {
                 return Ok(None);
             }
@@ -333,12 +339,12 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         spec: &DagSpec,
+        down: &HashMap<String, Vec<String>>,
         seeds: &[&str],
     ) -> Result<bool> {
         /// In-flight instances looked at: a join has one of its upstream tasks among them
         /// until its last ones end.
         const SAMPLE: usize = 64;
-        let down = spec.downstream_map();
         let candidates: Vec<&tern_core::TaskSpec> = seeds
             .iter()
             .flat_map(|s| down.get(*s).into_iter().flatten())
@@ -354,10 +360,10 @@ impl Store {
         {
             return Ok(false);
         }
-        let decided_early: Option<i64> = sqlx::query_scalar(
+        let decided_early: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT id FROM task_instances WHERE run_pk = $1 \
-             AND state IN ('failed', 'upstream_failed', 'skipped') LIMIT 1",
-        )
+             AND state IN {DECIDED_EARLY_STATES} LIMIT 1"
+        ))
         .bind(run_pk)
         .fetch_optional(&mut **tx)
         .await?;
