@@ -360,14 +360,10 @@ impl Store {
         {
             return Ok(false);
         }
-        let decided_early: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT id FROM task_instances WHERE run_pk = $1 \
-             AND state IN {DECIDED_EARLY_STATES} LIMIT 1"
-        ))
-        .bind(run_pk)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if decided_early.is_some() {
+        if self
+            .run_has_instance_in(tx, run_pk, DECIDED_EARLY_STATES)
+            .await?
+        {
             return Ok(false);
         }
         let in_flight: Vec<String> = sqlx::query_scalar(&format!(
@@ -381,6 +377,23 @@ impl Store {
         Ok(candidates
             .iter()
             .all(|t| t.upstream.iter().any(|u| in_flight.contains(u.as_str()))))
+    }
+
+    /// Whether some instance of the run is in one of `states` (a parenthesised list matching
+    /// a partial index's condition, so the probe reads only that index).
+    async fn run_has_instance_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        states: &str,
+    ) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM task_instances WHERE run_pk = $1 AND state IN {states} LIMIT 1"
+        ))
+        .bind(run_pk)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(found.is_some())
     }
 
     /// A run's type and data-interval end (what `latest_only` decides by).
@@ -443,14 +456,10 @@ impl Store {
                 // One probe of the in-flight index answers "not yet" while anything of the run
                 // waits or runs (the common case, whatever the run's size); every state is read
                 // only when nothing is in flight.
-                let in_flight: Option<i64> = sqlx::query_scalar(&format!(
-                    "SELECT id FROM task_instances WHERE run_pk = $1 \
-                     AND state IN {IN_FLIGHT_STATES} LIMIT 1"
-                ))
-                .bind(run_pk)
-                .fetch_optional(&mut **tx)
-                .await?;
-                if in_flight.is_some() {
+                if self
+                    .run_has_instance_in(tx, run_pk, IN_FLIGHT_STATES)
+                    .await?
+                {
                     return Ok(false);
                 }
                 self.run_states(tx, run_pk).await?
