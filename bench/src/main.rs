@@ -5,7 +5,8 @@
 //! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files
 //!   on a fresh data folder, and `dags list` of 1 / 1,000 files the data folder already holds,
 //!   and one DAG of 10,000 tasks;
-//! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded;
+//! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded (`text-order` writes
+//!   the code layout that keeps it low: see [`text_order`]);
 //! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL;
 //! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
 //!   (see [`remote`]);
@@ -21,6 +22,7 @@ mod remote;
 mod scale;
 mod scratch;
 mod servers;
+mod text_order;
 mod ui;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +37,9 @@ use tern_server::{Config, Node, Roles};
 #[derive(Parser)]
 struct Args {
     /// Workloads to run (default: all but chaos): chain40 fan200 parse memory throughput
-    /// claimlatency remotechain40 remotefan200 agents1000 ui; chaos (the long chaos suite)
+    /// claimlatency remotechain40 remotefan200 agents1000 ui; chaos (the long chaos suite);
+    /// text-order (writes crates/tern/text-order.txt from `--tern`, a `--profile dist` build;
+    /// needs root)
     workloads: Vec<String>,
     /// Repetitions per workload.
     #[arg(long, default_value_t = 7)]
@@ -474,11 +478,18 @@ async fn bench() -> anyhow::Result<()> {
                     summary(label, "s", times);
                 }
             }
-            "memory" => summary(
-                "idle PSS, 200 DAGs",
-                "MB",
-                idle_memory(&args.tern, args.runs.min(5))?,
-            ),
+            "memory" => {
+                println!(
+                    "{}: {}",
+                    args.tern.display(),
+                    text_order::layout(&args.tern)?
+                );
+                summary(
+                    "idle PSS, 200 DAGs",
+                    "MB",
+                    idle_memory(&args.tern, args.runs.min(5))?,
+                )
+            }
             "throughput" => {
                 let (mut rates, mut cpus) = (Vec::new(), Vec::new());
                 for _ in 0..args.runs.min(5) {
@@ -551,6 +562,7 @@ async fn bench() -> anyhow::Result<()> {
             "dagwatch" => scale::dag_watch(&args.tern, args.runs.max(10)).await?,
             // Not in the default set (it takes minutes): `bench/run chaos`.
             "chaos" => chaos(&args.tern).await?,
+            "text-order" => text_order::generate(&args.tern)?,
             other => anyhow::bail!("unknown workload {other:?}; choose from {all:?}"),
         }
     }
