@@ -72,6 +72,17 @@ impl Backend {
         }
     }
 
+    /// A condition: `column` is one of the strings of the JSON array bound at `$param` (as
+    /// [`Backend::in_json_ids`] for integers).
+    pub(crate) fn in_json_texts(self, column: &str, param: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("{column} IN (SELECT value FROM json_each(${param}))"),
+            Backend::Postgres => format!(
+                "{column} = ANY(ARRAY(SELECT jsonb_array_elements_text(CAST(${param} AS jsonb))))"
+            ),
+        }
+    }
+
     /// An `UPDATE … RETURNING columns` that claims the rows `pick` (a `SELECT id FROM table …`)
     /// chooses, setting `set` on them. On SQLite (one writer at a time) the plain form, with
     /// `still` (a condition the rows must still meet) checked again, is exact. On PostgreSQL the

@@ -159,6 +159,9 @@ impl Store {
                 || self
                     .downstream_still_waits(tx, run_pk, spec, down, seeds)
                     .await?
+                || self
+                    .downstream_decided(tx, run_pk, spec, down, seeds)
+                    .await?
             {
                 return Ok(None);
             }
@@ -377,6 +380,44 @@ impl Store {
         Ok(candidates
             .iter()
             .all(|t| t.upstream.iter().any(|u| in_flight.contains(u.as_str()))))
+    }
+
+    /// Whether every task downstream of `seeds` is a join already decided (no instance of it
+    /// is still to start): a `one_success` join after its first success, any join after a
+    /// failure settled it. The full pass would only read the run to leave them as they are
+    /// (quadratic in a wide join's width, as above). One probe; not made for a chain's next
+    /// task (its upstream tasks all among the seeds: it waits for them, so it is still to
+    /// start).
+    async fn downstream_decided(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        run_pk: i64,
+        spec: &DagSpec,
+        down: &HashMap<String, Vec<String>>,
+        seeds: &[&str],
+    ) -> Result<bool> {
+        let candidates: Vec<&tern_core::TaskSpec> = seeds
+            .iter()
+            .flat_map(|s| down.get(*s).into_iter().flatten())
+            .filter_map(|id| spec.task(id))
+            .collect();
+        if candidates.is_empty()
+            || candidates
+                .iter()
+                .any(|t| t.upstream.iter().all(|u| seeds.contains(&u.as_str())))
+        {
+            return Ok(false);
+        }
+        let ids: Vec<&str> = candidates.iter().map(|t| t.task_id.as_str()).collect();
+        let waiting: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM task_instances WHERE run_pk = $1 AND state = 'none' AND {} LIMIT 1",
+            self.backend().in_json_texts("task_id", 2)
+        ))
+        .bind(run_pk)
+        .bind(serde_json::to_string(&ids)?)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(waiting.is_none())
     }
 
     /// Whether some instance of the run is in one of `states` (a parenthesised list matching

@@ -46,6 +46,7 @@ store_suite!(
     a_result_leaves_admission_to_the_admitter_when_the_lock_is_busy,
     failure_propagates_by_trigger_rules,
     a_join_waits_without_reading_its_run_and_is_decided_as_before,
+    a_decided_join_is_not_judged_again_at_each_result,
     a_branch_runs_only_the_tasks_it_chose,
     a_teardown_runs_after_failed_work_and_clearing_work_clears_its_setup,
     a_branch_that_chooses_an_unknown_task_fails_its_try,

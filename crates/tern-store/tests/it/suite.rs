@@ -428,6 +428,80 @@ pub async fn a_join_waits_without_reading_its_run_and_is_decided_as_before(store
     }
 }
 
+pub async fn a_decided_join_is_not_judged_again_at_each_result(store: Store) {
+    // `one_success`: the first success decides the join; `all_success`: the first failure.
+    for (dag_id, rule, first_fails) in [
+        ("one_success_join", TriggerRule::OneSuccess, false),
+        ("failed_join", TriggerRule::AllSuccess, true),
+    ] {
+        let mut tasks = vec![task("root", &[])];
+        let middle: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+        for m in &middle {
+            tasks.push(task(m, &["root"]));
+        }
+        let ups: Vec<&str> = middle.iter().map(String::as_str).collect();
+        let mut join = task("join", &ups);
+        join.trigger_rule = rule;
+        tasks.push(join);
+        let v = setup(&store, dag(dag_id, tasks)).await;
+        let (run, _) = store.create_run(&new_run(dag_id, "r1"), v).await.unwrap();
+        let root = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+        store
+            .complete(root.ti.id, &root.attempt, &ok())
+            .await
+            .unwrap();
+        let running = store.claim_many(&queues(), "w", LEASE, 10).await.unwrap();
+        assert_eq!(running.len(), 10);
+        let first = if first_fails { fail(false) } else { ok() };
+        store
+            .complete(running[0].ti.id, &running[0].attempt, &first)
+            .await
+            .unwrap();
+        let decided = state_of(&store, run.pk, "join").await;
+        let expected = if first_fails {
+            TaskState::UpstreamFailed
+        } else {
+            TaskState::Queued
+        };
+        assert_eq!(
+            decided, expected,
+            "{dag_id}: the first result decides the join"
+        );
+        let reads = store.debug_run_state_reads();
+        for c in &running[1..9] {
+            store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
+            assert_eq!(state_of(&store, run.pk, "join").await, decided, "{dag_id}");
+        }
+        assert_eq!(
+            store.debug_run_state_reads(),
+            reads,
+            "{dag_id}: a result whose join was already decided read the whole run"
+        );
+        store
+            .complete(running[9].ti.id, &running[9].attempt, &ok())
+            .await
+            .unwrap();
+        if !first_fails {
+            let join = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+            assert_eq!(join.ti.task_id, "join");
+            store
+                .complete(join.ti.id, &join.attempt, &ok())
+                .await
+                .unwrap();
+        }
+        let ended = if first_fails {
+            RunState::Failed
+        } else {
+            RunState::Success
+        };
+        assert_eq!(
+            store.get_run(dag_id, "r1").await.unwrap().state,
+            ended,
+            "{dag_id}"
+        );
+    }
+}
+
 pub async fn retries_wait_for_their_delay_then_run_again(store: Store) {
     let mut a = task("a", &[]);
     a.retries = 2;
