@@ -134,6 +134,27 @@ fn force_skips<'s>(
     }
 }
 
+/// The tasks directly downstream of `seeds` (the tasks whose result is being applied) when
+/// each is a join: a task with an upstream task outside the seeds. `None` when there are none,
+/// or when one is a chain's next task (all its upstream tasks among the seeds): it may run now,
+/// so the full pass looks at it without probes first.
+fn joins_downstream_of<'a>(
+    spec: &'a DagSpec,
+    down: &HashMap<String, Vec<String>>,
+    seeds: &[&str],
+) -> Option<Vec<&'a tern_core::TaskSpec>> {
+    let tasks: Vec<&tern_core::TaskSpec> = seeds
+        .iter()
+        .flat_map(|s| down.get(*s).into_iter().flatten())
+        .filter_map(|id| spec.task(id))
+        .collect();
+    let joins = !tasks.is_empty()
+        && tasks
+            .iter()
+            .all(|t| t.upstream.iter().any(|u| !seeds.contains(&u.as_str())));
+    joins.then_some(tasks)
+}
+
 impl Store {
     /// Applies trigger rules to the not-yet-started tasks of a run: tasks that may run become
     /// `scheduled`, tasks that never will are settled (`skipped` / `upstream_failed`) and their
@@ -156,14 +177,15 @@ impl Store {
             if seeds
                 .iter()
                 .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
-                || self
-                    .downstream_still_waits(tx, run_pk, spec, down, seeds)
-                    .await?
-                || self
-                    .downstream_decided(tx, run_pk, spec, down, seeds)
-                    .await?
             {
                 return Ok(None);
+            }
+            if let Some(joins) = joins_downstream_of(spec, down, seeds) {
+                if self.joins_still_wait(tx, run_pk, &joins).await?
+                    || self.joins_decided(tx, run_pk, &joins).await?
+                {
+                    return Ok(None);
+                }
             }
         }
         let mut states = self.run_states(tx, run_pk).await?;
@@ -328,44 +350,30 @@ impl Store {
         Ok(Some(states))
     }
 
-    /// Whether every task downstream of `seeds` is sure to keep waiting, known without
-    /// reading the run's states (a wide join would otherwise read them all at each of its
-    /// upstream tasks' results: quadratic in its width). Sure when each such task has a rule
-    /// that waits while an upstream task is not done, unless one failed or was skipped
+    /// Whether the joins downstream of a result (see [`joins_downstream_of`]) are sure to keep
+    /// waiting, known without reading the run's states (a wide join would otherwise read them
+    /// all at each of its upstream tasks' results: quadratic in its width). Sure when each has
+    /// a rule that waits while an upstream task is not done, unless one failed or was skipped
     /// (`TriggerRule::waits_while_an_upstream_runs`: `all_success`, `all_done`, `none_failed`
     /// and others), no instance of the run failed, had an upstream failure or was
     /// skipped (one probe of `ti_decided_early`), and each has an upstream task among the
     /// first instances of the run still in flight. False means "not sure": the full pass
     /// decides.
-    async fn downstream_still_waits(
+    async fn joins_still_wait(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
-        spec: &DagSpec,
-        down: &HashMap<String, Vec<String>>,
-        seeds: &[&str],
+        joins: &[&tern_core::TaskSpec],
     ) -> Result<bool> {
         /// In-flight instances looked at: a join has one of its upstream tasks among them
         /// until its last ones end.
         const SAMPLE: usize = 64;
-        let candidates: Vec<&tern_core::TaskSpec> = seeds
+        if joins
             .iter()
-            .flat_map(|s| down.get(*s).into_iter().flatten())
-            .filter_map(|id| spec.task(id))
-            .collect();
-        // A task whose upstream tasks are all among the seeds (a chain's next task) has none
-        // left in flight: not worth the two probes.
-        if candidates.is_empty()
-            || candidates.iter().any(|t| {
-                !t.trigger_rule.waits_while_an_upstream_runs()
-                    || t.upstream.iter().all(|u| seeds.contains(&u.as_str()))
-            })
-        {
-            return Ok(false);
-        }
-        if self
-            .run_has_instance_in(tx, run_pk, DECIDED_EARLY_STATES)
-            .await?
+            .any(|t| !t.trigger_rule.waits_while_an_upstream_runs())
+            || self
+                .run_has_instance_in(tx, run_pk, DECIDED_EARLY_STATES)
+                .await?
         {
             return Ok(false);
         }
@@ -377,38 +385,22 @@ impl Store {
         .fetch_all(&mut **tx)
         .await?;
         let in_flight: HashSet<&str> = in_flight.iter().map(String::as_str).collect();
-        Ok(candidates
+        Ok(joins
             .iter()
             .all(|t| t.upstream.iter().any(|u| in_flight.contains(u.as_str()))))
     }
 
-    /// Whether every task downstream of `seeds` is a join already decided (no instance of it
-    /// is still to start): a `one_success` join after its first success, any join after a
-    /// failure settled it. The full pass would only read the run to leave them as they are
-    /// (quadratic in a wide join's width, as above). One probe; not made for a chain's next
-    /// task (its upstream tasks all among the seeds: it waits for them, so it is still to
-    /// start).
-    async fn downstream_decided(
+    /// Whether the joins downstream of a result are all decided already (no instance of them
+    /// is still to start): a `one_success` join after its first success, any join a failure
+    /// settled. The full pass would only read the run to leave them as they are (quadratic in
+    /// a wide join's width, as above). One probe.
+    async fn joins_decided(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
-        spec: &DagSpec,
-        down: &HashMap<String, Vec<String>>,
-        seeds: &[&str],
+        joins: &[&tern_core::TaskSpec],
     ) -> Result<bool> {
-        let candidates: Vec<&tern_core::TaskSpec> = seeds
-            .iter()
-            .flat_map(|s| down.get(*s).into_iter().flatten())
-            .filter_map(|id| spec.task(id))
-            .collect();
-        if candidates.is_empty()
-            || candidates
-                .iter()
-                .any(|t| t.upstream.iter().all(|u| seeds.contains(&u.as_str())))
-        {
-            return Ok(false);
-        }
-        let ids: Vec<&str> = candidates.iter().map(|t| t.task_id.as_str()).collect();
+        let ids: Vec<&str> = joins.iter().map(|t| t.task_id.as_str()).collect();
         let waiting: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT id FROM task_instances WHERE run_pk = $1 AND state = 'none' AND {} LIMIT 1",
             self.backend().in_json_texts("task_id", 2)

@@ -364,24 +364,78 @@ pub async fn failure_propagates_by_trigger_rules(store: Store) {
 /// results that leave it waiting do not read the states of the whole run (a wide join's every
 /// result did: quadratic in its width); a failed upstream task still settles it at once, and
 /// the last success schedules it.
-pub async fn a_join_waits_without_reading_its_run_and_is_decided_as_before(store: Store) {
+/// `root >> m0 … m9 >> join`, the join with `rule`.
+fn wide_join(dag_id: &str, rule: TriggerRule) -> tern_core::DagSpec {
     let mut tasks = vec![task("root", &[])];
     let middle: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     for m in &middle {
         tasks.push(task(m, &["root"]));
     }
     let ups: Vec<&str> = middle.iter().map(String::as_str).collect();
-    tasks.push(task("join", &ups));
-    let v = setup(&store, dag("wide", tasks)).await;
-    for (run_id, ninth_fails) in [("r1", false), ("r2", true)] {
-        let (run, _) = store.create_run(&new_run("wide", run_id), v).await.unwrap();
-        let root = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    let mut join = task("join", &ups);
+    join.trigger_rule = rule;
+    tasks.push(join);
+    dag(dag_id, tasks)
+}
+
+/// A run of a [`wide_join`] DAG whose root succeeded and whose ten middle tasks are claimed.
+async fn start_wide_join(
+    store: &Store,
+    dag_id: &str,
+    run_id: &str,
+    version: i64,
+) -> (tern_store::DagRun, Vec<tern_store::Claimed>) {
+    let (run, _) = store
+        .create_run(&new_run(dag_id, run_id), version)
+        .await
+        .unwrap();
+    let root = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+    store
+        .complete(root.ti.id, &root.attempt, &ok())
+        .await
+        .unwrap();
+    let running = store.claim_many(&queues(), "w", LEASE, 10).await.unwrap();
+    assert_eq!(running.len(), 10);
+    (run, running)
+}
+
+/// Ends a [`wide_join`] run: `last` (the last middle task) succeeds, then the join runs and
+/// succeeds unless a failure settled it; the run ends as that says.
+async fn finish_wide_join(
+    store: &Store,
+    dag_id: &str,
+    run_id: &str,
+    last: &tern_store::Claimed,
+    failed: bool,
+) {
+    store
+        .complete(last.ti.id, &last.attempt, &ok())
+        .await
+        .unwrap();
+    if !failed {
+        let join = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
+        assert_eq!(join.ti.task_id, "join");
         store
-            .complete(root.ti.id, &root.attempt, &ok())
+            .complete(join.ti.id, &join.attempt, &ok())
             .await
             .unwrap();
-        let running = store.claim_many(&queues(), "w", LEASE, 10).await.unwrap();
-        assert_eq!(running.len(), 10);
+    }
+    let ended = if failed {
+        RunState::Failed
+    } else {
+        RunState::Success
+    };
+    assert_eq!(
+        store.get_run(dag_id, run_id).await.unwrap().state,
+        ended,
+        "{dag_id}"
+    );
+}
+
+pub async fn a_join_waits_without_reading_its_run_and_is_decided_as_before(store: Store) {
+    let v = setup(&store, wide_join("wide", TriggerRule::AllSuccess)).await;
+    for (run_id, ninth_fails) in [("r1", false), ("r2", true)] {
+        let (run, running) = start_wide_join(&store, "wide", run_id, v).await;
         let reads = store.debug_run_state_reads();
         for c in &running[..8] {
             store.complete(c.ti.id, &c.attempt, &ok()).await.unwrap();
@@ -407,24 +461,7 @@ pub async fn a_join_waits_without_reading_its_run_and_is_decided_as_before(store
             (TaskState::None, "one upstream task still runs")
         };
         assert_eq!(state_of(&store, run.pk, "join").await, join_now, "{why}");
-        store
-            .complete(last.ti.id, &last.attempt, &ok())
-            .await
-            .unwrap();
-        if !ninth_fails {
-            let join = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
-            assert_eq!(join.ti.task_id, "join");
-            store
-                .complete(join.ti.id, &join.attempt, &ok())
-                .await
-                .unwrap();
-        }
-        let ended = if ninth_fails {
-            RunState::Failed
-        } else {
-            RunState::Success
-        };
-        assert_eq!(store.get_run("wide", run_id).await.unwrap().state, ended);
+        finish_wide_join(&store, "wide", run_id, last, ninth_fails).await;
     }
 }
 
@@ -434,24 +471,8 @@ pub async fn a_decided_join_is_not_judged_again_at_each_result(store: Store) {
         ("one_success_join", TriggerRule::OneSuccess, false),
         ("failed_join", TriggerRule::AllSuccess, true),
     ] {
-        let mut tasks = vec![task("root", &[])];
-        let middle: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
-        for m in &middle {
-            tasks.push(task(m, &["root"]));
-        }
-        let ups: Vec<&str> = middle.iter().map(String::as_str).collect();
-        let mut join = task("join", &ups);
-        join.trigger_rule = rule;
-        tasks.push(join);
-        let v = setup(&store, dag(dag_id, tasks)).await;
-        let (run, _) = store.create_run(&new_run(dag_id, "r1"), v).await.unwrap();
-        let root = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
-        store
-            .complete(root.ti.id, &root.attempt, &ok())
-            .await
-            .unwrap();
-        let running = store.claim_many(&queues(), "w", LEASE, 10).await.unwrap();
-        assert_eq!(running.len(), 10);
+        let v = setup(&store, wide_join(dag_id, rule)).await;
+        let (run, running) = start_wide_join(&store, dag_id, "r1", v).await;
         let first = if first_fails { fail(false) } else { ok() };
         store
             .complete(running[0].ti.id, &running[0].attempt, &first)
@@ -477,28 +498,7 @@ pub async fn a_decided_join_is_not_judged_again_at_each_result(store: Store) {
             reads,
             "{dag_id}: a result whose join was already decided read the whole run"
         );
-        store
-            .complete(running[9].ti.id, &running[9].attempt, &ok())
-            .await
-            .unwrap();
-        if !first_fails {
-            let join = store.claim(&queues(), "w", LEASE).await.unwrap().unwrap();
-            assert_eq!(join.ti.task_id, "join");
-            store
-                .complete(join.ti.id, &join.attempt, &ok())
-                .await
-                .unwrap();
-        }
-        let ended = if first_fails {
-            RunState::Failed
-        } else {
-            RunState::Success
-        };
-        assert_eq!(
-            store.get_run(dag_id, "r1").await.unwrap().state,
-            ended,
-            "{dag_id}"
-        );
+        finish_wide_join(&store, dag_id, "r1", &running[9], first_fails).await;
     }
 }
 
