@@ -372,7 +372,7 @@ impl Store {
             .iter()
             .any(|t| !t.trigger_rule.waits_while_an_upstream_runs())
             || self
-                .run_has_instance_in(tx, run_pk, DECIDED_EARLY_STATES)
+                .run_has_instance_in(tx, run_pk, DECIDED_EARLY_STATES, None)
                 .await?
         {
             return Ok(false);
@@ -401,32 +401,34 @@ impl Store {
         joins: &[&tern_core::TaskSpec],
     ) -> Result<bool> {
         let ids: Vec<&str> = joins.iter().map(|t| t.task_id.as_str()).collect();
-        let waiting: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT id FROM task_instances WHERE run_pk = $1 AND state = 'none' AND {} LIMIT 1",
-            self.backend().in_json_texts("task_id", 2)
-        ))
-        .bind(run_pk)
-        .bind(serde_json::to_string(&ids)?)
-        .fetch_optional(&mut **tx)
-        .await?;
-        Ok(waiting.is_none())
+        let waiting = self
+            .run_has_instance_in(tx, run_pk, "('none')", Some(&ids))
+            .await?;
+        Ok(!waiting)
     }
 
-    /// Whether some instance of the run is in one of `states` (a parenthesised list matching
-    /// a partial index's condition, so the probe reads only that index).
+    /// Whether some instance of the run (of one of `tasks`, if given) is in one of `states` (a
+    /// parenthesised list; one matching a partial index's condition makes the probe read only
+    /// that index).
     async fn run_has_instance_in(
         &self,
         tx: &mut Transaction<'static, Any>,
         run_pk: i64,
         states: &str,
+        tasks: Option<&[&str]>,
     ) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(&format!(
-            "SELECT id FROM task_instances WHERE run_pk = $1 AND state IN {states} LIMIT 1"
-        ))
-        .bind(run_pk)
-        .fetch_optional(&mut **tx)
-        .await?;
-        Ok(found.is_some())
+        let of_tasks = match tasks {
+            Some(_) => format!(" AND {}", self.backend().in_json_texts("task_id", 2)),
+            None => String::new(),
+        };
+        let query = format!(
+            "SELECT id FROM task_instances WHERE run_pk = $1 AND state IN {states}{of_tasks} LIMIT 1"
+        );
+        let mut probe = sqlx::query_scalar::<_, i64>(&query).bind(run_pk);
+        if let Some(tasks) = tasks {
+            probe = probe.bind(serde_json::to_string(tasks)?);
+        }
+        Ok(probe.fetch_optional(&mut **tx).await?.is_some())
     }
 
     /// A run's type and data-interval end (what `latest_only` decides by).
@@ -490,7 +492,7 @@ impl Store {
                 // waits or runs (the common case, whatever the run's size); every state is read
                 // only when nothing is in flight.
                 if self
-                    .run_has_instance_in(tx, run_pk, IN_FLIGHT_STATES)
+                    .run_has_instance_in(tx, run_pk, IN_FLIGHT_STATES, None)
                     .await?
                 {
                     return Ok(false);
