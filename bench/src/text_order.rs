@@ -1,7 +1,9 @@
 //! `text-order`: writes the linker's symbol ordering file for the `tern` binary
 //! (`crates/tern/text-order.txt`, read by `crates/tern/build.rs`): the functions an idle
-//! `standalone` with the 200 DAGs of the `memory` workload has run, in their present order, so
-//! that a build lays them out next to each other.
+//! `standalone` with the 200 DAGs of the `memory` workload has run, so that a build lays them
+//! out next to each other — first those it ran after its start was over (once it has let go of
+//! the start's code, `tern_worker::resident`, these are what stays resident), then those only
+//! the start ran, each group in its present order.
 //!
 //! Why: the kernel maps the 64 KiB around every page of code a process touches (fault-around),
 //! and the functions a server runs lie scattered over the 35 MB of text, so most of the text
@@ -36,22 +38,53 @@ pub fn generate(tern: &Path) -> anyhow::Result<()> {
     let exe = dir.path().join("tern");
     std::fs::copy(tern, &exe).with_context(|| format!("copying {}", tern.display()))?;
     drop_cached_pages(&exe)?;
-    let pages = {
+    let touched = {
         let _readahead = ReadaheadOff::on_disk_of(dir.path())?;
         touched_text_pages(&exe, dir.path())?
     };
     let binary = std::fs::read(&exe)?;
     let file = object::File::parse(&*binary)?;
-    let (names, bytes) = functions_on_pages(&file, &pages)?;
+    let mut names: Vec<String> = Vec::new();
+    let mut written = std::collections::HashSet::new();
+    let mut report = Vec::new();
+    for (phase, pages) in [
+        ("idle", &touched.idle),
+        ("the burst of runs", &touched.burst),
+        ("the start", &touched.start),
+    ] {
+        let (functions, bytes) = functions_on_pages(&file, pages)?;
+        let new: Vec<String> = functions
+            .into_iter()
+            .filter(|n| written.insert(n.clone()))
+            .collect();
+        report.push(format!(
+            "{phase}: {} pages ({:.1} MB); the functions on them {:.1} MB, {} not listed before",
+            pages.len(),
+            (pages.len() as u64 * PAGE) as f64 / 1e6,
+            bytes as f64 / 1e6,
+            new.len()
+        ));
+        names.extend(new);
+    }
     std::fs::write(ORDER_FILE, names.join("\n") + "\n")?;
     println!(
-        "text-order: {} pages ({:.1} MB) of text touched; {} functions ({:.1} MB) written to {ORDER_FILE}",
-        pages.len(),
-        (pages.len() as u64 * PAGE) as f64 / 1e6,
+        "text-order: {} functions written to {ORDER_FILE}, those run once idle first, then \
+         those of the burst of runs, then the start's; pages touched by phase:\n  {}",
         names.len(),
-        bytes as f64 / 1e6
+        report.join("\n  ")
     );
     Ok(())
+}
+
+/// Pages of the text (virtual page numbers from the file's first mapping) a run touched, by
+/// phase.
+struct Touched {
+    /// Until the start was over.
+    start: BTreeSet<u64>,
+    /// From then until the runs' burst was over.
+    burst: BTreeSet<u64>,
+    /// Once idle.
+    idle: BTreeSet<u64>,
 }
 
 /// Whether `tern` was laid out by [`ORDER_FILE`]: how many of its functions the binary has,
@@ -137,9 +170,13 @@ impl Drop for ReadaheadOff {
     }
 }
 
-/// Runs `exe standalone` with the `memory` workload's 200 DAGs until idle; returns the pages of
-/// its text (page numbers from the file's first mapping) resident in it or its children.
-fn touched_text_pages(exe: &Path, dir: &Path) -> anyhow::Result<BTreeSet<u64>> {
+/// Runs `exe standalone` with the `memory` workload's 200 DAGs until idle and returns the pages
+/// of its text it or its children touched in each phase of its life. With readahead off and
+/// the cache dropped, a page is cached only if touched: each time the process lets go of its
+/// code (its start is over; its burst of runs is over), the pages then cached are those of the
+/// phase that ends, and the cache is dropped again; the idle phase's are those resident at the
+/// end.
+fn touched_text_pages(exe: &Path, dir: &Path) -> anyhow::Result<Touched> {
     let dags = dir.join("dags");
     crate::write_many(&dags, 200, 10)?;
     let mut child = Command::new(exe)
@@ -147,22 +184,106 @@ fn touched_text_pages(exe: &Path, dir: &Path) -> anyhow::Result<BTreeSet<u64>> {
         .arg(dir.join("home"))
         .arg("--dags")
         .arg(&dags)
-        .stderr(std::process::Stdio::null())
+        .env("TERN_LOG", "warn,tern_worker::resident=debug")
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
-    std::thread::sleep(Duration::from_secs(8));
-    let mut pages = BTreeSet::new();
-    let family = std::iter::once(child.id()).chain(crate::children_of(child.id()));
-    for pid in family {
-        pages.extend(resident_exec_pages(pid, exe)?);
-    }
+    let (let_go, let_go_seen) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    // Reads the log to its end (the child must never block on a full pipe), telling each time
+    // the process let go of its code.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("let go of") {
+                let _ = let_go.send(());
+            }
+        }
+    });
+    let phases = (|| -> anyhow::Result<Touched> {
+        let mut ended = Vec::new();
+        for phase in ["its start", "the burst of the 200 runs"] {
+            let_go_seen
+                .recv_timeout(Duration::from_secs(20))
+                .with_context(|| format!("standalone did not log the end of {phase}"))?;
+            ended.push(cached_pages(exe)?);
+            drop_cached_pages(exe)?;
+        }
+        // Idle for a while: timers, the scheduler's passes, the folder's watch.
+        std::thread::sleep(Duration::from_secs(5));
+        let mut idle = BTreeSet::new();
+        let family = std::iter::once(child.id()).chain(crate::children_of(child.id()));
+        for pid in family {
+            idle.extend(resident_exec_pages(pid, exe)?);
+        }
+        anyhow::ensure!(
+            !idle.is_empty(),
+            "no page of {} was resident",
+            exe.display()
+        );
+        let burst = ended.pop().expect("two phases");
+        let start = ended.pop().expect("two phases");
+        Ok(Touched { start, burst, idle })
+    })();
     child.kill()?;
     child.wait()?;
+    phases
+}
+
+/// The pages of `exe`'s executable segments in the page cache, as virtual page numbers. Reads
+/// the whole file afterwards (so the cache holds all of it then).
+fn cached_pages(exe: &Path) -> anyhow::Result<BTreeSet<u64>> {
+    let file = std::fs::File::open(exe)?;
+    let len = file.metadata()?.len() as usize;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a read-only shared mapping of a file nobody writes while it exists; only
+    // `mincore` looks at it, and it is unmapped below.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
     anyhow::ensure!(
-        !pages.is_empty(),
-        "no page of {} was resident",
-        exe.display()
+        map != libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
     );
-    Ok(pages)
+    let mut cached = vec![0u8; len.div_ceil(PAGE as usize)];
+    // SAFETY: `cached` has one byte per page of the mapping.
+    let rc = unsafe { libc::mincore(map, len, cached.as_mut_ptr()) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: the mapping made above, not used after this.
+    unsafe { libc::munmap(map, len) };
+    anyhow::ensure!(rc == 0, "mincore: {err}");
+    // Read only now: reading the file brings all of it into the page cache.
+    let binary = std::fs::read(exe)?;
+    let elf = object::File::parse(&*binary)?;
+    let mut out = BTreeSet::new();
+    for segment in elf.segments() {
+        use object::ObjectSegment;
+        let (offset, size) = segment.file_range();
+        let executable = matches!(
+            segment.flags(),
+            object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0
+        );
+        if !executable || size == 0 {
+            continue;
+        }
+        for page in offset / PAGE..=(offset + size - 1) / PAGE {
+            if cached.get(page as usize).is_some_and(|b| b & 1 == 1) {
+                // File page → virtual page: the segment's address minus its offset.
+                out.insert(page + (segment.address() - offset) / PAGE);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The resident pages of `exe`'s executable mappings in process `pid`, as file-relative

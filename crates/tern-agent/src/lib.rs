@@ -262,6 +262,7 @@ pub async fn run(
             names.join(", ")
         }
     );
+    tern_worker::resident::start_is_over();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {

@@ -164,6 +164,7 @@ pub async fn run_attempt(
     fence: Option<tokio::sync::watch::Receiver<u64>>,
     slot: Option<Slot>,
 ) {
+    let _runs = crate::resident::attempt_runs();
     let mut todo = std::collections::VecDeque::from([a]);
     let mut slot = slot;
     while let Some(a) = todo.pop_front() {

@@ -19,6 +19,7 @@ pub mod logsink;
 pub mod mask;
 pub mod outputs;
 pub mod process;
+pub mod resident;
 pub mod sandbox;
 pub mod shellsafe;
 pub mod spool;

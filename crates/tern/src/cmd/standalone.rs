@@ -66,6 +66,7 @@ pub async fn run(mut cfg: Config, args: StandaloneArgs, standalone: bool) -> any
     eprintln!(
         "Press Ctrl-C to stop. Try `tern dags list` and `tern runs list` in another terminal."
     );
+    tern_worker::resident::start_is_over();
     let failure = tokio::select! {
         _ = stop => None,
         why = node.failure() => Some(why),
