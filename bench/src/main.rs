@@ -5,8 +5,9 @@
 //! - `parse`: the `tern` binary from start until `dags list` has listed 200 / 1,000 DAG files
 //!   on a fresh data folder, and `dags list` of 1 / 1,000 files the data folder already holds,
 //!   and one DAG of 10,000 tasks;
-//! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded (`text-order` writes
-//!   the code layout that keeps it low: see [`text_order`]);
+//! - `memory`: PSS of an idle `tern standalone` with the 200 DAGs loaded, its guardian counted,
+//!   30 s after its start (`text-order` writes the code layout that keeps it low: see
+//!   [`text_order`]);
 //! - `throughput`: 10,000 no-op tasks across 100 runs, on SQLite and on PostgreSQL;
 //! - `claimlatency`, `remotechain40`, `remotefan200`, `agents1000`: remote agents over HTTP
 //!   (see [`remote`]);
@@ -251,6 +252,9 @@ pub(crate) fn family_pss_kib(pid: u32) -> anyhow::Result<u64> {
     Ok(total)
 }
 
+/// When `memory` reads an idle `standalone`'s memory, after its start.
+const IDLE_MEMORY_AT: Duration = Duration::from_secs(30);
+
 fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
     let dir = crate::scratch::folder()?;
     let dags = dir.path().join("dags");
@@ -265,8 +269,10 @@ fn idle_memory(tern: &Path, runs: usize) -> anyhow::Result<Vec<f64>> {
             .arg(&dags)
             .stderr(std::process::Stdio::null())
             .spawn()?;
-        // Let it load, schedule the due runs of the 200 DAGs, run them, and settle.
-        std::thread::sleep(Duration::from_secs(8));
+        // Let it load, schedule the due runs of the 200 DAGs, run them (about 3 s), and idle
+        // long enough that its periodic work (the folder's scan every 5 s, housekeeping) has
+        // run several times since it last let go of its code (2 s after the runs' end).
+        std::thread::sleep(IDLE_MEMORY_AT);
         let pss = family_pss_kib(child.id())?;
         child.kill()?;
         child.wait()?;

@@ -5,10 +5,12 @@
 //! 3.4 MB to 40 KB (3 MB less idle memory; see BENCHMARKS.md). The loader must know the format
 //! (glibc 2.36 or later), so the flag is given only when building on and for a glibc that does.
 //!
-//! The functions an idle server runs are laid out together in optimised builds of `tern`
-//! (`text-order.txt`, written by `tern-bench text-order` from the shipped build, `--profile
-//! dist`): the kernel keeps the 64 KiB around each page of code a process touches, so scattered
-//! code keeps most of the text resident. The file names functions by their mangled names, which
+//! The functions a server runs are laid out together in optimised builds of `tern`, those it
+//! runs when idle first, then those of a burst of runs, then its start's (`text-order.txt`,
+//! written by `tern-bench text-order` from the shipped build, `--profile dist`): the kernel
+//! keeps the 64 KiB around each page of code a process touches, so scattered code keeps most of
+//! the text resident, and once a server lets go of its code (`tern_worker::resident`) what it
+//! maps again should be the idle code alone. The file names functions by their mangled names, which
 //! hold each crate's build hash: a build with other dependencies, another compiler or another
 //! profile finds fewer of them and is laid out as without the file (nothing breaks). The
 //! linker must take a symbol ordering file (LLD, Rust's default linker on Linux since 1.90); a
