@@ -1,9 +1,9 @@
 //! `text-order`: writes the linker's symbol ordering file for the `tern` binary
 //! (`crates/tern/text-order.txt`, read by `crates/tern/build.rs`): the functions an idle
 //! `standalone` with the 200 DAGs of the `memory` workload has run, so that a build lays them
-//! out next to each other — first those it ran after its start was over (once it has let go of
-//! the start's code, `tern_worker::resident`, these are what stays resident), then those only
-//! the start ran, each group in its present order.
+//! out next to each other: first those it ran once idle (after it let go of its code,
+//! `tern_worker::resident`, these are what stays resident), then those of the burst of the
+//! DAGs' first runs, then those only its start ran, each group in its present order.
 //!
 //! Why: the kernel maps the 64 KiB around every page of code a process touches (fault-around),
 //! and the functions a server runs lie scattered over the 35 MB of text, so most of the text

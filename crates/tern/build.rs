@@ -8,13 +8,13 @@
 //! The functions a server runs are laid out together in optimised builds of `tern`, those it
 //! runs when idle first, then those of a burst of runs, then its start's (`text-order.txt`,
 //! written by `tern-bench text-order` from the shipped build, `--profile dist`): the kernel
-//! keeps the 64 KiB around each page of code a process touches, so scattered code keeps most of
-//! the text resident, and once a server lets go of its code (`tern_worker::resident`) what it
-//! maps again should be the idle code alone. The file names functions by their mangled names, which
-//! hold each crate's build hash: a build with other dependencies, another compiler or another
-//! profile finds fewer of them and is laid out as without the file (nothing breaks). The
-//! linker must take a symbol ordering file (LLD, Rust's default linker on Linux since 1.90); a
-//! probe link decides.
+//! keeps the 64 KiB around each page of code a process touches, so scattered code keeps most
+//! of the text resident, and once a server lets go of its code (`tern_worker::resident`) what
+//! it maps again should be the idle code alone. The file names functions by their mangled
+//! names, which hold each crate's build hash: a build with other dependencies, another
+//! compiler or another profile finds fewer of them and is laid out as without the file
+//! (nothing breaks). The linker must take a symbol ordering file (LLD, Rust's default linker
+//! on Linux since 1.90); a probe link decides.
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +22,6 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=text-order.txt");
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     let native = var("HOST") == var("TARGET");
     if native && host_glibc_knows_relr() {
         println!("cargo:rustc-link-arg-bins=-Wl,-z,pack-relative-relocs");
@@ -33,6 +32,11 @@ fn main() {
             println!("cargo:rustc-link-arg-bin=tern={arg}");
         }
     }
+}
+
+/// The environment variable `name` as Cargo sets it for build scripts; empty when unset.
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
 }
 
 /// The linker arguments that lay out the text by `order`.
@@ -47,15 +51,14 @@ fn symbol_order_args(order: &Path) -> [String; 2] {
 /// Whether a program links with `order` as its symbol ordering file, with this build's
 /// compiler, target and flags.
 fn linker_takes_symbol_order(order: &Path) -> bool {
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     let out = Path::new(&var("OUT_DIR")).join("order-probe");
     if std::fs::create_dir_all(&out).is_err()
         || std::fs::write(out.join("probe.rs"), "fn main() {}\n").is_err()
     {
         return false;
     }
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let mut cmd = Command::new(rustc);
+    let rustc = var("RUSTC");
+    let mut cmd = Command::new(if rustc.is_empty() { "rustc" } else { &rustc });
     cmd.arg("--target")
         .arg(var("TARGET"))
         .arg("-o")

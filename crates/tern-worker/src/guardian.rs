@@ -156,7 +156,7 @@ unsafe fn guard(pipe: i32) -> ! {
         let _ = unsafe { signal(sig, SigHandler::SigIgn) };
     }
     // The code of the agent's start (mapped before the fork) need not stay resident here.
-    let _ = crate::resident::release_start_pages();
+    let _ = crate::resident::let_go_of_program_pages();
     // SAFETY: descriptor 0 is the pipe's reading end, owned here from now on.
     let input = BufReader::new(unsafe { File::from_raw_fd(0) });
     let mut groups = HashSet::new();

@@ -1,10 +1,10 @@
-//! What a long-running process keeps resident after its start: the pages of its own program
-//! that only the start used are let go.
+//! What a long-running process keeps resident: the pages of its own program that only its
+//! start, or a burst of work now over, used are let go.
 //!
 //! A server's start runs code that never runs again (settings, migrations, the first load of
 //! every DAG file, the router's construction), and the kernel maps the 64 KiB around every page
 //! of code it touches: measured on an idle `standalone` with 200 DAGs, most of the resident code
-//! was the start's. [`release_start_pages`] drops this process's mappings of its program's
+//! was the start's. [`let_go_of_program_pages`] drops this process's mappings of its program's
 //! read-only segments (code and constants); the pages stay in the page cache, so what runs
 //! next maps them again at once, without reading the disk, and only what runs from then on
 //! counts as the process's memory. Only mappings that hold no private copy of any page (no
@@ -30,8 +30,10 @@ static RELEASES_WHEN_QUIET: AtomicBool = AtomicBool::new(false);
 static RUNNING: AtomicUsize = AtomicUsize::new(0);
 /// Moves at every attempt's start: a release planned before it is called off.
 static STARTS: AtomicU64 = AtomicU64::new(0);
+/// Releases made after bursts (for tests).
+static BURSTS_RELEASED: AtomicU64 = AtomicU64::new(0);
 
-/// Called by a long-running command once its start is over: [`release_start_pages`], with the
+/// Called by a long-running command once its start is over: [`let_go_of_program_pages`], with the
 /// outcome on the debug log (a failure costs only memory); from then on the process also lets
 /// go after each burst of attempts, once quiet for [`QUIET`].
 pub fn start_is_over() {
@@ -39,11 +41,8 @@ pub fn start_is_over() {
     RELEASES_WHEN_QUIET.store(true, Ordering::Relaxed);
 }
 
-/// Releases made after bursts (for tests).
-static BURSTS_RELEASED: AtomicU64 = AtomicU64::new(0);
-
 fn release(what: &str) {
-    match release_start_pages() {
+    match let_go_of_program_pages() {
         Ok(bytes) => tracing::debug!("let go of {bytes} bytes of mappings of {what} code"),
         Err(e) => tracing::debug!("could not let go of {what} code pages: {e}"),
     }
@@ -95,8 +94,8 @@ struct Segment {
 }
 
 /// Lets go of the pages of this process's program mapped so far, and of free heap memory;
-/// returns how many bytes of mappings were dropped. Call when the start is over.
-pub fn release_start_pages() -> std::io::Result<usize> {
+/// returns how many bytes of mappings were dropped.
+pub fn let_go_of_program_pages() -> std::io::Result<usize> {
     let exe = std::fs::read_link("/proc/self/exe")?;
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut dropped = 0;
@@ -124,28 +123,21 @@ pub fn release_start_pages() -> std::io::Result<usize> {
 /// memory.
 fn droppable_segments(smaps: &str, path: &str) -> Vec<Segment> {
     let mut out = Vec::new();
-    let mut current: Option<(Segment, bool)> = None;
-    let mut finish = |current: &mut Option<(Segment, bool)>| {
-        if let Some((segment, true)) = current.take() {
-            out.push(segment);
-        }
-    };
+    // The mapping whose field lines follow, while it may be dropped.
+    let mut current: Option<Segment> = None;
     for line in smaps.lines() {
-        if let Some(header) = mapping_header(line) {
-            finish(&mut current);
-            let (range, perms, file) = header;
-            current =
-                (file == path && perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-'))
-                    .then_some((range, true));
-        } else if let (Some((_, keep)), Some(kib)) =
-            (current.as_mut(), line.strip_prefix("Anonymous:"))
+        if let Some((range, perms, file)) = mapping_header(line) {
+            out.extend(current.take());
+            let read_only = perms.starts_with('r') && perms.as_bytes().get(1) == Some(&b'-');
+            current = (file == path && read_only).then_some(range);
+        } else if line
+            .strip_prefix("Anonymous:")
+            .is_some_and(|kib| kib.trim() != "0 kB")
         {
-            if kib.trim() != "0 kB" {
-                *keep = false;
-            }
+            current = None;
         }
     }
-    finish(&mut current);
+    out.extend(current);
     out
 }
 
@@ -269,7 +261,7 @@ Anonymous:             4 kB
     #[test]
     fn this_process_runs_on_after_its_code_was_dropped() {
         let before = resident_program_kib();
-        let dropped = release_start_pages().unwrap();
+        let dropped = let_go_of_program_pages().unwrap();
         let after = resident_program_kib();
         assert!(
             dropped > 0,
