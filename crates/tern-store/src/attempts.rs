@@ -795,9 +795,9 @@ impl Store {
     }
 
     /// Writes an ended attempt's instance (guarded by the state and token it was read with; an
-    /// error if that no longer matched) and, with `try_end`, its try's record. On PostgreSQL
-    /// both are one statement (the try's update runs only if the instance's matched), one round
-    /// trip per result less; on SQLite, whose statements are calls into the same process, two.
+    /// error if that no longer matched) and, with `try_end`, its try's record, the try's only if
+    /// the instance's matched: on PostgreSQL one statement, on SQLite two sent in one call (each
+    /// call is a hop to the connection's thread and back), one round trip per result less.
     async fn write_settled(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -820,27 +820,33 @@ impl Store {
                  SELECT COUNT(*) FROM i"
             )
         });
-        let together = try_end.is_some() && self.backend() == crate::Backend::Postgres;
-        let sql: &str = if together { &TOGETHER } else { INSTANCE };
+        /// Both in one call to SQLite's thread (a hop saved): the try's statement changes its
+        /// row only when the instance's changed one (`changes()` counts the statement before),
+        /// so the two counts sum to one or two exactly when the instance was written.
+        static ONE_AFTER_THE_OTHER: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| format!("{INSTANCE}; {TRY} AND changes() = 1"));
         // The instance's values are $1–$7, the try's $8–$11 (with $1 and $3); SQLite's try
         // statement gets all eleven, whichever it names.
         let values = (ti, state, now, note, ready_at);
         let Some(t) = try_end else {
-            let done = instance_query(sql, values).execute(&mut **tx).await?;
+            let done = instance_query(INSTANCE, values).execute(&mut **tx).await?;
             return expect_one_row(done.rows_affected(), ti);
         };
-        if together {
-            let row = try_query(instance_query(sql, values), &t, ti)
-                .fetch_one(&mut **tx)
-                .await?;
-            return expect_one_row(row.try_get::<i64, _>(0)? as u64, ti);
-        }
-        let done = instance_query(sql, values).execute(&mut **tx).await?;
-        expect_one_row(done.rows_affected(), ti)?;
-        try_query(instance_query(TRY, values), &t, ti)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        let written = match self.backend() {
+            crate::Backend::Postgres => {
+                let row = try_query(instance_query(&TOGETHER, values), &t, ti)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                row.try_get::<i64, _>(0)? as u64
+            }
+            crate::Backend::Sqlite => {
+                let done = try_query(instance_query(&ONE_AFTER_THE_OTHER, values), &t, ti)
+                    .execute(&mut **tx)
+                    .await?;
+                done.rows_affected().min(1)
+            }
+        };
+        expect_one_row(written, ti)
     }
 
     /// Moves an ended attempt's instance to `state` (with when it is ready again, for a retry,

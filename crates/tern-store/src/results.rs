@@ -67,12 +67,19 @@ impl Store {
         let Some((worker, next)) = claim else {
             return Ok(Vec::new());
         };
-        let claimed = self
-            .claim_in(tx, &next.queues, worker, next.lease, next.max, false, now)
+        let (claimed, more_queued) = self
+            .claim_in(
+                tx,
+                &next.queues,
+                worker,
+                next.lease,
+                next.max,
+                false,
+                true,
+                now,
+            )
             .await?;
-        let drained =
-            claimed.len() < next.max || !self.anything_queued(&mut **tx, &next.queues).await?;
-        if drained {
+        if !more_queued {
             for a in applied.iter_mut() {
                 a.drained(&next.queues);
             }

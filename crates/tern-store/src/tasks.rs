@@ -871,7 +871,7 @@ impl Store {
             // commit, then fails what it claimed.
             self.refuse_revoked_agent(Some(&mut tx), id).await?;
         }
-        let claimed = self
+        let (claimed, _) = self
             .claim_in(
                 &mut tx,
                 queues,
@@ -879,6 +879,7 @@ impl Store {
                 lease,
                 max,
                 remote_agent.is_some(),
+                false,
                 now,
             )
             .await?;
@@ -894,7 +895,9 @@ impl Store {
     /// `queues` become `running` for `worker`, each with a try on record, most urgent first.
     /// Every claim goes through here: an agent's own ([`Store::claim_many_when`]) and one
     /// made with a result ([`Store::complete_and_claim`]). A `remote` agent's claim stays
-    /// unacknowledged until the agent confirms it received it.
+    /// unacknowledged until the agent confirms it received it. Also returns whether more may
+    /// be queued on `queues`: false when the claim took fewer than `max`; with
+    /// `look_for_more`, false too when a look after the claim finds none.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn claim_in(
         &self,
@@ -904,10 +907,11 @@ impl Store {
         lease: Duration,
         max: usize,
         remote: bool,
+        look_for_more: bool,
         now: i64,
-    ) -> Result<Vec<Claimed>> {
+    ) -> Result<(Vec<Claimed>, bool)> {
         if queues.is_empty() || max == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let prefix = new_attempt_token();
         // A sensor's next poke (`sensor_since` set) continues its try. A remote agent's claim
@@ -943,7 +947,7 @@ impl Store {
         }
         let rows = q.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -984,19 +988,43 @@ impl Store {
             .iter()
             .map(|c| serde_json::json!([c.ti.id, c.ti.try_number, c.attempt, c.log_path]))
             .collect();
-        sqlx::query(&insert)
+        // Whether anything is left queued on `queues` matters only when the claim took all it
+        // could; then the look goes with the tries' insert, in the same round trip.
+        let look = look_for_more && claimed.len() == max;
+        let sql = match (look, self.backend()) {
+            (false, _) => insert,
+            (true, backend) => {
+                let probe = format!(
+                    "SELECT 1 FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
+                    placeholders(4, queues.len())
+                );
+                match backend {
+                    // Two statements in one call to the connection's thread.
+                    crate::Backend::Sqlite => format!("{insert}; {probe}"),
+                    // An insert in a `WITH` runs whatever the query reads; the probe sees the
+                    // claim (an earlier statement of the transaction).
+                    crate::Backend::Postgres => format!("WITH tries AS ({insert}) {probe}"),
+                }
+            }
+        };
+        let mut q = sqlx::query(&sql)
             .bind(worker)
             .bind(now)
-            .bind(serde_json::Value::Array(tries).to_string())
-            .execute(&mut **tx)
-            .await?;
+            .bind(serde_json::Value::Array(tries).to_string());
+        if look {
+            for queue in queues {
+                q = q.bind(queue);
+            }
+        }
+        let found = q.fetch_all(&mut **tx).await?;
+        let more_queued = claimed.len() == max && (!look || !found.is_empty());
         // Most urgent first, as the queue orders them.
         claimed.sort_by(|a, b| {
             b.ti.priority
                 .cmp(&a.ti.priority)
                 .then(a.ti.id.cmp(&b.ti.id))
         });
-        Ok(claimed)
+        Ok((claimed, more_queued))
     }
 
     /// Extends the lease of a running attempt, and acknowledges its claim (an agent's first

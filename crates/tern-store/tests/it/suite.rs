@@ -768,9 +768,10 @@ pub async fn a_result_claims_the_agents_next_task_in_its_transaction(store: Stor
     assert!(applied.accepted);
     assert!(claimed.is_empty());
     // c ends: d is queued by the result's admission and claimed at once for c's agent, so no
-    // agent is to be woken for it.
+    // agent is to be woken for it (the claim took all it asked for, and the look that goes
+    // with it finds nothing more queued).
     let (applied, claimed) = store
-        .complete_and_claim(c.ti.id, &c.attempt, "w2", &ok(), next(4))
+        .complete_and_claim(c.ti.id, &c.attempt, "w2", &ok(), next(1))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
