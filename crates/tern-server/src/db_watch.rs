@@ -5,14 +5,24 @@
 //! system without inotify), the queue watcher keeps its short poll.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 
 /// A watch of one SQLite database's files; stops when dropped.
+///
+/// One write is enough to make a look due, and a commit writes the log several times (each
+/// write an event that wakes the watch's thread): so the first write after [`DbWatch::resume`]
+/// is signalled and the watch then [pauses](DbWatch::pause) until the look that covers it.
 pub struct DbWatch {
-    _watcher: notify::RecommendedWatcher,
+    watcher: Mutex<notify::RecommendedWatcher>,
+    folder: PathBuf,
+    /// Whether the next write is signalled (cleared by the signal, set by `resume`).
+    armed: Arc<AtomicBool>,
+    /// Whether the folder is unwatched until `resume`.
+    paused: AtomicBool,
     written: Arc<Notify>,
 }
 
@@ -28,7 +38,8 @@ impl DbWatch {
         let mut wal = name.clone();
         wal.push("-wal");
         let written = Arc::new(Notify::new());
-        let signal = written.clone();
+        let armed = Arc::new(AtomicBool::new(true));
+        let (signal, armed_here) = (written.clone(), armed.clone());
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let Ok(e) = res else { return };
             if matches!(e.kind, EventKind::Access(_)) {
@@ -38,7 +49,7 @@ impl DbWatch {
                 .paths
                 .iter()
                 .any(|p| p.file_name().is_some_and(|f| f == wal || f == name));
-            if ours {
+            if ours && armed_here.swap(false, Ordering::AcqRel) {
                 signal.notify_one();
             }
         })
@@ -49,14 +60,40 @@ impl DbWatch {
             .inspect_err(|e| tracing::debug!("cannot watch {}: {e}", folder.display()))
             .ok()?;
         Some(DbWatch {
-            _watcher: watcher,
+            watcher: Mutex::new(watcher),
+            folder,
+            armed,
+            paused: AtomicBool::new(false),
             written,
         })
     }
 
-    /// Waits until the database was written since the last call.
+    /// Waits until the database was written since the watch was (re)armed.
     pub async fn written(&self) {
         self.written.notified().await
+    }
+
+    /// Stops watching until [`DbWatch::resume`]: a look is due for what was written, and the
+    /// rest of the burst would only wake the watch's thread.
+    pub fn pause(&self) {
+        if !self.paused.swap(true, Ordering::AcqRel) {
+            let mut watcher = self.watcher.lock().expect("db watch");
+            if let Err(e) = watcher.unwatch(&self.folder) {
+                tracing::debug!("cannot pause the watch of {}: {e}", self.folder.display());
+            }
+        }
+    }
+
+    /// Watches (and signals) again. Call it before the look that covers what was written
+    /// while paused: a write after this call is signalled, one before it is seen by that look.
+    /// An error means the folder can no longer be watched (the caller polls instead).
+    pub fn resume(&self) -> notify::Result<()> {
+        if self.paused.swap(false, Ordering::AcqRel) {
+            let mut watcher = self.watcher.lock().expect("db watch");
+            watcher.watch(&self.folder, RecursiveMode::NonRecursive)?;
+        }
+        self.armed.store(true, Ordering::Release);
+        Ok(())
     }
 }
 
@@ -77,6 +114,47 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(10), watch.written())
             .await
             .expect("the write was never noticed");
+    }
+
+    /// One signal per armed watch: the writes after it signal nothing until `resume` (paused
+    /// or not), after which the next write signals again.
+    #[tokio::test]
+    async fn a_watch_signals_once_until_it_is_resumed() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tern.db").display());
+        let store = tern_store::Store::open(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let watch = DbWatch::start(&store.sqlite_file().unwrap()).expect("a watchable file");
+        let wait = std::time::Duration::from_secs(10);
+        // A signal for a write is here well within this (the first one shows it).
+        let quiet = std::time::Duration::from_millis(300);
+        let signalled = || async { tokio::time::timeout(quiet, watch.written()).await.is_ok() };
+        store.set_pool("p", 1, "").await.unwrap();
+        tokio::time::timeout(wait, watch.written())
+            .await
+            .expect("the first write was never noticed");
+        // Further writes before the look (which resumes the watch) signal nothing.
+        for slots in 2..5 {
+            store.set_pool("p", slots, "").await.unwrap();
+        }
+        assert!(
+            !signalled().await,
+            "a write after the signal signalled again"
+        );
+        watch.resume().unwrap();
+        store.set_pool("p", 5, "").await.unwrap();
+        tokio::time::timeout(wait, watch.written())
+            .await
+            .expect("a write after the resume was never noticed");
+        // Paused (the folder unwatched) and resumed: the next write is signalled.
+        watch.pause();
+        store.set_pool("p", 6, "").await.unwrap();
+        assert!(!signalled().await, "a paused watch signalled");
+        watch.resume().unwrap();
+        store.set_pool("p", 7, "").await.unwrap();
+        tokio::time::timeout(wait, watch.written())
+            .await
+            .expect("a write after the pause and resume was never noticed");
     }
 
     #[test]

@@ -214,7 +214,7 @@ impl Gateway {
         let mut listener = None;
         let mut listen_tried: Option<tokio::time::Instant> = None;
         let mut changes = self.store.change_watch();
-        let db_watch = match postgres {
+        let mut db_watch = match postgres {
             true => None,
             false => self
                 .store
@@ -262,8 +262,12 @@ impl Gateway {
                 () = db_written(&db_watch), if written_look.is_none() => {
                     // Writes come in bursts (each of this process's commits is one): one look
                     // for all of those, when the next is due; anything else that calls for a
-                    // look meanwhile (work queued here) is not kept waiting.
+                    // look meanwhile (work queued here) is not kept waiting. Until that look
+                    // the watch is paused: the burst's other writes would only wake its thread.
                     written_look = Some(last_look + written_every);
+                    if let Some(w) = &db_watch {
+                        w.pause();
+                    }
                     continue;
                 }
                 // (The file was written, so its data version is not asked.)
@@ -272,8 +276,16 @@ impl Gateway {
                 _ = shutdown.cancelled() => return,
             };
             last_look = tokio::time::Instant::now();
-            // Every look sees all queued work, the written file's included.
-            written_look = None;
+            // Every look sees all queued work, the written file's included; the watch is
+            // resumed first, so a write it would miss is one this look sees.
+            if written_look.take().is_some() {
+                if let Some(Err(e)) = db_watch.as_ref().map(|w| w.resume()) {
+                    tracing::warn!(
+                        "queue watcher cannot watch the database file again, polling: {e}"
+                    );
+                    db_watch = None;
+                }
+            }
             self.events.roles.beat("queue_watcher");
             if look || changes.changed(&self.store).await {
                 revocation_due = true;
