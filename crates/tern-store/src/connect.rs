@@ -140,6 +140,9 @@ pub struct Store {
     pub(crate) run_state_reads: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// Databases in memory opened by this process so far (each store's has a name of its own).
+static MEMORY_DATABASES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Held for the life of a write transaction on SQLite; nothing on PostgreSQL.
 pub(crate) type WriteLock = Option<tokio::sync::OwnedMutexGuard<()>>;
 
@@ -158,7 +161,13 @@ impl Store {
             )));
         };
         let url = match backend {
-            Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
+            // Each connection reads the URL again, and `:memory:` gives each a database of its
+            // own: a name the pools' connections share (and no other store) makes them one.
+            Backend::Sqlite if url.contains(":memory:") => format!(
+                "sqlite:file:tern-memory-{}?mode=memory&cache=shared",
+                MEMORY_DATABASES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
+            Backend::Sqlite if !url.contains("mode=") => {
                 format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
             }
             _ => url.to_string(),
@@ -567,6 +576,16 @@ mod tests {
             .unwrap();
         tx.commit().await.unwrap();
         v
+    }
+
+    /// A database in memory is one database, whichever pool a statement runs on.
+    #[tokio::test]
+    async fn a_database_in_memory_reads_what_its_write_transactions_wrote() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        store.migrate().await.unwrap();
+        let before = store.list_pools().await.unwrap()[0].slots;
+        data_version_seen_by_a_writer(&store).await;
+        assert_eq!(store.list_pools().await.unwrap()[0].slots, before + 1);
     }
 
     #[tokio::test]
