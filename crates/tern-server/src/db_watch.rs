@@ -101,38 +101,42 @@ impl DbWatch {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_write_by_another_process_s_connection_is_noticed() {
+    /// A store on a new database file and a watch of it (the folder keeps both alive).
+    async fn watched_store() -> (tempfile::TempDir, String, tern_store::Store, DbWatch) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("tern.db").display());
         let store = tern_store::Store::open(&url).await.unwrap();
         store.migrate().await.unwrap();
         let watch = DbWatch::start(&store.sqlite_file().unwrap()).expect("a watchable file");
+        (dir, url, store, watch)
+    }
+
+    /// Waits for `watch`'s signal; fails with `what` if none comes within 10 s.
+    async fn noticed(watch: &DbWatch, what: &str) {
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch.written())
+            .await
+            .unwrap_or_else(|_| panic!("{what} was never noticed"));
+    }
+
+    #[tokio::test]
+    async fn a_write_by_another_process_s_connection_is_noticed() {
+        let (_dir, url, _store, watch) = watched_store().await;
         // Another store on the same file, as another `tern` process has.
         let other = tern_store::Store::open(&url).await.unwrap();
         other.set_pool("extra", 3, "").await.unwrap();
-        tokio::time::timeout(std::time::Duration::from_secs(10), watch.written())
-            .await
-            .expect("the write was never noticed");
+        noticed(&watch, "the write").await;
     }
 
     /// One signal per armed watch: the writes after it signal nothing until `resume` (paused
     /// or not), after which the next write signals again.
     #[tokio::test]
     async fn a_watch_signals_once_until_it_is_resumed() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("tern.db").display());
-        let store = tern_store::Store::open(&url).await.unwrap();
-        store.migrate().await.unwrap();
-        let watch = DbWatch::start(&store.sqlite_file().unwrap()).expect("a watchable file");
-        let wait = std::time::Duration::from_secs(10);
+        let (_dir, _url, store, watch) = watched_store().await;
         // A signal for a write is here well within this (the first one shows it).
         let quiet = std::time::Duration::from_millis(300);
         let signalled = || async { tokio::time::timeout(quiet, watch.written()).await.is_ok() };
         store.set_pool("p", 1, "").await.unwrap();
-        tokio::time::timeout(wait, watch.written())
-            .await
-            .expect("the first write was never noticed");
+        noticed(&watch, "the first write").await;
         // Further writes before the look (which resumes the watch) signal nothing.
         for slots in 2..5 {
             store.set_pool("p", slots, "").await.unwrap();
@@ -143,18 +147,14 @@ mod tests {
         );
         watch.resume().unwrap();
         store.set_pool("p", 5, "").await.unwrap();
-        tokio::time::timeout(wait, watch.written())
-            .await
-            .expect("a write after the resume was never noticed");
+        noticed(&watch, "a write after the resume").await;
         // Paused (the folder unwatched) and resumed: the next write is signalled.
         watch.pause();
         store.set_pool("p", 6, "").await.unwrap();
         assert!(!signalled().await, "a paused watch signalled");
         watch.resume().unwrap();
         store.set_pool("p", 7, "").await.unwrap();
-        tokio::time::timeout(wait, watch.written())
-            .await
-            .expect("a write after the pause and resume was never noticed");
+        noticed(&watch, "a write after the pause and resume").await;
     }
 
     #[test]

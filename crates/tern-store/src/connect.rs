@@ -530,7 +530,7 @@ impl Store {
     }
 }
 
-/// A pool of `max` connections to a SQLite file, each set up alike.
+/// A pool of `max` connections to a SQLite database, each set up alike.
 async fn sqlite_pool(max: u32, opts: AnyConnectOptions) -> Result<AnyPool> {
     Ok(AnyPoolOptions::new()
         .max_connections(max)

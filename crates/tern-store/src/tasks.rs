@@ -73,6 +73,14 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// A row when anything is queued on `n` queues named by the parameters from `$first` on.
+fn queued_probe(first: usize, n: usize) -> String {
+    format!(
+        "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
+        placeholders(first, n)
+    )
+}
+
 /// A path segment for an id that no other id shares (percent-encoding of everything but
 /// letters, digits and `-_.+`): runs `a:b` and `a_b` never share a log.
 fn path_segment(part: &str) -> String {
@@ -831,7 +839,7 @@ impl Store {
         if let Some(id) = remote_agent {
             self.refuse_revoked_agent(None, id).await?;
         }
-        if queued == Queued::Unknown && !self.anything_queued(&self.pool, queues).await? {
+        if queued == Queued::Unknown && !self.anything_queued(queues).await? {
             return Ok(Vec::new());
         }
         self.claim_queued(queues, worker, lease, max, remote_agent)
@@ -840,20 +848,13 @@ impl Store {
 
     /// A read that answers whether anything is queued on `queues`: when nothing is (the
     /// common case for a waiting agent) no write lock is taken.
-    pub(crate) async fn anything_queued<'e>(
-        &self,
-        db: impl sqlx::Executor<'e, Database = Any>,
-        queues: &[String],
-    ) -> Result<bool> {
-        let probe = format!(
-            "SELECT id FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
-            placeholders(1, queues.len())
-        );
+    async fn anything_queued(&self, queues: &[String]) -> Result<bool> {
+        let probe = queued_probe(1, queues.len());
         let mut q = sqlx::query(&probe);
         for queue in queues {
             q = q.bind(queue);
         }
-        Ok(q.fetch_optional(db).await?.is_some())
+        Ok(q.fetch_optional(&self.pool).await?.is_some())
     }
 
     async fn claim_queued(
@@ -994,10 +995,7 @@ impl Store {
         let sql = match (look, self.backend()) {
             (false, _) => insert,
             (true, backend) => {
-                let probe = format!(
-                    "SELECT 1 FROM task_instances WHERE state = 'queued' AND queue IN ({}) LIMIT 1",
-                    placeholders(4, queues.len())
-                );
+                let probe = queued_probe(4, queues.len());
                 match backend {
                     // Two statements in one call to the connection's thread.
                     crate::Backend::Sqlite => format!("{insert}; {probe}"),
