@@ -140,6 +140,11 @@ unsafe fn guard(pipe: i32) -> ! {
         }
         libc::close_range(3, libc::c_uint::MAX, 0);
         libc::prctl(libc::PR_SET_NAME, c"tern-guardian".as_ptr());
+        // The lowest priority: each line the agent writes wakes this process, and at its
+        // normal priority the wake-up took the agent's CPU from it at once, four times per
+        // try. Its work is a set update per line; what must be prompt, the kill when the
+        // agent is gone, still gets its turn on a busy machine (a low share, not none).
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
     let _ = setpgid(Pid::from_raw(0), Pid::from_raw(0));
     for sig in [
