@@ -67,6 +67,7 @@ store_suite!(
     results_that_arrive_together_are_each_answered_as_if_alone,
     a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_run_ended,
     a_result_claims_the_agents_next_task_in_its_transaction,
+    a_caller_that_stops_waiting_for_its_result_cancels_nothing,
     a_silent_server_is_failed_over_and_a_live_one_is_not,
     database_sessions_have_time_limits,
     pool_sizes_are_bounded_at_the_edge,

@@ -2176,3 +2176,50 @@ pub async fn pool_sizes_are_bounded_at_the_edge(store: Store) {
     let (run, _) = store.create_run(&new_run("big", "r1"), v).await.unwrap();
     assert_eq!(state_of(&store, run.pk, "a").await, TaskState::Queued);
 }
+
+/// A caller that stops waiting for its result (an agent's request dropped) cancels nothing:
+/// the writer is a task of its own, so its result and the results queued behind it are all
+/// written.
+pub async fn a_caller_that_stops_waiting_for_its_result_cancels_nothing(store: Store) {
+    let spec = dag("lone", vec![task("a", &[]), task("b", &[])]);
+    let v = setup(&store, spec).await;
+    store.create_run(&new_run("lone", "r1"), v).await.unwrap();
+    let claimed = store.claim_many(&queues(), "w1", LEASE, 2).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let (a, b) = (&claimed[0], &claimed[1]);
+    let success = ok();
+    {
+        // Boxed, so that dropping it drops the caller's wait.
+        let mut first = Box::pin(store.complete_by(a.ti.id, &a.attempt, Some("w1"), &success));
+        assert!(futures::poll!(&mut first).is_pending());
+        let second = store.complete_by(b.ti.id, &b.attempt, Some("w1"), &success);
+        tokio::pin!(second);
+        assert!(futures::poll!(&mut second).is_pending());
+        drop(first);
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(30), second)
+            .await
+            .expect("the result queued behind a dropped caller was never written")
+            .unwrap();
+        assert!(applied.accepted);
+    }
+    let run = store.get_run("lone", "r1").await.unwrap();
+    assert_eq!(state_of(&store, run.pk, "b").await, TaskState::Success);
+    // The dropped caller's own result was written too: reported again, it is not current.
+    let start = std::time::Instant::now();
+    while state_of(&store, run.pk, "a").await != TaskState::Success {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "the dropped caller's result was never written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let applied = store
+        .complete_by(a.ti.id, &a.attempt, Some("w1"), &success)
+        .await
+        .unwrap();
+    assert!(!applied.accepted);
+    assert_eq!(
+        store.get_run("lone", "r1").await.unwrap().state,
+        RunState::Success
+    );
+}
