@@ -17,13 +17,17 @@ use tokio::sync::Notify;
 /// write an event that wakes the watch's thread): so the first write after [`DbWatch::resume`]
 /// is signalled and the watch then [pauses](DbWatch::pause) until the look that covers it.
 pub struct DbWatch {
-    watcher: Mutex<notify::RecommendedWatcher>,
+    watcher: Mutex<Watching>,
     folder: PathBuf,
     /// Whether the next write is signalled (cleared by the signal, set by `resume`).
     armed: Arc<AtomicBool>,
-    /// Whether the folder is unwatched until `resume`.
-    paused: AtomicBool,
     written: Arc<Notify>,
+}
+
+/// The watcher and whether it is paused (the folder unwatched until `resume`), changed together.
+struct Watching {
+    watcher: notify::RecommendedWatcher,
+    paused: bool,
 }
 
 impl DbWatch {
@@ -60,10 +64,12 @@ impl DbWatch {
             .inspect_err(|e| tracing::debug!("cannot watch {}: {e}", folder.display()))
             .ok()?;
         Some(DbWatch {
-            watcher: Mutex::new(watcher),
+            watcher: Mutex::new(Watching {
+                watcher,
+                paused: false,
+            }),
             folder,
             armed,
-            paused: AtomicBool::new(false),
             written,
         })
     }
@@ -76,9 +82,9 @@ impl DbWatch {
     /// Stops watching until [`DbWatch::resume`]: a look is due for what was written, and the
     /// rest of the burst would only wake the watch's thread.
     pub fn pause(&self) {
-        if !self.paused.swap(true, Ordering::AcqRel) {
-            let mut watcher = self.watcher.lock().expect("db watch");
-            if let Err(e) = watcher.unwatch(&self.folder) {
+        let mut w = self.watcher.lock().expect("db watch");
+        if !std::mem::replace(&mut w.paused, true) {
+            if let Err(e) = w.watcher.unwatch(&self.folder) {
                 tracing::debug!("cannot pause the watch of {}: {e}", self.folder.display());
             }
         }
@@ -88,9 +94,10 @@ impl DbWatch {
     /// while paused: a write after this call is signalled, one before it is seen by that look.
     /// An error means the folder can no longer be watched (the caller polls instead).
     pub fn resume(&self) -> notify::Result<()> {
-        if self.paused.swap(false, Ordering::AcqRel) {
-            let mut watcher = self.watcher.lock().expect("db watch");
-            watcher.watch(&self.folder, RecursiveMode::NonRecursive)?;
+        let mut w = self.watcher.lock().expect("db watch");
+        if w.paused {
+            w.watcher.watch(&self.folder, RecursiveMode::NonRecursive)?;
+            w.paused = false;
         }
         self.armed.store(true, Ordering::Release);
         Ok(())
