@@ -162,7 +162,15 @@ async fn fan_out(runs: usize, n: usize, label: &str, source: &str) -> anyhow::Re
     std::fs::create_dir_all(&dags)?;
     std::fs::write(dags.join("w.star"), source)?;
     let mut cfg = config(dir.path(), &dags, None);
-    cfg.agent.concurrency = floor::width();
+    // The agent's concurrency of `throughput` and of a default install (32), whose rate this
+    // is compared with; TERN_BENCH_CONCURRENCY=N: another (4, the parallel floor's width, was
+    // this workload's until the seventeenth round of BENCHMARKS.md).
+    if let Some(n) = std::env::var("TERN_BENCH_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        cfg.agent.concurrency = n;
+    }
     cfg.scheduler.max_map_length = cfg.scheduler.max_map_length.max(n);
     let node = Node::start(
         &cfg,

@@ -15,6 +15,20 @@ use tern_core::{format_duration, DagSpec, TaskSpec};
 
 use crate::{Result, Store};
 
+/// Whether the next run of `spec`'s DAG may wait for the tasks `ended` (so their end must
+/// judge it again). Looked up from what ended (a result's path must not scan the whole DAG):
+/// an ended task is waited for by its own next instance (`depends_on_past`), or through
+/// `wait_for_downstream` by the next instance of one of its upstream tasks.
+pub(crate) fn awaited_by_next_run(spec: &DagSpec, ended: &[&str]) -> bool {
+    ended.iter().filter_map(|id| spec.task(id)).any(|t| {
+        t.depends_on_past
+            || t.upstream
+                .iter()
+                .filter_map(|u| spec.task(u))
+                .any(|u| u.wait_for_downstream)
+    })
+}
+
 /// The note a timed-out run's unfinished tasks get.
 fn timeout_note(timeout_ms: u64) -> String {
     format!(
@@ -109,17 +123,7 @@ impl Store {
         ended: &[&str],
         now: i64,
     ) -> Result<()> {
-        // Looked up from what ended (a result's path must not scan the whole DAG): an ended
-        // task is waited for by its own next instance, or through `wait_for_downstream` by the
-        // next instance of one of its upstream tasks.
-        let waited_for = ended.iter().filter_map(|id| spec.task(id)).any(|t| {
-            t.depends_on_past
-                || t.upstream
-                    .iter()
-                    .filter_map(|u| spec.task(u))
-                    .any(|u| u.wait_for_downstream)
-        });
-        if !waited_for {
+        if !awaited_by_next_run(spec, ended) {
             return Ok(());
         }
         let next = sqlx::query(

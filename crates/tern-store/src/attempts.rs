@@ -21,7 +21,9 @@ use std::time::Duration;
 use sqlx::{Any, Row, Transaction};
 use tern_core::TaskState;
 
-use crate::tasks::{ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
+use crate::across_runs::awaited_by_next_run;
+use crate::gathered::{Gathered, QuietEnd};
+use crate::tasks::{nothing_downstream, ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
 use crate::{Applied, ClaimNext, Claimed, Result, Store, StoreError, TaskInstance, TryResult};
 
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
@@ -85,12 +87,25 @@ pub(crate) struct Batch {
     /// The run of each instance read (kept after the instance is taken).
     run_of: HashMap<i64, i64>,
     to_judge: Vec<(i64, Arc<tern_core::DagSpec>)>,
+    /// Quiet ends held back to be written together (`gathered.rs`), when this batch gathers.
+    gathered: Gathered,
 }
 
 impl Batch {
     /// The run of instance `ti_id`, if it was read.
     pub(crate) fn run_of(&self, ti_id: i64) -> Option<i64> {
         self.run_of.get(&ti_id).copied()
+    }
+
+    /// From now on, the attempts this batch ends quietly are written together (see
+    /// `gathered.rs`): the agents' results written in one transaction.
+    pub(crate) fn gather_quiet_ends(&mut self) {
+        self.gathered.enable();
+    }
+
+    /// How many quiet ends this batch wrote together.
+    pub(crate) fn quiet_ends_written(&self) -> u64 {
+        self.gathered.written()
     }
 
     fn judge_later(&mut self, run_pk: i64, spec: &Arc<tern_core::DagSpec>) {
@@ -248,6 +263,7 @@ impl Store {
         batch: &mut Batch,
         now: i64,
     ) -> Result<Vec<i64>> {
+        self.write_gathered(tx, &mut batch.gathered).await?;
         let mut finished = Vec::new();
         for (run_pk, spec) in std::mem::take(&mut batch.to_judge) {
             if self
@@ -277,7 +293,10 @@ impl Store {
     ) -> Result<Ended> {
         let locked = match batch.rows.remove(&ti_id) {
             Some(locked) => Some(locked),
-            None => self.read_batch(tx, &[ti_id]).await?.rows.remove(&ti_id),
+            None => {
+                self.write_gathered(tx, &mut batch.gathered).await?;
+                self.read_batch(tx, &[ti_id]).await?.rows.remove(&ti_id)
+            }
         };
         // (Gone if its run was deleted meanwhile.)
         let Some(Locked {
@@ -305,6 +324,7 @@ impl Store {
                 .is_none_or(|t| queued_at.is_some_and(|q| q < t));
         if !holds {
             if let (true, Some(attempt)) = (expect.from_agent, expect.attempt) {
+                self.write_gathered(tx, &mut batch.gathered).await?;
                 let verdict = if result.success { "success" } else { "failure" };
                 sqlx::query(
                     "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
@@ -318,8 +338,12 @@ impl Store {
             return Ok(Ended::NotCurrent);
         }
         if expect.release || (expect.lease_ended_by.is_some() && !acked) {
+            self.write_gathered(tx, &mut batch.gathered).await?;
             self.release_unacked(tx, &ti, now).await?;
             return Ok(Ended::Released);
+        }
+        if !result.outputs.is_empty() {
+            self.write_gathered(tx, &mut batch.gathered).await?;
         }
         for (key, value) in &result.outputs {
             sqlx::query(
@@ -620,6 +644,7 @@ impl Store {
         if let (Some(after), Some(sensor), false) =
             (result.reschedule_after, sensor, result.success)
         {
+            self.write_gathered(tx, &mut batch.gathered).await?;
             let since = self.sensor_since(tx, ti, now).await?;
             let deadline = since.saturating_add(sensor.timeout_ms as i64);
             if now < deadline {
@@ -878,6 +903,43 @@ impl Store {
             exit_code: result.exit_code.map(i64::from),
             note: try_note,
         });
+        // An end that makes nothing else ready (a final state, no task downstream, no next run
+        // waiting for it) needs no statement after its write: held back, it is written with
+        // the transaction's other quiet ends (`gathered.rs`), and its run judged with them.
+        let quiet = state.is_finished()
+            && skips.is_none()
+            && nothing_downstream(spec, &[ti.task_id.as_str()])
+            && !(matches!(state, TaskState::Success | TaskState::Skipped)
+                && awaited_by_next_run(spec, &[ti.task_id.as_str()]));
+        let try_end = match try_end {
+            Some(t) if quiet => match batch.gathered.hold(QuietEnd {
+                ti_id: ti.id,
+                was: ti.state,
+                attempt: ti.attempt.clone().unwrap_or_default(),
+                state,
+                ended_at: now,
+                note: note.clone(),
+                try_state: t.state,
+                try_number: i64::from(ti.try_number),
+                exit_code: t.exit_code,
+                try_note: t.note,
+            }) {
+                None => {
+                    batch.judge_later(ti.run_pk, spec);
+                    return Ok(Applied {
+                        accepted: true,
+                        ..Applied::default()
+                    });
+                }
+                Some(end) => Some(TryEnd {
+                    state: end.try_state,
+                    exit_code: end.exit_code,
+                    note: end.try_note,
+                }),
+            },
+            other => other,
+        };
+        self.write_gathered(tx, &mut batch.gathered).await?;
         self.write_settled(tx, ti, now, (state, ready_at, &note), try_end)
             .await?;
         if state == TaskState::UpForRetry {

@@ -17,6 +17,7 @@ mod connect;
 pub mod connections;
 pub mod dags;
 mod error;
+mod gathered;
 pub mod listen;
 pub mod live_logs;
 pub mod manage;

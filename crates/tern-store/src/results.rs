@@ -5,7 +5,8 @@
 //! attempts in one transaction: the run rows of all of them locked first, in key order (the
 //! lock order), their instances read in one statement, then each attempt ended by the same
 //! checks and writes as any other path ([`Store::end_locked`]), then each run judged once
-//! (does it end?) and one admission for them all. Under load (many tasks ending at
+//! (does it end?) and one admission for them all; the ends that make nothing else ready are
+//! written together in one statement (`gathered.rs`). Under load (many tasks ending at
 //! once) that is one transaction, one commit and one admission for many results instead of one
 //! each; a lone result is a batch of one, written at once, so nothing waits for company.
 //!
@@ -95,6 +96,8 @@ struct Queue {
     writing: bool,
     /// Results ended in a transaction shared with others, since the store was opened.
     together: u64,
+    /// Of those, the quiet ends written in one statement (`gathered.rs`).
+    quiet_together: u64,
     /// Results only queue, no writer starts (tests: [`Store::debug_pause_results`]).
     paused: bool,
 }
@@ -160,6 +163,13 @@ impl Store {
     #[doc(hidden)]
     pub fn debug_queued_results(&self) -> usize {
         self.results.0.lock().expect("result queue").items.len()
+    }
+
+    /// How many results that made nothing else ready were written in one statement with
+    /// others since this store was opened (for tests: shows that path is taken).
+    #[doc(hidden)]
+    pub fn quiet_ends_written_together(&self) -> u64 {
+        self.results.0.lock().expect("result queue").quiet_together
     }
 
     /// How many results were ended in a transaction shared with others since this store was
@@ -279,9 +289,11 @@ impl Store {
             }
             if batch.len() > 1 {
                 match self.end_together(&batch).await {
-                    Ok(applied) => {
-                        self.results.0.lock().expect("result queue").together +=
-                            applied.len() as u64;
+                    Ok((applied, quiet)) => {
+                        let mut q = self.results.0.lock().expect("result queue");
+                        q.together += applied.len() as u64;
+                        q.quiet_together += quiet;
+                        drop(q);
                         for (item, applied) in batch.into_iter().zip(applied) {
                             let _ = item.reply.send(Ok(applied));
                         }
@@ -306,11 +318,13 @@ impl Store {
 
     /// Ends every attempt of `batch` in one transaction: their instances read in one
     /// statement, each run judged once after them all, then one admission.
-    async fn end_together(&self, batch: &[Pending]) -> Result<Vec<(Applied, Vec<Claimed>)>> {
+    /// Also returns how many of them were quiet ends written in one statement.
+    async fn end_together(&self, batch: &[Pending]) -> Result<(Vec<(Applied, Vec<Claimed>)>, u64)> {
         let now = self.now_ms();
         let (mut tx, _write_lock) = self.write_tx().await?;
         let ids: Vec<i64> = batch.iter().map(|p| p.ti_id).collect();
         let mut read = self.lock_and_read(&mut tx, &ids).await?;
+        read.gather_quiet_ends();
         let mut out = Vec::with_capacity(batch.len());
         for item in batch {
             let ended = self
@@ -354,6 +368,9 @@ impl Store {
             );
         }
         tx.commit().await?;
-        Ok(out.into_iter().zip(claims).collect())
+        Ok((
+            out.into_iter().zip(claims).collect(),
+            read.quiet_ends_written(),
+        ))
     }
 }

@@ -2081,6 +2081,99 @@ pub async fn a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_ru
     assert_eq!(tries[0].state, TaskState::Success);
 }
 
+/// Results that make nothing else ready (a final state, no task downstream) are held back and
+/// written together in one statement; the others of the same transaction are written as they
+/// come. Each ends as it would alone: its instance, its try (state, exit code, note), the
+/// downstream task of the one that has one, the retry of the one that retries, and the run
+/// judged once all are in.
+pub async fn results_that_make_nothing_ready_are_written_together_in_one_statement(store: Store) {
+    let mut retried = task("retried", &[]);
+    retried.retries = 1;
+    retried.retry_delay_ms = 0;
+    let spec = dag(
+        "quiet",
+        vec![
+            task("first", &[]),
+            task("next", &["first"]),
+            task("leaf", &[]),
+            task("failing_leaf", &[]),
+            retried,
+        ],
+    );
+    let v = setup(&store, spec).await;
+    let (run, _) = store.create_run(&new_run("quiet", "r1"), v).await.unwrap();
+    let claimed = store.claim_many(&queues(), "w1", LEASE, 4).await.unwrap();
+    assert_eq!(claimed.len(), 4);
+    let by_task = |t: &str| claimed.iter().find(|c| c.ti.task_id == t).unwrap().clone();
+    let reports = [
+        (by_task("first"), ok()),
+        (by_task("leaf"), ok()),
+        (by_task("failing_leaf"), fail(false)),
+        (by_task("retried"), fail(true)),
+    ];
+    let before = store.quiet_ends_written_together();
+    let paused = store.debug_pause_results();
+    let (answers, ()) = tokio::join!(
+        futures::future::join_all(reports.iter().map(|(c, r)| store.complete_by(
+            c.ti.id,
+            &c.attempt,
+            Some("w1"),
+            r
+        ))),
+        async {
+            while store.debug_queued_results() < reports.len() {
+                tokio::task::yield_now().await;
+            }
+            drop(paused);
+        }
+    );
+    for ((c, _), answer) in reports.iter().zip(answers) {
+        assert!(answer.unwrap().accepted, "{}", c.ti.task_id);
+    }
+    assert_eq!(
+        store.quiet_ends_written_together() - before,
+        2,
+        "leaf and failing_leaf (final, nothing downstream) were written together"
+    );
+    let expect = [
+        ("first", TaskState::Success),
+        ("next", TaskState::Queued),
+        ("leaf", TaskState::Success),
+        ("failing_leaf", TaskState::Failed),
+        ("retried", TaskState::UpForRetry),
+    ];
+    for (t, state) in expect {
+        assert_eq!(state_of(&store, run.pk, t).await, state, "{t}");
+    }
+    let failed = store.task_instance(run.pk, "failing_leaf").await.unwrap();
+    assert_eq!(failed.note.as_deref(), Some("exit code 1"));
+    assert!(failed.ended_at.is_some());
+    let tries = store.task_tries(failed.id).await.unwrap();
+    assert_eq!(tries.len(), 1);
+    assert_eq!(tries[0].state, TaskState::Failed);
+    assert_eq!(tries[0].exit_code, Some(1));
+    let leaf_tries = store.task_tries(by_task("leaf").ti.id).await.unwrap();
+    assert_eq!(leaf_tries[0].state, TaskState::Success);
+    assert!(leaf_tries[0].ended_at.is_some());
+    // The run ends (failed: failing_leaf) once next and the retry end; the last of them is
+    // written alone and told so.
+    store.promote_and_admit().await.unwrap();
+    assert_eq!(state_of(&store, run.pk, "retried").await, TaskState::Queued);
+    let mut finished = false;
+    while let Some(c) = store.claim(&queues(), "w1", LEASE).await.unwrap() {
+        finished = store
+            .complete_by(c.ti.id, &c.attempt, Some("w1"), &ok())
+            .await
+            .unwrap()
+            .run_finished;
+    }
+    assert!(finished);
+    assert_eq!(
+        store.get_run("quiet", "r1").await.unwrap().state,
+        RunState::Failed
+    );
+}
+
 pub async fn a_silent_server_is_failed_over_and_a_live_one_is_not(store: Store) {
     let clock = ManualClock::at(Utc::now());
     let store = store.with_clock(clock.clone());
