@@ -23,7 +23,7 @@ use tern_core::TaskState;
 
 use crate::across_runs::awaited_by_next_run;
 use crate::gathered::{Gathered, QuietEnd};
-use crate::tasks::{nothing_downstream, ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
+use crate::tasks::{ti_row, IN_FLIGHT_STATES, TI_COLUMNS};
 use crate::{Applied, ClaimNext, Claimed, Result, Store, StoreError, TaskInstance, TryResult};
 
 /// What the caller of [`Store::end_one`] expects of the instance; if any of it no longer
@@ -133,6 +133,19 @@ pub(crate) enum Ended {
 }
 
 impl Store {
+    /// Writes the quiet ends `batch` holds (`gathered.rs`) and leaves their runs to judge:
+    /// before any other statement of its transaction.
+    async fn write_held(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &mut Batch,
+    ) -> Result<()> {
+        for (run_pk, spec) in self.write_gathered(tx, &mut batch.gathered).await? {
+            batch.judge_later(run_pk, &spec);
+        }
+        Ok(())
+    }
+
     /// `FOR UPDATE` where the database has row locks.
     fn for_update(&self) -> &'static str {
         match self.backend() {
@@ -263,7 +276,7 @@ impl Store {
         batch: &mut Batch,
         now: i64,
     ) -> Result<Vec<i64>> {
-        self.write_gathered(tx, &mut batch.gathered).await?;
+        self.write_held(tx, batch).await?;
         let mut finished = Vec::new();
         for (run_pk, spec) in std::mem::take(&mut batch.to_judge) {
             if self
@@ -294,7 +307,7 @@ impl Store {
         let locked = match batch.rows.remove(&ti_id) {
             Some(locked) => Some(locked),
             None => {
-                self.write_gathered(tx, &mut batch.gathered).await?;
+                self.write_held(tx, batch).await?;
                 self.read_batch(tx, &[ti_id]).await?.rows.remove(&ti_id)
             }
         };
@@ -324,7 +337,7 @@ impl Store {
                 .is_none_or(|t| queued_at.is_some_and(|q| q < t));
         if !holds {
             if let (true, Some(attempt)) = (expect.from_agent, expect.attempt) {
-                self.write_gathered(tx, &mut batch.gathered).await?;
+                self.write_held(tx, batch).await?;
                 let verdict = if result.success { "success" } else { "failure" };
                 sqlx::query(
                     "UPDATE task_tries SET note = COALESCE(note, '') || $3 WHERE ti_id = $1 AND attempt = $2",
@@ -338,12 +351,12 @@ impl Store {
             return Ok(Ended::NotCurrent);
         }
         if expect.release || (expect.lease_ended_by.is_some() && !acked) {
-            self.write_gathered(tx, &mut batch.gathered).await?;
+            self.write_held(tx, batch).await?;
             self.release_unacked(tx, &ti, now).await?;
             return Ok(Ended::Released);
         }
         if !result.outputs.is_empty() {
-            self.write_gathered(tx, &mut batch.gathered).await?;
+            self.write_held(tx, batch).await?;
         }
         for (key, value) in &result.outputs {
             sqlx::query(
@@ -644,7 +657,7 @@ impl Store {
         if let (Some(after), Some(sensor), false) =
             (result.reschedule_after, sensor, result.success)
         {
-            self.write_gathered(tx, &mut batch.gathered).await?;
+            self.write_held(tx, batch).await?;
             let since = self.sensor_since(tx, ti, now).await?;
             let deadline = since.saturating_add(sensor.timeout_ms as i64);
             if now < deadline {
@@ -903,17 +916,20 @@ impl Store {
             exit_code: result.exit_code.map(i64::from),
             note: try_note,
         });
-        // An end that makes nothing else ready (a final state, no task downstream, no next run
-        // waiting for it) needs no statement after its write: held back, it is written with
-        // the transaction's other quiet ends (`gathered.rs`), and its run judged with them.
+        // An end that asks for nothing but its write, a look downstream and its run's
+        // judgement (a final state, no skips decided, no next run waiting for it): held back,
+        // it is written with the transaction's other quiet ends, their downstream tasks looked
+        // at and their runs judged once for them all (`gathered.rs`).
         let quiet = state.is_finished()
             && skips.is_none()
-            && nothing_downstream(spec, &[ti.task_id.as_str()])
             && !(matches!(state, TaskState::Success | TaskState::Skipped)
                 && awaited_by_next_run(spec, &[ti.task_id.as_str()]));
         let try_end = match try_end {
             Some(t) if quiet => match batch.gathered.hold(QuietEnd {
                 ti_id: ti.id,
+                run_pk: ti.run_pk,
+                task_id: ti.task_id.clone(),
+                spec: spec.clone(),
                 was: ti.state,
                 attempt: ti.attempt.clone().unwrap_or_default(),
                 state,
@@ -925,7 +941,6 @@ impl Store {
                 try_note: t.note,
             }) {
                 None => {
-                    batch.judge_later(ti.run_pk, spec);
                     return Ok(Applied {
                         accepted: true,
                         ..Applied::default()
@@ -939,7 +954,7 @@ impl Store {
             },
             other => other,
         };
-        self.write_gathered(tx, &mut batch.gathered).await?;
+        self.write_held(tx, batch).await?;
         self.write_settled(tx, ti, now, (state, ready_at, &note), try_end)
             .await?;
         if state == TaskState::UpForRetry {

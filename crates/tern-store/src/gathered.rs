@@ -1,9 +1,11 @@
 //! Quiet ends written together: when agents' results are ended in one transaction
-//! (`results.rs`), an attempt whose end makes nothing else ready — it ends in a final state,
-//! no task is downstream of it, no next run waits for it — has its instance and try written
-//! with the other quiet ends of the transaction, in one statement, instead of one statement
-//! each. Under load that is one round trip to the database for a batch of results instead of
-//! one per result.
+//! (`results.rs`), an attempt whose end asks for nothing but its own write, a look at the tasks
+//! downstream of it and a judgement of its run — it ends in a final state, decides no skips,
+//! no next run waits for it — has its instance and try written with the other quiet ends of
+//! the transaction, in one statement, and the tasks downstream of them looked at once per run
+//! ([`Store::evaluate`] with all of the run's ended tasks as seeds: a join waiting on a wide
+//! fan is probed once for the batch, not once per result). Under load that is a few round
+//! trips to the database for a batch of results instead of a few per result.
 //!
 //! The writes keep the checks of the one-by-one path ([`crate::Store`]'s `write_settled`):
 //! each instance is written only if its state and attempt token are still those read under
@@ -11,15 +13,23 @@
 //! fails the transaction (the writer then ends each result in a transaction of its own).
 //! Ends are gathered only while nothing else is written: whatever the transaction does next
 //! (another statement of any kind) writes them first, so every later statement reads them.
+//! Looking downstream once for several ended tasks decides what looking after each would
+//! have: a task's readiness depends on its upstream tasks' states, all written by then.
+
+use std::sync::Arc;
 
 use sqlx::{Any, Row, Transaction};
-use tern_core::TaskState;
+use tern_core::{DagSpec, TaskState};
 
 use crate::{Backend, Result, Store, StoreError};
 
 /// One attempt's end, held back: the values `write_settled` would write.
 pub(crate) struct QuietEnd {
     pub ti_id: i64,
+    pub run_pk: i64,
+    pub task_id: String,
+    /// The run's DAG version (its downstream tasks are looked at after the write).
+    pub spec: Arc<DagSpec>,
     /// The state and attempt token it was read with (the write's guard).
     pub was: TaskState,
     pub attempt: String,
@@ -112,16 +122,17 @@ fn values(backend: Backend) -> String {
 }
 
 impl Store {
-    /// Writes the quiet ends `gathered` holds, if any, in one statement; an error (and nothing
-    /// written) if any of them no longer matched what was read under its run's lock. Called
-    /// before any other statement of a transaction that gathers.
+    /// Writes the quiet ends `gathered` holds, if any, in one statement, then looks at the tasks
+    /// downstream of them once per run; an error (and nothing written) if any of them no
+    /// longer matched what was read under its run's lock. Returns their runs, to be judged
+    /// (does it end?). Called before any other statement of a transaction that gathers.
     pub(crate) async fn write_gathered(
         &self,
         tx: &mut Transaction<'static, Any>,
         gathered: &mut Gathered,
-    ) -> Result<()> {
+    ) -> Result<Vec<(i64, Arc<DagSpec>)>> {
         if gathered.ends.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let ends = std::mem::take(&mut gathered.ends);
         let rows: Vec<serde_json::Value> = ends
@@ -164,13 +175,31 @@ impl Store {
                 (done.rows_affected() as i64).min(n)
             }
         };
-        if written == n {
-            gathered.written += n as u64;
-            return Ok(());
+        if written != n {
+            let ids: Vec<i64> = ends.iter().map(|e| e.ti_id).collect();
+            return Err(StoreError::Conflict(format!(
+                "of the task instances {ids:?}, ended together, {written} of {n} were as read under their runs' locks; nothing was written"
+            )));
         }
-        let ids: Vec<i64> = ends.iter().map(|e| e.ti_id).collect();
-        Err(StoreError::Conflict(format!(
-            "of the task instances {ids:?}, ended together, {written} of {n} were as read under their runs' locks; nothing was written"
-        )))
+        gathered.written += n as u64;
+        // Each run once, in the order its first end came, with all of its ended tasks.
+        let mut runs: Vec<(i64, Arc<DagSpec>, Vec<&str>, i64)> = Vec::new();
+        for e in &ends {
+            match runs.iter_mut().find(|r| r.0 == e.run_pk) {
+                Some(run) => {
+                    run.2.push(&e.task_id);
+                    run.3 = run.3.max(e.ended_at);
+                }
+                None => runs.push((e.run_pk, e.spec.clone(), vec![&e.task_id], e.ended_at)),
+            }
+        }
+        for (run_pk, spec, seeds, now) in &runs {
+            self.evaluate(tx, *run_pk, spec, Some(seeds), None, *now)
+                .await?;
+        }
+        Ok(runs
+            .into_iter()
+            .map(|(run_pk, spec, _, _)| (run_pk, spec))
+            .collect())
     }
 }

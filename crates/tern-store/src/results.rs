@@ -5,8 +5,9 @@
 //! attempts in one transaction: the run rows of all of them locked first, in key order (the
 //! lock order), their instances read in one statement, then each attempt ended by the same
 //! checks and writes as any other path ([`Store::end_locked`]), then each run judged once
-//! (does it end?) and one admission for them all; the ends that make nothing else ready are
-//! written together in one statement (`gathered.rs`). Under load (many tasks ending at
+//! (does it end?) and one admission for them all; the ends in a final state are written
+//! together in one statement, their downstream tasks looked at once per run (`gathered.rs`).
+//! Under load (many tasks ending at
 //! once) that is one transaction, one commit and one admission for many results instead of one
 //! each; a lone result is a batch of one, written at once, so nothing waits for company.
 //!

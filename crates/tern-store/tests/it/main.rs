@@ -66,7 +66,7 @@ store_suite!(
     racing_ends_of_the_last_tasks_always_end_the_run,
     results_that_arrive_together_are_each_answered_as_if_alone,
     a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_run_ended,
-    results_that_make_nothing_ready_are_written_together_in_one_statement,
+    results_ending_in_a_final_state_are_written_together_in_one_statement,
     a_result_claims_the_agents_next_task_in_its_transaction,
     a_caller_that_stops_waiting_for_its_result_cancels_nothing,
     a_silent_server_is_failed_over_and_a_live_one_is_not,

@@ -653,10 +653,10 @@ pub async fn task_state_machine_keeps_its_invariants(store: Store) {
     assert!(timed_out > 0, "no case reached its dagrun_timeout");
     assert!(mapped_ran > 0, "no case ran an instance of its mapped task");
     assert!(together > 0, "no result reported together was accepted");
-    // (How often `l` ends in a batch of reports is left to chance here, 2–9 times a run of
-    // this test; the store suite's
-    // `results_that_make_nothing_ready_are_written_together_in_one_statement` takes that path
-    // every time.)
+    assert!(
+        quiet > 0,
+        "no quiet end was written with others in one statement"
+    );
     assert!(
         claimed_with_results > 0,
         "no result claimed its agent's next task"

@@ -2081,12 +2081,12 @@ pub async fn a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_ru
     assert_eq!(tries[0].state, TaskState::Success);
 }
 
-/// Results that make nothing else ready (a final state, no task downstream) are held back and
-/// written together in one statement; the others of the same transaction are written as they
-/// come. Each ends as it would alone: its instance, its try (state, exit code, note), the
+/// Results that end in a final state (and decide no skips) are held back and written together in
+/// one statement, the tasks downstream of them looked at once after; a retry is written as it
+/// comes. Each ends as it would alone: its instance, its try (state, exit code, note), the
 /// downstream task of the one that has one, the retry of the one that retries, and the run
 /// judged once all are in.
-pub async fn results_that_make_nothing_ready_are_written_together_in_one_statement(store: Store) {
+pub async fn results_ending_in_a_final_state_are_written_together_in_one_statement(store: Store) {
     let mut retried = task("retried", &[]);
     retried.retries = 1;
     retried.retry_delay_ms = 0;
@@ -2097,6 +2097,7 @@ pub async fn results_that_make_nothing_ready_are_written_together_in_one_stateme
             task("next", &["first"]),
             task("leaf", &[]),
             task("failing_leaf", &[]),
+            task("after_both", &["leaf", "failing_leaf"]),
             retried,
         ],
     );
@@ -2132,14 +2133,15 @@ pub async fn results_that_make_nothing_ready_are_written_together_in_one_stateme
     }
     assert_eq!(
         store.quiet_ends_written_together() - before,
-        2,
-        "leaf and failing_leaf (final, nothing downstream) were written together"
+        3,
+        "first, leaf and failing_leaf (final states) were written together"
     );
     let expect = [
         ("first", TaskState::Success),
         ("next", TaskState::Queued),
         ("leaf", TaskState::Success),
         ("failing_leaf", TaskState::Failed),
+        ("after_both", TaskState::UpstreamFailed),
         ("retried", TaskState::UpForRetry),
     ];
     for (t, state) in expect {
