@@ -920,12 +920,13 @@ impl Store {
         // judgement (a final state, no skips decided, no next run waiting for it): held back,
         // it is written with the transaction's other quiet ends, their downstream tasks looked
         // at and their runs judged once for them all (`gathered.rs`).
-        let quiet = state.is_finished()
+        let quiet = batch.gathered.gathers()
+            && state.is_finished()
             && skips.is_none()
             && !(matches!(state, TaskState::Success | TaskState::Skipped)
                 && awaited_by_next_run(spec, &[ti.task_id.as_str()]));
-        let try_end = match try_end {
-            Some(t) if quiet => match batch.gathered.hold(QuietEnd {
+        if let (true, Some(t)) = (quiet, &try_end) {
+            batch.gathered.hold(QuietEnd {
                 ti_id: ti.id,
                 run_pk: ti.run_pk,
                 task_id: ti.task_id.clone(),
@@ -934,26 +935,17 @@ impl Store {
                 attempt: ti.attempt.clone().unwrap_or_default(),
                 state,
                 ended_at: now,
-                note: note.clone(),
+                note,
                 try_state: t.state,
                 try_number: i64::from(ti.try_number),
                 exit_code: t.exit_code,
-                try_note: t.note,
-            }) {
-                None => {
-                    return Ok(Applied {
-                        accepted: true,
-                        ..Applied::default()
-                    });
-                }
-                Some(end) => Some(TryEnd {
-                    state: end.try_state,
-                    exit_code: end.exit_code,
-                    note: end.try_note,
-                }),
-            },
-            other => other,
-        };
+                try_note: t.note.clone(),
+            });
+            return Ok(Applied {
+                accepted: true,
+                ..Applied::default()
+            });
+        }
         self.write_held(tx, batch).await?;
         self.write_settled(tx, ti, now, (state, ready_at, &note), try_end)
             .await?;

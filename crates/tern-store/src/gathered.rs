@@ -3,7 +3,7 @@
 //! downstream of it and a judgement of its run — it ends in a final state, decides no skips,
 //! no next run waits for it — has its instance and try written with the other quiet ends of
 //! the transaction, in one statement, and the tasks downstream of them looked at once per run
-//! ([`Store::evaluate`] with all of the run's ended tasks as seeds: a join waiting on a wide
+//! (`Store::evaluate` with all of the run's ended tasks as seeds: a join waiting on a wide
 //! fan is probed once for the batch, not once per result). Under load that is a few round
 //! trips to the database for a batch of results instead of a few per result.
 //!
@@ -63,20 +63,22 @@ impl Gathered {
         self.written
     }
 
-    /// Holds `end` back when this transaction gathers; gives it back otherwise.
-    pub(crate) fn hold(&mut self, end: QuietEnd) -> Option<QuietEnd> {
-        if !self.enabled {
-            return Some(end);
-        }
+    /// Whether this transaction gathers quiet ends.
+    pub(crate) fn gathers(&self) -> bool {
+        self.enabled
+    }
+
+    /// Holds `end` back, to be written with the others (the transaction gathers).
+    pub(crate) fn hold(&mut self, end: QuietEnd) {
+        debug_assert!(self.enabled, "only a transaction that gathers holds ends");
         self.ends.push(end);
-        None
     }
 }
 
 /// Every quiet end's instance, then its try, in one statement (the values are a JSON array of
 /// arrays at `$1`, their number at `$2`); it returns how many instances it wrote. The rows are
-/// found by `= ANY(ARRAY(…))`, an index lookup each (a join to the values was planned as a
-/// scan of the whole table).
+/// found by `= ANY(ARRAY(…))`, an index lookup each (a join to the values cost three times as
+/// much a row: 140 µs against 46, `pg_stat_statements`).
 fn postgres_statement() -> String {
     format!(
         "WITH v AS ({}), \
