@@ -7,9 +7,9 @@
 //! checks and writes as any other path ([`Store::end_locked`]), then each run judged once
 //! (does it end?) and one admission for them all; the ends in a final state are written
 //! together in one statement, their downstream tasks looked at once per run (`gathered.rs`).
-//! Under load (many tasks ending at
-//! once) that is one transaction, one commit and one admission for many results instead of one
-//! each; a lone result is a batch of one, written at once, so nothing waits for company.
+//! Under load (many tasks ending at once) that is one transaction, one commit and one
+//! admission for many results instead of one each; a lone result is a batch of one, written
+//! at once, so nothing waits for company.
 //!
 //! An agent may ask, with its result, to claim its next tasks in the same transaction
 //! ([`Store::complete_and_claim`]): after the admission, the claim runs the statements every
@@ -166,8 +166,8 @@ impl Store {
         self.results.0.lock().expect("result queue").items.len()
     }
 
-    /// How many results that made nothing else ready were written in one statement with
-    /// others since this store was opened (for tests: shows that path is taken).
+    /// How many results that ended in a final state were written in one statement with others
+    /// (`gathered.rs`) since this store was opened (for tests: shows that path is taken).
     #[doc(hidden)]
     pub fn quiet_ends_written_together(&self) -> u64 {
         self.results.0.lock().expect("result queue").quiet_together

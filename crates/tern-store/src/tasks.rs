@@ -142,15 +142,6 @@ fn force_skips<'s>(
     }
 }
 
-/// Whether no task of `spec` is downstream of `seeds`: their end makes nothing else ready, so
-/// applying it reads no other state ([`Store::evaluate`] returns at once).
-pub(crate) fn nothing_downstream(spec: &DagSpec, seeds: &[&str]) -> bool {
-    let down = spec.downstream_map();
-    seeds
-        .iter()
-        .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
-}
-
 /// The tasks directly downstream of `seeds` (the tasks whose result is being applied) when
 /// each is a join: a task with an upstream task outside the seeds. `None` when there are none,
 /// or when one is a chain's next task (all its upstream tasks among the seeds): it may run now,
@@ -191,7 +182,10 @@ impl Store {
     ) -> Result<Option<RunStates>> {
         let down = spec.downstream_map();
         if let (Some(seeds), None) = (seeds, skips) {
-            if nothing_downstream(spec, seeds) {
+            if seeds
+                .iter()
+                .all(|s| down.get(*s).is_none_or(|d| d.is_empty()))
+            {
                 return Ok(None);
             }
             if let Some(joins) = joins_downstream_of(spec, down, seeds) {

@@ -375,21 +375,13 @@ impl Case {
                         }
                     }
                 }
-                // Queued while paused, then written once all are in: they arrive together.
-                let paused = s.debug_pause_results();
-                let (answers, ()) = tokio::join!(
-                    futures::future::join_all(
-                        together
-                            .iter()
-                            .map(|(i, h, result, _)| self.report(h, result, i % 2 == 1))
-                    ),
-                    async {
-                        while s.debug_queued_results() < together.len() {
-                            tokio::task::yield_now().await;
-                        }
-                        drop(paused);
-                    }
-                );
+                let answers = crate::suite::reported_together(
+                    &s,
+                    together
+                        .iter()
+                        .map(|(i, h, result, _)| self.report(h, result, i % 2 == 1)),
+                )
+                .await;
                 for ((_, h, _, current), (applied, claimed)) in together.iter().zip(answers) {
                     self.claimed_with_result(h, claimed)?;
                     if applied.accepted != *current {

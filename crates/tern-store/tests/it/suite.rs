@@ -66,6 +66,24 @@ pub(crate) fn fail(retryable: bool) -> TryResult {
     }
 }
 
+/// Awaits `reports` (results sent to `store`) queued while results are paused, then written once
+/// all are in: they arrive together, in one batch.
+pub(crate) async fn reported_together<F: std::future::Future>(
+    store: &Store,
+    reports: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let reports: Vec<F> = reports.into_iter().collect();
+    let n = reports.len();
+    let paused = store.debug_pause_results();
+    let (answers, ()) = tokio::join!(futures::future::join_all(reports), async {
+        while store.debug_queued_results() < n {
+            tokio::task::yield_now().await;
+        }
+        drop(paused);
+    });
+    answers
+}
+
 async fn states(store: &Store, run_pk: i64) -> Vec<(String, TaskState)> {
     store
         .task_instances(run_pk)
@@ -808,22 +826,13 @@ pub async fn a_result_claims_the_agents_next_task_in_its_transaction(store: Stor
     assert_eq!(roots.len(), 2);
     let before = store.results_written_together();
     let success = ok();
-    let paused = store.debug_pause_results();
-    let (answers, ()) = tokio::join!(
-        futures::future::join_all(roots.iter().map(|r| store.complete_and_claim(
-            r.ti.id,
-            &r.attempt,
-            "w1",
-            &success,
-            next(1)
-        ))),
-        async {
-            while store.debug_queued_results() < roots.len() {
-                tokio::task::yield_now().await;
-            }
-            drop(paused);
-        }
-    );
+    let answers = reported_together(
+        &store,
+        roots
+            .iter()
+            .map(|r| store.complete_and_claim(r.ti.id, &r.attempt, "w1", &success, next(1))),
+    )
+    .await;
     assert_eq!(store.results_written_together() - before, 2);
     let mut got: Vec<String> = Vec::new();
     for answer in answers {
@@ -1952,18 +1961,13 @@ pub async fn results_that_arrive_together_are_each_answered_as_if_alone(store: S
     }
     for (round, reports) in [first, second].iter().enumerate() {
         // Queued while paused, then written once all are in: they arrive together.
-        let paused = store.debug_pause_results();
-        let (answers, ()) = tokio::join!(
-            futures::future::join_all(reports.iter().map(|(id, attempt, worker, result, _)| {
+        let answers = reported_together(
+            &store,
+            reports.iter().map(|(id, attempt, worker, result, _)| {
                 store.complete_by(*id, attempt, Some(*worker), result)
-            })),
-            async {
-                while store.debug_queued_results() < reports.len() {
-                    tokio::task::yield_now().await;
-                }
-                drop(paused);
-            }
-        );
+            }),
+        )
+        .await;
         for ((id, _, worker, _, accepted), answer) in reports.iter().zip(answers) {
             match answer {
                 Ok(applied) => {
@@ -2042,21 +2046,13 @@ pub async fn a_batch_reads_a_repeated_instance_again_and_tells_one_result_its_ru
     let reports = [(&a, true), (&b, true), (&b, false), (&c, true)];
     let before = store.results_written_together();
     let success = ok();
-    let paused = store.debug_pause_results();
-    let (answers, ()) = tokio::join!(
-        futures::future::join_all(reports.iter().map(|(x, _)| store.complete_by(
-            x.ti.id,
-            &x.attempt,
-            Some("w1"),
-            &success
-        ))),
-        async {
-            while store.debug_queued_results() < reports.len() {
-                tokio::task::yield_now().await;
-            }
-            drop(paused);
-        }
-    );
+    let answers = reported_together(
+        &store,
+        reports
+            .iter()
+            .map(|(x, _)| store.complete_by(x.ti.id, &x.attempt, Some("w1"), &success)),
+    )
+    .await;
     let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
     for ((x, accepted), applied) in reports.iter().zip(&answers) {
         assert_eq!(applied.accepted, *accepted, "{}", x.ti.task_id);
@@ -2113,21 +2109,13 @@ pub async fn results_ending_in_a_final_state_are_written_together_in_one_stateme
         (by_task("retried"), fail(true)),
     ];
     let before = store.quiet_ends_written_together();
-    let paused = store.debug_pause_results();
-    let (answers, ()) = tokio::join!(
-        futures::future::join_all(reports.iter().map(|(c, r)| store.complete_by(
-            c.ti.id,
-            &c.attempt,
-            Some("w1"),
-            r
-        ))),
-        async {
-            while store.debug_queued_results() < reports.len() {
-                tokio::task::yield_now().await;
-            }
-            drop(paused);
-        }
-    );
+    let answers = reported_together(
+        &store,
+        reports
+            .iter()
+            .map(|(c, r)| store.complete_by(c.ti.id, &c.attempt, Some("w1"), r)),
+    )
+    .await;
     for ((c, _), answer) in reports.iter().zip(answers) {
         assert!(answer.unwrap().accepted, "{}", c.ti.task_id);
     }
